@@ -1,0 +1,35 @@
+# Coffer build, test and demo targets. `make demo` and `make test` are the two set-up
+# commands (see README.md); both work on a fresh machine with Go installed.
+
+GO      ?= go
+BIN     ?= bin
+GOFLAGS ?=
+export CGO_ENABLED ?= 0
+
+.PHONY: all build test test-short vet lint bench demo clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/coffer ./cmd/cofferd
+
+vet:
+	$(GO) vet ./...
+
+# Every test under the race detector (needs cgo for -race).
+test: vet
+	CGO_ENABLED=1 $(GO) test -race -timeout 30m -count=1 ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Stage micro-benchmarks (benchstat-readable output).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x -count 1 ./chunkstore/... ./client/... ./placement/... ./transport/... | tee $(BIN)/bench.txt
+
+# Build, start the dev cluster, back up the Go toolchain's src, restore, verify, print stats.
+demo: build
+	BIN=$(BIN) GO=$(GO) ./deploy/demo.sh
+
+clean:
+	rm -rf $(BIN)

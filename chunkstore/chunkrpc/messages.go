@@ -1,0 +1,185 @@
+package chunkrpc
+
+import (
+	"fmt"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/transport"
+)
+
+// Method names.
+const (
+	MethodShardPut       = "shard.Put"
+	MethodShardGet       = "shard.Get"
+	MethodShardHas       = "shard.Has"
+	MethodShardDelete    = "shard.Delete"
+	MethodShardEnumerate = "shard.Enumerate"
+	MethodShardStats     = "shard.Stats"
+	MethodChunkPut       = "chunk.Put"
+	MethodChunkGet       = "chunk.Get"
+	MethodChunkHas       = "chunk.Has"
+)
+
+// Limits of one call.
+const (
+	// MaxCallData bounds the chunk or shard bytes the clients send in one Put call; bigger
+	// batches are split. One item may still be up to chunkstore.MaxChunkSize.
+	MaxCallData = 16 << 20
+	// MaxCallItems bounds the items (chunks, shards, IDs, keys) in one call.
+	MaxCallItems = 1 << 16
+	// MaxEnumerateLimit bounds one page of shard.Enumerate; DefaultEnumerateLimit is used
+	// when the request's limit is zero.
+	MaxEnumerateLimit     = 4096
+	DefaultEnumerateLimit = 1024
+)
+
+// Sentinels maps chunkstore sentinels to wire codes. ErrClosed travels as Unavailable (a
+// closed store is, to a remote caller, an unavailable one) and comes back as
+// ErrUnavailable.
+var Sentinels = transport.SentinelTable{
+	{Err: chunkstore.ErrNotFound, Code: transport.NotFound},
+	{Err: chunkstore.ErrCorrupt, Code: transport.Corrupt},
+	{Err: chunkstore.ErrUnavailable, Code: transport.Unavailable},
+	{Err: chunkstore.ErrInvalid, Code: transport.Invalid},
+	{Err: chunkstore.ErrClosed, Code: transport.Unavailable},
+}
+
+// Wire messages. Field keys are small integers (see FORMAT.md); never reuse a key.
+
+type wKey struct {
+	ID    chunk.ID `cbor:"1,keyasint"`
+	Index uint8    `cbor:"2,keyasint"`
+}
+
+type wMeta struct {
+	K        uint8  `cbor:"1,keyasint"`
+	M        uint8  `cbor:"2,keyasint"`
+	ChunkLen uint32 `cbor:"3,keyasint"`
+	ChunkCRC uint32 `cbor:"4,keyasint"`
+	Writer   string `cbor:"5,keyasint,omitempty"`
+}
+
+type wShard struct {
+	Key  wKey   `cbor:"1,keyasint"`
+	Meta wMeta  `cbor:"2,keyasint"`
+	Data []byte `cbor:"3,keyasint"`
+}
+
+type wInfo struct {
+	Key  wKey   `cbor:"1,keyasint"`
+	Meta wMeta  `cbor:"2,keyasint"`
+	Len  uint32 `cbor:"3,keyasint"`
+}
+
+type wChunk struct {
+	ID   chunk.ID `cbor:"1,keyasint"`
+	Data []byte   `cbor:"2,keyasint"`
+}
+
+type shardPutReq struct {
+	Shards []wShard `cbor:"1,keyasint"`
+}
+
+type shardGetReq struct {
+	Key wKey `cbor:"1,keyasint"`
+}
+
+type shardKeysReq struct {
+	Keys []wKey `cbor:"1,keyasint"`
+}
+
+type hasResp struct {
+	Has []bool `cbor:"1,keyasint"`
+}
+
+type enumerateReq struct {
+	After *wKey `cbor:"1,keyasint,omitempty"`
+	Limit int   `cbor:"2,keyasint,omitempty"`
+}
+
+type enumerateResp struct {
+	Infos []wInfo `cbor:"1,keyasint"`
+	More  bool    `cbor:"2,keyasint,omitempty"`
+}
+
+type statsResp struct {
+	Shards   int64 `cbor:"1,keyasint"`
+	Bytes    int64 `cbor:"2,keyasint"`
+	Segments int   `cbor:"3,keyasint"`
+	Capacity int64 `cbor:"4,keyasint"`
+}
+
+type chunkPutReq struct {
+	Chunks []wChunk `cbor:"1,keyasint"`
+}
+
+type chunkGetReq struct {
+	ID chunk.ID `cbor:"1,keyasint"`
+}
+
+type chunkGetResp struct {
+	Data []byte `cbor:"1,keyasint"`
+}
+
+type chunkHasReq struct {
+	IDs []chunk.ID `cbor:"1,keyasint"`
+}
+
+type empty struct{}
+
+func toWKey(k chunkstore.ShardKey) wKey   { return wKey{ID: k.ID, Index: k.Index} }
+func fromWKey(k wKey) chunkstore.ShardKey { return chunkstore.ShardKey{ID: k.ID, Index: k.Index} }
+
+func toWMeta(m chunkstore.ShardMeta) wMeta {
+	return wMeta{K: m.K, M: m.M, ChunkLen: m.ChunkLen, ChunkCRC: m.ChunkCRC, Writer: m.Writer}
+}
+
+func fromWMeta(m wMeta) chunkstore.ShardMeta {
+	return chunkstore.ShardMeta{K: m.K, M: m.M, ChunkLen: m.ChunkLen, ChunkCRC: m.ChunkCRC, Writer: m.Writer}
+}
+
+func toWShard(s chunkstore.Shard) wShard {
+	return wShard{Key: toWKey(s.Key), Meta: toWMeta(s.Meta), Data: s.Data}
+}
+
+func fromWShard(s wShard) chunkstore.Shard {
+	return chunkstore.Shard{Key: fromWKey(s.Key), Meta: fromWMeta(s.Meta), Data: s.Data}
+}
+
+// maxWriterLen matches the stores' bound on ShardMeta.Writer.
+const maxWriterLen = 1<<16 - 1
+
+// checkShard reports, wrapping chunkstore.ErrInvalid, why a shard would be refused by any
+// ShardStore, so that a batch split into several calls is refused before any is sent.
+func checkShard(s *chunkstore.Shard) error {
+	k := s.Key
+	switch {
+	case k.ID.IsZero():
+		return fmt.Errorf("chunkrpc: shard %s/%d: zero chunk ID: %w", k.ID.Str(), k.Index, chunkstore.ErrInvalid)
+	case len(s.Data) == 0:
+		return fmt.Errorf("chunkrpc: shard %s/%d: empty data: %w", k.ID.Str(), k.Index, chunkstore.ErrInvalid)
+	case len(s.Data) > chunkstore.MaxChunkSize:
+		return fmt.Errorf("chunkrpc: shard %s/%d: %d bytes exceeds %d: %w", k.ID.Str(), k.Index, len(s.Data), chunkstore.MaxChunkSize, chunkstore.ErrInvalid)
+	case s.Meta.K == 0:
+		return fmt.Errorf("chunkrpc: shard %s/%d: K is 0: %w", k.ID.Str(), k.Index, chunkstore.ErrInvalid)
+	case int(k.Index) >= int(s.Meta.K)+int(s.Meta.M):
+		return fmt.Errorf("chunkrpc: shard %s/%d: index out of range for %d+%d: %w", k.ID.Str(), k.Index, s.Meta.K, s.Meta.M, chunkstore.ErrInvalid)
+	case len(s.Meta.Writer) > maxWriterLen:
+		return fmt.Errorf("chunkrpc: shard %s/%d: writer name of %d bytes exceeds %d: %w", k.ID.Str(), k.Index, len(s.Meta.Writer), maxWriterLen, chunkstore.ErrInvalid)
+	}
+	return nil
+}
+
+// checkChunk is checkShard for whole chunks.
+func checkChunk(c *chunkstore.Chunk) error {
+	switch {
+	case c.ID.IsZero():
+		return fmt.Errorf("chunkrpc: chunk %s: zero chunk ID: %w", c.ID.Str(), chunkstore.ErrInvalid)
+	case len(c.Data) == 0:
+		return fmt.Errorf("chunkrpc: chunk %s: empty data: %w", c.ID.Str(), chunkstore.ErrInvalid)
+	case len(c.Data) > chunkstore.MaxChunkSize:
+		return fmt.Errorf("chunkrpc: chunk %s: %d bytes exceeds %d: %w", c.ID.Str(), len(c.Data), chunkstore.MaxChunkSize, chunkstore.ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+package chunkrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
+)
+
+// Server answers shard.* and chunk.* RPCs from a node's stores. It is a transport.Handler,
+// safe for concurrent use, and holds no state of its own.
+type Server struct {
+	shards chunkstore.ShardStore
+	chunks chunkstore.Store
+}
+
+var _ transport.Handler = (*Server)(nil)
+
+// NewServer serves shards (this node's shard store) and chunks (the node's coordinator, a
+// chunkstore.Store over the cluster). Either may be nil: its methods then answer
+// Unavailable.
+func NewServer(shards chunkstore.ShardStore, chunks chunkstore.Store) *Server {
+	return &Server{shards: shards, chunks: chunks}
+}
+
+// Register mounts s on m under the prefixes "shard" and "chunk".
+func (s *Server) Register(m *transport.Mux) {
+	m.Handle("shard", s)
+	m.Handle("chunk", s)
+}
+
+// ServeRPC implements transport.Handler. Errors carry the code of the chunkstore sentinel
+// they match (see Sentinels); a malformed body is Invalid, an unknown method
+// UnknownMethod, a non-node peer on shard.* PermissionDenied.
+func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+	if peer.Principal == "" || peer.Role == "" {
+		return nil, transport.Errorf(transport.Unauthenticated, "chunkrpc: %s: unauthenticated peer", method)
+	}
+	var (
+		out any
+		err error
+	)
+	switch method {
+	case MethodShardPut, MethodShardGet, MethodShardHas, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
+		if peer.Role != transport.RoleNode {
+			return nil, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal)
+		}
+		if s.shards == nil {
+			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node stores no shards", method)
+		}
+		out, err = s.serveShard(ctx, method, body)
+	case MethodChunkPut, MethodChunkGet, MethodChunkHas:
+		if s.chunks == nil {
+			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node does not coordinate chunks", method)
+		}
+		out, err = s.serveChunk(ctx, method, body)
+	default:
+		return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
+	}
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) {
+			return nil, err
+		}
+		return nil, &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
+	}
+	return wire.Marshal(out)
+}
+
+// decode unmarshals a request body, answering Invalid with what is wrong.
+func decode(method string, body []byte, v any) error {
+	if err := wire.Unmarshal(body, v); err != nil {
+		return transport.Errorf(transport.Invalid, "chunkrpc: %s: malformed request body: %v", method, err)
+	}
+	return nil
+}
+
+func tooMany(method string, n int) error {
+	return transport.Errorf(transport.Invalid, "chunkrpc: %s: %d items exceed the limit of %d per call", method, n, MaxCallItems)
+}
+
+func (s *Server) serveShard(ctx context.Context, method string, body []byte) (any, error) {
+	switch method {
+	case MethodShardPut:
+		var req shardPutReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.Shards) > MaxCallItems {
+			return nil, tooMany(method, len(req.Shards))
+		}
+		shards := make([]chunkstore.Shard, len(req.Shards))
+		for i, w := range req.Shards {
+			shards[i] = fromWShard(w)
+		}
+		return empty{}, s.shards.PutShards(ctx, shards)
+	case MethodShardGet:
+		var req shardGetReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		sh, err := s.shards.GetShard(ctx, fromWKey(req.Key))
+		if err != nil {
+			return nil, err
+		}
+		return toWShard(sh), nil
+	case MethodShardHas, MethodShardDelete:
+		var req shardKeysReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.Keys) > MaxCallItems {
+			return nil, tooMany(method, len(req.Keys))
+		}
+		keys := make([]chunkstore.ShardKey, len(req.Keys))
+		for i, k := range req.Keys {
+			keys[i] = fromWKey(k)
+		}
+		if method == MethodShardDelete {
+			return empty{}, s.shards.DeleteShards(ctx, keys)
+		}
+		has, err := s.shards.HasShards(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		if len(has) != len(keys) {
+			return nil, fmt.Errorf("chunkrpc: %s: store answered %d of %d keys", method, len(has), len(keys))
+		}
+		return hasResp{Has: has}, nil
+	case MethodShardEnumerate:
+		var req enumerateReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		return s.enumerate(ctx, req)
+	case MethodShardStats:
+		if err := decode(method, body, &empty{}); err != nil {
+			return nil, err
+		}
+		st, err := s.shards.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return statsResp{Shards: st.Shards, Bytes: st.Bytes, Segments: st.Segments, Capacity: st.Capacity}, nil
+	}
+	return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
+}
+
+// errPageFull stops a page's enumeration once it has one entry beyond the limit.
+var errPageFull = errors.New("chunkrpc: page full")
+
+func (s *Server) enumerate(ctx context.Context, req enumerateReq) (enumerateResp, error) {
+	limit := req.Limit
+	switch {
+	case limit < 0 || limit > MaxEnumerateLimit:
+		return enumerateResp{}, transport.Errorf(transport.Invalid, "chunkrpc: %s: limit %d not in 0..%d", MethodShardEnumerate, limit, MaxEnumerateLimit)
+	case limit == 0:
+		limit = DefaultEnumerateLimit
+	}
+	var after *chunkstore.ShardKey
+	if req.After != nil {
+		k := fromWKey(*req.After)
+		after = &k
+	}
+	resp := enumerateResp{Infos: make([]wInfo, 0, min(limit, 256))}
+	err := s.shards.EnumerateShards(ctx, after, func(info chunkstore.ShardInfo) error {
+		if len(resp.Infos) == limit {
+			resp.More = true
+			return errPageFull
+		}
+		resp.Infos = append(resp.Infos, wInfo{Key: toWKey(info.Key), Meta: toWMeta(info.Meta), Len: info.Len})
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		return enumerateResp{}, err
+	}
+	return resp, nil
+}
+
+func (s *Server) serveChunk(ctx context.Context, method string, body []byte) (any, error) {
+	switch method {
+	case MethodChunkPut:
+		var req chunkPutReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.Chunks) > MaxCallItems {
+			return nil, tooMany(method, len(req.Chunks))
+		}
+		chunks := make([]chunkstore.Chunk, len(req.Chunks))
+		for i, c := range req.Chunks {
+			chunks[i] = chunkstore.Chunk{ID: c.ID, Data: c.Data}
+		}
+		return empty{}, s.chunks.Put(ctx, chunks)
+	case MethodChunkGet:
+		var req chunkGetReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		data, err := s.chunks.Get(ctx, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		return chunkGetResp{Data: data}, nil
+	case MethodChunkHas:
+		var req chunkHasReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.IDs) > MaxCallItems {
+			return nil, tooMany(method, len(req.IDs))
+		}
+		has, err := s.chunks.Has(ctx, req.IDs)
+		if err != nil {
+			return nil, err
+		}
+		if len(has) != len(req.IDs) {
+			return nil, fmt.Errorf("chunkrpc: %s: store answered %d of %d ids", method, len(has), len(req.IDs))
+		}
+		return hasResp{Has: has}, nil
+	}
+	return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
+}

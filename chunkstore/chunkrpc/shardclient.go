@@ -1,0 +1,153 @@
+package chunkrpc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/transport"
+)
+
+// ShardClient is a chunkstore.ShardStore on one remote node, through a transport.Caller.
+// The caller's certificate must have the node role. It is safe for concurrent use and
+// holds no connection of its own (the Caller caches connections).
+type ShardClient struct {
+	c    transport.Caller
+	addr string
+}
+
+var _ chunkstore.ShardStore = (*ShardClient)(nil)
+
+// NewShardClient returns a ShardStore for the node at addr.
+func NewShardClient(c transport.Caller, addr string) *ShardClient {
+	return &ShardClient{c: c, addr: addr}
+}
+
+// Addr is the node's address.
+func (s *ShardClient) Addr() string { return s.addr }
+
+// PutShards stores the batch on the node, in calls of at most MaxCallData bytes and
+// MaxCallItems shards, one after another. Shards that any store would refuse (see
+// chunkstore.ShardStore) fail the whole batch with ErrInvalid before anything is sent; an
+// error in a later call leaves the earlier calls' shards stored (first write wins makes
+// the retry safe).
+func (s *ShardClient) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
+	for i := range shards {
+		if err := checkShard(&shards[i]); err != nil {
+			return err
+		}
+	}
+	for len(shards) > 0 {
+		n, size := 0, 0
+		for n < len(shards) && n < MaxCallItems && (n == 0 || size+len(shards[n].Data) <= MaxCallData) {
+			size += len(shards[n].Data)
+			n++
+		}
+		req := shardPutReq{Shards: make([]wShard, n)}
+		for i := range n {
+			req.Shards[i] = toWShard(shards[i])
+		}
+		if err := call(ctx, s.c, s.addr, MethodShardPut, req, nil); err != nil {
+			return err
+		}
+		shards = shards[n:]
+	}
+	return nil
+}
+
+// GetShard fetches one shard (the node checks its CRC): ErrNotFound, ErrCorrupt, or
+// ErrUnavailable when the node cannot be reached.
+func (s *ShardClient) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunkstore.Shard, error) {
+	var resp wShard
+	if err := call(ctx, s.c, s.addr, MethodShardGet, shardGetReq{Key: toWKey(key)}, &resp); err != nil {
+		return chunkstore.Shard{}, err
+	}
+	sh := fromWShard(resp)
+	if sh.Key != key {
+		return chunkstore.Shard{}, fmt.Errorf("chunkrpc: %s on %s: asked for %s/%d, got %s/%d: %w",
+			MethodShardGet, s.addr, key.ID.Str(), key.Index, sh.Key.ID.Str(), sh.Key.Index, chunkstore.ErrCorrupt)
+	}
+	return sh, nil
+}
+
+// HasShards asks in calls of at most MaxCallItems keys.
+func (s *ShardClient) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	out := make([]bool, 0, len(keys))
+	for start := 0; start < len(keys); start += MaxCallItems {
+		part := keys[start:min(start+MaxCallItems, len(keys))]
+		var resp hasResp
+		if err := call(ctx, s.c, s.addr, MethodShardHas, keysReq(part), &resp); err != nil {
+			return nil, err
+		}
+		if len(resp.Has) != len(part) {
+			return nil, fmt.Errorf("chunkrpc: %s on %s: %d answers for %d keys: %w", MethodShardHas, s.addr, len(resp.Has), len(part), chunkstore.ErrCorrupt)
+		}
+		out = append(out, resp.Has...)
+	}
+	return out, nil
+}
+
+// DeleteShards deletes in calls of at most MaxCallItems keys.
+func (s *ShardClient) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) error {
+	for start := 0; start < len(keys); start += MaxCallItems {
+		part := keys[start:min(start+MaxCallItems, len(keys))]
+		if err := call(ctx, s.c, s.addr, MethodShardDelete, keysReq(part), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnumerateShards pages through the node's shards (DefaultEnumerateLimit per call),
+// calling fn in order in the caller's goroutine. The listing is not a snapshot: shards
+// added or deleted between pages may or may not be reported.
+func (s *ShardClient) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	req := enumerateReq{Limit: DefaultEnumerateLimit}
+	if after != nil {
+		k := toWKey(*after)
+		req.After = &k
+	}
+	for {
+		var resp enumerateResp
+		if err := call(ctx, s.c, s.addr, MethodShardEnumerate, req, &resp); err != nil {
+			return err
+		}
+		for _, w := range resp.Infos {
+			info := chunkstore.ShardInfo{Key: fromWKey(w.Key), Meta: fromWMeta(w.Meta), Len: w.Len}
+			if req.After != nil && !fromWKey(*req.After).Less(info.Key) {
+				return fmt.Errorf("chunkrpc: %s on %s: key %s/%d out of order: %w", MethodShardEnumerate, s.addr, info.Key.ID.Str(), info.Key.Index, chunkstore.ErrCorrupt)
+			}
+			if err := fn(info); err != nil {
+				return err
+			}
+			k := w.Key
+			req.After = &k
+		}
+		if !resp.More {
+			return nil
+		}
+		if len(resp.Infos) == 0 {
+			return fmt.Errorf("chunkrpc: %s on %s: empty page marked as having more: %w", MethodShardEnumerate, s.addr, chunkstore.ErrCorrupt)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("chunkrpc: %s on %s: %w", MethodShardEnumerate, s.addr, err)
+		}
+	}
+}
+
+// Stats returns the node's shard counts.
+func (s *ShardClient) Stats(ctx context.Context) (chunkstore.ShardStats, error) {
+	var resp statsResp
+	if err := call(ctx, s.c, s.addr, MethodShardStats, empty{}, &resp); err != nil {
+		return chunkstore.ShardStats{}, err
+	}
+	return chunkstore.ShardStats{Shards: resp.Shards, Bytes: resp.Bytes, Segments: resp.Segments, Capacity: resp.Capacity}, nil
+}
+
+func keysReq(keys []chunkstore.ShardKey) shardKeysReq {
+	req := shardKeysReq{Keys: make([]wKey, len(keys))}
+	for i, k := range keys {
+		req.Keys[i] = toWKey(k)
+	}
+	return req
+}

@@ -1,0 +1,220 @@
+package dist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// DefaultMaxParallel is the default bound on concurrent node calls per operation.
+const DefaultMaxParallel = 16
+
+// maxCachedPGs bounds the placement cache (a map with more PGs computes the rest on
+// every call).
+const maxCachedPGs = 1 << 16
+
+// maxWriterLen bounds Config.Principal: shard stores keep ShardMeta.Writer in 16 bits.
+const maxWriterLen = 1<<16 - 1
+
+// Config configures a Store. Zero fields mean the documented default.
+type Config struct {
+	// Principal is recorded as ShardMeta.Writer on every shard this store writes.
+	Principal string
+	// Map returns the current cluster map (required). The returned Map must not be
+	// modified afterwards (placement.Map values are immutable once published).
+	Map func() *placement.Map
+	// Shards returns the shard store of a node, remote or local (required). It is
+	// called for every operation and should be cheap (cache connections behind it).
+	Shards func(n placement.Node) chunkstore.ShardStore
+	// Codec codes stripes; nil means a new erasure.Codec.
+	Codec *erasure.Codec
+	// Logger receives warnings about damaged or missing shards; nil discards them.
+	Logger *slog.Logger
+	// MaxParallel bounds the concurrent node calls of one operation; 0 means
+	// DefaultMaxParallel.
+	MaxParallel int
+}
+
+var _ chunkstore.Store = (*Store)(nil)
+
+// Store implements chunkstore.Store over the shard stores of the cluster's nodes. It
+// holds no goroutines between calls and needs no Close. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	crcTab *crc32.Table
+
+	// mu guards a cache of placements for one map (placement.Map values are
+	// immutable, so the cache is keyed by the map pointer and dropped when it changes).
+	mu struct {
+		sync.Mutex
+		m   *placement.Map
+		pgs map[uint32][]placement.Node
+	}
+}
+
+// New returns a Store. It fails with chunkstore.ErrInvalid if Map or Shards is nil,
+// MaxParallel is negative or Principal is longer than 65535 bytes.
+func New(cfg Config) (*Store, error) {
+	switch {
+	case cfg.Map == nil:
+		return nil, fmt.Errorf("dist: config: Map is nil: %w", chunkstore.ErrInvalid)
+	case cfg.Shards == nil:
+		return nil, fmt.Errorf("dist: config: Shards is nil: %w", chunkstore.ErrInvalid)
+	case cfg.MaxParallel < 0:
+		return nil, fmt.Errorf("dist: config: MaxParallel %d is negative: %w", cfg.MaxParallel, chunkstore.ErrInvalid)
+	case len(cfg.Principal) > maxWriterLen:
+		return nil, fmt.Errorf("dist: config: Principal of %d bytes exceeds %d: %w", len(cfg.Principal), maxWriterLen, chunkstore.ErrInvalid)
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = erasure.NewCodec()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxParallel == 0 {
+		cfg.MaxParallel = DefaultMaxParallel
+	}
+	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli)}, nil
+}
+
+// layout is what one operation needs from the current map.
+type layout struct {
+	m    *placement.Map
+	k, n int // data shards, total shards
+}
+
+// quorum is the write quorum: k+1 shards, or all of them when there is no parity.
+func (l layout) quorum() int { return min(l.k+1, l.n) }
+
+// current returns the current map's layout. Errors wrap chunkstore.ErrUnavailable (no
+// map) or chunkstore.ErrInvalid (a profile that shard metadata cannot express).
+func (s *Store) current() (layout, error) {
+	m := s.cfg.Map()
+	if m == nil {
+		return layout{}, fmt.Errorf("dist: no cluster map: %w", chunkstore.ErrUnavailable)
+	}
+	p := m.Profile
+	if p.K < 1 || p.M < 0 || p.K > 255 || p.M > 255 || p.K+p.M > erasure.MaxShards {
+		return layout{}, fmt.Errorf("dist: map epoch %d: profile %d+%d: %w", m.Epoch, p.K, p.M, chunkstore.ErrInvalid)
+	}
+	return layout{m: m, k: p.K, n: p.K + p.M}, nil
+}
+
+// place returns the nodes of id's PG in shard order. The slice is shared (cached) and
+// must not be modified. Errors wrap chunkstore.ErrUnavailable.
+func (s *Store) place(l layout, id chunk.ID) ([]placement.Node, error) {
+	pg := l.m.PG(id)
+	s.mu.Lock()
+	if s.mu.m != l.m {
+		s.mu.m, s.mu.pgs = l.m, make(map[uint32][]placement.Node)
+	}
+	nodes, ok := s.mu.pgs[pg]
+	s.mu.Unlock()
+	if ok {
+		return nodes, nil
+	}
+	nodes, err := l.m.Place(pg, l.n)
+	if err != nil {
+		return nil, fmt.Errorf("dist: place %s (pg %d, map epoch %d): %w: %w", id.Str(), pg, l.m.Epoch, err, chunkstore.ErrUnavailable)
+	}
+	s.mu.Lock()
+	if s.mu.m == l.m && len(s.mu.pgs) < maxCachedPGs {
+		s.mu.pgs[pg] = nodes
+	}
+	s.mu.Unlock()
+	return nodes, nil
+}
+
+// Locate returns the nodes that hold id's shards under the current map, in shard
+// order. The result is a new slice.
+func (s *Store) Locate(id chunk.ID) ([]placement.Node, error) {
+	l, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := s.place(l, id)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(nodes), nil
+}
+
+// shardStore returns the node's store, or an error wrapping chunkstore.ErrUnavailable
+// when the node is marked down or has no store.
+func (s *Store) shardStore(n placement.Node) (chunkstore.ShardStore, error) {
+	if n.State == placement.StateDown {
+		return nil, fmt.Errorf("node %s is down: %w", n.ID, chunkstore.ErrUnavailable)
+	}
+	st := s.cfg.Shards(n)
+	if st == nil {
+		return nil, fmt.Errorf("node %s has no shard store: %w", n.ID, chunkstore.ErrUnavailable)
+	}
+	return st, nil
+}
+
+// forEach calls fn(i) for i in [0, n) on at most MaxParallel goroutines and returns when
+// all calls have returned. fn must be safe for concurrent use.
+func (s *Store) forEach(n int, fn func(i int)) {
+	workers := min(n, s.cfg.MaxParallel)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			fn(i)
+		}
+	}
+	var wg sync.WaitGroup
+	for range workers - 1 {
+		wg.Go(work)
+	}
+	work() // the caller's goroutine is one of the workers
+	wg.Wait()
+}
+
+func (s *Store) crc(data []byte) uint32 { return crc32.Checksum(data, s.crcTab) }
+
+// validChunk reports why c cannot be stored, wrapping chunkstore.ErrInvalid.
+func validChunk(i int, c *chunkstore.Chunk) error {
+	switch {
+	case c.ID.IsZero():
+		return fmt.Errorf("dist: put: chunk %d: zero chunk id: %w", i, chunkstore.ErrInvalid)
+	case len(c.Data) == 0:
+		return fmt.Errorf("dist: put: chunk %d (%s): empty data: %w", i, c.ID.Str(), chunkstore.ErrInvalid)
+	case len(c.Data) > chunkstore.MaxChunkSize:
+		return fmt.Errorf("dist: put: chunk %d (%s): %d bytes exceeds %d: %w", i, c.ID.Str(), len(c.Data), chunkstore.MaxChunkSize, chunkstore.ErrInvalid)
+	}
+	return nil
+}
+
+// ctxErr returns ctx's error wrapped for op, or nil.
+func ctxErr(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dist: %s: %w", op, err)
+	}
+	return nil
+}
+
+// isCorrupt reports whether err marks a damaged shard.
+func isCorrupt(err error) bool { return errors.Is(err, chunkstore.ErrCorrupt) }
+
+// isUnavailable reports whether err marks a quorum failure.
+func isUnavailable(err error) bool { return errors.Is(err, chunkstore.ErrUnavailable) }

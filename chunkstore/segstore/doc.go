@@ -1,0 +1,39 @@
+// Package segstore stores one chunk node's shards: shard bytes in append-only segment
+// files, and only their index in Pebble.
+//
+// Layout of a store directory:
+//
+//	dir/seg-00000001.log …   append-only segment files (format in FORMAT.md)
+//	dir/index/               Pebble: shard key → segment, offset, length, meta, CRC
+//
+// Writes: PutShards and DeleteShards encode their records on the caller's goroutine
+// (CRC32C included) and hand them to a single writer goroutine, which merges whatever
+// is pending into one group commit: one append, one fsync of the segment file, one
+// Pebble batch (committed without sync, with a checkpoint "indexed through segment S
+// offset O"), then it acknowledges every caller. An acknowledgement therefore means the
+// bytes are on disk; the index can always be rebuilt from the segments past the
+// checkpoint, and Open does that replay.
+//
+// Reads: GetShard looks the key up in the index, preads the record and checks its
+// CRC32C, returning chunkstore.ErrCorrupt (naming shard, segment and offset) on a
+// mismatch. HasShards and EnumerateShards read the index only.
+//
+// Recovery: Open replays records after the checkpoint; a torn record at a segment's tail
+// (a crash mid-write, never acknowledged) is truncated and logged; damaged records
+// followed by valid ones are skipped and logged. When dir/index is missing or empty the
+// whole index is rebuilt from the segments (RebuildIndex does the same on demand).
+//
+// Space: deleted shards leave garbage in their segments. Each segment's live bytes are
+// tracked (see Store.Segments) for a future compaction; nothing reclaims space yet.
+//
+// Example:
+//
+//	st, err := segstore.Open("/var/lib/coffer/chunks", segstore.Options{
+//		SegmentSize: 256 << 20, // roll to a new segment file past this size
+//		Logger:      logger,
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	defer st.Close()
+package segstore

@@ -1,0 +1,149 @@
+package segstore
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+)
+
+// Pebble key space; see FORMAT.md. Each kind of key has its own one-byte prefix.
+const (
+	prefixLive  = 'l' // 'l' + segment(4) -> live bytes(8)
+	prefixMeta  = 'm' // 'm' + name -> store-wide values
+	prefixShard = 's' // 's' + chunk ID(32) + index(1) -> index value
+
+	indexVersion   = 1
+	shardKeyLen    = 1 + chunk.Size + 1
+	indexValueBase = 33 // fixed part of an index value, before the writer
+)
+
+var (
+	keyVersion    = []byte("m/version")    // uint32 index format version
+	keyCheckpoint = []byte("m/checkpoint") // segment(4) offset(8): indexed through here
+	keyCounters   = []byte("m/counters")   // shards(8) bytes(8)
+
+	shardLower = []byte{prefixShard}
+	shardUpper = []byte{prefixShard + 1}
+	liveLower  = []byte{prefixLive}
+	liveUpper  = []byte{prefixLive + 1}
+)
+
+func appendShardKey(dst []byte, k chunkstore.ShardKey) []byte {
+	dst = append(dst, prefixShard)
+	dst = append(dst, k.ID[:]...)
+	return append(dst, k.Index)
+}
+
+func parseShardKey(b []byte) (chunkstore.ShardKey, error) {
+	if len(b) != shardKeyLen || b[0] != prefixShard {
+		return chunkstore.ShardKey{}, fmt.Errorf("segstore: malformed index key %x", b)
+	}
+	return chunkstore.ShardKey{ID: chunk.ID(b[1 : 1+chunk.Size]), Index: b[1+chunk.Size]}, nil
+}
+
+func liveKey(seg uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixLive}, seg)
+}
+
+// location is where a put record sits: the part of an index value needed to read it.
+type location struct {
+	seg       uint32
+	off       int64 // offset of the record in the segment file
+	dataLen   int
+	writerLen int
+}
+
+func (l location) recordLen() int64 { return recordLen(l.writerLen, l.dataLen) }
+
+// dataOff is the offset of the shard's data bytes in the segment file.
+func (l location) dataOff() int64 { return l.off + recHeaderSize + int64(l.writerLen) }
+
+// indexValue is one shard's index entry.
+type indexValue struct {
+	loc     location
+	meta    chunkstore.ShardMeta
+	dataCRC uint32
+}
+
+// appendIndexValue encodes v:
+// version(1) segment(4) offset(8) dataLen(4) K(1) M(1) chunkLen(4) chunkCRC(4)
+// dataCRC(4) writerLen(2) writer.
+func appendIndexValue(dst []byte, v *indexValue) []byte {
+	dst = append(dst, indexVersion)
+	dst = binary.BigEndian.AppendUint32(dst, v.loc.seg)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(v.loc.off))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(v.loc.dataLen))
+	dst = append(dst, v.meta.K, v.meta.M)
+	dst = binary.BigEndian.AppendUint32(dst, v.meta.ChunkLen)
+	dst = binary.BigEndian.AppendUint32(dst, v.meta.ChunkCRC)
+	dst = binary.BigEndian.AppendUint32(dst, v.dataCRC)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(v.meta.Writer)))
+	return append(dst, v.meta.Writer...)
+}
+
+// parseLocation decodes the location part of an index value without allocating.
+func parseLocation(b []byte) (location, error) {
+	if len(b) < indexValueBase || b[0] != indexVersion {
+		return location{}, fmt.Errorf("segstore: malformed index value (%d bytes)", len(b))
+	}
+	loc := location{
+		seg:       binary.BigEndian.Uint32(b[1:5]),
+		off:       int64(binary.BigEndian.Uint64(b[5:13])),
+		dataLen:   int(binary.BigEndian.Uint32(b[13:17])),
+		writerLen: int(binary.BigEndian.Uint16(b[31:33])),
+	}
+	if len(b) != indexValueBase+loc.writerLen {
+		return location{}, fmt.Errorf("segstore: malformed index value (%d bytes, writer %d)", len(b), loc.writerLen)
+	}
+	return loc, nil
+}
+
+// parseIndexValue decodes a whole index value; the writer string is copied.
+func parseIndexValue(b []byte) (indexValue, error) {
+	loc, err := parseLocation(b)
+	if err != nil {
+		return indexValue{}, err
+	}
+	return indexValue{
+		loc: loc,
+		meta: chunkstore.ShardMeta{
+			K: b[17], M: b[18],
+			ChunkLen: binary.BigEndian.Uint32(b[19:23]),
+			ChunkCRC: binary.BigEndian.Uint32(b[23:27]),
+			Writer:   string(b[indexValueBase:]),
+		},
+		dataCRC: binary.BigEndian.Uint32(b[27:31]),
+	}, nil
+}
+
+// checkpoint is the position up to which every segment record is reflected in the index.
+type checkpoint struct {
+	seg uint32
+	off int64
+}
+
+func (c checkpoint) encode() []byte {
+	b := binary.BigEndian.AppendUint32(nil, c.seg)
+	return binary.BigEndian.AppendUint64(b, uint64(c.off))
+}
+
+func parseCheckpoint(b []byte) (checkpoint, error) {
+	if len(b) != 12 {
+		return checkpoint{}, fmt.Errorf("segstore: malformed checkpoint (%d bytes)", len(b))
+	}
+	return checkpoint{seg: binary.BigEndian.Uint32(b[0:4]), off: int64(binary.BigEndian.Uint64(b[4:12]))}, nil
+}
+
+func encodeCounters(shards, bytes int64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(shards))
+	return binary.BigEndian.AppendUint64(b, uint64(bytes))
+}
+
+func parseCounters(b []byte) (shards, bytes int64, err error) {
+	if len(b) != 16 {
+		return 0, 0, fmt.Errorf("segstore: malformed counters (%d bytes)", len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b[0:8])), int64(binary.BigEndian.Uint64(b[8:16])), nil
+}

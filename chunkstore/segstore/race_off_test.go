@@ -1,0 +1,5 @@
+//go:build !race
+
+package segstore
+
+const raceEnabled = false

@@ -1,0 +1,223 @@
+package segstore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// segFile is what the store needs from an open segment file (*os.File satisfies it).
+type segFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+// segment is one open segment file. The file stays open until Store.Close.
+type segment struct {
+	num  uint32
+	path string
+	f    segFile
+	size atomic.Int64 // bytes durably appended (or, with NoSync, written)
+	live atomic.Int64 // bytes of put records still indexed
+}
+
+func segName(num uint32) string { return fmt.Sprintf("seg-%08d.log", num) }
+
+func parseSegName(name string) (uint32, bool) {
+	s, ok := strings.CutPrefix(name, "seg-")
+	if !ok {
+		return 0, false
+	}
+	s, ok = strings.CutSuffix(s, ".log")
+	if !ok || len(s) < 8 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 || segName(uint32(n)) != name {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// listSegments returns the segment numbers found in dir, ascending.
+func listSegments(dir string) ([]uint32, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var nums []uint32
+	for _, e := range ents {
+		if n, ok := parseSegName(e.Name()); ok && e.Type().IsRegular() {
+			nums = append(nums, n)
+		}
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	return nums, nil
+}
+
+// syncDir fsyncs a directory so that file creations in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// scanRecord reads and verifies the record at off in f, whose readable size is size. buf
+// is scratch space, returned possibly grown. It returns errBadRecord (wrapped) when the
+// bytes do not form a valid record, or another error when reading fails.
+func scanRecord(f io.ReaderAt, off, size int64, buf []byte) (recHeader, []byte, []byte, error) {
+	if size-off < recHeaderSize+recTrailerSize {
+		return recHeader{}, nil, buf, fmt.Errorf("%w: %d bytes left, too short for a record", errBadRecord, size-off)
+	}
+	buf = grow(buf[:0], recHeaderSize)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return recHeader{}, nil, buf, err
+	}
+	h, err := parseHeader(buf)
+	if err != nil {
+		return h, nil, buf, err
+	}
+	n := h.recordLen()
+	if n > size-off {
+		return h, nil, buf, fmt.Errorf("%w: record of %d bytes runs past the end of the segment", errBadRecord, n)
+	}
+	buf = grow(buf, int(n)-recHeaderSize)
+	if _, err := f.ReadAt(buf[recHeaderSize:], off+recHeaderSize); err != nil {
+		return h, nil, buf, err
+	}
+	body := buf[:n-recTrailerSize]
+	if crcOf(body) != beUint32(buf[n-recTrailerSize:]) {
+		return h, nil, buf, fmt.Errorf("%w: record CRC mismatch", errBadRecord)
+	}
+	data := body[recHeaderSize+h.writerLen:]
+	if crcOf(data) != h.dataCRC {
+		return h, nil, buf, fmt.Errorf("%w: data CRC mismatch", errBadRecord)
+	}
+	writer := body[recHeaderSize : recHeaderSize+h.writerLen]
+	return h, writer, buf, nil
+}
+
+// findNextRecord returns the offset of the first valid record in f after from, or -1.
+// Recovery uses it to tell a torn tail (nothing valid follows) from damage in the middle
+// of a segment (valid records follow and must not be thrown away).
+func findNextRecord(f io.ReaderAt, from, size int64) (int64, error) {
+	const window = 1 << 20
+	buf := make([]byte, window)
+	var scratch []byte
+	for pos := from; pos < size; {
+		n := min(int64(window), size-pos)
+		if _, err := f.ReadAt(buf[:n], pos); err != nil {
+			return -1, err
+		}
+		win := buf[:n]
+		for i := 0; ; {
+			j := bytes.Index(win[i:], []byte(recMagic))
+			if j < 0 {
+				break
+			}
+			cand := pos + int64(i+j)
+			var err error
+			_, _, scratch, err = scanRecord(f, cand, size, scratch)
+			if err == nil {
+				return cand, nil
+			}
+			if !isBadRecord(err) {
+				return -1, err
+			}
+			i += j + 1
+		}
+		if pos+n >= size {
+			break
+		}
+		pos += n - int64(len(recMagic)-1) // overlap so a magic split across windows is seen
+	}
+	return -1, nil
+}
+
+// openSegmentFile opens an existing segment and checks its header. A missing or short
+// header is reported with errShortHeader so that Open can repair the last segment.
+func (s *Store) openSegmentFile(num uint32) (*segment, error) {
+	path := filepath.Join(s.dir, segName(num))
+	f, err := s.opts.openFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	seg := &segment{num: num, path: path, f: f}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	seg.size.Store(fi.Size())
+	if fi.Size() < fileHeaderSize {
+		return seg, errShortHeader
+	}
+	var hdr [fileHeaderSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := checkFileHeader(hdr[:], num); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return seg, nil
+}
+
+// writeFileHeader (re)initialises seg as an empty segment and makes that durable.
+func (s *Store) writeFileHeader(seg *segment) error {
+	var hdr [fileHeaderSize]byte
+	putFileHeader(hdr[:], seg.num)
+	if err := seg.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := seg.f.WriteAt(hdr[:], 0); err != nil {
+		return err
+	}
+	if !s.opts.NoSync {
+		if err := seg.f.Sync(); err != nil {
+			return err
+		}
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+	}
+	seg.size.Store(fileHeaderSize)
+	return nil
+}
+
+// createSegment creates segment num, writes its header durably and registers it.
+// Called by the writer goroutine, or by Open before the writer starts.
+func (s *Store) createSegment(num uint32) (*segment, error) {
+	path := filepath.Join(s.dir, segName(num))
+	f, err := s.opts.openFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("segstore: create segment %d: %w", num, err)
+	}
+	seg := &segment{num: num, path: path, f: f}
+	if err := s.writeFileHeader(seg); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("segstore: create segment %d: %w", num, err)
+	}
+	s.segMu.Lock()
+	s.segs[num] = seg
+	s.segMu.Unlock()
+	return seg, nil
+}

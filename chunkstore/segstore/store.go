@@ -1,0 +1,584 @@
+package segstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cofferhq/coffer/chunkstore"
+)
+
+var _ chunkstore.ShardStore = (*Store)(nil)
+
+// Store is the production chunkstore.ShardStore: shard bytes in append-only segment
+// files, their index in Pebble. All methods are safe for concurrent use. Open it with
+// Open and release it with Close.
+type Store struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+	db   *pebble.DB
+
+	gate struct {
+		sync.Mutex
+		closed bool
+	}
+	inflight sync.WaitGroup // public calls in progress; Close waits for them
+
+	// indexMu is held for writing while the index is rebuilt or replayed, and for
+	// reading by index lookups, so that no lookup sees a half-built index.
+	indexMu  sync.RWMutex
+	indexErr error // guarded by indexMu; non-nil while the index is incomplete
+
+	segMu sync.RWMutex
+	segs  map[uint32]*segment // guarded by segMu; files stay open until Close
+
+	shards atomic.Int64 // live shards, published after each index commit
+	bytes  atomic.Int64 // live shard data bytes
+
+	reqs       chan *request // closed by Close once no caller can send
+	writerDone chan struct{} // closed by the writer goroutine when it exits
+
+	w writerState // owned by the writer goroutine (by Open before it starts)
+
+	encPool  sync.Pool // *[]byte record encode buffers (requests)
+	readPool sync.Pool // *readBuf scratch space for GetShard
+}
+
+// Open opens (creating if needed) the store in dir: segment files seg-NNNNNNNN.log and
+// the Pebble index in dir/index. It replays segment records written after the index's
+// checkpoint, truncating a torn record at the end of a segment, and rebuilds the whole
+// index from the segments when the index directory is missing or empty. Only one Store
+// may have dir open at a time (Pebble's lock file enforces it).
+func Open(dir string, opts Options) (*Store, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("segstore: open %s: %w", dir, err)
+	}
+	idxDir := filepath.Join(dir, "index")
+	fresh, err := dirMissingOrEmpty(idxDir)
+	if err != nil {
+		return nil, fmt.Errorf("segstore: open %s: %w", dir, err)
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	db, err := pebble.Open(idxDir, &pebble.Options{
+		FormatMajorVersion:         pebble.FormatNewest,
+		Cache:                      cache,
+		MemTableSize:               uint64(opts.MemTableSize),
+		CompactionConcurrencyRange: func() (int, int) { return 1, 2 },
+		Logger:                     pebbleLogger{opts.Logger},
+	})
+	cache.Unref() // the DB holds its own reference
+	if err != nil {
+		return nil, fmt.Errorf("segstore: open index %s: %w", idxDir, err)
+	}
+	s := &Store{
+		dir:        dir,
+		opts:       opts,
+		log:        opts.Logger,
+		db:         db,
+		segs:       make(map[uint32]*segment),
+		reqs:       make(chan *request, 64),
+		writerDone: make(chan struct{}),
+	}
+	s.w.ap.s = s
+	if err := s.load(fresh); err != nil {
+		s.closeFiles()
+		db.Close()
+		return nil, err
+	}
+	go s.run()
+	return s, nil
+}
+
+func dirMissingOrEmpty(dir string) (bool, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(ents) == 0, nil
+}
+
+// load opens the segment files and brings the index up to date with them.
+func (s *Store) load(fresh bool) error {
+	nums, err := listSegments(s.dir)
+	if err != nil {
+		return fmt.Errorf("segstore: open %s: %w", s.dir, err)
+	}
+	for i, num := range nums {
+		seg, err := s.openSegmentFile(num)
+		if errors.Is(err, errShortHeader) && i == len(nums)-1 {
+			// A crash while the last segment was being created: it holds no records.
+			s.log.Warn("segstore: reinitialising last segment with a short header", "segment", num, "bytes", seg.size.Load())
+			err = s.writeFileHeader(seg)
+		}
+		if err != nil {
+			if seg != nil {
+				seg.f.Close()
+			}
+			return fmt.Errorf("segstore: open segment %s: %w", filepath.Join(s.dir, segName(num)), err)
+		}
+		s.segs[num] = seg
+	}
+	ctx := context.Background()
+	ver, haveVer, err := s.metaValue(keyVersion)
+	if err != nil {
+		return err
+	}
+	switch {
+	case fresh || !haveVer:
+		if len(nums) > 0 {
+			s.log.Info("segstore: index missing; rebuilding it from segments", "dir", s.dir, "segments", len(nums))
+		}
+		if err := s.rebuild(ctx); err != nil {
+			return err
+		}
+	case len(ver) != 4 || binary.BigEndian.Uint32(ver) != indexVersion:
+		return fmt.Errorf("segstore: open %s: index format %x is not version %d; move %s aside to rebuild it", s.dir, ver, indexVersion, filepath.Join(s.dir, "index"))
+	default:
+		if err := s.catchUp(ctx); err != nil {
+			return err
+		}
+	}
+	if len(s.segs) == 0 {
+		if _, err := s.createSegment(1); err != nil {
+			return err
+		}
+	}
+	s.w.cur = s.segs[slices.Max(s.segNums())]
+	s.w.off = s.w.cur.size.Load()
+	return nil
+}
+
+// catchUp loads the persisted counters and replays the segments past the checkpoint.
+func (s *Store) catchUp(ctx context.Context) error {
+	raw, ok, err := s.metaValue(keyCheckpoint)
+	if err != nil {
+		return err
+	}
+	var cp checkpoint
+	if ok {
+		if cp, err = parseCheckpoint(raw); err != nil {
+			return err
+		}
+	}
+	if cp.seg != 0 {
+		seg := s.segs[cp.seg]
+		switch {
+		case seg == nil:
+			s.log.Warn("segstore: index checkpoint names a missing segment; rebuilding the index", "segment", cp.seg)
+			return s.rebuild(ctx)
+		case cp.off > seg.size.Load():
+			s.log.Warn("segstore: segment is shorter than the index checkpoint; rebuilding the index",
+				"segment", cp.seg, "checkpoint", cp.off, "size", seg.size.Load())
+			return s.rebuild(ctx)
+		}
+	}
+	raw, ok, err = s.metaValue(keyCounters)
+	if err != nil {
+		return err
+	}
+	if ok {
+		n, b, err := parseCounters(raw)
+		if err != nil {
+			return err
+		}
+		s.shards.Store(n)
+		s.bytes.Store(b)
+	}
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: liveLower, UpperBound: liveUpper})
+	if err != nil {
+		return fmt.Errorf("segstore: load live bytes: %w", err)
+	}
+	for valid := iter.First(); valid; valid = iter.Next() {
+		k, v := iter.Key(), iter.Value()
+		if len(k) != 5 || len(v) != 8 {
+			continue
+		}
+		if seg := s.segs[binary.BigEndian.Uint32(k[1:])]; seg != nil {
+			seg.live.Store(int64(binary.BigEndian.Uint64(v)))
+		}
+	}
+	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
+		return fmt.Errorf("segstore: load live bytes: %w", err)
+	}
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	return s.replay(ctx, cp)
+}
+
+// metaValue returns a copy of the value of a meta key and whether it exists.
+func (s *Store) metaValue(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("segstore: read %s: %w", key, err)
+	}
+	out := slices.Clone(v)
+	return out, true, closer.Close()
+}
+
+// Close waits for calls in progress (including EnumerateShards callbacks), stops the
+// writer, and closes the index and the segment files. Later calls return
+// chunkstore.ErrClosed. Close is idempotent.
+func (s *Store) Close() error {
+	s.gate.Lock()
+	if s.gate.closed {
+		s.gate.Unlock()
+		return nil
+	}
+	s.gate.closed = true
+	s.gate.Unlock()
+	s.inflight.Wait()
+	close(s.reqs) // no caller can send any more
+	<-s.writerDone
+	err := s.db.Close()
+	if ferr := s.closeFiles(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return fmt.Errorf("segstore: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) closeFiles() error {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	var errs []error
+	for _, seg := range s.segs {
+		errs = append(errs, seg.f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// enter registers a public call; it fails once Close has begun.
+func (s *Store) enter() error {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	if s.gate.closed {
+		return chunkstore.ErrClosed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+func (s *Store) exit() { s.inflight.Done() }
+
+func (s *Store) segment(num uint32) *segment {
+	s.segMu.RLock()
+	defer s.segMu.RUnlock()
+	return s.segs[num]
+}
+
+func (s *Store) segNums() []uint32 {
+	s.segMu.RLock()
+	defer s.segMu.RUnlock()
+	nums := make([]uint32, 0, len(s.segs))
+	for n := range s.segs {
+		nums = append(nums, n)
+	}
+	slices.Sort(nums)
+	return nums
+}
+
+func keyStr(k chunkstore.ShardKey) string { return fmt.Sprintf("%s/%d", k.ID.Str(), k.Index) }
+
+// lookup returns the location of key's put record, or an error wrapping
+// chunkstore.ErrNotFound. kb is scratch space for the index key.
+func (s *Store) lookup(key chunkstore.ShardKey, kb []byte) (location, error) {
+	s.indexMu.RLock()
+	defer s.indexMu.RUnlock()
+	if s.indexErr != nil {
+		return location{}, s.indexErr
+	}
+	v, closer, err := s.db.Get(appendShardKey(kb[:0], key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return location{}, chunkstore.ErrNotFound
+	}
+	if err != nil {
+		return location{}, err
+	}
+	loc, err := parseLocation(v)
+	if cerr := closer.Close(); err == nil {
+		err = cerr
+	}
+	return loc, err
+}
+
+// GetShard reads the shard's record and checks its CRC32C. It returns an error wrapping
+// chunkstore.ErrNotFound when the key is not stored, chunkstore.ErrCorrupt (naming the
+// shard, segment and offset) when the record does not match, or chunkstore.ErrClosed.
+// The returned Data is freshly allocated and belongs to the caller.
+func (s *Store) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunkstore.Shard, error) {
+	if err := s.enter(); err != nil {
+		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: %w", keyStr(key), err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: %w", keyStr(key), err)
+	}
+	rb := s.getReadBuf()
+	defer s.readPool.Put(rb)
+	loc, err := s.lookup(key, rb.key[:0])
+	if err != nil {
+		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: %w", keyStr(key), err)
+	}
+	corrupt := func(what string, args ...any) error {
+		return fmt.Errorf("segstore: get %s: segment %d offset %d: %s: %w",
+			keyStr(key), loc.seg, loc.off, fmt.Sprintf(what, args...), chunkstore.ErrCorrupt)
+	}
+	seg := s.segment(loc.seg)
+	if seg == nil {
+		return chunkstore.Shard{}, corrupt("segment file is missing")
+	}
+	hdr := rb.header(recHeaderSize + loc.writerLen)
+	if err := readFull(seg.f, hdr, loc.off); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return chunkstore.Shard{}, corrupt("record header beyond the end of the segment")
+		}
+		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: segment %d: %w", keyStr(key), loc.seg, err)
+	}
+	h, err := parseHeader(hdr)
+	if err != nil {
+		return chunkstore.Shard{}, corrupt("%v", err)
+	}
+	if h.typ != recPut || h.key != key || h.dataLen != loc.dataLen || h.writerLen != loc.writerLen {
+		return chunkstore.Shard{}, corrupt("record header does not match the index")
+	}
+	// One allocation: the data, with the trailing CRC read into its spare capacity.
+	buf := make([]byte, loc.dataLen+recTrailerSize)
+	if err := readFull(seg.f, buf, loc.dataOff()); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return chunkstore.Shard{}, corrupt("record data beyond the end of the segment")
+		}
+		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: segment %d: %w", keyStr(key), loc.seg, err)
+	}
+	data := buf[:loc.dataLen:loc.dataLen]
+	if crc32Update(crcOf(hdr), data) != beUint32(buf[loc.dataLen:]) {
+		return chunkstore.Shard{}, corrupt("record CRC32C mismatch")
+	}
+	return chunkstore.Shard{
+		Key: key,
+		Meta: chunkstore.ShardMeta{
+			K: h.k, M: h.m, ChunkLen: h.chunkLen, ChunkCRC: h.chunkCRC,
+			Writer: string(hdr[recHeaderSize:]),
+		},
+		Data: data,
+	}, nil
+}
+
+// readFull reads len(b) bytes at off; a short read is io.ErrUnexpectedEOF.
+func readFull(f io.ReaderAt, b []byte, off int64) error {
+	n, err := f.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readBuf is GetShard's pooled scratch space, so that a read allocates only its result.
+type readBuf struct {
+	key []byte
+	hdr []byte
+}
+
+func (s *Store) getReadBuf() *readBuf {
+	if rb, ok := s.readPool.Get().(*readBuf); ok {
+		return rb
+	}
+	return &readBuf{key: make([]byte, 0, shardKeyLen), hdr: make([]byte, 0, 256)}
+}
+
+// header returns a scratch slice of n bytes for a record header and writer name.
+func (rb *readBuf) header(n int) []byte {
+	if cap(rb.hdr) < n {
+		rb.hdr = make([]byte, n)
+	}
+	rb.hdr = rb.hdr[:n]
+	return rb.hdr
+}
+
+// HasShards reports for each key whether the index holds it (no data is read or
+// checked). The result has len(keys) entries, in order.
+func (s *Store) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	if err := s.enter(); err != nil {
+		return nil, fmt.Errorf("segstore: has shards: %w", err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("segstore: has shards: %w", err)
+	}
+	out := make([]bool, len(keys))
+	var kb [shardKeyLen]byte
+	s.indexMu.RLock()
+	defer s.indexMu.RUnlock()
+	if s.indexErr != nil {
+		return nil, fmt.Errorf("segstore: has shards: %w", s.indexErr)
+	}
+	for i, k := range keys {
+		_, closer, err := s.db.Get(appendShardKey(kb[:0], k))
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("segstore: has %s: %w", keyStr(k), err)
+		default:
+			out[i] = true
+			closer.Close()
+		}
+	}
+	return out, nil
+}
+
+// EnumerateShards calls fn for every shard with key > after (all when after is nil), by
+// chunk ID then index, in the caller's goroutine. It iterates over a consistent view of
+// the index taken at the start; fn may call other methods of s. An error from fn stops
+// the enumeration and is returned unchanged. Close waits for a running enumeration.
+func (s *Store) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("segstore: enumerate: %w", err)
+	}
+	defer s.exit()
+	lower := shardLower
+	if after != nil {
+		lower = append(appendShardKey(nil, *after), 0) // the smallest key above after
+	}
+	s.indexMu.RLock()
+	err := s.indexErr
+	var iter *pebble.Iterator
+	if err == nil {
+		iter, err = s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: shardUpper})
+	}
+	s.indexMu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("segstore: enumerate: %w", err)
+	}
+	defer iter.Close()
+	n := 0
+	for valid := iter.First(); valid; valid = iter.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("segstore: enumerate: %w", err)
+			}
+		}
+		key, err := parseShardKey(iter.Key())
+		if err != nil {
+			return err
+		}
+		v, err := parseIndexValue(iter.Value())
+		if err != nil {
+			return fmt.Errorf("segstore: enumerate %s: %w", keyStr(key), err)
+		}
+		if err := fn(chunkstore.ShardInfo{Key: key, Meta: v.meta, Len: uint32(v.loc.dataLen)}); err != nil {
+			return err
+		}
+	}
+	if err := iter.Error(); err != nil {
+		return fmt.Errorf("segstore: enumerate: %w", err)
+	}
+	return nil
+}
+
+// Stats reports live shards and bytes (from the index), the number of segment files,
+// and Capacity: the bytes still available to unprivileged users on dir's filesystem
+// (statfs f_bavail × f_bsize; 0 where statfs is unsupported).
+func (s *Store) Stats(ctx context.Context) (chunkstore.ShardStats, error) {
+	if err := s.enter(); err != nil {
+		return chunkstore.ShardStats{}, fmt.Errorf("segstore: stats: %w", err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return chunkstore.ShardStats{}, fmt.Errorf("segstore: stats: %w", err)
+	}
+	avail, err := availableBytes(s.dir)
+	if err != nil {
+		return chunkstore.ShardStats{}, fmt.Errorf("segstore: stats: statfs %s: %w", s.dir, err)
+	}
+	s.segMu.RLock()
+	nsegs := len(s.segs)
+	s.segMu.RUnlock()
+	return chunkstore.ShardStats{
+		Shards:   s.shards.Load(),
+		Bytes:    s.bytes.Load(),
+		Segments: nsegs,
+		Capacity: avail,
+	}, nil
+}
+
+// SegmentInfo describes one segment file.
+type SegmentInfo struct {
+	Num       uint32
+	Path      string
+	Size      int64 // bytes in the file (header and all records)
+	LiveBytes int64 // bytes of put records whose shards are still indexed
+}
+
+// Segments lists the segment files in ascending order with their live bytes, the input
+// a future compaction needs.
+func (s *Store) Segments() ([]SegmentInfo, error) {
+	if err := s.enter(); err != nil {
+		return nil, fmt.Errorf("segstore: segments: %w", err)
+	}
+	defer s.exit()
+	var out []SegmentInfo
+	for _, n := range s.segNums() {
+		seg := s.segment(n)
+		out = append(out, SegmentInfo{Num: n, Path: seg.path, Size: seg.size.Load(), LiveBytes: seg.live.Load()})
+	}
+	return out, nil
+}
+
+// Locate returns the segment file and the byte range where key's data bytes sit, so
+// that fault tests and tools can inspect or damage them. It returns an error wrapping
+// chunkstore.ErrNotFound when the key is not stored.
+func (s *Store) Locate(key chunkstore.ShardKey) (path string, offset int64, length int64, err error) {
+	if err := s.enter(); err != nil {
+		return "", 0, 0, fmt.Errorf("segstore: locate %s: %w", keyStr(key), err)
+	}
+	defer s.exit()
+	loc, err := s.lookup(key, make([]byte, 0, shardKeyLen))
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("segstore: locate %s: %w", keyStr(key), err)
+	}
+	return filepath.Join(s.dir, segName(loc.seg)), loc.dataOff(), int64(loc.dataLen), nil
+}
+
+// RebuildIndex discards the index and rebuilds it from every segment file, verifying
+// each record's CRC (torn tails are truncated, damaged records skipped and logged).
+// Writes wait while it runs and lookups block. If ctx ends first it returns the error
+// and the index stays incomplete, so lookups and writes fail until a later
+// RebuildIndex succeeds or the store is reopened (reopening resumes the replay).
+func (s *Store) RebuildIndex(ctx context.Context) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("segstore: rebuild index: %w", err)
+	}
+	defer s.exit()
+	req := &request{kind: kindRebuild, ctx: ctx, done: make(chan error, 1)}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		return fmt.Errorf("segstore: rebuild index: %w", ctx.Err())
+	}
+	return <-req.done // the writer stops early when ctx ends
+}

@@ -1,0 +1,500 @@
+package segstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/cofferhq/coffer/chunkstore"
+)
+
+// maxGroupBytes bounds how many encoded bytes one group commit gathers.
+const maxGroupBytes = 64 << 20
+
+// maxPooledBuf is the largest encode buffer kept in the pool.
+const maxPooledBuf = 32 << 20
+
+type reqKind uint8
+
+const (
+	kindWrite   reqKind = iota // append records, update the index
+	kindRebuild                // rebuild the index from the segments
+)
+
+// request is one caller's batch handed to the writer goroutine. The writer sends exactly
+// once on done (buffered) and returns buf to the pool; the caller must not touch buf
+// after sending the request.
+type request struct {
+	kind reqKind
+	ctx  context.Context // kindRebuild only
+	buf  *[]byte         // encoded records, back to back
+	recs []recRef
+	done chan error
+}
+
+// recRef describes one encoded record in request.buf.
+type recRef struct {
+	typ        byte
+	key        chunkstore.ShardKey
+	start, end int // byte range in *request.buf
+	meta       chunkstore.ShardMeta
+	dataLen    int
+	dataCRC    uint32
+}
+
+// writerState belongs to the writer goroutine.
+type writerState struct {
+	cur   *segment // segment being appended to
+	off   int64    // end of cur's records
+	fatal error    // set when a failed group could not be undone; fails all later writes
+	ap    applier
+	group []*request
+}
+
+// validateShard reports why sh cannot be stored, wrapping chunkstore.ErrInvalid.
+func validateShard(sh *chunkstore.Shard) error {
+	k := sh.Key
+	var why string
+	switch {
+	case k.ID.IsZero():
+		why = "zero chunk ID"
+	case len(sh.Data) == 0:
+		why = "empty data"
+	case len(sh.Data) > chunkstore.MaxChunkSize:
+		why = fmt.Sprintf("%d bytes exceeds %d", len(sh.Data), chunkstore.MaxChunkSize)
+	case sh.Meta.K == 0:
+		why = "K is 0"
+	case int(k.Index) >= int(sh.Meta.K)+int(sh.Meta.M):
+		why = fmt.Sprintf("index out of range for %d+%d", sh.Meta.K, sh.Meta.M)
+	case len(sh.Meta.Writer) > maxWriterLen:
+		why = fmt.Sprintf("writer name of %d bytes exceeds %d", len(sh.Meta.Writer), maxWriterLen)
+	default:
+		return nil
+	}
+	return fmt.Errorf("segstore: put %s: %s: %w", keyStr(k), why, chunkstore.ErrInvalid)
+}
+
+// PutShards appends the shards to the current segment and indexes them. Calls from many
+// goroutines are merged into one group commit: one append, one fsync, one index batch.
+// When it returns nil every shard is durable. A key already stored (or earlier in the
+// same group) keeps its first value and counts as success. Invalid shards (zero ID, empty
+// or oversize data, K == 0, index >= K+M, writer over 65535 bytes) fail the whole batch
+// with chunkstore.ErrInvalid before anything is written. A write or fsync failure fails
+// every call in the group and indexes none of it; a later call may retry. If ctx ends
+// while the call waits, it returns ctx's error and the write may or may not happen. The
+// store copies the shards before returning.
+func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("segstore: put shards: %w", err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("segstore: put shards: %w", err)
+	}
+	size := 0
+	for i := range shards {
+		if err := validateShard(&shards[i]); err != nil {
+			return err
+		}
+		size += int(recordLen(len(shards[i].Meta.Writer), len(shards[i].Data)))
+	}
+	if len(shards) == 0 {
+		return nil
+	}
+	req := s.newRequest(size, len(shards))
+	buf := *req.buf
+	for i := range shards {
+		sh := &shards[i]
+		crc := crcOf(sh.Data)
+		start := len(buf)
+		buf = appendPut(buf, sh, crc)
+		req.recs = append(req.recs, recRef{
+			typ: recPut, key: sh.Key, start: start, end: len(buf),
+			meta: sh.Meta, dataLen: len(sh.Data), dataCRC: crc,
+		})
+	}
+	*req.buf = buf
+	if err := s.submit(ctx, req); err != nil {
+		return fmt.Errorf("segstore: put shards: %w", err)
+	}
+	return nil
+}
+
+// DeleteShards appends a delete record for each stored key (fsynced like puts) and
+// removes the keys from the index. Missing keys are not an error. Space is not reclaimed:
+// the segment's live-byte count drops (see Segments).
+func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("segstore: delete shards: %w", err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("segstore: delete shards: %w", err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	req := s.newRequest(len(keys)*int(recordLen(0, 0)), len(keys))
+	buf := *req.buf
+	for _, k := range keys {
+		start := len(buf)
+		buf = appendDelete(buf, k)
+		req.recs = append(req.recs, recRef{typ: recDelete, key: k, start: start, end: len(buf)})
+	}
+	*req.buf = buf
+	if err := s.submit(ctx, req); err != nil {
+		return fmt.Errorf("segstore: delete shards: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) newRequest(size, n int) *request {
+	p, _ := s.encPool.Get().(*[]byte)
+	if p == nil {
+		p = new([]byte)
+	}
+	if cap(*p) < size {
+		*p = make([]byte, 0, size)
+	}
+	*p = (*p)[:0]
+	return &request{kind: kindWrite, buf: p, recs: make([]recRef, 0, n), done: make(chan error, 1)}
+}
+
+func (s *Store) releaseBuf(p *[]byte) {
+	if p != nil && cap(*p) <= maxPooledBuf {
+		s.encPool.Put(p)
+	}
+}
+
+// submit hands req to the writer and waits for its acknowledgement or for ctx.
+func (s *Store) submit(ctx context.Context, req *request) error {
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.releaseBuf(req.buf)
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the writer still owns req and finishes it
+	}
+}
+
+// run is the writer goroutine: it gathers pending requests into groups and commits
+// them, until Close closes s.reqs.
+func (s *Store) run() {
+	defer close(s.writerDone)
+	var held *request
+	for {
+		req := held
+		held = nil
+		if req == nil {
+			var ok bool
+			if req, ok = <-s.reqs; !ok {
+				return
+			}
+		}
+		if req.kind == kindRebuild {
+			req.done <- s.rebuildLive(req.ctx)
+			continue
+		}
+		group := append(s.w.group[:0], req)
+		size := len(*req.buf)
+	gather:
+		for size < maxGroupBytes {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break gather
+				}
+				if r.kind != kindWrite {
+					held = r
+					break gather
+				}
+				group = append(group, r)
+				size += len(*r.buf)
+			default:
+				break gather
+			}
+		}
+		err := s.commitGroup(group)
+		for i, r := range group {
+			s.releaseBuf(r.buf)
+			r.done <- err
+			group[i] = nil
+		}
+		s.w.group = group[:0]
+	}
+}
+
+// rebuildLive rebuilds the index on behalf of RebuildIndex, from the writer goroutine.
+func (s *Store) rebuildLive(ctx context.Context) error {
+	err := s.rebuild(ctx)
+	s.w.off = s.w.cur.size.Load() // replay may have truncated a damaged tail
+	if err != nil {
+		return fmt.Errorf("segstore: rebuild index: %w", err)
+	}
+	return nil
+}
+
+// commitGroup appends the group's records, fsyncs, commits the index batch and returns
+// the result for every request in the group.
+func (s *Store) commitGroup(group []*request) error {
+	if s.w.fatal != nil {
+		return s.w.fatal
+	}
+	s.indexMu.RLock()
+	ierr := s.indexErr
+	s.indexMu.RUnlock()
+	if ierr != nil {
+		return ierr
+	}
+	var total int64
+	for _, r := range group {
+		total += int64(len(*r.buf))
+	}
+	if s.w.off > fileHeaderSize && s.w.off+total > s.opts.SegmentSize {
+		seg, err := s.createSegment(s.w.cur.num + 1)
+		if err != nil {
+			return err
+		}
+		s.w.cur, s.w.off = seg, fileHeaderSize
+	}
+	seg, start := s.w.cur, s.w.off
+	ap := &s.w.ap
+	ap.begin()
+	err := s.appendGroup(ap, group, seg)
+	if err == nil && s.w.off > start && !s.opts.NoSync {
+		if err = seg.f.Sync(); err != nil {
+			err = fmt.Errorf("segstore: fsync segment %d: %w", seg.num, err)
+		}
+	}
+	if err != nil {
+		ap.discard()
+		s.rollback(seg, start)
+		return err
+	}
+	if s.w.off == start { // only duplicates and deletes of missing keys
+		ap.discard()
+		return nil
+	}
+	seg.size.Store(s.w.off)
+	if err := ap.commit(checkpoint{seg: seg.num, off: s.w.off}); err != nil {
+		// NB: the records are durable but not indexed; reopening replays them. The
+		// in-memory view can no longer be trusted, so stop writing.
+		s.w.fatal = fmt.Errorf("segstore: index commit failed, reopen the store: %w", err)
+		s.log.Error("segstore: index commit failed", "err", err)
+		return s.w.fatal
+	}
+	return nil
+}
+
+// appendGroup decides which records of the group to keep (first write wins; deletes of
+// missing keys are dropped), stages their index updates in ap and writes them to seg at
+// s.w.off, advancing it. Consecutive kept records are written with one call.
+func (s *Store) appendGroup(ap *applier, group []*request, seg *segment) error {
+	for _, r := range group {
+		buf := *r.buf
+		runStart, runEnd := 0, 0
+		flush := func() error {
+			if runEnd == runStart {
+				return nil
+			}
+			if _, err := seg.f.WriteAt(buf[runStart:runEnd], s.w.off); err != nil {
+				return fmt.Errorf("segstore: append to segment %d: %w", seg.num, err)
+			}
+			s.w.off += int64(runEnd - runStart)
+			runStart, runEnd = 0, 0
+			return nil
+		}
+		for i := range r.recs {
+			rec := &r.recs[i]
+			var kept bool
+			var err error
+			switch rec.typ {
+			case recPut:
+				kept, err = ap.put(rec.key, &indexValue{
+					loc: location{
+						seg: seg.num, off: s.w.off + int64(runEnd-runStart),
+						dataLen: rec.dataLen, writerLen: len(rec.meta.Writer),
+					},
+					meta:    rec.meta,
+					dataCRC: rec.dataCRC,
+				})
+			case recDelete:
+				kept, err = ap.del(rec.key)
+			}
+			if err != nil {
+				return err
+			}
+			if !kept {
+				continue
+			}
+			if runEnd != runStart && runEnd != rec.start {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if runEnd == runStart {
+				runStart = rec.start
+			}
+			runEnd = rec.end
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback undoes a failed group's appends so that unacknowledged records never reach
+// the index, even after a restart.
+func (s *Store) rollback(seg *segment, start int64) {
+	s.w.off = start
+	if err := seg.f.Truncate(start); err != nil {
+		s.w.fatal = fmt.Errorf("segstore: cannot undo a failed append to segment %d, reopen the store: %w", seg.num, err)
+		s.log.Error("segstore: rollback failed", "segment", seg.num, "offset", start, "err", err)
+		return
+	}
+	// NB: if this fsync fails too, a crash could bring back complete but unacknowledged
+	// records, which replay would index. That shows a write the caller saw fail, which
+	// is harmless (a retry writes the same shard); it never loses acknowledged data.
+	if !s.opts.NoSync {
+		if err := seg.f.Sync(); err != nil {
+			s.log.Warn("segstore: fsync after rollback failed", "segment", seg.num, "err", err)
+		}
+	}
+}
+
+// applier stages index updates in one Pebble batch, tracking the group's own updates so
+// that first-write-wins and deletes see earlier records of the same group.
+type applier struct {
+	s       *Store
+	batch   *pebble.Batch
+	pending map[chunkstore.ShardKey]pendingEntry
+	dShards int64
+	dBytes  int64
+	dLive   map[uint32]int64
+	kbuf    []byte
+	vbuf    []byte
+}
+
+type pendingEntry struct {
+	present bool
+	loc     location
+}
+
+func (a *applier) begin() {
+	if a.batch == nil {
+		a.batch = a.s.db.NewBatch()
+	}
+	if a.pending == nil {
+		a.pending = make(map[chunkstore.ShardKey]pendingEntry)
+		a.dLive = make(map[uint32]int64)
+	}
+}
+
+func (a *applier) discard() {
+	if a.batch != nil {
+		a.batch.Close()
+		a.batch = nil
+	}
+	clear(a.pending)
+	clear(a.dLive)
+	a.dShards, a.dBytes = 0, 0
+}
+
+func (a *applier) ops() int { return len(a.pending) }
+
+func (a *applier) lookup(key chunkstore.ShardKey) (pendingEntry, error) {
+	if e, ok := a.pending[key]; ok {
+		return e, nil
+	}
+	a.kbuf = appendShardKey(a.kbuf[:0], key)
+	v, closer, err := a.s.db.Get(a.kbuf)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return pendingEntry{}, nil
+	}
+	if err != nil {
+		return pendingEntry{}, fmt.Errorf("segstore: index lookup %s: %w", keyStr(key), err)
+	}
+	loc, err := parseLocation(v)
+	closer.Close()
+	if err != nil {
+		return pendingEntry{}, fmt.Errorf("segstore: index lookup %s: %w", keyStr(key), err)
+	}
+	return pendingEntry{present: true, loc: loc}, nil
+}
+
+// put stages v for key unless key is already present; it reports whether it did.
+func (a *applier) put(key chunkstore.ShardKey, v *indexValue) (bool, error) {
+	e, err := a.lookup(key)
+	if err != nil || e.present {
+		return false, err
+	}
+	a.kbuf = appendShardKey(a.kbuf[:0], key)
+	a.vbuf = appendIndexValue(a.vbuf[:0], v)
+	if err := a.batch.Set(a.kbuf, a.vbuf, nil); err != nil {
+		return false, err
+	}
+	a.pending[key] = pendingEntry{present: true, loc: v.loc}
+	a.dShards++
+	a.dBytes += int64(v.loc.dataLen)
+	a.dLive[v.loc.seg] += v.loc.recordLen()
+	return true, nil
+}
+
+// del stages the removal of key if it is present; it reports whether it did.
+func (a *applier) del(key chunkstore.ShardKey) (bool, error) {
+	e, err := a.lookup(key)
+	if err != nil || !e.present {
+		return false, err
+	}
+	a.kbuf = appendShardKey(a.kbuf[:0], key)
+	if err := a.batch.Delete(a.kbuf, nil); err != nil {
+		return false, err
+	}
+	a.pending[key] = pendingEntry{}
+	a.dShards--
+	a.dBytes -= int64(e.loc.dataLen)
+	a.dLive[e.loc.seg] -= e.loc.recordLen()
+	return true, nil
+}
+
+// commit adds the counters, live bytes and checkpoint to the batch, commits it (NoSync:
+// the segments past the checkpoint can always be replayed) and publishes the deltas.
+// The applier is ready for a new begin afterwards.
+func (a *applier) commit(cp checkpoint) error {
+	s := a.s
+	b := a.batch
+	err := b.Set(keyCounters, encodeCounters(s.shards.Load()+a.dShards, s.bytes.Load()+a.dBytes), nil)
+	for num, d := range a.dLive {
+		if seg := s.segment(num); seg != nil && err == nil {
+			err = b.Set(liveKey(num), binary.BigEndian.AppendUint64(nil, uint64(seg.live.Load()+d)), nil)
+		}
+	}
+	if err == nil {
+		err = b.Set(keyCheckpoint, cp.encode(), nil)
+	}
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	if err != nil {
+		a.discard()
+		return err
+	}
+	s.shards.Add(a.dShards)
+	s.bytes.Add(a.dBytes)
+	for num, d := range a.dLive {
+		if seg := s.segment(num); seg != nil {
+			seg.live.Add(d)
+		}
+	}
+	a.discard()
+	return nil
+}

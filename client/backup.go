@@ -1,0 +1,710 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/client/tree"
+	"github.com/cofferhq/coffer/client/upload"
+	"github.com/cofferhq/coffer/meta"
+)
+
+// Progress is a running total, reported to a Progress callback about every 100 ms and
+// once at the end.
+type Progress struct {
+	Files, Dirs, Bytes, BytesAdded int64
+	Current                        string // a path being worked on
+}
+
+// BackupOptions says what to back up.
+type BackupOptions struct {
+	Paths    []string // files or directories; made absolute and cleaned
+	Tags     []string
+	Progress func(Progress) // optional; called from one goroutine, never concurrently
+}
+
+// Skipped is a path left out of a snapshot, with the reason.
+type Skipped struct {
+	Path string
+	Err  string
+}
+
+// BackupResult is a committed snapshot and the paths it left out.
+type BackupResult struct {
+	Snapshot meta.Snapshot
+	Skipped  []Skipped
+}
+
+// Status values of SnapshotStats.Status.
+const (
+	StatusCompleted       = "completed"
+	StatusPartiallyFailed = "partially failed"
+)
+
+// Backup walks opts.Paths, uploads new content and trees, and commits a snapshot.
+//
+// Files, directories, symlinks, hardlinks (content stored once per device and inode),
+// FIFOs, sockets and device nodes (recorded, never read) are captured with their metadata.
+// Sparse holes (SEEK_DATA/SEEK_HOLE) and all-zero chunks are recorded as hole extents and
+// not stored. Files and directories that cannot be read are left out and listed in
+// Skipped; the snapshot's status is then "partially failed". A path argument that does
+// not exist, or two arguments with the same base name, fail before anything is uploaded.
+//
+// Stats: FilesNew counts files whose path is not in the parent snapshot (the latest one
+// of the same host and paths), FilesUnmodified those whose content list equals the
+// parent's entry, FilesChanged the rest. BytesAdded and ChunksAdded count the sealed
+// chunks this backup uploaded (data, trees and reference lists).
+func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, error) {
+	if err := a.check(); err != nil {
+		return BackupResult{}, err
+	}
+	start := a.cfg.Now()
+	roots, err := resolveRoots(opts.Paths)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	var snapID meta.SnapshotID
+	if _, err := io.ReadFull(a.cfg.Rand, snapID[:]); err != nil {
+		return BackupResult{}, fmt.Errorf("client: backup: snapshot id: %w", err)
+	}
+	paths := make([]string, len(roots))
+	for i, r := range roots {
+		paths[i] = r.abs
+	}
+	slices.Sort(paths)
+	parent, err := a.findParent(ctx, paths)
+	if err != nil {
+		return BackupResult{}, err
+	}
+
+	b := &backup{a: a, refs: make(map[chunk.ID]struct{})}
+	b.links = make(map[inodeKey]*linkGroup)
+	var parentTree *tree.Tree
+	if parent != nil {
+		if parentTree, err = a.loadTree(ctx, parent.Tree); err != nil {
+			a.cfg.Logger.Warn("parent snapshot tree unreadable; counting every file as new", "parent", parent.ID.Str(), "err", err)
+			parentTree, parent = nil, nil
+		}
+	}
+
+	stopProgress := b.startProgress(opts.Progress)
+	rootID, upStats, err := b.run(ctx, roots, parentTree)
+	if err != nil {
+		stopProgress()
+		return BackupResult{}, err
+	}
+
+	// Reference list: every data and tree chunk the snapshot needs.
+	ids := make([]chunk.ID, 0, len(b.refs))
+	for id := range b.refs {
+		ids = append(ids, id)
+	}
+	refChunks := meta.EncodeRefList(ids)
+	refIDs := make([]chunk.ID, len(refChunks))
+	for i, c := range refChunks {
+		refIDs[i] = c.ID
+	}
+	have, err := a.cfg.Chunks.Has(ctx, refIDs)
+	if err != nil {
+		stopProgress()
+		return BackupResult{}, fmt.Errorf("client: backup: reference list: %w", err)
+	}
+	var missing []chunkstore.Chunk
+	for i, c := range refChunks {
+		if !have[i] {
+			missing = append(missing, c)
+			upStats.ChunksAdded++
+			upStats.BytesAdded += int64(len(c.Data))
+		}
+	}
+	if len(missing) > 0 {
+		if err := a.cfg.Chunks.Put(ctx, missing); err != nil {
+			stopProgress()
+			return BackupResult{}, fmt.Errorf("client: backup: put reference list: %w", err)
+		}
+	}
+	b.bytesAdded.Store(upStats.BytesAdded)
+	stopProgress()
+
+	slices.SortFunc(b.skipped, func(x, y Skipped) int { return strings.Compare(x.Path, y.Path) })
+	stats := meta.SnapshotStats{
+		FilesNew:        b.filesNew.Load(),
+		FilesChanged:    b.filesChanged.Load(),
+		FilesUnmodified: b.filesUnmodified.Load(),
+		DirsTotal:       b.dirs.Load(),
+		BytesProcessed:  b.bytes.Load(),
+		BytesAdded:      upStats.BytesAdded,
+		ChunksAdded:     upStats.ChunksAdded,
+		DurationS:       a.cfg.Now().Sub(start).Seconds(),
+		Status:          StatusCompleted,
+		Skipped:         int64(len(b.skipped)),
+	}
+	if len(b.skipped) > 0 {
+		stats.Status = StatusPartiallyFailed
+	}
+	snap := meta.Snapshot{
+		ID:    snapID,
+		Vault: a.vault.ID,
+		Start: start,
+		Host:  a.cfg.Host,
+		Paths: paths,
+		Tags:  slices.Clone(opts.Tags),
+		Tree:  rootID,
+		Refs:  refIDs,
+		Stats: stats,
+	}
+	if parent != nil {
+		p := parent.ID
+		snap.Parent = &p
+	}
+	committed, err := a.cfg.Meta.CommitSnapshot(ctx, snap)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", snapID.Str(), err)
+	}
+	a.cfg.Logger.Info("backup committed", "snapshot", snapID.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
+		"bytes_added", stats.BytesAdded, "chunks_added", stats.ChunksAdded, "skipped", stats.Skipped)
+	return BackupResult{Snapshot: committed, Skipped: b.skipped}, nil
+}
+
+// findParent returns the latest snapshot of this host with the same paths, or nil.
+func (a *Agent) findParent(ctx context.Context, paths []string) (*meta.Snapshot, error) {
+	snaps, err := a.cfg.Meta.ListSnapshots(ctx, a.vault.ID)
+	if err != nil {
+		return nil, fmt.Errorf("client: backup: list snapshots: %w", err)
+	}
+	var parent *meta.Snapshot
+	for i := range snaps {
+		s := &snaps[i]
+		if s.Host != a.cfg.Host || !slices.Equal(s.Paths, paths) {
+			continue
+		}
+		if parent == nil || !s.Time.Before(parent.Time) {
+			parent = s
+		}
+	}
+	return parent, nil
+}
+
+// root is one backup path argument.
+type root struct {
+	abs  string // cleaned absolute path
+	name string // entry name in the root tree
+	fi   fs.FileInfo
+}
+
+func resolveRoots(args []string) ([]root, error) {
+	if len(args) == 0 {
+		return nil, fmt.Errorf("%w: backup: no paths given", ErrInvalid)
+	}
+	roots := make([]root, 0, len(args))
+	for _, p := range args {
+		if p == "" {
+			return nil, fmt.Errorf("%w: backup: empty path", ErrInvalid)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: backup: %s: %v", ErrInvalid, p, err)
+		}
+		fi, err := os.Lstat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("%w: backup: %w", ErrInvalid, err)
+		}
+		name := filepath.Base(abs)
+		if abs == "/" {
+			if len(args) > 1 {
+				return nil, fmt.Errorf("%w: backup: \"/\" must be the only path", ErrInvalid)
+			}
+			if !fi.IsDir() {
+				return nil, fmt.Errorf("%w: backup: \"/\" is not a directory", ErrInvalid)
+			}
+			name = ""
+		}
+		roots = append(roots, root{abs: abs, name: name, fi: fi})
+	}
+	sort.Slice(roots, func(i, j int) bool { return roots[i].name < roots[j].name })
+	for i := 1; i < len(roots); i++ {
+		if roots[i].name == roots[i-1].name {
+			return nil, fmt.Errorf("%w: backup: %s and %s would both be stored as %q at the top of the snapshot; back them up separately or from their common parent",
+				ErrInvalid, roots[i-1].abs, roots[i].abs, roots[i].name)
+		}
+	}
+	return roots, nil
+}
+
+// backup is the state of one Backup call.
+type backup struct {
+	a  *Agent
+	up *upload.Uploader
+
+	files, dirs, bytes                      atomic.Int64
+	filesNew, filesChanged, filesUnmodified atomic.Int64
+	bytesAdded                              atomic.Int64 // final figure, set at the end
+	upPtr                                   atomic.Pointer[upload.Uploader]
+	current                                 atomic.Pointer[string]
+
+	// links is used by the walker goroutine only; each group has its own lock.
+	links map[inodeKey]*linkGroup
+
+	mu      sync.Mutex // guards refs, skipped and rootID
+	refs    map[chunk.ID]struct{}
+	skipped []Skipped
+	rootID  chunk.ID
+}
+
+type inodeKey struct{ dev, ino uint64 }
+
+// linkGroup is one hardlinked inode: the first link met is read, the others wait for its
+// content.
+type linkGroup struct {
+	mu      sync.Mutex
+	done    bool
+	err     error
+	content []tree.Extent
+	size    int64
+	waiters []fileJob
+}
+
+// dirState is one directory being backed up. nodes is allocated once, before any job
+// is dispatched; each slot is written by the walker, then by at most one worker or child.
+type dirState struct {
+	path    string // filesystem path
+	nodes   []tree.Node
+	skip    []bool
+	prev    *tree.Tree // the parent snapshot's listing of this directory, or nil
+	pending atomic.Int64
+	parent  *dirState
+	idx     int // slot in parent
+}
+
+type slot struct {
+	d   *dirState
+	idx int
+}
+
+type fileJob struct {
+	slot
+	path string
+	prev *tree.Node
+	link *linkGroup
+}
+
+func (b *backup) skip(path string, err error) {
+	b.a.cfg.Logger.Warn("skipped", "path", path, "err", err)
+	b.mu.Lock()
+	b.skipped = append(b.skipped, Skipped{Path: path, Err: err.Error()})
+	b.mu.Unlock()
+}
+
+// run walks and uploads everything and returns the root tree ID once every chunk is
+// stored.
+func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree) (chunk.ID, upload.Stats, error) {
+	a := b.a
+	// NB: the uploader outlives the errgroup (whose context ends when Wait returns); it is
+	// cancelled explicitly when the walk fails.
+	upCtx, upCancel := context.WithCancel(ctx)
+	defer upCancel()
+	g, gctx := errgroup.WithContext(ctx)
+	b.up = upload.New(upCtx, upload.Config{
+		Store:    a.cfg.Chunks,
+		Sealer:   a.keys,
+		MaxChunk: a.chunker.Max,
+		Workers:  a.cfg.Workers,
+	})
+	b.upPtr.Store(b.up)
+	jobs := make(chan fileJob, 4*a.cfg.Workers)
+	for range a.cfg.Workers {
+		g.Go(func() error {
+			r, err := b.newReader()
+			if err != nil {
+				return err
+			}
+			for {
+				select {
+				case j, ok := <-jobs:
+					if !ok {
+						return nil
+					}
+					if err := b.doFile(gctx, r, j); err != nil {
+						return err
+					}
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+		})
+	}
+	g.Go(func() error {
+		defer close(jobs)
+		return b.walkRoots(gctx, roots, prevRoot, jobs)
+	})
+	err := g.Wait()
+	if err != nil {
+		upCancel()
+	}
+	st, upErr := b.up.Close()
+	if err == nil {
+		err = upErr
+	}
+	if err != nil {
+		return chunk.ID{}, st, fmt.Errorf("client: backup: %w", err)
+	}
+	b.mu.Lock()
+	id := b.rootID
+	b.mu.Unlock()
+	if id.IsZero() {
+		return chunk.ID{}, st, errors.New("client: backup: internal error: root tree not finished")
+	}
+	return id, st, nil
+}
+
+func (b *backup) walkRoots(ctx context.Context, roots []root, prevRoot *tree.Tree, jobs chan<- fileJob) error {
+	if len(roots) == 1 && roots[0].name == "" { // backing up "/"
+		top := &dirState{path: "/", prev: prevRoot}
+		return b.walkDir(ctx, top, jobs)
+	}
+	top := &dirState{
+		path:  "",
+		nodes: make([]tree.Node, len(roots)),
+		skip:  make([]bool, len(roots)),
+		prev:  prevRoot,
+	}
+	top.pending.Store(1)
+	for i, r := range roots {
+		if err := b.entry(ctx, top, i, r.abs, r.name, r.fi, jobs); err != nil {
+			return err
+		}
+	}
+	return b.release(ctx, top)
+}
+
+// walkDir lists d.path and dispatches its entries; d.nodes must be nil.
+func (b *backup) walkDir(ctx context.Context, d *dirState, jobs chan<- fileJob) error {
+	ents, err := os.ReadDir(d.path)
+	if err != nil {
+		return err // the caller skips the directory
+	}
+	b.dirs.Add(1)
+	d.nodes = make([]tree.Node, len(ents))
+	d.skip = make([]bool, len(ents))
+	d.pending.Store(1)
+	for i, e := range ents {
+		p := filepath.Join(d.path, e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			d.skip[i] = true
+			b.skip(p, err)
+			continue
+		}
+		if err := b.entry(ctx, d, i, p, e.Name(), fi, jobs); err != nil {
+			return err
+		}
+	}
+	return b.release(ctx, d)
+}
+
+// entry records one directory entry into slot i of d and dispatches its work.
+func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name string, fi fs.FileInfo, jobs chan<- fileJob) error {
+	n, err := nodeFromInfo(name, path, fi)
+	if err != nil {
+		d.skip[i] = true
+		b.skip(path, err)
+		return nil
+	}
+	d.nodes[i] = n
+	var prev *tree.Node
+	if d.prev != nil {
+		if j, ok := slices.BinarySearchFunc(d.prev.Nodes, name, func(x tree.Node, t string) int { return strings.Compare(x.Name, t) }); ok {
+			prev = &d.prev.Nodes[j]
+		}
+	}
+	switch n.Type {
+	case tree.TypeDir:
+		cur := path
+		b.current.Store(&cur)
+		child := &dirState{path: path, parent: d, idx: i}
+		if prev != nil && prev.Type == tree.TypeDir && prev.Subtree != nil {
+			t, err := b.a.loadTree(ctx, *prev.Subtree)
+			if err != nil {
+				b.a.cfg.Logger.Warn("parent snapshot tree unreadable", "path", path, "err", err)
+			} else {
+				child.prev = t
+			}
+		}
+		d.pending.Add(1)
+		if err := b.walkDir(ctx, child, jobs); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if child.nodes != nil { // listed, then failed: a fatal error from below
+				return err
+			}
+			d.skip[i] = true
+			b.skip(path, err)
+			return b.release(ctx, d)
+		}
+		return nil
+	case tree.TypeFile:
+		b.files.Add(1)
+		if fi.Size() == 0 {
+			b.classify(&d.nodes[i], prev)
+			return nil
+		}
+		var link *linkGroup
+		if n.Links > 1 {
+			key := inodeKey{n.DeviceID, n.Inode}
+			if g, ok := b.links[key]; ok {
+				g.mu.Lock()
+				if g.done {
+					g.mu.Unlock()
+					if g.err != nil {
+						d.skip[i] = true
+						b.skip(path, g.err)
+						return nil
+					}
+					d.nodes[i].Content, d.nodes[i].Size = g.content, g.size
+					b.classify(&d.nodes[i], prev)
+					return nil
+				}
+				d.pending.Add(1)
+				g.waiters = append(g.waiters, fileJob{slot: slot{d, i}, path: path, prev: prev})
+				g.mu.Unlock()
+				return nil
+			}
+			link = &linkGroup{}
+			b.links[key] = link
+		}
+		d.pending.Add(1)
+		select {
+		case jobs <- fileJob{slot: slot{d, i}, path: path, prev: prev, link: link}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// classify counts a file as new, changed or unmodified against the parent snapshot.
+func (b *backup) classify(n *tree.Node, prev *tree.Node) {
+	switch {
+	case prev == nil || prev.Type != tree.TypeFile:
+		b.filesNew.Add(1)
+	case n.Size == prev.Size && slices.Equal(n.Content, prev.Content):
+		b.filesUnmodified.Add(1)
+	default:
+		b.filesChanged.Add(1)
+	}
+}
+
+// doFile reads, chunks and queues one regular file, then completes its slot.
+func (b *backup) doFile(ctx context.Context, r *reader, j fileJob) error {
+	cur := j.path
+	b.current.Store(&cur)
+	content, size, err := r.file(ctx, j.path)
+	n := &j.d.nodes[j.idx]
+	if err != nil {
+		var fe *fatalError
+		if ctx.Err() != nil || errors.As(err, &fe) {
+			return err
+		}
+		j.d.skip[j.idx] = true
+		b.skip(j.path, err)
+	} else {
+		n.Content, n.Size = content, size
+		b.classify(n, j.prev)
+	}
+	if j.link != nil {
+		g := j.link
+		g.mu.Lock()
+		g.done, g.err, g.content, g.size = true, err, content, size
+		waiters := g.waiters
+		g.waiters = nil
+		g.mu.Unlock()
+		for _, w := range waiters {
+			if err != nil {
+				w.d.skip[w.idx] = true
+				b.skip(w.path, err)
+			} else {
+				wn := &w.d.nodes[w.idx]
+				wn.Content, wn.Size = content, size
+				b.classify(wn, w.prev)
+			}
+			if err := b.release(ctx, w.d); err != nil {
+				return err
+			}
+		}
+	}
+	return b.release(ctx, j.d)
+}
+
+// release drops one pending count of d; the last one finishes the directory: its tree is
+// encoded and queued, and its parent slot filled.
+func (b *backup) release(ctx context.Context, d *dirState) error {
+	if d.pending.Add(-1) != 0 {
+		return nil
+	}
+	t := &tree.Tree{Nodes: make([]tree.Node, 0, len(d.nodes))}
+	b.mu.Lock()
+	for i := range d.nodes {
+		if d.skip[i] {
+			continue
+		}
+		n := &d.nodes[i]
+		t.Nodes = append(t.Nodes, *n)
+		for _, e := range n.Content {
+			if !e.Hole {
+				b.refs[e.ID] = struct{}{}
+			}
+		}
+		if n.Subtree != nil {
+			b.refs[*n.Subtree] = struct{}{}
+		}
+	}
+	b.mu.Unlock()
+	enc, err := tree.Encode(t)
+	if err != nil {
+		return &fatalError{fmt.Errorf("directory %s: %w", displayDir(d), err)}
+	}
+	id := b.a.keys.ChunkID(enc)
+	if err := b.up.Add(ctx, id, enc); err != nil {
+		return &fatalError{err}
+	}
+	if d.parent == nil {
+		b.mu.Lock()
+		b.rootID = id
+		b.refs[id] = struct{}{}
+		b.mu.Unlock()
+		return nil
+	}
+	d.parent.nodes[d.idx].Subtree = &id
+	return b.release(ctx, d.parent)
+}
+
+func displayDir(d *dirState) string {
+	if d.path == "" {
+		return "(snapshot root)"
+	}
+	return d.path
+}
+
+// fatalError marks errors that must stop the backup rather than skip one file: the
+// upload pipeline failed, or a tree cannot be encoded.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// nodeFromInfo builds a node's metadata from lstat information.
+func nodeFromInfo(name, path string, fi fs.FileInfo) (tree.Node, error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return tree.Node{}, fmt.Errorf("no stat information for %s", path)
+	}
+	n := tree.Node{
+		Name:       name,
+		Mode:       uint32(fi.Mode()),
+		UID:        st.Uid,
+		GID:        st.Gid,
+		ModTime:    fi.ModTime().UnixNano(),
+		ChangeTime: time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec)).UnixNano(),
+		Inode:      st.Ino,
+		Links:      uint64(st.Nlink),
+		DeviceID:   uint64(st.Dev),
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		n.Type = tree.TypeFile
+	case m.IsDir():
+		n.Type = tree.TypeDir
+		n.Links = 0 // directory link counts change with subdirectories; not recorded
+	case m&fs.ModeSymlink != 0:
+		n.Type = tree.TypeSymlink
+		target, err := os.Readlink(path)
+		if err != nil {
+			return tree.Node{}, err
+		}
+		if target == "" {
+			return tree.Node{}, fmt.Errorf("%s: empty symlink target", path)
+		}
+		n.LinkTarget = target
+		n.Size = int64(len(target))
+	case m&fs.ModeNamedPipe != 0:
+		n.Type = tree.TypeFIFO
+	case m&fs.ModeSocket != 0:
+		n.Type = tree.TypeSocket
+	case m&fs.ModeCharDevice != 0:
+		n.Type = tree.TypeCharDev
+		n.Rdev = uint64(st.Rdev)
+	case m&fs.ModeDevice != 0:
+		n.Type = tree.TypeDev
+		n.Rdev = uint64(st.Rdev)
+	default:
+		return tree.Node{}, fmt.Errorf("%s: unsupported file type %v", path, m.Type())
+	}
+	if n.Links <= 1 {
+		// NB: st_dev is only needed to group hardlinks, and it is not stable across
+		// reboots on every file system; recording it elsewhere would defeat tree dedup.
+		n.DeviceID = 0
+	}
+	if err := tree.ValidName(name); err != nil && name != "" {
+		return tree.Node{}, err
+	}
+	return n, nil
+}
+
+// startProgress reports progress every 100 ms until the returned stop function is
+// called; stop reports once more and waits for the reporting goroutine.
+func (b *backup) startProgress(fn func(Progress)) (stop func()) {
+	if fn == nil {
+		return func() {}
+	}
+	snap := func() Progress {
+		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(), BytesAdded: b.bytesAdded.Load()}
+		if up := b.upPtr.Load(); up != nil && p.BytesAdded == 0 {
+			p.BytesAdded = up.Stats().BytesAdded
+		}
+		if c := b.current.Load(); c != nil {
+			p.Current = *c
+		}
+		return p
+	}
+	return runProgress(fn, snap)
+}
+
+func runProgress(fn func(Progress), snap func() Progress) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				fn(snap())
+			case <-done:
+				fn(snap())
+				return
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done); wg.Wait() })
+	}
+}

@@ -1,0 +1,19 @@
+package crypt
+
+import "errors"
+
+// Sentinel errors; match them with errors.Is. Every error returned by this package wraps
+// at most one of them and names what is wrong.
+var (
+	// ErrCorrupt: a sealed chunk failed a check: truncated or malformed header, unknown
+	// version, key generation or compression, failed authentication (tampered bytes or a
+	// different vault's key), bad compressed stream, or content that does not match its ID.
+	ErrCorrupt = errors.New("crypt: corrupt")
+	// ErrWrongPassphrase: a well-formed key wrapping did not open with the passphrase.
+	// A garbled ciphertext or tag inside an otherwise well-formed wrapping cannot be told
+	// apart from a wrong passphrase and reports this error too.
+	ErrWrongPassphrase = errors.New("crypt: wrong passphrase")
+	// ErrInvalid: a bad argument (empty passphrase, out-of-range parameters, oversize
+	// plaintext, overlapping buffers) or a key wrapping that is truncated or malformed.
+	ErrInvalid = errors.New("crypt: invalid argument")
+)

@@ -1,0 +1,212 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cofferhq/coffer/client/chunker"
+	"github.com/cofferhq/coffer/client/tree"
+)
+
+// maxHole is the longest single hole extent; longer holes become several extents.
+const maxHole = 1 << 31
+
+// reader reads and chunks files for one worker goroutine; it is not shared.
+type reader struct {
+	b   *backup
+	ch  *chunker.Chunker
+	buf []byte // 2 * chunker Max, reused for every file
+}
+
+func (b *backup) newReader() (*reader, error) {
+	ch, err := chunker.New(b.a.chunker, b.a.keys.GearSeed())
+	if err != nil {
+		return nil, fmt.Errorf("client: chunker: %w", err)
+	}
+	return &reader{b: b, ch: ch, buf: make([]byte, 2*b.a.chunker.Max)}, nil
+}
+
+// region is a byte range of a file: data to read, or a hole.
+type region struct {
+	start, end int64
+	hole       bool
+}
+
+// file reads the regular file at path and queues its chunks. It returns the content
+// list and the number of bytes it covers (the file may have shrunk since it was
+// listed). Errors from the upload pipeline are *fatalError; others concern this file
+// only.
+func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, error) {
+	if hook := r.b.a.beforeRead; hook != nil {
+		hook(path)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s: no longer a regular file", path)
+	}
+	size := fi.Size()
+	regions := []region{{0, size, false}}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 < size {
+		regions = dataRegions(int(f.Fd()), size)
+	}
+	var ext []tree.Extent
+	var total int64
+	for _, rg := range regions {
+		if rg.hole {
+			ext = addHole(ext, rg.end-rg.start)
+			total += rg.end - rg.start
+			r.b.bytes.Add(rg.end - rg.start)
+			continue
+		}
+		n, err := r.chunkRange(ctx, f, rg.start, rg.end, &ext)
+		total += n
+		if err != nil {
+			return nil, 0, err
+		}
+		if n < rg.end-rg.start {
+			break // the file shrank
+		}
+	}
+	return ext, total, nil
+}
+
+// dataRegions maps a file's data and holes with SEEK_DATA/SEEK_HOLE; where the file
+// system does not support them the whole file is one data region.
+func dataRegions(fd int, size int64) []region {
+	var rs []region
+	off := int64(0)
+	for off < size {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) || (err == nil && d >= size) {
+			rs = append(rs, region{off, size, true})
+			break
+		}
+		if err != nil {
+			return []region{{0, size, false}}
+		}
+		if d > off {
+			rs = append(rs, region{off, d, true})
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return []region{{0, size, false}}
+		}
+		h = min(h, size)
+		rs = append(rs, region{d, h, false})
+		off = h
+	}
+	return rs
+}
+
+// addHole appends n zero bytes as hole extents, merging with a preceding hole.
+func addHole(ext []tree.Extent, n int64) []tree.Extent {
+	for n > 0 {
+		if l := len(ext); l > 0 && ext[l-1].Hole && int64(ext[l-1].Len) < maxHole {
+			add := min(n, maxHole-int64(ext[l-1].Len))
+			ext[l-1].Len += uint32(add)
+			n -= add
+			continue
+		}
+		add := min(n, maxHole)
+		ext = append(ext, tree.Extent{Len: uint32(add), Hole: true})
+		n -= add
+	}
+	return ext
+}
+
+// chunkRange reads [start, end) of f through the chunker and queues every chunk. It
+// returns the bytes consumed (less than end-start if the file ended early).
+func (r *reader) chunkRange(ctx context.Context, f *os.File, start, end int64, ext *[]tree.Extent) (int64, error) {
+	buf := r.buf
+	filled, pos := 0, 0
+	off := start
+	eof := false
+	var done int64
+	for {
+		if !eof {
+			want := min(int64(len(buf)-filled), end-off)
+			if want > 0 {
+				n, err := f.ReadAt(buf[filled:filled+int(want)], off)
+				filled += n
+				off += int64(n)
+				if err == io.EOF {
+					eof = true
+				} else if err != nil {
+					return done, err
+				}
+			}
+			if off >= end {
+				eof = true
+			}
+		}
+		for pos < filled {
+			c := r.ch.Cut(buf[pos:filled], eof)
+			if c == 0 {
+				break
+			}
+			if err := r.emit(ctx, buf[pos:pos+c], ext); err != nil {
+				return done, err
+			}
+			pos += c
+			done += int64(c)
+		}
+		if eof && pos >= filled {
+			return done, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return done, err
+		}
+		filled = copy(buf, buf[pos:filled])
+		pos = 0
+	}
+}
+
+// emit records one chunk: all-zero chunks become holes, others are hashed and queued.
+func (r *reader) emit(ctx context.Context, c []byte, ext *[]tree.Extent) error {
+	r.b.bytes.Add(int64(len(c)))
+	if allZero(c) {
+		*ext = addHole(*ext, int64(len(c)))
+		return nil
+	}
+	id := r.b.a.keys.ChunkID(c)
+	*ext = append(*ext, tree.Extent{ID: id, Len: uint32(len(c))})
+	data := append(r.b.up.Buffer(len(c)), c...)
+	if err := r.b.up.Add(ctx, id, data); err != nil {
+		return &fatalError{err}
+	}
+	return nil
+}
+
+var zeroPage [16 << 10]byte // read-only
+
+func allZero(b []byte) bool {
+	if len(b) == 0 || b[0] != 0 || b[len(b)-1] != 0 {
+		return len(b) == 0
+	}
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}

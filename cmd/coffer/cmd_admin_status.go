@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
+)
+
+// nodeStatusTimeout bounds each node's "node.Status" call.
+const nodeStatusTimeout = 2 * time.Second
+
+// nodeStatusParallel bounds concurrent "node.Status" calls.
+const nodeStatusParallel = 16
+
+func adminStatusSpec() *cmdSpec {
+	return &cmdSpec{
+		name:  "admin status",
+		short: "show the cluster: Raft leader, meta servers and every node",
+		long: `Asks the meta group for its Raft state and the cluster map, then asks every node
+(the map's chunk nodes and the meta servers) for its own status, each with a
+2 s timeout. A node that does not answer is shown as "down".
+
+The node table shows ID, address, roles, failure domain, state (up/down), the
+node's state in the cluster map, shards and bytes stored, and capacity.
+
+With --json one object is printed: raft (leader, leader_addr, term,
+commit_index, applied_index, servers), map_epoch, pg_count, profile ("k+m")
+and nodes (id, addr, roles, domain, state, map_state, shards, bytes, capacity,
+error).`,
+		examples: []string{
+			"coffer admin status",
+			"coffer admin status --json | jq '.nodes[] | select(.state == \"down\")'",
+		},
+		new: func() command { return &adminStatusCmd{} },
+	}
+}
+
+// adminStatusCmd prints the cluster overview.
+type adminStatusCmd struct{}
+
+func (c *adminStatusCmd) addFlags(*flag.FlagSet) {}
+
+func (c *adminStatusCmd) run(ctx context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usagef(adminStatusSpec(), "admin status takes no arguments, got %q", args[0])
+	}
+	s, err := connect(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rs, err := s.meta.RaftStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("raft status: %w", err)
+	}
+	st := clusterStatus{
+		Raft:     rs,
+		MapEpoch: s.clusterMap.Epoch,
+		PGCount:  s.clusterMap.PGCount,
+		Profile:  fmt.Sprintf("%d+%d", s.clusterMap.Profile.K, s.clusterMap.Profile.M),
+	}
+	st.Nodes = queryNodes(ctx, s.caller, statusTargets(s.clusterMap, rs))
+	if a.g.json {
+		return writeJSON(a.stdout, st)
+	}
+	printClusterStatus(a.stdout, st)
+	return nil
+}
+
+// clusterStatus is `coffer admin status --json`.
+type clusterStatus struct {
+	Raft     meta.RaftStatus `json:"raft"`
+	MapEpoch uint64          `json:"map_epoch"`
+	PGCount  uint32          `json:"pg_count"`
+	Profile  string          `json:"profile"`
+	Nodes    []nodeRow       `json:"nodes"`
+}
+
+// nodeRow is one node of the status table.
+type nodeRow struct {
+	ID       string   `json:"id"`
+	Addr     string   `json:"addr"`
+	Roles    []string `json:"roles"`
+	Domain   string   `json:"domain"`
+	State    string   `json:"state"`               // "up" or "down"
+	MapState string   `json:"map_state,omitempty"` // the node's state in the cluster map
+	Shards   int64    `json:"shards"`
+	Bytes    int64    `json:"bytes"`
+	Capacity int64    `json:"capacity"`
+	Error    string   `json:"error,omitempty"` // why the node is down
+}
+
+// Node liveness as shown by admin status.
+const (
+	nodeUp   = "up"
+	nodeDown = "down"
+)
+
+// statusTargets lists the nodes to ask: every node of the map, then every meta server not
+// already listed (matched by ID or address). Rows start "down" with what the map and Raft
+// know; queryNodes fills in the rest. The result is sorted by ID.
+func statusTargets(m placement.Map, rs meta.RaftStatus) []nodeRow {
+	var rows []nodeRow
+	byID := map[string]int{}
+	byAddr := map[string]int{}
+	for _, n := range m.Nodes {
+		byID[string(n.ID)] = len(rows)
+		byAddr[n.Addr] = len(rows)
+		rows = append(rows, nodeRow{ID: string(n.ID), Addr: n.Addr, Roles: []string{"chunk"},
+			Domain: n.Domain, State: nodeDown, MapState: string(n.State)})
+	}
+	for _, srv := range rs.Servers {
+		i, ok := byID[srv.ID]
+		if !ok && srv.Addr != "" {
+			i, ok = byAddr[srv.Addr]
+		}
+		if ok {
+			rows[i].Roles = append(rows[i].Roles, "meta")
+			continue
+		}
+		byID[srv.ID] = len(rows)
+		rows = append(rows, nodeRow{ID: srv.ID, Addr: srv.Addr, Roles: []string{"meta"}, State: nodeDown})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
+	return rows
+}
+
+// queryNodes asks each row's node for "node.Status" (at most nodeStatusParallel at once,
+// each bounded by nodeStatusTimeout) and returns the rows updated with the answers.
+func queryNodes(ctx context.Context, c transport.Caller, rows []nodeRow) []nodeRow {
+	out := append([]nodeRow(nil), rows...)
+	sem := make(chan struct{}, nodeStatusParallel)
+	var wg sync.WaitGroup
+	for i := range out {
+		if out[i].Addr == "" {
+			out[i].Error = "no address"
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(r *nodeRow) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
+			defer cancel()
+			var st meta.NodeStatus
+			if err := wire.Call(cctx, c, r.Addr, "node.Status", struct{}{}, &st); err != nil {
+				r.State, r.Error = nodeDown, err.Error()
+				return
+			}
+			applyNodeStatus(r, st)
+		}(&out[i])
+	}
+	wg.Wait()
+	return out
+}
+
+// applyNodeStatus fills r from a node's own report, which is authoritative for its ID,
+// roles, domain and storage figures.
+func applyNodeStatus(r *nodeRow, st meta.NodeStatus) {
+	r.State, r.Error = nodeUp, ""
+	if st.ID != "" {
+		r.ID = st.ID
+	}
+	if len(st.Roles) > 0 {
+		r.Roles = append([]string(nil), st.Roles...)
+	}
+	if st.Domain != "" {
+		r.Domain = st.Domain
+	}
+	r.Shards, r.Bytes, r.Capacity = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity
+}
+
+// printClusterStatus writes the human overview.
+func printClusterStatus(w io.Writer, st clusterStatus) {
+	rs := st.Raft
+	leader := rs.Leader
+	if leader == "" {
+		leader = "(none)"
+	} else if rs.LeaderAddr != "" {
+		leader += " (" + rs.LeaderAddr + ")"
+	}
+	fmt.Fprintf(w, "Raft:     leader %s, term %d, commit index %d, applied %d\n", leader, rs.Term, rs.CommitIndex, rs.AppliedIndex)
+	fmt.Fprintf(w, "Map:      epoch %d, %d PGs, erasure coding %s\n", st.MapEpoch, st.PGCount, st.Profile)
+	up := 0
+	for _, n := range st.Nodes {
+		if n.State == nodeUp {
+			up++
+		}
+	}
+	fmt.Fprintf(w, "Nodes:    %d up, %d down\n", up, len(st.Nodes)-up)
+
+	fmt.Fprintln(w, "\nMeta servers:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ID\tADDR\tVOTER\tLEADER\tREACHABLE")
+	for _, s := range rs.Servers {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.ID, s.Addr, yesNo(s.Voter), yesNo(s.Leader), yesNo(s.Reachable))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nNodes:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ID\tADDR\tROLES\tDOMAIN\tSTATE\tMAP\tSHARDS\tBYTES\tCAPACITY")
+	for _, n := range st.Nodes {
+		capacity := "-"
+		if n.Capacity > 0 {
+			capacity = formatBytes(n.Capacity)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.ID, n.Addr, strings.Join(n.Roles, ","),
+			dash(n.Domain), n.State, dash(n.MapState), n.Shards, formatBytes(n.Bytes), capacity)
+	}
+	tw.Flush()
+	for _, n := range st.Nodes {
+		if n.Error != "" {
+			fmt.Fprintf(w, "  %s: %s\n", n.ID, n.Error)
+		}
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/meta"
+)
+
+func initSpec() *cmdSpec {
+	return &cmdSpec{
+		name:  "init",
+		short: "create the vault and protect its key with a passphrase",
+		long: `Creates the vault named by --vault (or the config's vault, or "default") on the
+cluster. A random master key is generated on this host and stored only wrapped
+by the passphrase (Argon2id); the cluster never sees it. On a terminal the
+passphrase is asked twice. Prints the vault ID.
+
+Losing the passphrase loses the vault's data: there is no recovery without it.`,
+		examples: []string{
+			"coffer init",
+			"coffer --vault web01 init",
+			"COFFER_PASSPHRASE=... coffer --config /etc/coffer/coffer.yaml init",
+		},
+		new: func() command { return &initCmd{} },
+	}
+}
+
+// initCmd creates a vault.
+type initCmd struct{}
+
+func (c *initCmd) addFlags(*flag.FlagSet) {}
+
+func (c *initCmd) run(ctx context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usagef(initSpec(), "init takes no arguments, got %q", args[0])
+	}
+	s, err := connect(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	pass, err := a.passphrase(ctx, true)
+	if err != nil {
+		return err
+	}
+	v, err := client.InitVault(ctx, s.agent, s.vault, pass)
+	clear(pass)
+	if errors.Is(err, meta.ErrExists) {
+		return plainf(err, "vault %q already exists", s.vault)
+	}
+	if err != nil {
+		return fmt.Errorf("create vault %q: %w", s.vault, err)
+	}
+	if a.g.json {
+		return writeJSON(a.stdout, initSummary{
+			MessageType: "summary",
+			Vault:       string(v.ID),
+			Created:     v.Created,
+			Profile:     fmt.Sprintf("%d+%d", v.Profile.K, v.Profile.M),
+			Chunker:     v.Chunker,
+		})
+	}
+	if a.g.quiet {
+		fmt.Fprintln(a.stdout, v.ID)
+		return nil
+	}
+	fmt.Fprintf(a.stdout, "created vault %s (erasure coding %d+%d, chunker %s)\n", v.ID, v.Profile.K, v.Profile.M, v.Chunker)
+	return nil
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/metarpc"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+	cquic "github.com/cofferhq/coffer/transport/quic"
+)
+
+// connectTimeout bounds fetching the cluster map, so that an unreachable cluster is
+// reported instead of waited on forever.
+const connectTimeout = 30 * time.Second
+
+// session is one connection to the cluster: the QUIC endpoint, the meta and chunk
+// clients, the cluster map they were built from, and the agent configuration. Close
+// releases everything.
+type session struct {
+	cfg        clientconfig.File
+	vault      meta.VaultID
+	logger     *slog.Logger
+	endpoint   *cquic.Endpoint
+	caller     transport.Caller
+	meta       *metarpc.Client
+	chunks     *chunkrpc.Client
+	clusterMap placement.Map
+	chunkAddrs []string
+	agent      client.Config
+}
+
+// connect builds a session: load config → identity → endpoint → meta client → cluster map
+// → chunk client → client.Config. On error nothing stays open.
+func connect(ctx context.Context, a *app) (*session, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	s := &session{cfg: cfg, vault: a.vaultID(cfg), logger: a.logger()}
+	id, err := pki.LoadIdentity(cfg.CA, cfg.Cert, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("load identity: %w", err)
+	}
+	ep, err := cquic.New(cquic.Config{Identity: id, Logger: s.logger})
+	if err != nil {
+		return nil, fmt.Errorf("open endpoint: %w", err)
+	}
+	s.endpoint, s.caller = ep, ep
+	s.meta = metarpc.NewClient(ep, cfg.Meta)
+	mctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	m, err := s.meta.ClusterMap(mctx)
+	cancel()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("fetch cluster map from %s: %w", joinPaths(cfg.Meta), err)
+	}
+	s.clusterMap = m
+	s.chunkAddrs = chunkAddrs(m)
+	s.chunks = chunkrpc.NewClient(ep, s.chunkAddrs)
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	s.agent = client.Config{
+		Meta:   s.meta,
+		Chunks: s.chunks,
+		Host:   host,
+		Logger: s.logger,
+		Now:    a.now,
+		Argon2: crypt.DefaultArgon2Params(),
+		Rand:   rand.Reader,
+	}
+	return s, nil
+}
+
+// needChunks reports a clear error when the cluster map offers no chunk node to talk to.
+func (s *session) needChunks() error {
+	if len(s.chunkAddrs) == 0 {
+		return fmt.Errorf("cluster map (epoch %d) lists no usable chunk nodes", s.clusterMap.Epoch)
+	}
+	return nil
+}
+
+// Close releases the clients and the endpoint. It is safe on a partly built session.
+func (s *session) Close() error {
+	var errs []error
+	var closers []any
+	if s.chunks != nil {
+		closers = append(closers, s.chunks)
+	}
+	if s.meta != nil {
+		closers = append(closers, s.meta)
+	}
+	for _, c := range closers {
+		// The rpc clients hold no resources of their own today; close them if they do.
+		if cl, ok := c.(io.Closer); ok {
+			errs = append(errs, cl.Close())
+		}
+	}
+	if s.endpoint != nil {
+		errs = append(errs, s.endpoint.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// chunkAddrs returns the RPC addresses of the map's nodes that can coordinate chunk
+// reads and writes: every node that is not down, out or decommissioned, in map order.
+func chunkAddrs(m placement.Map) []string {
+	var out []string
+	for _, n := range m.Nodes {
+		switch n.State {
+		case placement.StateDown, placement.StateOut, placement.StateDecommissioned:
+			continue
+		}
+		if n.Addr != "" {
+			out = append(out, n.Addr)
+		}
+	}
+	return out
+}
+
+// logger returns the slog logger for library diagnostics: warnings (such as each file a
+// backup skips) as "coffer: warning: ..." lines on stderr, errors only with --quiet.
+// Command output never goes through it.
+func (a *app) logger() *slog.Logger {
+	level := slog.LevelWarn
+	if a.g.quiet {
+		level = slog.LevelError
+	}
+	return slog.New(newCLIHandler(a.stderr, level))
+}
+
+// openAgent connects and opens the vault with its passphrase. The caller closes both
+// the agent and the session.
+func openAgent(ctx context.Context, a *app) (*session, *client.Agent, error) {
+	s, err := connect(ctx, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.needChunks(); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	pass, err := a.passphrase(ctx, false)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	ag, err := client.Open(ctx, s.agent, s.vault, pass)
+	clear(pass)
+	if err != nil {
+		s.Close()
+		switch {
+		case errors.Is(err, client.ErrWrongPassphrase):
+			return nil, nil, plainf(err, "wrong passphrase for vault %q", s.vault)
+		case errors.Is(err, meta.ErrNotFound):
+			return nil, nil, plainf(err, "vault %q does not exist (create it with \"coffer init\")", s.vault)
+		}
+		return nil, nil, fmt.Errorf("open vault %q: %w", s.vault, err)
+	}
+	return s, ag, nil
+}

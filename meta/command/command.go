@@ -1,0 +1,201 @@
+// Package command encodes the commands of Coffer's metadata Raft log: a small versioned
+// CBOR envelope with an append-only type tag, the leader's time stamp and the body.
+//
+// Every meta server decodes every log entry, so the encoding is strict: core deterministic
+// CBOR, unknown envelope versions, unknown type tags, unknown fields and duplicate map keys
+// are all errors (see FORMAT.md in the parent meta directory). Encoding the same command
+// always yields the same bytes.
+package command
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/fxamacker/cbor/v2"
+)
+
+// Version is the envelope version this package writes and the only one it reads.
+const Version = 1
+
+// Type tags a command body. Tags are append-only: never renumber or reuse one.
+type Type uint16
+
+// Command type tags.
+const (
+	TypeCreateVault    Type = 1
+	TypeCommitSnapshot Type = 2
+	TypeSetClusterMap  Type = 3
+	TypeTick           Type = 4
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeCreateVault:
+		return "CreateVault"
+	case TypeCommitSnapshot:
+		return "CommitSnapshot"
+	case TypeSetClusterMap:
+		return "SetClusterMap"
+	case TypeTick:
+		return "Tick"
+	}
+	return fmt.Sprintf("Type(%d)", uint16(t))
+}
+
+// ErrDecode marks a log entry that cannot be decoded (bad CBOR, unknown version or type).
+var ErrDecode = errors.New("command: cannot decode")
+
+// Body is one command's payload: CreateVault, CommitSnapshot, SetClusterMap or Tick.
+type Body interface {
+	Type() Type
+}
+
+// CreateVault records a new vault. The FSM sets Vault.Created from the cluster clock.
+type CreateVault struct {
+	Vault meta.Vault `cbor:"vault"`
+}
+
+// CommitSnapshot records a snapshot whose chunks the leader has checked. The FSM sets
+// Snapshot.Time from the cluster clock.
+type CommitSnapshot struct {
+	Snapshot meta.Snapshot `cbor:"snapshot"`
+}
+
+// SetClusterMap replaces the cluster map; its epoch must be the current one plus one.
+type SetClusterMap struct {
+	Map placement.Map `cbor:"map"`
+}
+
+// Tick only advances the cluster clock to the command's time stamp.
+type Tick struct{}
+
+// Type implements Body.
+func (CreateVault) Type() Type { return TypeCreateVault }
+
+// Type implements Body.
+func (CommitSnapshot) Type() Type { return TypeCommitSnapshot }
+
+// Type implements Body.
+func (SetClusterMap) Type() Type { return TypeSetClusterMap }
+
+// Type implements Body.
+func (Tick) Type() Type { return TypeTick }
+
+// Command is one decoded log entry.
+type Command struct {
+	// Time is the leader's clock when it proposed the command, in Unix nanoseconds.
+	Time int64
+	Body Body
+}
+
+type envelope struct {
+	Version uint8  `cbor:"1,keyasint"`
+	Type    uint16 `cbor:"2,keyasint"`
+	Time    int64  `cbor:"3,keyasint"`
+	Body    []byte `cbor:"4,keyasint"`
+}
+
+// Codec marshals values with the metadata encoding: core deterministic CBOR, times as
+// RFC 3339 strings in UTC with nanoseconds; decoding rejects unknown fields and duplicate
+// map keys. The zero value is not usable; use NewCodec. A Codec is immutable and safe for
+// concurrent use.
+type Codec struct {
+	enc cbor.EncMode
+	dec cbor.DecMode
+}
+
+// NewCodec builds the metadata codec.
+func NewCodec() Codec {
+	eo := cbor.CoreDetEncOptions()
+	eo.Time = cbor.TimeRFC3339NanoUTC
+	enc, err := eo.EncMode()
+	if err != nil {
+		panic(fmt.Sprintf("command: encoder options: %v", err)) // static options; cannot fail
+	}
+	dec, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+	if err != nil {
+		panic(fmt.Sprintf("command: decoder options: %v", err))
+	}
+	return Codec{enc: enc, dec: dec}
+}
+
+// Marshal encodes v deterministically.
+func (c Codec) Marshal(v any) ([]byte, error) { return c.enc.Marshal(v) }
+
+// Unmarshal decodes b into v strictly (no unknown fields, no duplicate keys).
+func (c Codec) Unmarshal(b []byte, v any) error { return c.dec.Unmarshal(b, v) }
+
+// Encode encodes cmd. The result owns its memory.
+func (c Codec) Encode(cmd Command) ([]byte, error) {
+	if cmd.Body == nil {
+		return nil, errors.New("command: encode: nil body")
+	}
+	t := cmd.Body.Type()
+	switch cmd.Body.(type) {
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick:
+	default:
+		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
+	}
+	body, err := c.enc.Marshal(cmd.Body)
+	if err != nil {
+		return nil, fmt.Errorf("command: encode %s: %w", t, err)
+	}
+	b, err := c.enc.Marshal(envelope{Version: Version, Type: uint16(t), Time: cmd.Time, Body: body})
+	if err != nil {
+		return nil, fmt.Errorf("command: encode %s: %w", t, err)
+	}
+	return b, nil
+}
+
+// Decode decodes one log entry. Errors wrap ErrDecode and name the problem (bad
+// envelope, unknown version, unknown type tag, bad body). b is not retained.
+func (c Codec) Decode(b []byte) (Command, error) {
+	var env envelope
+	if err := c.dec.Unmarshal(b, &env); err != nil {
+		return Command{}, fmt.Errorf("%w: envelope: %v", ErrDecode, err)
+	}
+	if env.Version != Version {
+		return Command{}, fmt.Errorf("%w: unknown envelope version %d (this build reads %d)", ErrDecode, env.Version, Version)
+	}
+	var body Body
+	var err error
+	switch t := Type(env.Type); t {
+	case TypeCreateVault:
+		var v CreateVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeCommitSnapshot:
+		var v CommitSnapshot
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetClusterMap:
+		var v SetClusterMap
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeTick:
+		var v Tick
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	default:
+		return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
+	}
+	if err != nil {
+		return Command{}, fmt.Errorf("%w: %s body: %v", ErrDecode, Type(env.Type), err)
+	}
+	return Command{Time: env.Time, Body: body}, nil
+}
+
+var defaultCodec = sync.OnceValue(NewCodec)
+
+// Encode encodes cmd with the metadata codec (see Codec.Encode).
+func Encode(cmd Command) ([]byte, error) { return defaultCodec().Encode(cmd) }
+
+// Decode decodes one log entry with the metadata codec (see Codec.Decode).
+func Decode(b []byte) (Command, error) { return defaultCodec().Decode(b) }

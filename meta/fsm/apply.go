@@ -1,0 +1,162 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+	"github.com/hashicorp/raft"
+)
+
+// Result is what Apply returns for each log entry (through raft's ApplyFuture.Response).
+// Exactly one of Value and Err is meaningful: Value is the recorded meta.Vault,
+// meta.Snapshot or placement.Map (nil for a Tick); Err is a refusal (wrapping
+// meta.ErrExists, meta.ErrNotFound, meta.ErrInvalid or command.ErrDecode) that left the
+// state unchanged. Refusals are results: they do not fail the log.
+type Result struct {
+	Value any
+	Err   error
+}
+
+// Apply applies one log entry; see ApplyBatch.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies log entries in order and returns one Result per entry (nil for
+// entries that carry no command or were applied before a restart). All state changes and
+// the new applied index and clock are committed in one synced Pebble batch; later entries
+// see the effects of earlier ones.
+//
+// NB: a failure to commit the batch panics. The FSM cannot report it to Raft, and
+// continuing would let this replica diverge from the others; on restart it replays from
+// its last durable applied index.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	h, err := f.acquire()
+	if err != nil {
+		panic(fmt.Sprintf("fsm: apply: %v", err))
+	}
+	defer func() { _ = h.unref() }()
+
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	applied, clock := f.applied.Load(), f.clock.Load()
+	newApplied := applied
+	for i, l := range logs {
+		if l.Index <= applied || l.Type != raft.LogCommand {
+			// Replayed after a restart (already in the state), or not a command.
+			if l.Index > newApplied {
+				newApplied = l.Index
+			}
+			continue
+		}
+		newApplied = l.Index
+		cmd, err := f.codec.Decode(l.Data)
+		if err != nil {
+			out[i] = Result{Err: fmt.Errorf("fsm: log %d: %w", l.Index, err)}
+			continue
+		}
+		// The cluster clock never goes back: a leader whose clock lags keeps the old time.
+		clock = max(clock, cmd.Time)
+		v, err := f.apply(b, cmd, clock)
+		if err != nil {
+			err = fmt.Errorf("fsm: log %d: %s: %w", l.Index, cmd.Body.Type(), err)
+		}
+		out[i] = Result{Value: v, Err: err}
+	}
+	if newApplied == applied {
+		return out
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], newApplied)
+	must(b.Set([]byte(keyApplied), buf[:], nil))
+	binary.BigEndian.PutUint64(buf[:], uint64(clock))
+	must(b.Set([]byte(keyClock), buf[:], nil))
+	must(b.Commit(pebble.Sync))
+	f.applied.Store(newApplied)
+	f.clock.Store(clock)
+	return out
+}
+
+func must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("fsm: apply: write state: %v", err))
+	}
+}
+
+// apply executes one command against the batch. A returned error means nothing was
+// written for this command.
+func (f *FSM) apply(b *pebble.Batch, cmd command.Command, clock int64) (any, error) {
+	now := time.Unix(0, clock).UTC()
+	switch c := cmd.Body.(type) {
+	case command.Tick:
+		return nil, nil
+	case command.CreateVault:
+		v := c.Vault
+		if err := meta.ValidateVault(v); err != nil {
+			return nil, err
+		}
+		key := vaultKey(v.ID)
+		if _, ok, err := getCopy(b, key); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
+		}
+		v.Created = now
+		return v, f.put(b, key, v)
+	case command.CommitSnapshot:
+		s := c.Snapshot
+		if err := meta.ValidateSnapshot(s); err != nil {
+			return nil, err
+		}
+		if _, ok, err := getCopy(b, vaultKey(s.Vault)); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("snapshot %s: vault %s: %w", s.ID.Str(), s.Vault, meta.ErrNotFound)
+		}
+		key := snapshotKey(s.Vault, s.ID)
+		if _, ok, err := getCopy(b, key); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, fmt.Errorf("snapshot %s in vault %s: %w", s.ID.Str(), s.Vault, meta.ErrExists)
+		}
+		s.Time = now
+		return s, f.put(b, key, s)
+	case command.SetClusterMap:
+		m := c.Map
+		if err := meta.ValidateMap(m); err != nil {
+			return nil, err
+		}
+		var cur uint64
+		if old, ok, err := f.readMap(b); err != nil {
+			return nil, err
+		} else if ok {
+			cur = old.Epoch
+		}
+		if m.Epoch != cur+1 {
+			return nil, fmt.Errorf("%w: cluster map epoch %d, want exactly %d (current %d + 1)", meta.ErrInvalid, m.Epoch, cur+1, cur)
+		}
+		return m, f.put(b, keyMap, m)
+	}
+	return nil, fmt.Errorf("%w: unhandled command %T", meta.ErrInvalid, cmd.Body)
+}
+
+func (f *FSM) put(b *pebble.Batch, key string, v any) error {
+	data, err := f.codec.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%w: encode %s: %v", meta.ErrInvalid, key, err)
+	}
+	must(b.Set([]byte(key), data, nil))
+	return nil
+}
+
+func vaultKey(id meta.VaultID) string { return prefixVault + string(id) }
+
+func snapshotPrefix(v meta.VaultID) string { return prefixSnapshot + string(v) + "/" }
+
+func snapshotKey(v meta.VaultID, id chunk.ID) string { return snapshotPrefix(v) + id.String() }

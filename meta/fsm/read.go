@@ -1,0 +1,154 @@
+package fsm
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// Now returns the cluster clock: the latest leader stamp applied (zero time before any).
+func (f *FSM) Now() time.Time {
+	c := f.clock.Load()
+	if c == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, c).UTC()
+}
+
+// Vault returns one vault or an error wrapping meta.ErrNotFound.
+func (f *FSM) Vault(id meta.VaultID) (meta.Vault, error) {
+	var v meta.Vault
+	ok, err := f.getValue(vaultKey(id), &v)
+	if err == nil && !ok {
+		err = fmt.Errorf("fsm: vault %s: %w", id, meta.ErrNotFound)
+	}
+	return v, err
+}
+
+// Vaults returns every vault sorted by ID.
+func (f *FSM) Vaults() ([]meta.Vault, error) {
+	var out []meta.Vault
+	err := f.scan(prefixVault, func(val []byte) error {
+		var v meta.Vault
+		if err := f.codec.Unmarshal(val, &v); err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err // keys are "v/<id>", so iteration order is ID order
+}
+
+// GetSnapshot returns one snapshot or an error wrapping meta.ErrNotFound. (Snapshot is
+// raft's state capture.)
+func (f *FSM) GetSnapshot(vault meta.VaultID, id meta.SnapshotID) (meta.Snapshot, error) {
+	var s meta.Snapshot
+	ok, err := f.getValue(snapshotKey(vault, id), &s)
+	if err == nil && !ok {
+		err = fmt.Errorf("fsm: snapshot %s in vault %s: %w", id.Str(), vault, meta.ErrNotFound)
+	}
+	return s, err
+}
+
+// Snapshots returns a vault's snapshots sorted by commit time, then ID. A vault with no
+// snapshots (or that does not exist) gives an empty list.
+func (f *FSM) Snapshots(vault meta.VaultID) ([]meta.Snapshot, error) {
+	var out []meta.Snapshot
+	err := f.scan(snapshotPrefix(vault), func(val []byte) error {
+		var s meta.Snapshot
+		if err := f.codec.Unmarshal(val, &s); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b meta.Snapshot) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(string(a.ID[:]), string(b.ID[:]))
+	})
+	return out, err
+}
+
+// ClusterMap returns the current map; ok is false when none was ever set.
+func (f *FSM) ClusterMap() (m placement.Map, ok bool, err error) {
+	h, err := f.acquire()
+	if err != nil {
+		return m, false, err
+	}
+	defer func() { _ = h.unref() }()
+	return f.readMap(h.db)
+}
+
+func (f *FSM) readMap(r getter) (placement.Map, bool, error) {
+	var m placement.Map
+	v, ok, err := getCopy(r, keyMap)
+	if err != nil || !ok {
+		return m, ok, err
+	}
+	if err := f.codec.Unmarshal(v, &m); err != nil {
+		return m, false, fmt.Errorf("fsm: decode cluster map: %w", err)
+	}
+	return m, true, nil
+}
+
+func (f *FSM) getValue(key string, v any) (bool, error) {
+	h, err := f.acquire()
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = h.unref() }()
+	b, ok, err := getCopy(h.db, key)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := f.codec.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("fsm: decode %q: %w", key, err)
+	}
+	return true, nil
+}
+
+// scan calls fn with each value under prefix in key order.
+func (f *FSM) scan(prefix string, fn func(val []byte) error) error {
+	h, err := f.acquire()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = h.unref() }()
+	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return fmt.Errorf("fsm: scan %q: %w", prefix, err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		val, err := it.ValueAndErr()
+		if err == nil {
+			err = fn(val)
+		}
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("fsm: scan %q at %q: %w", prefix, it.Key(), err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("fsm: scan %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// prefixEnd returns the smallest key above every key starting with prefix.
+func prefixEnd(prefix string) []byte {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return b[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package metarpc
+
+import (
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+)
+
+// Method names.
+const (
+	MethodCreateVault    = "meta.CreateVault"
+	MethodGetVault       = "meta.GetVault"
+	MethodListVaults     = "meta.ListVaults"
+	MethodCommitSnapshot = "meta.CommitSnapshot"
+	MethodListSnapshots  = "meta.ListSnapshots"
+	MethodGetSnapshot    = "meta.GetSnapshot"
+	MethodClusterMap     = "meta.ClusterMap"
+	MethodSetClusterMap  = "meta.SetClusterMap"
+	MethodRaftStatus     = "meta.RaftStatus"
+)
+
+// Request bodies. Fwd marks a request a follower has already forwarded to the leader, so
+// that it is never forwarded twice.
+type (
+	createVaultReq struct {
+		Vault meta.Vault `cbor:"vault"`
+		Fwd   bool       `cbor:"fwd,omitempty"`
+	}
+	getVaultReq struct {
+		ID  meta.VaultID `cbor:"id"`
+		Fwd bool         `cbor:"fwd,omitempty"`
+	}
+	listVaultsReq struct {
+		Fwd bool `cbor:"fwd,omitempty"`
+	}
+	commitSnapshotReq struct {
+		Snapshot meta.Snapshot `cbor:"snapshot"`
+		Fwd      bool          `cbor:"fwd,omitempty"`
+	}
+	listSnapshotsReq struct {
+		Vault meta.VaultID `cbor:"vault"`
+		Fwd   bool         `cbor:"fwd,omitempty"`
+	}
+	getSnapshotReq struct {
+		Vault meta.VaultID    `cbor:"vault"`
+		ID    meta.SnapshotID `cbor:"id"`
+		Fwd   bool            `cbor:"fwd,omitempty"`
+	}
+	clusterMapReq struct {
+		Fwd bool `cbor:"fwd,omitempty"`
+	}
+	setClusterMapReq struct {
+		Map placement.Map `cbor:"map"`
+		Fwd bool          `cbor:"fwd,omitempty"`
+	}
+	raftStatusReq struct{}
+	empty         struct{}
+	vaultList     struct {
+		Vaults []meta.Vault `cbor:"vaults"`
+	}
+	snapshotList struct {
+		Snapshots []meta.Snapshot `cbor:"snapshots"`
+	}
+)
+
+// Errors is the sentinel table for meta errors on the wire.
+var Errors = transport.SentinelTable{
+	{Err: meta.ErrMissingChunks, Code: transport.MissingChunks},
+	{Err: meta.ErrNotFound, Code: transport.NotFound},
+	{Err: meta.ErrExists, Code: transport.Exists},
+	{Err: meta.ErrNotLeader, Code: transport.NotLeader},
+	{Err: meta.ErrInvalid, Code: transport.Invalid},
+	{Err: meta.ErrLocked, Code: transport.Locked},
+	{Err: meta.ErrDenied, Code: transport.PermissionDenied},
+	{Err: meta.ErrUnavailable, Code: transport.Unavailable},
+}

@@ -1,0 +1,358 @@
+package metarpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/server"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+)
+
+// fakeSvc is an in-memory meta.Service. When leader is false every call except
+// RaftStatus fails with a NotLeaderError naming leaderAddr.
+type fakeSvc struct {
+	leader     atomic.Bool
+	leaderAddr string
+	fail       error // returned by every call when set
+	calls      atomic.Int64
+
+	mu     sync.Mutex
+	vaults map[meta.VaultID]meta.Vault
+	snaps  []meta.Snapshot
+	m      placement.Map
+}
+
+func newFake(leader bool, leaderAddr string) *fakeSvc {
+	f := &fakeSvc{leaderAddr: leaderAddr, vaults: map[meta.VaultID]meta.Vault{}}
+	f.leader.Store(leader)
+	return f
+}
+
+func (f *fakeSvc) check() error {
+	f.calls.Add(1)
+	if f.fail != nil {
+		return f.fail
+	}
+	if !f.leader.Load() {
+		return &server.NotLeaderError{LeaderAddr: f.leaderAddr}
+	}
+	return nil
+}
+
+var clusterTime = time.Unix(1700000000, 5).UTC()
+
+func (f *fakeSvc) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, error) {
+	if err := f.check(); err != nil {
+		return meta.Vault{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vaults[v.ID]; ok {
+		return meta.Vault{}, fmt.Errorf("fake: %w", meta.ErrExists)
+	}
+	v.Created = clusterTime
+	f.vaults[v.ID] = v
+	return v, nil
+}
+
+func (f *fakeSvc) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
+	if err := f.check(); err != nil {
+		return meta.Vault{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.vaults[id]
+	if !ok {
+		return v, fmt.Errorf("fake: vault %s: %w", id, meta.ErrNotFound)
+	}
+	return v, nil
+}
+
+func (f *fakeSvc) ListVaults(ctx context.Context) ([]meta.Vault, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []meta.Vault
+	for _, v := range f.vaults {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b meta.Vault) int { return len(a.ID) - len(b.ID) })
+	return out, nil
+}
+
+func (f *fakeSvc) CommitSnapshot(ctx context.Context, s meta.Snapshot) (meta.Snapshot, error) {
+	if err := f.check(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s.Time = clusterTime
+	f.snaps = append(f.snaps, s)
+	return s, nil
+}
+
+func (f *fakeSvc) ListSnapshots(ctx context.Context, vault meta.VaultID) ([]meta.Snapshot, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.snaps), nil
+}
+
+func (f *fakeSvc) GetSnapshot(ctx context.Context, vault meta.VaultID, id meta.SnapshotID) (meta.Snapshot, error) {
+	if err := f.check(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.snaps {
+		if s.ID == id && s.Vault == vault {
+			return s, nil
+		}
+	}
+	return meta.Snapshot{}, fmt.Errorf("fake: %w", meta.ErrNotFound)
+}
+
+func (f *fakeSvc) ClusterMap(ctx context.Context) (placement.Map, error) {
+	if err := f.check(); err != nil {
+		return placement.Map{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m, nil
+}
+
+func (f *fakeSvc) SetClusterMap(ctx context.Context, m placement.Map) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.Epoch != f.m.Epoch+1 {
+		return fmt.Errorf("fake: %w: epoch", meta.ErrInvalid)
+	}
+	f.m = m
+	return nil
+}
+
+func (f *fakeSvc) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
+	f.calls.Add(1)
+	return meta.RaftStatus{LeaderAddr: f.leaderAddr, Term: 4, AppliedIndex: 17}, nil
+}
+
+// loop is a transport.Caller that calls in-process handlers by address.
+type loop struct {
+	role     transport.Role
+	handlers map[string]transport.Handler
+	down     map[string]bool
+	calls    atomic.Int64
+	onCall   func(n int64) // called before each call with its number
+}
+
+func (l *loop) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
+	n := l.calls.Add(1)
+	if l.onCall != nil {
+		l.onCall(n)
+	}
+	h, ok := l.handlers[addr]
+	if !ok || l.down[addr] {
+		return nil, fmt.Errorf("loop: %s: %w", addr, transport.ErrUnreachable)
+	}
+	return h.ServeRPC(ctx, transport.Peer{Principal: "p", Role: l.role}, method, slices.Clone(body))
+}
+
+func handler(f *fakeSvc, c transport.Caller) *Server { return &Server{svc: f, c: c} }
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestAllMethodsRoundTrip(t *testing.T) {
+	f := newFake(true, "L")
+	lp := &loop{role: transport.RoleAdmin, handlers: map[string]transport.Handler{}}
+	lp.handlers["L"] = handler(f, lp)
+	cl := NewClient(lp, []string{"L"})
+	ctx := ctxT(t, 5*time.Second)
+
+	v, err := cl.CreateVault(ctx, meta.Vault{ID: "v", KeyWraps: [][]byte{{1, 2}}, Profile: placement.DefaultProfile})
+	if err != nil || !v.Created.Equal(clusterTime) || len(v.KeyWraps) != 1 {
+		t.Fatalf("CreateVault: %+v %v", v, err)
+	}
+	if g, err := cl.GetVault(ctx, "v"); err != nil || g.ID != "v" {
+		t.Fatalf("GetVault: %+v %v", g, err)
+	}
+	if vs, err := cl.ListVaults(ctx); err != nil || len(vs) != 1 {
+		t.Fatalf("ListVaults: %v %v", vs, err)
+	}
+	parent := chunk.ID{8}
+	s := meta.Snapshot{ID: chunk.ID{1}, Vault: "v", Tree: chunk.ID{2}, Refs: []chunk.ID{{3}}, Parent: &parent, Paths: []string{"/x"}}
+	cs, err := cl.CommitSnapshot(ctx, s)
+	if err != nil || !cs.Time.Equal(clusterTime) || *cs.Parent != parent {
+		t.Fatalf("CommitSnapshot: %+v %v", cs, err)
+	}
+	if ss, err := cl.ListSnapshots(ctx, "v"); err != nil || len(ss) != 1 || ss[0].Tree != s.Tree {
+		t.Fatalf("ListSnapshots: %v %v", ss, err)
+	}
+	if g, err := cl.GetSnapshot(ctx, "v", s.ID); err != nil || g.Refs[0] != s.Refs[0] {
+		t.Fatalf("GetSnapshot: %+v %v", g, err)
+	}
+	m := placement.Map{Epoch: 1, PGCount: 8, Profile: placement.DefaultProfile}
+	if err := cl.SetClusterMap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.ClusterMap(ctx); err != nil || got.Epoch != 1 || got.PGCount != 8 {
+		t.Fatalf("ClusterMap: %+v %v", got, err)
+	}
+	if rs, err := cl.RaftStatus(ctx); err != nil || rs.Term != 4 {
+		t.Fatalf("RaftStatus: %+v %v", rs, err)
+	}
+	if n, err := PeerApplied(lp)(ctx, "L", "L"); err != nil || n != 17 {
+		t.Fatalf("PeerApplied: %d %v", n, err)
+	}
+}
+
+func TestDefiniteErrorsMapAndAreNotRetried(t *testing.T) {
+	for _, sentinel := range []error{meta.ErrNotFound, meta.ErrExists, meta.ErrInvalid, meta.ErrMissingChunks,
+		meta.ErrLocked, meta.ErrDenied} {
+		f := newFake(true, "L")
+		f.fail = fmt.Errorf("fake: wrapped: %w", sentinel)
+		lp := &loop{role: transport.RoleNode, handlers: map[string]transport.Handler{}}
+		lp.handlers["L"] = handler(f, lp)
+		cl := NewClient(lp, []string{"L", "L2"})
+		_, err := cl.CommitSnapshot(ctxT(t, 5*time.Second), meta.Snapshot{})
+		if !errors.Is(err, sentinel) {
+			t.Errorf("%v: client got %v", sentinel, err)
+		}
+		if n := lp.calls.Load(); n != 1 {
+			t.Errorf("%v: %d calls, want exactly 1 (no retry of a definite error)", sentinel, n)
+		}
+	}
+	// MissingChunks has its own code, not Invalid.
+	if c := Errors.Code(fmt.Errorf("x: %w", meta.ErrMissingChunks)); c != transport.MissingChunks {
+		t.Fatalf("ErrMissingChunks → %v", c)
+	}
+}
+
+func TestFollowerForwardsToLeader(t *testing.T) {
+	leader := newFake(true, "L")
+	follower := newFake(false, "L")
+	lp := &loop{role: transport.RoleAgent, handlers: map[string]transport.Handler{}}
+	lp.handlers["L"] = handler(leader, lp)
+	lp.handlers["F"] = handler(follower, lp)
+	cl := NewClient(lp, []string{"F"}) // the client only knows the follower
+	ctx := ctxT(t, 5*time.Second)
+	v, err := cl.CreateVault(ctx, meta.Vault{ID: "v", KeyWraps: [][]byte{{1}}})
+	if err != nil || v.ID != "v" {
+		t.Fatalf("forwarded CreateVault: %+v %v", v, err)
+	}
+	if _, err := leader.GetVault(ctx, "v"); err != nil {
+		t.Fatalf("the leader did not get the write: %v", err)
+	}
+	if _, err := cl.GetVault(ctx, "nope"); !errors.Is(err, meta.ErrNotFound) {
+		t.Fatalf("forwarded read error: %v, want ErrNotFound through the forward", err)
+	}
+}
+
+func TestForwardedOnlyOnce(t *testing.T) {
+	// Two servers each believing the other leads: the request must bounce once and stop.
+	a := newFake(false, "B")
+	b := newFake(false, "A")
+	lp := &loop{role: transport.RoleNode, handlers: map[string]transport.Handler{}}
+	lp.handlers["A"] = handler(a, lp)
+	lp.handlers["B"] = handler(b, lp)
+	body := []byte{0xa0} // empty map: a listVaultsReq
+	_, err := lp.handlers["A"].ServeRPC(context.Background(), transport.Peer{Role: transport.RoleNode}, MethodListVaults, body)
+	if transport.CodeOf(err) != transport.NotLeader {
+		t.Fatalf("err = %v, want NotLeader", err)
+	}
+	if a.calls.Load() != 1 || b.calls.Load() != 1 {
+		t.Fatalf("calls a=%d b=%d, want 1 each (forwarded exactly once)", a.calls.Load(), b.calls.Load())
+	}
+}
+
+func TestAgentMayNotSetClusterMap(t *testing.T) {
+	f := newFake(true, "L")
+	lp := &loop{role: transport.RoleAgent, handlers: map[string]transport.Handler{}}
+	lp.handlers["L"] = handler(f, lp)
+	cl := NewClient(lp, []string{"L"})
+	err := cl.SetClusterMap(ctxT(t, 5*time.Second), placement.Map{Epoch: 1, PGCount: 8, Profile: placement.DefaultProfile})
+	if !errors.Is(err, meta.ErrDenied) || transport.CodeOf(err) != transport.PermissionDenied {
+		t.Fatalf("agent SetClusterMap: %v, want PermissionDenied", err)
+	}
+	if f.calls.Load() != 0 {
+		t.Fatal("the service was called for a refused peer")
+	}
+	// Agents may still read it.
+	if _, err := cl.ClusterMap(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClientFindsLeaderAndSticks(t *testing.T) {
+	leader := newFake(true, "")
+	lost := newFake(false, "") // a follower that knows no leader: NotLeader, no forward
+	lp := &loop{role: transport.RoleNode, handlers: map[string]transport.Handler{}, down: map[string]bool{"D": true}}
+	lp.handlers["N"] = handler(lost, lp)
+	lp.handlers["L"] = handler(leader, lp)
+	cl := NewClient(lp, []string{"D", "N", "L"})
+	ctx := ctxT(t, 5*time.Second)
+	if _, err := cl.ListVaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := lp.calls.Load(); n != 3 {
+		t.Fatalf("%d calls to find the leader, want 3", n)
+	}
+	if _, err := cl.ListVaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := lp.calls.Load(); n != 4 {
+		t.Fatalf("second call took %d calls, want 1 (straight to the last good address)", n-3)
+	}
+}
+
+func TestClientWaitsForElection(t *testing.T) {
+	f := newFake(false, "")
+	lp := &loop{role: transport.RoleNode, handlers: map[string]transport.Handler{}}
+	lp.handlers["A"] = handler(f, lp)
+	lp.onCall = func(n int64) {
+		if n == 4 { // a leader is elected after a few rounds
+			f.leader.Store(true)
+		}
+	}
+	cl := NewClient(lp, []string{"A"})
+	if _, err := cl.ListVaults(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("client gave up before the election: %v", err)
+	}
+	// With no leader ever, the client stops when ctx ends.
+	g := newFake(false, "")
+	lp2 := &loop{role: transport.RoleNode, handlers: map[string]transport.Handler{}}
+	lp2.handlers["A"] = handler(g, lp2)
+	_, err := NewClient(lp2, []string{"A"}).ListVaults(ctxT(t, 300*time.Millisecond))
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, meta.ErrNotLeader) {
+		t.Fatalf("err = %v, want deadline exceeded carrying the last NotLeader", err)
+	}
+}
+
+func TestBadRequestAndUnknownMethod(t *testing.T) {
+	h := handler(newFake(true, "L"), nil)
+	if _, err := h.ServeRPC(context.Background(), transport.Peer{Role: transport.RoleNode}, MethodGetVault, []byte{0xff}); transport.CodeOf(err) != transport.Invalid {
+		t.Fatalf("garbage body: %v", err)
+	}
+	if _, err := h.ServeRPC(context.Background(), transport.Peer{Role: transport.RoleNode}, "meta.Nope", nil); transport.CodeOf(err) != transport.UnknownMethod {
+		t.Fatalf("unknown method: %v", err)
+	}
+}

@@ -1,0 +1,172 @@
+package metarpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/server"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
+)
+
+// service is what the handler needs of a meta server (a *server.Server).
+type service interface {
+	meta.Service
+}
+
+// Server serves the meta.* methods. Safe for concurrent use.
+type Server struct {
+	svc service
+	c   transport.Caller
+}
+
+var _ transport.Handler = (*Server)(nil)
+
+// NewServer returns a handler serving svc. c is used to forward requests a follower
+// cannot answer to the leader.
+func NewServer(svc *server.Server, c transport.Caller) *Server {
+	return &Server{svc: svc, c: c}
+}
+
+// ServeRPC implements transport.Handler. Errors are *transport.Error with the code of the
+// meta sentinel they match. On a follower (a *server.NotLeaderError naming a leader) a
+// request not yet forwarded is sent once to the leader and its answer returned;
+// otherwise the caller gets NotLeader. SetClusterMap needs a node or admin peer.
+func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+	out, fwd, err := h.serve(ctx, peer, method, body)
+	if err == nil {
+		return wireMarshal(out)
+	}
+	var nl *server.NotLeaderError
+	if errors.As(err, &nl) && nl.LeaderAddr != "" && fwd != nil {
+		return h.forward(ctx, nl.LeaderAddr, method, fwd)
+	}
+	return nil, toWire(err)
+}
+
+func wireMarshal(v any) ([]byte, error) {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		return nil, &transport.Error{Code: transport.Internal, Msg: fmt.Sprintf("metarpc: encode reply: %v", err)}
+	}
+	return b, nil
+}
+
+// toWire gives err the code of the meta sentinel it matches.
+func toWire(err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	return &transport.Error{Code: Errors.Code(err), Msg: err.Error()}
+}
+
+// forward sends the request (already marked forwarded) to the leader once.
+func (h *Server) forward(ctx context.Context, leader, method string, req any) ([]byte, error) {
+	body, err := wire.Marshal(req)
+	if err != nil {
+		return nil, toWire(fmt.Errorf("%w: metarpc: forward %s: %v", meta.ErrInvalid, method, err))
+	}
+	out, err := h.c.Call(ctx, leader, method, body)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) {
+			return nil, te // the leader's own answer, NotLeader included
+		}
+		return nil, &transport.Error{Code: transport.Unavailable, Msg: fmt.Sprintf("metarpc: forward %s to leader %s: %v", method, leader, err)}
+	}
+	return out, nil
+}
+
+func decode(body []byte, v any) error {
+	if err := wire.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: metarpc: bad request: %v", meta.ErrInvalid, err)
+	}
+	return nil
+}
+
+// serve runs one method. fwd is the request marked forwarded, or nil when it must not be
+// forwarded (already forwarded, or answered locally).
+func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, body []byte) (out any, fwd any, err error) {
+	switch method {
+	case MethodCreateVault:
+		var r createVaultReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		v, err := h.svc.CreateVault(ctx, r.Vault)
+		return v, markFwd(&r, &r.Fwd), err
+	case MethodGetVault:
+		var r getVaultReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		v, err := h.svc.GetVault(ctx, r.ID)
+		return v, markFwd(&r, &r.Fwd), err
+	case MethodListVaults:
+		var r listVaultsReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		vs, err := h.svc.ListVaults(ctx)
+		return vaultList{Vaults: vs}, markFwd(&r, &r.Fwd), err
+	case MethodCommitSnapshot:
+		var r commitSnapshotReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		s, err := h.svc.CommitSnapshot(ctx, r.Snapshot)
+		return s, markFwd(&r, &r.Fwd), err
+	case MethodListSnapshots:
+		var r listSnapshotsReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		ss, err := h.svc.ListSnapshots(ctx, r.Vault)
+		return snapshotList{Snapshots: ss}, markFwd(&r, &r.Fwd), err
+	case MethodGetSnapshot:
+		var r getSnapshotReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		s, err := h.svc.GetSnapshot(ctx, r.Vault, r.ID)
+		return s, markFwd(&r, &r.Fwd), err
+	case MethodClusterMap:
+		var r clusterMapReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		m, err := h.svc.ClusterMap(ctx)
+		return m, markFwd(&r, &r.Fwd), err
+	case MethodSetClusterMap:
+		if peer.Role != transport.RoleNode && peer.Role != transport.RoleAdmin {
+			return nil, nil, &transport.Error{Code: transport.PermissionDenied,
+				Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (node or admin only)", method, peer.Principal, peer.Role)}
+		}
+		var r setClusterMapReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		err := h.svc.SetClusterMap(ctx, r.Map)
+		return empty{}, markFwd(&r, &r.Fwd), err
+	case MethodRaftStatus:
+		var r raftStatusReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		rs, err := h.svc.RaftStatus(ctx)
+		return rs, nil, err
+	}
+	return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: unknown method %q", method)}
+}
+
+// markFwd returns req marked forwarded, or nil when it already was.
+func markFwd(req any, flag *bool) any {
+	if *flag {
+		return nil
+	}
+	*flag = true
+	return req
+}

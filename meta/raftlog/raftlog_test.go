@@ -1,0 +1,59 @@
+package raftlog
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestLogAndStableSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	logs, stable, c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []*raft.Log
+	for i := uint64(1); i <= 10; i++ {
+		batch = append(batch, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
+	}
+	if err := logs.StoreLogs(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := stable.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := stable.Set([]byte("LastVoteCand"), []byte("n2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	logs, stable, c, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	last, err := logs.LastIndex()
+	if err != nil || last != 10 {
+		t.Fatalf("last index %d, %v; want 10", last, err)
+	}
+	var l raft.Log
+	if err := logs.GetLog(7, &l); err != nil || !bytes.Equal(l.Data, []byte{7}) {
+		t.Fatalf("log 7: %v %v", l.Data, err)
+	}
+	if term, err := stable.GetUint64([]byte("CurrentTerm")); err != nil || term != 7 {
+		t.Fatalf("term %d, %v; want 7", term, err)
+	}
+	if v, err := stable.Get([]byte("LastVoteCand")); err != nil || string(v) != "n2" {
+		t.Fatalf("vote %q, %v", v, err)
+	}
+	// Raft truncates the head after a snapshot.
+	if err := logs.DeleteRange(1, 5); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := logs.FirstIndex(); first != 6 {
+		t.Fatalf("first index %d after DeleteRange, want 6", first)
+	}
+}

@@ -1,0 +1,117 @@
+package meta
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+)
+
+func randIDs(r *rand.Rand, n int) []chunk.ID {
+	ids := make([]chunk.ID, n)
+	for i := range ids {
+		for j := range ids[i] {
+			ids[i][j] = byte(r.UintN(256))
+		}
+	}
+	return ids
+}
+
+func TestRefListRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	ids := randIDs(r, 1000)
+	in := append(slices.Clone(ids), ids[:100]...) // duplicates
+	chunks := EncodeRefList(in)
+	if len(chunks) != 1 {
+		t.Fatalf("got %d chunks, want 1", len(chunks))
+	}
+	if got := chunk.ID(sha256.Sum256(chunks[0].Data)); got != chunks[0].ID {
+		t.Fatalf("chunk ID %s is not the SHA-256 of its data (%s)", chunks[0].ID.Str(), got.Str())
+	}
+	got, err := DecodeRefList(chunks[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(ids)
+	slices.SortFunc(want, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("decoded %d IDs, want the %d sorted distinct inputs", len(got), len(want))
+	}
+	if EncodeRefList(nil) != nil {
+		t.Fatal("empty input gave chunks")
+	}
+}
+
+func TestRefListSplit(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	ids := randIDs(r, 2*RefListMaxIDs+5)
+	chunks := EncodeRefList(ids)
+	if len(chunks) != 3 {
+		t.Fatalf("got %d chunks, want 3", len(chunks))
+	}
+	var all []chunk.ID
+	for i, c := range chunks {
+		got, err := DecodeRefList(c.Data)
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if len(got) > RefListMaxIDs {
+			t.Fatalf("chunk %d holds %d IDs", i, len(got))
+		}
+		all = append(all, got...)
+	}
+	if len(all) != len(ids) || !slices.IsSortedFunc(all, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }) {
+		t.Fatalf("concatenation has %d IDs (want %d) or is unsorted", len(all), len(ids))
+	}
+}
+
+func TestDecodeRefListRejects(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	good := EncodeRefList(randIDs(r, 3))[0].Data
+	mod := func(f func(b []byte) []byte) []byte { return f(slices.Clone(good)) }
+	cases := map[string][]byte{
+		"short":      good[:5],
+		"magic":      mod(func(b []byte) []byte { b[0] = 'X'; return b }),
+		"version":    mod(func(b []byte) []byte { b[4] = 2; return b }),
+		"count high": mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[5:], 4); return b }),
+		"truncated":  good[:len(good)-1],
+		"trailing":   append(slices.Clone(good), 0),
+		"over limit": mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[5:], RefListMaxIDs+1); return b }),
+		"unsorted":   mod(func(b []byte) []byte { b[refListHeader], b[refListHeader+32] = 0xff, 0; return b }),
+		"duplicate":  mod(func(b []byte) []byte { copy(b[refListHeader+32:refListHeader+64], b[refListHeader:]); return b }),
+	}
+	for name, data := range cases {
+		if _, err := DecodeRefList(data); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func FuzzDecodeRefList(f *testing.F) {
+	r := rand.New(rand.NewPCG(7, 8))
+	f.Add(EncodeRefList(randIDs(r, 4))[0].Data)
+	f.Add([]byte("CREF\x01\x00\x00\x00\x00"))
+	f.Add([]byte("junk"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ids, err := DecodeRefList(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			return
+		}
+		// A valid list re-encodes to exactly the same bytes.
+		if len(ids) == 0 {
+			return
+		}
+		re := EncodeRefList(ids)
+		if len(re) != 1 || !bytes.Equal(re[0].Data, data) {
+			t.Fatalf("re-encoding a decoded list changed it")
+		}
+	})
+}

@@ -1,0 +1,425 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+	"github.com/cofferhq/coffer/meta/fsm"
+	"github.com/cofferhq/coffer/meta/raftlog"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// Config configures a meta server. Zero durations take raft's defaults.
+type Config struct {
+	ID   string // raft server ID, unique and permanent
+	Addr string // raft server address = this node's QUIC address
+	Dir  string // data directory (raft/, snapshots/, fsm/ beneath it)
+	// Layer carries raft over the node's streams (transport/raftlayer). When nil,
+	// Transport must be set.
+	Layer raft.StreamLayer
+	// Transport is used when Layer is nil (tests: raft.NewInmemTransport). The server
+	// does not close it.
+	Transport raft.Transport
+	// Bootstrap lists the initial voters, identical on every initial node; empty when
+	// joining an existing cluster.
+	Bootstrap []meta.Server
+	// Chunks is read by the commit check. Required.
+	Chunks chunkstore.Store
+	Logger *slog.Logger
+	// Now is the leader's stamping clock. Required.
+	Now func() time.Time
+	// InitialMap is proposed (as epoch 1) by the first leader when no map exists.
+	InitialMap *placement.Map
+
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	SnapshotThreshold                                     uint64
+	// SnapshotInterval is how often raft checks SnapshotThreshold; zero = raft default.
+	SnapshotInterval time.Duration
+	// TrailingLogs is how many entries survive a log compaction; zero = raft default.
+	TrailingLogs uint64
+	// LogSegmentSize is the raft-wal segment size; zero = raft-wal default (64 MiB).
+	LogSegmentSize int
+	// TickInterval is how often the leader advances cluster time; zero = 1 s.
+	TickInterval time.Duration
+	// PeerApplied reports a peer's raft applied index (metarpc.PeerApplied does this over
+	// the network). AddVoter uses it to wait until a new non-voter has caught up; when nil,
+	// AddVoter cannot observe progress and refuses to promote.
+	PeerApplied func(ctx context.Context, id, addr string) (uint64, error)
+}
+
+// NotLeaderError is returned on a follower. LeaderAddr is the leader's address, empty
+// when no leader is known. It matches meta.ErrNotLeader.
+type NotLeaderError struct{ LeaderAddr string }
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderAddr == "" {
+		return "server: not the leader (no leader known)"
+	}
+	return "server: not the leader (leader at " + e.LeaderAddr + ")"
+}
+
+// Is reports whether target is meta.ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == meta.ErrNotLeader }
+
+// Server is one meta voter. All methods are safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	codec    command.Codec
+	fsm      *fsm.FSM
+	raft     *raft.Raft
+	logs     io.Closer
+	logStore raft.LogStore
+	trans    *raft.NetworkTransport // owned, nil when cfg.Transport was given
+
+	readyTerm atomic.Uint64 // term in which a Barrier completed on this leader
+	stop      chan struct{} // closed by Close; stops loop
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ meta.Service = (*Server)(nil)
+
+// slogWriter forwards hclog's lines to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	return len(p), nil
+}
+
+// New opens the server's stores under cfg.Dir, bootstraps the cluster when there is no
+// existing state and cfg.Bootstrap is set, and starts raft.
+func New(cfg Config) (_ *Server, err error) {
+	switch {
+	case cfg.ID == "":
+		return nil, fmt.Errorf("server: config: empty ID")
+	case cfg.Addr == "" && cfg.Layer != nil:
+		return nil, fmt.Errorf("server: config: empty Addr")
+	case cfg.Dir == "":
+		return nil, fmt.Errorf("server: config: empty Dir")
+	case cfg.Layer == nil && cfg.Transport == nil:
+		return nil, fmt.Errorf("server: config: neither Layer nor Transport set")
+	case cfg.Chunks == nil:
+		return nil, fmt.Errorf("server: config: nil Chunks")
+	case cfg.Now == nil:
+		return nil, fmt.Errorf("server: config: nil Now")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{})}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}, DisableTime: true})
+
+	var closers []io.Closer
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i].Close()
+			}
+		}
+	}()
+	logs, stable, logsCloser, err := raftlog.OpenWithOptions(filepath.Join(cfg.Dir, "raft"), raftlog.Options{SegmentSize: cfg.LogSegmentSize})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	closers = append(closers, logsCloser)
+	s.logs = logsCloser
+	s.logStore = logs
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("server: snapshot store: %w", err)
+	}
+	s.fsm, err = fsm.Open(filepath.Join(cfg.Dir, "fsm"), fsm.Options{Logger: s.log})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	closers = append(closers, s.fsm)
+	if err := s.catchUpFromSnapshot(snaps); err != nil {
+		return nil, err
+	}
+
+	trans := cfg.Transport
+	if cfg.Layer != nil {
+		s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: cfg.Layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+		})
+		closers = append(closers, s.trans)
+		trans = s.trans
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	rc.BatchApplyCh = true
+	// NB: the FSM's state is durable in Pebble with its applied index, so raft need not
+	// restore the last snapshot at start (catchUpFromSnapshot covers a lost FSM); the
+	// FSM skips replayed entries it already holds.
+	rc.NoSnapshotRestoreOnStart = true
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("server: raft config: %w", err)
+	}
+
+	if len(cfg.Bootstrap) > 0 {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("server: check existing state: %w", err)
+		}
+		if !has {
+			var conf raft.Configuration
+			for _, b := range cfg.Bootstrap {
+				suf := raft.Voter
+				conf.Servers = append(conf.Servers, raft.Server{Suffrage: suf, ID: raft.ServerID(b.ID), Address: raft.ServerAddress(b.Addr)})
+			}
+			err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf)
+			if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				return nil, fmt.Errorf("server: bootstrap: %w", err)
+			}
+		}
+	}
+	s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("server: start raft: %w", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.loop()
+	}()
+	return s, nil
+}
+
+// catchUpFromSnapshot restores the newest raft snapshot into the FSM when the FSM is
+// behind it (its directory was lost or is older than the snapshot); otherwise raft would
+// replay only entries after the snapshot into an FSM that lacks the ones before.
+func (s *Server) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("server: list snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= s.fsm.AppliedIndex() {
+		return nil
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("server: open snapshot %s: %w", list[0].ID, err)
+	}
+	if err := s.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("server: restore snapshot %s: %w", list[0].ID, err)
+	}
+	s.log.Info("restored FSM from snapshot", "snapshot", list[0].ID, "index", list[0].Index)
+	return nil
+}
+
+// loop runs the leader's periodic duties until Close: proposing the initial map when no
+// map exists, and a Tick every TickInterval to advance cluster time.
+func (s *Server) loop() {
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		if s.raft.State() == raft.Leader {
+			if s.cfg.InitialMap != nil {
+				if _, ok, err := s.fsm.ClusterMap(); err == nil && !ok {
+					m := *s.cfg.InitialMap
+					m.Epoch = 1
+					if _, err := s.propose(0, command.SetClusterMap{Map: m}); err != nil {
+						s.log.Debug("propose initial map", "err", err)
+					}
+				}
+			}
+			if _, err := s.propose(0, command.Tick{}); err != nil {
+				s.log.Debug("propose tick", "err", err)
+			}
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close shuts raft down, stops the background loop and closes the stores.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		errs := []error{s.raft.Shutdown().Error()}
+		s.wg.Wait()
+		if s.trans != nil {
+			errs = append(errs, s.trans.Close())
+		}
+		errs = append(errs, s.fsm.Close(), s.logs.Close())
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("server: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// IsLeader reports whether this server is the raft leader.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// LeaderAddr returns the leader's address, or "" when none is known.
+func (s *Server) LeaderAddr() string {
+	addr, _ := s.raft.LeaderWithID()
+	return string(addr)
+}
+
+// WaitLeader waits until the group has a leader known to this server, or ctx is done.
+func (s *Server) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.LeaderAddr() == "" {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server: wait for leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Snapshot asks raft to take a snapshot now (operators and tests).
+func (s *Server) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("server: snapshot: %w", err)
+	}
+	return nil
+}
+
+// AppliedIndex returns raft's applied index on this server.
+func (s *Server) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
+
+// AddVoter adds a server to the group: first as a non-voter, then, once PeerApplied
+// reports it has applied the log up to where it stood when it was added, as a voter.
+// Only the leader can do this (*NotLeaderError otherwise).
+func (s *Server) AddVoter(ctx context.Context, id, addr string) error {
+	if !s.IsLeader() {
+		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+	}
+	if id == "" || addr == "" {
+		return fmt.Errorf("%w: add voter: empty ID or address", meta.ErrInvalid)
+	}
+	if s.cfg.PeerApplied == nil {
+		return fmt.Errorf("%w: add voter %s: no PeerApplied configured to watch it catch up", meta.ErrInvalid, id)
+	}
+	f := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx))
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("server: add non-voter %s: %w", id, s.raftErr(err))
+	}
+	target := f.Index()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n, err := s.cfg.PeerApplied(ctx, id, addr)
+		if err == nil && n >= target {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server: add voter %s: waiting to catch up to %d: %w", id, target, ctx.Err())
+		case <-t.C:
+		}
+	}
+	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error(); err != nil {
+		return fmt.Errorf("server: promote %s: %w", id, s.raftErr(err))
+	}
+	return nil
+}
+
+// timeoutOf converts ctx's deadline into raft's enqueue timeout (0 = none).
+func timeoutOf(ctx context.Context) time.Duration {
+	if ctx == nil {
+		return 0
+	}
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 0
+}
+
+// raftErr maps raft's errors to meta's.
+func (s *Server) raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown),
+		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %v", meta.ErrUnavailable, err)
+	}
+	return err
+}
+
+// propose stamps body with the leader's clock, applies it and waits for the FSM's result.
+// NB: once proposed, the wait is not cut short by a deadline: raft resolves the future
+// when the entry is applied, or on leadership loss or shutdown.
+func (s *Server) propose(timeout time.Duration, body command.Body) (any, error) {
+	data, err := s.codec.Encode(command.Command{Time: s.cfg.Now().UnixNano(), Body: body})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", meta.ErrInvalid, err)
+	}
+	f := s.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		return nil, s.raftErr(err)
+	}
+	res, ok := f.Response().(fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("server: apply %s: unexpected FSM response %T", body.Type(), f.Response())
+	}
+	return res.Value, res.Err
+}
+
+// leaderRead confirms that this server is the leader and that its FSM holds every entry
+// committed before the read began.
+func (s *Server) leaderRead() error {
+	if s.raft.State() != raft.Leader {
+		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+	}
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() != term {
+		// First read of this term: apply everything from earlier terms first.
+		if err := s.raft.Barrier(0).Error(); err != nil {
+			return s.raftErr(err)
+		}
+		s.readyTerm.Store(term)
+	}
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return s.raftErr(err)
+	}
+	return nil
+}

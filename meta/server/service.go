@@ -1,0 +1,233 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/hashicorp/raft"
+	sha256 "github.com/minio/sha256-simd"
+)
+
+// hasBatch is how many IDs one Has call checks during the commit check.
+const hasBatch = 4096
+
+// CreateVault creates a vault. A zero Profile takes the cluster map's profile (or
+// placement.DefaultProfile when there is no map).
+func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Vault{}, err
+	}
+	if v.Profile == (placement.Profile{}) {
+		v.Profile = placement.DefaultProfile
+		if m, ok, err := s.fsm.ClusterMap(); err == nil && ok {
+			v.Profile = m.Profile
+		}
+	}
+	if err := meta.ValidateVault(v); err != nil {
+		return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
+	}
+	res, err := s.propose(timeoutOf(ctx), command.CreateVault{Vault: v})
+	if err != nil {
+		return meta.Vault{}, err
+	}
+	return res.(meta.Vault), nil
+}
+
+// GetVault returns one vault (linearizable read on the leader).
+func (s *Server) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
+	if err := s.leaderRead(); err != nil {
+		return meta.Vault{}, err
+	}
+	return s.fsm.Vault(id)
+}
+
+// ListVaults returns every vault sorted by ID (linearizable read on the leader).
+func (s *Server) ListVaults(ctx context.Context) ([]meta.Vault, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, err
+	}
+	return s.fsm.Vaults()
+}
+
+// CommitSnapshot checks the snapshot's reference lists against the chunk store and, when
+// every chunk is stored, records the snapshot. See meta.Service.
+func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.Snapshot, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	if err := meta.ValidateSnapshot(snap); err != nil {
+		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot: %w", err)
+	}
+	if _, err := s.fsm.Vault(snap.Vault); err != nil {
+		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+	}
+	if _, err := s.fsm.GetSnapshot(snap.Vault, snap.ID); err == nil {
+		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s in vault %s: %w", snap.ID.Str(), snap.Vault, meta.ErrExists)
+	} else if !errors.Is(err, meta.ErrNotFound) {
+		return meta.Snapshot{}, err
+	}
+	if err := s.checkChunks(ctx, snap); err != nil {
+		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+	}
+	res, err := s.propose(timeoutOf(ctx), command.CommitSnapshot{Snapshot: snap})
+	if err != nil {
+		return meta.Snapshot{}, err
+	}
+	return res.(meta.Snapshot), nil
+}
+
+// checkChunks reads every reference-list chunk, checks that the tree is listed and that
+// every listed chunk is stored.
+func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
+	var missing []chunk.ID
+	var nMissing int
+	treeListed := false
+	for i, ref := range snap.Refs {
+		data, err := s.cfg.Chunks.Get(ctx, ref)
+		if errors.Is(err, chunkstore.ErrNotFound) {
+			nMissing++
+			if len(missing) < 5 {
+				missing = append(missing, ref)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%w: read reference list %d (%s): %v", meta.ErrUnavailable, i, ref.Str(), err)
+		}
+		if chunk.ID(sha256.Sum256(data)) != ref {
+			return fmt.Errorf("%w: reference list %d: chunk %s does not hash to its ID", meta.ErrInvalid, i, ref.Str())
+		}
+		ids, err := meta.DecodeRefList(data)
+		if err != nil {
+			return fmt.Errorf("reference list %d (%s): %w", i, ref.Str(), err)
+		}
+		if _, ok := slices.BinarySearchFunc(ids, snap.Tree, cmpID); ok {
+			treeListed = true
+		}
+		for len(ids) > 0 {
+			n := min(len(ids), hasBatch)
+			has, err := s.cfg.Chunks.Has(ctx, ids[:n])
+			if err != nil {
+				return fmt.Errorf("%w: check chunks of reference list %d: %v", meta.ErrUnavailable, i, err)
+			}
+			if len(has) != n {
+				return fmt.Errorf("%w: chunk store answered %d of %d existence checks", meta.ErrUnavailable, len(has), n)
+			}
+			for j, ok := range has {
+				if !ok {
+					nMissing++
+					if len(missing) < 5 {
+						missing = append(missing, ids[j])
+					}
+				}
+			}
+			ids = ids[n:]
+		}
+	}
+	if nMissing > 0 {
+		strs := make([]string, len(missing))
+		for i, id := range missing {
+			strs[i] = id.Str()
+		}
+		return fmt.Errorf("%w: %d chunks missing (first: %s)", meta.ErrMissingChunks, nMissing, strings.Join(strs, ", "))
+	}
+	if !treeListed {
+		return fmt.Errorf("%w: tree %s is not in the reference list", meta.ErrInvalid, snap.Tree.Str())
+	}
+	return nil
+}
+
+func cmpID(a, b chunk.ID) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return 0
+}
+
+// ListSnapshots returns a vault's snapshots by commit time (linearizable read).
+func (s *Server) ListSnapshots(ctx context.Context, vault meta.VaultID) ([]meta.Snapshot, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, err
+	}
+	if _, err := s.fsm.Vault(vault); err != nil {
+		return nil, err
+	}
+	return s.fsm.Snapshots(vault)
+}
+
+// GetSnapshot returns one snapshot (linearizable read).
+func (s *Server) GetSnapshot(ctx context.Context, vault meta.VaultID, id meta.SnapshotID) (meta.Snapshot, error) {
+	if err := s.leaderRead(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	return s.fsm.GetSnapshot(vault, id)
+}
+
+// ClusterMap returns the current map, or meta.ErrNotFound before the first one is set.
+func (s *Server) ClusterMap(ctx context.Context) (placement.Map, error) {
+	if err := s.leaderRead(); err != nil {
+		return placement.Map{}, err
+	}
+	m, ok, err := s.fsm.ClusterMap()
+	if err == nil && !ok {
+		err = fmt.Errorf("server: cluster map: %w", meta.ErrNotFound)
+	}
+	return m, err
+}
+
+// SetClusterMap replaces the map when m.Epoch is the current epoch + 1. Role checks are
+// the caller's (metarpc's) job.
+func (s *Server) SetClusterMap(ctx context.Context, m placement.Map) error {
+	if err := s.leaderWrite(); err != nil {
+		return err
+	}
+	if err := meta.ValidateMap(m); err != nil {
+		return fmt.Errorf("server: set cluster map: %w", err)
+	}
+	_, err := s.propose(timeoutOf(ctx), command.SetClusterMap{Map: m})
+	return err
+}
+
+// RaftStatus reports this server's view of the group. Reachable is known only for this
+// server and the leader it hears from.
+func (s *Server) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
+	addr, id := s.raft.LeaderWithID()
+	st := s.raft.Stats()
+	num := func(k string) uint64 { n, _ := strconv.ParseUint(st[k], 10, 64); return n }
+	rs := meta.RaftStatus{
+		Leader: string(id), LeaderAddr: string(addr),
+		Term: num("term"), CommitIndex: num("commit_index"), AppliedIndex: num("applied_index"),
+	}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return rs, fmt.Errorf("server: raft status: %w", s.raftErr(err))
+	}
+	for _, srv := range f.Configuration().Servers {
+		isLeader := srv.ID == id
+		rs.Servers = append(rs.Servers, meta.Server{
+			ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter,
+			Leader: isLeader, Reachable: isLeader || string(srv.ID) == s.cfg.ID,
+		})
+	}
+	return rs, nil
+}
+
+// leaderWrite refuses writes on a follower.
+func (s *Server) leaderWrite() error {
+	if s.raft.State() != raft.Leader {
+		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+	}
+	return nil
+}

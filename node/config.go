@@ -1,0 +1,202 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cofferhq/coffer/placement"
+)
+
+// Role names a node role.
+type Role string
+
+// Node roles.
+const (
+	RoleMeta  Role = "meta"
+	RoleChunk Role = "chunk"
+)
+
+// ErrConfig marks an invalid node configuration.
+var ErrConfig = errors.New("node: invalid config")
+
+// TLSFiles names the PEM files of a node's identity.
+type TLSFiles struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// MetaServer is one initial Raft voter.
+type MetaServer struct {
+	ID   string `yaml:"id"`
+	Addr string `yaml:"addr"`
+}
+
+// InitialMap is the cluster map the first meta leader records when none exists yet.
+type InitialMap struct {
+	PGCount uint32            `yaml:"pg_count"`
+	Profile placement.Profile `yaml:"profile"`
+	Nodes   []placement.Node  `yaml:"nodes"`
+}
+
+// Config is one node's configuration. Zero fields mean the default (DefaultConfig).
+type Config struct {
+	ID      string   `yaml:"id"`
+	Roles   []Role   `yaml:"roles"`
+	Listen  string   `yaml:"listen"` // QUIC address for RPC and Raft (one UDP port)
+	Gossip  string   `yaml:"gossip"` // memberlist bind address (UDP+TCP)
+	Join    []string `yaml:"join"`   // memberlist seeds
+	Domain  string   `yaml:"domain"` // failure domain
+	DataDir string   `yaml:"data_dir"`
+	TLS     TLSFiles `yaml:"tls"`
+	// ClusterSecretFile holds the cluster secret; memberlist's keyring is derived from it.
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	// MetaServers are the meta voters. Meta nodes bootstrap Raft with exactly this list;
+	// every node uses it to reach the metadata service.
+	MetaServers []MetaServer `yaml:"meta_servers"`
+	// Bootstrap is the initial map, needed on meta nodes only.
+	Bootstrap *InitialMap `yaml:"bootstrap,omitempty"`
+	// SegmentSize is the shard segment file size in bytes (chunk role).
+	SegmentSize int64 `yaml:"segment_size,omitempty"`
+	// MemTableSize is the Pebble memtable size in bytes for this node's stores.
+	MemTableSize int `yaml:"memtable_size,omitempty"`
+}
+
+// DefaultConfig returns a configuration with every default filled in except identity,
+// addresses and directories.
+func DefaultConfig() Config {
+	return Config{
+		Roles:        []Role{RoleMeta, RoleChunk},
+		Domain:       "",
+		SegmentSize:  256 << 20,
+		MemTableSize: 16 << 20,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if len(c.Roles) == 0 {
+		c.Roles = d.Roles
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = d.SegmentSize
+	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = d.MemTableSize
+	}
+	if c.Domain == "" {
+		c.Domain = c.ID
+	}
+	return c
+}
+
+// Has reports whether the node has role r.
+func (c Config) Has(r Role) bool { return slices.Contains(c.Roles, r) }
+
+// Validate reports the first problem, naming the field.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if c.ID == "" {
+		return bad("id is empty")
+	}
+	for _, r := range c.Roles {
+		if r != RoleMeta && r != RoleChunk {
+			return bad("roles: unknown role %q (want meta or chunk)", r)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return bad("listen %q: %v", c.Listen, err)
+	}
+	if _, _, err := net.SplitHostPort(c.Gossip); err != nil {
+		return bad("gossip %q: %v", c.Gossip, err)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir is empty")
+	}
+	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
+		return bad("tls: ca, cert and key are all required")
+	}
+	if c.ClusterSecretFile == "" {
+		return bad("cluster_secret_file is empty")
+	}
+	if len(c.MetaServers) == 0 {
+		return bad("meta_servers is empty")
+	}
+	seen := map[string]bool{}
+	self := false
+	for _, m := range c.MetaServers {
+		if m.ID == "" || m.Addr == "" {
+			return bad("meta_servers: entry needs id and addr")
+		}
+		if seen[m.ID] {
+			return bad("meta_servers: duplicate id %q", m.ID)
+		}
+		seen[m.ID] = true
+		if m.ID == c.ID {
+			self = true
+		}
+	}
+	if c.Has(RoleMeta) {
+		if !self {
+			return bad("node %q has the meta role but is not in meta_servers", c.ID)
+		}
+		if c.Bootstrap == nil {
+			return bad("meta node %q needs bootstrap (the initial cluster map)", c.ID)
+		}
+		m := placement.Map{Epoch: 1, PGCount: c.Bootstrap.PGCount, Profile: c.Bootstrap.Profile, Nodes: c.Bootstrap.Nodes}
+		if _, err := placement.NewMap(m.Epoch, m.PGCount, m.Profile, m.Nodes); err != nil {
+			return bad("bootstrap map: %v", err)
+		}
+	}
+	if c.SegmentSize < 1<<20 {
+		return bad("segment_size %d is below 1 MiB", c.SegmentSize)
+	}
+	return nil
+}
+
+// LoadConfig reads a YAML node config; relative paths resolve against the file's directory.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("node: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("node: %s: %w: %v", path, ErrConfig, err)
+	}
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.ClusterSecretFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("node: %s: %w", path, err)
+	}
+	return c.withDefaults(), nil
+}
+
+// SaveConfig writes c as YAML (mode 0600).
+func SaveConfig(path string, c Config) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}

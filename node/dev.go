@@ -1,0 +1,354 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+)
+
+// DevOptions shape a dev cluster. Zero fields mean the defaults: 3 meta and 6 chunk nodes
+// on 127.0.0.1, 256 PGs, profile 4+2.
+type DevOptions struct {
+	Dir     string
+	Meta    int
+	Chunk   int
+	Host    string
+	PGCount uint32
+	Profile placement.Profile
+}
+
+func (o DevOptions) withDefaults() DevOptions {
+	if o.Meta == 0 {
+		o.Meta = 3
+	}
+	if o.Chunk == 0 {
+		o.Chunk = 6
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.PGCount == 0 {
+		o.PGCount = 256
+	}
+	if o.Profile.K == 0 {
+		o.Profile = placement.DefaultProfile
+	}
+	return o
+}
+
+// ErrDevExists is returned by DevInit when the directory already holds a cluster.
+var ErrDevExists = errors.New("node: dev cluster already initialised")
+
+// DevClientConfig is the client configuration file a dev cluster writes.
+func DevClientConfig(dir string) string { return filepath.Join(dir, "coffer.yaml") }
+
+// DevInit writes a whole cluster's configuration under o.Dir without starting anything:
+// the CA (pki/ca.pem, pki/ca-key.pem), a certificate per node, an admin client certificate,
+// the cluster secret, nodes/<id>/node.yaml for each node (runnable with
+// `cofferd run --config`), and coffer.yaml for clients. Ports are chosen free now and
+// then fixed, so the cluster restarts from the same directory on the same ports.
+func DevInit(o DevOptions, now time.Time) error {
+	o = o.withDefaults()
+	if o.Dir == "" {
+		return fmt.Errorf("%w: dev: no directory", ErrConfig)
+	}
+	if o.Chunk < o.Profile.K+o.Profile.M {
+		return fmt.Errorf("%w: dev: %d chunk nodes cannot hold %d+%d shards", ErrConfig, o.Chunk, o.Profile.K, o.Profile.M)
+	}
+	if o.Meta < 1 {
+		return fmt.Errorf("%w: dev: need at least 1 meta node", ErrConfig)
+	}
+	if _, err := os.Stat(DevClientConfig(o.Dir)); err == nil {
+		return fmt.Errorf("%w: %s", ErrDevExists, o.Dir)
+	}
+	pkiDir := filepath.Join(o.Dir, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+		return fmt.Errorf("node: dev: %w", err)
+	}
+	ca, err := pki.NewCA("coffer dev CA", now)
+	if err != nil {
+		return fmt.Errorf("node: dev: %w", err)
+	}
+	write := func(path string, b []byte) error {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return fmt.Errorf("node: dev: %w", err)
+		}
+		return nil
+	}
+	if err := write(filepath.Join(pkiDir, "ca.pem"), ca.CertPEM()); err != nil {
+		return err
+	}
+	if err := write(filepath.Join(pkiDir, "ca-key.pem"), ca.KeyPEM()); err != nil {
+		return err
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return fmt.Errorf("node: dev: %w", err)
+	}
+	if err := write(filepath.Join(o.Dir, "secret"), []byte(hex.EncodeToString(secret))); err != nil {
+		return err
+	}
+
+	type spec struct {
+		id     string
+		roles  []Role
+		listen string
+		gossip string
+	}
+	var specs []spec
+	for i := 1; i <= o.Meta; i++ {
+		specs = append(specs, spec{id: fmt.Sprintf("meta-%d", i), roles: []Role{RoleMeta}})
+	}
+	for i := 1; i <= o.Chunk; i++ {
+		specs = append(specs, spec{id: fmt.Sprintf("chunk-%d", i), roles: []Role{RoleChunk}})
+	}
+	for i := range specs {
+		q, g, err := freePorts(o.Host)
+		if err != nil {
+			return err
+		}
+		specs[i].listen = net.JoinHostPort(o.Host, fmt.Sprint(q))
+		specs[i].gossip = net.JoinHostPort(o.Host, fmt.Sprint(g))
+	}
+	var metas []MetaServer
+	var seeds []string
+	var chunkNodes []placement.Node
+	for _, s := range specs {
+		if s.roles[0] == RoleMeta {
+			metas = append(metas, MetaServer{ID: s.id, Addr: s.listen})
+			seeds = append(seeds, s.gossip)
+		} else {
+			chunkNodes = append(chunkNodes, placement.Node{ID: placement.NodeID(s.id), Addr: s.listen,
+				Domain: s.id, Weight: 1, State: placement.StateActive})
+		}
+	}
+	boot := &InitialMap{PGCount: o.PGCount, Profile: o.Profile, Nodes: chunkNodes}
+	for _, s := range specs {
+		dir := filepath.Join(o.Dir, "nodes", s.id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("node: dev: %w", err)
+		}
+		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: s.id, Role: transport.RoleNode,
+			IPs: []net.IP{net.ParseIP(o.Host)}, Validity: 10 * 365 * 24 * time.Hour}, now)
+		if err != nil {
+			return fmt.Errorf("node: dev: %w", err)
+		}
+		if err := write(filepath.Join(dir, "node.pem"), cert); err != nil {
+			return err
+		}
+		if err := write(filepath.Join(dir, "node-key.pem"), key); err != nil {
+			return err
+		}
+		c := Config{
+			ID: s.id, Roles: s.roles, Listen: s.listen, Gossip: s.gossip, Join: seeds,
+			Domain: s.id, DataDir: "data",
+			TLS:               TLSFiles{CA: "../../pki/ca.pem", Cert: "node.pem", Key: "node-key.pem"},
+			ClusterSecretFile: "../../secret",
+			MetaServers:       metas,
+			MemTableSize:      4 << 20,
+			SegmentSize:       64 << 20,
+		}
+		if s.roles[0] == RoleMeta {
+			c.Bootstrap = boot
+		}
+		if err := SaveConfig(filepath.Join(dir, "node.yaml"), c); err != nil {
+			return err
+		}
+	}
+	cert, key, err := ca.Issue(pki.IssueRequest{CommonName: "dev-admin", Role: transport.RoleAdmin,
+		Validity: 10 * 365 * 24 * time.Hour}, now)
+	if err != nil {
+		return fmt.Errorf("node: dev: %w", err)
+	}
+	if err := write(filepath.Join(pkiDir, "client.pem"), cert); err != nil {
+		return err
+	}
+	if err := write(filepath.Join(pkiDir, "client-key.pem"), key); err != nil {
+		return err
+	}
+	var metaAddrs []string
+	for _, m := range metas {
+		metaAddrs = append(metaAddrs, m.Addr)
+	}
+	return clientconfig.Save(DevClientConfig(o.Dir), clientconfig.File{
+		Meta: metaAddrs, CA: "pki/ca.pem", Cert: "pki/client.pem", Key: "pki/client-key.pem", Vault: "default",
+	})
+}
+
+// freePorts picks a free UDP port (QUIC) and a port free on both TCP and UDP (gossip).
+func freePorts(host string) (quicPort, gossipPort int, err error) {
+	u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("node: dev: pick port: %w", err)
+	}
+	defer u.Close()
+	quicPort = u.LocalAddr().(*net.UDPAddr).Port
+	for range 50 {
+		t, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return 0, 0, fmt.Errorf("node: dev: pick port: %w", err)
+		}
+		p := t.Addr().(*net.TCPAddr).Port
+		gu, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(p)))
+		t.Close()
+		if err == nil {
+			gu.Close()
+			if p != quicPort {
+				return quicPort, p, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("node: dev: no free gossip port on %s", host)
+}
+
+// DevConfigs loads every node config of a dev cluster directory, sorted by node ID
+// (meta nodes first).
+func DevConfigs(dir string) ([]Config, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "nodes", "*", "node.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("node: dev: %w", err)
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%w: no nodes/*/node.yaml under %s (run cofferd dev --init-only)", ErrConfig, dir)
+	}
+	sort.Strings(paths)
+	var out []Config
+	for _, p := range paths {
+		c, err := LoadConfig(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Has(RoleMeta) && !out[j].Has(RoleMeta) })
+	return out, nil
+}
+
+// Dev is a running dev cluster: every node of a directory in this process.
+type Dev struct {
+	Dir   string
+	Nodes []*Node
+	deps  Deps
+}
+
+// StartDev starts every node configured under dir. On error the started nodes are closed.
+func StartDev(dir string, deps Deps) (*Dev, error) {
+	cfgs, err := DevConfigs(dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dev{Dir: dir, deps: deps}
+	for _, c := range cfgs {
+		n, err := New(c, deps)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.Nodes = append(d.Nodes, n)
+	}
+	return d, nil
+}
+
+// WaitReady waits until a meta leader exists and every running node holds a cluster map.
+func (d *Dev) WaitReady(ctx context.Context) error {
+	for {
+		leader, maps := false, true
+		for _, n := range d.Nodes {
+			if n.closed.Load() {
+				continue
+			}
+			if n.meta != nil && n.meta.IsLeader() {
+				leader = true
+			}
+			if n.Map() == nil {
+				maps = false
+			}
+		}
+		if leader && maps {
+			return nil
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("node: dev: cluster not ready (leader=%v, maps=%v): %w", leader, maps, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Node returns the running node with the given ID, or nil.
+func (d *Dev) Node(id string) *Node {
+	for _, n := range d.Nodes {
+		if n.ID() == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// Close stops every node, meta nodes last.
+func (d *Dev) Close() error {
+	var errs []error
+	for i := len(d.Nodes) - 1; i >= 0; i-- {
+		errs = append(errs, d.Nodes[i].Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Stop closes one node gracefully (gossip leave) and keeps it in the list as stopped.
+func (d *Dev) Stop(id string) error {
+	n := d.Node(id)
+	if n == nil {
+		return fmt.Errorf("node: dev: no node %q", id)
+	}
+	return n.Close()
+}
+
+// Kill stops one node the way a crash looks to its peers (no gossip leave).
+func (d *Dev) Kill(id string) error {
+	n := d.Node(id)
+	if n == nil {
+		return fmt.Errorf("node: dev: no node %q", id)
+	}
+	return n.Kill()
+}
+
+// Restart starts a stopped node again from its directory and configuration.
+func (d *Dev) Restart(id string) error {
+	cfgs, err := DevConfigs(d.Dir)
+	if err != nil {
+		return err
+	}
+	for i, n := range d.Nodes {
+		if n.ID() != id {
+			continue
+		}
+		if !n.closed.Load() {
+			return fmt.Errorf("node: dev: node %q is running", id)
+		}
+		for _, c := range cfgs {
+			if c.ID == id {
+				nn, err := New(c, d.deps)
+				if err != nil {
+					return err
+				}
+				d.Nodes[i] = nn
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("node: dev: no node %q", id)
+}

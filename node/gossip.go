@@ -1,0 +1,171 @@
+package node
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// gossipMeta is what a node advertises in memberlist's NodeMeta (≤ 512 bytes).
+type gossipMeta struct {
+	Addr   string `json:"a"`
+	Roles  []Role `json:"r"`
+	Domain string `json:"d"`
+}
+
+// gossip wraps a memberlist instance: failure detection and discovery.
+type gossip struct {
+	ml     *memberlist.Memberlist
+	events *gossipEvents
+}
+
+// gossipEvents records the last known state of every member ever seen. memberlist calls
+// it from its own goroutines; it must not block.
+type gossipEvents struct {
+	mu struct {
+		sync.Mutex
+		state map[string]meta.Member
+	}
+}
+
+func (e *gossipEvents) set(n *memberlist.Node) {
+	st := "alive"
+	switch n.State {
+	case memberlist.StateSuspect:
+		st = "suspect"
+	case memberlist.StateDead:
+		st = "dead"
+	case memberlist.StateLeft:
+		st = "left"
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mu.state == nil {
+		e.mu.state = map[string]meta.Member{}
+	}
+	e.mu.state[n.Name] = meta.Member{Name: n.Name, Addr: n.Address(), State: st}
+}
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n) }
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { e.set(n) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.set(n) }
+
+// gossipDelegate implements memberlist.Delegate; it only advertises node metadata.
+type gossipDelegate struct{ meta []byte }
+
+func (d gossipDelegate) NodeMeta(limit int) []byte {
+	if len(d.meta) > limit {
+		return nil
+	}
+	return d.meta
+}
+func (gossipDelegate) NotifyMsg([]byte)                           {}
+func (gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// slogWriter adapts memberlist's log.Logger output to slog at debug level (warnings and
+// errors at their own level).
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := string(bytes.TrimSpace(p))
+	switch {
+	case bytes.Contains(p, []byte("[ERR]")):
+		w.l.Error(msg)
+	case bytes.Contains(p, []byte("[WARN]")):
+		w.l.Warn(msg)
+	default:
+		w.l.Debug(msg)
+	}
+	return len(p), nil
+}
+
+// startGossip creates the memberlist member for this node and joins the seeds. Joining
+// fails softly: a node whose seeds are not up yet is still usable and is found by the
+// others when they start.
+func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logger) (*gossip, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Gossip)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip address %q: %w", cfg.Gossip, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip port %q: %w", portStr, err)
+	}
+	md, err := json.Marshal(gossipMeta{Addr: advertise, Roles: cfg.Roles, Domain: cfg.Domain})
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip meta: %w", err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.ID
+	mc.BindAddr = host
+	mc.BindPort = port
+	mc.AdvertiseAddr = host
+	mc.AdvertisePort = port
+	key := sha256.Sum256(append([]byte("coffer gossip v1\x00"), secret...))
+	mc.SecretKey = key[:]
+	mc.Delegate = gossipDelegate{meta: md}
+	events := &gossipEvents{}
+	mc.Events = events
+	mc.LogOutput = nil
+	mc.Logger = log.New(slogWriter{l: logger.With("component", "gossip")}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip: %w", err)
+	}
+	var seeds []string
+	for _, s := range cfg.Join {
+		if s != cfg.Gossip {
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) > 0 {
+		if _, err := ml.Join(seeds); err != nil {
+			logger.Info("gossip join incomplete; peers will find this node", "err", err)
+		}
+	}
+	return &gossip{ml: ml, events: events}, nil
+}
+
+// alive reports whether gossip considers id alive (or suspect). Members never seen count
+// as alive so that a node starting before its peers still tries them.
+func (g *gossip) alive(id placement.NodeID) bool {
+	g.events.mu.Lock()
+	defer g.events.mu.Unlock()
+	m, ok := g.events.mu.state[string(id)]
+	return !ok || m.State == "alive" || m.State == "suspect"
+}
+
+// members reports the gossip view, including dead and left members, sorted by name.
+func (g *gossip) members() []meta.Member {
+	g.events.mu.Lock()
+	defer g.events.mu.Unlock()
+	out := make([]meta.Member, 0, len(g.events.mu.state))
+	for _, m := range g.events.mu.state {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// leave announces departure (noticed by peers in well under a second) and stops.
+func (g *gossip) leave(graceful bool) error {
+	if graceful {
+		_ = g.ml.Leave(2 * time.Second)
+	}
+	return g.ml.Shutdown()
+}

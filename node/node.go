@@ -1,0 +1,297 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/chunkstore/dist"
+	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/segstore"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/metarpc"
+	metaserver "github.com/cofferhq/coffer/meta/server"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+	cquic "github.com/cofferhq/coffer/transport/quic"
+	"github.com/cofferhq/coffer/transport/raftlayer"
+	"github.com/cofferhq/coffer/transport/wire"
+)
+
+// mapRefresh is how often a node re-reads the cluster map from the meta service.
+const mapRefresh = 2 * time.Second
+
+// Deps are the process-level dependencies a node is given instead of reaching for globals.
+type Deps struct {
+	Logger *slog.Logger     // required
+	Now    func() time.Time // required: the wall clock (time.Now in production)
+	// RaftTimeouts, when non-zero, shortens Raft's heartbeat/election/lease timeouts
+	// (tests); zero keeps hashicorp/raft's defaults.
+	RaftTimeouts time.Duration
+}
+
+// Node is one running Coffer node.
+type Node struct {
+	cfg    Config
+	deps   Deps
+	log    *slog.Logger
+	ep     *cquic.Endpoint
+	shards *segstore.Store // nil without the chunk role
+	chunks *dist.Store     // coordinator; every node has one (meta nodes use it for commit checks)
+	meta   *metaserver.Server
+	metaC  *metarpc.Client
+	gossip *gossip
+	cmap   atomic.Pointer[placement.Map]
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// New builds and starts a node: its endpoint serves RPCs as soon as New returns. On error
+// everything already started is closed again.
+func New(cfg Config, deps Deps) (_ *Node, err error) {
+	if deps.Logger == nil || deps.Now == nil {
+		return nil, fmt.Errorf("%w: deps need Logger and Now", ErrConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID)}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	defer func() {
+		if err != nil {
+			n.close(false)
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	secret, err := os.ReadFile(cfg.ClusterSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: cluster secret: %w", err)
+	}
+	id, err := pki.LoadIdentity(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, fmt.Errorf("node: identity: %w", err)
+	}
+	n.ep, err = cquic.New(cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log})
+	if err != nil {
+		return nil, fmt.Errorf("node: endpoint: %w", err)
+	}
+	var metaAddrs []string
+	for _, m := range cfg.MetaServers {
+		metaAddrs = append(metaAddrs, m.Addr)
+	}
+	n.metaC = metarpc.NewClient(n.ep, metaAddrs)
+
+	if cfg.Has(RoleChunk) {
+		n.shards, err = segstore.Open(filepath.Join(cfg.DataDir, "shards"), segstore.Options{
+			SegmentSize:  cfg.SegmentSize,
+			MemTableSize: cfg.MemTableSize,
+			Logger:       n.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node: shard store: %w", err)
+		}
+	}
+	n.gossip, err = startGossip(cfg, n.ep.Addr(), secret, n.log)
+	if err != nil {
+		return nil, err
+	}
+	var local chunkstore.ShardStore
+	if n.shards != nil {
+		local = n.shards
+	}
+	pr := newPeers(placement.NodeID(cfg.ID), local, n.ep, n.gossip.alive, deps.Now)
+	n.chunks, err = dist.New(dist.Config{
+		Principal: cfg.ID,
+		Map:       n.cmap.Load,
+		Shards:    pr.store,
+		Codec:     erasure.NewCodec(),
+		Logger:    n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: coordinator: %w", err)
+	}
+
+	mux := transport.NewMux()
+	cs := chunkrpc.NewServer(local, n.chunks)
+	mux.Handle("shard", cs)
+	mux.Handle("chunk", cs)
+	mux.Handle("node", transport.HandlerFunc(n.serveNode))
+
+	if cfg.Has(RoleMeta) {
+		var boot []meta.Server
+		for _, m := range cfg.MetaServers {
+			boot = append(boot, meta.Server{ID: m.ID, Addr: m.Addr, Voter: true})
+		}
+		im, err := placement.NewMap(1, cfg.Bootstrap.PGCount, cfg.Bootstrap.Profile, cfg.Bootstrap.Nodes)
+		if err != nil {
+			return nil, fmt.Errorf("node: bootstrap map: %w", err)
+		}
+		mcfg := metaserver.Config{
+			ID:         cfg.ID,
+			Addr:       n.ep.Addr(),
+			Dir:        filepath.Join(cfg.DataDir, "meta"),
+			Layer:      raftlayer.New(n.ep),
+			Bootstrap:  boot,
+			Chunks:     n.chunks,
+			Logger:     n.log,
+			Now:        deps.Now,
+			InitialMap: im,
+		}
+		if t := deps.RaftTimeouts; t > 0 {
+			mcfg.HeartbeatTimeout, mcfg.ElectionTimeout, mcfg.LeaderLeaseTimeout = t, t, t/2
+		}
+		n.meta, err = metaserver.New(mcfg)
+		if err != nil {
+			return nil, fmt.Errorf("node: meta: %w", err)
+		}
+		mux.Handle("meta", metarpc.NewServer(n.meta, n.ep))
+	}
+	n.ep.SetHandler(mux)
+
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.refreshMap(ctx)
+	}()
+	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip)
+	return n, nil
+}
+
+// refreshMap keeps n.cmap current: it retries quickly until the first map arrives, then
+// polls every mapRefresh. Owned by New; stops when ctx is cancelled.
+func (n *Node) refreshMap(ctx context.Context) {
+	wait := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := n.metaC.ClusterMap(cctx)
+		cancel()
+		if err == nil {
+			if cur := n.cmap.Load(); cur == nil || cur.Epoch < m.Epoch {
+				n.cmap.Store(&m)
+				n.log.Debug("cluster map", "epoch", m.Epoch)
+			}
+			wait = mapRefresh
+		} else if ctx.Err() == nil {
+			n.log.Debug("cluster map not available yet", "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// serveNode answers the "node." RPCs.
+func (n *Node) serveNode(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+	switch method {
+	case "node.Status":
+		st, err := n.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return wire.Marshal(st)
+	default:
+		return nil, transport.Errorf(transport.UnknownMethod, "node: unknown method %q", method)
+	}
+}
+
+// Status reports this node's view of itself.
+func (n *Node) Status(ctx context.Context) (meta.NodeStatus, error) {
+	st := meta.NodeStatus{ID: n.cfg.ID, Addr: n.ep.Addr(), Domain: n.cfg.Domain, Members: n.gossip.members()}
+	for _, r := range n.cfg.Roles {
+		st.Roles = append(st.Roles, string(r))
+	}
+	if n.shards != nil {
+		s, err := n.shards.Stats(ctx)
+		if err != nil {
+			return st, fmt.Errorf("node: stats: %w", err)
+		}
+		st.Shards = s
+	}
+	if n.meta != nil {
+		rs, err := n.meta.RaftStatus(ctx)
+		if err != nil {
+			return st, fmt.Errorf("node: raft status: %w", err)
+		}
+		st.Raft = &rs
+	}
+	return st, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Addr returns the node's QUIC address.
+func (n *Node) Addr() string { return n.ep.Addr() }
+
+// Meta returns the meta server, or nil without the meta role.
+func (n *Node) Meta() *metaserver.Server { return n.meta }
+
+// Shards returns the local shard store, or nil without the chunk role.
+func (n *Node) Shards() *segstore.Store { return n.shards }
+
+// Chunks returns this node's chunk coordinator.
+func (n *Node) Chunks() chunkstore.Store { return n.chunks }
+
+// Map returns the node's current cluster map, or nil before the first one arrived.
+func (n *Node) Map() *placement.Map { return n.cmap.Load() }
+
+// Run blocks until ctx is done, then closes the node gracefully.
+func (n *Node) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return n.Close()
+}
+
+// Close leaves gossip gracefully (peers notice at once), stops Raft, the endpoint and the
+// stores, and waits for every goroutine. Safe to call twice.
+func (n *Node) Close() error { return n.close(true) }
+
+// Kill stops the node without a graceful gossip leave, as a crash would look to peers
+// (they detect it by failed probes). Storage is still closed cleanly.
+func (n *Node) Kill() error { return n.close(false) }
+
+func (n *Node) close(graceful bool) error {
+	if n.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.leave(graceful))
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
+	}
+	if n.ep != nil {
+		errs = append(errs, n.ep.Close())
+	}
+	n.wg.Wait()
+	if n.shards != nil {
+		errs = append(errs, n.shards.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: close %s: %w", n.cfg.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+// Package nodetest runs whole Coffer clusters inside one test process: every node with its
+// own data directory, QUIC endpoint on loopback, Raft group and gossip, exactly as
+// `cofferd dev` runs them, plus helpers to stop, kill and restart nodes and to build
+// connected clients.
+package nodetest
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta/metarpc"
+	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/transport/pki"
+	cquic "github.com/cofferhq/coffer/transport/quic"
+)
+
+// Opts shape a test cluster. Zero fields mean 3 meta and 6 chunk nodes.
+type Opts struct {
+	Meta, Chunk int
+	PGCount     uint32
+}
+
+// Cluster is a running in-process cluster owned by one test.
+type Cluster struct {
+	*node.Dev
+	Dir  string
+	t    testing.TB
+	deps node.Deps
+}
+
+// testWriter sends log lines to t.Log until the test ends.
+type testWriter struct {
+	t  testing.TB
+	mu *sync.Mutex
+	on *bool
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if *w.on {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}
+
+// Logger returns a logger writing to t.Log at the level in COFFER_TEST_LOG (default
+// error), silent once the test has finished.
+func Logger(t testing.TB) *slog.Logger {
+	var lvl slog.Level = slog.LevelError
+	if s := os.Getenv("COFFER_TEST_LOG"); s != "" {
+		_ = lvl.UnmarshalText([]byte(s))
+	}
+	mu, on := &sync.Mutex{}, true
+	t.Cleanup(func() { mu.Lock(); on = false; mu.Unlock() })
+	return slog.New(slog.NewTextHandler(testWriter{t: t, mu: mu, on: &on}, &slog.HandlerOptions{Level: lvl}))
+}
+
+// New initialises a cluster in a temporary directory, starts it, waits until it is ready
+// and stops it when the test ends.
+func New(t testing.TB, o Opts) *Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount}, time.Now()); err != nil {
+		t.Fatalf("nodetest: init: %v", err)
+	}
+	c := &Cluster{Dir: dir, t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond}}
+	c.start()
+	t.Cleanup(func() {
+		if err := c.Dev.Close(); err != nil {
+			t.Logf("nodetest: close: %v", err)
+		}
+	})
+	return c
+}
+
+func (c *Cluster) start() {
+	c.t.Helper()
+	d, err := node.StartDev(c.Dir, c.deps)
+	if err != nil {
+		c.t.Fatalf("nodetest: start: %v", err)
+	}
+	c.Dev = d
+	c.WaitReady()
+}
+
+// WaitReady waits (up to 60 s) for a leader and a cluster map on every running node.
+func (c *Cluster) WaitReady() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Dev.WaitReady(ctx); err != nil {
+		c.t.Fatalf("nodetest: %v", err)
+	}
+}
+
+// RestartAll stops every node and starts the whole cluster again from its directories.
+func (c *Cluster) RestartAll() {
+	c.t.Helper()
+	if err := c.Dev.Close(); err != nil {
+		c.t.Fatalf("nodetest: close: %v", err)
+	}
+	c.start()
+}
+
+// Leader returns the node that currently leads the meta group, or nil.
+func (c *Cluster) Leader() *node.Node {
+	for _, n := range c.Nodes {
+		if m := n.Meta(); m != nil && m.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// Connect returns a client configuration connected to the cluster with the dev admin
+// certificate over a fresh client-side QUIC endpoint (closed when the test ends).
+func (c *Cluster) Connect(t testing.TB) client.Config {
+	t.Helper()
+	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.LoadIdentity(f.CA, f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ConnectWith(t, id, f.Meta, c.ChunkAddrs())
+}
+
+// ChunkAddrs returns the chunk nodes' addresses from the current cluster map.
+func (c *Cluster) ChunkAddrs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		if m := n.Map(); m != nil {
+			for _, cn := range m.Nodes {
+				out = append(out, cn.Addr)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// ConnectWith builds a client configuration for identity id against the meta servers at
+// metaAddrs, using the chunk nodes named in m.
+func ConnectWith(t testing.TB, id *pki.Identity, metaAddrs []string, m interface{ ChunkAddrs() []string }) client.Config {
+	t.Helper()
+	ep, err := cquic.New(cquic.Config{Identity: id, Logger: Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ep.Close() })
+	return client.Config{
+		Meta:    metarpc.NewClient(ep, metaAddrs),
+		Chunks:  chunkrpc.NewClient(ep, chunkAddrs),
+		Host:    "nodetest",
+		Logger:  Logger(t),
+		Now:     time.Now,
+		Argon2:  crypt.TestArgon2Params(),
+		Rand:    rand.Reader,
+		Workers: 4,
+	}
+}
+
+// DataDir returns a node's data directory.
+func (c *Cluster) DataDir(id string) string { return filepath.Join(c.Dir, "nodes", id, "data") }
+
+// Discard is a logger that drops everything.
+func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -1,0 +1,112 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+)
+
+// unreachableHold is how long a peer that failed to answer is skipped before it is tried
+// again. It keeps a dead peer from costing every read a handshake timeout.
+const unreachableHold = 3 * time.Second
+
+// peers hands out ShardStores for the cluster's chunk nodes: the local store for this node,
+// and liveness-aware RPC clients for the others.
+type peers struct {
+	self   placement.NodeID
+	local  chunkstore.ShardStore // nil when this node has no chunk role
+	caller transport.Caller
+	alive  func(id placement.NodeID) bool // gossip view; unknown members count as alive
+	now    func() time.Time
+
+	mu struct {
+		sync.Mutex
+		clients map[placement.NodeID]*peerStore
+	}
+}
+
+func newPeers(self placement.NodeID, local chunkstore.ShardStore, c transport.Caller, alive func(placement.NodeID) bool, now func() time.Time) *peers {
+	p := &peers{self: self, local: local, caller: c, alive: alive, now: now}
+	p.mu.clients = map[placement.NodeID]*peerStore{}
+	return p
+}
+
+// store returns the ShardStore for n.
+func (p *peers) store(n placement.Node) chunkstore.ShardStore {
+	if n.ID == p.self && p.local != nil {
+		return p.local
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.mu.clients[n.ID]
+	if s == nil || s.addr != n.Addr {
+		s = &peerStore{id: n.ID, addr: n.Addr, p: p, ShardStore: chunkrpc.NewShardClient(p.caller, n.Addr)}
+		p.mu.clients[n.ID] = s
+	}
+	return s
+}
+
+// peerStore is a remote ShardStore that fails fast while its node is known to be down.
+type peerStore struct {
+	chunkstore.ShardStore
+	id   placement.NodeID
+	addr string
+	p    *peers
+
+	mu struct {
+		sync.Mutex
+		downUntil time.Time
+	}
+}
+
+func (s *peerStore) check() error {
+	if !s.p.alive(s.id) {
+		return fmt.Errorf("node: peer %s (%s) is down by gossip: %w", s.id, s.addr, chunkstore.ErrUnavailable)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.p.now().Before(s.mu.downUntil) {
+		return fmt.Errorf("node: peer %s (%s) unreachable recently: %w", s.id, s.addr, chunkstore.ErrUnavailable)
+	}
+	return nil
+}
+
+func (s *peerStore) observe(err error) error {
+	if err != nil && errors.Is(err, transport.ErrUnreachable) {
+		s.mu.Lock()
+		s.mu.downUntil = s.p.now().Add(unreachableHold)
+		s.mu.Unlock()
+		return fmt.Errorf("node: peer %s: %w (%w)", s.id, chunkstore.ErrUnavailable, err)
+	}
+	return err
+}
+
+func (s *peerStore) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.observe(s.ShardStore.PutShards(ctx, shards))
+}
+
+func (s *peerStore) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunkstore.Shard, error) {
+	if err := s.check(); err != nil {
+		return chunkstore.Shard{}, err
+	}
+	sh, err := s.ShardStore.GetShard(ctx, key)
+	return sh, s.observe(err)
+}
+
+func (s *peerStore) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	r, err := s.ShardStore.HasShards(ctx, keys)
+	return r, s.observe(err)
+}

@@ -1,0 +1,22 @@
+// Package quic is Coffer's network endpoint: RPC and extra stream protocols over QUIC
+// (quic-go) with mutual TLS 1.3 under the cluster CA, all on one UDP port.
+//
+// An Endpoint binds one UDP socket and uses one quic-go Transport both to accept and to
+// dial. ALPN separates protocols on that port: "coffer-rpc/1" carries RPCs (one stream per
+// call, framed by transport/wire), and any protocol registered with Listener (such as
+// "coffer-raft/1") carries raw streams surfaced as net.Conn. Only peers whose certificate
+// role is "node" may connect with a non-RPC protocol.
+//
+// Example:
+//
+//	id, _ := pki.LoadIdentity("ca.pem", "node.pem", "node.key")
+//	mux := transport.NewMux()
+//	ep, err := quic.New(quic.Config{ListenAddr: "0.0.0.0:7400", Identity: id, Handler: mux})
+//	...
+//	reply, err := ep.Call(ctx, "10.0.0.2:7400", "shard.Stats", body)
+//	...
+//	ep.Close()
+//
+// No 0-RTT is used: every request runs on a fully authenticated connection, so nothing can
+// be replayed.
+package quic

@@ -1,0 +1,332 @@
+package quic
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+)
+
+// ALPNRPC is the ALPN protocol of RPC connections.
+const ALPNRPC = "coffer-rpc/1"
+
+// Defaults for zero Config fields, and fixed connection parameters.
+const (
+	DefaultMaxIncomingStreams = 1024
+	DefaultKeepAlive          = 10 * time.Second
+
+	maxIdleTimeout             = 30 * time.Second
+	handshakeTimeout           = 10 * time.Second
+	maxStreamReceiveWindow     = 16 << 20
+	maxConnectionReceiveWindow = 64 << 20
+	// requestReadTimeout bounds how long a server waits for a whole request frame.
+	requestReadTimeout = 2 * time.Minute
+)
+
+// Application error codes on streams and connections.
+const (
+	codeNoError   quicgo.ApplicationErrorCode = 0
+	codeClosing   quicgo.ApplicationErrorCode = 1
+	codeForbidden quicgo.ApplicationErrorCode = 2
+	streamCancel  quicgo.StreamErrorCode      = 1
+	streamBadReq  quicgo.StreamErrorCode      = 2
+	streamRefused quicgo.StreamErrorCode      = 3
+)
+
+// ErrClosed is returned (wrapped, together with transport.ErrUnreachable) by calls on a
+// closed Endpoint.
+var ErrClosed = errors.New("quic: endpoint closed")
+
+// Config configures an Endpoint. Zero fields take defaults.
+type Config struct {
+	// ListenAddr is the UDP address to bind ("127.0.0.1:0" picks a port). Empty means a
+	// client-only endpoint: it binds "0.0.0.0:0" and accepts no connections.
+	ListenAddr string
+	// Identity is this endpoint's certificate and the cluster CA. Required.
+	Identity *pki.Identity
+	// Logger receives connection-level events; nil discards them.
+	Logger *slog.Logger
+	// MaxIncomingStreams bounds concurrent streams a peer may open on one connection, and
+	// so the server goroutines per connection. Default 1024.
+	MaxIncomingStreams int64
+	// KeepAlive is the keep-alive period of connections. Default 10s.
+	KeepAlive time.Duration
+	// Handler serves RPCs. It may be nil: RPCs are then answered Unavailable until
+	// SetHandler installs one.
+	Handler transport.Handler
+}
+
+// Endpoint is one QUIC endpoint: an RPC server and client and a carrier for extra stream
+// protocols, all on one UDP socket. It implements transport.Caller. All methods are safe
+// for concurrent use. Close releases everything and waits for every goroutine it started.
+type Endpoint struct {
+	log     *slog.Logger
+	id      *pki.Identity
+	udp     *net.UDPConn
+	tr      *quicgo.Transport
+	ln      *quicgo.Listener // nil for a client-only endpoint
+	qconf   *quicgo.Config
+	handler atomic.Pointer[handlerBox]
+
+	// NB: ctx is the endpoint's lifetime, not a request's: it is cancelled by Close and
+	// parents every handler context and background dial.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		closed    bool
+		dials     map[dialKey]*dialEntry
+		accepted  map[*quicgo.Conn]struct{}
+		listeners map[string]*streamListener
+	}
+}
+
+type handlerBox struct{ h transport.Handler }
+
+type dialKey struct{ addr, alpn string }
+
+// dialEntry is one cached outgoing connection; ready is closed once conn or err is set.
+type dialEntry struct {
+	ready chan struct{}
+	conn  *quicgo.Conn
+	err   error
+}
+
+// New binds the UDP socket, starts accepting connections (unless client-only) and returns
+// the running endpoint.
+func New(cfg Config) (*Endpoint, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("quic: new endpoint: Config.Identity is required")
+	}
+	if cfg.MaxIncomingStreams < 0 {
+		return nil, fmt.Errorf("quic: new endpoint: negative MaxIncomingStreams %d", cfg.MaxIncomingStreams)
+	}
+	if cfg.MaxIncomingStreams == 0 {
+		cfg.MaxIncomingStreams = DefaultMaxIncomingStreams
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	listen := cfg.ListenAddr != ""
+	addr := cfg.ListenAddr
+	if !listen {
+		addr = "0.0.0.0:0"
+	}
+	uaddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("quic: new endpoint: listen address %q: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", uaddr)
+	if err != nil {
+		return nil, fmt.Errorf("quic: new endpoint: %w", err)
+	}
+	resetKey := quicgo.StatelessResetKey(cfg.Identity.DeriveSecret("quic stateless reset"))
+	e := &Endpoint{
+		log: cfg.Logger,
+		id:  cfg.Identity,
+		udp: udp,
+		// NB: a stateless-reset key derived from the node's private key survives restarts,
+		// so peers of a restarted node learn at once that their connection is gone instead
+		// of waiting for the idle timeout.
+		tr: &quicgo.Transport{Conn: udp, StatelessResetKey: &resetKey},
+		qconf: &quicgo.Config{
+			HandshakeIdleTimeout:       handshakeTimeout / 2,
+			MaxIdleTimeout:             maxIdleTimeout,
+			KeepAlivePeriod:            cfg.KeepAlive,
+			MaxIncomingStreams:         cfg.MaxIncomingStreams,
+			MaxIncomingUniStreams:      -1,
+			MaxStreamReceiveWindow:     maxStreamReceiveWindow,
+			MaxConnectionReceiveWindow: maxConnectionReceiveWindow,
+		},
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.mu.dials = make(map[dialKey]*dialEntry)
+	e.mu.accepted = make(map[*quicgo.Conn]struct{})
+	e.mu.listeners = make(map[string]*streamListener)
+	if cfg.Handler != nil {
+		e.handler.Store(&handlerBox{cfg.Handler})
+	}
+	if listen {
+		ln, err := e.tr.Listen(e.serverTLS(), e.qconf)
+		if err != nil {
+			e.cancel()
+			e.tr.Close()
+			udp.Close()
+			return nil, fmt.Errorf("quic: new endpoint: listen: %w", err)
+		}
+		e.ln = ln
+		e.wg.Add(1)
+		go e.acceptLoop()
+	}
+	e.log.Debug("quic endpoint up", "addr", e.Addr(), "principal", cfg.Identity.Principal(), "listening", listen)
+	return e, nil
+}
+
+// Addr returns the bound UDP address as host:port.
+func (e *Endpoint) Addr() string { return e.udp.LocalAddr().String() }
+
+// SetHandler installs the RPC handler (atomically; calls already running keep the old
+// one). A nil h makes RPCs answer Unavailable.
+func (e *Endpoint) SetHandler(h transport.Handler) {
+	if h == nil {
+		e.handler.Store(nil)
+		return
+	}
+	e.handler.Store(&handlerBox{h})
+}
+
+// serverTLS advertises the RPC protocol plus every protocol registered with Listener at
+// the time of each handshake, and admits non-RPC protocols only for node certificates.
+func (e *Endpoint) serverTLS() *tls.Config {
+	base := e.id.ServerTLS(ALPNRPC)
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.NextProtos = e.alpns()
+			verify := base.VerifyConnection
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if err := verify(cs); err != nil {
+					return err
+				}
+				if cs.NegotiatedProtocol != ALPNRPC {
+					if p := pki.PeerFromTLS(cs, nil); p.Role != transport.RoleNode {
+						return fmt.Errorf("quic: %s: protocol %q is for nodes only", p.Principal, cs.NegotiatedProtocol)
+					}
+				}
+				return nil
+			}
+			return c, nil
+		},
+	}
+}
+
+func (e *Endpoint) alpns() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []string{ALPNRPC}
+	for p := range e.mu.listeners {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (e *Endpoint) acceptLoop() {
+	defer e.wg.Done()
+	for {
+		conn, err := e.ln.Accept(e.ctx)
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.log.Warn("quic accept stopped", "err", err)
+			}
+			return
+		}
+		e.mu.Lock()
+		if e.mu.closed {
+			e.mu.Unlock()
+			conn.CloseWithError(codeClosing, "endpoint closed")
+			return
+		}
+		e.mu.accepted[conn] = struct{}{}
+		e.wg.Add(1)
+		e.mu.Unlock()
+		go e.serveConn(conn)
+	}
+}
+
+// serveConn accepts the streams of one incoming connection until it closes.
+func (e *Endpoint) serveConn(conn *quicgo.Conn) {
+	defer e.wg.Done()
+	defer func() {
+		e.mu.Lock()
+		delete(e.mu.accepted, conn)
+		e.mu.Unlock()
+	}()
+	cs := conn.ConnectionState().TLS
+	peer := pki.PeerFromTLS(cs, conn.RemoteAddr())
+	alpn := cs.NegotiatedProtocol
+	e.log.Debug("quic connection accepted", "peer", peer.Principal, "role", peer.Role, "addr", peer.Addr, "alpn", alpn)
+	for {
+		str, err := conn.AcceptStream(e.ctx)
+		if err != nil {
+			return
+		}
+		if alpn == ALPNRPC {
+			e.wg.Add(1)
+			go e.serveStream(str, peer)
+			continue
+		}
+		e.mu.Lock()
+		l := e.mu.listeners[alpn]
+		e.mu.Unlock()
+		if l == nil || !l.deliver(e.ctx, newStreamConn(str, conn)) {
+			str.CancelRead(streamRefused)
+			str.CancelWrite(streamRefused)
+		}
+	}
+}
+
+// Close stops accepting, closes every listener and connection, cancels the contexts of
+// running handlers and waits for all goroutines of the endpoint. Handlers that ignore
+// their context delay Close. Calling Close again returns nil.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	if e.mu.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.mu.closed = true
+	var conns []*quicgo.Conn
+	for c := range e.mu.accepted {
+		conns = append(conns, c)
+	}
+	for _, d := range e.mu.dials {
+		select {
+		case <-d.ready:
+			if d.conn != nil {
+				conns = append(conns, d.conn)
+			}
+		default: // the dial goroutine sees the cancelled context and cleans up
+		}
+	}
+	listeners := make([]*streamListener, 0, len(e.mu.listeners))
+	for _, l := range e.mu.listeners {
+		listeners = append(listeners, l)
+	}
+	e.mu.Unlock()
+
+	e.cancel()
+	for _, l := range listeners {
+		l.Close()
+	}
+	if e.ln != nil {
+		e.ln.Close()
+	}
+	for _, c := range conns {
+		c.CloseWithError(codeClosing, "endpoint closed")
+	}
+	e.wg.Wait()
+	err := e.tr.Close()
+	if uerr := e.udp.Close(); err == nil && uerr != nil && !errors.Is(uerr, net.ErrClosed) {
+		err = uerr
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("quic: close: %w", err)
+	}
+	return nil
+}

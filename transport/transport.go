@@ -1,0 +1,158 @@
+// Package transport defines the RPC contract every Coffer node and agent speaks: a
+// request/response call carrying a method name and an opaque body, authenticated peers,
+// and error codes that cross the wire.
+//
+// The QUIC implementation lives in transport/quic; framing in transport/wire; the Raft
+// stream layer in transport/raftlayer; certificates in transport/pki.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Code classifies an error on the wire. Codes are append-only: never renumber or reuse one.
+type Code uint16
+
+// Wire error codes.
+const (
+	OK               Code = 0
+	NotFound         Code = 1
+	Exists           Code = 2
+	Corrupt          Code = 3
+	Locked           Code = 4
+	NotLeader        Code = 5
+	Unavailable      Code = 6
+	Invalid          Code = 7
+	PermissionDenied Code = 8
+	Internal         Code = 9
+	Unauthenticated  Code = 10
+	UnknownMethod    Code = 11
+	WrongPassphrase  Code = 12
+	MissingChunks    Code = 13
+)
+
+var codeNames = [...]string{"ok", "not found", "exists", "corrupt", "locked", "not leader",
+	"unavailable", "invalid argument", "permission denied", "internal", "unauthenticated",
+	"unknown method", "wrong passphrase", "missing chunks"}
+
+func (c Code) String() string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("code(%d)", uint16(c))
+}
+
+// Error is an error that carries a wire code. Remote errors arrive as *Error; rpc client
+// packages map codes back to their own sentinels (see Error.Is).
+type Error struct {
+	Code Code
+	Msg  string
+	// Sentinel, when set, is what errors.Is matches besides the *Error itself. RPC clients
+	// set it from the code so errors.Is(err, chunkstore.ErrNotFound) works across the wire.
+	Sentinel error
+}
+
+func (e *Error) Error() string {
+	if e.Msg == "" {
+		return "transport: " + e.Code.String()
+	}
+	return e.Msg
+}
+
+// Unwrap exposes the mapped sentinel.
+func (e *Error) Unwrap() error { return e.Sentinel }
+
+// Errorf builds an *Error with a code.
+func Errorf(code Code, format string, args ...any) error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code carried by err: OK for nil, the *Error's code when err wraps one,
+// otherwise Internal. Servers use it together with a package's own sentinel table.
+func CodeOf(err error) Code {
+	if err == nil {
+		return OK
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return Internal
+}
+
+// SentinelTable maps sentinels to codes for one package's errors; rpc adapters use it in
+// both directions.
+type SentinelTable []struct {
+	Err  error
+	Code Code
+}
+
+// Code returns the code for err: the first sentinel err matches, else CodeOf(err).
+func (t SentinelTable) Code(err error) Code {
+	for _, s := range t {
+		if errors.Is(err, s.Err) {
+			return s.Code
+		}
+	}
+	return CodeOf(err)
+}
+
+// Wrap turns a remote *Error into one that also matches the sentinel for its code.
+// Other errors are returned unchanged.
+func (t SentinelTable) Wrap(err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	for _, s := range t {
+		if s.Code == e.Code {
+			return &Error{Code: e.Code, Msg: e.Msg, Sentinel: s.Err}
+		}
+	}
+	return err
+}
+
+// Role is what a peer's certificate lets it be.
+type Role string
+
+// Roles carried in certificates (the OU field).
+const (
+	RoleNode  Role = "node"
+	RoleAdmin Role = "admin"
+	RoleAgent Role = "agent"
+)
+
+// Peer is the authenticated caller of an RPC, taken from its verified client certificate.
+type Peer struct {
+	Principal string // certificate common name
+	Role      Role   // certificate organisational unit
+	Addr      net.Addr
+}
+
+// Handler serves one RPC. The body slice is owned by the handler for the call's duration
+// only; the returned slice is owned by the transport afterwards. A returned error is sent
+// to the caller as its Code (via CodeOf) and message.
+type Handler interface {
+	ServeRPC(ctx context.Context, peer Peer, method string, body []byte) ([]byte, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, peer Peer, method string, body []byte) ([]byte, error)
+
+// ServeRPC calls f.
+func (f HandlerFunc) ServeRPC(ctx context.Context, peer Peer, method string, body []byte) ([]byte, error) {
+	return f(ctx, peer, method, body)
+}
+
+// Caller makes RPCs to a node by its address ("host:port"). Safe for concurrent use.
+// Remote failures come back as *Error; connection failures as errors matching
+// ErrUnreachable.
+type Caller interface {
+	Call(ctx context.Context, addr, method string, body []byte) ([]byte, error)
+}
+
+// ErrUnreachable marks failures to reach a peer (dial, handshake, reset).
+var ErrUnreachable = errors.New("transport: peer unreachable")

@@ -1,0 +1,226 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cofferhq/coffer/transport"
+)
+
+// Frame constants; see FORMAT.md.
+const (
+	// Version is the frame version this package writes and the only one it reads.
+	Version = 1
+	// MaxMethodLen bounds a method name in bytes.
+	MaxMethodLen = 128
+	// MaxMessageLen bounds an error message in a response. WriteResponse truncates longer
+	// messages; ReadResponse rejects them.
+	MaxMessageLen = 4096
+	// MaxBodyLen bounds a frame body: a 64 MiB batch plus 1 MiB of envelope.
+	MaxBodyLen = 64<<20 + 1<<20
+
+	kindRequest  = 1
+	kindResponse = 2
+	// readChunk is how much body ReadRequest/ReadResponse allocate ahead of the bytes that
+	// actually arrive, so that a lying length field cannot make them allocate 65 MiB.
+	readChunk = 1 << 20
+)
+
+var magic = [2]byte{'C', 'F'}
+
+// ErrFrame marks malformed frames: truncated, garbage, oversize or of an unknown version.
+var ErrFrame = errors.New("wire: malformed frame")
+
+// WriteRequest writes one request frame. The method must be 1..MaxMethodLen printable ASCII
+// bytes (0x21..0x7e) and the body at most MaxBodyLen bytes; otherwise nothing is written and
+// the error wraps ErrFrame. w is written with at most two Write calls; body is not retained.
+func WriteRequest(w io.Writer, method string, body []byte) error {
+	if err := checkMethod(method); err != nil {
+		return fmt.Errorf("wire: write request: %w", err)
+	}
+	if len(body) > MaxBodyLen {
+		return fmt.Errorf("wire: write request %s: %w: body of %d bytes exceeds %d", method, ErrFrame, len(body), MaxBodyLen)
+	}
+	hdr := make([]byte, 0, 4+2+len(method)+4)
+	hdr = append(hdr, magic[0], magic[1], Version, kindRequest)
+	hdr = binary.BigEndian.AppendUint16(hdr, uint16(len(method)))
+	hdr = append(hdr, method...)
+	hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(body)))
+	if err := writeFrame(w, hdr, body); err != nil {
+		return fmt.Errorf("wire: write request %s: %w", method, err)
+	}
+	return nil
+}
+
+// ReadRequest reads one request frame. The returned body is a fresh slice owned by the
+// caller. Malformed or truncated input yields an error wrapping ErrFrame (and io.EOF when
+// the input was empty, io.ErrUnexpectedEOF when it ended inside the frame).
+func ReadRequest(r io.Reader) (method string, body []byte, err error) {
+	if err := readHeader(r, kindRequest); err != nil {
+		return "", nil, fmt.Errorf("wire: read request: %w", err)
+	}
+	var lb [2]byte
+	if err := readFull(r, lb[:]); err != nil {
+		return "", nil, fmt.Errorf("wire: read request method length: %w", err)
+	}
+	n := int(binary.BigEndian.Uint16(lb[:]))
+	if n == 0 || n > MaxMethodLen {
+		return "", nil, fmt.Errorf("wire: read request: %w: method length %d not in 1..%d", ErrFrame, n, MaxMethodLen)
+	}
+	mb := make([]byte, n)
+	if err := readFull(r, mb); err != nil {
+		return "", nil, fmt.Errorf("wire: read request method: %w", err)
+	}
+	method = string(mb)
+	if err := checkMethod(method); err != nil {
+		return "", nil, fmt.Errorf("wire: read request: %w", err)
+	}
+	body, err = readBody(r)
+	if err != nil {
+		return "", nil, fmt.Errorf("wire: read request %s: %w", method, err)
+	}
+	return method, body, nil
+}
+
+// WriteResponse writes one response frame. A message longer than MaxMessageLen is
+// truncated to it. A body above MaxBodyLen is an error wrapping ErrFrame and nothing is
+// written. body is not retained.
+func WriteResponse(w io.Writer, code transport.Code, msg string, body []byte) error {
+	if len(body) > MaxBodyLen {
+		return fmt.Errorf("wire: write response: %w: body of %d bytes exceeds %d", ErrFrame, len(body), MaxBodyLen)
+	}
+	if len(msg) > MaxMessageLen {
+		msg = msg[:MaxMessageLen]
+	}
+	hdr := make([]byte, 0, 4+2+2+len(msg)+4)
+	hdr = append(hdr, magic[0], magic[1], Version, kindResponse)
+	hdr = binary.BigEndian.AppendUint16(hdr, uint16(code))
+	hdr = binary.BigEndian.AppendUint16(hdr, uint16(len(msg)))
+	hdr = append(hdr, msg...)
+	hdr = binary.BigEndian.AppendUint32(hdr, uint32(len(body)))
+	if err := writeFrame(w, hdr, body); err != nil {
+		return fmt.Errorf("wire: write response: %w", err)
+	}
+	return nil
+}
+
+// ReadResponse reads one response frame. The returned body is a fresh slice owned by the
+// caller. Errors are as for ReadRequest.
+func ReadResponse(r io.Reader) (code transport.Code, msg string, body []byte, err error) {
+	if err := readHeader(r, kindResponse); err != nil {
+		return 0, "", nil, fmt.Errorf("wire: read response: %w", err)
+	}
+	var cb [4]byte
+	if err := readFull(r, cb[:]); err != nil {
+		return 0, "", nil, fmt.Errorf("wire: read response code: %w", err)
+	}
+	code = transport.Code(binary.BigEndian.Uint16(cb[:2]))
+	n := int(binary.BigEndian.Uint16(cb[2:]))
+	if n > MaxMessageLen {
+		return 0, "", nil, fmt.Errorf("wire: read response: %w: message length %d exceeds %d", ErrFrame, n, MaxMessageLen)
+	}
+	mb := make([]byte, n)
+	if err := readFull(r, mb); err != nil {
+		return 0, "", nil, fmt.Errorf("wire: read response message: %w", err)
+	}
+	body, err = readBody(r)
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("wire: read response: %w", err)
+	}
+	return code, string(mb), body, nil
+}
+
+func checkMethod(method string) error {
+	if len(method) == 0 || len(method) > MaxMethodLen {
+		return fmt.Errorf("%w: method length %d not in 1..%d", ErrFrame, len(method), MaxMethodLen)
+	}
+	for i := 0; i < len(method); i++ {
+		if c := method[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: method %q has a non-printable byte 0x%02x at %d", ErrFrame, method, c, i)
+		}
+	}
+	return nil
+}
+
+func writeFrame(w io.Writer, hdr, body []byte) error {
+	// NB: small bodies go out in the header's write so that one frame is one Write.
+	if len(body) <= 4096 {
+		_, err := w.Write(append(hdr, body...))
+		return err
+	}
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+func readHeader(r io.Reader, kind byte) error {
+	var h [4]byte
+	if n, err := io.ReadFull(r, h[:]); err != nil {
+		switch {
+		case n == 0 && errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: empty input: %w", ErrFrame, io.EOF)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return fmt.Errorf("%w: header truncated: %w", ErrFrame, io.ErrUnexpectedEOF)
+		default:
+			return fmt.Errorf("header: %w", err)
+		}
+	}
+	if h[0] != magic[0] || h[1] != magic[1] {
+		return fmt.Errorf("%w: bad magic %q", ErrFrame, h[:2])
+	}
+	if h[2] != Version {
+		return fmt.Errorf("%w: unsupported version %d (want %d)", ErrFrame, h[2], Version)
+	}
+	if h[3] != kind {
+		return fmt.Errorf("%w: kind %d, want %d", ErrFrame, h[3], kind)
+	}
+	return nil
+}
+
+func readBody(r io.Reader) ([]byte, error) {
+	var lb [4]byte
+	if err := readFull(r, lb[:]); err != nil {
+		return nil, fmt.Errorf("body length: %w", err)
+	}
+	n := int64(binary.BigEndian.Uint32(lb[:]))
+	if n > MaxBodyLen {
+		return nil, fmt.Errorf("%w: body length %d exceeds %d", ErrFrame, n, MaxBodyLen)
+	}
+	if n <= readChunk {
+		b := make([]byte, n)
+		if err := readFull(r, b); err != nil {
+			return nil, fmt.Errorf("body: %w", err)
+		}
+		return b, nil
+	}
+	// NB: grow as bytes arrive, so a garbage length field costs at most readChunk.
+	var buf bytes.Buffer
+	buf.Grow(readChunk)
+	got, err := io.CopyN(&buf, r, n)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: body truncated at %d of %d bytes: %w", ErrFrame, got, n, io.ErrUnexpectedEOF)
+		}
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// readFull is io.ReadFull inside a frame: any end of input is io.ErrUnexpectedEOF and
+// wraps ErrFrame.
+func readFull(r io.Reader, b []byte) error {
+	_, err := io.ReadFull(r, b)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: truncated: %w", ErrFrame, io.ErrUnexpectedEOF)
+	default:
+		return err
+	}
+}
