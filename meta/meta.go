@@ -126,3 +126,17 @@ type Service interface {
 	// RaftStatus reports the meta group's Raft state as seen by the answering server.
 	RaftStatus(ctx context.Context) (RaftStatus, error)
 }
+
+// NotLeaderError is returned on a follower. LeaderAddr is the leader's address, empty
+// when no leader is known. It matches ErrNotLeader.
+type NotLeaderError struct{ LeaderAddr string }
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderAddr == "" {
+		return "meta: not the leader (no leader known)"
+	}
+	return "meta: not the leader (leader at " + e.LeaderAddr + ")"
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

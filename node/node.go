@@ -143,15 +143,16 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: bootstrap map: %w", err)
 		}
 		mcfg := metaserver.Config{
-			ID:         cfg.ID,
-			Addr:       n.ep.Addr(),
-			Dir:        filepath.Join(cfg.DataDir, "meta"),
-			Layer:      raftlayer.New(n.ep),
-			Bootstrap:  boot,
-			Chunks:     n.chunks,
-			Logger:     n.log,
-			Now:        deps.Now,
-			InitialMap: im,
+			ID:          cfg.ID,
+			Addr:        n.ep.Addr(),
+			Dir:         filepath.Join(cfg.DataDir, "meta"),
+			Layer:       raftlayer.New(n.ep),
+			Bootstrap:   boot,
+			Chunks:      n.chunks,
+			Logger:      n.log,
+			Now:         deps.Now,
+			InitialMap:  im,
+			PeerApplied: metarpc.PeerApplied(n.ep),
 		}
 		if t := deps.RaftTimeouts; t > 0 {
 			mcfg.HeartbeatTimeout, mcfg.ElectionTimeout, mcfg.LeaderLeaseTimeout = t, t, t/2

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/meta"
-	"github.com/cofferhq/coffer/meta/server"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 )
@@ -43,7 +42,7 @@ func (f *fakeSvc) check() error {
 		return f.fail
 	}
 	if !f.leader.Load() {
-		return &server.NotLeaderError{LeaderAddr: f.leaderAddr}
+		return &meta.NotLeaderError{LeaderAddr: f.leaderAddr}
 	}
 	return nil
 }

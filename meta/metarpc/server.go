@@ -6,19 +6,13 @@ import (
 	"fmt"
 
 	"github.com/cofferhq/coffer/meta"
-	"github.com/cofferhq/coffer/meta/server"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/wire"
 )
 
-// service is what the handler needs of a meta server (a *server.Server).
-type service interface {
-	meta.Service
-}
-
 // Server serves the meta.* methods. Safe for concurrent use.
 type Server struct {
-	svc service
+	svc meta.Service
 	c   transport.Caller
 }
 
@@ -26,12 +20,12 @@ var _ transport.Handler = (*Server)(nil)
 
 // NewServer returns a handler serving svc. c is used to forward requests a follower
 // cannot answer to the leader.
-func NewServer(svc *server.Server, c transport.Caller) *Server {
+func NewServer(svc meta.Service, c transport.Caller) *Server {
 	return &Server{svc: svc, c: c}
 }
 
 // ServeRPC implements transport.Handler. Errors are *transport.Error with the code of the
-// meta sentinel they match. On a follower (a *server.NotLeaderError naming a leader) a
+// meta sentinel they match. On a follower (a *meta.NotLeaderError naming a leader) a
 // request not yet forwarded is sent once to the leader and its answer returned;
 // otherwise the caller gets NotLeader. SetClusterMap needs a node or admin peer.
 func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
@@ -39,7 +33,7 @@ func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 	if err == nil {
 		return wireMarshal(out)
 	}
-	var nl *server.NotLeaderError
+	var nl *meta.NotLeaderError
 	if errors.As(err, &nl) && nl.LeaderAddr != "" && fwd != nil {
 		return h.forward(ctx, nl.LeaderAddr, method, fwd)
 	}

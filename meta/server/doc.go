@@ -6,7 +6,7 @@
 // checked that every chunk is stored. Reads on the leader first confirm leadership
 // (VerifyLeader, plus one Barrier per term so the FSM holds every earlier entry), which
 // makes them linearizable. A follower answers every Service call except RaftStatus with
-// a *NotLeaderError carrying the leader's address; meta/metarpc forwards those.
+// a *meta.NotLeaderError carrying the leader's address; meta/metarpc forwards those.
 //
 // Config example (as node wires it):
 //

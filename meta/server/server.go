@@ -60,20 +60,6 @@ type Config struct {
 	PeerApplied func(ctx context.Context, id, addr string) (uint64, error)
 }
 
-// NotLeaderError is returned on a follower. LeaderAddr is the leader's address, empty
-// when no leader is known. It matches meta.ErrNotLeader.
-type NotLeaderError struct{ LeaderAddr string }
-
-func (e *NotLeaderError) Error() string {
-	if e.LeaderAddr == "" {
-		return "server: not the leader (no leader known)"
-	}
-	return "server: not the leader (leader at " + e.LeaderAddr + ")"
-}
-
-// Is reports whether target is meta.ErrNotLeader.
-func (e *NotLeaderError) Is(target error) bool { return target == meta.ErrNotLeader }
-
 // Server is one meta voter. All methods are safe for concurrent use.
 type Server struct {
 	cfg      Config
@@ -330,7 +316,7 @@ func (s *Server) AppliedIndex() uint64 { return s.raft.AppliedIndex() }
 // Only the leader can do this (*NotLeaderError otherwise).
 func (s *Server) AddVoter(ctx context.Context, id, addr string) error {
 	if !s.IsLeader() {
-		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+		return &meta.NotLeaderError{LeaderAddr: s.LeaderAddr()}
 	}
 	if id == "" || addr == "" {
 		return fmt.Errorf("%w: add voter: empty ID or address", meta.ErrInvalid)
@@ -377,7 +363,7 @@ func timeoutOf(ctx context.Context) time.Duration {
 func (s *Server) raftErr(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+		return &meta.NotLeaderError{LeaderAddr: s.LeaderAddr()}
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown),
 		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
 		return fmt.Errorf("%w: %v", meta.ErrUnavailable, err)
@@ -408,7 +394,7 @@ func (s *Server) propose(timeout time.Duration, body command.Body) (any, error) 
 // committed before the read began.
 func (s *Server) leaderRead() error {
 	if s.raft.State() != raft.Leader {
-		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+		return &meta.NotLeaderError{LeaderAddr: s.LeaderAddr()}
 	}
 	term := s.raft.CurrentTerm()
 	if s.readyTerm.Load() != term {

@@ -112,7 +112,7 @@ func TestFollowersRefuse(t *testing.T) {
 	_, calls["ClusterMap"] = f.ClusterMap(ctx)
 	calls["SetClusterMap"] = f.SetClusterMap(ctx, placement.Map{})
 	for name, err := range calls {
-		var nl *NotLeaderError
+		var nl *meta.NotLeaderError
 		if !errors.As(err, &nl) || !errors.Is(err, meta.ErrNotLeader) || nl.LeaderAddr != addrOf(li) {
 			t.Errorf("%s on a follower: %v, want NotLeaderError{%s}", name, err, addrOf(li))
 		}

@@ -227,7 +227,7 @@ func (s *Server) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 // leaderWrite refuses writes on a follower.
 func (s *Server) leaderWrite() error {
 	if s.raft.State() != raft.Leader {
-		return &NotLeaderError{LeaderAddr: s.LeaderAddr()}
+		return &meta.NotLeaderError{LeaderAddr: s.LeaderAddr()}
 	}
 	return nil
 }

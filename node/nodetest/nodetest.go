@@ -154,8 +154,8 @@ func (c *Cluster) ChunkAddrs() []string {
 }
 
 // ConnectWith builds a client configuration for identity id against the meta servers at
-// metaAddrs, using the chunk nodes named in m.
-func ConnectWith(t testing.TB, id *pki.Identity, metaAddrs []string, m interface{ ChunkAddrs() []string }) client.Config {
+// metaAddrs, storing chunks through the chunk nodes at chunkAddrs.
+func ConnectWith(t testing.TB, id *pki.Identity, metaAddrs, chunkAddrs []string) client.Config {
 	t.Helper()
 	ep, err := cquic.New(cquic.Config{Identity: id, Logger: Logger(t)})
 	if err != nil {
