@@ -82,7 +82,8 @@ func TestWalkingCluster(t *testing.T) {
 	if st.BytesProcessed < big {
 		t.Fatalf("bytes_processed %d < big file %d", st.BytesProcessed, big)
 	}
-	if st.BytesAdded > st.BytesProcessed/4 {
+	// The big file is one 1 MiB block repeated: at least half of it must dedup away.
+	if st.BytesAdded > st.BytesProcessed-big/2 {
 		t.Errorf("repeated content did not dedup: added %d of %d", st.BytesAdded, st.BytesProcessed)
 	}
 	restoreAndCompare(t, a, snap, src)
@@ -359,10 +360,11 @@ func TestBadInput(t *testing.T) {
 		bad := nodetest.ConnectWith(t, id, f.Meta, c.ChunkAddrs())
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if _, err := bad.Meta.ListVaults(sctx); err == nil {
-			t.Fatal("a client with a foreign certificate was served")
+		// Refused at the handshake, and told so at once rather than after retries.
+		if _, err := bad.Meta.ListVaults(sctx); !errors.Is(err, transport.ErrRefused) {
+			t.Fatalf("meta call with a foreign certificate = %v, want ErrRefused", err)
 		}
-		if _, err := bad.Chunks.Has(sctx, []chunk.ID{snap.Tree}); !errors.Is(err, transport.ErrUnreachable) {
+		if _, err := bad.Chunks.Has(sctx, []chunk.ID{snap.Tree}); !errors.Is(err, transport.ErrRefused) {
 			t.Fatalf("chunk call with a foreign certificate = %v, want refusal at the handshake", err)
 		}
 	})

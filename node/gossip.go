@@ -41,16 +41,7 @@ type gossipEvents struct {
 	}
 }
 
-func (e *gossipEvents) set(n *memberlist.Node) {
-	st := "alive"
-	switch n.State {
-	case memberlist.StateSuspect:
-		st = "suspect"
-	case memberlist.StateDead:
-		st = "dead"
-	case memberlist.StateLeft:
-		st = "left"
-	}
+func (e *gossipEvents) set(n *memberlist.Node, st string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.state == nil {
@@ -59,9 +50,19 @@ func (e *gossipEvents) set(n *memberlist.Node) {
 	e.mu.state[n.Name] = meta.Member{Name: n.Name, Addr: n.Address(), State: st}
 }
 
-func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n) }
-func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { e.set(n) }
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.set(n) }
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n, "alive") }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { e.set(n, "alive") }
+
+// NotifyLeave records a member that left or was declared dead. NB: memberlist passes the
+// node with whatever State it had before (often still alive), so the event itself is
+// the signal; StateLeft, when set, tells a graceful leave from a failure.
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	st := "dead"
+	if n.State == memberlist.StateLeft {
+		st = "left"
+	}
+	e.set(n, st)
+}
 
 // gossipDelegate implements memberlist.Delegate; it only advertises node metadata.
 type gossipDelegate struct{ meta []byte }

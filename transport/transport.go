@@ -156,3 +156,9 @@ type Caller interface {
 
 // ErrUnreachable marks failures to reach a peer (dial, handshake, reset).
 var ErrUnreachable = errors.New("transport: peer unreachable")
+
+// ErrRefused marks a TLS handshake that one side refused: a certificate not signed by the
+// cluster CA, expired, or of the wrong role. It always comes together with ErrUnreachable,
+// and unlike other unreachable errors it is not worth retrying elsewhere: every node of
+// the cluster would refuse the same certificate.
+var ErrRefused = errors.New("transport: tls handshake refused")

@@ -31,5 +31,8 @@ func call(ctx context.Context, c transport.Caller, addr, method string, req, res
 
 // retryable reports whether another coordinator may succeed where one failed.
 func retryable(err error) bool {
+	if errors.Is(err, transport.ErrRefused) {
+		return false // every node would refuse the same certificate
+	}
 	return errors.Is(err, transport.ErrUnreachable) || transport.CodeOf(err) == transport.Unavailable
 }

@@ -298,14 +298,20 @@ type loopCaller struct {
 	inflight    atomic.Int32
 	maxInflight atomic.Int32
 	callBytes   []int
+	// rendezvous > 0 holds every call until that many are in flight at once (or a
+	// timeout passes), so concurrency is observable however the scheduler runs.
+	rendezvous int32
+	met        chan struct{}
+	metOnce    sync.Once
 }
 
 func (c *loopCaller) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
 	c.mu.Lock()
 	c.calls[addr]++
 	c.callBytes = append(c.callBytes, len(body))
+	down := c.unreachable[addr]
 	c.mu.Unlock()
-	if c.unreachable[addr] {
+	if down {
 		return nil, fmt.Errorf("loop: %s: %w", addr, transport.ErrUnreachable)
 	}
 	cur := c.inflight.Add(1)
@@ -316,7 +322,15 @@ func (c *loopCaller) Call(ctx context.Context, addr, method string, body []byte)
 			break
 		}
 	}
-	time.Sleep(2 * time.Millisecond) // hold the call so concurrency is observable
+	if c.rendezvous > 0 {
+		if cur >= c.rendezvous {
+			c.metOnce.Do(func() { close(c.met) })
+		}
+		select {
+		case <-c.met:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	reply, err := c.srv[addr].ServeRPC(ctx, transport.Peer{Principal: "host-a", Role: transport.RoleAgent}, method, body)
 	if err != nil {
 		// What a real transport delivers: only the code and the message.
@@ -328,7 +342,8 @@ func (c *loopCaller) Call(ctx context.Context, addr, method string, body []byte)
 func TestClientSplitsAndSpreadsBatches(t *testing.T) {
 	chunks := memstore.NewChunks()
 	srv := chunkrpc.NewServer(nil, chunks)
-	lc := &loopCaller{srv: map[string]transport.Handler{"a": srv, "b": srv, "c": srv}, calls: map[string]int{}}
+	lc := &loopCaller{srv: map[string]transport.Handler{"a": srv, "b": srv, "c": srv}, calls: map[string]int{},
+		rendezvous: 2, met: make(chan struct{})}
 	cl := chunkrpc.NewClient(lc, []string{"a", "b", "c"})
 	var batch []chunkstore.Chunk
 	for i := range 40 {
@@ -380,6 +395,7 @@ func TestClientFailsOver(t *testing.T) {
 		calls:       map[string]int{},
 	}
 	cl := chunkrpc.NewClient(lc, []string{"down", "busy", "good"})
+	chunkrpc.SetClock(cl, func() time.Time { return time.Unix(0, 0) }) // no probes
 	ctx := ctxT(t)
 	c := chunkstore.Chunk{ID: id(7), Data: []byte("data")}
 	// Whatever address the round-robin starts at, every call reaches "good".
@@ -414,6 +430,66 @@ func TestClientFailsOver(t *testing.T) {
 	cl.SetAddrs(nil)
 	if _, err := cl.Get(ctx, c.ID); !errors.Is(err, chunkstore.ErrUnavailable) {
 		t.Fatalf("no addrs: %v", err)
+	}
+}
+
+// TestClientTriesSuspectsLast: once a coordinator failed, the following calls go to the
+// others first, so a dead node costs one timeout, not one per call; a background probe
+// brings it back once it answers again.
+func TestClientTriesSuspectsLast(t *testing.T) {
+	chunks := memstore.NewChunks()
+	good := chunkrpc.NewServer(nil, chunks)
+	lc := &loopCaller{
+		srv:         map[string]transport.Handler{"down": good, "good": good, "good2": good},
+		unreachable: map[string]bool{"down": true},
+		calls:       map[string]int{},
+	}
+	var clock atomic.Int64
+	cl := chunkrpc.NewClient(lc, []string{"down", "good", "good2"})
+	chunkrpc.SetClock(cl, func() time.Time { return time.Unix(clock.Load(), 0) })
+	ctx := ctxT(t)
+	c := chunkstore.Chunk{ID: id(9), Data: []byte("data")}
+	calls := func(addr string) int {
+		lc.mu.Lock()
+		defer lc.mu.Unlock()
+		return lc.calls[addr]
+	}
+	for i := range 12 {
+		if err := cl.Put(ctx, []chunkstore.Chunk{c}); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	if n := calls("down"); n != 1 {
+		t.Fatalf("dead coordinator tried %d times in 12 calls, want once", n)
+	}
+	if calls("good") == 0 || calls("good2") == 0 {
+		t.Fatalf("calls not spread over the live coordinators: %v", lc.calls)
+	}
+
+	// The node comes back; once SuspectHold has passed, a call starts a probe, which
+	// clears the suspicion, and calls reach it again.
+	lc.mu.Lock()
+	lc.unreachable["down"] = false
+	lc.mu.Unlock()
+	clock.Add(int64(chunkrpc.SuspectHold/time.Second) + 1)
+	for calls("down") < 3 {
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("recovered coordinator not used again: %v calls", calls("down"))
+		}
+		if err := cl.Put(ctx, []chunkstore.Chunk{c}); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	}
+
+	// With every other address gone, a suspect is still tried.
+	lc.mu.Lock()
+	lc.unreachable["down"] = true
+	lc.mu.Unlock()
+	cl.SetAddrs([]string{"down"})
+	for range 2 {
+		if err := cl.Put(ctx, []chunkstore.Chunk{c}); !errors.Is(err, chunkstore.ErrUnavailable) {
+			t.Fatalf("only a dead coordinator: %v, want ErrUnavailable", err)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -14,24 +15,44 @@ import (
 	"github.com/cofferhq/coffer/transport"
 )
 
+// SuspectHold is how long a coordinator that failed to answer (unreachable or
+// unavailable) is left alone before a background probe checks it again.
+const SuspectHold = 3 * time.Second
+
+// probeTimeout bounds one background probe of a suspect coordinator.
+const probeTimeout = 15 * time.Second
+
 // Client is a chunkstore.Store on a set of coordinator nodes, through a transport.Caller.
 // Calls are spread round-robin over the addresses; a call that finds its node unreachable
-// or unavailable is retried on the next address, each address at most once. It is safe
-// for concurrent use.
+// or unavailable is retried on the next address, each address at most once.
+//
+// A coordinator that failed becomes suspect: calls try it only after every healthy
+// address has failed, and a background probe (an empty chunk.Has, at most one at a time
+// per address, every SuspectHold) clears it once it answers. So a dead node costs one
+// handshake timeout, not one per call. It is safe for concurrent use.
 type Client struct {
 	c    transport.Caller
+	now  func() time.Time
 	next atomic.Uint64
 	mu   struct {
 		sync.RWMutex
-		addrs []string
+		addrs   []string
+		suspect map[string]*suspect
 	}
+}
+
+// suspect is the health record of a coordinator that failed.
+type suspect struct {
+	retry   time.Time // when the next probe may start
+	probing bool
 }
 
 var _ chunkstore.Store = (*Client)(nil)
 
 // NewClient returns a Store on the coordinators at addrs (copied).
 func NewClient(c transport.Caller, addrs []string) *Client {
-	cl := &Client{c: c}
+	cl := &Client{c: c, now: time.Now}
+	cl.mu.suspect = map[string]*suspect{}
 	cl.SetAddrs(addrs)
 	return cl
 }
@@ -51,17 +72,85 @@ func (cl *Client) addrs() []string {
 	return cl.mu.addrs
 }
 
-// do runs one call, starting at the next address round-robin and moving on while the
-// failure is retryable.
+// order returns addrs rotated to start at the next round-robin position, with the
+// suspects moved to the end (in the same rotation). Suspects due for a probe get one.
+func (cl *Client) order(addrs []string) []string {
+	start := int(cl.next.Add(1) % uint64(len(addrs)))
+	out := make([]string, 0, len(addrs))
+	var late, due []string
+	cl.mu.RLock()
+	for i := range addrs {
+		a := addrs[(start+i)%len(addrs)]
+		if sp := cl.mu.suspect[a]; sp != nil {
+			late = append(late, a)
+			if !sp.probing {
+				due = append(due, a)
+			}
+		} else {
+			out = append(out, a)
+		}
+	}
+	cl.mu.RUnlock()
+	for _, a := range due {
+		cl.maybeProbe(a)
+	}
+	return append(out, late...)
+}
+
+// maybeProbe starts a background probe of suspect addr when one is due.
+func (cl *Client) maybeProbe(addr string) {
+	cl.mu.Lock()
+	sp := cl.mu.suspect[addr]
+	if sp == nil || sp.probing || cl.now().Before(sp.retry) {
+		cl.mu.Unlock()
+		return
+	}
+	sp.probing = true
+	cl.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		defer cancel()
+		var resp hasResp
+		err := call(ctx, cl.c, addr, MethodChunkHas, chunkHasReq{}, &resp)
+		cl.mark(addr, err != nil && retryable(err))
+	}()
+}
+
+// mark records the outcome of a call to addr: a retryable failure makes it suspect (or
+// keeps it so, with the next probe SuspectHold away); any answer clears that.
+func (cl *Client) mark(addr string, failed bool) {
+	if !failed {
+		cl.mu.RLock()
+		_, ok := cl.mu.suspect[addr]
+		cl.mu.RUnlock()
+		if !ok {
+			return
+		}
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if failed {
+		cl.mu.suspect[addr] = &suspect{retry: cl.now().Add(SuspectHold)}
+	} else {
+		delete(cl.mu.suspect, addr)
+	}
+}
+
+// do runs one call, starting at the next address round-robin (suspects last) and moving
+// on while the failure is retryable.
 func (cl *Client) do(ctx context.Context, addrs []string, method string, req, resp any) error {
 	if len(addrs) == 0 {
 		return fmt.Errorf("chunkrpc: %s: no coordinator addresses: %w", method, chunkstore.ErrUnavailable)
 	}
-	start := int(cl.next.Add(1) % uint64(len(addrs)))
 	var err error
-	for i := range addrs {
-		addr := addrs[(start+i)%len(addrs)]
-		if err = call(ctx, cl.c, addr, method, req, resp); err == nil || !retryable(err) || ctx.Err() != nil {
+	for _, addr := range cl.order(addrs) {
+		err = call(ctx, cl.c, addr, method, req, resp)
+		if ctx.Err() != nil {
+			return err
+		}
+		failed := err != nil && retryable(err)
+		cl.mark(addr, failed)
+		if !failed {
 			return err
 		}
 	}

@@ -36,7 +36,12 @@ func NewClient(c transport.Caller, addrs []string) *Client {
 	return &Client{c: c, addrs: append([]string(nil), addrs...)}
 }
 
+// retryable reports whether another meta server (or a later attempt) may succeed where
+// err failed. A refused TLS handshake is final: every server would refuse it.
 func retryable(err error) bool {
+	if errors.Is(err, transport.ErrRefused) {
+		return false
+	}
 	if errors.Is(err, transport.ErrUnreachable) {
 		return true
 	}

@@ -2,6 +2,7 @@ package quic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -85,7 +86,7 @@ func (e *Endpoint) dialConn(ctx context.Context, key dialKey) (*quicgo.Conn, err
 	}
 	conn, err := e.tr.Dial(ctx, uaddr, e.id.ClientTLS(key.alpn), e.qconf)
 	if err != nil {
-		return nil, fmt.Errorf("quic: dial %s (%s): %w: %w", key.addr, key.alpn, transport.ErrUnreachable, err)
+		return nil, fmt.Errorf("quic: dial %s (%s): %w: %w", key.addr, key.alpn, unreachable(err), err)
 	}
 	return conn, nil
 }
@@ -116,7 +117,27 @@ func (e *Endpoint) openStream(ctx context.Context, addr, alpn string) (*quicgo.S
 		}
 		e.forget(dialKey{addr, alpn}, c)
 		if fresh || attempt > 0 {
-			return nil, nil, fmt.Errorf("quic: open stream to %s: %w: %w", addr, transport.ErrUnreachable, err)
+			return nil, nil, fmt.Errorf("quic: open stream to %s: %w: %w", addr, unreachable(err), err)
 		}
 	}
+}
+
+// unreachable returns the sentinel for a connection-level failure err: an error matching
+// both transport.ErrRefused and transport.ErrUnreachable when the TLS handshake was
+// refused (a QUIC CRYPTO_ERROR from either side), else transport.ErrUnreachable.
+func unreachable(err error) error {
+	var te *quicgo.TransportError
+	if errors.As(err, &te) && te.ErrorCode.IsCryptoError() {
+		return refusedErr{}
+	}
+	return transport.ErrUnreachable
+}
+
+// refusedErr matches transport.ErrRefused and transport.ErrUnreachable.
+type refusedErr struct{}
+
+func (refusedErr) Error() string { return transport.ErrRefused.Error() }
+
+func (refusedErr) Is(target error) bool {
+	return target == transport.ErrRefused || target == transport.ErrUnreachable
 }

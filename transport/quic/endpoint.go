@@ -25,8 +25,12 @@ const (
 	DefaultMaxIncomingStreams = 1024
 	DefaultKeepAlive          = 10 * time.Second
 
-	maxIdleTimeout             = 30 * time.Second
-	handshakeTimeout           = 10 * time.Second
+	maxIdleTimeout = 30 * time.Second
+	// handshakeTimeout bounds a whole dial; the handshake idle timeout is half of it. A
+	// dead peer drops packets silently (Linux does not report ICMP on unconnected UDP
+	// sockets), so this is what a call to a dead node costs before failover: 3 s of
+	// silence still allows two retransmissions of the first flight.
+	handshakeTimeout           = 6 * time.Second
 	maxStreamReceiveWindow     = 16 << 20
 	maxConnectionReceiveWindow = 64 << 20
 	// requestReadTimeout bounds how long a server waits for a whole request frame.

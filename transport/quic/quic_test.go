@@ -167,8 +167,8 @@ func TestForeignClientRefused(t *testing.T) {
 	cli := c.endpoint(quic.Config{Identity: id})
 	for range 2 {
 		_, err = cli.Call(ctxT(t), srv.Addr(), "x.Echo", []byte("hi"))
-		if !errors.Is(err, transport.ErrUnreachable) {
-			t.Fatalf("got %v, want ErrUnreachable", err)
+		if !errors.Is(err, transport.ErrUnreachable) || !errors.Is(err, transport.ErrRefused) {
+			t.Fatalf("got %v, want ErrUnreachable and ErrRefused", err)
 		}
 	}
 	if n := called.Load(); n != 0 {

@@ -53,7 +53,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		if dead && !written && attempt == 0 {
 			continue
 		}
-		return nil, fmt.Errorf("quic: call %s on %s: %w: %w", method, addr, transport.ErrUnreachable, err)
+		return nil, fmt.Errorf("quic: call %s on %s: %w: %w", method, addr, unreachable(err), err)
 	}
 }
 

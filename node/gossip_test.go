@@ -1,0 +1,56 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/node/nodetest"
+)
+
+// TestGossipSeesStoppedNodes: a gracefully stopped node and a killed one are reported as
+// gone (left or dead) by every other node's gossip view within seconds, so reads stop
+// trying them. memberlist does not reliably tell the two apart, so either state counts.
+func TestGossipSeesStoppedNodes(t *testing.T) {
+	c := nodetest.New(t, nodetest.Opts{})
+	if err := c.Stop("chunk-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill("chunk-3"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	for _, n := range c.Nodes {
+		if n.ID() == "chunk-2" || n.ID() == "chunk-3" {
+			continue
+		}
+		waitMember(ctx, t, n, "chunk-2")
+		waitMember(ctx, t, n, "chunk-3")
+	}
+}
+
+// waitMember polls n's gossip view until member is left or dead, failing when ctx ends.
+func waitMember(ctx context.Context, t *testing.T, n *node.Node, member string) {
+	t.Helper()
+	for {
+		st, err := n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state := ""
+		for _, m := range st.Members {
+			if m.Name == member {
+				state = m.State
+			}
+		}
+		if state == "left" || state == "dead" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s still sees %s as %q: %v", n.ID(), member, state, st.Members)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
