@@ -195,7 +195,7 @@ func (r *reader) emit(ctx context.Context, c []byte, ext *[]tree.Extent) error {
 	return nil
 }
 
-var zeroPage [16 << 10]byte // read-only
+var zeroPage [16 << 10]byte // immutable: all zeros, only ever read
 
 func allZero(b []byte) bool {
 	if len(b) == 0 || b[0] != 0 || b[len(b)-1] != 0 {

@@ -26,7 +26,7 @@ type Profile struct {
 	M int `cbor:"m" json:"m"`
 }
 
-// DefaultProfile is 4+2.
+// DefaultProfile is 4+2. Immutable: never assigned; treat it as a constant.
 var DefaultProfile = Profile{K: 4, M: 2}
 
 // Node is one chunk-capable node in the map.

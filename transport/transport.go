@@ -34,6 +34,7 @@ const (
 	MissingChunks    Code = 13
 )
 
+// codeNames is immutable: indexed by Code, only ever read.
 var codeNames = [...]string{"ok", "not found", "exists", "corrupt", "locked", "not leader",
 	"unavailable", "invalid argument", "permission denied", "internal", "unauthenticated",
 	"unknown method", "wrong passphrase", "missing chunks"}

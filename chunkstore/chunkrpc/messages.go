@@ -36,7 +36,7 @@ const (
 
 // Sentinels maps chunkstore sentinels to wire codes. ErrClosed travels as Unavailable (a
 // closed store is, to a remote caller, an unavailable one) and comes back as
-// ErrUnavailable.
+// ErrUnavailable. Immutable: a fixed table, never modified.
 var Sentinels = transport.SentinelTable{
 	{Err: chunkstore.ErrNotFound, Code: transport.NotFound},
 	{Err: chunkstore.ErrCorrupt, Code: transport.Corrupt},

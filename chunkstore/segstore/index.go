@@ -19,6 +19,7 @@ const (
 	indexValueBase = 33 // fixed part of an index value, before the writer
 )
 
+// Immutable key constants (byte slices cannot be consts); never modified.
 var (
 	keyVersion    = []byte("m/version")    // uint32 index format version
 	keyCheckpoint = []byte("m/checkpoint") // segment(4) offset(8): indexed through here

@@ -27,6 +27,7 @@ const (
 	maxWriterLen = 1<<16 - 1
 )
 
+// castagnoli is the CRC32C table. Immutable once built.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // errBadRecord marks bytes that do not decode as a valid record: a torn write or

@@ -192,6 +192,7 @@ func (c Codec) Decode(b []byte) (Command, error) {
 	return Command{Time: env.Time, Body: body}, nil
 }
 
+// defaultCodec is built once on first use and immutable after.
 var defaultCodec = sync.OnceValue(NewCodec)
 
 // Encode encodes cmd with the metadata codec (see Codec.Encode).

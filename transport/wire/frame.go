@@ -29,6 +29,7 @@ const (
 	readChunk = 1 << 20
 )
 
+// magic opens every frame. Immutable: only ever read.
 var magic = [2]byte{'C', 'F'}
 
 // ErrFrame marks malformed frames: truncated, garbage, oversize or of an unknown version.
