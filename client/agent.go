@@ -54,6 +54,10 @@ type Config struct {
 	Argon2 crypt.Argon2Params
 	// Rand is the randomness for keys, salts and snapshot IDs; default crypto/rand.Reader.
 	Rand io.Reader
+	// CacheDir is the local agent cache (see cache.go): the trees of each backup set's
+	// last snapshot, so that a backup need not download its parent's trees. Empty means
+	// no cache. cmd/coffer uses os.UserCacheDir()/coffer.
+	CacheDir string
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -37,6 +37,14 @@ type BackupOptions struct {
 	Paths    []string // files or directories; made absolute and cleaned
 	Tags     []string
 	Progress func(Progress) // optional; called from one goroutine, never concurrently
+	// Parent names the snapshot to compare against (a reference FindSnapshot accepts).
+	// Empty means the latest snapshot of this host with the same paths.
+	Parent string
+	// Force reads every file, even those whose metadata equals the parent's entry.
+	Force bool
+	// OnOpen, when set, is called (from any worker goroutine, concurrently) before a
+	// file's content is opened for reading. Unchanged files are never opened.
+	OnOpen func(path string)
 }
 
 // Skipped is a path left out of a snapshot, with the reason.
@@ -88,16 +96,18 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		paths[i] = r.abs
 	}
 	slices.Sort(paths)
-	parent, err := a.findParent(ctx, paths)
+	parent, err := a.resolveParent(ctx, opts.Parent, paths)
 	if err != nil {
 		return BackupResult{}, err
 	}
 
-	b := &backup{a: a, refs: make(map[chunk.ID]struct{})}
+	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{})}
 	b.links = make(map[inodeKey]*linkGroup)
+	b.cache = a.openTreeCache(paths)
+	b.cache.checkParent(parent)
 	var parentTree *tree.Tree
 	if parent != nil {
-		if parentTree, err = a.loadTree(ctx, parent.Tree); err != nil {
+		if parentTree, err = b.loadTree(ctx, parent.Tree); err != nil {
 			a.cfg.Logger.Warn("parent snapshot tree unreadable; counting every file as new", "parent", parent.ID.Str(), "err", err)
 			parentTree, parent = nil, nil
 		}
@@ -177,9 +187,23 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", snapID.Str(), err)
 	}
+	b.cache.commit(committed, b.treeIDs)
 	a.cfg.Logger.Info("backup committed", "snapshot", snapID.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
 		"bytes_added", stats.BytesAdded, "chunks_added", stats.ChunksAdded, "skipped", stats.Skipped)
 	return BackupResult{Snapshot: committed, Skipped: b.skipped}, nil
+}
+
+// resolveParent returns the snapshot named by ref, or with ref empty the latest one of
+// this host with the same paths, or nil when there is none.
+func (a *Agent) resolveParent(ctx context.Context, ref string, paths []string) (*meta.Snapshot, error) {
+	if ref == "" {
+		return a.findParent(ctx, paths)
+	}
+	s, err := a.FindSnapshot(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("client: backup: parent: %w", err)
+	}
+	return &s, nil
 }
 
 // findParent returns the latest snapshot of this host with the same paths, or nil.
@@ -249,8 +273,10 @@ func resolveRoots(args []string) ([]root, error) {
 
 // backup is the state of one Backup call.
 type backup struct {
-	a  *Agent
-	up *upload.Uploader
+	a     *Agent
+	opts  BackupOptions
+	up    *upload.Uploader
+	cache *treeCache // nil: no local cache
 
 	files, dirs, bytes                      atomic.Int64
 	filesNew, filesChanged, filesUnmodified atomic.Int64
@@ -261,10 +287,11 @@ type backup struct {
 	// links is used by the walker goroutine only; each group has its own lock.
 	links map[inodeKey]*linkGroup
 
-	mu      sync.Mutex // guards refs, skipped and rootID
+	mu      sync.Mutex // guards refs, skipped, rootID and treeIDs
 	refs    map[chunk.ID]struct{}
 	skipped []Skipped
 	rootID  chunk.ID
+	treeIDs []chunk.ID // every tree of the new snapshot, for the local cache
 }
 
 type inodeKey struct{ dev, ino uint64 }
@@ -439,7 +466,7 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		b.current.Store(&cur)
 		child := &dirState{path: path, parent: d, idx: i}
 		if prev != nil && prev.Type == tree.TypeDir && prev.Subtree != nil {
-			t, err := b.a.loadTree(ctx, *prev.Subtree)
+			t, err := b.loadTree(ctx, *prev.Subtree)
 			if err != nil {
 				b.a.cfg.Logger.Warn("parent snapshot tree unreadable", "path", path, "err", err)
 			} else {
@@ -463,6 +490,19 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		b.files.Add(1)
 		if fi.Size() == 0 {
 			b.classify(&d.nodes[i], prev)
+			return nil
+		}
+		if !b.opts.Force && unchanged(&n, fi.Size(), prev) {
+			// The parent's chunk list stands for the content; the file is not opened.
+			d.nodes[i].Content, d.nodes[i].Size = prev.Content, prev.Size
+			b.filesUnmodified.Add(1)
+			b.bytes.Add(prev.Size)
+			if n.Links > 1 {
+				key := inodeKey{n.DeviceID, n.Inode}
+				if _, ok := b.links[key]; !ok {
+					b.links[key] = &linkGroup{done: true, content: prev.Content, size: prev.Size}
+				}
+			}
 			return nil
 		}
 		var link *linkGroup
@@ -498,6 +538,16 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		}
 	}
 	return nil
+}
+
+// unchanged reports whether the file n (of size size, as listed now) has the same size,
+// modification time, change time, inode and mode as the parent snapshot's entry prev,
+// so that prev's chunk list can stand for its content. Device IDs are not compared: they
+// change across reboots and file system snapshots.
+func unchanged(n *tree.Node, size int64, prev *tree.Node) bool {
+	return prev != nil && prev.Type == tree.TypeFile && n.Type == tree.TypeFile &&
+		size == prev.Size && n.ModTime == prev.ModTime && n.ChangeTime == prev.ChangeTime &&
+		n.Inode == prev.Inode && n.Mode == prev.Mode
 }
 
 // classify counts a file as new, changed or unmodified against the parent snapshot.
@@ -582,6 +632,10 @@ func (b *backup) release(ctx context.Context, d *dirState) error {
 		return &fatalError{fmt.Errorf("directory %s: %w", displayDir(d), err)}
 	}
 	id := b.a.keys.ChunkID(enc)
+	b.cache.putPlain(id, enc)
+	b.mu.Lock()
+	b.treeIDs = append(b.treeIDs, id)
+	b.mu.Unlock()
 	if err := b.up.Add(ctx, id, enc); err != nil {
 		return &fatalError{err}
 	}

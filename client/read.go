@@ -47,6 +47,9 @@ func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, e
 	if hook := r.b.a.beforeRead; hook != nil {
 		hook(path)
 	}
+	if hook := r.b.opts.OnOpen; hook != nil {
+		hook(path)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
 	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
 		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)

@@ -16,8 +16,11 @@ func backupSpec() *cmdSpec {
 		args:  "PATH...",
 		short: "back up files and directories into a new snapshot",
 		long: `Walks each PATH, reads only files that changed since this host's last snapshot
-of the same paths, stores new chunks (deduplicated, compressed, encrypted) and
-commits one snapshot. Each PATH appears in the snapshot under its base name:
+of the same paths (or --parent SNAP), stores new chunks (deduplicated,
+compressed, encrypted) and commits one snapshot. A file whose size, mtime,
+ctime, inode and mode are unchanged is not opened; --force reads everything.
+The parent's trees are kept in a local cache (--cache-dir) so they need not be
+downloaded. Each PATH appears in the snapshot under its base name:
 backing up /usr/local/go/src gives /src/... in ls and restore.
 
 On a terminal, a progress line is drawn on stderr. The summary names the
@@ -39,11 +42,37 @@ bytes_processed, bytes_added, chunks_added, duration_s, skipped [{path, error}].
 
 // backupCmd creates a snapshot of PATHs.
 type backupCmd struct {
-	tags stringList
+	tags     stringList
+	parent   string
+	force    bool
+	cacheDir string
+	noCache  bool
 }
 
 func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.Var(&c.tags, "tag", "add tag `T` to the snapshot (repeatable)")
+	fs.StringVar(&c.parent, "parent", "", "compare with snapshot `SNAP` (default: this host's latest of the same paths)")
+	fs.BoolVar(&c.force, "force", false, "read every file, even those whose metadata is unchanged")
+	fs.StringVar(&c.cacheDir, "cache-dir", "", "local cache directory `DIR` (env "+envCacheDir+"; default the user cache dir + /coffer)")
+	fs.BoolVar(&c.noCache, "no-cache", false, "use no local cache: download the parent's trees from the cluster")
+}
+
+// cacheDir resolves the local agent cache: --no-cache, --cache-dir, COFFER_CACHE_DIR,
+// then $XDG_CACHE_HOME/coffer or $HOME/.cache/coffer; "" means no cache.
+func (c *backupCmd) resolveCacheDir(a *app) string {
+	switch {
+	case c.noCache:
+		return ""
+	case c.cacheDir != "":
+		return c.cacheDir
+	case a.getenv(envCacheDir) != "":
+		return a.getenv(envCacheDir)
+	case a.getenv("XDG_CACHE_HOME") != "":
+		return filepath.Join(a.getenv("XDG_CACHE_HOME"), "coffer")
+	case a.getenv("HOME") != "":
+		return filepath.Join(a.getenv("HOME"), ".cache", "coffer")
+	}
+	return ""
 }
 
 func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
@@ -62,7 +91,8 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		paths[i] = abs
 	}
-	s, ag, err := openAgent(ctx, a)
+	cacheDir := c.resolveCacheDir(a)
+	s, ag, err := openAgent(ctx, a, func(cfg *client.Config) { cfg.CacheDir = cacheDir })
 	if err != nil {
 		return err
 	}
@@ -71,7 +101,8 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 
 	prog := newProgress(a)
 	start := a.now()
-	res, err := ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: prog.callback()})
+	res, err := ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: prog.callback(),
+		Parent: c.parent, Force: c.force})
 	prog.done()
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)

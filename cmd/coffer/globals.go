@@ -14,6 +14,7 @@ import (
 const (
 	envConfig     = "COFFER_CONFIG"
 	envPassphrase = "COFFER_PASSPHRASE"
+	envCacheDir   = "COFFER_CACHE_DIR"
 )
 
 // defaultConfigFile is used when neither --config nor COFFER_CONFIG is set and the file

@@ -143,9 +143,9 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(newCLIHandler(a.stderr, level))
 }
 
-// openAgent connects and opens the vault with its passphrase. The caller closes both
-// the agent and the session.
-func openAgent(ctx context.Context, a *app) (*session, *client.Agent, error) {
+// openAgent connects and opens the vault with its passphrase; each of opts may adjust
+// the agent's configuration first. The caller closes both the agent and the session.
+func openAgent(ctx context.Context, a *app, opts ...func(*client.Config)) (*session, *client.Agent, error) {
 	s, err := connect(ctx, a)
 	if err != nil {
 		return nil, nil, err
@@ -158,6 +158,9 @@ func openAgent(ctx context.Context, a *app) (*session, *client.Agent, error) {
 	if err != nil {
 		s.Close()
 		return nil, nil, err
+	}
+	for _, o := range opts {
+		o(&s.agent)
 	}
 	ag, err := client.Open(ctx, s.agent, s.vault, pass)
 	clear(pass)
