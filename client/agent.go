@@ -43,9 +43,13 @@ type Config struct {
 	Chunks chunkstore.Store // required
 	Host   string           // recorded in snapshots; default os.Hostname()
 	Logger *slog.Logger     // default: discard
-	// Workers is the number of parallel chunking, sealing and fetching goroutines.
+	// Workers is the number of parallel chunking and sealing goroutines.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int
+	// Fetches is how many chunk reads a restore keeps in flight. Reads are bound by
+	// round trips (agent → coordinator → k shard nodes), not by CPU, so it is larger
+	// than Workers. Default max(16, 4*Workers).
+	Fetches int
 	// Now is the clock (cmd passes time.Now). Required: this package never reads the
 	// wall clock itself.
 	Now func() time.Time
@@ -70,6 +74,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: config: no clock (Now)", ErrInvalid)
 	case c.Workers < 0:
 		return c, fmt.Errorf("%w: config: negative workers %d", ErrInvalid, c.Workers)
+	case c.Fetches < 0:
+		return c, fmt.Errorf("%w: config: negative fetches %d", ErrInvalid, c.Fetches)
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()
@@ -83,6 +89,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Workers == 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.Fetches == 0 {
+		c.Fetches = max(16, 4*c.Workers)
 	}
 	if c.Argon2 == (crypt.Argon2Params{}) {
 		c.Argon2 = crypt.DefaultArgon2Params()

@@ -89,8 +89,8 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 		})
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	jobs := make(chan chunkJob, 4*a.cfg.Workers)
-	for range max(2, a.cfg.Workers) {
+	jobs := make(chan chunkJob, 2*a.cfg.Fetches)
+	for range a.cfg.Fetches {
 		g.Go(func() error { return r.fetchLoop(gctx, jobs) })
 	}
 	g.Go(func() error {
