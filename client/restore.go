@@ -77,7 +77,8 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 		return RestoreResult{}, err
 	}
 
-	r := &restorer{a: a, includes: includes, links: make(map[inodeKey]string), root: os.Geteuid() == 0}
+	r := &restorer{a: a, includes: includes, links: make(map[inodeKey]string), root: os.Geteuid() == 0,
+		trees: newTreePrefetch(a, a.cfg.Fetches/2)}
 	stop := func() {}
 	if opts.Progress != nil {
 		stop = runProgress(opts.Progress, func() Progress {
@@ -98,6 +99,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 		return r.restoreTree(gctx, snap.Tree, target, "", jobs)
 	})
 	err = g.Wait()
+	r.trees.wait()
 	if err == nil {
 		// Directory metadata last, deepest first, so that children's creation does not
 		// disturb modification times and read-only directories do not block writes.
@@ -156,6 +158,8 @@ type restorer struct {
 	files, dirs, bytes atomic.Int64
 	current            atomic.Pointer[string]
 
+	trees *treePrefetch
+
 	// Used by the tree walker goroutine only.
 	links   map[inodeKey]string
 	dirList []restoredDir
@@ -200,9 +204,16 @@ func (r *restorer) selected(p string) (wanted, along bool) {
 }
 
 func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir string, jobs chan<- chunkJob) error {
-	t, err := r.a.loadTree(ctx, id)
+	t, err := r.trees.get(ctx, id)
 	if err != nil {
 		return err
+	}
+	for i := range t.Nodes {
+		if n := &t.Nodes[i]; n.Type == tree.TypeDir && n.Subtree != nil {
+			if wanted, along := r.selected(snapDir + "/" + n.Name); wanted || along {
+				r.trees.start(ctx, *n.Subtree)
+			}
+		}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
