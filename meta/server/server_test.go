@@ -312,3 +312,31 @@ func TestAddVoter(t *testing.T) {
 		t.Fatalf("promoted voter lacks earlier state: %v", err)
 	}
 }
+
+// TestLeaderReportsFollowerReachability: the leader's RaftStatus marks a follower
+// reachable exactly when it answers PeerApplied.
+func TestLeaderReportsFollowerReachability(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := ctxT(t)
+	li := c.leader()
+	down := addrOf((li + 1) % 3)
+	l := c.srv[li]
+	l.cfg.PeerApplied = func(ctx context.Context, id, addr string) (uint64, error) {
+		if addr == down {
+			return 0, errors.New("no answer")
+		}
+		return 1, nil
+	}
+	rs, err := l.RaftStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Servers) != 3 {
+		t.Fatalf("servers %+v", rs.Servers)
+	}
+	for _, s := range rs.Servers {
+		if want := s.Addr != down; s.Reachable != want {
+			t.Errorf("server %s reachable=%v, want %v", s.ID, s.Reachable, want)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -200,8 +202,9 @@ func (s *Server) SetClusterMap(ctx context.Context, m placement.Map) error {
 	return err
 }
 
-// RaftStatus reports this server's view of the group. Reachable is known only for this
-// server and the leader it hears from.
+// RaftStatus reports this server's view of the group. On the leader, Reachable comes
+// from asking every other server for its status (PeerApplied, 1 s each, in parallel); a
+// follower knows only itself and the leader it hears from.
 func (s *Server) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 	addr, id := s.raft.LeaderWithID()
 	st := s.raft.Stats()
@@ -214,13 +217,28 @@ func (s *Server) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 	if err := f.Error(); err != nil {
 		return rs, fmt.Errorf("server: raft status: %w", s.raftErr(err))
 	}
-	for _, srv := range f.Configuration().Servers {
+	probe := s.raft.State() == raft.Leader && s.cfg.PeerApplied != nil
+	var wg sync.WaitGroup
+	servers := f.Configuration().Servers
+	rs.Servers = make([]meta.Server, 0, len(servers)) // NB: no reallocation; probes hold pointers
+	for _, srv := range servers {
 		isLeader := srv.ID == id
 		rs.Servers = append(rs.Servers, meta.Server{
 			ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter,
 			Leader: isLeader, Reachable: isLeader || string(srv.ID) == s.cfg.ID,
 		})
+		if m := &rs.Servers[len(rs.Servers)-1]; probe && !m.Reachable {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pctx, cancel := context.WithTimeout(ctx, time.Second)
+				defer cancel()
+				_, err := s.cfg.PeerApplied(pctx, m.ID, m.Addr)
+				m.Reachable = err == nil
+			}()
+		}
 	}
+	wg.Wait()
 	return rs, nil
 }
 
