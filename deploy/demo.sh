@@ -64,13 +64,21 @@ diff "$WORK/src.lst" "$WORK/dst.lst"
 FILES=$(grep -c '^f ' "$WORK/src.lst")
 echo "verified: $FILES files, directories, symlinks, modes and mtimes identical"
 
-say "second backup of the same tree (dedup)"
-PROCESSED=$(json_field "$WORK/backup2.json" bytes_processed)
-ADDED=$(json_field "$WORK/backup2.json" bytes_added)
+say "dedup and throughput"
+"$COFFER" snapshots --json >"$WORK/snaps.json"
+# bytes_processed / bytes_added of each snapshot, in commit order.
+PROC=$(grep -o '"bytes_processed": *[0-9]*' "$WORK/snaps.json" | grep -o '[0-9]*$' | tr '\n' ' ')
+ADDS=$(grep -o '"bytes_added": *[0-9]*' "$WORK/snaps.json" | grep -o '[0-9]*$' | tr '\n' ' ')
 DUR=$(json_field "$WORK/backup2.json" duration_s)
-awk -v p="$PROCESSED" -v a="$ADDED" -v d="$DUR" 'BEGIN {
-  printf "processed %.1f MiB, added %.1f KiB, dedup ratio %.0fx, %.1f MB/s\n",
-    p/1048576, a/1024, (a > 0 ? p/a : p), (d > 0 ? p/d/1e6 : 0) }'
+awk -v p="$PROC" -v a="$ADDS" -v d="$DUR" 'BEGIN {
+  n = split(p, P, " "); split(a, A, " "); tp = 0; ta = 0
+  for (i = 1; i <= n; i++) { tp += P[i]; ta += A[i] }
+  printf "first backup:  processed %.1f MiB, stored %.1f MiB (dedup+compression %.2fx)\n",
+    P[1]/1048576, A[1]/1048576, (A[1] > 0 ? P[1]/A[1] : 0)
+  printf "second backup: processed %.1f MiB, stored %.1f KiB, %.1f MB/s\n",
+    P[2]/1048576, A[2]/1024, (d > 0 ? P[2]/d/1e6 : 0)
+  printf "both backups:  %.1f MiB of source kept in %.1f MiB (%.2fx before erasure coding)\n",
+    tp/1048576, ta/1048576, (ta > 0 ? tp/ta : 0) }'
 
 say "coffer admin status"
 "$COFFER" admin status
