@@ -57,6 +57,11 @@ type Skipped struct {
 type BackupResult struct {
 	Snapshot meta.Snapshot
 	Skipped  []Skipped
+	// BytesRead counts the bytes read from the sources (unchanged files and blocks that
+	// were not read, and holes, are not counted).
+	BytesRead int64
+	// Blocks is filled by BackupBlock.
+	Blocks BlockStats
 }
 
 // Status values of SnapshotStats.Status.
@@ -120,6 +125,27 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		return BackupResult{}, err
 	}
 
+	res, err := b.commit(ctx, commitInfo{id: snapID, start: start, paths: paths, tags: opts.Tags, root: rootID, parent: parent}, upStats, stopProgress)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	return res, nil
+}
+
+// commitInfo is what commit needs besides the backup's own state.
+type commitInfo struct {
+	id     meta.SnapshotID
+	start  time.Time
+	paths  []string
+	tags   []string
+	root   chunk.ID
+	parent *meta.Snapshot
+}
+
+// commit stores the reference list of b.refs, commits the snapshot and updates the local
+// cache. stopProgress is called once the last upload is done.
+func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats, stopProgress func()) (BackupResult, error) {
+	a := b.a
 	// Reference list: every data and tree chunk the snapshot needs.
 	ids := make([]chunk.ID, 0, len(b.refs))
 	for id := range b.refs {
@@ -161,7 +187,7 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		BytesProcessed:  b.bytes.Load(),
 		BytesAdded:      upStats.BytesAdded,
 		ChunksAdded:     upStats.ChunksAdded,
-		DurationS:       a.cfg.Now().Sub(start).Seconds(),
+		DurationS:       a.cfg.Now().Sub(ci.start).Seconds(),
 		Status:          StatusCompleted,
 		Skipped:         int64(len(b.skipped)),
 	}
@@ -169,28 +195,28 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		stats.Status = StatusPartiallyFailed
 	}
 	snap := meta.Snapshot{
-		ID:    snapID,
+		ID:    ci.id,
 		Vault: a.vault.ID,
-		Start: start,
+		Start: ci.start,
 		Host:  a.cfg.Host,
-		Paths: paths,
-		Tags:  slices.Clone(opts.Tags),
-		Tree:  rootID,
+		Paths: ci.paths,
+		Tags:  slices.Clone(ci.tags),
+		Tree:  ci.root,
 		Refs:  refIDs,
 		Stats: stats,
 	}
-	if parent != nil {
-		p := parent.ID
+	if ci.parent != nil {
+		p := ci.parent.ID
 		snap.Parent = &p
 	}
 	committed, err := a.cfg.Meta.CommitSnapshot(ctx, snap)
 	if err != nil {
-		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", snapID.Str(), err)
+		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", ci.id.Str(), err)
 	}
 	b.cache.commit(committed, b.treeIDs)
-	a.cfg.Logger.Info("backup committed", "snapshot", snapID.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
+	a.cfg.Logger.Info("backup committed", "snapshot", ci.id.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
 		"bytes_added", stats.BytesAdded, "chunks_added", stats.ChunksAdded, "skipped", stats.Skipped)
-	return BackupResult{Snapshot: committed, Skipped: b.skipped}, nil
+	return BackupResult{Snapshot: committed, Skipped: b.skipped, BytesRead: b.bytesRead.Load()}, nil
 }
 
 // resolveParent returns the snapshot named by ref, or with ref empty the latest one of
@@ -281,6 +307,7 @@ type backup struct {
 	files, dirs, bytes                      atomic.Int64
 	filesNew, filesChanged, filesUnmodified atomic.Int64
 	bytesAdded                              atomic.Int64 // final figure, set at the end
+	bytesRead                               atomic.Int64
 	upPtr                                   atomic.Pointer[upload.Uploader]
 	current                                 atomic.Pointer[string]
 

@@ -148,6 +148,7 @@ func (r *reader) chunkRange(ctx context.Context, f *os.File, start, end int64, e
 			want := min(int64(len(buf)-filled), end-off)
 			if want > 0 {
 				n, err := f.ReadAt(buf[filled:filled+int(want)], off)
+				r.b.bytesRead.Add(int64(n))
 				filled += n
 				off += int64(n)
 				if err == io.EOF {

@@ -16,8 +16,9 @@ const (
 	// eats most of any gain).
 	minCompressSize = 64
 	// sampleSize: inputs of at least 2*sampleSize first compress only their first
-	// sampleSize bytes; if that sample does not shrink to sampleKeep/sampleDen of its size
-	// the whole input is stored uncompressed without trying.
+	// sampleSize bytes, then their last; if neither sample shrinks to sampleKeep/sampleDen
+	// of its size the whole input is stored uncompressed without trying. (The second
+	// sample catches fixed-size blocks of disk images whose data ends in zeros.)
 	sampleSize = 32 << 10
 	sampleKeep = 31
 	sampleDen  = 32
@@ -71,7 +72,10 @@ func (c *compressor) compress(space, plain []byte) []byte {
 	if len(plain) >= 2*sampleSize {
 		s := c.enc.EncodeAll(plain[:sampleSize], space[:0])
 		if len(s)*sampleDen > sampleSize*sampleKeep {
-			return nil
+			s = c.enc.EncodeAll(plain[len(plain)-sampleSize:], space[:0])
+			if len(s)*sampleDen > sampleSize*sampleKeep {
+				return nil
+			}
 		}
 	}
 	z := c.enc.EncodeAll(plain, space[:0])

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -59,7 +60,8 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		{"text 1MiB", textBytes(4, 1<<20), true},
 		{"random 1MiB", randomBytes(5, 1<<20), false},
 		{"zeros 1MiB", make([]byte, 1<<20), true},
-		{"random head then zeros", append(randomBytes(6, 2*sampleSize), make([]byte, 1<<20)...), false},
+		{"random head then zeros", append(randomBytes(6, 2*sampleSize), make([]byte, 1<<20)...), true},
+		{"random head and tail, zeros between", slices.Concat(randomBytes(6, 2*sampleSize), make([]byte, 1<<20), randomBytes(7, sampleSize)), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -74,6 +74,10 @@ type Node struct {
 	LinkTarget string    `cbor:"13,keyasint,omitempty"` // symlinks
 	Content    []Extent  `cbor:"14,keyasint,omitempty"` // files
 	Subtree    *chunk.ID `cbor:"15,keyasint,omitempty"` // dirs: the subdirectory's tree chunk
+	// BlockSize, for a file captured as a block image (coffer backup --block), is the
+	// fixed block size of its content: every data extent covers one aligned block (the
+	// last may be shorter), hole extents cover whole blocks. Zero for ordinary files.
+	BlockSize uint32 `cbor:"16,keyasint,omitempty"`
 }
 
 // FileMode returns Mode as an fs.FileMode.
@@ -206,6 +210,9 @@ func validateNode(n *Node) error {
 	}
 	if n.Type != TypeFile && len(n.Content) > 0 {
 		return fmt.Errorf("%s has content", n.Type)
+	}
+	if n.Type != TypeFile && n.BlockSize != 0 {
+		return fmt.Errorf("%s has a block size", n.Type)
 	}
 	if (n.Type == TypeDir) != (n.Subtree != nil) {
 		return errors.New("only directories, and all of them, have a subtree")
