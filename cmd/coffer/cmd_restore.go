@@ -20,6 +20,11 @@ against its ID; a restore either writes the exact bytes that were backed up or
 fails. --include (repeatable) restores only the named snapshot paths and
 everything below them.
 
+--image FILE writes one file of the snapshot, typically the image of a
+"backup --block", to FILE: a new file (sparse where the image has holes or
+zeros) or an existing block device at least as large (holes written as
+zeros). A snapshot with several entries needs --include naming the file.
+
 SNAP is a full snapshot ID, a unique prefix of it
 (at least 4 hex digits), or "latest".
 
@@ -27,6 +32,7 @@ With --json one summary object is printed: message_type "summary",
 snapshot_id, target, files, dirs, bytes, duration_s.`,
 		examples: []string{
 			"coffer restore latest --target /tmp/restore",
+			"coffer restore --image /tmp/disk.img latest",
 			"coffer restore 1a2b3c4d --target /srv/restore --include /etc --include /home/alice",
 		},
 		new: func() command { return &restoreCmd{} },
@@ -37,19 +43,25 @@ snapshot_id, target, files, dirs, bytes, duration_s.`,
 type restoreCmd struct {
 	target  string
 	include stringList
+	image   string
 }
 
 func (c *restoreCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "restore into directory `DIR` (required; must not exist or be empty)")
 	fs.Var(&c.include, "include", "restore only snapshot path `PATH` and what is below it (repeatable)")
+	fs.StringVar(&c.image, "image", "", "write the snapshot's image (a --block backup, or the one --include file) to new file or block device `FILE`")
 }
 
 func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) != 1 {
 		return usagef(restoreSpec(), "restore needs exactly one SNAP, got %d arguments", len(args))
 	}
-	if c.target == "" {
-		return usagef(restoreSpec(), "restore needs --target DIR")
+	if c.image != "" {
+		if c.target != "" || len(c.include) > 1 {
+			return usagef(restoreSpec(), "--image takes no --target and at most one --include (the file to write)")
+		}
+	} else if c.target == "" {
+		return usagef(restoreSpec(), "restore needs --target DIR (or --image FILE)")
 	}
 	s, ag, err := openAgent(ctx, a)
 	if err != nil {
@@ -62,7 +74,18 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	prog := newProgress(a)
-	res, err := ag.Restore(ctx, snap, client.RestoreOptions{Target: c.target, Include: c.include, Progress: prog.callback()})
+	var res client.RestoreResult
+	target := c.target
+	if c.image != "" {
+		target = c.image
+		var path string
+		if len(c.include) == 1 {
+			path = c.include[0]
+		}
+		res, err = ag.RestoreImage(ctx, snap, client.ImageRestoreOptions{Path: path, Target: c.image})
+	} else {
+		res, err = ag.Restore(ctx, snap, client.RestoreOptions{Target: c.target, Include: c.include, Progress: prog.callback()})
+	}
 	prog.done()
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", snap.ID.Str(), err)
@@ -70,7 +93,7 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	sum := restoreSummary{
 		MessageType: "summary",
 		SnapshotID:  snap.ID.String(),
-		Target:      c.target,
+		Target:      target,
 		Files:       res.Files,
 		Dirs:        res.Dirs,
 		Bytes:       res.Bytes,

@@ -35,7 +35,20 @@ type backupSummary struct {
 	BytesAdded      int64         `json:"bytes_added"`
 	ChunksAdded     int64         `json:"chunks_added"`
 	DurationS       float64       `json:"duration_s"`
-	Skipped         []skippedJSON `json:"skipped"` // never null
+	BytesRead       int64         `json:"bytes_read"`       // read from the sources
+	Skipped         []skippedJSON `json:"skipped"`          // never null
+	Blocks          *blocksJSON   `json:"blocks,omitempty"` // backup --block only
+}
+
+// blocksJSON is the block figures of a block backup.
+type blocksJSON struct {
+	Size      int64 `json:"size"`
+	BlockSize int   `json:"block_size"`
+	Total     int64 `json:"total"`
+	Holes     int64 `json:"holes"`
+	Read      int64 `json:"read"`
+	Changed   int64 `json:"changed"`
+	Reused    int64 `json:"reused"`
 }
 
 // skippedJSON is one file a backup could not read.
@@ -66,7 +79,12 @@ func newBackupSummary(r client.BackupResult, elapsed time.Duration) backupSummar
 		BytesAdded:      st.BytesAdded,
 		ChunksAdded:     st.ChunksAdded,
 		DurationS:       st.DurationS,
+		BytesRead:       r.BytesRead,
 		Skipped:         make([]skippedJSON, 0, len(r.Skipped)),
+	}
+	if b := r.Blocks; b.BlockSize != 0 {
+		s.Blocks = &blocksJSON{Size: b.Size, BlockSize: b.BlockSize, Total: b.Total, Holes: b.Holes,
+			Read: b.Read, Changed: b.Changed, Reused: b.Reused}
 	}
 	for _, sk := range r.Skipped {
 		s.Skipped = append(s.Skipped, skippedJSON{Path: sk.Path, Error: sk.Err})

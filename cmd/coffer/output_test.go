@@ -82,6 +82,7 @@ func TestBackupSummaryJSON(t *testing.T) {
 		"bytes_added":      float64(1 << 20),
 		"chunks_added":     7.0,
 		"duration_s":       2.5, // the snapshot's own duration wins over the CLI's clock
+		"bytes_read":       0.0,
 		"skipped":          []any{map[string]any{"path": "/etc/shadow", "error": "permission denied"}},
 	}
 	if !reflect.DeepEqual(m, want) {
