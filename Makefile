@@ -6,7 +6,7 @@ BIN     ?= bin
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short vet lint bench demo clean
+.PHONY: all build test test-short vet lint bench bench-suite bench-quick demo clean
 
 all: build
 
@@ -25,7 +25,15 @@ test-short:
 
 # Stage micro-benchmarks (benchstat-readable output).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2x -count 1 ./chunkstore/... ./client/... ./placement/... ./transport/... | tee $(BIN)/bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime 2x -count 1 ./bench/... ./chunkstore/... ./client/... ./placement/... ./transport/... | tee $(BIN)/bench.txt
+
+# The whole suite (stages, dev cluster end to end, restic and borg): docs/benchmarks.md.
+BENCH_DATA ?= $(HOME)/.cache/coffer-bench
+bench-quick: build
+	$(BIN)/coffer bench --quick --data $(BENCH_DATA) --out $(BIN)/bench-quick.json
+
+bench-suite: build
+	$(BIN)/coffer bench --data $(BENCH_DATA) --out $(BIN)/bench-suite.json
 
 # Build, start the dev cluster, back up the Go toolchain's src, restore, verify, print stats.
 demo: build

@@ -41,6 +41,7 @@ func commands() []*cmdSpec {
 		restoreSpec(),
 		dumpSpec(),
 		adminStatusSpec(),
+		benchSpec(),
 		versionSpec(),
 		helpSpec(),
 	}

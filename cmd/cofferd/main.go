@@ -3,6 +3,8 @@
 //	cofferd run --config FILE            run one node from its config file
 //	cofferd dev --dir D [--meta 3 --chunk 6] [--init-only]
 //	                                     run a whole dev cluster in this process
+//	cofferd bench-stages [--json] [--quick] [--dir D]
+//	                                     node-side stage micro-benchmarks
 //	cofferd version
 //
 // Exit codes: 0 success, 1 failure, 2 usage error.
@@ -39,6 +41,7 @@ const usage = `cofferd runs Coffer cluster nodes.
 Usage:
   cofferd run --config FILE      run one node from its YAML config
   cofferd dev --dir DIR [flags]  run a whole cluster in this process (initialises DIR if empty)
+  cofferd bench-stages [flags]   node-side stage micro-benchmarks (used by coffer bench)
   cofferd version
 
 Run 'cofferd COMMAND --help' for a command's flags.
@@ -54,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "dev":
 		return cmdDev(ctx, args[1:], stdout, stderr)
+	case "bench-stages":
+		return cmdBenchStages(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "cofferd", version)
 		return 0

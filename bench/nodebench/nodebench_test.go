@@ -1,0 +1,57 @@
+package nodebench
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestRunSmoke(t *testing.T) {
+	st, err := Run(context.Background(), t.TempDir()+"/s", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 7 {
+		t.Fatalf("got %d stages, want 7", len(st))
+	}
+	for _, s := range st {
+		if s.OpsPerSec <= 0 || s.MBps1 <= 0 {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+	}
+}
+
+// BenchmarkSegmentAppend and BenchmarkPebbleBatch report the node stages in
+// benchstat-readable form (one iteration = one timed stage run of 200 ms).
+func BenchmarkSegmentAppend(b *testing.B) {
+	for _, size := range []int{1 << 20, 64 << 10, 1 << 10} {
+		b.Run(sizeName(size), func(b *testing.B) {
+			var mbps float64
+			for b.Loop() {
+				s, err := segAppend(context.Background(), b.TempDir(), size, 4, 200*time.Millisecond)
+				if err != nil {
+					b.Fatal(err)
+				}
+				mbps = s.MBps1
+			}
+			b.ReportMetric(mbps, "MB/s")
+		})
+	}
+}
+
+func BenchmarkPebbleBatch(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run("batch"+strconv.Itoa(n), func(b *testing.B) {
+			var ops float64
+			for b.Loop() {
+				s, err := pebbleBatches(b.TempDir(), n, 200*time.Millisecond)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ops = s.OpsPerSec
+			}
+			b.ReportMetric(ops, "keys/s")
+		})
+	}
+}

@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// backupOut is what a tool reports about one backup.
+type backupOut struct {
+	proc      procResult
+	processed int64 // bytes read from the source
+	added     int64 // bytes the tool says it added to the repository (after dedup, compression)
+	chunks    int64 // new chunks (blobs) stored; 0 when the tool does not say
+}
+
+// tool is one backup program under test, with a repository under its own directory.
+type tool interface {
+	Name() string
+	// setup creates the repository (and, for Coffer, starts the cluster).
+	setup(ctx context.Context) error
+	backup(ctx context.Context, src string) (backupOut, error)
+	// restore restores the latest snapshot below target.
+	restore(ctx context.Context, target string) (procResult, error)
+	// restoreFile writes one file of the latest snapshot (rel is relative to the
+	// backed-up directory) to w.
+	restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error)
+	// stored is the repository's disk usage.
+	stored() int64
+	// serverPID is a long-running server process whose CPU counts too (0: none).
+	serverPID() int
+	close() error
+}
+
+// benchPassphrase encrypts the throwaway benchmark repositories.
+const benchPassphrase = "coffer-bench-passphrase-not-secret"
+
+// --- Coffer ---
+
+type cofferTool struct {
+	coffer, cofferd string
+	dir             string // cluster dir
+	log             string
+	cmd             *exec.Cmd
+	exited          chan error
+	env             []string
+}
+
+func (c *cofferTool) Name() string { return "coffer" }
+
+func (c *cofferTool) setup(ctx context.Context) error {
+	cluster := filepath.Join(c.dir, "cluster")
+	c.log = filepath.Join(c.dir, "cofferd.log")
+	lf, err := os.Create(c.log)
+	if err != nil {
+		return err
+	}
+	c.cmd = exec.Command(c.cofferd, "dev", "--dir", cluster)
+	c.cmd.Stdout, c.cmd.Stderr = lf, lf
+	if err := c.cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("bench: start cofferd: %w", err)
+	}
+	c.exited = make(chan error, 1)
+	go func() { c.exited <- c.cmd.Wait(); lf.Close() }()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		b, _ := os.ReadFile(c.log)
+		if bytes.Contains(b, []byte("dev cluster ready")) {
+			break
+		}
+		select {
+		case err := <-c.exited:
+			c.exited <- err
+			return fmt.Errorf("bench: cofferd dev exited (%v): %s", err, b)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: cofferd dev not ready after 90 s: %s", b)
+		}
+	}
+	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase}
+	_, err = runProc(ctx, c.dir, c.env, nil, c.coffer, "init")
+	return err
+}
+
+func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) {
+	p, err := runProc(ctx, c.dir, c.env, nil, c.coffer, "--json", "backup", src)
+	if err != nil {
+		return backupOut{proc: p}, err
+	}
+	var s struct {
+		BytesProcessed int64 `json:"bytes_processed"`
+		BytesAdded     int64 `json:"bytes_added"`
+		ChunksAdded    int64 `json:"chunks_added"`
+	}
+	if err := json.Unmarshal(lastJSONLine(p.Stdout), &s); err != nil {
+		return backupOut{proc: p}, fmt.Errorf("bench: coffer backup output: %w", err)
+	}
+	return backupOut{proc: p, processed: s.BytesProcessed, added: s.BytesAdded, chunks: s.ChunksAdded}, nil
+}
+
+func (c *cofferTool) restore(ctx context.Context, target string) (procResult, error) {
+	return runProc(ctx, c.dir, c.env, nil, c.coffer, "--json", "restore", "latest", "--target", target)
+}
+
+func (c *cofferTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
+	return runProc(ctx, c.dir, c.env, w, c.coffer, "dump", "latest", "/"+filepath.Base(src)+"/"+rel)
+}
+
+func (c *cofferTool) stored() int64 {
+	ms, _ := filepath.Glob(filepath.Join(c.dir, "cluster", "nodes", "chunk-*"))
+	var n int64
+	for _, m := range ms {
+		n += dirBytes(m)
+	}
+	return n
+}
+
+func (c *cofferTool) serverPID() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
+func (c *cofferTool) close() error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	return nil
+}
+
+// --- restic ---
+
+type resticTool struct {
+	bin, dir string
+	env      []string
+}
+
+func (r *resticTool) Name() string { return "restic" }
+
+func (r *resticTool) setup(ctx context.Context) error {
+	r.env = []string{"RESTIC_REPOSITORY=" + filepath.Join(r.dir, "repo"), "RESTIC_PASSWORD=" + benchPassphrase,
+		"RESTIC_CACHE_DIR=" + filepath.Join(r.dir, "cache")}
+	_, err := runProc(ctx, r.dir, r.env, nil, r.bin, "init")
+	return err
+}
+
+func (r *resticTool) backup(ctx context.Context, src string) (backupOut, error) {
+	p, err := runProc(ctx, r.dir, r.env, nil, r.bin, "backup", "--json", src)
+	if err != nil {
+		return backupOut{proc: p}, err
+	}
+	var s struct {
+		DataAdded      int64 `json:"data_added"`
+		BytesProcessed int64 `json:"total_bytes_processed"`
+		DataBlobs      int64 `json:"data_blobs"`
+		TreeBlobs      int64 `json:"tree_blobs"`
+	}
+	if err := json.Unmarshal(lastJSONLine(p.Stdout), &s); err != nil {
+		return backupOut{proc: p}, fmt.Errorf("bench: restic backup output: %w", err)
+	}
+	return backupOut{proc: p, processed: s.BytesProcessed, added: s.DataAdded, chunks: s.DataBlobs + s.TreeBlobs}, nil
+}
+
+func (r *resticTool) restore(ctx context.Context, target string) (procResult, error) {
+	return runProc(ctx, r.dir, r.env, nil, r.bin, "restore", "latest", "--target", target)
+}
+
+func (r *resticTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
+	return runProc(ctx, r.dir, r.env, w, r.bin, "dump", "latest", filepath.Join(src, rel))
+}
+
+func (r *resticTool) stored() int64  { return dirBytes(filepath.Join(r.dir, "repo")) }
+func (r *resticTool) serverPID() int { return 0 }
+func (r *resticTool) close() error   { return nil }
+
+// --- borg ---
+
+type borgTool struct {
+	bin, dir string
+	env      []string
+	n        int
+}
+
+func (b *borgTool) Name() string { return "borg" }
+
+func (b *borgTool) repo() string { return filepath.Join(b.dir, "repo") }
+
+func (b *borgTool) setup(ctx context.Context) error {
+	b.env = []string{"BORG_PASSPHRASE=" + benchPassphrase, "BORG_BASE_DIR=" + filepath.Join(b.dir, "base"),
+		"BORG_RELOCATED_REPO_ACCESS_IS_OK=yes"}
+	_, err := runProc(ctx, b.dir, b.env, nil, b.bin, "init", "--encryption=repokey-blake2", b.repo())
+	return err
+}
+
+func (b *borgTool) backup(ctx context.Context, src string) (backupOut, error) {
+	b.n++
+	p, err := runProc(ctx, b.dir, b.env, nil, b.bin, "create", "--json", fmt.Sprintf("%s::s%d", b.repo(), b.n), src)
+	if err != nil {
+		return backupOut{proc: p}, err
+	}
+	var s struct {
+		Archive struct {
+			Stats struct {
+				Original     int64 `json:"original_size"`
+				Deduplicated int64 `json:"deduplicated_size"`
+			} `json:"stats"`
+		} `json:"archive"`
+	}
+	if err := json.Unmarshal(p.Stdout, &s); err != nil {
+		return backupOut{proc: p}, fmt.Errorf("bench: borg create output: %w", err)
+	}
+	return backupOut{proc: p, processed: s.Archive.Stats.Original, added: s.Archive.Stats.Deduplicated}, nil
+}
+
+func (b *borgTool) restore(ctx context.Context, target string) (procResult, error) {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return procResult{}, err
+	}
+	return runProc(ctx, target, b.env, nil, b.bin, "extract", fmt.Sprintf("%s::s%d", b.repo(), b.n))
+}
+
+func (b *borgTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
+	p := strings.TrimPrefix(filepath.Join(src, rel), "/")
+	return runProc(ctx, b.dir, b.env, w, b.bin, "extract", "--stdout", fmt.Sprintf("%s::s%d", b.repo(), b.n), p)
+}
+
+func (b *borgTool) stored() int64  { return dirBytes(b.repo()) }
+func (b *borgTool) serverPID() int { return 0 }
+func (b *borgTool) close() error   { return nil }
+
+// lastJSONLine returns the last line of out that looks like a JSON object.
+func lastJSONLine(out []byte) []byte {
+	var last []byte
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		if l := bytes.TrimSpace(sc.Bytes()); len(l) > 0 && l[0] == '{' {
+			last = append(last[:0], l...)
+		}
+	}
+	return last
+}
+
+// findPeer locates a peer's binary on PATH, or explains how to install it.
+func findPeer(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	pkg := map[string]string{"restic": "restic", "borg": "borgbackup"}[name]
+	return "", errors.New(name + " not found on PATH; install it with: apt-get install -y " + pkg)
+}
