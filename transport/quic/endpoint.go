@@ -23,9 +23,13 @@ const ALPNRPC = "coffer-rpc/1"
 // Defaults for zero Config fields, and fixed connection parameters.
 const (
 	DefaultMaxIncomingStreams = 1024
-	DefaultKeepAlive          = 10 * time.Second
+	DefaultKeepAlive          = 2 * time.Second
 
-	maxIdleTimeout = 30 * time.Second
+	// maxIdleTimeout is how long a connection may go without hearing from the peer.
+	// Keep-alives (DefaultKeepAlive) keep healthy idle connections well inside it, so it
+	// is what a call on a connection to a crashed peer (no CONNECTION_CLOSE) can wait
+	// before failing over: short, since shard reads wait on it.
+	maxIdleTimeout = 8 * time.Second
 	// handshakeTimeout bounds a whole dial; the handshake idle timeout is half of it. A
 	// dead peer drops packets silently (Linux does not report ICMP on unconnected UDP
 	// sockets), so this is what a call to a dead node costs before failover: 3 s of
@@ -63,7 +67,7 @@ type Config struct {
 	// MaxIncomingStreams bounds concurrent streams a peer may open on one connection, and
 	// so the server goroutines per connection. Default 1024.
 	MaxIncomingStreams int64
-	// KeepAlive is the keep-alive period of connections. Default 10s.
+	// KeepAlive is the keep-alive period of connections. Default DefaultKeepAlive.
 	KeepAlive time.Duration
 	// Handler serves RPCs. It may be nil: RPCs are then answered Unavailable until
 	// SetHandler installs one.
