@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/hooks"
 )
 
 func backupSpec() *cmdSpec {
@@ -36,6 +38,12 @@ recorded, not stored; blocks whose hash equals the parent's are not uploaded;
 with --dirty-map only the listed blocks are read (format in docs/cli.md).
 Restore it with "coffer restore --image FILE SNAP".
 
+Consistency: --pre-hook runs before anything is read (a failing pre-hook aborts
+the backup), --fsfreeze freezes file systems while the backup reads (always
+thawed, also on error and after --fsfreeze-timeout), --post-hook runs after,
+also when the backup failed (env COFFER_BACKUP_STATUS: success, failed, not
+run). Hooks are killed after --hook-timeout; their output goes to stderr.
+
 With --json only one summary object is printed: message_type "summary",
 snapshot_id, status, files_new, files_changed, files_unmodified, dirs,
 bytes_processed, bytes_added, chunks_added, duration_s, bytes_read,
@@ -44,6 +52,7 @@ skipped [{path, error}], and for --block a blocks object.`,
 			"coffer backup /etc /home",
 			"coffer backup --block /dev/vg0/data-snap",
 			"coffer backup --block --dirty-map changes.map disk.img",
+			"coffer backup --pre-hook 'lvcreate -s -n snap vg0/data' --post-hook 'lvremove -y vg0/snap' --block /dev/vg0/snap",
 			"coffer backup --tag nightly --tag db /var/lib/postgresql",
 			"coffer --json backup /srv > summary.json",
 		},
@@ -62,6 +71,11 @@ type backupCmd struct {
 	block     bool
 	blockSize byteSize
 	dirtyMap  string
+
+	preHook, postHook string
+	hookTimeout       time.Duration
+	freeze            stringList
+	freezeTimeout     time.Duration
 }
 
 func (c *backupCmd) addFlags(fs *flag.FlagSet) {
@@ -73,6 +87,11 @@ func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.block, "block", false, "PATH is a block device or disk image: capture it in fixed blocks")
 	fs.Var(&c.blockSize, "block-size", "block size `SIZE` for --block (power of two, 4K to 16M; default 4M)")
 	fs.StringVar(&c.dirtyMap, "dirty-map", "", "with --block, read only the blocks listed in dirty-block map `FILE`")
+	fs.StringVar(&c.preHook, "pre-hook", "", "run shell command `CMD` before the backup; if it fails, nothing is backed up")
+	fs.StringVar(&c.postHook, "post-hook", "", "run shell command `CMD` after the backup, also when it failed")
+	fs.DurationVar(&c.hookTimeout, "hook-timeout", hooks.DefaultTimeout, "kill a hook still running after `D`")
+	fs.Var(&c.freeze, "fsfreeze", "freeze the file system mounted at `MOUNTPOINT` during the backup (repeatable; root)")
+	fs.DurationVar(&c.freezeTimeout, "fsfreeze-timeout", hooks.DefaultFreezeTimeout, "thaw and fail the backup if frozen longer than `D`")
 }
 
 // byteSize is a size flag: an integer with an optional K, M or G suffix (powers of 1024).
@@ -147,8 +166,9 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return fmt.Errorf("path %q: %w", p, err)
 		}
-		// Fail before connecting or asking for the passphrase.
-		if _, err := os.Lstat(abs); err != nil {
+		// Fail before connecting or asking for the passphrase, unless a pre-hook may
+		// create the path (an LVM or btrfs snapshot).
+		if _, err := os.Lstat(abs); err != nil && c.preHook == "" {
 			return fmt.Errorf("backup: %w", err)
 		}
 		paths[i] = abs
@@ -164,17 +184,26 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 	prog := newProgress(a)
 	start := a.now()
 	var res client.BackupResult
-	if c.block {
-		res, err = ag.BackupBlock(ctx, client.BlockOptions{Path: paths[0], BlockSize: int(c.blockSize), DirtyMap: dirty,
-			Tags: c.tags, Parent: c.parent, Force: c.force, Progress: prog.callback()})
-	} else {
-		res, err = ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: prog.callback(),
-			Parent: c.parent, Force: c.force})
-	}
-	prog.done()
-	if err != nil {
+	spec := hooks.Spec{Pre: c.preHook, Post: c.postHook, Timeout: c.hookTimeout, Freeze: c.freeze,
+		FreezeTimeout: c.freezeTimeout, Stdout: a.stderr, Stderr: a.stderr}
+	saved := false
+	err = hooks.Run(ctx, spec, func(ctx context.Context) error {
+		var err error
+		if c.block {
+			res, err = ag.BackupBlock(ctx, client.BlockOptions{Path: paths[0], BlockSize: int(c.blockSize), DirtyMap: dirty,
+				Tags: c.tags, Parent: c.parent, Force: c.force, Progress: prog.callback()})
+		} else {
+			res, err = ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: prog.callback(),
+				Parent: c.parent, Force: c.force})
+		}
+		prog.done()
+		saved = err == nil
+		return err
+	})
+	if err != nil && !saved {
 		return fmt.Errorf("backup: %w", err)
 	}
+	hookErr := err
 	sum := newBackupSummary(res, a.now().Sub(start))
 	if a.g.json {
 		if err := writeJSON(a.stdout, sum); err != nil {
@@ -182,6 +211,9 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 	} else if !a.g.quiet {
 		printBackupSummary(a, sum)
+	}
+	if hookErr != nil {
+		return fmt.Errorf("backup: snapshot %s saved, but: %w", res.Snapshot.ID.Str(), hookErr)
 	}
 	if sum.Status == statusPartial {
 		return &partialError{snapshot: res.Snapshot.ID.Str(), skipped: len(sum.Skipped)}
