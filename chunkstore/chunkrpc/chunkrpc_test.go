@@ -303,14 +303,24 @@ type loopCaller struct {
 	rendezvous int32
 	met        chan struct{}
 	metOnce    sync.Once
+	// hang lists addresses whose calls never answer (a peer that died silently): they
+	// block until their context ends.
+	hang       map[string]bool
+	hangingNow atomic.Int32
 }
 
 func (c *loopCaller) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
 	c.mu.Lock()
 	c.calls[addr]++
 	c.callBytes = append(c.callBytes, len(body))
-	down := c.unreachable[addr]
+	down, hung := c.unreachable[addr], c.hang[addr]
 	c.mu.Unlock()
+	if hung {
+		c.hangingNow.Add(1)
+		defer c.hangingNow.Add(-1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	if down {
 		return nil, fmt.Errorf("loop: %s: %w", addr, transport.ErrUnreachable)
 	}
@@ -490,6 +500,49 @@ func TestClientTriesSuspectsLast(t *testing.T) {
 		if err := cl.Put(ctx, []chunkstore.Chunk{c}); !errors.Is(err, chunkstore.ErrUnavailable) {
 			t.Fatalf("only a dead coordinator: %v, want ErrUnavailable", err)
 		}
+	}
+}
+
+// TestReadsHedgeAroundSilentCoordinator: a coordinator that never answers (no error
+// either) does not stall reads: after HedgeDelay the next one is asked, its answer wins,
+// and the hanging call is cancelled.
+func TestReadsHedgeAroundSilentCoordinator(t *testing.T) {
+	chunks := memstore.NewChunks()
+	ctx := ctxT(t)
+	c := chunkstore.Chunk{ID: id(11), Data: []byte("hedged")}
+	if err := chunks.Put(ctx, []chunkstore.Chunk{c}); err != nil {
+		t.Fatal(err)
+	}
+	good := chunkrpc.NewServer(nil, chunks)
+	lc := &loopCaller{
+		srv:   map[string]transport.Handler{"silent": good, "good": good},
+		hang:  map[string]bool{"silent": true},
+		calls: map[string]int{},
+	}
+	cl := chunkrpc.NewClient(lc, []string{"silent", "good"})
+	chunkrpc.SetClock(cl, func() time.Time { return time.Unix(0, 0) }) // no probes
+	for i := range 4 {
+		got, err := cl.Get(ctx, c.ID)
+		if err != nil || !bytes.Equal(got, c.Data) {
+			t.Fatalf("get %d: %q %v", i, got, err)
+		}
+		has, err := cl.Has(ctx, []chunk.ID{c.ID})
+		if err != nil || len(has) != 1 || !has[0] {
+			t.Fatalf("has %d: %v %v", i, has, err)
+		}
+	}
+	for lc.hangingNow.Load() != 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d calls to the silent coordinator were never cancelled", lc.hangingNow.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Once it has stalled a read, it is suspect: 8 reads asked it once in all.
+	lc.mu.Lock()
+	n := lc.calls["silent"]
+	lc.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("silent coordinator asked %d times, want 1", n)
 	}
 }
 

@@ -157,6 +157,78 @@ func (cl *Client) do(ctx context.Context, addrs []string, method string, req, re
 	return err
 }
 
+// HedgeDelay is how long a read (Get, Has) waits for one coordinator before asking the
+// next one too; the first answer wins and the other call is cancelled. It bounds what a
+// coordinator that is dead but not yet known to be (no answer, no error: a handshake or
+// idle timeout still running) costs a read. Puts are not hedged: they carry data.
+const HedgeDelay = time.Second
+
+// hedged runs a read call like do, but when an attempt has not answered within
+// HedgeDelay the next address is tried alongside it. Each attempt decodes into its own R.
+func hedged[R any](ctx context.Context, cl *Client, addrs []string, method string, req any) (R, error) {
+	var zero R
+	if len(addrs) == 0 {
+		return zero, fmt.Errorf("chunkrpc: %s: no coordinator addresses: %w", method, chunkstore.ErrUnavailable)
+	}
+	order := cl.order(addrs)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		addr string
+		resp R
+		err  error
+	}
+	results := make(chan result, len(order)) // buffered: late attempts never block
+	next, running := 0, 0
+	pending := map[string]bool{} // addresses of attempts not answered yet
+	launch := func() {
+		addr := order[next]
+		next++
+		running++
+		pending[addr] = true
+		go func() {
+			var resp R
+			err := call(cctx, cl.c, addr, method, req, &resp)
+			results <- result{addr, resp, err}
+		}()
+	}
+	launch()
+	hedge := time.NewTimer(HedgeDelay)
+	defer hedge.Stop()
+	var lastErr error
+	for running > 0 {
+		select {
+		case r := <-results:
+			running--
+			delete(pending, r.addr)
+			if ctx.Err() != nil {
+				return zero, r.err
+			}
+			failed := r.err != nil && retryable(r.err)
+			cl.mark(r.addr, failed)
+			if !failed {
+				return r.resp, r.err
+			}
+			lastErr = r.err
+			if next < len(order) {
+				launch()
+				hedge.Reset(HedgeDelay)
+			}
+		case <-hedge.C:
+			// Silent for HedgeDelay: suspect until a background probe clears it, so the
+			// next reads do not wait on it again.
+			for addr := range pending {
+				cl.mark(addr, true)
+			}
+			if next < len(order) {
+				launch()
+				hedge.Reset(HedgeDelay)
+			}
+		}
+	}
+	return zero, lastErr
+}
+
 // Put stores the chunks durably through the coordinators. The batch is checked first:
 // chunks with a zero ID, empty data or data above chunkstore.MaxChunkSize fail it with
 // ErrInvalid and nothing is sent. It is then sent in calls of at most MaxCallData bytes
@@ -205,8 +277,8 @@ func (cl *Client) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 // Get returns the chunk's bytes: ErrNotFound, ErrCorrupt, or ErrUnavailable when no
 // coordinator could answer.
 func (cl *Client) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
-	var resp chunkGetResp
-	if err := cl.do(ctx, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id}, &resp); err != nil {
+	resp, err := hedged[chunkGetResp](ctx, cl, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id})
+	if err != nil {
 		return nil, err
 	}
 	if len(resp.Data) == 0 {
@@ -222,8 +294,8 @@ func (cl *Client) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 	out := make([]bool, 0, len(ids))
 	for start := 0; start < len(ids); start += MaxCallItems {
 		part := ids[start:min(start+MaxCallItems, len(ids))]
-		var resp hasResp
-		if err := cl.do(ctx, addrs, MethodChunkHas, chunkHasReq{IDs: part}, &resp); err != nil {
+		resp, err := hedged[hasResp](ctx, cl, addrs, MethodChunkHas, chunkHasReq{IDs: part})
+		if err != nil {
 			return nil, err
 		}
 		if len(resp.Has) != len(part) {
