@@ -36,6 +36,9 @@ type Node struct {
 	Domain string  `cbor:"domain" json:"domain"` // failure domain (host, rack, zone)
 	Weight float64 `cbor:"weight" json:"weight"` // relative capacity; 0 means 1
 	State  State   `cbor:"state" json:"state"`
+	// Since is the cluster time (Unix nanoseconds) of the last state change, 0 when
+	// unknown. The meta leader uses it to mark a node out after down_out_interval.
+	Since int64 `cbor:"since,omitempty" json:"since,omitempty"`
 }
 
 // Map is the cluster map at one epoch. A Map value is never modified after it is
