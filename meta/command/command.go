@@ -29,6 +29,7 @@ const (
 	TypeCommitSnapshot Type = 2
 	TypeSetClusterMap  Type = 3
 	TypeTick           Type = 4
+	TypeAudit          Type = 5
 )
 
 func (t Type) String() string {
@@ -41,6 +42,8 @@ func (t Type) String() string {
 		return "SetClusterMap"
 	case TypeTick:
 		return "Tick"
+	case TypeAudit:
+		return "Audit"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -71,6 +74,14 @@ type SetClusterMap struct {
 
 // Tick only advances the cluster clock to the command's time stamp.
 type Tick struct{}
+
+// Audit appends an entry to the audit list. The FSM sets Seq and Time.
+type Audit struct {
+	Entry meta.AuditEntry `cbor:"entry"`
+}
+
+// Type implements Body.
+func (Audit) Type() Type { return TypeAudit }
 
 // Type implements Body.
 func (CreateVault) Type() Type { return TypeCreateVault }
@@ -139,7 +150,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick:
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, Audit:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -181,6 +192,10 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeTick:
 		var v Tick
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeAudit:
+		var v Audit
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

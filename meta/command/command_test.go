@@ -20,6 +20,7 @@ func sampleBodies() []Body {
 			Parent: &parent, Tree: chunk.ID{2}, Refs: []chunk.ID{{3}}, Stats: meta.SnapshotStats{FilesNew: 3, DurationS: 1.5, Status: "completed"}}},
 		SetClusterMap{Map: placement.Map{Epoch: 2, PGCount: 64, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "n1", Addr: "a:1", Domain: "d", Weight: 1, State: placement.StateActive}}}},
 		Tick{},
+		Audit{Entry: meta.AuditEntry{Principal: "dev-admin", Action: "node.drain", Target: "chunk-1", Reason: "disk", Outcome: "ok"}},
 	}
 }
 

@@ -63,7 +63,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		// The cluster clock never goes back: a leader whose clock lags keeps the old time.
 		clock = max(clock, cmd.Time)
-		v, err := f.apply(b, cmd, clock)
+		v, err := f.apply(b, cmd, clock, l.Index)
 		if err != nil {
 			err = fmt.Errorf("fsm: log %d: %s: %w", l.Index, cmd.Body.Type(), err)
 		}
@@ -91,9 +91,11 @@ func must(err error) {
 
 // apply executes one command against the batch. A returned error means nothing was
 // written for this command.
-func (f *FSM) apply(b *pebble.Batch, cmd command.Command, clock int64) (any, error) {
+func (f *FSM) apply(b *pebble.Batch, cmd command.Command, clock int64, index uint64) (any, error) {
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
+	case command.Audit:
+		return f.applyAudit(b, c.Entry, now, index)
 	case command.Tick:
 		return nil, nil
 	case command.CreateVault:

@@ -25,6 +25,7 @@ const (
 	prefixVault    = "v/"
 	prefixSnapshot = "s/"
 	prefixMeta     = "meta/"
+	prefixAudit    = "audit/"
 	currentFile    = "CURRENT"
 )
 

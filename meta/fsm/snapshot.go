@@ -287,6 +287,8 @@ func knownKey(k string) bool {
 		rest := k[len(prefixSnapshot):]
 		i := strings.IndexByte(rest, '/')
 		return i > 0 && meta.ValidateVaultID(meta.VaultID(rest[:i])) == nil && len(rest[i+1:]) == 64
+	case strings.HasPrefix(k, prefixAudit):
+		return len(k) == len(prefixAudit)+16
 	}
 	return false
 }

@@ -58,6 +58,15 @@ type Config struct {
 	// the network). AddVoter uses it to wait until a new non-voter has caught up; when nil,
 	// AddVoter cannot observe progress and refuses to promote.
 	PeerApplied func(ctx context.Context, id, addr string) (uint64, error)
+	// Liveness reports the failure detector's view of a chunk node (the node's gossip).
+	// The leader marks nodes down, out and active again from it (see
+	// placement.Map.FollowLiveness); nil disables automatic state changes.
+	Liveness func(id placement.NodeID) placement.Liveness
+	// DownOut is how long a node stays down before it is marked out; zero = 10 min.
+	DownOut time.Duration
+	// PGHealth gathers the chunk nodes' latest PG health reports (decommission check,
+	// `coffer admin pgs`); nil means none are known.
+	PGHealth func(ctx context.Context) ([]placement.PGHealth, error)
 }
 
 // Server is one meta voter. All methods are safe for concurrent use.
@@ -110,6 +119,9 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if cfg.TickInterval <= 0 {
 		cfg.TickInterval = time.Second
+	}
+	if cfg.DownOut <= 0 {
+		cfg.DownOut = DefaultDownOut
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{})}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}, DisableTime: true})
@@ -251,6 +263,7 @@ func (s *Server) loop() {
 			if _, err := s.propose(0, command.Tick{}); err != nil {
 				s.log.Debug("propose tick", "err", err)
 			}
+			s.followLiveness()
 		}
 		select {
 		case <-s.stop:

@@ -1,0 +1,169 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// DefaultDownOut is how long a node stays down before the leader marks it out.
+const DefaultDownOut = 10 * time.Minute
+
+// systemPrincipal signs audit entries for automatic actions.
+const systemPrincipal = "system"
+
+var _ meta.ClusterAdmin = (*Server)(nil)
+
+// followLiveness runs on the leader: it applies placement.Map.FollowLiveness to the
+// current map with the failure detector's view and the cluster clock, proposes the new
+// map and records each transition in the audit list.
+func (s *Server) followLiveness() {
+	if s.cfg.Liveness == nil {
+		return
+	}
+	m, ok, err := s.fsm.ClusterMap()
+	if err != nil || !ok {
+		return
+	}
+	now := s.fsm.Now()
+	if now.IsZero() {
+		return
+	}
+	nm, ts := m.FollowLiveness(now, s.cfg.DownOut, s.cfg.Liveness)
+	if nm == nil {
+		return
+	}
+	if _, err := s.propose(0, command.SetClusterMap{Map: *nm}); err != nil {
+		s.log.Debug("propose liveness map", "err", err)
+		return
+	}
+	for _, t := range ts {
+		s.log.Info("node state changed", "node", t.Node, "from", t.From, "to", t.To, "reason", t.Reason, "epoch", nm.Epoch)
+		if t.From == t.To {
+			continue
+		}
+		s.audit(systemPrincipal, "node."+string(t.To), string(t.Node), t.Reason, "ok")
+	}
+}
+
+// audit records one entry; failures are logged (the action itself already happened or
+// was refused).
+func (s *Server) audit(principal, action, target, reason, outcome string) {
+	_, err := s.propose(0, command.Audit{Entry: meta.AuditEntry{
+		Principal: principal, Action: action, Target: target, Reason: reason, Outcome: outcome}})
+	if err != nil {
+		s.log.Warn("record audit entry", "action", action, "target", target, "err", err)
+	}
+}
+
+// NodeAction implements meta.ClusterAdmin. Every request that reaches the leader is
+// audited, refusals included.
+func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {
+	if err := s.leaderWrite(); err != nil {
+		return placement.Map{}, err
+	}
+	if req.Principal == "" {
+		req.Principal = "unknown"
+	}
+	m, err := s.nodeAction(ctx, req)
+	outcome := "ok"
+	if err != nil {
+		outcome = "refused: " + err.Error()
+	}
+	s.audit(req.Principal, "node."+req.Action, string(req.Node), req.Reason, outcome)
+	return m, err
+}
+
+func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {
+	var to placement.State
+	switch req.Action {
+	case meta.NodeDrain:
+		to = placement.StateDraining
+	case meta.NodeUndrain, meta.NodeActivate:
+		to = placement.StateActive
+	case meta.NodeDecommission:
+		to = placement.StateDecommissioned
+	default:
+		return placement.Map{}, fmt.Errorf("%w: server: unknown node action %q (want drain, undrain, activate or decommission)", meta.ErrInvalid, req.Action)
+	}
+	cur, ok, err := s.fsm.ClusterMap()
+	if err != nil {
+		return placement.Map{}, err
+	}
+	if !ok {
+		return placement.Map{}, fmt.Errorf("server: node %s: no cluster map: %w", req.Node, meta.ErrNotFound)
+	}
+	if _, ok := cur.Node(req.Node); !ok {
+		return placement.Map{}, fmt.Errorf("server: node %q is not in the cluster map: %w", req.Node, meta.ErrNotFound)
+	}
+	if req.Action == meta.NodeUndrain {
+		if nd, _ := cur.Node(req.Node); nd.State != placement.StateDraining {
+			return placement.Map{}, fmt.Errorf("%w: server: node %s is %s, not draining", meta.ErrInvalid, req.Node, nd.State)
+		}
+	}
+	if req.Action == meta.NodeActivate {
+		if nd, _ := cur.Node(req.Node); nd.State != placement.StateJoining {
+			return placement.Map{}, fmt.Errorf("%w: server: node %s is %s, not joining", meta.ErrInvalid, req.Node, nd.State)
+		}
+	}
+	if to == placement.StateDecommissioned {
+		var reports []placement.PGHealth
+		if s.cfg.PGHealth != nil {
+			if reports, err = s.cfg.PGHealth(ctx); err != nil {
+				return placement.Map{}, fmt.Errorf("%w: server: decommission %s: gather PG health: %v", meta.ErrUnavailable, req.Node, err)
+			}
+		}
+		if err := placement.CheckDecommission(&cur, req.Node, reports); err != nil {
+			return placement.Map{}, fmt.Errorf("%w: server: decommission refused: %v", meta.ErrInvalid, err)
+		}
+	}
+	nm, _, err := cur.SetState(req.Node, to, s.fsm.Now())
+	if err != nil {
+		return placement.Map{}, fmt.Errorf("%w: server: %v", meta.ErrInvalid, err)
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetClusterMap{Map: *nm})
+	if err != nil {
+		return placement.Map{}, err
+	}
+	return res.(placement.Map), nil
+}
+
+// AuditLog implements meta.ClusterAdmin (linearizable read on the leader).
+func (s *Server) AuditLog(ctx context.Context, limit int) ([]meta.AuditEntry, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, err
+	}
+	return s.fsm.AuditLog(limit)
+}
+
+// PGHealth implements meta.ClusterAdmin: the chunk nodes' reports, keeping for each PG
+// the one placed by the newest epoch (the worst on a tie).
+func (s *Server) PGHealth(ctx context.Context) ([]placement.PGHealth, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, err
+	}
+	if s.cfg.PGHealth == nil {
+		return nil, nil
+	}
+	reps, err := s.cfg.PGHealth(ctx)
+	if err != nil && len(reps) == 0 {
+		return nil, fmt.Errorf("%w: server: PG health: %v", meta.ErrUnavailable, err)
+	}
+	best := map[uint32]placement.PGHealth{}
+	for _, r := range reps {
+		if o, ok := best[r.PG]; !ok || r.Epoch > o.Epoch || (r.Epoch == o.Epoch && r.MinHealthy < o.MinHealthy) {
+			best[r.PG] = r
+		}
+	}
+	out := make([]placement.PGHealth, 0, len(best))
+	for _, r := range best {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b placement.PGHealth) int { return int(a.PG) - int(b.PG) })
+	return out, nil
+}
