@@ -1,0 +1,19 @@
+// Package repair keeps every placement group at k+m healthy shards: backfill after a
+// map change (nodes out, drained or added), reconstruction of lost shards, and scrub.
+//
+// Each chunk node runs one Worker. A Worker leads the PGs whose first active node in
+// placement order is its own node, so the work is spread over the cluster with no
+// central coordinator. A pass lists the shards every reachable node holds for the PGs
+// it leads (EnumerateShards), then, riskiest PGs first (fewest healthy shards), puts
+// every shard that its desired owner lacks: copied from a node that holds it elsewhere
+// or rebuilt from any k shards of the stripe (the rebuilt chunk is checked against its
+// CRC32C before any shard is written). A copy on a node that no longer owns the
+// position is deleted only after the owner holds the shard durably. A deep pass also
+// reads every shard, rebuilds the chunk, checks its CRC and replaces any shard that is
+// missing, damaged or differs from the re-encoded stripe; a stripe with fewer than k
+// good shards is reported by name.
+//
+// Passes are idempotent: a pass interrupted by a restart is simply run again, and the
+// work already done shows up as shards in place. Writes are throttled (bytes/s) and at
+// most ConcurrentPGs PGs are worked on at once.
+package repair

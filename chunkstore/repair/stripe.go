@@ -1,0 +1,355 @@
+package repair
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// maxCombinations bounds the k-subsets a deep scrub tries when a rebuilt chunk fails
+// its CRC (only possible when a shard is silently wrong).
+const maxCombinations = 256
+
+// outcome is what fixStripe did to one stripe.
+type outcome struct {
+	healthy                                    int // after the repair
+	rebuilt, copied, dropped, missing, corrupt int
+	stray                                      int // copies left off their owner
+	unreadable                                 string
+}
+
+// majorityMeta returns the stripe metadata most holders agree on.
+func majorityMeta(s *stripe) chunkstore.ShardMeta {
+	type key struct {
+		k, m     uint8
+		len, crc uint32
+	}
+	count := map[key]int{}
+	var best chunkstore.ShardMeta
+	bestN := 0
+	for _, hs := range s.shards {
+		for _, h := range hs {
+			kk := key{h.meta.K, h.meta.M, h.meta.ChunkLen, h.meta.ChunkCRC}
+			count[kk]++
+			if count[kk] > bestN {
+				best, bestN = h.meta, count[kk]
+			}
+		}
+	}
+	return best
+}
+
+// fixStripe brings one stripe to its desired owners (see the package comment).
+func (w *Worker) fixStripe(ctx context.Context, desired []placement.Node, k int, s *stripe, deep bool) outcome {
+	var o outcome
+	n := len(desired)
+	mt := majorityMeta(s)
+	if int(mt.K) != k || int(mt.K)+int(mt.M) != n {
+		// Written under another profile: leave it where it is (a profile change
+		// needs its own migration).
+		o.healthy = healthy(desired, s)
+		o.unreadable = ""
+		return o
+	}
+	good := make([][]byte, n) // verified shard data by index
+	badAt := make([]map[placement.NodeID]bool, n)
+	markBad := func(i int, id placement.NodeID) {
+		if badAt[i] == nil {
+			badAt[i] = map[placement.NodeID]bool{}
+		}
+		badAt[i][id] = true
+	}
+	ownerHas := make([]bool, n) // the desired owner holds a good (or unchecked) copy
+	need := make([]bool, n)
+	var problems []string
+	for i, d := range desired {
+		ownerHas[i] = holds(s.shards[i], d.ID)
+		if d.State != placement.StateActive {
+			continue
+		}
+		if !ownerHas[i] {
+			need[i] = true
+			o.missing++
+			continue
+		}
+		if deep {
+			data, err := w.read(ctx, d, s, i, mt)
+			switch {
+			case err == nil:
+				good[i] = data
+			case errors.Is(err, chunkstore.ErrCorrupt):
+				o.corrupt++
+				markBad(i, d.ID)
+				need[i], ownerHas[i] = true, false
+				problems = append(problems, fmt.Sprintf("shard %d on %s corrupt", i, d.ID))
+			case errors.Is(err, chunkstore.ErrNotFound):
+				o.missing++
+				need[i], ownerHas[i] = true, false
+			default:
+				problems = append(problems, fmt.Sprintf("shard %d on %s: %v", i, d.ID, err))
+			}
+		}
+	}
+	anyNeed := func() bool {
+		for _, x := range need {
+			if x {
+				return true
+			}
+		}
+		return false
+	}
+
+	var full [][]byte // the whole re-encoded stripe, when rebuilt
+	if anyNeed() || deep {
+		// Copy shards held off their owner first: one read per shard.
+		copied := make([]bool, n)
+		for i := range need {
+			if !need[i] || good[i] != nil {
+				continue
+			}
+			for _, h := range s.shards[i] {
+				if h.node.ID == desired[i].ID || badAt[i][h.node.ID] {
+					continue
+				}
+				data, err := w.read(ctx, h.node, s, i, mt)
+				if err == nil {
+					good[i], copied[i] = data, true
+					break
+				}
+				if errors.Is(err, chunkstore.ErrCorrupt) {
+					o.corrupt++
+					markBad(i, h.node.ID)
+				}
+			}
+		}
+		needRebuild := deep
+		for i := range need {
+			if need[i] && good[i] == nil {
+				needRebuild = true
+			}
+		}
+		if needRebuild {
+			full = w.rebuild(ctx, s, desired, k, mt, good, badAt, markBad, &o)
+			if full == nil {
+				have := 0
+				for _, g := range good {
+					if g != nil {
+						have++
+					}
+				}
+				msg := fmt.Sprintf("chunk %s: %d of %d shards usable, need %d", s.id.String(), have, n, k)
+				if len(problems) > 0 {
+					msg += " (" + strings.Join(problems, "; ") + ")"
+				}
+				o.unreadable = msg
+			} else if deep {
+				// Any shard that differs from the re-encoded stripe is wrong.
+				for i, g := range good {
+					if g != nil && !copied[i] && !bytes.Equal(g, full[i]) {
+						o.corrupt++
+						markBad(i, desired[i].ID)
+						need[i], ownerHas[i] = true, false
+					}
+				}
+			}
+		}
+		// Write what the owners lack.
+		for i, d := range desired {
+			if !need[i] {
+				continue
+			}
+			data := good[i]
+			if full != nil {
+				data = full[i]
+			}
+			if data == nil {
+				continue
+			}
+			st := w.cfg.Shards(d)
+			if st == nil {
+				continue
+			}
+			key := chunkstore.ShardKey{ID: s.id, Index: uint8(i)}
+			if badAt[i][d.ID] {
+				// First write wins: the damaged copy must go before the good one lands.
+				if err := st.DeleteShards(ctx, []chunkstore.ShardKey{key}); err != nil {
+					w.cfg.Logger.Warn("repair: delete damaged shard", "chunk", s.id.String(), "shard", i, "node", string(d.ID), "err", err)
+					continue
+				}
+			}
+			if err := w.lim.wait(ctx, len(data)); err != nil {
+				return o
+			}
+			err := st.PutShards(ctx, []chunkstore.Shard{{Key: key, Meta: mt, Data: data}})
+			if err != nil {
+				w.cfg.Logger.Warn("repair: put shard", "chunk", s.id.String(), "shard", i, "node", string(d.ID), "err", err)
+				continue
+			}
+			ownerHas[i] = true
+			w.written.Add(int64(len(data)))
+			if full != nil && !copiedFrom(good, i, full) {
+				o.rebuilt++
+				w.rebuilt.Add(1)
+			} else {
+				o.copied++
+				w.copied.Add(1)
+			}
+		}
+	}
+
+	// Drop copies off their owner once the owner holds the shard durably.
+	for i, d := range desired {
+		for _, h := range s.shards[i] {
+			if h.node.ID == d.ID {
+				continue
+			}
+			if d.State != placement.StateActive || !ownerHas[i] {
+				o.stray++
+				continue
+			}
+			st := w.cfg.Shards(h.node)
+			if st == nil {
+				o.stray++
+				continue
+			}
+			if err := st.DeleteShards(ctx, []chunkstore.ShardKey{{ID: s.id, Index: uint8(i)}}); err != nil {
+				o.stray++
+				continue
+			}
+			o.dropped++
+			w.dropped.Add(1)
+		}
+	}
+	held := make([]bool, n)
+	copy(held, ownerHas)
+	o.healthy = placement.StripeHealthy(desired, held)
+	w.missing.Add(int64(o.missing))
+	w.corrupt.Add(int64(o.corrupt))
+	return o
+}
+
+// copiedFrom reports whether shard i was read verbatim (a copy) rather than rebuilt.
+func copiedFrom(good [][]byte, i int, full [][]byte) bool {
+	return good[i] != nil && bytes.Equal(good[i], full[i])
+}
+
+// rebuild reads shards until some k of them decode to a chunk matching the stripe CRC
+// and returns the re-encoded stripe, or nil.
+func (w *Worker) rebuild(ctx context.Context, s *stripe, desired []placement.Node, k int, mt chunkstore.ShardMeta,
+	good [][]byte, badAt []map[placement.NodeID]bool, markBad func(int, placement.NodeID), o *outcome) [][]byte {
+	n := len(desired)
+	try := func() [][]byte {
+		var idx []int
+		for i, g := range good {
+			if g != nil {
+				idx = append(idx, i)
+			}
+		}
+		if len(idx) < k {
+			return nil
+		}
+		var out [][]byte
+		tries := 0
+		combinations(len(idx), k, func(pick []int) bool {
+			if tries++; tries > maxCombinations {
+				return false
+			}
+			sh := make([][]byte, n)
+			for _, p := range pick {
+				sh[idx[p]] = good[idx[p]]
+			}
+			data, err := w.cfg.Codec.Decode(k, n-k, sh, int(mt.ChunkLen))
+			if err != nil || crcOf(w, data) != mt.ChunkCRC {
+				return true
+			}
+			enc, err := w.cfg.Codec.Encode(k, n-k, data)
+			if err != nil {
+				return true
+			}
+			out = enc
+			return false
+		})
+		return out
+	}
+	if full := try(); full != nil {
+		return full
+	}
+	// Read more shards, desired owners first, then any other holder.
+	for i := range n {
+		if good[i] != nil {
+			continue
+		}
+		cands := append([]holding(nil), s.shards[i]...)
+		for _, h := range cands {
+			if badAt[i][h.node.ID] || h.node.State == placement.StateDown {
+				continue
+			}
+			data, err := w.read(ctx, h.node, s, i, mt)
+			if err == nil {
+				good[i] = data
+				break
+			}
+			if errors.Is(err, chunkstore.ErrCorrupt) {
+				o.corrupt++
+				markBad(i, h.node.ID)
+			}
+		}
+		if full := try(); full != nil {
+			return full
+		}
+	}
+	return nil
+}
+
+
+// read fetches shard i of s from nd and checks it against the stripe metadata.
+func (w *Worker) read(ctx context.Context, nd placement.Node, s *stripe, i int, mt chunkstore.ShardMeta) ([]byte, error) {
+	st := w.cfg.Shards(nd)
+	if st == nil {
+		return nil, fmt.Errorf("repair: node %s has no shard store: %w", nd.ID, chunkstore.ErrUnavailable)
+	}
+	key := chunkstore.ShardKey{ID: s.id, Index: uint8(i)}
+	sh, err := st.GetShard(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if sh.Key != key || sh.Meta.K != mt.K || sh.Meta.M != mt.M || sh.Meta.ChunkLen != mt.ChunkLen ||
+		sh.Meta.ChunkCRC != mt.ChunkCRC || len(sh.Data) != erasure.ShardLen(int(mt.K), int(mt.ChunkLen)) {
+		return nil, fmt.Errorf("repair: node %s shard %s/%d does not match its stripe: %w", nd.ID, s.id.Str(), i, chunkstore.ErrCorrupt)
+	}
+	return sh.Data, nil
+}
+
+// combinations calls fn with each k-subset of [0, n) in lexicographic order until fn
+// returns false. The slice passed to fn is reused.
+func combinations(n, k int, fn func([]int) bool) {
+	if k > n || k <= 0 {
+		return
+	}
+	pick := make([]int, k)
+	for i := range pick {
+		pick[i] = i
+	}
+	for {
+		if !fn(pick) {
+			return
+		}
+		i := k - 1
+		for i >= 0 && pick[i] == n-k+i {
+			i--
+		}
+		if i < 0 {
+			return
+		}
+		pick[i]++
+		for j := i + 1; j < k; j++ {
+			pick[j] = pick[j-1] + 1
+		}
+	}
+}

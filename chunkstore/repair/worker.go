@@ -1,0 +1,394 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultConcurrentPGs = 4
+	DefaultInterval      = time.Minute
+	// maxNamed bounds the unreadable stripes a Status lists by name.
+	maxNamed = 100
+)
+
+// Config configures a Worker.
+type Config struct {
+	Self   placement.NodeID                             // this node (required)
+	Map    func() *placement.Map                        // current map (required)
+	Shards func(n placement.Node) chunkstore.ShardStore // a node's shard store (required)
+	Codec  *erasure.Codec                               // nil: a new codec
+	Logger *slog.Logger                                 // nil: discard
+	Now    func() time.Time                             // required
+	// BytesPerSecond bounds the shard bytes a worker writes; 0 is unlimited.
+	BytesPerSecond int64
+	// ConcurrentPGs bounds the PGs worked on at once; 0 means DefaultConcurrentPGs.
+	ConcurrentPGs int
+	// Interval is the time between passes when nothing changes; 0 means
+	// DefaultInterval. A new map epoch starts a pass at once.
+	Interval time.Duration
+}
+
+// Status is a worker's progress, shown by `coffer admin status`.
+type Status struct {
+	Node       placement.NodeID `cbor:"node" json:"node"`
+	Running    bool             `cbor:"running" json:"running"`
+	Deep       bool             `cbor:"deep" json:"deep"` // the running or last pass was a deep scrub
+	Epoch      uint64           `cbor:"epoch" json:"epoch"`
+	Passes     int              `cbor:"passes" json:"passes"`
+	DeepPasses int              `cbor:"deep_passes" json:"deep_passes"`
+	PGsLed     int              `cbor:"pgs_led" json:"pgs_led"`
+	PGsDone    int              `cbor:"pgs_done" json:"pgs_done"` // in the running pass
+	// Totals since the worker started.
+	ShardsRebuilt int64 `cbor:"shards_rebuilt" json:"shards_rebuilt"`
+	ShardsCopied  int64 `cbor:"shards_copied" json:"shards_copied"`
+	ShardsDropped int64 `cbor:"shards_dropped" json:"shards_dropped"`
+	BytesWritten  int64 `cbor:"bytes_written" json:"bytes_written"`
+	// Scrub findings since the worker started: shards found missing at their owner or
+	// damaged (bad CRC, or differing from the re-encoded stripe).
+	FoundMissing int64 `cbor:"found_missing" json:"found_missing"`
+	FoundCorrupt int64 `cbor:"found_corrupt" json:"found_corrupt"`
+	// Unreadable names stripes of the last pass with fewer than k good shards.
+	Unreadable []string `cbor:"unreadable,omitempty" json:"unreadable,omitempty"`
+	LastPass   string   `cbor:"last_pass,omitempty" json:"last_pass,omitempty"` // duration
+	LastError  string   `cbor:"last_error,omitempty" json:"last_error,omitempty"`
+}
+
+// Worker repairs the PGs its node leads. Safe for concurrent use.
+type Worker struct {
+	cfg   Config
+	crc   *crc32.Table
+	lim   *limiter
+	kick  chan struct{}
+	deepQ atomic.Bool
+
+	rebuilt, copied, dropped, written, missing, corrupt atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		st     Status
+		health map[uint32]placement.PGHealth
+	}
+}
+
+// New returns a worker. Errors wrap chunkstore.ErrInvalid.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Self == "" || cfg.Map == nil || cfg.Shards == nil || cfg.Now == nil {
+		return nil, fmt.Errorf("repair: config needs Self, Map, Shards and Now: %w", chunkstore.ErrInvalid)
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = erasure.NewCodec()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConcurrentPGs <= 0 {
+		cfg.ConcurrentPGs = DefaultConcurrentPGs
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	w := &Worker{cfg: cfg, crc: crc32.MakeTable(crc32.Castagnoli), kick: make(chan struct{}, 1),
+		lim: &limiter{rate: cfg.BytesPerSecond, now: cfg.Now}}
+	w.mu.st.Node = cfg.Self
+	w.mu.health = map[uint32]placement.PGHealth{}
+	return w, nil
+}
+
+// Kick starts a pass soon (coalesced with any pending one).
+func (w *Worker) Kick() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// DeepScrub makes the next pass a deep one and starts it soon.
+func (w *Worker) DeepScrub() {
+	w.deepQ.Store(true)
+	w.Kick()
+}
+
+// Run runs passes until ctx is done: every Interval, when the map epoch changes, and
+// when kicked.
+func (w *Worker) Run(ctx context.Context) {
+	var lastEpoch uint64
+	poll := time.NewTicker(min(w.cfg.Interval, time.Second))
+	defer poll.Stop()
+	lastPass := time.Time{}
+	for {
+		m := w.cfg.Map()
+		due := m != nil && (m.Epoch != lastEpoch || w.cfg.Now().Sub(lastPass) >= w.cfg.Interval)
+		select {
+		case <-w.kick:
+			due = m != nil
+		default:
+		}
+		if due {
+			lastEpoch, lastPass = m.Epoch, w.cfg.Now()
+			if _, err := w.Pass(ctx, w.deepQ.Swap(false)); err != nil && ctx.Err() == nil {
+				w.cfg.Logger.Warn("repair pass", "err", err)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+			w.Kick() // handled at the top of the loop
+		case <-poll.C:
+		}
+	}
+}
+
+// Status returns a copy of the worker's progress.
+func (w *Worker) Status() Status {
+	w.mu.Lock()
+	st := w.mu.st
+	st.Unreadable = slices.Clone(st.Unreadable)
+	w.mu.Unlock()
+	st.ShardsRebuilt, st.ShardsCopied, st.ShardsDropped = w.rebuilt.Load(), w.copied.Load(), w.dropped.Load()
+	st.BytesWritten, st.FoundMissing, st.FoundCorrupt = w.written.Load(), w.missing.Load(), w.corrupt.Load()
+	return st
+}
+
+// Health returns the reports of the PGs this worker led in its last pass, by PG.
+func (w *Worker) Health() []placement.PGHealth {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]placement.PGHealth, 0, len(w.mu.health))
+	for _, h := range w.mu.health {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b placement.PGHealth) int { return int(a.PG) - int(b.PG) })
+	return out
+}
+
+// holding is one stored copy of a shard.
+type holding struct {
+	node placement.Node
+	meta chunkstore.ShardMeta
+}
+
+// stripe is every known copy of every shard of one chunk.
+type stripe struct {
+	id     chunk.ID
+	shards [][]holding // by shard index
+}
+
+// pgWork is one led PG.
+type pgWork struct {
+	pg      uint32
+	desired []placement.Node
+	stripes []*stripe
+	risk    int // fewest healthy shards over its stripes before the pass
+}
+
+// PassResult summarises one pass.
+type PassResult struct {
+	PGs, Stripes             int
+	Rebuilt, Copied, Dropped int64
+	Missing, Corrupt         int64
+	Unreadable               []string
+}
+
+// Pass runs one repair pass (a deep scrub when deep) over the PGs this node leads under
+// the current map, and returns what it did.
+func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
+	start := w.cfg.Now()
+	m := w.cfg.Map()
+	if m == nil {
+		return PassResult{}, fmt.Errorf("repair: no cluster map: %w", chunkstore.ErrUnavailable)
+	}
+	n, k := m.Profile.N(), m.Profile.K
+	work := map[uint32]*pgWork{}
+	for pg := range m.PGCount {
+		desired, err := m.Place(pg, n)
+		if err != nil {
+			return PassResult{}, fmt.Errorf("repair: place pg %d at epoch %d: %w", pg, m.Epoch, err)
+		}
+		for _, d := range desired {
+			if d.State == placement.StateActive {
+				if d.ID == w.cfg.Self {
+					work[pg] = &pgWork{pg: pg, desired: desired}
+				}
+				break
+			}
+		}
+	}
+	w.mu.Lock()
+	w.mu.st.Running, w.mu.st.Deep, w.mu.st.Epoch, w.mu.st.PGsLed, w.mu.st.PGsDone = true, deep, m.Epoch, len(work), 0
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.mu.st.Running = false
+		w.mu.Unlock()
+	}()
+
+	// List what every reachable node holds for the led PGs.
+	byID := map[chunk.ID]*stripe{}
+	var listErrs []error
+	for _, nd := range m.Nodes {
+		if nd.State == placement.StateDown || nd.State == placement.StateDecommissioned || len(work) == 0 {
+			continue
+		}
+		st := w.cfg.Shards(nd)
+		if st == nil {
+			continue
+		}
+		err := st.EnumerateShards(ctx, nil, func(si chunkstore.ShardInfo) error {
+			pw := work[m.PG(si.Key.ID)]
+			if pw == nil || int(si.Key.Index) >= n {
+				return nil
+			}
+			s := byID[si.Key.ID]
+			if s == nil {
+				s = &stripe{id: si.Key.ID, shards: make([][]holding, n)}
+				byID[si.Key.ID] = s
+				pw.stripes = append(pw.stripes, s)
+			}
+			s.shards[si.Key.Index] = append(s.shards[si.Key.Index], holding{node: nd, meta: si.Meta})
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return PassResult{}, fmt.Errorf("repair: %w", ctx.Err())
+			}
+			listErrs = append(listErrs, fmt.Errorf("list shards of %s: %w", nd.ID, err))
+		}
+	}
+
+	// Riskiest PGs first.
+	pgs := make([]*pgWork, 0, len(work))
+	for _, pw := range work {
+		pw.risk = n
+		for _, s := range pw.stripes {
+			pw.risk = min(pw.risk, healthy(pw.desired, s))
+		}
+		pgs = append(pgs, pw)
+	}
+	slices.SortFunc(pgs, func(a, b *pgWork) int {
+		if a.risk != b.risk {
+			return a.risk - b.risk
+		}
+		return int(a.pg) - int(b.pg)
+	})
+
+	var res PassResult
+	var resMu sync.Mutex
+	health := make(map[uint32]placement.PGHealth, len(pgs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(w.cfg.ConcurrentPGs, max(len(pgs), 1)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(pgs) || ctx.Err() != nil {
+					return
+				}
+				pw := pgs[i]
+				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: n}
+				var named []string
+				var pr PassResult
+				for _, s := range pw.stripes {
+					if ctx.Err() != nil {
+						return
+					}
+					o := w.fixStripe(ctx, pw.desired, k, s, deep)
+					h.Stripes++
+					h.MinHealthy = min(h.MinHealthy, o.healthy)
+					if o.healthy < n {
+						h.Degraded++
+					}
+					if o.unreadable != "" {
+						h.Unreadable++
+						named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
+					}
+					if o.corrupt > 0 {
+						pr.Corrupt += int64(o.corrupt)
+					}
+					if o.stray > 0 {
+						h.Misplaced += o.stray
+					}
+					pr.Rebuilt += int64(o.rebuilt)
+					pr.Copied += int64(o.copied)
+					pr.Dropped += int64(o.dropped)
+					pr.Missing += int64(o.missing)
+				}
+				resMu.Lock()
+				health[pw.pg] = h
+				res.PGs++
+				res.Stripes += h.Stripes
+				res.Rebuilt += pr.Rebuilt
+				res.Copied += pr.Copied
+				res.Dropped += pr.Dropped
+				res.Missing += pr.Missing
+				res.Corrupt += pr.Corrupt
+				res.Unreadable = append(res.Unreadable, named...)
+				resMu.Unlock()
+				w.mu.Lock()
+				w.mu.st.PGsDone++
+				w.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("repair: %w", err)
+	}
+	slices.Sort(res.Unreadable)
+	w.mu.Lock()
+	w.mu.health = health
+	w.mu.st.Passes++
+	if deep {
+		w.mu.st.DeepPasses++
+	}
+	w.mu.st.Unreadable = res.Unreadable[:min(len(res.Unreadable), maxNamed)]
+	w.mu.st.LastPass = w.cfg.Now().Sub(start).Round(time.Millisecond).String()
+	w.mu.st.LastError = ""
+	if len(listErrs) > 0 {
+		w.mu.st.LastError = errors.Join(listErrs...).Error()
+	}
+	w.mu.Unlock()
+	for _, u := range res.Unreadable {
+		w.cfg.Logger.Error("repair: stripe unreadable", "stripe", u)
+	}
+	if res.Rebuilt+res.Copied+res.Dropped > 0 {
+		w.cfg.Logger.Info("repair pass", "epoch", m.Epoch, "deep", deep, "pgs", res.PGs, "stripes", res.Stripes,
+			"rebuilt", res.Rebuilt, "copied", res.Copied, "dropped", res.Dropped, "took", w.cfg.Now().Sub(start))
+	}
+	return res, nil
+}
+
+// healthy counts the positions whose active desired owner holds the shard.
+func healthy(desired []placement.Node, s *stripe) int {
+	held := make([]bool, len(desired))
+	for i, d := range desired {
+		held[i] = holds(s.shards[i], d.ID)
+	}
+	return placement.StripeHealthy(desired, held)
+}
+
+func holds(hs []holding, id placement.NodeID) bool {
+	for _, h := range hs {
+		if h.node.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func crcOf(w *Worker, data []byte) uint32 { return crc32.Checksum(data, w.crc) }
