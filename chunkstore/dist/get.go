@@ -40,6 +40,8 @@ type getter struct {
 	res   []fetched
 	order []int // shard indexes in the order to try them
 	next  int   // order[next:] are not tried yet
+	// fellBack is set once shards were looked for off the current placement.
+	fellBack bool
 }
 
 // Get returns the chunk's bytes (a new slice the caller owns).
@@ -97,6 +99,9 @@ func (g *getter) run() ([]byte, error) {
 			break // a silent error somewhere: try every combination below
 		}
 		if g.next == len(g.order) {
+			if g.fallback() {
+				continue
+			}
 			return nil, g.failure(false)
 		}
 		g.fetch(g.l.k - len(members))
@@ -151,9 +156,11 @@ func (g *getter) fetch(n int) {
 }
 
 // read fetches shard i from its node and checks it against the layout.
-func (g *getter) read(i int) fetched {
+func (g *getter) read(i int) fetched { return g.readFrom(g.nodes[i], i) }
+
+// readFrom fetches shard i from node nd and checks it against the layout.
+func (g *getter) readFrom(nd placement.Node, i int) fetched {
 	f := fetched{tried: true}
-	nd := g.nodes[i]
 	st, err := g.s.shardStore(nd)
 	if err != nil {
 		f.err = err
@@ -178,6 +185,59 @@ func (g *getter) read(i int) fetched {
 		f.key = stripeKey{k: mt.K, m: mt.M, len: mt.ChunkLen, crc: mt.ChunkCRC}
 	}
 	return f
+}
+
+// fallback looks for the shards the current placement could not supply on the map's
+// other nodes: during backfill a shard may still sit on its previous owner (a node that
+// is draining, out, or lost the position to a new node). It asks each such node once
+// (HasShards for every unusable index) and reads what it holds. It reports whether any
+// shard was found; it runs at most once per Get.
+func (g *getter) fallback() bool {
+	if g.fellBack {
+		return false
+	}
+	g.fellBack = true
+	var keys []chunkstore.ShardKey
+	for i, f := range g.res {
+		if !f.tried || f.err != nil {
+			keys = append(keys, chunkstore.ShardKey{ID: g.id, Index: uint8(i)})
+		}
+	}
+	if len(keys) == 0 {
+		return false
+	}
+	placed := make(map[placement.NodeID]bool, len(g.nodes))
+	for _, nd := range g.nodes {
+		placed[nd.ID] = true
+	}
+	found := false
+	for _, nd := range g.l.m.Nodes {
+		if placed[nd.ID] || nd.State == placement.StateDecommissioned || nd.State == placement.StateDown {
+			continue
+		}
+		st, err := g.s.shardStore(nd)
+		if err != nil {
+			continue
+		}
+		has, err := st.HasShards(g.ctx, keys)
+		if err != nil || len(has) != len(keys) {
+			continue
+		}
+		for j, ok := range has {
+			i := int(keys[j].Index)
+			if !ok || (g.res[i].tried && g.res[i].err == nil) {
+				continue
+			}
+			if f := g.readFrom(nd, i); f.err == nil {
+				g.res[i] = f
+				found = true
+			}
+		}
+	}
+	if found {
+		g.s.cfg.Logger.Debug("dist: shards found off the current placement", "chunk", g.id.String())
+	}
+	return found
 }
 
 // stripes returns the distinct stripe keys among usable shards, most shards first (ties
