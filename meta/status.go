@@ -1,6 +1,9 @@
 package meta
 
-import "github.com/cofferhq/coffer/chunkstore"
+import (
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/repair"
+)
 
 // NodeStatus is what one node reports about itself (RPC "node.Status"), for
 // `coffer admin status`.
@@ -12,6 +15,7 @@ type NodeStatus struct {
 	Shards  chunkstore.ShardStats `cbor:"shards" json:"shards"`
 	Members []Member              `cbor:"members" json:"members"` // gossip view
 	Raft    *RaftStatus           `cbor:"raft,omitempty" json:"raft,omitempty"`
+	Repair  *repair.Status        `cbor:"repair,omitempty" json:"repair,omitempty"` // chunk nodes
 }
 
 // Member is one gossip member as seen by the reporting node.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -67,6 +68,22 @@ type Config struct {
 	SegmentSize int64 `yaml:"segment_size,omitempty"`
 	// MemTableSize is the Pebble memtable size in bytes for this node's stores.
 	MemTableSize int `yaml:"memtable_size,omitempty"`
+	// DownOutInterval is how long the meta leader waits before marking a down node out
+	// (its PGs are then rebuilt elsewhere); zero means 10 minutes (meta role).
+	DownOutInterval time.Duration `yaml:"down_out_interval,omitempty"`
+	// Repair throttles this node's repair and backfill (chunk role).
+	Repair RepairConfig `yaml:"repair,omitempty"`
+}
+
+// RepairConfig throttles a chunk node's repair worker. Zero fields mean the defaults.
+type RepairConfig struct {
+	// BytesPerSecond bounds the shard bytes written by repair; 0 is unlimited.
+	BytesPerSecond int64 `yaml:"bytes_per_second,omitempty"`
+	// ConcurrentPGs bounds the PGs repaired at once; 0 means 4.
+	ConcurrentPGs int `yaml:"concurrent_pgs,omitempty"`
+	// Interval is the time between full passes when the map does not change; 0 means
+	// 1 minute.
+	Interval time.Duration `yaml:"interval,omitempty"`
 }
 
 // DefaultConfig returns a configuration with every default filled in except identity,

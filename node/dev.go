@@ -27,6 +27,9 @@ type DevOptions struct {
 	Host    string
 	PGCount uint32
 	Profile placement.Profile
+	// Domains, when > 0, puts chunk node i (from 0) in failure domain "domain-<i mod
+	// Domains>"; zero gives every node its own domain.
+	Domains int
 }
 
 func (o DevOptions) withDefaults() DevOptions {
@@ -125,13 +128,18 @@ func DevInit(o DevOptions, now time.Time) error {
 	var metas []MetaServer
 	var seeds []string
 	var chunkNodes []placement.Node
+	domain := map[string]string{}
 	for _, s := range specs {
+		domain[s.id] = s.id
 		if s.roles[0] == RoleMeta {
 			metas = append(metas, MetaServer{ID: s.id, Addr: s.listen})
 			seeds = append(seeds, s.gossip)
 		} else {
+			if o.Domains > 0 {
+				domain[s.id] = fmt.Sprintf("domain-%d", len(chunkNodes)%o.Domains)
+			}
 			chunkNodes = append(chunkNodes, placement.Node{ID: placement.NodeID(s.id), Addr: s.listen,
-				Domain: s.id, Weight: 1, State: placement.StateActive})
+				Domain: domain[s.id], Weight: 1, State: placement.StateActive})
 		}
 	}
 	boot := &InitialMap{PGCount: o.PGCount, Profile: o.Profile, Nodes: chunkNodes}
@@ -153,7 +161,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		}
 		c := Config{
 			ID: s.id, Roles: s.roles, Listen: s.listen, Gossip: s.gossip, Join: seeds,
-			Domain: s.id, DataDir: "data",
+			Domain: domain[s.id], DataDir: "data",
 			TLS:               TLSFiles{CA: "../../pki/ca.pem", Cert: "node.pem", Key: "node-key.pem"},
 			ClusterSecretFile: "../../secret",
 			MetaServers:       metas,

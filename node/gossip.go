@@ -151,6 +151,21 @@ func (g *gossip) alive(id placement.NodeID) bool {
 	return !ok || m.State == "alive" || m.State == "suspect"
 }
 
+// liveness reports gossip's view of id for the meta leader: alive (or suspect), dead
+// (failed or left), or unknown when never seen.
+func (g *gossip) liveness(id placement.NodeID) placement.Liveness {
+	g.events.mu.Lock()
+	defer g.events.mu.Unlock()
+	m, ok := g.events.mu.state[string(id)]
+	switch {
+	case !ok:
+		return placement.LiveUnknown
+	case m.State == "alive" || m.State == "suspect":
+		return placement.LiveAlive
+	}
+	return placement.LiveDead
+}
+
 // members reports the gossip view, including dead and left members, sorted by name.
 func (g *gossip) members() []meta.Member {
 	g.events.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/chunkstore/dist"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/metarpc"
@@ -37,6 +38,10 @@ type Deps struct {
 	// RaftTimeouts, when non-zero, shortens Raft's heartbeat/election/lease timeouts
 	// (tests); zero keeps hashicorp/raft's defaults.
 	RaftTimeouts time.Duration
+	// DownOut, when non-zero, overrides the config's down_out_interval (tests).
+	DownOut time.Duration
+	// RepairInterval, when non-zero, overrides the config's repair interval (tests).
+	RepairInterval time.Duration
 }
 
 // Node is one running Coffer node.
@@ -51,6 +56,7 @@ type Node struct {
 	metaC  *metarpc.Client
 	gossip *gossip
 	cmap   atomic.Pointer[placement.Map]
+	repair *repair.Worker // nil without the chunk role
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -127,6 +133,12 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
 	}
 
+	if n.shards != nil {
+		if err := n.startRepair(ctx, pr); err != nil {
+			return nil, err
+		}
+	}
+
 	mux := transport.NewMux()
 	cs := chunkrpc.NewServer(local, n.chunks)
 	mux.Handle("shard", cs)
@@ -153,6 +165,12 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			Now:         deps.Now,
 			InitialMap:  im,
 			PeerApplied: metarpc.PeerApplied(n.ep),
+			Liveness:    n.gossip.liveness,
+			DownOut:     cfg.DownOutInterval,
+			PGHealth:    n.gatherPGHealth,
+		}
+		if deps.DownOut > 0 {
+			mcfg.DownOut = deps.DownOut
 		}
 		if t := deps.RaftTimeouts; t > 0 {
 			mcfg.HeartbeatTimeout, mcfg.ElectionTimeout, mcfg.LeaderLeaseTimeout = t, t, t/2
@@ -204,6 +222,8 @@ func (n *Node) refreshMap(ctx context.Context) {
 // serveNode answers the "node." RPCs.
 func (n *Node) serveNode(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
 	switch method {
+	case methodPGHealth, methodScrub:
+		return n.serveRepair(ctx, peer, method, body)
 	case "node.Status":
 		st, err := n.Status(ctx)
 		if err != nil {
@@ -227,6 +247,10 @@ func (n *Node) Status(ctx context.Context) (meta.NodeStatus, error) {
 			return st, fmt.Errorf("node: stats: %w", err)
 		}
 		st.Shards = s
+	}
+	if n.repair != nil {
+		rs := n.repair.Status()
+		st.Repair = &rs
 	}
 	if n.meta != nil {
 		rs, err := n.meta.RaftStatus(ctx)

@@ -114,7 +114,8 @@ func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 	if to == placement.StateDecommissioned {
 		var reports []placement.PGHealth
 		if s.cfg.PGHealth != nil {
-			if reports, err = s.cfg.PGHealth(ctx); err != nil {
+			// Partial answers are fine: a PG without a report counts as not verified.
+			if reports, err = s.cfg.PGHealth(ctx); err != nil && len(reports) == 0 {
 				return placement.Map{}, fmt.Errorf("%w: server: decommission %s: gather PG health: %v", meta.ErrUnavailable, req.Node, err)
 			}
 		}

@@ -29,6 +29,12 @@ import (
 type Opts struct {
 	Meta, Chunk int
 	PGCount     uint32
+	// Domains spreads the chunk nodes round-robin over this many failure domains
+	// (zero: one domain per node).
+	Domains int
+	// DownOut shortens the down→out interval; RepairInterval the time between repair
+	// passes (zero: the node defaults).
+	DownOut, RepairInterval time.Duration
 }
 
 // Cluster is a running in-process cluster owned by one test.
@@ -72,10 +78,11 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount}, time.Now()); err != nil {
+	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains}, time.Now()); err != nil {
 		t.Fatalf("nodetest: init: %v", err)
 	}
-	c := &Cluster{Dir: dir, t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond}}
+	c := &Cluster{Dir: dir, t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval}}
 	c.start()
 	t.Cleanup(func() {
 		if err := c.Dev.Close(); err != nil {

@@ -1,0 +1,120 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/repair"
+	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
+)
+
+// Node RPCs of the repair worker.
+const (
+	methodPGHealth = "node.PGHealth" // the PG health reports of the PGs this node leads
+	methodScrub    = "node.Scrub"    // start a deep scrub pass now (admin or node peers)
+)
+
+type pgHealthResp struct {
+	PGs []placement.PGHealth `cbor:"pgs"`
+}
+
+// startRepair starts the chunk node's repair worker (owned by New; stops with ctx).
+func (n *Node) startRepair(ctx context.Context, pr *peers) error {
+	rc := n.cfg.Repair
+	if n.deps.RepairInterval > 0 {
+		rc.Interval = n.deps.RepairInterval
+	}
+	w, err := repair.New(repair.Config{
+		Self:           placement.NodeID(n.cfg.ID),
+		Map:            n.cmap.Load,
+		Shards:         pr.store,
+		Codec:          erasure.NewCodec(),
+		Logger:         n.log.With("component", "repair"),
+		Now:            n.deps.Now,
+		BytesPerSecond: rc.BytesPerSecond,
+		ConcurrentPGs:  rc.ConcurrentPGs,
+		Interval:       rc.Interval,
+	})
+	if err != nil {
+		return fmt.Errorf("node: repair: %w", err)
+	}
+	n.repair = w
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		w.Run(ctx)
+	}()
+	return nil
+}
+
+// Repair returns the node's repair worker, or nil without the chunk role.
+func (n *Node) Repair() *repair.Worker { return n.repair }
+
+// serveRepair answers node.PGHealth and node.Scrub.
+func (n *Node) serveRepair(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+	if peer.Role != transport.RoleNode && peer.Role != transport.RoleAdmin {
+		return nil, transport.Errorf(transport.PermissionDenied, "node: %s: role %q not allowed (node or admin only)", method, peer.Role)
+	}
+	if n.repair == nil {
+		return wire.Marshal(pgHealthResp{})
+	}
+	if method == methodScrub {
+		n.repair.DeepScrub()
+	}
+	return wire.Marshal(pgHealthResp{PGs: n.repair.Health()})
+}
+
+// gatherPGHealth asks every reachable chunk node of the current map for its PG
+// reports (meta leader: decommission check, `coffer admin pgs`). Nodes that do not
+// answer are skipped; the error joins their failures.
+func (n *Node) gatherPGHealth(ctx context.Context) ([]placement.PGHealth, error) {
+	return n.callChunkNodes(ctx, methodPGHealth)
+}
+
+// StartScrub asks every reachable chunk node to start a deep scrub pass.
+func (n *Node) StartScrub(ctx context.Context) error {
+	_, err := n.callChunkNodes(ctx, methodScrub)
+	return err
+}
+
+func (n *Node) callChunkNodes(ctx context.Context, method string) ([]placement.PGHealth, error) {
+	m := n.cmap.Load()
+	if m == nil {
+		return nil, errors.New("node: no cluster map yet")
+	}
+	var mu sync.Mutex
+	var out []placement.PGHealth
+	var errs []error
+	var wg sync.WaitGroup
+	for _, nd := range m.Nodes {
+		if nd.State == placement.StateDecommissioned || nd.State == placement.StateDown {
+			continue
+		}
+		wg.Go(func() {
+			var r pgHealthResp
+			var err error
+			if nd.ID == placement.NodeID(n.cfg.ID) && n.repair != nil {
+				if method == methodScrub {
+					n.repair.DeepScrub()
+				}
+				r.PGs = n.repair.Health()
+			} else {
+				err = wire.Call(ctx, n.ep, nd.Addr, method, struct{}{}, &r)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", nd.ID, err))
+				return
+			}
+			out = append(out, r.PGs...)
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
