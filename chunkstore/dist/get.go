@@ -187,32 +187,37 @@ func (g *getter) readFrom(nd placement.Node, i int) fetched {
 	return f
 }
 
-// fallback looks for the shards the current placement could not supply on the map's
-// other nodes: during backfill a shard may still sit on its previous owner (a node that
-// is draining, out, or lost the position to a new node). It asks each such node once
-// (HasShards for every unusable index) and reads what it holds. It reports whether any
-// shard was found; it runs at most once per Get.
+// fallback looks for the shards the current placement could not supply on every other
+// node of the map: during backfill a shard may still sit on its previous owner (a node
+// that is draining, out, or now owns another position of the PG). It asks each node
+// once (HasShards for every unusable index, except the one it owns) and reads what it
+// holds. It reports whether any shard was found; it runs at most once per Get.
 func (g *getter) fallback() bool {
 	if g.fellBack {
 		return false
 	}
 	g.fellBack = true
-	var keys []chunkstore.ShardKey
+	var want []int
 	for i, f := range g.res {
 		if !f.tried || f.err != nil {
-			keys = append(keys, chunkstore.ShardKey{ID: g.id, Index: uint8(i)})
+			want = append(want, i)
 		}
 	}
-	if len(keys) == 0 {
+	if len(want) == 0 {
 		return false
-	}
-	placed := make(map[placement.NodeID]bool, len(g.nodes))
-	for _, nd := range g.nodes {
-		placed[nd.ID] = true
 	}
 	found := false
 	for _, nd := range g.l.m.Nodes {
-		if placed[nd.ID] || nd.State == placement.StateDecommissioned || nd.State == placement.StateDown {
+		if nd.State == placement.StateDecommissioned || nd.State == placement.StateDown {
+			continue
+		}
+		var keys []chunkstore.ShardKey
+		for _, i := range want {
+			if g.nodes[i].ID != nd.ID && !(g.res[i].tried && g.res[i].err == nil) {
+				keys = append(keys, chunkstore.ShardKey{ID: g.id, Index: uint8(i)})
+			}
+		}
+		if len(keys) == 0 {
 			continue
 		}
 		st, err := g.s.shardStore(nd)
@@ -225,7 +230,7 @@ func (g *getter) fallback() bool {
 		}
 		for j, ok := range has {
 			i := int(keys[j].Index)
-			if !ok || (g.res[i].tried && g.res[i].err == nil) {
+			if !ok {
 				continue
 			}
 			if f := g.readFrom(nd, i); f.err == nil {

@@ -46,7 +46,7 @@ func majorityMeta(s *stripe) chunkstore.ShardMeta {
 }
 
 // fixStripe brings one stripe to its desired owners (see the package comment).
-func (w *Worker) fixStripe(ctx context.Context, desired []placement.Node, k int, s *stripe, deep bool) outcome {
+func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placement.Node, k int, s *stripe, deep bool) outcome {
 	var o outcome
 	n := len(desired)
 	mt := majorityMeta(s)
@@ -203,13 +203,28 @@ func (w *Worker) fixStripe(ctx context.Context, desired []placement.Node, k int,
 		}
 	}
 
-	// Drop copies off their owner once the owner holds the shard durably.
+	// Drop copies off their owner once the owner holds the shard durably. The owner is
+	// asked again right before (another worker on another map epoch may have moved
+	// the shard since the listing), and nothing is dropped once the map has moved on.
+	stillOwner := make([]bool, n)
+	if cur := w.cfg.Map(); cur != nil && cur.Epoch == epoch {
+		for i, d := range desired {
+			if !ownerHas[i] || d.State != placement.StateActive || len(s.shards[i]) == 0 ||
+				(len(s.shards[i]) == 1 && s.shards[i][0].node.ID == d.ID) {
+				continue
+			}
+			if st := w.cfg.Shards(d); st != nil {
+				has, err := st.HasShards(ctx, []chunkstore.ShardKey{{ID: s.id, Index: uint8(i)}})
+				stillOwner[i] = err == nil && len(has) == 1 && has[0]
+			}
+		}
+	}
 	for i, d := range desired {
 		for _, h := range s.shards[i] {
 			if h.node.ID == d.ID {
 				continue
 			}
-			if d.State != placement.StateActive || !ownerHas[i] {
+			if !stillOwner[i] {
 				o.stray++
 				continue
 			}

@@ -81,6 +81,10 @@ type Worker struct {
 		sync.Mutex
 		st     Status
 		health map[uint32]placement.PGHealth
+		// suspect holds stripes found with too few shards in the last pass. A stripe
+		// is reported unreadable only when two passes in a row find it so: the first
+		// sighting may be a write still in flight.
+		suspect map[chunk.ID]bool
 	}
 }
 
@@ -287,6 +291,10 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 		return int(a.pg) - int(b.pg)
 	})
 
+	w.mu.Lock()
+	prevSuspect := w.mu.suspect
+	w.mu.Unlock()
+	suspect := map[chunk.ID]bool{}
 	var res PassResult
 	var resMu sync.Mutex
 	health := make(map[uint32]placement.PGHealth, len(pgs))
@@ -307,15 +315,20 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					if ctx.Err() != nil {
 						return
 					}
-					o := w.fixStripe(ctx, pw.desired, k, s, deep)
+					o := w.fixStripe(ctx, m.Epoch, pw.desired, k, s, deep)
 					h.Stripes++
 					h.MinHealthy = min(h.MinHealthy, o.healthy)
 					if o.healthy < n {
 						h.Degraded++
 					}
 					if o.unreadable != "" {
-						h.Unreadable++
-						named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
+						resMu.Lock()
+						suspect[s.id] = true
+						resMu.Unlock()
+						if prevSuspect[s.id] || deep {
+							h.Unreadable++
+							named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
+						}
 					}
 					if o.corrupt > 0 {
 						pr.Corrupt += int64(o.corrupt)
@@ -352,6 +365,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	slices.Sort(res.Unreadable)
 	w.mu.Lock()
 	w.mu.health = health
+	w.mu.suspect = suspect
 	w.mu.st.Passes++
 	if deep {
 		w.mu.st.DeepPasses++
