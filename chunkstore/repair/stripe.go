@@ -322,7 +322,6 @@ func (w *Worker) rebuild(ctx context.Context, s *stripe, desired []placement.Nod
 	return nil
 }
 
-
 // read fetches shard i of s from nd and checks it against the stripe metadata.
 func (w *Worker) read(ctx context.Context, nd placement.Node, s *stripe, i int, mt chunkstore.ShardMeta) ([]byte, error) {
 	st := w.cfg.Shards(nd)
