@@ -64,7 +64,9 @@ type Status struct {
 	// Unreadable names stripes of the last pass with fewer than k good shards.
 	Unreadable []string `cbor:"unreadable,omitempty" json:"unreadable,omitempty"`
 	LastPass   string   `cbor:"last_pass,omitempty" json:"last_pass,omitempty"` // duration
-	LastError  string   `cbor:"last_error,omitempty" json:"last_error,omitempty"`
+	// Last is what the last completed pass did and found.
+	Last      PassSummary `cbor:"last" json:"last"`
+	LastError string      `cbor:"last_error,omitempty" json:"last_error,omitempty"`
 }
 
 // Worker repairs the PGs its node leads. Safe for concurrent use.
@@ -199,6 +201,19 @@ type pgWork struct {
 	desired []placement.Node
 	stripes []*stripe
 	risk    int // fewest healthy shards over its stripes before the pass
+}
+
+// PassSummary is the counts of one completed pass.
+type PassSummary struct {
+	Deep       bool   `cbor:"deep" json:"deep"`
+	Epoch      uint64 `cbor:"epoch" json:"epoch"`
+	Stripes    int    `cbor:"stripes" json:"stripes"`
+	Rebuilt    int64  `cbor:"rebuilt" json:"rebuilt"`
+	Copied     int64  `cbor:"copied" json:"copied"`
+	Dropped    int64  `cbor:"dropped" json:"dropped"`
+	Missing    int64  `cbor:"missing" json:"missing"`
+	Corrupt    int64  `cbor:"corrupt" json:"corrupt"`
+	Unreadable int    `cbor:"unreadable" json:"unreadable"`
 }
 
 // PassResult summarises one pass.
@@ -366,6 +381,8 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	w.mu.Lock()
 	w.mu.health = health
 	w.mu.suspect = suspect
+	w.mu.st.Last = PassSummary{Deep: deep, Epoch: m.Epoch, Stripes: res.Stripes, Rebuilt: res.Rebuilt, Copied: res.Copied,
+		Dropped: res.Dropped, Missing: res.Missing, Corrupt: res.Corrupt, Unreadable: len(res.Unreadable)}
 	w.mu.st.Passes++
 	if deep {
 		w.mu.st.DeepPasses++

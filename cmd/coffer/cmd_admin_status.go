@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
@@ -37,7 +38,8 @@ node's state in the cluster map, shards and bytes stored, and capacity.
 With --json one object is printed: raft (leader, leader_addr, term,
 commit_index, applied_index, servers), map_epoch, pg_count, profile ("k+m")
 and nodes (id, addr, roles, domain, state, map_state, shards, bytes, capacity,
-error).`,
+error, repair). A chunk node's repair is its repair worker's progress (see
+"coffer admin scrub status"); the human output shows it in a Repair table.`,
 		examples: []string{
 			"coffer admin status",
 			"coffer admin status --json | jq '.nodes[] | select(.state == \"down\")'",
@@ -99,6 +101,8 @@ type nodeRow struct {
 	Bytes    int64    `json:"bytes"`
 	Capacity int64    `json:"capacity"`
 	Error    string   `json:"error,omitempty"` // why the node is down
+	// Repair is the chunk node's repair worker progress.
+	Repair *repair.Status `json:"repair,omitempty"`
 }
 
 // Node liveness as shown by admin status.
@@ -180,6 +184,7 @@ func applyNodeStatus(r *nodeRow, st meta.NodeStatus) {
 		r.Domain = st.Domain
 	}
 	r.Shards, r.Bytes, r.Capacity = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity
+	r.Repair = st.Repair
 }
 
 // printClusterStatus writes the human overview.
@@ -225,6 +230,16 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 		if n.Error != "" {
 			fmt.Fprintf(w, "  %s: %s\n", n.ID, n.Error)
 		}
+	}
+	var reps []repair.Status
+	for _, n := range st.Nodes {
+		if n.Repair != nil {
+			reps = append(reps, *n.Repair)
+		}
+	}
+	if len(reps) > 0 {
+		fmt.Fprintln(w, "\nRepair:")
+		printRepairStatus(w, reps)
 	}
 }
 
