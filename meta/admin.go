@@ -25,6 +25,11 @@ const (
 	NodeUndrain      = "undrain"
 	NodeDecommission = "decommission"
 	NodeActivate     = "activate"
+	// RebalanceApply activates every joining node in one map change (Node is empty).
+	RebalanceApply = "rebalance-apply"
+	// RebalanceCancel returns the nodes of the last RebalanceApply that are still
+	// active to joining (Node is empty); data moves back to where it was.
+	RebalanceCancel = "rebalance-cancel"
 )
 
 // NodeActionRequest asks to change one node's lifecycle state.

@@ -30,6 +30,9 @@ type DevOptions struct {
 	// Domains, when > 0, puts chunk node i (from 0) in failure domain "domain-<i mod
 	// Domains>"; zero gives every node its own domain.
 	Domains int
+	// Joining, when > 0, puts the last Joining chunk nodes in the initial map as
+	// joining: running, but holding no PG until `coffer admin rebalance apply`.
+	Joining int
 }
 
 func (o DevOptions) withDefaults() DevOptions {
@@ -67,7 +70,7 @@ func DevInit(o DevOptions, now time.Time) error {
 	if o.Dir == "" {
 		return fmt.Errorf("%w: dev: no directory", ErrConfig)
 	}
-	if o.Chunk < o.Profile.K+o.Profile.M {
+	if o.Chunk-o.Joining < o.Profile.K+o.Profile.M || o.Joining < 0 {
 		return fmt.Errorf("%w: dev: %d chunk nodes cannot hold %d+%d shards", ErrConfig, o.Chunk, o.Profile.K, o.Profile.M)
 	}
 	if o.Meta < 1 {
@@ -138,8 +141,12 @@ func DevInit(o DevOptions, now time.Time) error {
 			if o.Domains > 0 {
 				domain[s.id] = fmt.Sprintf("domain-%d", len(chunkNodes)%o.Domains)
 			}
+			state := placement.StateActive
+			if len(chunkNodes) >= o.Chunk-o.Joining {
+				state = placement.StateJoining
+			}
 			chunkNodes = append(chunkNodes, placement.Node{ID: placement.NodeID(s.id), Addr: s.listen,
-				Domain: domain[s.id], Weight: 1, State: placement.StateActive})
+				Domain: domain[s.id], Weight: 1, State: state})
 		}
 	}
 	boot := &InitialMap{PGCount: o.PGCount, Profile: o.Profile, Nodes: chunkNodes}

@@ -25,6 +25,9 @@ type PGHealth struct {
 	// Misplaced counts shards held by a node that is not their desired owner (they
 	// move during backfill).
 	Misplaced int `cbor:"misplaced" json:"misplaced"`
+	// Bytes is the shard bytes of the PG's stripes when complete (k+m shards each):
+	// what moving every position of the PG would copy.
+	Bytes int64 `cbor:"bytes" json:"bytes"`
 }
 
 // State names the PG's condition the way `coffer admin pgs` shows it: "unreadable",

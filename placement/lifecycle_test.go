@@ -207,3 +207,39 @@ func TestCheckDecommissionNamesPGs(t *testing.T) {
 		t.Fatalf("refusal: %v", err)
 	}
 }
+
+func TestPlanMove(t *testing.T) {
+	nodes := mkNodes(10, 10)
+	nodes[8].State, nodes[9].State = StateJoining, StateJoining
+	from := mustMap(t, 64, Profile{K: 4, M: 2}, nodes)
+	to, ids := from.ActivateJoining(1)
+	if len(ids) != 2 || to.Epoch != 2 || from.Nodes[8].State != StateJoining {
+		t.Fatalf("activate joining: %v epoch %d", ids, to.Epoch)
+	}
+	pgBytes := map[uint32]int64{}
+	for pg := range uint32(64) {
+		pgBytes[pg] = 6000
+	}
+	p, err := PlanMove(from, to, pgBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, out int64
+	for _, nm := range p.Nodes {
+		in += nm.BytesIn
+		out += nm.BytesOut
+		if (nm.Node == "node-08" || nm.Node == "node-09") && (nm.PGsIn == 0 || nm.PGsOut != 0) {
+			t.Errorf("new node %s: %+v", nm.Node, nm)
+		}
+	}
+	if in != p.Bytes || out != p.Bytes || p.Bytes != int64(p.Positions)*1000 {
+		t.Fatalf("plan does not balance: in %d out %d bytes %d positions %d", in, out, p.Bytes, p.Positions)
+	}
+	// Two new nodes of ten take about a fifth of the 384 positions.
+	if p.Positions < 384/10 || p.Positions > 384*3/10 {
+		t.Fatalf("%d of 384 positions move", p.Positions)
+	}
+	if same, _ := PlanMove(from, from, pgBytes); same.Positions != 0 || same.Bytes != 0 {
+		t.Fatalf("identity plan moves %+v", same)
+	}
+}

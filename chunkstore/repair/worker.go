@@ -191,8 +191,9 @@ type holding struct {
 
 // stripe is every known copy of every shard of one chunk.
 type stripe struct {
-	id     chunk.ID
-	shards [][]holding // by shard index
+	id       chunk.ID
+	shards   [][]holding // by shard index
+	shardLen uint32
 }
 
 // pgWork is one led PG.
@@ -280,6 +281,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				pw.stripes = append(pw.stripes, s)
 			}
 			s.shards[si.Key.Index] = append(s.shards[si.Key.Index], holding{node: nd, meta: si.Meta})
+			s.shardLen = max(s.shardLen, si.Len)
 			return nil
 		})
 		if err != nil {
@@ -332,6 +334,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					}
 					o := w.fixStripe(ctx, m.Epoch, pw.desired, k, s, deep)
 					h.Stripes++
+					h.Bytes += int64(s.shardLen) * int64(n)
 					h.MinHealthy = min(h.MinHealthy, o.healthy)
 					if o.healthy < n {
 						h.Degraded++

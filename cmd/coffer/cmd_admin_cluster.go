@@ -166,7 +166,7 @@ than k good shards), unknown (no report at the current epoch yet).
 
 With --json: {"epoch", "pg_count", "counts": {state: n}, "pgs": [{"pg",
 "epoch", "reporter", "stripes", "min_healthy", "n", "degraded",
-"inconsistent", "unreadable", "misplaced"}]}.`,
+"inconsistent", "unreadable", "misplaced", "bytes"}]}.`,
 		examples: []string{"coffer admin pgs", "coffer admin pgs --all --json"},
 		new:      func() command { return &adminPGsCmd{} },
 	}

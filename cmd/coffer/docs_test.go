@@ -76,7 +76,8 @@ func TestDocsListEveryJSONField(t *testing.T) {
 	doc := readCLIDoc(t)["JSON output"]
 	for _, v := range []any{initSummary{}, backupSummary{}, skippedJSON{}, snapshotJSON{}, entryJSON{},
 		restoreSummary{}, clusterStatus{}, nodeRow{}, versionInfo{},
-		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{}} {
+		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
+		rebalanceApplyJSON{}, rebalanceStatusJSON{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

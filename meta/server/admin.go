@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
@@ -70,13 +71,78 @@ func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 	if req.Principal == "" {
 		req.Principal = "unknown"
 	}
-	m, err := s.nodeAction(ctx, req)
+	var m placement.Map
+	var err error
+	action, target := "node."+req.Action, string(req.Node)
+	switch req.Action {
+	case meta.RebalanceApply, meta.RebalanceCancel:
+		action = "rebalance." + strings.TrimPrefix(req.Action, "rebalance-")
+		var ids []placement.NodeID
+		m, ids, err = s.rebalance(ctx, req.Action)
+		var strs []string
+		for _, id := range ids {
+			strs = append(strs, string(id))
+		}
+		target = strings.Join(strs, ",")
+	default:
+		m, err = s.nodeAction(ctx, req)
+	}
 	outcome := "ok"
 	if err != nil {
 		outcome = "refused: " + err.Error()
 	}
-	s.audit(req.Principal, "node."+req.Action, string(req.Node), req.Reason, outcome)
+	s.audit(req.Principal, action, target, req.Reason, outcome)
 	return m, err
+}
+
+// rebalance activates every joining node (apply), or returns the nodes of the last
+// successful apply that are still active to joining (cancel), in one map change.
+func (s *Server) rebalance(ctx context.Context, action string) (placement.Map, []placement.NodeID, error) {
+	cur, ok, err := s.fsm.ClusterMap()
+	if err != nil {
+		return placement.Map{}, nil, err
+	}
+	if !ok {
+		return placement.Map{}, nil, fmt.Errorf("server: rebalance: no cluster map: %w", meta.ErrNotFound)
+	}
+	now := s.fsm.Now().UnixNano()
+	var nm *placement.Map
+	var ids []placement.NodeID
+	if action == meta.RebalanceApply {
+		nm, ids = cur.ActivateJoining(now)
+		if nm == nil {
+			return placement.Map{}, nil, fmt.Errorf("%w: server: rebalance: no joining node to bring in (epoch %d)", meta.ErrInvalid, cur.Epoch)
+		}
+	} else {
+		log, err := s.fsm.AuditLog(0)
+		if err != nil {
+			return placement.Map{}, nil, err
+		}
+		var last []string
+		for i := len(log) - 1; i >= 0; i-- {
+			if log[i].Action == "rebalance.apply" && log[i].Outcome == "ok" {
+				last = strings.Split(log[i].Target, ",")
+				break
+			}
+		}
+		c := cur.Clone()
+		for i := range c.Nodes {
+			if slices.Contains(last, string(c.Nodes[i].ID)) && c.Nodes[i].State == placement.StateActive {
+				c.Nodes[i].State, c.Nodes[i].Since = placement.StateJoining, now
+				ids = append(ids, c.Nodes[i].ID)
+			}
+		}
+		if len(ids) == 0 {
+			return placement.Map{}, nil, fmt.Errorf("%w: server: rebalance: nothing to cancel (no node of the last apply is still active)", meta.ErrInvalid)
+		}
+		c.Epoch++
+		nm = c
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetClusterMap{Map: *nm})
+	if err != nil {
+		return placement.Map{}, nil, err
+	}
+	return res.(placement.Map), ids, nil
 }
 
 func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {

@@ -32,6 +32,8 @@ type Opts struct {
 	// Domains spreads the chunk nodes round-robin over this many failure domains
 	// (zero: one domain per node).
 	Domains int
+	// Joining puts the last Joining chunk nodes in the map as joining.
+	Joining int
 	// DownOut shortens the down→out interval; RepairInterval the time between repair
 	// passes (zero: the node defaults).
 	DownOut, RepairInterval time.Duration
@@ -78,7 +80,7 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains}, time.Now()); err != nil {
+	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining}, time.Now()); err != nil {
 		t.Fatalf("nodetest: init: %v", err)
 	}
 	c := &Cluster{Dir: dir, t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,

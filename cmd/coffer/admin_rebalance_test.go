@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/node/nodetest"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// TestAdminRebalanceAddNodes adds two nodes (joining in the map) and applies the
+// rebalance through the CLI: data moves to them, the bytes moved are within 10% of the
+// plan's estimate, and the snapshot restores bit-identically during and after the move.
+func TestAdminRebalanceAddNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster scenario")
+	}
+	c := nodetest.New(t, nodetest.Opts{Chunk: 8, Joining: 2, PGCount: 32, RepairInterval: 500 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := c.Connect(t)
+	pass := []byte("correct horse battery staple")
+	// NB: under heavy load the meta client may retry a create that did commit.
+	if _, err := client.InitVault(ctx, cfg, "default", pass); err != nil && !errors.Is(err, meta.ErrExists) {
+		t.Fatal(err)
+	}
+	ag, err := client.Open(ctx, cfg, "default", pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	nodetest.MakeTree(t, src, nodetest.TreeOpts{Seed: 11})
+	blob := make([]byte, 6<<20)
+	_, _ = rand.Read(blob)
+	if err := os.WriteFile(filepath.Join(src, "blob"), blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ag.Backup(ctx, client.BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (int, string, string) {
+		return runCLI(t, map[string]string{}, append([]string{"--config", node.DevClientConfig(c.Dir)}, args...)...)
+	}
+	status := func() rebalanceStatusJSON {
+		code, out, errOut := cli("--json", "admin", "rebalance", "status")
+		var st rebalanceStatusJSON
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			t.Fatalf("rebalance status: exit %d, %s %s", code, out, errOut)
+		}
+		return st
+	}
+	poll(t, time.Minute, "healthy before the rebalance", func() (bool, string) {
+		st := status()
+		return st.Done, strings.TrimSpace(strings.Repeat(" ", 0)) + func() string { b, _ := json.Marshal(st); return string(b) }()
+	})
+	for _, id := range []string{"chunk-7", "chunk-8"} {
+		if st, _ := c.Node(id).Shards().Stats(ctx); st.Shards != 0 {
+			t.Fatalf("joining node %s holds %d shards before the rebalance", id, st.Shards)
+		}
+	}
+
+	code, out, errOut := cli("--json", "admin", "rebalance", "plan")
+	var plan placement.Plan
+	if code != 0 || json.Unmarshal([]byte(out), &plan) != nil {
+		t.Fatalf("plan: exit %d, %s %s", code, out, errOut)
+	}
+	if plan.Bytes == 0 || plan.Positions == 0 {
+		t.Fatalf("plan moves nothing: %+v", plan)
+	}
+	before := status().Moved
+
+	// Restore while the data moves.
+	var wg sync.WaitGroup
+	var restoreErr error
+	during := filepath.Join(t.TempDir(), "during")
+	start := time.Now()
+	code, out, errOut = cli("--json", "admin", "rebalance", "apply")
+	if code != 0 {
+		t.Fatalf("apply: exit %d, %s %s", code, out, errOut)
+	}
+	wg.Go(func() {
+		_, restoreErr = ag.Restore(ctx, res.Snapshot, client.RestoreOptions{Target: during})
+	})
+	poll(t, 2*time.Minute, "rebalance done", func() (bool, string) {
+		st := status()
+		return st.Done, func() string { b, _ := json.Marshal(st); return string(b) }()
+	})
+	took := time.Since(start)
+	wg.Wait()
+	if restoreErr != nil {
+		t.Fatalf("restore during the rebalance: %v", restoreErr)
+	}
+	nodetest.CompareTrees(t, src, filepath.Join(during, "src"))
+	moved := status().Moved - before
+	t.Logf("plan: %d PGs, %d positions, %d bytes; moved %d bytes in %v (%.1f MB/s)",
+		plan.PGs, plan.Positions, plan.Bytes, moved, took.Round(time.Millisecond), float64(moved)/took.Seconds()/1e6)
+	if diff := moved - plan.Bytes; diff > plan.Bytes/10 || -diff > plan.Bytes/10 {
+		t.Fatalf("moved %d bytes, plan said %d (more than 10%% apart)", moved, plan.Bytes)
+	}
+	for _, id := range []string{"chunk-7", "chunk-8"} {
+		if st, _ := c.Node(id).Shards().Stats(ctx); st.Shards == 0 {
+			t.Fatalf("new node %s holds no shard after the rebalance", id)
+		}
+	}
+	after := filepath.Join(t.TempDir(), "after")
+	if _, err := ag.Restore(ctx, res.Snapshot, client.RestoreOptions{Target: after}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.CompareTrees(t, src, filepath.Join(after, "src"))
+}
