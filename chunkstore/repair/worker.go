@@ -23,6 +23,9 @@ const (
 	DefaultInterval      = time.Minute
 	// maxNamed bounds the unreadable stripes a Status lists by name.
 	maxNamed = 100
+	// suspectAge is how long a stripe must stay short of k shards before a repair
+	// pass reports it unreadable (deep scrubs report at once).
+	suspectAge = 30 * time.Second
 )
 
 // Config configures a Worker.
@@ -65,7 +68,9 @@ type Status struct {
 	Unreadable []string `cbor:"unreadable,omitempty" json:"unreadable,omitempty"`
 	LastPass   string   `cbor:"last_pass,omitempty" json:"last_pass,omitempty"` // duration
 	// Last is what the last completed pass did and found.
-	Last      PassSummary `cbor:"last" json:"last"`
+	Last PassSummary `cbor:"last" json:"last"`
+	// LastDeep is the last completed deep scrub pass (zero before the first).
+	LastDeep  PassSummary `cbor:"last_deep" json:"last_deep"`
 	LastError string      `cbor:"last_error,omitempty" json:"last_error,omitempty"`
 }
 
@@ -83,10 +88,10 @@ type Worker struct {
 		sync.Mutex
 		st     Status
 		health map[uint32]placement.PGHealth
-		// suspect holds stripes found with too few shards in the last pass. A stripe
-		// is reported unreadable only when two passes in a row find it so: the first
-		// sighting may be a write still in flight.
-		suspect map[chunk.ID]bool
+		// suspect holds stripes found with too few shards, with when they were first
+		// found so. A repair pass reports a stripe unreadable only when it is still so
+		// suspectAge later: a first sighting may be a write still in flight.
+		suspect map[chunk.ID]time.Time
 	}
 }
 
@@ -311,7 +316,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	w.mu.Lock()
 	prevSuspect := w.mu.suspect
 	w.mu.Unlock()
-	suspect := map[chunk.ID]bool{}
+	suspect := map[chunk.ID]time.Time{}
 	var res PassResult
 	var resMu sync.Mutex
 	health := make(map[uint32]placement.PGHealth, len(pgs))
@@ -340,10 +345,14 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 						h.Degraded++
 					}
 					if o.unreadable != "" {
+						first, seen := prevSuspect[s.id]
+						if !seen {
+							first = start
+						}
 						resMu.Lock()
-						suspect[s.id] = true
+						suspect[s.id] = first
 						resMu.Unlock()
-						if prevSuspect[s.id] || deep {
+						if deep || start.Sub(first) >= suspectAge {
 							h.Unreadable++
 							named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
 						}
@@ -389,6 +398,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	w.mu.st.Passes++
 	if deep {
 		w.mu.st.DeepPasses++
+		w.mu.st.LastDeep = w.mu.st.Last
 	}
 	w.mu.st.Unreadable = res.Unreadable[:min(len(res.Unreadable), maxNamed)]
 	w.mu.st.LastPass = w.cfg.Now().Sub(start).Round(time.Millisecond).String()

@@ -110,7 +110,7 @@ func TestAdminDrainDecommission(t *testing.T) {
 	if code, _, errOut := cli("admin", "scrub", "start"); code != 0 {
 		t.Fatalf("scrub start: exit %d, %s", code, errOut)
 	}
-	poll(t, time.Minute, "deep scrub done", func() (bool, string) {
+	poll(t, 2*time.Minute, "deep scrub done", func() (bool, string) {
 		code, out, errOut := cli("admin", "scrub", "status", "--json")
 		if code != 0 {
 			return false, errOut
@@ -124,9 +124,9 @@ func TestAdminDrainDecommission(t *testing.T) {
 			if n.Node == "chunk-3" {
 				continue
 			}
-			if n.Last.Deep {
-				if n.Last.Missing != 0 || n.Last.Corrupt != 0 || n.Last.Unreadable != 0 {
-					t.Fatalf("deep scrub on %s after decommission found %+v", n.Node, n.Last)
+			if n.LastDeep.Deep {
+				if n.LastDeep.Missing != 0 || n.LastDeep.Corrupt != 0 || n.LastDeep.Unreadable != 0 {
+					t.Fatalf("deep scrub on %s after decommission found %+v", n.Node, n.LastDeep)
 				}
 				done++
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,7 +63,7 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 	}
 	poll(t, time.Minute, "healthy before the rebalance", func() (bool, string) {
 		st := status()
-		return st.Done, strings.TrimSpace(strings.Repeat(" ", 0)) + func() string { b, _ := json.Marshal(st); return string(b) }()
+		return st.Done, asJSON(st)
 	})
 	for _, id := range []string{"chunk-7", "chunk-8"} {
 		if st, _ := c.Node(id).Shards().Stats(ctx); st.Shards != 0 {
@@ -96,7 +95,7 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 	})
 	poll(t, 2*time.Minute, "rebalance done", func() (bool, string) {
 		st := status()
-		return st.Done, func() string { b, _ := json.Marshal(st); return string(b) }()
+		return st.Done, asJSON(st)
 	})
 	took := time.Since(start)
 	wg.Wait()
@@ -120,4 +119,9 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodetest.CompareTrees(t, src, filepath.Join(after, "src"))
+}
+
+func asJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -337,8 +337,9 @@ shards), by name.
 With --json: {"nodes": [{"node", "running", "deep", "epoch", "passes",
 "deep_passes", "pgs_led", "pgs_done", "shards_rebuilt", "shards_copied",
 "shards_dropped", "bytes_written", "found_missing", "found_corrupt",
-"unreadable", "last_pass", "last_error", "last": {"deep", "epoch", "stripes",
-"rebuilt", "copied", "dropped", "missing", "corrupt", "unreadable"}}],
+"unreadable", "last_pass", "last_error", "last" and "last_deep" (the last pass
+and the last deep scrub: {"deep", "epoch", "stripes", "rebuilt", "copied",
+"dropped", "missing", "corrupt", "unreadable"})}],
 "errors": {node: message}}.`,
 		examples: []string{"coffer admin scrub status"},
 		new:      func() command { return &adminScrubStatusCmd{} },
