@@ -6,7 +6,7 @@ BIN     ?= bin
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short vet lint bench bench-suite bench-quick demo clean
+.PHONY: all build test test-short test-faults vet lint bench bench-suite bench-quick demo clean
 
 all: build
 
@@ -22,6 +22,12 @@ test: vet
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# Long cluster fault scenarios (issue 5: re-protection after losing 2 of 8 nodes,
+# rebalance after adding nodes), skipped by `make test`.
+test-faults:
+	COFFER_FAULTS=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m -count=1 -v \
+		-run 'TestHealAfterNodeLoss|TestAdminRebalanceAddNodes' ./node/ ./cmd/coffer/
 
 # Stage micro-benchmarks (benchstat-readable output).
 bench:

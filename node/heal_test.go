@@ -128,8 +128,8 @@ func checkPlacement(t *testing.T, c *nodetest.Cluster) int {
 // PG returns to k+m healthy shards on the surviving nodes and the snapshot restores
 // bit-identically. One lost node then comes back and rejoins.
 func TestHealAfterNodeLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster fault scenario")
+	if testing.Short() || os.Getenv("COFFER_FAULTS") == "" {
+		t.Skip("cluster fault scenario: make test-faults (COFFER_FAULTS=1)")
 	}
 	c := nodetest.New(t, nodetest.Opts{Chunk: 8, Domains: 4, PGCount: 32, DownOut: 3 * time.Second, RepairInterval: time.Second})
 	cfg := c.Connect(t)

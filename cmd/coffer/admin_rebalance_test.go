@@ -22,8 +22,8 @@ import (
 // rebalance through the CLI: data moves to them, the bytes moved are within 10% of the
 // plan's estimate, and the snapshot restores bit-identically during and after the move.
 func TestAdminRebalanceAddNodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster scenario")
+	if testing.Short() || os.Getenv("COFFER_FAULTS") == "" {
+		t.Skip("cluster fault scenario: make test-faults (COFFER_FAULTS=1)")
 	}
 	c := nodetest.New(t, nodetest.Opts{Chunk: 8, Joining: 2, PGCount: 32, RepairInterval: 500 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
