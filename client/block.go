@@ -157,6 +157,9 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 	n.Links, n.DeviceID = 0, 0
 	b.files.Add(1)
 
+	b.totalFiles.Store(1)
+	b.totalBytes.Store(size)
+	b.scanDone.Store(true)
 	stopProgress := b.startProgress(opts.Progress)
 	bl := &blockRun{b: b, f: f, size: size, bs: int64(bs), opts: opts, parent: pblocks}
 	content, upStats, err := bl.run(ctx)
@@ -250,7 +253,7 @@ type blockRun struct {
 
 	regions []region // data and holes of the source
 
-	mu                            sync.Mutex
+	mu                           sync.Mutex
 	holes, read, changed, reused int64
 }
 

@@ -75,7 +75,7 @@ func TestDocsMentionEveryCommandAndFlag(t *testing.T) {
 func TestDocsListEveryJSONField(t *testing.T) {
 	doc := readCLIDoc(t)["JSON output"]
 	for _, v := range []any{initSummary{}, backupSummary{}, skippedJSON{}, snapshotJSON{}, entryJSON{},
-		restoreSummary{}, clusterStatus{}, nodeRow{}, versionInfo{}} {
+		restoreSummary{}, statusJSON{}, clusterStatus{}, nodeRow{}, versionInfo{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
