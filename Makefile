@@ -35,6 +35,11 @@ bench-quick: build
 bench-suite: build
 	$(BIN)/coffer bench --data $(BENCH_DATA) --out $(BIN)/bench-suite.json
 
+# The dev cluster as nine separate `cofferd run` processes: backup, restore, SIGKILL a
+# chunk node, restore and back up again.
+test-multiproc: build
+	BIN=$(BIN) ./deploy/multiproc.sh
+
 # Build, start the dev cluster, back up the Go toolchain's src, restore, verify, print stats.
 demo: build
 	BIN=$(BIN) GO=$(GO) ./deploy/demo.sh

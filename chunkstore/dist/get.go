@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -69,6 +70,8 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dist: get: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx) // ends reads that fetch abandoned
+	defer cancel()
 	g := &getter{s: s, ctx: ctx, id: id, l: l, nodes: nodes, res: make([]fetched, l.n)}
 	g.order = make([]int, 0, l.n)
 	for i, nd := range nodes {
@@ -136,18 +139,55 @@ func (g *getter) run() ([]byte, error) {
 	return nil, g.failure(true)
 }
 
-// fetch reads the next n untried shards in parallel.
+// fetch reads untried shards in parallel until n of them came back usable or none is
+// left to try: n at first, one more for each failure, and one more each HedgeDelay
+// during which no read answered (a node that died silently answers nothing until a
+// transport timeout). Reads still running when it returns are abandoned: recorded as
+// unavailable, cancelled when Get returns.
 func (g *getter) fetch(n int) {
-	n = min(n, len(g.order)-g.next)
-	if n <= 0 {
-		return
+	type result struct {
+		i int
+		f fetched
 	}
-	idx := g.order[g.next : g.next+n]
-	g.next += n
-	g.s.forEach(len(idx), func(j int) {
-		i := idx[j]
-		g.res[i] = g.read(i)
-	})
+	ch := make(chan result, len(g.order)-g.next) // buffered: abandoned reads never block
+	pending := map[int]bool{}
+	launch := func() bool {
+		if g.next == len(g.order) || len(pending) >= g.s.cfg.MaxParallel {
+			return false
+		}
+		i := g.order[g.next]
+		g.next++
+		pending[i] = true
+		go func() { ch <- result{i, g.read(i)} }()
+		return true
+	}
+	for range n {
+		launch()
+	}
+	var hedge <-chan time.Time
+	if g.s.cfg.HedgeDelay > 0 {
+		t := time.NewTicker(g.s.cfg.HedgeDelay)
+		defer t.Stop()
+		hedge = t.C
+	}
+	got := 0
+	for got < n && len(pending) > 0 {
+		select {
+		case r := <-ch:
+			delete(pending, r.i)
+			g.res[r.i] = r.f
+			if r.f.err == nil {
+				got++
+			} else {
+				launch()
+			}
+		case <-hedge:
+			launch()
+		}
+	}
+	for i := range pending {
+		g.res[i] = fetched{tried: true, err: fmt.Errorf("node %s shard %d: abandoned, other shards answered first: %w", g.nodes[i].ID, i, chunkstore.ErrUnavailable)}
+	}
 }
 
 // read fetches shard i from its node and checks it against the layout.

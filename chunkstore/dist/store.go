@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -43,7 +44,14 @@ type Config struct {
 	// MaxParallel bounds the concurrent node calls of one operation; 0 means
 	// DefaultMaxParallel.
 	MaxParallel int
+	// HedgeDelay is how long a Get waits without any shard answering before it reads one
+	// more shard alongside (see getter.fetch); 0 means DefaultHedgeDelay, negative
+	// disables hedging.
+	HedgeDelay time.Duration
 }
+
+// DefaultHedgeDelay is the default Config.HedgeDelay.
+const DefaultHedgeDelay = time.Second
 
 var _ chunkstore.Store = (*Store)(nil)
 
@@ -83,6 +91,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxParallel == 0 {
 		cfg.MaxParallel = DefaultMaxParallel
+	}
+	if cfg.HedgeDelay == 0 {
+		cfg.HedgeDelay = DefaultHedgeDelay
 	}
 	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli)}, nil
 }
