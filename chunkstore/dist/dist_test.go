@@ -32,6 +32,7 @@ type faultShards struct {
 	// died without closing its connections); hanging counts such calls in progress.
 	silentNode atomic.Bool
 	hanging    atomic.Int64
+	getCalls   atomic.Int64
 	puts       atomic.Int64
 	// inflight and peak count concurrent PutShards calls across all nodes sharing
 	// the counters.
@@ -67,6 +68,7 @@ func (f *faultShards) PutShards(ctx context.Context, s []chunkstore.Shard) error
 }
 
 func (f *faultShards) GetShard(ctx context.Context, k chunkstore.ShardKey) (chunkstore.Shard, error) {
+	f.getCalls.Add(1)
 	if f.silentNode.Load() {
 		f.hanging.Add(1)
 		defer f.hanging.Add(-1)
@@ -695,5 +697,13 @@ func TestGetHedgesAroundSilentNode(t *testing.T) {
 			t.Fatal("the silent read was never cancelled")
 		}
 		runtime.Gosched()
+	}
+	// The silent node is now read last: the next Get does not wait on it.
+	calls := silent.getCalls.Load()
+	if got, err := c.st.Get(ctx, ch.ID); err != nil || !bytes.Equal(got, ch.Data) {
+		t.Fatalf("second get: %v", err)
+	}
+	if n := silent.getCalls.Load() - calls; n != 0 {
+		t.Fatalf("silent node asked again %d times right after it stalled a read", n)
 	}
 }

@@ -74,14 +74,20 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	defer cancel()
 	g := &getter{s: s, ctx: ctx, id: id, l: l, nodes: nodes, res: make([]fetched, l.n)}
 	g.order = make([]int, 0, l.n)
-	for i, nd := range nodes {
-		if nd.State != placement.StateDown {
-			g.order = append(g.order, i)
-		}
-	}
-	for i, nd := range nodes {
-		if nd.State == placement.StateDown {
-			g.order = append(g.order, i)
+	// Healthy nodes first, then nodes that stayed silent recently, then down nodes.
+	silent := s.silentNodes(nodes)
+	for pass := range 3 {
+		for i, nd := range nodes {
+			rank := 0
+			switch {
+			case nd.State == placement.StateDown:
+				rank = 2
+			case silent[i]:
+				rank = 1
+			}
+			if rank == pass {
+				g.order = append(g.order, i)
+			}
 		}
 	}
 	return g.run()
@@ -187,6 +193,7 @@ func (g *getter) fetch(n int) {
 	}
 	for i := range pending {
 		g.res[i] = fetched{tried: true, err: fmt.Errorf("node %s shard %d: abandoned, other shards answered first: %w", g.nodes[i].ID, i, chunkstore.ErrUnavailable)}
+		g.s.markSilent(g.nodes[i].ID)
 	}
 }
 

@@ -68,6 +68,46 @@ type Store struct {
 		m   *placement.Map
 		pgs map[uint32][]placement.Node
 	}
+	// silent records nodes whose shard reads Get abandoned (no answer within
+	// HedgeDelay), until when they are read last.
+	silent struct {
+		sync.Mutex
+		until map[placement.NodeID]time.Time
+	}
+}
+
+// silentHold is how long a node that left a read unanswered is read last.
+const silentHold = 5 * time.Second
+
+// markSilent records that a read from node id went unanswered.
+func (s *Store) markSilent(id placement.NodeID) {
+	s.silent.Lock()
+	defer s.silent.Unlock()
+	if s.silent.until == nil {
+		s.silent.until = map[placement.NodeID]time.Time{}
+	}
+	s.silent.until[id] = time.Now().Add(silentHold)
+}
+
+// silentNodes reports which of nodes are still within their silent hold.
+func (s *Store) silentNodes(nodes []placement.Node) []bool {
+	out := make([]bool, len(nodes))
+	s.silent.Lock()
+	defer s.silent.Unlock()
+	if len(s.silent.until) == 0 {
+		return out
+	}
+	now := time.Now()
+	for i, nd := range nodes {
+		if until, ok := s.silent.until[nd.ID]; ok {
+			if now.Before(until) {
+				out[i] = true
+			} else {
+				delete(s.silent.until, nd.ID)
+			}
+		}
+	}
+	return out
 }
 
 // New returns a Store. It fails with chunkstore.ErrInvalid if Map or Shards is nil,
