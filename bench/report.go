@@ -191,11 +191,11 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 	if len(r.Scenarios) > 0 {
 		fmt.Fprint(w, "\n## End to end\n\n")
-		fmt.Fprintln(w, "| scenario | tool | dataset | s | MB/s | CPU-s/GiB | agent RSS MiB | cluster RSS MiB | added MiB | stored Δ MiB | stored MiB | dedup | chunks | chunks/s |")
-		fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| scenario | tool | dataset | s | MB/s | CPU-s/GiB | agent CPU share | agent RSS MiB | cluster RSS MiB | added MiB | stored Δ MiB | stored MiB | dedup | chunks | chunks/s |")
+		fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, s := range r.Scenarios {
-			fmt.Fprintf(w, "| %s | %s | %s | %.2f | %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %s |\n", s.Name, s.Tool, s.Dataset,
-				s.Seconds, num(s.MBps), num(s.CPUPerGB), s.AgentRSS, num(s.ServerRS), mib(s.Added), mib(s.StoredD), mib(s.Stored),
+			fmt.Fprintf(w, "| %s | %s | %s | %.2f | %s | %s | %.0f%% | %.0f | %s | %s | %s | %s | %s | %d | %s |\n", s.Name, s.Tool, s.Dataset,
+				s.Seconds, num(s.MBps), num(s.CPUPerGB), 100*s.AgentCPU/max(s.CPUSec, 1e-9), s.AgentRSS, num(s.ServerRS), mib(s.Added), mib(s.StoredD), mib(s.Stored),
 				num(s.Dedup), s.Chunks, num(s.ChunksPS))
 		}
 	}

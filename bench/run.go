@@ -28,6 +28,9 @@ type Options struct {
 	Peers []string
 	// Stages and E2E select the parts to run (both when both are false).
 	Stages, E2E bool
+	// ProfileDir, when set, receives CPU profiles of the Coffer processes (cofferd.pprof,
+	// coffer-<scenario>.pprof) for `go tool pprof`.
+	ProfileDir string
 	// Keep leaves the repositories and cluster of the run in DataDir/work.
 	Keep bool
 	// Logf receives progress lines (default: discard).
@@ -133,6 +136,7 @@ type Scenario struct {
 	Seconds  float64 `json:"seconds"`
 	MBps     float64 `json:"mbps"`
 	CPUSec   float64 `json:"cpu_s"`          // agent + server process CPU
+	AgentCPU float64 `json:"agent_cpu_s"`    // the tool's process alone
 	CPUPerGB float64 `json:"cpu_s_per_gib"`  // CPUSec per GiB of Bytes
 	AgentRSS float64 `json:"agent_rss_mib"`  // peak RSS of the tool's process
 	ServerRS float64 `json:"server_rss_mib"` // peak RSS of the cluster process (Coffer)
@@ -161,7 +165,13 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 	if !o.Keep {
 		defer os.RemoveAll(work)
 	}
-	tools := []tool{&cofferTool{coffer: o.Coffer, cofferd: o.Cofferd, dir: filepath.Join(work, "coffer")}}
+	ct := &cofferTool{coffer: o.Coffer, cofferd: o.Cofferd, dir: filepath.Join(work, "coffer"), profileDir: o.ProfileDir}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	tools := []tool{ct}
 	for _, p := range o.Peers {
 		bin, err := findPeer(p)
 		if err != nil {
@@ -201,11 +211,15 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		name string
 		ds   int
 	}{{ScInitial, 0}, {ScUnchanged, 0}}
-	if len(r.Datasets) > 1 {
+	for i := 1; i < len(r.Datasets); i++ {
+		name := ScIncremental
+		if i > 1 {
+			name = fmt.Sprintf("%s %d", ScIncremental, i)
+		}
 		steps = append(steps, struct {
 			name string
 			ds   int
-		}{ScIncremental, 1})
+		}{name, i})
 	}
 	last := steps[len(steps)-1].ds
 	placed := -1
@@ -271,6 +285,12 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 
 // measure runs one scenario of t and fills its figures.
 func measure(ctx context.Context, t tool, name, dsName string, bytes int64, fn func() (procResult, backupOut, error)) (Scenario, error) {
+	if ct, ok := t.(*cofferTool); ok {
+		ct.profile = "coffer-" + strings.ReplaceAll(name, " ", "-") + ".pprof"
+		if strings.HasPrefix(name, ScIncremental) || name == ScInitial {
+			ct.profile = "coffer-" + strings.ReplaceAll(name, " ", "-") + "-" + dsName + ".pprof"
+		}
+	}
 	pid := t.serverPID()
 	before := t.stored()
 	c0 := procCPU(pid)
@@ -285,10 +305,13 @@ func measure(ctx context.Context, t tool, name, dsName string, bytes int64, fn f
 		cpu += procCPU(pid) - c0
 	}
 	after := t.stored()
+	if b.added < 0 {
+		b.added = after - before
+	}
 	sc := Scenario{
 		Tool: t.Name(), Name: name, Dataset: dsName, Bytes: bytes,
 		Seconds: p.Wall.Seconds(), MBps: float64(bytes) / p.Wall.Seconds() / 1e6,
-		CPUSec: cpu.Seconds(), CPUPerGB: cpu.Seconds() / (float64(bytes) / (1 << 30)),
+		CPUSec: cpu.Seconds(), AgentCPU: p.CPU.Seconds(), CPUPerGB: cpu.Seconds() / (float64(bytes) / (1 << 30)),
 		AgentRSS: float64(p.MaxRSSKiB) / 1024, ServerRS: float64(srvRSS) / 1024,
 		Added: b.added, Stored: after, StoredD: after - before, Chunks: b.chunks,
 		ChunksPS: float64(b.chunks) / p.Wall.Seconds(),
