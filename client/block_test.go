@@ -288,3 +288,41 @@ func TestParseDirtyMap(t *testing.T) {
 		}
 	}
 }
+
+func TestParseThinDelta(t *testing.T) {
+	const delta = `<superblock uuid="" time="1" transaction="2" data_block_size="128" nr_data_blocks="1000">
+  <diff left="1" right="2">
+    <same begin="0" length="16"/>
+    <different begin="16" length="1"/>
+    <right_only begin="17" length="3"/>
+    <same begin="20" length="80"/>
+    <left_only begin="100" length="2"/>
+  </diff>
+</superblock>
+`
+	m, err := ReadDirtyMap(strings.NewReader("\n  " + delta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const blk = 128 * 512
+	if m.BlockSize != blk || m.Changed() != 6*blk || m.End() != 102*blk {
+		t.Errorf("block size %d changed %d end %d", m.BlockSize, m.Changed(), m.End())
+	}
+	if m.Overlaps(0, 16*blk) || !m.Overlaps(16*blk, 16*blk+1) || m.Overlaps(20*blk, 100*blk) || !m.Overlaps(101*blk, 200*blk) {
+		t.Error("ranges wrong")
+	}
+	for _, bad := range []string{
+		`<diff><different begin="1" length="2"/></diff>`,
+		`<superblock data_block_size="x"></superblock>`,
+		`<superblock data_block_size="128"><diff><different begin="-1" length="2"/></diff></superblock>`,
+		`<superblock data_block_size="128"><diff>`,
+	} {
+		if _, err := ReadDirtyMap(strings.NewReader(bad)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ReadDirtyMap(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	// The text format still parses through ReadDirtyMap.
+	if m, err := ReadDirtyMap(strings.NewReader("coffer-dirty-map 1\nblock-size 512\n3 1\n")); err != nil || m.Changed() != 512 {
+		t.Errorf("text map: %v %v", m, err)
+	}
+}

@@ -159,7 +159,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return fmt.Errorf("backup: dirty map: %w", err)
 		}
-		dirty, err = client.ParseDirtyMap(f)
+		dirty, err = client.ReadDirtyMap(f)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("backup: %s: %w", c.dirtyMap, err)
