@@ -211,8 +211,9 @@ func (a *Agent) putChunk(ctx context.Context, id chunk.ID, plain []byte, st *upl
 	return nil
 }
 
-// parentBlocks returns the parent's entry name and its per-block list, or an error when
-// the parent holds no block image of that name and block size.
+// parentBlocks returns the parent's entry and its per-block list, or an error when the
+// parent holds no block image of that name (or, as its only entry, of any name) and block
+// size.
 func (b *backup) parentBlocks(ctx context.Context, parent *meta.Snapshot, name string, bs int) (*tree.Node, []pblock, error) {
 	t, err := b.loadTree(ctx, parent.Tree)
 	if err != nil {
@@ -220,7 +221,12 @@ func (b *backup) parentBlocks(ctx context.Context, parent *meta.Snapshot, name s
 	}
 	j, ok := slices.BinarySearchFunc(t.Nodes, name, func(x tree.Node, s string) int { return strings.Compare(x.Name, s) })
 	if !ok {
-		return nil, nil, fmt.Errorf("no entry %q", name)
+		// A block snapshot of another path (--parent naming the backup of an earlier
+		// LVM snapshot device) has one entry under another name.
+		if len(t.Nodes) != 1 {
+			return nil, nil, fmt.Errorf("no entry %q", name)
+		}
+		j = 0
 	}
 	n := &t.Nodes[j]
 	if n.Type != tree.TypeFile || n.BlockSize != uint32(bs) {

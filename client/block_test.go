@@ -326,3 +326,54 @@ func TestParseThinDelta(t *testing.T) {
 		t.Errorf("text map: %v %v", m, err)
 	}
 }
+
+// TestBlockParentOfAnotherPath backs up an image, copies it to a new name (as a new LVM
+// snapshot device would be), changes one block and backs the copy up with --parent and a
+// dirty map: only the listed block is read.
+func TestBlockParentOfAnotherPath(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const bs = 64 << 10
+	content := randBytes(21, 2<<20)
+	one, two := filepath.Join(dir, "snap1"), filepath.Join(dir, "snap2")
+	if err := os.WriteFile(one, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	a := e.open(t)
+	first, err := a.BackupBlock(ctx, BlockOptions{Path: one, BlockSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(content[5*bs+10:], "new bytes")
+	if err := os.WriteFile(two, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dm, err := ParseDirtyMap(strings.NewReader("coffer-dirty-map 1\nblock-size 65536\n5 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &readLog{blocks: map[int64]bool{}, bs: bs}
+	res, err := a.BackupBlock(ctx, BlockOptions{Path: two, BlockSize: bs, DirtyMap: dm, Parent: first.Snapshot.ID.String(), OnRead: log.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocks, _ := log.take(); !slices.Equal(blocks, []int64{5}) || res.Blocks.Changed != 1 {
+		t.Errorf("read blocks %v, changed %d", blocks, res.Blocks.Changed)
+	}
+	out := filepath.Join(dir, "out")
+	if _, err := a.RestoreImage(ctx, res.Snapshot, ImageRestoreOptions{Target: out}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, content) {
+		t.Error("restored image differs")
+	}
+	// A new path without --parent has no parent: the dirty map is refused.
+	three := filepath.Join(dir, "snap3")
+	if err := os.WriteFile(three, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BackupBlock(ctx, BlockOptions{Path: three, BlockSize: bs, DirtyMap: dm}); !errors.Is(err, ErrInvalid) {
+		t.Error("dirty map accepted without a parent")
+	}
+}
