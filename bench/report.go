@@ -18,7 +18,9 @@ type Report struct {
 	Ratios    []Ratio    `json:"ratios"`
 	Pipeline  *Pipeline  `json:"pipeline,omitempty"`
 	SmallFile *SmallFile `json:"small_files,omitempty"`
-	Notes     []string   `json:"notes"`
+	// Layouts compares per-file chunking with bundling small files (first two releases).
+	Layouts []SmallFileStudy `json:"small_file_layouts,omitempty"`
+	Notes   []string         `json:"notes"`
 }
 
 // Ratio compares Coffer with one peer on one scenario.
@@ -218,6 +220,14 @@ func (r *Report) Markdown(w io.Writer) {
 	if s := r.SmallFile; s != nil {
 		fmt.Fprintf(w, "\nSmall files: %d of %d files (%s of %s MiB) are below 256 KiB (one chunk each). Initial backup: %d chunks at %.0f chunks/s; added %s MiB, stored %s MiB on the chunk nodes (%.2fx of added, EC 4+2 = 1.5x nominal); replicating small chunks 3x instead: about %s MiB.\n",
 			s.SmallFiles, s.Files, mib(s.SmallBytes), mib(s.Bytes), s.Chunks, s.ChunksPerSec, mib(s.Added), mib(s.Stored), s.Overhead, mib(s.ReplicationEstimate))
+	}
+	if len(r.Layouts) > 0 {
+		fmt.Fprint(w, "\n## Small files: per-file chunks versus bundling (plaintext, real chunker)\n\n")
+		fmt.Fprintln(w, "| layout | chunks | MiB | chunks < 16 KiB | next release: new chunks | new MiB |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+		for _, l := range r.Layouts {
+			fmt.Fprintf(w, "| %s | %d | %s | %d | %d | %s |\n", l.Layout, l.Chunks, mib(l.Bytes), l.SmallChunks, l.NewChunks, mib(l.NewBytes))
+		}
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)

@@ -74,6 +74,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	if o.Stages && len(ds) > 1 {
+		o.Logf("bench: small-file layouts on %s and %s", ds[0].Name, ds[1].Name)
+		if r.Layouts, err = StudySmallFiles(ds[0].Dir, ds[1].Dir); err != nil {
+			return nil, err
+		}
+	}
 	if o.E2E {
 		if o.Coffer == "" || o.Cofferd == "" {
 			r.Notes = append(r.Notes, "end-to-end scenarios skipped: coffer/cofferd binaries not found (run `make build`)")
