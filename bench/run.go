@@ -161,6 +161,7 @@ const (
 	ScIncremental = "incremental backup"
 	ScRestore     = "full restore"
 	ScRestoreFile = "single-file restore"
+	ScImage       = "image backup"
 )
 
 func runE2E(ctx context.Context, o Options, r *Report) error {
@@ -286,7 +287,59 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		}
 		r.Scenarios = append(r.Scenarios, sc)
 	}
+	if o.Quick {
+		return nil
+	}
+	// Large files: a raw ext4 image of the first release (one file, so every chunk is
+	// full-size), which shows the pipeline's throughput without the per-file costs.
+	if err := recoverCur(o.DataDir); err != nil {
+		return err
+	}
+	img, err := ext4Image(ctx, o.DataDir, r.Datasets[0], o.Logf)
+	if err != nil {
+		r.Notes = append(r.Notes, "image scenario skipped: "+err.Error())
+		return nil
+	}
+	st, err := os.Stat(img)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	for _, t := range tools {
+		o.Logf("bench: %s: %s (%s)", t.Name(), ScImage, filepath.Base(img))
+		sc, err := measure(ctx, t, ScImage, r.Datasets[0].Name+".ext4", st.Size(), func() (procResult, backupOut, error) {
+			b, err := t.backup(ctx, filepath.Dir(img))
+			return b.proc, b, err
+		})
+		if err != nil {
+			return err
+		}
+		r.Scenarios = append(r.Scenarios, sc)
+	}
 	return nil
+}
+
+// ext4Image returns dataDir/img-NAME/NAME.ext4, a raw ext4 file system image holding
+// the dataset's tree (mke2fs -d), creating it when not cached.
+func ext4Image(ctx context.Context, dataDir string, ds Dataset, logf func(string, ...any)) (string, error) {
+	dir := filepath.Join(dataDir, "img-"+ds.Name)
+	img := filepath.Join(dir, ds.Name+".ext4")
+	if _, err := os.Stat(img); err == nil {
+		return img, nil
+	}
+	mke2fs, err := exec.LookPath("mke2fs")
+	if err != nil {
+		return "", fmt.Errorf("mke2fs not found (apt-get install -y e2fsprogs)")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	sizeKiB := (ds.Bytes*13/10)>>10 + 64<<10
+	logf("bench: building %s with mke2fs -d", img)
+	if _, err := runProc(ctx, dir, nil, nil, mke2fs, "-q", "-F", "-t", "ext4", "-d", ds.Dir, img+".part", fmt.Sprintf("%dk", sizeKiB)); err != nil {
+		os.Remove(img + ".part")
+		return "", err
+	}
+	return img, os.Rename(img+".part", img)
 }
 
 // measure runs one scenario of t and fills its figures.
