@@ -69,8 +69,13 @@ type SetClusterMap struct {
 	Map placement.Map `cbor:"map"`
 }
 
-// Tick only advances the cluster clock to the command's time stamp.
-type Tick struct{}
+// Tick advances the cluster clock towards the command's time stamp. Elapsed is the real
+// time in nanoseconds the leader measured on its monotonic clock since its previous Tick
+// in the same term (0 for its first): the FSM lets the clock run at most twice that far
+// ahead, so a leader's wall clock jumping forward cannot expire locks early.
+type Tick struct {
+	Elapsed int64 `cbor:"elapsed,omitempty"`
+}
 
 // Type implements Body.
 func (CreateVault) Type() Type { return TypeCreateVault }

@@ -45,7 +45,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
-	applied, clock := f.applied.Load(), f.clock.Load()
+	applied, clock, limit := f.applied.Load(), f.clock.Load(), f.limit.Load()
 	newApplied := applied
 	for i, l := range logs {
 		if l.Index <= applied || l.Type != raft.LogCommand {
@@ -61,10 +61,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = Result{Err: fmt.Errorf("fsm: log %d: %w", l.Index, err)}
 			continue
 		}
-		// The cluster clock never goes back: a leader whose clock lags keeps the old time.
-		clock = max(clock, cmd.Time)
+		// The cluster clock never goes back and runs at most 2x real time (see advanceClock).
+		prevClock, prevLimit := clock, limit
+		clock, limit = advanceClock(clock, limit, cmd)
 		v, err := f.apply(b, cmd, clock)
 		if err != nil {
+			// A refusal leaves the clock as it was, like the rest of the state.
+			clock, limit = prevClock, prevLimit
 			err = fmt.Errorf("fsm: log %d: %s: %w", l.Index, cmd.Body.Type(), err)
 		}
 		out[i] = Result{Value: v, Err: err}
@@ -77,9 +80,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	must(b.Set([]byte(keyApplied), buf[:], nil))
 	binary.BigEndian.PutUint64(buf[:], uint64(clock))
 	must(b.Set([]byte(keyClock), buf[:], nil))
+	binary.BigEndian.PutUint64(buf[:], uint64(limit))
+	must(b.Set([]byte(keyClockLimit), buf[:], nil))
 	must(b.Commit(pebble.Sync))
 	f.applied.Store(newApplied)
 	f.clock.Store(clock)
+	f.limit.Store(limit)
 	return out
 }
 

@@ -279,7 +279,7 @@ func readStream(src io.Reader, db *pebble.DB) error {
 
 func knownKey(k string) bool {
 	switch {
-	case k == keyMap, k == keyApplied, k == keyClock:
+	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit:
 		return true
 	case strings.HasPrefix(k, prefixVault):
 		return meta.ValidateVaultID(meta.VaultID(k[len(prefixVault):])) == nil
