@@ -29,6 +29,11 @@ const (
 	TypeCommitSnapshot Type = 2
 	TypeSetClusterMap  Type = 3
 	TypeTick           Type = 4
+	// Retention (issue 6); tags from 60 keep clear of other work's additions.
+	TypeDeleteSnapshots Type = 60
+	TypeSetLock         Type = 61
+	TypeSetHold         Type = 62
+	TypeRecordAudit     Type = 63
 )
 
 func (t Type) String() string {
@@ -41,6 +46,14 @@ func (t Type) String() string {
 		return "SetClusterMap"
 	case TypeTick:
 		return "Tick"
+	case TypeDeleteSnapshots:
+		return "DeleteSnapshots"
+	case TypeSetLock:
+		return "SetLock"
+	case TypeSetHold:
+		return "SetHold"
+	case TypeRecordAudit:
+		return "RecordAudit"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -144,7 +157,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick:
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -186,6 +199,22 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeTick:
 		var v Tick
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeDeleteSnapshots:
+		var v DeleteSnapshots
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetLock:
+		var v SetLock
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetHold:
+		var v SetHold
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeRecordAudit:
+		var v RecordAudit
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

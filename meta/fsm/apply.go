@@ -64,7 +64,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		// The cluster clock never goes back and runs at most 2x real time (see advanceClock).
 		prevClock, prevLimit := clock, limit
 		clock, limit = advanceClock(clock, limit, cmd)
-		v, err := f.apply(b, cmd, clock)
+		v, err := f.apply(b, l.Index, cmd, clock)
 		if err != nil {
 			// A refusal leaves the clock as it was, like the rest of the state.
 			clock, limit = prevClock, prevLimit
@@ -95,11 +95,14 @@ func must(err error) {
 	}
 }
 
-// apply executes one command against the batch. A returned error means nothing was
-// written for this command.
-func (f *FSM) apply(b *pebble.Batch, cmd command.Command, clock int64) (any, error) {
+// apply executes one command (log entry index) against the batch. A returned error
+// means nothing was written for this command except, for the retention commands, the
+// audit record of the refusal.
+func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock int64) (any, error) {
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
+	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit:
+		return f.applyRetention(b, index, cmd.Body, now)
 	case command.Tick:
 		return nil, nil
 	case command.CreateVault:

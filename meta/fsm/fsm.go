@@ -26,6 +26,7 @@ const (
 	prefixVault    = "v/"
 	prefixSnapshot = "s/"
 	prefixMeta     = "meta/"
+	prefixAudit    = "a/"
 	currentFile    = "CURRENT"
 )
 

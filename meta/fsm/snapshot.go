@@ -281,6 +281,8 @@ func knownKey(k string) bool {
 	switch {
 	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit:
 		return true
+	case strings.HasPrefix(k, prefixAudit):
+		return len(k) == len(prefixAudit)+16
 	case strings.HasPrefix(k, prefixVault):
 		return meta.ValidateVaultID(meta.VaultID(k[len(prefixVault):])) == nil
 	case strings.HasPrefix(k, prefixSnapshot):
