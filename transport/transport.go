@@ -136,7 +136,7 @@ type Peer struct {
 	// Vaults limits an agent or restore operator to these vaults (the certificate's
 	// "coffer:vault:NAME" URI SANs); empty means every vault.
 	Vaults []string
-	Addr      net.Addr
+	Addr   net.Addr
 }
 
 // Handler serves one RPC. The body slice is owned by the handler for the call's duration
