@@ -273,12 +273,17 @@ func (s *Server) loop() {
 	}
 }
 
-// Close shuts raft down, stops the background loop and closes the stores.
+// Close stops the background loop, shuts raft down and closes the stores.
+//
+// NB: the loop stops before raft does. With BatchApplyCh, a proposal that races with
+// raft's shutdown can land in the apply buffer after the leader loop has exited, and its
+// future then never resolves; while raft runs, every proposal resolves (committed, or
+// ErrLeadershipLost once the leader loses its quorum).
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
-		errs := []error{s.raft.Shutdown().Error()}
 		s.wg.Wait()
+		errs := []error{s.raft.Shutdown().Error()}
 		if s.trans != nil {
 			errs = append(errs, s.trans.Close())
 		}
