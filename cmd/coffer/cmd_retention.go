@@ -270,7 +270,7 @@ type lockJSON struct {
 	LegalHold bool       `json:"legal_hold"`
 }
 
-func holdSetSpec() *cmdSpec  { return holdSpec(true) }
+func holdSetSpec() *cmdSpec   { return holdSpec(true) }
 func holdClearSpec() *cmdSpec { return holdSpec(false) }
 
 func holdSpec(set bool) *cmdSpec {
