@@ -146,8 +146,8 @@ func (g *getter) run() ([]byte, error) {
 }
 
 // fetch reads untried shards in parallel until n of them came back usable or none is
-// left to try: n at first, one more for each failure, and one more each HedgeDelay
-// during which no read answered (a node that died silently answers nothing until a
+// left to try: n at first, one more for each failure, and one more each hedge delay
+// (HedgeDelay, or longer when reads are slow) during which no read answered (a node that died silently answers nothing until a
 // transport timeout). Reads still running when it returns are abandoned: recorded as
 // unavailable, cancelled when Get returns.
 func (g *getter) fetch(n int) {
@@ -164,7 +164,14 @@ func (g *getter) fetch(n int) {
 		i := g.order[g.next]
 		g.next++
 		pending[i] = true
-		go func() { ch <- result{i, g.read(i)} }()
+		go func() {
+			start := time.Now()
+			f := g.read(i)
+			if f.err == nil {
+				g.s.hedge.Observe(time.Since(start))
+			}
+			ch <- result{i, f}
+		}()
 		return true
 	}
 	for range n {
@@ -172,7 +179,7 @@ func (g *getter) fetch(n int) {
 	}
 	var hedge <-chan time.Time
 	if g.s.cfg.HedgeDelay > 0 {
-		t := time.NewTicker(g.s.cfg.HedgeDelay)
+		t := time.NewTicker(g.s.hedge.Get())
 		defer t.Stop()
 		hedge = t.C
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/hedge"
 	"github.com/cofferhq/coffer/placement"
 )
 
@@ -44,9 +45,10 @@ type Config struct {
 	// MaxParallel bounds the concurrent node calls of one operation; 0 means
 	// DefaultMaxParallel.
 	MaxParallel int
-	// HedgeDelay is how long a Get waits without any shard answering before it reads one
-	// more shard alongside (see getter.fetch); 0 means DefaultHedgeDelay, negative
-	// disables hedging.
+	// HedgeDelay is the least a Get waits without any shard answering before it reads
+	// one more shard alongside (see getter.fetch); hedge.Factor times the average shard
+	// read latency when that is longer. 0 means DefaultHedgeDelay, negative disables
+	// hedging.
 	HedgeDelay time.Duration
 }
 
@@ -60,6 +62,7 @@ var _ chunkstore.Store = (*Store)(nil)
 type Store struct {
 	cfg    Config
 	crcTab *crc32.Table
+	hedge  *hedge.Delay
 
 	// mu guards a cache of placements for one map (placement.Map values are
 	// immutable, so the cache is keyed by the map pointer and dropped when it changes).
@@ -135,7 +138,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.HedgeDelay == 0 {
 		cfg.HedgeDelay = DefaultHedgeDelay
 	}
-	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli)}, nil
+	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli), hedge: hedge.New(cfg.HedgeDelay)}, nil
 }
 
 // layout is what one operation needs from the current map.
