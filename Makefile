@@ -6,7 +6,7 @@ BIN     ?= bin
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short test-faults vet lint bench bench-suite bench-quick demo clean
+.PHONY: all build test test-short test-faults test-ext4 vet lint bench bench-suite bench-quick demo clean
 
 all: build
 
@@ -40,6 +40,18 @@ bench-quick: build
 
 bench-suite: build
 	$(BIN)/coffer bench --data $(BENCH_DATA) --out $(BIN)/bench-suite.json
+
+# The dev cluster as nine separate `cofferd run` processes: backup, restore, SIGKILL a
+# chunk node, restore and back up again.
+test-multiproc: build
+	BIN=$(BIN) ./deploy/multiproc.sh
+
+# Block-image acceptance test: an ext4 image holding go1.26.0, updated to go1.26.1 with
+# debugfs (needs e2fsprogs; downloads both toolchain modules through the Go proxy).
+EXT4_TOOLCHAINS = golang.org/toolchain@v0.0.1-go1.26.0.linux-amd64 golang.org/toolchain@v0.0.1-go1.26.1.linux-amd64
+test-ext4:
+	cd $$(mktemp -d) && GOTOOLCHAIN=local GOFLAGS=-mod=mod $(GO) mod download $(EXT4_TOOLCHAINS)
+	COFFER_EXT4_TEST=1 CGO_ENABLED=1 $(GO) test -race -timeout 20m -count=1 -run TestExt4 -v ./client/
 
 # Build, start the dev cluster, back up the Go toolchain's src, restore, verify, print stats.
 demo: build

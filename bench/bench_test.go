@@ -274,3 +274,30 @@ func BenchmarkTransport(b *testing.B) {
 		}
 	})
 }
+
+func TestStudySmallFiles(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	for i, root := range []string{a, b} {
+		for j := range 20 {
+			body := textish(3000 + 100*j)
+			if i == 1 && j == 7 {
+				body = append(body, "changed"...)
+			}
+			if err := os.WriteFile(filepath.Join(root, "f"+string(rune('a'+j))), body, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st, err := StudySmallFiles(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per, bun := st[0], st[1]
+	if per.Chunks != 20 || per.NewChunks != 1 || per.NewBytes != int64(3000+700+len("changed")) {
+		t.Errorf("per file: %+v", per)
+	}
+	// All 20 files (67 KiB) fit in one bundle chunk, which the change replaces.
+	if bun.Chunks != 1 || bun.NewChunks != 1 || bun.NewBytes != per.Bytes+int64(len("changed")) {
+		t.Errorf("bundled: %+v (per file %+v)", bun, per)
+	}
+}

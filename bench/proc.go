@@ -37,13 +37,20 @@ func runProc(ctx context.Context, dir string, env []string, out io.Writer, name 
 		cmd.Stdout = out
 	}
 	cmd.Stderr = &se
+	var res procResult
 	t0 := time.Now()
-	err := cmd.Run()
-	res := procResult{Wall: time.Since(t0), Stdout: so.Bytes()}
+	err := cmd.Start()
+	if err == nil {
+		// NB: rusage's ru_maxrss of a child starts at this process's RSS (the child
+		// shares its memory until exec), so peak RSS is sampled from /proc instead.
+		rss := sampleRSS(cmd.Process.Pid)
+		err = cmd.Wait()
+		res.MaxRSSKiB = rss.done()
+	}
+	res.Wall, res.Stdout = time.Since(t0), so.Bytes()
 	if ps := cmd.ProcessState; ps != nil {
 		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 			res.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			res.MaxRSSKiB = ru.Maxrss
 		}
 	}
 	if err != nil {
@@ -77,7 +84,8 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clkTck
 }
 
-// procRSSKiB returns a process's resident set size from /proc/PID/status.
+// procRSSKiB returns a process's peak resident set size so far (VmHWM) from
+// /proc/PID/status.
 func procRSSKiB(pid int) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -86,7 +94,7 @@ func procRSSKiB(pid int) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}
@@ -133,20 +141,16 @@ func (s *rssSampler) done() int64 {
 	return s.peak
 }
 
-// dirBytes returns the disk usage (allocated blocks) of the files below dir.
+// dirBytes returns the apparent size of the files below dir: what the repository holds,
+// without the space file systems and Pebble preallocate (WAL files are preallocated, a
+// fixed cost that would swamp small runs).
 func dirBytes(dir string) int64 {
 	var n int64
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || !d.Type().IsRegular() {
 			return nil
 		}
-		info, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			n += st.Blocks * 512
-		} else {
+		if info, err := d.Info(); err == nil {
 			n += info.Size()
 		}
 		return nil

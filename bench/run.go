@@ -28,6 +28,9 @@ type Options struct {
 	Peers []string
 	// Stages and E2E select the parts to run (both when both are false).
 	Stages, E2E bool
+	// ProfileDir, when set, receives CPU profiles of the Coffer processes (cofferd.pprof,
+	// coffer-<scenario>.pprof) for `go tool pprof`.
+	ProfileDir string
 	// Keep leaves the repositories and cluster of the run in DataDir/work.
 	Keep bool
 	// Logf receives progress lines (default: discard).
@@ -68,6 +71,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	if o.Stages {
 		if err := runStages(ctx, o, r); err != nil {
+			return nil, err
+		}
+	}
+	if o.Stages && len(ds) > 1 {
+		o.Logf("bench: small-file layouts on %s and %s", ds[0].Name, ds[1].Name)
+		if r.Layouts, err = StudySmallFiles(ds[0].Dir, ds[1].Dir); err != nil {
 			return nil, err
 		}
 	}
@@ -133,6 +142,7 @@ type Scenario struct {
 	Seconds  float64 `json:"seconds"`
 	MBps     float64 `json:"mbps"`
 	CPUSec   float64 `json:"cpu_s"`          // agent + server process CPU
+	AgentCPU float64 `json:"agent_cpu_s"`    // the tool's process alone
 	CPUPerGB float64 `json:"cpu_s_per_gib"`  // CPUSec per GiB of Bytes
 	AgentRSS float64 `json:"agent_rss_mib"`  // peak RSS of the tool's process
 	ServerRS float64 `json:"server_rss_mib"` // peak RSS of the cluster process (Coffer)
@@ -151,6 +161,7 @@ const (
 	ScIncremental = "incremental backup"
 	ScRestore     = "full restore"
 	ScRestoreFile = "single-file restore"
+	ScImage       = "image backup"
 )
 
 func runE2E(ctx context.Context, o Options, r *Report) error {
@@ -161,7 +172,13 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 	if !o.Keep {
 		defer os.RemoveAll(work)
 	}
-	tools := []tool{&cofferTool{coffer: o.Coffer, cofferd: o.Cofferd, dir: filepath.Join(work, "coffer")}}
+	ct := &cofferTool{coffer: o.Coffer, cofferd: o.Cofferd, dir: filepath.Join(work, "coffer"), profileDir: o.ProfileDir}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	tools := []tool{ct}
 	for _, p := range o.Peers {
 		bin, err := findPeer(p)
 		if err != nil {
@@ -201,11 +218,15 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		name string
 		ds   int
 	}{{ScInitial, 0}, {ScUnchanged, 0}}
-	if len(r.Datasets) > 1 {
+	for i := 1; i < len(r.Datasets); i++ {
+		name := ScIncremental
+		if i > 1 {
+			name = fmt.Sprintf("%s %d", ScIncremental, i)
+		}
 		steps = append(steps, struct {
 			name string
 			ds   int
-		}{ScIncremental, 1})
+		}{name, i})
 	}
 	last := steps[len(steps)-1].ds
 	placed := -1
@@ -266,11 +287,69 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		}
 		r.Scenarios = append(r.Scenarios, sc)
 	}
+	if o.Quick {
+		return nil
+	}
+	// Large files: a raw ext4 image of the first release (one file, so every chunk is
+	// full-size), which shows the pipeline's throughput without the per-file costs.
+	if err := recoverCur(o.DataDir); err != nil {
+		return err
+	}
+	img, err := ext4Image(ctx, o.DataDir, r.Datasets[0], o.Logf)
+	if err != nil {
+		r.Notes = append(r.Notes, "image scenario skipped: "+err.Error())
+		return nil
+	}
+	st, err := os.Stat(img)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	for _, t := range tools {
+		o.Logf("bench: %s: %s (%s)", t.Name(), ScImage, filepath.Base(img))
+		sc, err := measure(ctx, t, ScImage, r.Datasets[0].Name+".ext4", st.Size(), func() (procResult, backupOut, error) {
+			b, err := t.backup(ctx, filepath.Dir(img))
+			return b.proc, b, err
+		})
+		if err != nil {
+			return err
+		}
+		r.Scenarios = append(r.Scenarios, sc)
+	}
 	return nil
+}
+
+// ext4Image returns dataDir/img-NAME/NAME.ext4, a raw ext4 file system image holding
+// the dataset's tree (mke2fs -d), creating it when not cached.
+func ext4Image(ctx context.Context, dataDir string, ds Dataset, logf func(string, ...any)) (string, error) {
+	dir := filepath.Join(dataDir, "img-"+ds.Name)
+	img := filepath.Join(dir, ds.Name+".ext4")
+	if _, err := os.Stat(img); err == nil {
+		return img, nil
+	}
+	mke2fs, err := exec.LookPath("mke2fs")
+	if err != nil {
+		return "", fmt.Errorf("mke2fs not found (apt-get install -y e2fsprogs)")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	sizeKiB := (ds.Bytes*13/10)>>10 + 64<<10
+	logf("bench: building %s with mke2fs -d", img)
+	if _, err := runProc(ctx, dir, nil, nil, mke2fs, "-q", "-F", "-t", "ext4", "-d", ds.Dir, img+".part", fmt.Sprintf("%dk", sizeKiB)); err != nil {
+		os.Remove(img + ".part")
+		return "", err
+	}
+	return img, os.Rename(img+".part", img)
 }
 
 // measure runs one scenario of t and fills its figures.
 func measure(ctx context.Context, t tool, name, dsName string, bytes int64, fn func() (procResult, backupOut, error)) (Scenario, error) {
+	if ct, ok := t.(*cofferTool); ok {
+		ct.profile = "coffer-" + strings.ReplaceAll(name, " ", "-") + ".pprof"
+		if strings.HasPrefix(name, ScIncremental) || name == ScInitial {
+			ct.profile = "coffer-" + strings.ReplaceAll(name, " ", "-") + "-" + dsName + ".pprof"
+		}
+	}
 	pid := t.serverPID()
 	before := t.stored()
 	c0 := procCPU(pid)
@@ -285,10 +364,13 @@ func measure(ctx context.Context, t tool, name, dsName string, bytes int64, fn f
 		cpu += procCPU(pid) - c0
 	}
 	after := t.stored()
+	if b.added < 0 {
+		b.added = after - before
+	}
 	sc := Scenario{
 		Tool: t.Name(), Name: name, Dataset: dsName, Bytes: bytes,
 		Seconds: p.Wall.Seconds(), MBps: float64(bytes) / p.Wall.Seconds() / 1e6,
-		CPUSec: cpu.Seconds(), CPUPerGB: cpu.Seconds() / (float64(bytes) / (1 << 30)),
+		CPUSec: cpu.Seconds(), AgentCPU: p.CPU.Seconds(), CPUPerGB: cpu.Seconds() / (float64(bytes) / (1 << 30)),
 		AgentRSS: float64(p.MaxRSSKiB) / 1024, ServerRS: float64(srvRSS) / 1024,
 		Added: b.added, Stored: after, StoredD: after - before, Chunks: b.chunks,
 		ChunksPS: float64(b.chunks) / p.Wall.Seconds(),

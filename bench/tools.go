@@ -19,7 +19,7 @@ import (
 type backupOut struct {
 	proc      procResult
 	processed int64 // bytes read from the source
-	added     int64 // bytes the tool says it added to the repository (after dedup, compression)
+	added     int64 // bytes the tool says it added to the repository (after dedup, compression); -1: use the repository's growth
 	chunks    int64 // new chunks (blobs) stored; 0 when the tool does not say
 }
 
@@ -53,6 +53,18 @@ type cofferTool struct {
 	cmd             *exec.Cmd
 	exited          chan error
 	env             []string
+	// profileDir, when set, receives CPU profiles: cofferd.pprof for the cluster's
+	// whole run and coffer-<scenario>.pprof per agent invocation (profile is the
+	// current one).
+	profileDir, profile string
+}
+
+// agentEnv is the environment of one coffer invocation.
+func (c *cofferTool) agentEnv() []string {
+	if c.profileDir == "" || c.profile == "" {
+		return c.env
+	}
+	return append(append([]string(nil), c.env...), "COFFER_CPUPROFILE="+filepath.Join(c.profileDir, c.profile))
 }
 
 func (c *cofferTool) Name() string { return "coffer" }
@@ -66,6 +78,9 @@ func (c *cofferTool) setup(ctx context.Context) error {
 	}
 	c.cmd = exec.Command(c.cofferd, "dev", "--dir", cluster)
 	c.cmd.Stdout, c.cmd.Stderr = lf, lf
+	if c.profileDir != "" {
+		c.cmd.Env = append(os.Environ(), "COFFER_CPUPROFILE="+filepath.Join(c.profileDir, "cofferd.pprof"))
+	}
 	if err := c.cmd.Start(); err != nil {
 		lf.Close()
 		return fmt.Errorf("bench: start cofferd: %w", err)
@@ -91,12 +106,12 @@ func (c *cofferTool) setup(ctx context.Context) error {
 		}
 	}
 	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase}
-	_, err = runProc(ctx, c.dir, c.env, nil, c.coffer, "init")
+	_, err = runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "init")
 	return err
 }
 
 func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) {
-	p, err := runProc(ctx, c.dir, c.env, nil, c.coffer, "--json", "backup", src)
+	p, err := runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "--json", "backup", src)
 	if err != nil {
 		return backupOut{proc: p}, err
 	}
@@ -112,11 +127,11 @@ func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) 
 }
 
 func (c *cofferTool) restore(ctx context.Context, target string) (procResult, error) {
-	return runProc(ctx, c.dir, c.env, nil, c.coffer, "--json", "restore", "latest", "--target", target)
+	return runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "--json", "restore", "latest", "--target", target)
 }
 
 func (c *cofferTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
-	return runProc(ctx, c.dir, c.env, w, c.coffer, "dump", "latest", "/"+filepath.Base(src)+"/"+rel)
+	return runProc(ctx, c.dir, c.agentEnv(), w, c.coffer, "dump", "latest", "/"+filepath.Base(src)+"/"+rel)
 }
 
 func (c *cofferTool) stored() int64 {
@@ -179,7 +194,9 @@ func (r *resticTool) backup(ctx context.Context, src string) (backupOut, error) 
 	if err := json.Unmarshal(lastJSONLine(p.Stdout), &s); err != nil {
 		return backupOut{proc: p}, fmt.Errorf("bench: restic backup output: %w", err)
 	}
-	return backupOut{proc: p, processed: s.BytesProcessed, added: s.DataAdded, chunks: s.DataBlobs + s.TreeBlobs}, nil
+	// NB: restic's data_added counts blobs before compression; added is filled from the
+	// repository's growth instead (measure does so when added is -1).
+	return backupOut{proc: p, processed: s.BytesProcessed, added: -1, chunks: s.DataBlobs + s.TreeBlobs}, nil
 }
 
 func (r *resticTool) restore(ctx context.Context, target string) (procResult, error) {

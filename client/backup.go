@@ -28,8 +28,17 @@ import (
 // Progress is a running total, reported to a Progress callback about every 100 ms and
 // once at the end.
 type Progress struct {
-	Files, Dirs, Bytes, BytesAdded int64
-	Current                        string // a path being worked on
+	Files, Dirs int64
+	Bytes       int64  // processed: content covered so far, read or not
+	BytesAdded  int64  // sealed bytes uploaded
+	Current     string // a path being worked on
+	// Backup only:
+	BytesRead    int64 // read from the sources
+	BytesChanged int64 // plaintext bytes of chunks that were not stored before
+	// TotalFiles and TotalBytes are what a scan running beside the backup has found so
+	// far (regular files and their sizes); final once ScanDone is true.
+	TotalFiles, TotalBytes int64
+	ScanDone               bool
 }
 
 // BackupOptions says what to back up.
@@ -118,7 +127,9 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		}
 	}
 
+	stopScan := b.startScan(ctx, opts.Progress != nil, roots)
 	stopProgress := b.startProgress(opts.Progress)
+	stopProgress = sequence(stopScan, stopProgress)
 	rootID, upStats, err := b.run(ctx, roots, parentTree)
 	if err != nil {
 		stopProgress()
@@ -308,6 +319,8 @@ type backup struct {
 	filesNew, filesChanged, filesUnmodified atomic.Int64
 	bytesAdded                              atomic.Int64 // final figure, set at the end
 	bytesRead                               atomic.Int64
+	totalFiles, totalBytes                  atomic.Int64 // from the progress scan
+	scanDone                                atomic.Bool
 	upPtr                                   atomic.Pointer[upload.Uploader]
 	current                                 atomic.Pointer[string]
 
@@ -756,9 +769,14 @@ func (b *backup) startProgress(fn func(Progress)) (stop func()) {
 		return func() {}
 	}
 	snap := func() Progress {
-		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(), BytesAdded: b.bytesAdded.Load()}
-		if up := b.upPtr.Load(); up != nil && p.BytesAdded == 0 {
-			p.BytesAdded = up.Stats().BytesAdded
+		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(), BytesAdded: b.bytesAdded.Load(),
+			BytesRead: b.bytesRead.Load(), TotalFiles: b.totalFiles.Load(), TotalBytes: b.totalBytes.Load(), ScanDone: b.scanDone.Load()}
+		if up := b.upPtr.Load(); up != nil {
+			st := up.Stats()
+			if p.BytesAdded == 0 {
+				p.BytesAdded = st.BytesAdded
+			}
+			p.BytesChanged = st.PlainAdded
 		}
 		if c := b.current.Load(); c != nil {
 			p.Current = *c
@@ -766,6 +784,50 @@ func (b *backup) startProgress(fn func(Progress)) (stop func()) {
 		return p
 	}
 	return runProgress(fn, snap)
+}
+
+// startScan, when on, counts the regular files below roots and their sizes beside the
+// backup (for the progress ETA), without opening any file. stop cancels it and waits.
+func (b *backup) startScan(ctx context.Context, on bool, roots []root) (stop func()) {
+	if !on {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, r := range roots {
+			err := filepath.WalkDir(r.abs, func(p string, d fs.DirEntry, err error) error {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil || !d.Type().IsRegular() {
+					return nil
+				}
+				if fi, err := d.Info(); err == nil {
+					b.totalFiles.Add(1)
+					b.totalBytes.Add(fi.Size())
+				}
+				return nil
+			})
+			if err != nil {
+				return
+			}
+		}
+		b.scanDone.Store(true)
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+// sequence returns a function calling each of fns once, in order.
+func sequence(fns ...func()) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, f := range fns {
+				f()
+			}
+		})
+	}
 }
 
 func runProgress(fn func(Progress), snap func() Progress) (stop func()) {

@@ -157,6 +157,9 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 	n.Links, n.DeviceID = 0, 0
 	b.files.Add(1)
 
+	b.totalFiles.Store(1)
+	b.totalBytes.Store(size)
+	b.scanDone.Store(true)
 	stopProgress := b.startProgress(opts.Progress)
 	bl := &blockRun{b: b, f: f, size: size, bs: int64(bs), opts: opts, parent: pblocks}
 	content, upStats, err := bl.run(ctx)
@@ -208,8 +211,9 @@ func (a *Agent) putChunk(ctx context.Context, id chunk.ID, plain []byte, st *upl
 	return nil
 }
 
-// parentBlocks returns the parent's entry name and its per-block list, or an error when
-// the parent holds no block image of that name and block size.
+// parentBlocks returns the parent's entry and its per-block list, or an error when the
+// parent holds no block image of that name (or, as its only entry, of any name) and block
+// size.
 func (b *backup) parentBlocks(ctx context.Context, parent *meta.Snapshot, name string, bs int) (*tree.Node, []pblock, error) {
 	t, err := b.loadTree(ctx, parent.Tree)
 	if err != nil {
@@ -217,7 +221,12 @@ func (b *backup) parentBlocks(ctx context.Context, parent *meta.Snapshot, name s
 	}
 	j, ok := slices.BinarySearchFunc(t.Nodes, name, func(x tree.Node, s string) int { return strings.Compare(x.Name, s) })
 	if !ok {
-		return nil, nil, fmt.Errorf("no entry %q", name)
+		// A block snapshot of another path (--parent naming the backup of an earlier
+		// LVM snapshot device) has one entry under another name.
+		if len(t.Nodes) != 1 {
+			return nil, nil, fmt.Errorf("no entry %q", name)
+		}
+		j = 0
 	}
 	n := &t.Nodes[j]
 	if n.Type != tree.TypeFile || n.BlockSize != uint32(bs) {
@@ -250,7 +259,7 @@ type blockRun struct {
 
 	regions []region // data and holes of the source
 
-	mu                            sync.Mutex
+	mu                           sync.Mutex
 	holes, read, changed, reused int64
 }
 

@@ -288,3 +288,92 @@ func TestParseDirtyMap(t *testing.T) {
 		}
 	}
 }
+
+func TestParseThinDelta(t *testing.T) {
+	const delta = `<superblock uuid="" time="1" transaction="2" data_block_size="128" nr_data_blocks="1000">
+  <diff left="1" right="2">
+    <same begin="0" length="16"/>
+    <different begin="16" length="1"/>
+    <right_only begin="17" length="3"/>
+    <same begin="20" length="80"/>
+    <left_only begin="100" length="2"/>
+  </diff>
+</superblock>
+`
+	m, err := ReadDirtyMap(strings.NewReader("\n  " + delta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const blk = 128 * 512
+	if m.BlockSize != blk || m.Changed() != 6*blk || m.End() != 102*blk {
+		t.Errorf("block size %d changed %d end %d", m.BlockSize, m.Changed(), m.End())
+	}
+	if m.Overlaps(0, 16*blk) || !m.Overlaps(16*blk, 16*blk+1) || m.Overlaps(20*blk, 100*blk) || !m.Overlaps(101*blk, 200*blk) {
+		t.Error("ranges wrong")
+	}
+	for _, bad := range []string{
+		`<diff><different begin="1" length="2"/></diff>`,
+		`<superblock data_block_size="x"></superblock>`,
+		`<superblock data_block_size="128"><diff><different begin="-1" length="2"/></diff></superblock>`,
+		`<superblock data_block_size="128"><diff>`,
+	} {
+		if _, err := ReadDirtyMap(strings.NewReader(bad)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ReadDirtyMap(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	// The text format still parses through ReadDirtyMap.
+	if m, err := ReadDirtyMap(strings.NewReader("coffer-dirty-map 1\nblock-size 512\n3 1\n")); err != nil || m.Changed() != 512 {
+		t.Errorf("text map: %v %v", m, err)
+	}
+}
+
+// TestBlockParentOfAnotherPath backs up an image, copies it to a new name (as a new LVM
+// snapshot device would be), changes one block and backs the copy up with --parent and a
+// dirty map: only the listed block is read.
+func TestBlockParentOfAnotherPath(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const bs = 64 << 10
+	content := randBytes(21, 2<<20)
+	one, two := filepath.Join(dir, "snap1"), filepath.Join(dir, "snap2")
+	if err := os.WriteFile(one, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	a := e.open(t)
+	first, err := a.BackupBlock(ctx, BlockOptions{Path: one, BlockSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(content[5*bs+10:], "new bytes")
+	if err := os.WriteFile(two, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dm, err := ParseDirtyMap(strings.NewReader("coffer-dirty-map 1\nblock-size 65536\n5 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &readLog{blocks: map[int64]bool{}, bs: bs}
+	res, err := a.BackupBlock(ctx, BlockOptions{Path: two, BlockSize: bs, DirtyMap: dm, Parent: first.Snapshot.ID.String(), OnRead: log.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocks, _ := log.take(); !slices.Equal(blocks, []int64{5}) || res.Blocks.Changed != 1 {
+		t.Errorf("read blocks %v, changed %d", blocks, res.Blocks.Changed)
+	}
+	out := filepath.Join(dir, "out")
+	if _, err := a.RestoreImage(ctx, res.Snapshot, ImageRestoreOptions{Target: out}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, content) {
+		t.Error("restored image differs")
+	}
+	// A new path without --parent has no parent: the dirty map is refused.
+	three := filepath.Join(dir, "snap3")
+	if err := os.WriteFile(three, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BackupBlock(ctx, BlockOptions{Path: three, BlockSize: bs, DirtyMap: dm}); !errors.Is(err, ErrInvalid) {
+		t.Error("dirty map accepted without a parent")
+	}
+}

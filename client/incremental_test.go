@@ -234,3 +234,46 @@ func TestChangeDetectionMetadata(t *testing.T) {
 		t.Errorf("changed %d unmodified %d, want 1 and 5", st.FilesChanged, st.FilesUnmodified)
 	}
 }
+
+// TestBackupProgressFigures checks the progress callback's last report: the scan found
+// every file and byte, bytes read count only what was opened, and the uploaded figures
+// match the snapshot's.
+func TestBackupProgressFigures(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 10 {
+		writeFile(t, filepath.Join(src, "d", fmt.Sprintf("f%d", i)), randBytes(uint64(i), 100<<10), 0o644)
+	}
+	e := newEnv(t)
+	a := e.open(t)
+	var mu sync.Mutex
+	var last Progress
+	progress := func(p Progress) { mu.Lock(); last = p; mu.Unlock() }
+	res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}, Progress: progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	p := last
+	mu.Unlock()
+	if !p.ScanDone || p.TotalFiles != 10 || p.TotalBytes != 10*100<<10 {
+		t.Errorf("scan: done %v, %d files, %d bytes", p.ScanDone, p.TotalFiles, p.TotalBytes)
+	}
+	if p.Files != 10 || p.Bytes != 10*100<<10 || p.BytesRead != 10*100<<10 || res.BytesRead != p.BytesRead {
+		t.Errorf("progress %+v, result read %d", p, res.BytesRead)
+	}
+	if p.BytesAdded != res.Snapshot.Stats.BytesAdded || p.BytesChanged < 10*100<<10 {
+		t.Errorf("progress added %d changed %d, snapshot added %d", p.BytesAdded, p.BytesChanged, res.Snapshot.Stats.BytesAdded)
+	}
+	// Unchanged: nothing read, everything processed.
+	res, err = a.Backup(ctx, BackupOptions{Paths: []string{src}, Progress: progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	p = last
+	mu.Unlock()
+	if p.BytesRead != 0 || res.BytesRead != 0 || p.Bytes != 10*100<<10 {
+		t.Errorf("unchanged re-backup: read %d (result %d), processed %d", p.BytesRead, res.BytesRead, p.Bytes)
+	}
+}

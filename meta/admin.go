@@ -2,22 +2,9 @@ package meta
 
 import (
 	"context"
-	"time"
 
 	"github.com/cofferhq/coffer/placement"
 )
-
-// AuditEntry is one recorded administrative or automatic action, kept in Raft. The FSM
-// sets Seq (the log index) and Time (the cluster clock).
-type AuditEntry struct {
-	Seq       uint64    `cbor:"seq" json:"seq"`
-	Time      time.Time `cbor:"time" json:"time"`
-	Principal string    `cbor:"principal" json:"principal"` // certificate CN, or "system"
-	Action    string    `cbor:"action" json:"action"`       // e.g. "node.drain", "node.down"
-	Target    string    `cbor:"target" json:"target"`       // what it acted on (node ID, ...)
-	Reason    string    `cbor:"reason,omitempty" json:"reason,omitempty"`
-	Outcome   string    `cbor:"outcome" json:"outcome"` // "ok", or "refused: <why>"
-}
 
 // Node actions accepted by ClusterAdmin.NodeAction.
 const (
@@ -34,21 +21,18 @@ const (
 
 // NodeActionRequest asks to change one node's lifecycle state.
 type NodeActionRequest struct {
-	Node      placement.NodeID `cbor:"node" json:"node"`
-	Action    string           `cbor:"action" json:"action"` // NodeDrain, ...
-	Reason    string           `cbor:"reason,omitempty" json:"reason,omitempty"`
-	Principal string           `cbor:"principal,omitempty" json:"principal,omitempty"` // set by the RPC layer
+	Node   placement.NodeID `cbor:"node" json:"node"`
+	Action string           `cbor:"action" json:"action"` // NodeDrain, ...
+	Reason string           `cbor:"reason,omitempty" json:"reason,omitempty"`
 }
 
 // ClusterAdmin is the cluster-administration side of the metadata service. Every
-// action, accepted or refused, is recorded in the audit list.
+// action, accepted or refused, is recorded in the audit log (RetentionService.AuditLog).
 type ClusterAdmin interface {
-	// NodeAction applies a lifecycle action and returns the new map. Refusals wrap
-	// ErrInvalid and say why (a decommission names the PGs that still depend on the
-	// node). ErrNotFound for an unknown node.
+	// NodeAction applies a lifecycle action and returns the new map. Admin principals
+	// only (ErrDenied). Refusals wrap ErrInvalid and say why (a decommission names the
+	// PGs that still depend on the node). ErrNotFound for an unknown node.
 	NodeAction(ctx context.Context, req NodeActionRequest) (placement.Map, error)
-	// AuditLog returns the newest limit entries (all when limit ≤ 0), oldest first.
-	AuditLog(ctx context.Context, limit int) ([]AuditEntry, error)
 	// PGHealth returns the latest health report of every PG known to the chunk nodes,
 	// sorted by PG.
 	PGHealth(ctx context.Context) ([]placement.PGHealth, error)

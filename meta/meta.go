@@ -78,6 +78,11 @@ type Snapshot struct {
 	// reads them to check that every referenced chunk is stored before committing.
 	Refs  []chunk.ID    `cbor:"refs" json:"refs"`
 	Stats SnapshotStats `cbor:"stats" json:"stats"`
+	// Lock is the retention lock (nil: none), the only part of a committed snapshot that
+	// changes, and only as CheckSetLock allows.
+	Lock *Lock `cbor:"lock,omitempty" json:"lock,omitempty"`
+	// LegalHold blocks deletion until an admin clears it.
+	LegalHold bool `cbor:"legal_hold,omitempty" json:"legal_hold,omitempty"`
 }
 
 // Server is one meta server as Raft sees it.

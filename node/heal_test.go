@@ -212,7 +212,7 @@ func TestHealAfterNodeLoss(t *testing.T) {
 	checkPlacement(t, c)
 	restoreAndCompare(t, a, snap, src)
 
-	audit, err := c.Leader().Meta().AuditLog(ctxT(t, 10*time.Second), 0)
+	audit, err := c.Leader().Meta().AuditLog(ctxT(t, 10*time.Second), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,13 +124,19 @@ const (
 	RoleNode  Role = "node"
 	RoleAdmin Role = "admin"
 	RoleAgent Role = "agent"
+	// RoleRestore is a restore operator: it reads snapshots (of its vaults, when the
+	// certificate names any) and changes nothing.
+	RoleRestore Role = "restore-operator"
 )
 
 // Peer is the authenticated caller of an RPC, taken from its verified client certificate.
 type Peer struct {
 	Principal string // certificate common name
 	Role      Role   // certificate organisational unit
-	Addr      net.Addr
+	// Vaults limits an agent or restore operator to these vaults (the certificate's
+	// "coffer:vault:NAME" URI SANs); empty means every vault.
+	Vaults []string
+	Addr   net.Addr
 }
 
 // Handler serves one RPC. The body slice is owned by the handler for the call's duration

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/hedge"
 	"github.com/cofferhq/coffer/transport"
 )
 
@@ -31,10 +32,11 @@ const probeTimeout = 15 * time.Second
 // per address, every SuspectHold) clears it once it answers. So a dead node costs one
 // handshake timeout, not one per call. It is safe for concurrent use.
 type Client struct {
-	c    transport.Caller
-	now  func() time.Time
-	next atomic.Uint64
-	mu   struct {
+	c     transport.Caller
+	now   func() time.Time
+	next  atomic.Uint64
+	hedge *hedge.Delay
+	mu    struct {
 		sync.RWMutex
 		addrs   []string
 		suspect map[string]*suspect
@@ -51,7 +53,7 @@ var _ chunkstore.Store = (*Client)(nil)
 
 // NewClient returns a Store on the coordinators at addrs (copied).
 func NewClient(c transport.Caller, addrs []string) *Client {
-	cl := &Client{c: c, now: time.Now}
+	cl := &Client{c: c, now: time.Now, hedge: hedge.New(HedgeDelay)}
 	cl.mu.suspect = map[string]*suspect{}
 	cl.SetAddrs(addrs)
 	return cl
@@ -157,10 +159,11 @@ func (cl *Client) do(ctx context.Context, addrs []string, method string, req, re
 	return err
 }
 
-// HedgeDelay is how long a read (Get, Has) waits for one coordinator before asking the
-// next one too; the first answer wins and the other call is cancelled. It bounds what a
-// coordinator that is dead but not yet known to be (no answer, no error: a handshake or
-// idle timeout still running) costs a read. Puts are not hedged: they carry data.
+// HedgeDelay is the least a read (Get, Has) waits for one coordinator before asking the
+// next one too (hedge.Factor times the average read latency when that is longer); the
+// first answer wins and the other call is cancelled. It bounds what a coordinator that
+// is dead but not yet known to be (no answer, no error: a handshake or idle timeout
+// still running) costs a read. Puts are not hedged: they carry data.
 const HedgeDelay = time.Second
 
 // hedged runs a read call like do, but when an attempt has not answered within
@@ -187,13 +190,18 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 		running++
 		pending[addr] = true
 		go func() {
+			start := time.Now()
 			var resp R
 			err := call(cctx, cl.c, addr, method, req, &resp)
+			if err == nil {
+				cl.hedge.Observe(time.Since(start))
+			}
 			results <- result{addr, resp, err}
 		}()
 	}
 	launch()
-	hedge := time.NewTimer(HedgeDelay)
+	delay := cl.hedge.Get()
+	hedge := time.NewTimer(delay)
 	defer hedge.Stop()
 	var lastErr error
 	for running > 0 {
@@ -212,7 +220,7 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 			lastErr = r.err
 			if next < len(order) {
 				launch()
-				hedge.Reset(HedgeDelay)
+				hedge.Reset(delay)
 			}
 		case <-hedge.C:
 			// Silent for HedgeDelay: suspect until a background probe clears it, so the
@@ -222,7 +230,7 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 			}
 			if next < len(order) {
 				launch()
-				hedge.Reset(HedgeDelay)
+				hedge.Reset(delay)
 			}
 		}
 	}

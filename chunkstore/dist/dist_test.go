@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -27,7 +28,12 @@ import (
 type faultShards struct {
 	inner chunkstore.ShardStore
 	down  atomic.Bool
-	puts  atomic.Int64
+	// silentNode makes GetShard answer nothing until its context ends (a node that
+	// died without closing its connections); hanging counts such calls in progress.
+	silentNode atomic.Bool
+	hanging    atomic.Int64
+	getCalls   atomic.Int64
+	puts       atomic.Int64
 	// inflight and peak count concurrent PutShards calls across all nodes sharing
 	// the counters.
 	inflight, peak *atomic.Int64
@@ -62,6 +68,13 @@ func (f *faultShards) PutShards(ctx context.Context, s []chunkstore.Shard) error
 }
 
 func (f *faultShards) GetShard(ctx context.Context, k chunkstore.ShardKey) (chunkstore.Shard, error) {
+	f.getCalls.Add(1)
+	if f.silentNode.Load() {
+		f.hanging.Add(1)
+		defer f.hanging.Add(-1)
+		<-ctx.Done()
+		return chunkstore.Shard{}, ctx.Err()
+	}
 	if f.down.Load() {
 		return chunkstore.Shard{}, errDown
 	}
@@ -658,5 +671,39 @@ func BenchmarkGet1MiB(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// TestGetHedgesAroundSilentNode: a node that holds a data shard but never answers does
+// not stall Get: after HedgeDelay another shard is read, the chunk comes back intact,
+// and the silent read is cancelled when Get returns.
+func TestGetHedgesAroundSilentNode(t *testing.T) {
+	c := newCluster(t, 6, placement.Profile{K: 4, M: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := rand.New(rand.NewPCG(5, 5))
+	ch := randChunk(r, 300<<10)
+	if err := c.st.Put(ctx, []chunkstore.Chunk{ch}); err != nil {
+		t.Fatal(err)
+	}
+	silent := c.nodeOf(t, ch.ID, 1) // a data shard: read first
+	silent.silentNode.Store(true)
+	got, err := c.st.Get(ctx, ch.ID)
+	if err != nil || !bytes.Equal(got, ch.Data) {
+		t.Fatalf("get with a silent node: %v", err)
+	}
+	for silent.hanging.Load() != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the silent read was never cancelled")
+		}
+		runtime.Gosched()
+	}
+	// The silent node is now read last: the next Get does not wait on it.
+	calls := silent.getCalls.Load()
+	if got, err := c.st.Get(ctx, ch.ID); err != nil || !bytes.Equal(got, ch.Data) {
+		t.Fatalf("second get: %v", err)
+	}
+	if n := silent.getCalls.Load() - calls; n != 0 {
+		t.Fatalf("silent node asked again %d times right after it stalled a read", n)
 	}
 }

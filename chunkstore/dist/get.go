@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -71,16 +72,24 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dist: get: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx) // ends reads that fetch abandoned
+	defer cancel()
 	g := &getter{s: s, ctx: ctx, id: id, l: l, nodes: nodes, res: make([]fetched, l.n)}
 	g.order = make([]int, 0, l.n)
-	for i, nd := range nodes {
-		if nd.State != placement.StateDown {
-			g.order = append(g.order, i)
-		}
-	}
-	for i, nd := range nodes {
-		if nd.State == placement.StateDown {
-			g.order = append(g.order, i)
+	// Healthy nodes first, then nodes that stayed silent recently, then down nodes.
+	silent := s.silentNodes(nodes)
+	for pass := range 3 {
+		for i, nd := range nodes {
+			rank := 0
+			switch {
+			case nd.State == placement.StateDown:
+				rank = 2
+			case silent[i]:
+				rank = 1
+			}
+			if rank == pass {
+				g.order = append(g.order, i)
+			}
 		}
 	}
 	return g.run()
@@ -141,18 +150,63 @@ func (g *getter) run() ([]byte, error) {
 	return nil, g.failure(true)
 }
 
-// fetch reads the next n untried shards in parallel.
+// fetch reads untried shards in parallel until n of them came back usable or none is
+// left to try: n at first, one more for each failure, and one more each hedge delay
+// (HedgeDelay, or longer when reads are slow) during which no read answered (a node that died silently answers nothing until a
+// transport timeout). Reads still running when it returns are abandoned: recorded as
+// unavailable, cancelled when Get returns.
 func (g *getter) fetch(n int) {
-	n = min(n, len(g.order)-g.next)
-	if n <= 0 {
-		return
+	type result struct {
+		i int
+		f fetched
 	}
-	idx := g.order[g.next : g.next+n]
-	g.next += n
-	g.s.forEach(len(idx), func(j int) {
-		i := idx[j]
-		g.res[i] = g.read(i)
-	})
+	ch := make(chan result, len(g.order)-g.next) // buffered: abandoned reads never block
+	pending := map[int]bool{}
+	launch := func() bool {
+		if g.next == len(g.order) || len(pending) >= g.s.cfg.MaxParallel {
+			return false
+		}
+		i := g.order[g.next]
+		g.next++
+		pending[i] = true
+		go func() {
+			start := time.Now()
+			f := g.read(i)
+			if f.err == nil {
+				g.s.hedge.Observe(time.Since(start))
+			}
+			ch <- result{i, f}
+		}()
+		return true
+	}
+	for range n {
+		launch()
+	}
+	var hedge <-chan time.Time
+	if g.s.cfg.HedgeDelay > 0 {
+		t := time.NewTicker(g.s.hedge.Get())
+		defer t.Stop()
+		hedge = t.C
+	}
+	got := 0
+	for got < n && len(pending) > 0 {
+		select {
+		case r := <-ch:
+			delete(pending, r.i)
+			g.res[r.i] = r.f
+			if r.f.err == nil {
+				got++
+			} else {
+				launch()
+			}
+		case <-hedge:
+			launch()
+		}
+	}
+	for i := range pending {
+		g.res[i] = fetched{tried: true, err: fmt.Errorf("node %s shard %d: abandoned, other shards answered first: %w", g.nodes[i].ID, i, chunkstore.ErrUnavailable)}
+		g.s.markSilent(g.nodes[i].ID)
+	}
 }
 
 // read fetches shard i from its node and checks it against the layout.

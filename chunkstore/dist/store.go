@@ -9,10 +9,12 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/hedge"
 	"github.com/cofferhq/coffer/placement"
 )
 
@@ -43,7 +45,15 @@ type Config struct {
 	// MaxParallel bounds the concurrent node calls of one operation; 0 means
 	// DefaultMaxParallel.
 	MaxParallel int
+	// HedgeDelay is the least a Get waits without any shard answering before it reads
+	// one more shard alongside (see getter.fetch); hedge.Factor times the average shard
+	// read latency when that is longer. 0 means DefaultHedgeDelay, negative disables
+	// hedging.
+	HedgeDelay time.Duration
 }
+
+// DefaultHedgeDelay is the default Config.HedgeDelay.
+const DefaultHedgeDelay = time.Second
 
 var _ chunkstore.Store = (*Store)(nil)
 
@@ -52,6 +62,7 @@ var _ chunkstore.Store = (*Store)(nil)
 type Store struct {
 	cfg    Config
 	crcTab *crc32.Table
+	hedge  *hedge.Delay
 
 	// mu guards a cache of placements for one map (placement.Map values are
 	// immutable, so the cache is keyed by the map pointer and dropped when it changes).
@@ -60,6 +71,46 @@ type Store struct {
 		m   *placement.Map
 		pgs map[uint32][]placement.Node
 	}
+	// silent records nodes whose shard reads Get abandoned (no answer within
+	// HedgeDelay), until when they are read last.
+	silent struct {
+		sync.Mutex
+		until map[placement.NodeID]time.Time
+	}
+}
+
+// silentHold is how long a node that left a read unanswered is read last.
+const silentHold = 5 * time.Second
+
+// markSilent records that a read from node id went unanswered.
+func (s *Store) markSilent(id placement.NodeID) {
+	s.silent.Lock()
+	defer s.silent.Unlock()
+	if s.silent.until == nil {
+		s.silent.until = map[placement.NodeID]time.Time{}
+	}
+	s.silent.until[id] = time.Now().Add(silentHold)
+}
+
+// silentNodes reports which of nodes are still within their silent hold.
+func (s *Store) silentNodes(nodes []placement.Node) []bool {
+	out := make([]bool, len(nodes))
+	s.silent.Lock()
+	defer s.silent.Unlock()
+	if len(s.silent.until) == 0 {
+		return out
+	}
+	now := time.Now()
+	for i, nd := range nodes {
+		if until, ok := s.silent.until[nd.ID]; ok {
+			if now.Before(until) {
+				out[i] = true
+			} else {
+				delete(s.silent.until, nd.ID)
+			}
+		}
+	}
+	return out
 }
 
 // New returns a Store. It fails with chunkstore.ErrInvalid if Map or Shards is nil,
@@ -84,7 +135,10 @@ func New(cfg Config) (*Store, error) {
 	if cfg.MaxParallel == 0 {
 		cfg.MaxParallel = DefaultMaxParallel
 	}
-	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli)}, nil
+	if cfg.HedgeDelay == 0 {
+		cfg.HedgeDelay = DefaultHedgeDelay
+	}
+	return &Store{cfg: cfg, crcTab: crc32.MakeTable(crc32.Castagnoli), hedge: hedge.New(cfg.HedgeDelay)}, nil
 }
 
 // layout is what one operation needs from the current map.

@@ -17,7 +17,7 @@ import (
 	"github.com/cofferhq/coffer/transport/wire"
 )
 
-// Cluster administration: node lifecycle, PG health, scrub and the audit list.
+// Cluster administration: node lifecycle, PG health and scrub.
 
 func adminNodesSpec() *cmdSpec {
 	return &cmdSpec{
@@ -422,56 +422,4 @@ func printRepairStatus(w io.Writer, sts []repair.Status) {
 			fmt.Fprintf(w, "UNREADABLE %s (led by %s)\n", u, st.Node)
 		}
 	}
-}
-
-func adminAuditSpec() *cmdSpec {
-	return &cmdSpec{
-		name:  "admin audit",
-		short: "show the audit list of administrative and automatic actions",
-		long: `Prints the newest --limit entries of the audit list kept in Raft: time
-(cluster clock), principal ("system" for automatic actions such as marking a
-node down or out), action, target, outcome ("ok" or "refused: ...") and
-reason.
-
-With --json: [{"seq", "time", "principal", "action", "target", "reason",
-"outcome"}].`,
-		examples: []string{"coffer admin audit --limit 20"},
-		new:      func() command { return &adminAuditCmd{} },
-	}
-}
-
-type adminAuditCmd struct{ limit int }
-
-func (c *adminAuditCmd) addFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.limit, "limit", 100, "show the newest N entries (0: all)")
-}
-
-func (c *adminAuditCmd) run(ctx context.Context, a *app, args []string) error {
-	if len(args) > 0 {
-		return usagef(adminAuditSpec(), "admin audit takes no arguments, got %q", args[0])
-	}
-	if c.limit < 0 {
-		return usagef(adminAuditSpec(), "--limit %d: want 0 or more", c.limit)
-	}
-	s, err := connect(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	es, err := s.meta.AuditLog(ctx, c.limit)
-	if err != nil {
-		return fmt.Errorf("audit log: %w", err)
-	}
-	if a.g.json {
-		if es == nil {
-			es = []meta.AuditEntry{}
-		}
-		return writeJSON(a.stdout, es)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tPRINCIPAL\tACTION\tTARGET\tOUTCOME\tREASON")
-	for _, e := range es {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Principal, e.Action, e.Target, e.Outcome, dash(e.Reason))
-	}
-	return tw.Flush()
 }

@@ -27,7 +27,9 @@ The parent's trees are kept in a local cache (--cache-dir) so they need not be
 downloaded. Each PATH appears in the snapshot under its base name:
 backing up /usr/local/go/src gives /src/... in ls and restore.
 
-On a terminal, a progress line is drawn on stderr. The summary names the
+On a terminal, a progress line is drawn on stderr: files, bytes processed,
+read, new and sent, rate and, once a scan beside the backup has sized the
+sources, percent done and ETA. The summary names the
 snapshot, the files new/changed/unmodified, the bytes processed and added, and
 the throughput. Files that cannot be read are skipped and listed; the snapshot
 is still saved and the exit code is 3 ("partially failed").
@@ -44,7 +46,10 @@ thawed, also on error and after --fsfreeze-timeout), --post-hook runs after,
 also when the backup failed (env COFFER_BACKUP_STATUS: success, failed, not
 run). Hooks are killed after --hook-timeout; their output goes to stderr.
 
-With --json only one summary object is printed: message_type "summary",
+With --json, a status line (message_type "status": elapsed_s, files, dirs,
+bytes_processed, bytes_read, bytes_changed, bytes_uploaded, total_files,
+total_bytes, percent_done, eta_s, current) is printed about every second
+(not with -q), and last the summary object: message_type "summary",
 snapshot_id, status, files_new, files_changed, files_unmodified, dirs,
 bytes_processed, bytes_added, chunks_added, duration_s, bytes_read,
 skipped [{path, error}], and for --block a blocks object.`,
@@ -54,7 +59,7 @@ skipped [{path, error}], and for --block a blocks object.`,
 			"coffer backup --block --dirty-map changes.map disk.img",
 			"coffer backup --pre-hook 'lvcreate -s -n snap vg0/data' --post-hook 'lvremove -y vg0/snap' --block /dev/vg0/snap",
 			"coffer backup --tag nightly --tag db /var/lib/postgresql",
-			"coffer --json backup /srv > summary.json",
+			"coffer --json -q backup /srv > summary.json",
 		},
 		new: func() command { return &backupCmd{} },
 	}
@@ -154,7 +159,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		if err != nil {
 			return fmt.Errorf("backup: dirty map: %w", err)
 		}
-		dirty, err = client.ParseDirtyMap(f)
+		dirty, err = client.ReadDirtyMap(f)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("backup: %s: %w", c.dirtyMap, err)
@@ -182,6 +187,10 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 	defer ag.Close()
 
 	prog := newProgress(a)
+	progress := prog.callback()
+	if jp := newJSONProgress(a); jp != nil {
+		progress = jp.callback()
+	}
 	start := a.now()
 	var res client.BackupResult
 	spec := hooks.Spec{Pre: c.preHook, Post: c.postHook, Timeout: c.hookTimeout, Freeze: c.freeze,
@@ -191,9 +200,9 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		var err error
 		if c.block {
 			res, err = ag.BackupBlock(ctx, client.BlockOptions{Path: paths[0], BlockSize: int(c.blockSize), DirtyMap: dirty,
-				Tags: c.tags, Parent: c.parent, Force: c.force, Progress: prog.callback()})
+				Tags: c.tags, Parent: c.parent, Force: c.force, Progress: progress})
 		} else {
-			res, err = ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: prog.callback(),
+			res, err = ag.Backup(ctx, client.BackupOptions{Paths: paths, Tags: c.tags, Progress: progress,
 				Parent: c.parent, Force: c.force})
 		}
 		prog.done()

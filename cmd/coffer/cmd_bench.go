@@ -48,6 +48,7 @@ Speed never makes the command fail.`,
 type benchCmd struct {
 	quick, stagesOnly, e2eOnly, keep bool
 	data, out, peers, cofferd        string
+	profile                          string
 }
 
 func (c *benchCmd) addFlags(fs *flag.FlagSet) {
@@ -58,6 +59,7 @@ func (c *benchCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.cofferd, "cofferd", "", "cofferd binary `PATH` (default: next to coffer, then PATH)")
 	fs.BoolVar(&c.stagesOnly, "stages-only", false, "run only the stage micro-benchmarks")
 	fs.BoolVar(&c.e2eOnly, "e2e-only", false, "run only the end-to-end scenarios")
+	fs.StringVar(&c.profile, "profile", "", "write CPU profiles of cofferd and of each coffer scenario to `DIR` (go tool pprof)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the run's cluster and repositories under DIR/work")
 }
 
@@ -93,7 +95,7 @@ func (c *benchCmd) run(ctx context.Context, a *app, args []string) error {
 	}
 	o := bench.Options{
 		Quick: c.quick, DataDir: data, Coffer: exe, Cofferd: cofferd, Peers: peers,
-		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep,
+		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep, ProfileDir: c.profile,
 		Logf: func(format string, v ...any) {
 			if !a.g.quiet {
 				fmt.Fprintf(a.stderr, format+"\n", v...)

@@ -75,7 +75,7 @@ func TestDocsMentionEveryCommandAndFlag(t *testing.T) {
 func TestDocsListEveryJSONField(t *testing.T) {
 	doc := readCLIDoc(t)["JSON output"]
 	for _, v := range []any{initSummary{}, backupSummary{}, skippedJSON{}, snapshotJSON{}, entryJSON{},
-		restoreSummary{}, clusterStatus{}, nodeRow{}, versionInfo{},
+		restoreSummary{}, statusJSON{}, clusterStatus{}, nodeRow{}, versionInfo{},
 		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}} {
 		rt := reflect.TypeOf(v)

@@ -29,7 +29,11 @@ const (
 	TypeCommitSnapshot Type = 2
 	TypeSetClusterMap  Type = 3
 	TypeTick           Type = 4
-	TypeAudit          Type = 5
+	// Retention (issue 6); tags from 60 keep clear of other work's additions.
+	TypeDeleteSnapshots Type = 60
+	TypeSetLock         Type = 61
+	TypeSetHold         Type = 62
+	TypeRecordAudit     Type = 63
 )
 
 func (t Type) String() string {
@@ -42,8 +46,14 @@ func (t Type) String() string {
 		return "SetClusterMap"
 	case TypeTick:
 		return "Tick"
-	case TypeAudit:
-		return "Audit"
+	case TypeDeleteSnapshots:
+		return "DeleteSnapshots"
+	case TypeSetLock:
+		return "SetLock"
+	case TypeSetHold:
+		return "SetHold"
+	case TypeRecordAudit:
+		return "RecordAudit"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -72,16 +82,13 @@ type SetClusterMap struct {
 	Map placement.Map `cbor:"map"`
 }
 
-// Tick only advances the cluster clock to the command's time stamp.
-type Tick struct{}
-
-// Audit appends an entry to the audit list. The FSM sets Seq and Time.
-type Audit struct {
-	Entry meta.AuditEntry `cbor:"entry"`
+// Tick advances the cluster clock towards the command's time stamp. Elapsed is the real
+// time in nanoseconds the leader measured on its monotonic clock since its previous Tick
+// in the same term (0 for its first): the FSM lets the clock run at most twice that far
+// ahead, so a leader's wall clock jumping forward cannot expire locks early.
+type Tick struct {
+	Elapsed int64 `cbor:"elapsed,omitempty"`
 }
-
-// Type implements Body.
-func (Audit) Type() Type { return TypeAudit }
 
 // Type implements Body.
 func (CreateVault) Type() Type { return TypeCreateVault }
@@ -150,7 +157,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick, Audit:
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -194,8 +201,20 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		var v Tick
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
-	case TypeAudit:
-		var v Audit
+	case TypeDeleteSnapshots:
+		var v DeleteSnapshots
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetLock:
+		var v SetLock
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetHold:
+		var v SetHold
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeRecordAudit:
+		var v RecordAudit
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

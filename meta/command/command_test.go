@@ -20,7 +20,13 @@ func sampleBodies() []Body {
 			Parent: &parent, Tree: chunk.ID{2}, Refs: []chunk.ID{{3}}, Stats: meta.SnapshotStats{FilesNew: 3, DurationS: 1.5, Status: "completed"}}},
 		SetClusterMap{Map: placement.Map{Epoch: 2, PGCount: 64, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "n1", Addr: "a:1", Domain: "d", Weight: 1, State: placement.StateActive}}}},
 		Tick{},
-		Audit{Entry: meta.AuditEntry{Principal: "dev-admin", Action: "node.drain", Target: "chunk-1", Reason: "disk", Outcome: "ok"}},
+		Tick{Elapsed: 999},
+		DeleteSnapshots{Vault: "v1", IDs: []chunk.ID{{1}, {2}}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin},
+			Bypass: meta.Bypass{Governance: true, Reason: "ticket 7"}, Action: "forget"},
+		SetLock{Vault: "v1", ID: chunk.ID{1}, Lock: meta.Lock{Mode: meta.Compliance, Until: time.Unix(200, 0).UTC()},
+			By: meta.Principal{Name: "a", Role: meta.RoleBackupAgent, Vaults: []meta.VaultID{"v1"}}},
+		SetHold{Vault: "v1", ID: chunk.ID{1}, Hold: true, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}, Reason: "case 12"},
+		RecordAudit{Entry: meta.AuditEntry{Principal: "a", Role: meta.RoleBackupAgent, Action: "delete", Vault: "v1", Outcome: meta.AuditRefused, Reason: "denied"}},
 	}
 }
 

@@ -45,7 +45,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
-	applied, clock := f.applied.Load(), f.clock.Load()
+	applied, clock, limit := f.applied.Load(), f.clock.Load(), f.limit.Load()
 	newApplied := applied
 	for i, l := range logs {
 		if l.Index <= applied || l.Type != raft.LogCommand {
@@ -61,10 +61,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = Result{Err: fmt.Errorf("fsm: log %d: %w", l.Index, err)}
 			continue
 		}
-		// The cluster clock never goes back: a leader whose clock lags keeps the old time.
-		clock = max(clock, cmd.Time)
-		v, err := f.apply(b, cmd, clock, l.Index)
+		// The cluster clock never goes back and runs at most 2x real time (see advanceClock).
+		prevClock, prevLimit := clock, limit
+		clock, limit = advanceClock(clock, limit, cmd)
+		v, err := f.apply(b, l.Index, cmd, clock)
 		if err != nil {
+			// A refusal leaves the clock as it was, like the rest of the state.
+			clock, limit = prevClock, prevLimit
 			err = fmt.Errorf("fsm: log %d: %s: %w", l.Index, cmd.Body.Type(), err)
 		}
 		out[i] = Result{Value: v, Err: err}
@@ -77,9 +80,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	must(b.Set([]byte(keyApplied), buf[:], nil))
 	binary.BigEndian.PutUint64(buf[:], uint64(clock))
 	must(b.Set([]byte(keyClock), buf[:], nil))
+	binary.BigEndian.PutUint64(buf[:], uint64(limit))
+	must(b.Set([]byte(keyClockLimit), buf[:], nil))
 	must(b.Commit(pebble.Sync))
 	f.applied.Store(newApplied)
 	f.clock.Store(clock)
+	f.limit.Store(limit)
 	return out
 }
 
@@ -89,13 +95,14 @@ func must(err error) {
 	}
 }
 
-// apply executes one command against the batch. A returned error means nothing was
-// written for this command.
-func (f *FSM) apply(b *pebble.Batch, cmd command.Command, clock int64, index uint64) (any, error) {
+// apply executes one command (log entry index) against the batch. A returned error
+// means nothing was written for this command except, for the retention commands, the
+// audit record of the refusal.
+func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock int64) (any, error) {
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
-	case command.Audit:
-		return f.applyAudit(b, c.Entry, now, index)
+	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit:
+		return f.applyRetention(b, index, cmd.Body, now)
 	case command.Tick:
 		return nil, nil
 	case command.CreateVault:

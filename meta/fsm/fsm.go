@@ -21,11 +21,12 @@ import (
 const (
 	keyApplied     = "meta/applied"
 	keyClock       = "meta/clock"
+	keyClockLimit  = "meta/clocklimit"
 	keyMap         = "map"
 	prefixVault    = "v/"
 	prefixSnapshot = "s/"
 	prefixMeta     = "meta/"
-	prefixAudit    = "audit/"
+	prefixAudit    = "a/"
 	currentFile    = "CURRENT"
 )
 
@@ -56,6 +57,7 @@ type FSM struct {
 	}
 	applied atomic.Uint64
 	clock   atomic.Int64
+	limit   atomic.Int64 // ceiling of the cluster clock until the next Tick
 }
 
 var (
@@ -286,8 +288,18 @@ func (f *FSM) loadMeta(r getter) error {
 		}
 		clock = int64(binary.BigEndian.Uint64(v))
 	}
+	var limit int64
+	if v, ok, err := getCopy(r, keyClockLimit); err != nil {
+		return err
+	} else if ok {
+		if len(v) != 8 {
+			return fmt.Errorf("fsm: %s holds %d bytes, want 8", keyClockLimit, len(v))
+		}
+		limit = int64(binary.BigEndian.Uint64(v))
+	}
 	f.applied.Store(applied)
 	f.clock.Store(clock)
+	f.limit.Store(limit)
 	return nil
 }
 

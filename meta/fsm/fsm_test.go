@@ -70,20 +70,22 @@ func TestApplySequence(t *testing.T) {
 		t.Fatalf("create vault: %+v", r)
 	}
 	wantErr(t, f.Apply(entry(t, 2, base+1, vault("a"))), meta.ErrExists)
+	// A tick lets the clock follow the leader's stamps up to 2 s ahead.
+	f.Apply(entry(t, 3, base+2, command.Tick{Elapsed: int64(time.Second)}))
 	// Snapshots committed out of ID order get sorted by commit time.
 	for i, id := range []byte{9, 3, 5} {
-		if r := result(t, f.Apply(entry(t, uint64(3+i), base+int64(10*(i+1)), snap("a", id)))); r.Err != nil {
+		if r := result(t, f.Apply(entry(t, uint64(4+i), base+int64(10*(i+1)), snap("a", id)))); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 	}
-	wantErr(t, f.Apply(entry(t, 6, base+40, snap("a", 3))), meta.ErrExists)
-	wantErr(t, f.Apply(entry(t, 7, base+41, snap("nope", 4))), meta.ErrNotFound)
-	wantErr(t, f.Apply(entry(t, 8, base+42, cmap(2))), meta.ErrInvalid)
-	if r := result(t, f.Apply(entry(t, 9, base+43, cmap(1)))); r.Err != nil {
+	wantErr(t, f.Apply(entry(t, 7, base+40, snap("a", 3))), meta.ErrExists)
+	wantErr(t, f.Apply(entry(t, 8, base+41, snap("nope", 4))), meta.ErrNotFound)
+	wantErr(t, f.Apply(entry(t, 9, base+42, cmap(2))), meta.ErrInvalid)
+	if r := result(t, f.Apply(entry(t, 10, base+43, cmap(1)))); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	wantErr(t, f.Apply(entry(t, 10, base+44, cmap(1))), meta.ErrInvalid)
-	if r := result(t, f.Apply(entry(t, 11, base+45, cmap(2)))); r.Err != nil {
+	wantErr(t, f.Apply(entry(t, 11, base+44, cmap(1))), meta.ErrInvalid)
+	if r := result(t, f.Apply(entry(t, 12, base+45, cmap(2)))); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 
@@ -111,26 +113,26 @@ func TestApplySequence(t *testing.T) {
 	if err != nil || !ok || m.Epoch != 2 {
 		t.Fatalf("map: %v %v %v", m.Epoch, ok, err)
 	}
-	if f.AppliedIndex() != 11 {
-		t.Fatalf("applied %d, want 11", f.AppliedIndex())
+	if f.AppliedIndex() != 12 {
+		t.Fatalf("applied %d, want 12", f.AppliedIndex())
 	}
 }
 
 func TestClockNeverGoesBack(t *testing.T) {
 	f := open(t, t.TempDir())
 	f.Apply(entry(t, 1, 1000, vault("a")))
-	f.Apply(entry(t, 2, 5000, command.Tick{}))
+	f.Apply(entry(t, 2, 5000, command.Tick{Elapsed: 2000}))
 	r := result(t, f.Apply(entry(t, 3, 2000, snap("a", 1)))) // leader with a lagging clock
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if got := r.Value.(meta.Snapshot).Time; !got.Equal(time.Unix(0, 5000)) {
-		t.Fatalf("snapshot time %v, want the clock 5000ns, not the older stamp", got.UnixNano())
+	if got := r.Value.(meta.Snapshot).Time; !got.Equal(time.Unix(0, 5001)) {
+		t.Fatalf("snapshot time %v, want the clock 5000ns + 1 ns, not the older stamp", got.UnixNano())
 	}
-	if f.Now().UnixNano() != 5000 {
+	if f.Now().UnixNano() != 5001 {
 		t.Fatalf("clock %d went back", f.Now().UnixNano())
 	}
-	f.Apply(entry(t, 4, 7000, command.Tick{}))
+	f.Apply(entry(t, 4, 7000, command.Tick{Elapsed: 1000}))
 	if f.Now().UnixNano() != 7000 {
 		t.Fatalf("tick did not advance the clock: %d", f.Now().UnixNano())
 	}
@@ -204,7 +206,7 @@ func testLog(t *testing.T) []*raft.Log {
 	for k := range 20 {
 		add(int64(40+k*3), snap("a", byte(k%13)))
 		if k%4 == 0 {
-			add(int64(41+k*3), command.Tick{})
+			add(int64(41+k*3), command.Tick{Elapsed: 12})
 		}
 	}
 	add(200, snap("b", 1))
@@ -376,5 +378,44 @@ func TestReopenKeepsState(t *testing.T) {
 	}
 	if !bytes.Equal(dump(t, g), want) {
 		t.Fatal("replay changed the state")
+	}
+}
+
+// TestClockRunsAtMostTwiceRealTime: a leader whose wall clock is 10 years ahead moves the
+// cluster clock by at most twice the real time its ticks report.
+func TestClockRunsAtMostTwiceRealTime(t *testing.T) {
+	f := open(t, t.TempDir())
+	const start = int64(1_000_000_000_000)
+	f.Apply(entry(t, 1, start, vault("a")))
+	ahead := start + int64(10*365*24*time.Hour)
+	idx := uint64(2)
+	for range 100 {
+		f.Apply(entry(t, idx, ahead, command.Tick{Elapsed: int64(time.Second)}))
+		idx++
+		r := result(t, f.Apply(entry(t, idx, ahead, snap("a", byte(idx)))))
+		idx++
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	// 100 ticks of 1 s each: at most 200 s beyond the start (plus 1 ns per command).
+	if got, most := f.Now().UnixNano()-start, int64(200*time.Second+200); got > most || got <= 0 {
+		t.Fatalf("clock advanced %v over 100 s of real time, want (0, %v]", time.Duration(got), time.Duration(most))
+	}
+	// A bogus huge Elapsed is capped.
+	before := f.Now().UnixNano()
+	f.Apply(entry(t, idx, ahead, command.Tick{Elapsed: int64(1000 * time.Hour)}))
+	if got := f.Now().UnixNano() - before; got > 2*int64(MaxTickElapsed) {
+		t.Fatalf("one tick advanced the clock %v, want at most %v", time.Duration(got), 2*MaxTickElapsed)
+	}
+	// Survives a reopen: the ceiling is durable.
+	dir := f.dir
+	now, lim := f.Now(), f.limit.Load()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := open(t, dir)
+	if !g.Now().Equal(now) || g.limit.Load() != lim {
+		t.Fatalf("after reopen clock %v limit %d, want %v %d", g.Now(), g.limit.Load(), now, lim)
 	}
 }

@@ -279,16 +279,16 @@ func readStream(src io.Reader, db *pebble.DB) error {
 
 func knownKey(k string) bool {
 	switch {
-	case k == keyMap, k == keyApplied, k == keyClock:
+	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit:
 		return true
+	case strings.HasPrefix(k, prefixAudit):
+		return len(k) == len(prefixAudit)+16
 	case strings.HasPrefix(k, prefixVault):
 		return meta.ValidateVaultID(meta.VaultID(k[len(prefixVault):])) == nil
 	case strings.HasPrefix(k, prefixSnapshot):
 		rest := k[len(prefixSnapshot):]
 		i := strings.IndexByte(rest, '/')
 		return i > 0 && meta.ValidateVaultID(meta.VaultID(rest[:i])) == nil && len(rest[i+1:]) == 64
-	case strings.HasPrefix(k, prefixAudit):
-		return len(k) == len(prefixAudit)+16
 	}
 	return false
 }

@@ -12,21 +12,14 @@ import (
 // Cluster-administration methods (meta.ClusterAdmin).
 const (
 	MethodNodeAction = "meta.NodeAction"
-	MethodAuditLog   = "meta.AuditLog"
 	MethodPGHealth   = "meta.PGHealth"
 )
 
 type (
 	nodeActionReq struct {
 		Req meta.NodeActionRequest `cbor:"req"`
+		As  *meta.Principal        `cbor:"as,omitempty"`
 		Fwd bool                   `cbor:"fwd,omitempty"`
-	}
-	auditLogReq struct {
-		Limit int  `cbor:"limit"`
-		Fwd   bool `cbor:"fwd,omitempty"`
-	}
-	auditList struct {
-		Entries []meta.AuditEntry `cbor:"entries"`
 	}
 	pgHealthReq struct {
 		Fwd bool `cbor:"fwd,omitempty"`
@@ -39,12 +32,12 @@ type (
 var _ meta.ClusterAdmin = (*Client)(nil)
 
 // serveAdmin runs the meta.ClusterAdmin methods; ok is false for other methods. Node
-// actions need an admin peer; the request's Principal is the peer's (a forwarded
-// request keeps the principal the first server saw).
+// actions are authorized by the server (admin principals only); a forwarded request
+// keeps the principal the first server saw.
 func (h *Server) serveAdmin(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, err error, ok bool) {
 	adm, isAdmin := h.svc.(meta.ClusterAdmin)
 	switch method {
-	case MethodNodeAction, MethodAuditLog, MethodPGHealth:
+	case MethodNodeAction, MethodPGHealth:
 		if !isAdmin {
 			return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: %s: not served here", method)}, true
 		}
@@ -57,29 +50,9 @@ func (h *Server) serveAdmin(ctx context.Context, peer transport.Peer, method str
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err, true
 		}
-		if !r.Fwd {
-			if peer.Role != transport.RoleAdmin {
-				return nil, nil, &transport.Error{Code: transport.PermissionDenied,
-					Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not change node states (admin only)", method, peer.Principal, peer.Role)}, true
-			}
-			r.Req.Principal = peer.Principal
-		} else if peer.Role != transport.RoleNode {
-			return nil, nil, &transport.Error{Code: transport.PermissionDenied,
-				Msg: fmt.Sprintf("metarpc: %s: forwarded request from non-node peer %q", method, peer.Principal)}, true
-		}
+		ctx = h.authenticate(ctx, peer, &r.As)
 		m, err := adm.NodeAction(ctx, r.Req)
 		return m, markFwd(&r, &r.Fwd), err, true
-	case MethodAuditLog:
-		if peer.Role != transport.RoleAdmin && peer.Role != transport.RoleNode {
-			return nil, nil, &transport.Error{Code: transport.PermissionDenied,
-				Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not read the audit log", method, peer.Principal, peer.Role)}, true
-		}
-		var r auditLogReq
-		if err := decode(body, &r); err != nil {
-			return nil, nil, err, true
-		}
-		es, err := adm.AuditLog(ctx, r.Limit)
-		return auditList{Entries: es}, markFwd(&r, &r.Fwd), err, true
 	default: // MethodPGHealth
 		var r pgHealthReq
 		if err := decode(body, &r); err != nil {
@@ -90,19 +63,12 @@ func (h *Server) serveAdmin(ctx context.Context, peer transport.Peer, method str
 	}
 }
 
-// NodeAction implements meta.ClusterAdmin. The server sets the principal from this
+// NodeAction implements meta.ClusterAdmin. The server takes the principal from this
 // client's certificate.
 func (cl *Client) NodeAction(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {
 	var m placement.Map
 	err := cl.call(ctx, MethodNodeAction, nodeActionReq{Req: req}, &m)
 	return m, err
-}
-
-// AuditLog implements meta.ClusterAdmin.
-func (cl *Client) AuditLog(ctx context.Context, limit int) ([]meta.AuditEntry, error) {
-	var r auditList
-	err := cl.call(ctx, MethodAuditLog, auditLogReq{Limit: limit}, &r)
-	return r.Entries, err
 }
 
 // PGHealth implements meta.ClusterAdmin.

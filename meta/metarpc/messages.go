@@ -23,35 +23,43 @@ const (
 // that it is never forwarded twice.
 type (
 	createVaultReq struct {
-		Vault meta.Vault `cbor:"vault"`
-		Fwd   bool       `cbor:"fwd,omitempty"`
+		Vault meta.Vault      `cbor:"vault"`
+		Fwd   bool            `cbor:"fwd,omitempty"`
+		As    *meta.Principal `cbor:"as,omitempty"`
 	}
 	getVaultReq struct {
-		ID  meta.VaultID `cbor:"id"`
-		Fwd bool         `cbor:"fwd,omitempty"`
+		ID  meta.VaultID    `cbor:"id"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
 	}
 	listVaultsReq struct {
-		Fwd bool `cbor:"fwd,omitempty"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
 	}
 	commitSnapshotReq struct {
-		Snapshot meta.Snapshot `cbor:"snapshot"`
-		Fwd      bool          `cbor:"fwd,omitempty"`
+		Snapshot meta.Snapshot   `cbor:"snapshot"`
+		Fwd      bool            `cbor:"fwd,omitempty"`
+		As       *meta.Principal `cbor:"as,omitempty"`
 	}
 	listSnapshotsReq struct {
-		Vault meta.VaultID `cbor:"vault"`
-		Fwd   bool         `cbor:"fwd,omitempty"`
+		Vault meta.VaultID    `cbor:"vault"`
+		Fwd   bool            `cbor:"fwd,omitempty"`
+		As    *meta.Principal `cbor:"as,omitempty"`
 	}
 	getSnapshotReq struct {
 		Vault meta.VaultID    `cbor:"vault"`
 		ID    meta.SnapshotID `cbor:"id"`
 		Fwd   bool            `cbor:"fwd,omitempty"`
+		As    *meta.Principal `cbor:"as,omitempty"`
 	}
 	clusterMapReq struct {
-		Fwd bool `cbor:"fwd,omitempty"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
 	}
 	setClusterMapReq struct {
-		Map placement.Map `cbor:"map"`
-		Fwd bool          `cbor:"fwd,omitempty"`
+		Map placement.Map   `cbor:"map"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
 	}
 	raftStatusReq struct{}
 	empty         struct{}
@@ -74,3 +82,57 @@ var Errors = transport.SentinelTable{
 	{Err: meta.ErrDenied, Code: transport.PermissionDenied},
 	{Err: meta.ErrUnavailable, Code: transport.Unavailable},
 }
+
+// Retention methods (meta.RetentionService).
+const (
+	MethodDeleteSnapshots = "meta.DeleteSnapshots"
+	MethodForget          = "meta.Forget"
+	MethodSetLock         = "meta.SetLock"
+	MethodSetHold         = "meta.SetHold"
+	MethodAuditLog        = "meta.AuditLog"
+)
+
+type (
+	deleteSnapshotsReq struct {
+		Vault  meta.VaultID      `cbor:"vault"`
+		IDs    []meta.SnapshotID `cbor:"ids"`
+		Bypass meta.Bypass       `cbor:"bypass"`
+		Fwd    bool              `cbor:"fwd,omitempty"`
+		As     *meta.Principal   `cbor:"as,omitempty"`
+	}
+	forgetReq struct {
+		Vault  meta.VaultID    `cbor:"vault"`
+		Policy meta.Policy     `cbor:"policy"`
+		DryRun bool            `cbor:"dry_run"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	setLockReq struct {
+		Vault  meta.VaultID    `cbor:"vault"`
+		ID     meta.SnapshotID `cbor:"id"`
+		Lock   meta.Lock       `cbor:"lock"`
+		Bypass meta.Bypass     `cbor:"bypass"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	setHoldReq struct {
+		Vault  meta.VaultID    `cbor:"vault"`
+		ID     meta.SnapshotID `cbor:"id"`
+		Hold   bool            `cbor:"hold"`
+		Reason string          `cbor:"reason,omitempty"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	auditLogReq struct {
+		After uint64          `cbor:"after"`
+		Limit int             `cbor:"limit"`
+		Fwd   bool            `cbor:"fwd,omitempty"`
+		As    *meta.Principal `cbor:"as,omitempty"`
+	}
+	snapshotsResp struct {
+		Snapshots []meta.Snapshot `cbor:"snapshots"`
+	}
+	auditResp struct {
+		Entries []meta.AuditEntry `cbor:"entries"`
+	}
+)

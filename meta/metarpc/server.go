@@ -84,12 +84,16 @@ func decode(body []byte, v any) error {
 // serve runs one method. fwd is the request marked forwarded, or nil when it must not be
 // forwarded (already forwarded, or answered locally).
 func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, body []byte) (out any, fwd any, err error) {
+	if out, fwd, ok, err := h.serveRetention(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	switch method {
 	case MethodCreateVault:
 		var r createVaultReq
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		v, err := h.svc.CreateVault(ctx, r.Vault)
 		return v, markFwd(&r, &r.Fwd), err
 	case MethodGetVault:
@@ -97,6 +101,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		v, err := h.svc.GetVault(ctx, r.ID)
 		return v, markFwd(&r, &r.Fwd), err
 	case MethodListVaults:
@@ -104,6 +109,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		vs, err := h.svc.ListVaults(ctx)
 		return vaultList{Vaults: vs}, markFwd(&r, &r.Fwd), err
 	case MethodCommitSnapshot:
@@ -111,6 +117,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		s, err := h.svc.CommitSnapshot(ctx, r.Snapshot)
 		return s, markFwd(&r, &r.Fwd), err
 	case MethodListSnapshots:
@@ -118,6 +125,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		ss, err := h.svc.ListSnapshots(ctx, r.Vault)
 		return snapshotList{Snapshots: ss}, markFwd(&r, &r.Fwd), err
 	case MethodGetSnapshot:
@@ -125,6 +133,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		s, err := h.svc.GetSnapshot(ctx, r.Vault, r.ID)
 		return s, markFwd(&r, &r.Fwd), err
 	case MethodClusterMap:
@@ -132,6 +141,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		m, err := h.svc.ClusterMap(ctx)
 		return m, markFwd(&r, &r.Fwd), err
 	case MethodSetClusterMap:
@@ -143,6 +153,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
 		}
+		ctx := h.authenticate(ctx, peer, &r.As)
 		err := h.svc.SetClusterMap(ctx, r.Map)
 		return empty{}, markFwd(&r, &r.Fwd), err
 	case MethodRaftStatus:

@@ -15,9 +15,6 @@ import (
 // DefaultDownOut is how long a node stays down before the leader marks it out.
 const DefaultDownOut = 10 * time.Minute
 
-// systemPrincipal signs audit entries for automatic actions.
-const systemPrincipal = "system"
-
 var _ meta.ClusterAdmin = (*Server)(nil)
 
 // followLiveness runs on the leader: it applies placement.Map.FollowLiveness to the
@@ -48,15 +45,22 @@ func (s *Server) followLiveness() {
 		if t.From == t.To {
 			continue
 		}
-		s.audit(systemPrincipal, "node."+string(t.To), string(t.Node), t.Reason, "ok")
+		s.audit(meta.SystemPrincipal(), "node."+string(t.To), string(t.Node), t.Reason, nil)
 	}
 }
 
-// audit records one entry; failures are logged (the action itself already happened or
-// was refused).
-func (s *Server) audit(principal, action, target, reason, outcome string) {
-	_, err := s.propose(0, command.Audit{Entry: meta.AuditEntry{
-		Principal: principal, Action: action, Target: target, Reason: reason, Outcome: outcome}})
+// audit records one entry in the audit log: outcome ok, or refused with the cause
+// (and the operator's reason). Failures are logged (the action itself already happened
+// or was refused).
+func (s *Server) audit(p meta.Principal, action, target, reason string, cause error) {
+	e := meta.AuditEntry{Principal: p.Name, Role: p.Role, Action: action, Target: target, Reason: reason, Outcome: meta.AuditOK}
+	if cause != nil {
+		e.Outcome, e.Reason = meta.AuditRefused, cause.Error()
+		if reason != "" {
+			e.Reason += " (given reason: " + reason + ")"
+		}
+	}
+	_, err := s.propose(0, command.RecordAudit{Entry: e})
 	if err != nil {
 		s.log.Warn("record audit entry", "action", action, "target", target, "err", err)
 	}
@@ -68,8 +72,11 @@ func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 	if err := s.leaderWrite(); err != nil {
 		return placement.Map{}, err
 	}
-	if req.Principal == "" {
-		req.Principal = "unknown"
+	p := meta.PrincipalFrom(ctx)
+	if p.Role != meta.RoleAdmin && p.Role != meta.RoleSystem {
+		err := fmt.Errorf("%w: %s may not change the cluster's nodes (admin only)", meta.ErrDenied, p)
+		s.audit(p, "node."+req.Action, string(req.Node), req.Reason, err)
+		return placement.Map{}, fmt.Errorf("server: node action: %w", err)
 	}
 	var m placement.Map
 	var err error
@@ -87,11 +94,7 @@ func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 	default:
 		m, err = s.nodeAction(ctx, req)
 	}
-	outcome := "ok"
-	if err != nil {
-		outcome = "refused: " + err.Error()
-	}
-	s.audit(req.Principal, action, target, req.Reason, outcome)
+	s.audit(p, action, target, req.Reason, err)
 	return m, err
 }
 
@@ -114,13 +117,13 @@ func (s *Server) rebalance(ctx context.Context, action string) (placement.Map, [
 			return placement.Map{}, nil, fmt.Errorf("%w: server: rebalance: no joining node to bring in (epoch %d)", meta.ErrInvalid, cur.Epoch)
 		}
 	} else {
-		log, err := s.fsm.AuditLog(0)
+		log, err := s.fsm.AuditLog(0, 0)
 		if err != nil {
 			return placement.Map{}, nil, err
 		}
 		var last []string
 		for i := len(log) - 1; i >= 0; i-- {
-			if log[i].Action == "rebalance.apply" && log[i].Outcome == "ok" {
+			if log[i].Action == "rebalance.apply" && log[i].Outcome == meta.AuditOK {
 				last = strings.Split(log[i].Target, ",")
 				break
 			}
@@ -198,14 +201,6 @@ func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 		return placement.Map{}, err
 	}
 	return res.(placement.Map), nil
-}
-
-// AuditLog implements meta.ClusterAdmin (linearizable read on the leader).
-func (s *Server) AuditLog(ctx context.Context, limit int) ([]meta.AuditEntry, error) {
-	if err := s.leaderRead(); err != nil {
-		return nil, err
-	}
-	return s.fsm.AuditLog(limit)
 }
 
 // PGHealth implements meta.ClusterAdmin: the chunk nodes' reports, keeping for each PG

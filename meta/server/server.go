@@ -249,8 +249,14 @@ func (s *Server) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
 func (s *Server) loop() {
 	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
+	// The real time between ticks is measured on the monotonic clock (time.Since), never
+	// on cfg.Now, so that a wall clock jumping ahead cannot speed up cluster time.
+	var lastTick time.Time
+	var lastTerm uint64
 	for {
-		if s.raft.State() == raft.Leader {
+		if s.raft.State() != raft.Leader {
+			lastTick = time.Time{}
+		} else {
 			if s.cfg.InitialMap != nil {
 				if _, ok, err := s.fsm.ClusterMap(); err == nil && !ok {
 					m := *s.cfg.InitialMap
@@ -260,7 +266,14 @@ func (s *Server) loop() {
 					}
 				}
 			}
-			if _, err := s.propose(0, command.Tick{}); err != nil {
+			var elapsed int64
+			if term := s.raft.CurrentTerm(); term == lastTerm && !lastTick.IsZero() {
+				elapsed = int64(time.Since(lastTick))
+			} else {
+				lastTerm = term
+			}
+			lastTick = time.Now()
+			if _, err := s.propose(0, command.Tick{Elapsed: elapsed}); err != nil {
 				s.log.Debug("propose tick", "err", err)
 			}
 			s.followLiveness()
@@ -273,12 +286,17 @@ func (s *Server) loop() {
 	}
 }
 
-// Close shuts raft down, stops the background loop and closes the stores.
+// Close stops the background loop, shuts raft down and closes the stores.
+//
+// NB: the loop stops before raft does. With BatchApplyCh, a proposal that races with
+// raft's shutdown can land in the apply buffer after the leader loop has exited, and its
+// future then never resolves; while raft runs, every proposal resolves (committed, or
+// ErrLeadershipLost once the leader loses its quorum).
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
-		errs := []error{s.raft.Shutdown().Error()}
 		s.wg.Wait()
+		errs := []error{s.raft.Shutdown().Error()}
 		if s.trans != nil {
 			errs = append(errs, s.trans.Close())
 		}

@@ -28,6 +28,9 @@ func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, err
 	if err := s.leaderWrite(); err != nil {
 		return meta.Vault{}, err
 	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActCreateVault, v.ID); err != nil {
+		return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
+	}
 	if v.Profile == (placement.Profile{}) {
 		v.Profile = placement.DefaultProfile
 		if m, ok, err := s.fsm.ClusterMap(); err == nil && ok {
@@ -49,6 +52,9 @@ func (s *Server) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, err
 	if err := s.leaderRead(); err != nil {
 		return meta.Vault{}, err
 	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActRead, id); err != nil {
+		return meta.Vault{}, fmt.Errorf("server: get vault: %w", err)
+	}
 	return s.fsm.Vault(id)
 }
 
@@ -57,7 +63,10 @@ func (s *Server) ListVaults(ctx context.Context) ([]meta.Vault, error) {
 	if err := s.leaderRead(); err != nil {
 		return nil, err
 	}
-	return s.fsm.Vaults()
+	vs, err := s.fsm.Vaults()
+	p := meta.PrincipalFrom(ctx)
+	// Each principal sees only the vaults it may read.
+	return slices.DeleteFunc(vs, func(v meta.Vault) bool { return !p.Can(meta.ActRead, v.ID) }), err
 }
 
 // CommitSnapshot checks the snapshot's reference lists against the chunk store and, when
@@ -68,6 +77,9 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 	}
 	if err := meta.ValidateSnapshot(snap); err != nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot: %w", err)
+	}
+	if err := s.authorizeCommit(meta.PrincipalFrom(ctx), snap); err != nil {
+		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
 	}
 	if _, err := s.fsm.Vault(snap.Vault); err != nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
@@ -163,6 +175,9 @@ func (s *Server) ListSnapshots(ctx context.Context, vault meta.VaultID) ([]meta.
 	if err := s.leaderRead(); err != nil {
 		return nil, err
 	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActRead, vault); err != nil {
+		return nil, fmt.Errorf("server: list snapshots: %w", err)
+	}
 	if _, err := s.fsm.Vault(vault); err != nil {
 		return nil, err
 	}
@@ -173,6 +188,9 @@ func (s *Server) ListSnapshots(ctx context.Context, vault meta.VaultID) ([]meta.
 func (s *Server) GetSnapshot(ctx context.Context, vault meta.VaultID, id meta.SnapshotID) (meta.Snapshot, error) {
 	if err := s.leaderRead(); err != nil {
 		return meta.Snapshot{}, err
+	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActRead, vault); err != nil {
+		return meta.Snapshot{}, fmt.Errorf("server: get snapshot: %w", err)
 	}
 	return s.fsm.GetSnapshot(vault, id)
 }
@@ -196,6 +214,9 @@ func (s *Server) SetClusterMap(ctx context.Context, m placement.Map) error {
 		return err
 	}
 	if err := meta.ValidateMap(m); err != nil {
+		return fmt.Errorf("server: set cluster map: %w", err)
+	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActClusterMap, ""); err != nil {
 		return fmt.Errorf("server: set cluster map: %w", err)
 	}
 	_, err := s.propose(timeoutOf(ctx), command.SetClusterMap{Map: m})

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"time"
 
 	"github.com/cofferhq/coffer/transport"
@@ -121,6 +122,9 @@ type IssueRequest struct {
 	IPs        []net.IP       // IP SANs (informational: peers are not checked by address)
 	DNS        []string       // DNS SANs (informational)
 	Validity   time.Duration  // zero means DefaultValidity; capped at the CA's expiry
+	// Vaults scopes an agent or restore-operator certificate to these vaults (URI SANs
+	// "coffer:vault:NAME"); empty means every vault.
+	Vaults []string
 }
 
 // Issue creates a new ECDSA P-256 key and a certificate for it signed by the CA. The role
@@ -135,7 +139,7 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 	switch req.Role {
 	case transport.RoleNode:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	case transport.RoleAdmin, transport.RoleAgent:
+	case transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	default:
 		return nil, nil, fmt.Errorf("pki: issue %s: %w: unknown role %q", req.CommonName, ErrInvalid, req.Role)
@@ -150,6 +154,14 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
+	}
+	var uris []*url.URL
+	for _, v := range req.Vaults {
+		u, err := url.Parse(vaultURIPrefix + v)
+		if v == "" || err != nil || u.String() != vaultURIPrefix+v {
+			return nil, nil, fmt.Errorf("pki: issue %s: %w: vault name %q cannot go in a certificate", req.CommonName, ErrInvalid, v)
+		}
+		uris = append(uris, u)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -173,6 +185,7 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 		BasicConstraintsValid: true,
 		IPAddresses:           req.IPs,
 		DNSNames:              req.DNS,
+		URIs:                  uris,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

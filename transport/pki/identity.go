@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cofferhq/coffer/transport"
 )
@@ -212,6 +213,7 @@ func PeerFromTLS(cs tls.ConnectionState, addr net.Addr) transport.Peer {
 	if role, err := roleOf(leaf); err == nil {
 		p.Role = role
 	}
+	p.Vaults = VaultsOf(leaf)
 	return p
 }
 
@@ -221,7 +223,7 @@ func roleOf(c *x509.Certificate) (transport.Role, error) {
 			c.Subject.CommonName, ErrInvalid, c.Subject.OrganizationalUnit)
 	}
 	switch r := transport.Role(c.Subject.OrganizationalUnit[0]); r {
-	case transport.RoleNode, transport.RoleAdmin, transport.RoleAgent:
+	case transport.RoleNode, transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
 		return r, nil
 	default:
 		return "", fmt.Errorf("pki: certificate %q: %w: unknown role %q", c.Subject.CommonName, ErrInvalid, r)
@@ -265,4 +267,19 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// vaultURIPrefix starts the URI SAN that scopes a certificate to one vault.
+const vaultURIPrefix = "coffer:vault:"
+
+// VaultsOf returns the vaults a certificate is scoped to (its "coffer:vault:NAME" URI
+// SANs), nil when it names none.
+func VaultsOf(c *x509.Certificate) []string {
+	var out []string
+	for _, u := range c.URIs {
+		if s := u.String(); strings.HasPrefix(s, vaultURIPrefix) && len(s) > len(vaultURIPrefix) {
+			out = append(out, s[len(vaultURIPrefix):])
+		}
+	}
+	return out
 }

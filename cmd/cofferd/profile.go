@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/pprof"
+)
+
+// envCPUProfile names a file to write a CPU profile of this process to (for
+// `coffer bench --profile` and `go tool pprof`).
+const envCPUProfile = "COFFER_CPUPROFILE"
+
+// startProfile starts CPU profiling when COFFER_CPUPROFILE is set and returns the
+// function that stops it and writes the file.
+func startProfile() func() {
+	path := os.Getenv(envCPUProfile)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cofferd: warning: %s: %v\n", envCPUProfile, err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}

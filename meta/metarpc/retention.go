@@ -1,0 +1,102 @@
+package metarpc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/transport"
+)
+
+var _ meta.RetentionService = (*Client)(nil)
+
+// serveRetention runs the meta.RetentionService methods; handled is false for any other
+// method.
+func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, handled bool, err error) {
+	switch method {
+	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog:
+	default:
+		return nil, nil, false, nil
+	}
+	svc, ok := h.svc.(meta.RetentionService)
+	if !ok {
+		return nil, nil, true, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: %s: this server does not implement retention", method)}
+	}
+	switch method {
+	case MethodDeleteSnapshots:
+		var r deleteSnapshotsReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		ss, err := svc.DeleteSnapshots(ctx, r.Vault, r.IDs, r.Bypass)
+		return snapshotsResp{Snapshots: ss}, markFwd(&r, &r.Fwd), true, err
+	case MethodForget:
+		var r forgetReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		res, err := svc.Forget(ctx, r.Vault, r.Policy, r.DryRun)
+		return res, markFwd(&r, &r.Fwd), true, err
+	case MethodSetLock:
+		var r setLockReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		s, err := svc.SetLock(ctx, r.Vault, r.ID, r.Lock, r.Bypass)
+		return s, markFwd(&r, &r.Fwd), true, err
+	case MethodSetHold:
+		var r setHoldReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		s, err := svc.SetHold(ctx, r.Vault, r.ID, r.Hold, r.Reason)
+		return s, markFwd(&r, &r.Fwd), true, err
+	default: // MethodAuditLog
+		var r auditLogReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		es, err := svc.AuditLog(ctx, r.After, r.Limit)
+		return auditResp{Entries: es}, markFwd(&r, &r.Fwd), true, err
+	}
+}
+
+// DeleteSnapshots implements meta.RetentionService.
+func (cl *Client) DeleteSnapshots(ctx context.Context, vault meta.VaultID, ids []meta.SnapshotID, b meta.Bypass) ([]meta.Snapshot, error) {
+	var out snapshotsResp
+	err := cl.call(ctx, MethodDeleteSnapshots, deleteSnapshotsReq{Vault: vault, IDs: ids, Bypass: b}, &out)
+	return out.Snapshots, err
+}
+
+// Forget implements meta.RetentionService.
+func (cl *Client) Forget(ctx context.Context, vault meta.VaultID, policy meta.Policy, dryRun bool) (meta.ForgetResult, error) {
+	var out meta.ForgetResult
+	err := cl.call(ctx, MethodForget, forgetReq{Vault: vault, Policy: policy, DryRun: dryRun}, &out)
+	return out, err
+}
+
+// SetLock implements meta.RetentionService.
+func (cl *Client) SetLock(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, l meta.Lock, b meta.Bypass) (meta.Snapshot, error) {
+	var out meta.Snapshot
+	err := cl.call(ctx, MethodSetLock, setLockReq{Vault: vault, ID: id, Lock: l, Bypass: b}, &out)
+	return out, err
+}
+
+// SetHold implements meta.RetentionService.
+func (cl *Client) SetHold(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, hold bool, reason string) (meta.Snapshot, error) {
+	var out meta.Snapshot
+	err := cl.call(ctx, MethodSetHold, setHoldReq{Vault: vault, ID: id, Hold: hold, Reason: reason}, &out)
+	return out, err
+}
+
+// AuditLog implements meta.RetentionService.
+func (cl *Client) AuditLog(ctx context.Context, after uint64, limit int) ([]meta.AuditEntry, error) {
+	var out auditResp
+	err := cl.call(ctx, MethodAuditLog, auditLogReq{After: after, Limit: limit}, &out)
+	return out.Entries, err
+}

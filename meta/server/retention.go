@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+)
+
+var _ meta.RetentionService = (*Server)(nil)
+
+// DeleteSnapshots implements meta.RetentionService: the FSM decides (and audits) at the
+// cluster time of the log entry, so a lock set concurrently is never missed.
+func (s *Server) DeleteSnapshots(ctx context.Context, vault meta.VaultID, ids []meta.SnapshotID, b meta.Bypass) ([]meta.Snapshot, error) {
+	if err := s.leaderWrite(); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.DeleteSnapshots{Vault: vault, IDs: ids, By: meta.PrincipalFrom(ctx), Bypass: b, Action: "delete"})
+	if err != nil {
+		return nil, err
+	}
+	return res.([]meta.Snapshot), nil
+}
+
+// Forget implements meta.RetentionService.
+func (s *Server) Forget(ctx context.Context, vault meta.VaultID, policy meta.Policy, dryRun bool) (meta.ForgetResult, error) {
+	if err := meta.ValidatePolicy(policy); err != nil {
+		return meta.ForgetResult{}, fmt.Errorf("server: forget: %w", err)
+	}
+	if err := s.leaderRead(); err != nil {
+		return meta.ForgetResult{}, err
+	}
+	p := meta.PrincipalFrom(ctx)
+	act := meta.ActDelete
+	if dryRun {
+		act = meta.ActRead
+	}
+	if err := p.Authorize(act, vault); err != nil {
+		if !dryRun {
+			s.auditRefusal(ctx, p, "snapshot forget", vault, "", err)
+		}
+		return meta.ForgetResult{}, fmt.Errorf("server: forget: %w", err)
+	}
+	if _, err := s.fsm.Vault(vault); err != nil {
+		return meta.ForgetResult{}, err
+	}
+	snaps, err := s.fsm.Snapshots(vault)
+	if err != nil {
+		return meta.ForgetResult{}, err
+	}
+	res := meta.ForgetResult{Decisions: meta.ApplyPolicy(snaps, policy, s.fsm.Now()), Removed: []meta.SnapshotID{}, DryRun: dryRun}
+	var drop []meta.SnapshotID
+	for _, d := range res.Decisions {
+		if !d.Keep {
+			drop = append(drop, d.ID)
+		}
+	}
+	if dryRun || len(drop) == 0 {
+		return res, nil
+	}
+	if _, err := s.propose(timeoutOf(ctx), command.DeleteSnapshots{Vault: vault, IDs: drop, By: p, Action: "forget"}); err != nil {
+		return meta.ForgetResult{}, err
+	}
+	res.Removed = drop
+	return res, nil
+}
+
+// SetLock implements meta.RetentionService.
+func (s *Server) SetLock(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, l meta.Lock, b meta.Bypass) (meta.Snapshot, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetLock{Vault: vault, ID: id, Lock: l, By: meta.PrincipalFrom(ctx), Bypass: b})
+	if err != nil {
+		return meta.Snapshot{}, err
+	}
+	return res.(meta.Snapshot), nil
+}
+
+// SetHold implements meta.RetentionService.
+func (s *Server) SetHold(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, hold bool, reason string) (meta.Snapshot, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Snapshot{}, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetHold{Vault: vault, ID: id, Hold: hold, By: meta.PrincipalFrom(ctx), Reason: reason})
+	if err != nil {
+		return meta.Snapshot{}, err
+	}
+	return res.(meta.Snapshot), nil
+}
+
+// AuditLog implements meta.RetentionService (a current read on the leader).
+func (s *Server) AuditLog(ctx context.Context, after uint64, limit int) ([]meta.AuditEntry, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, err
+	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActAudit, ""); err != nil {
+		return nil, fmt.Errorf("server: audit log: %w", err)
+	}
+	return s.fsm.AuditLog(after, limit)
+}
+
+// auditRefusal records a refusal decided on the leader before the log. A failure to
+// record is logged: the caller is refused either way.
+func (s *Server) auditRefusal(ctx context.Context, p meta.Principal, action string, vault meta.VaultID, target string, cause error) {
+	e := meta.AuditEntry{Principal: p.Name, Role: p.Role, Action: action, Vault: vault, Target: target, Outcome: meta.AuditRefused, Reason: cause.Error()}
+	if _, err := s.propose(timeoutOf(ctx), command.RecordAudit{Entry: e}); err != nil {
+		s.log.Warn("cannot record refusal in the audit log", "principal", p.Name, "action", action, "err", err)
+	}
+}
+
+// authorizeCommit checks that p may commit snap: the commit permission on its vault, and
+// for a snapshot committed with a lock, the lock permission and a valid lock; a legal
+// hold at commit needs the hold permission.
+func (s *Server) authorizeCommit(p meta.Principal, snap meta.Snapshot) error {
+	if err := p.Authorize(meta.ActCommit, snap.Vault); err != nil {
+		return err
+	}
+	if snap.Lock != nil {
+		if err := p.Authorize(meta.ActLock, snap.Vault); err != nil {
+			return err
+		}
+		if err := meta.ValidateLock(*snap.Lock, s.fsm.Now()); err != nil {
+			return err
+		}
+	}
+	if snap.LegalHold {
+		return p.Authorize(meta.ActHold, snap.Vault)
+	}
+	return nil
+}

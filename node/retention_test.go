@@ -1,0 +1,174 @@
+package node_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/node/nodetest"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+)
+
+// identityFor issues a certificate from the dev cluster's CA.
+func identityFor(t *testing.T, c *nodetest.Cluster, req pki.IssueRequest) *pki.Identity {
+	t.Helper()
+	caCert, err := os.ReadFile(filepath.Join(c.Dir, "pki", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := os.ReadFile(filepath.Join(c.Dir, "pki", "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Validity = time.Hour
+	cert, key, err := ca.Issue(req, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(caCert, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// followerFirst orders the meta addresses so that a follower answers first: every call
+// is forwarded to the leader, which must still see the original caller.
+func followerFirst(t *testing.T, c *nodetest.Cluster, addrs []string) []string {
+	t.Helper()
+	leader := c.Leader().Addr()
+	out := []string{}
+	for _, a := range addrs {
+		if a != leader {
+			out = append(out, a)
+		}
+	}
+	return append(out, leader)
+}
+
+// TestAppendOnlyAgentAndRetention runs the credentials against a real cluster over QUIC:
+// a backup agent scoped to its vault backs up fine but cannot delete, forget, shorten a
+// lock or touch a hold; a restore operator reads only; an admin cannot delete a
+// compliance-locked snapshot; every refusal is in the audit log with its principal.
+func TestAppendOnlyAgentAndRetention(t *testing.T) {
+	c := nodetest.New(t, nodetest.Opts{})
+	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metas := followerFirst(t, c, f.Meta)
+	adminCfg := nodetest.ConnectWith(t, identityFor(t, c, pki.IssueRequest{CommonName: "dev-admin", Role: transport.RoleAdmin}), metas, c.ChunkAddrs())
+	agentID := identityFor(t, c, pki.IssueRequest{CommonName: "web01", Role: transport.RoleAgent, Vaults: []string{"web01"}})
+	agentCfg := nodetest.ConnectWith(t, agentID, metas, c.ChunkAddrs())
+	restID := identityFor(t, c, pki.IssueRequest{CommonName: "oncall", Role: transport.RoleRestore})
+	restCfg := nodetest.ConnectWith(t, restID, metas, c.ChunkAddrs())
+	ctx := ctxT(t, 3*time.Minute)
+
+	// The agent creates its vault and backs up twice.
+	if _, err := client.InitVault(ctx, agentCfg, "web01", passphrase); err != nil {
+		t.Fatalf("agent init: %v", err)
+	}
+	if _, err := client.InitVault(ctx, agentCfg, "other", passphrase); !errors.Is(err, meta.ErrDenied) {
+		t.Fatalf("agent creating a vault outside its scope: %v, want ErrDenied", err)
+	}
+	if _, err := client.InitVault(ctx, adminCfg, "other", passphrase); err != nil {
+		t.Fatalf("admin init: %v", err)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	nodetest.MakeTree(t, src, nodetest.TreeOpts{Seed: 6})
+	a, err := client.Open(ctx, agentCfg, "web01", passphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	s1 := backup(t, a, src)
+	s2 := backup(t, a, src)
+	if !s2.Time.After(s1.Time) {
+		t.Fatalf("cluster commit times not increasing: %v then %v", s1.Time, s2.Time)
+	}
+	ms := agentCfg.Meta.(meta.RetentionService)
+	vs, err := agentCfg.Meta.ListVaults(ctx)
+	if err != nil || len(vs) != 1 || vs[0].ID != "web01" {
+		t.Fatalf("agent sees vaults %v (%v), want only web01", vs, err)
+	}
+	if _, err := agentCfg.Meta.ListSnapshots(ctx, "other"); !errors.Is(err, meta.ErrDenied) {
+		t.Fatalf("agent listing another vault: %v, want ErrDenied", err)
+	}
+
+	// The agent locks its newest snapshot (allowed: it only adds protection).
+	until := time.Now().Add(time.Hour).UTC()
+	if _, err := ms.SetLock(ctx, "web01", s2.ID, meta.Lock{Mode: meta.Compliance, Until: until}, meta.Bypass{}); err != nil {
+		t.Fatalf("agent lock: %v", err)
+	}
+	// Every destructive path is refused for the agent.
+	refusals := map[string]error{}
+	_, refusals["agent delete"] = ms.DeleteSnapshots(ctx, "web01", []meta.SnapshotID{s1.ID}, meta.Bypass{})
+	_, refusals["agent forget"] = ms.Forget(ctx, "web01", meta.Policy{Last: 1}, false)
+	_, refusals["agent shorten"] = ms.SetLock(ctx, "web01", s2.ID, meta.Lock{Mode: meta.Compliance, Until: until.Add(-time.Minute)}, meta.Bypass{})
+	_, refusals["agent hold"] = ms.SetHold(ctx, "web01", s1.ID, true, "")
+	rs := restCfg.Meta.(meta.RetentionService)
+	_, refusals["restore-operator delete"] = rs.DeleteSnapshots(ctx, "web01", []meta.SnapshotID{s1.ID}, meta.Bypass{})
+	_, refusals["restore-operator lock"] = rs.SetLock(ctx, "web01", s1.ID, meta.Lock{Mode: meta.Governance, Until: until}, meta.Bypass{})
+	adm := adminCfg.Meta.(meta.RetentionService)
+	_, refusals["admin delete compliance"] = adm.DeleteSnapshots(ctx, "web01", []meta.SnapshotID{s2.ID}, meta.Bypass{Governance: true, Reason: "try"})
+	_, refusals["admin compliance to governance"] = adm.SetLock(ctx, "web01", s2.ID, meta.Lock{Mode: meta.Governance, Until: until.Add(time.Hour)}, meta.Bypass{Governance: true, Reason: "try"})
+	for name, err := range refusals {
+		if !errors.Is(err, meta.ErrDenied) && !errors.Is(err, meta.ErrLocked) {
+			t.Errorf("%s: %v, want a refusal", name, err)
+		}
+	}
+	if _, err := agentCfg.Meta.(meta.RetentionService).AuditLog(ctx, 0, 0); !errors.Is(err, meta.ErrDenied) {
+		t.Errorf("agent reading the audit log: %v, want ErrDenied", err)
+	}
+	// Read-only paths work for the restore operator; a dry run works for the agent.
+	if ss, err := restCfg.Meta.ListSnapshots(ctx, "web01"); err != nil || len(ss) != 2 {
+		t.Fatalf("restore operator lists %d snapshots, %v", len(ss), err)
+	}
+	dry, err := ms.Forget(ctx, "web01", meta.Policy{Last: 1}, true)
+	if err != nil || len(dry.Decisions) != 2 || len(dry.Removed) != 0 {
+		t.Fatalf("agent dry run: %+v %v", dry, err)
+	}
+
+	// The admin's forget keeps the newest (and locked) one and removes the other.
+	res, err := adm.Forget(ctx, "web01", meta.Policy{Last: 1}, false)
+	if err != nil || len(res.Removed) != 1 || res.Removed[0] != s1.ID {
+		t.Fatalf("admin forget: %+v %v", res, err)
+	}
+	left, err := adminCfg.Meta.ListSnapshots(ctx, "web01")
+	if err != nil || len(left) != 1 || left[0].ID != s2.ID || left[0].Lock == nil || left[0].Lock.Mode != meta.Compliance {
+		t.Fatalf("after forget: %+v %v", left, err)
+	}
+
+	// The audit log holds every refusal with its principal, and the admin's forget.
+	es, err := adm.AuditLog(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range es {
+		if e.Outcome == meta.AuditRefused {
+			count[e.Principal]++
+		}
+		if e.Principal == "" || e.Time.IsZero() {
+			t.Errorf("audit entry without principal or time: %+v", e)
+		}
+	}
+	if count["web01"] != 4 || count["oncall"] != 2 || count["dev-admin"] != 2 {
+		t.Errorf("refusals audited per principal %v, want web01 4, oncall 2, dev-admin 2", count)
+	}
+	if last := es[len(es)-1]; last.Principal != "dev-admin" || last.Outcome != meta.AuditOK || !strings.Contains(last.Action, "forget") {
+		t.Errorf("last audit entry %+v, want the admin's forget", last)
+	}
+}
