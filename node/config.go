@@ -77,13 +77,17 @@ type Config struct {
 
 // RepairConfig throttles a chunk node's repair worker. Zero fields mean the defaults.
 type RepairConfig struct {
-	// BytesPerSecond bounds the shard bytes written by repair; 0 is unlimited.
+	// BytesPerSecond bounds the shard bytes written by repair and read by deep scrub;
+	// 0 is unlimited.
 	BytesPerSecond int64 `yaml:"bytes_per_second,omitempty"`
 	// ConcurrentPGs bounds the PGs repaired at once; 0 means 4.
 	ConcurrentPGs int `yaml:"concurrent_pgs,omitempty"`
 	// Interval is the time between full passes when the map does not change; 0 means
 	// 1 minute.
 	Interval time.Duration `yaml:"interval,omitempty"`
+	// DeepScrubInterval is the time between scheduled deep scrubs; 0 means 7 days,
+	// negative disables them (`coffer admin scrub start` still runs one).
+	DeepScrubInterval time.Duration `yaml:"deep_scrub_interval,omitempty"`
 }
 
 // DefaultConfig returns a configuration with every default filled in except identity,

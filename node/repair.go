@@ -39,6 +39,7 @@ func (n *Node) startRepair(ctx context.Context, pr *peers) error {
 		BytesPerSecond: rc.BytesPerSecond,
 		ConcurrentPGs:  rc.ConcurrentPGs,
 		Interval:       rc.Interval,
+		DeepInterval:   rc.DeepScrubInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("node: repair: %w", err)

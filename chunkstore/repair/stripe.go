@@ -80,6 +80,9 @@ func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placemen
 		}
 		if deep {
 			data, err := w.read(ctx, d, s, i, mt)
+			if werr := w.lim.wait(ctx, len(data)); werr != nil {
+				return o
+			}
 			switch {
 			case err == nil:
 				good[i] = data

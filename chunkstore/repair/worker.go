@@ -21,6 +21,7 @@ import (
 const (
 	DefaultConcurrentPGs = 4
 	DefaultInterval      = time.Minute
+	DefaultDeepInterval  = 7 * 24 * time.Hour
 	// maxNamed bounds the unreadable stripes a Status lists by name.
 	maxNamed = 100
 	// suspectAge is how long a stripe must stay short of k shards before a repair
@@ -36,13 +37,18 @@ type Config struct {
 	Codec  *erasure.Codec                               // nil: a new codec
 	Logger *slog.Logger                                 // nil: discard
 	Now    func() time.Time                             // required
-	// BytesPerSecond bounds the shard bytes a worker writes; 0 is unlimited.
+	// BytesPerSecond bounds the shard bytes a worker writes (repair) and reads (deep
+	// scrub); 0 is unlimited.
 	BytesPerSecond int64
 	// ConcurrentPGs bounds the PGs worked on at once; 0 means DefaultConcurrentPGs.
 	ConcurrentPGs int
 	// Interval is the time between passes when nothing changes; 0 means
 	// DefaultInterval. A new map epoch starts a pass at once.
 	Interval time.Duration
+	// DeepInterval is the time between scheduled deep scrub passes, counted from the
+	// worker's start or its last deep pass; 0 means DefaultDeepInterval, negative
+	// disables the schedule (DeepScrub still runs one).
+	DeepInterval time.Duration
 }
 
 // Status is a worker's progress, shown by `coffer admin status`.
@@ -112,6 +118,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
 	}
+	if cfg.DeepInterval == 0 {
+		cfg.DeepInterval = DefaultDeepInterval
+	}
 	w := &Worker{cfg: cfg, crc: crc32.MakeTable(crc32.Castagnoli), kick: make(chan struct{}, 1),
 		lim: &limiter{rate: cfg.BytesPerSecond, now: cfg.Now}}
 	w.mu.st.Node = cfg.Self
@@ -134,12 +143,12 @@ func (w *Worker) DeepScrub() {
 }
 
 // Run runs passes until ctx is done: every Interval, when the map epoch changes, and
-// when kicked.
+// when kicked; a pass is a deep scrub every DeepInterval and after DeepScrub.
 func (w *Worker) Run(ctx context.Context) {
 	var lastEpoch uint64
 	poll := time.NewTicker(min(w.cfg.Interval, time.Second))
 	defer poll.Stop()
-	lastPass := time.Time{}
+	lastPass, lastDeep := time.Time{}, w.cfg.Now()
 	for {
 		m := w.cfg.Map()
 		due := m != nil && (m.Epoch != lastEpoch || w.cfg.Now().Sub(lastPass) >= w.cfg.Interval)
@@ -150,7 +159,11 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		if due {
 			lastEpoch, lastPass = m.Epoch, w.cfg.Now()
-			if _, err := w.Pass(ctx, w.deepQ.Swap(false)); err != nil && ctx.Err() == nil {
+			deep := w.deepQ.Swap(false) || (w.cfg.DeepInterval > 0 && lastPass.Sub(lastDeep) >= w.cfg.DeepInterval)
+			if deep {
+				lastDeep = lastPass
+			}
+			if _, err := w.Pass(ctx, deep); err != nil && ctx.Err() == nil {
 				w.cfg.Logger.Warn("repair pass", "err", err)
 			}
 			continue
