@@ -44,6 +44,8 @@ func commands() []*cmdSpec {
 		lockSpec(),
 		holdSetSpec(),
 		holdClearSpec(),
+		vaultDeleteSpec(),
+		vaultUndeleteSpec(),
 		adminStatusSpec(),
 		adminAuditSpec(),
 		benchSpec(),

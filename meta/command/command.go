@@ -34,6 +34,9 @@ const (
 	TypeSetLock         Type = 61
 	TypeSetHold         Type = 62
 	TypeRecordAudit     Type = 63
+	TypeDeleteVault     Type = 64
+	TypeUndeleteVault   Type = 65
+	TypePurgeVault      Type = 66
 )
 
 func (t Type) String() string {
@@ -54,6 +57,12 @@ func (t Type) String() string {
 		return "SetHold"
 	case TypeRecordAudit:
 		return "RecordAudit"
+	case TypeDeleteVault:
+		return "DeleteVault"
+	case TypeUndeleteVault:
+		return "UndeleteVault"
+	case TypePurgeVault:
+		return "PurgeVault"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -157,7 +166,8 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit:
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
+		DeleteVault, UndeleteVault, PurgeVault:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -215,6 +225,18 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeRecordAudit:
 		var v RecordAudit
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeDeleteVault:
+		var v DeleteVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeUndeleteVault:
+		var v UndeleteVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypePurgeVault:
+		var v PurgeVault
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

@@ -136,3 +136,24 @@ type (
 		Entries []meta.AuditEntry `cbor:"entries"`
 	}
 )
+
+// Vault methods (meta.VaultService).
+const (
+	MethodDeleteVault   = "meta.DeleteVault"
+	MethodUndeleteVault = "meta.UndeleteVault"
+)
+
+type (
+	deleteVaultReq struct {
+		ID     meta.VaultID    `cbor:"id"`
+		Window int64           `cbor:"window"`
+		Reason string          `cbor:"reason,omitempty"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	undeleteVaultReq struct {
+		ID  meta.VaultID    `cbor:"id"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
+	}
+)
