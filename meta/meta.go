@@ -46,6 +46,8 @@ type Vault struct {
 	// snapshots and is purged (key wrappings and snapshots destroyed) once the recovery
 	// window ends, unless undeleted first.
 	Deleted *VaultDeletion `cbor:"deleted,omitempty" json:"deleted,omitempty"`
+	// Retention is the vault's retention policy (nil: none), set by an admin.
+	Retention *VaultPolicy `cbor:"retention,omitempty" json:"retention,omitempty"`
 }
 
 // VaultDeletion records a soft delete.

@@ -63,4 +63,7 @@ type VaultService interface {
 	DeleteVault(ctx context.Context, id VaultID, window time.Duration, reason string) (Vault, error)
 	// UndeleteVault recovers a soft-deleted vault within its window (admin only).
 	UndeleteVault(ctx context.Context, id VaultID) (Vault, error)
+	// SetVaultPolicy replaces the vault's retention policy (admin only); an empty policy
+	// clears it.
+	SetVaultPolicy(ctx context.Context, id VaultID, p VaultPolicy) (Vault, error)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
@@ -109,4 +110,133 @@ func (c *vaultUndeleteCmd) run(ctx context.Context, a *app, args []string) error
 	}
 	fmt.Fprintf(a.stdout, "vault %s recovered\n", v.ID)
 	return nil
+}
+
+func vaultPolicySpec() *cmdSpec {
+	return &cmdSpec{
+		name:  "vault policy",
+		short: "show or set the vault's retention policy",
+		long: `Without flags, shows the retention policy stored for the vault named by
+--vault. With --keep-* rules, stores them: "coffer forget" with neither
+snapshot IDs nor rules applies them. With --lock-mode and --lock-for, every new
+snapshot of the vault is locked at commit for that long (by the cluster clock),
+whatever the agent asks. --clear removes the stored policy. Setting needs an
+admin certificate (backup agents never change policy); audited.
+
+With --json the vault's id and retention (keep, lock) are printed.`,
+		examples: []string{
+			"coffer --vault web01 vault policy --keep-daily 14 --keep-monthly 12 --lock-mode compliance --lock-for 30d",
+			"coffer --vault web01 vault policy",
+		},
+		new: func() command { return &vaultPolicyCmd{} },
+	}
+}
+
+// vaultPolicyCmd shows or sets a vault's retention policy.
+type vaultPolicyCmd struct {
+	forget   forgetCmd // reuses the --keep-* flags
+	lockMode string
+	lockFor  string
+	clear    bool
+}
+
+func (c *vaultPolicyCmd) addFlags(fs *flag.FlagSet) {
+	p := &c.forget.policy
+	fs.IntVar(&p.Last, "keep-last", 0, "keep the `N` newest snapshots")
+	fs.IntVar(&p.Hourly, "keep-hourly", 0, "keep the newest snapshot of each of the last `N` hours")
+	fs.IntVar(&p.Daily, "keep-daily", 0, "keep the newest snapshot of each of the last `N` days")
+	fs.IntVar(&p.Weekly, "keep-weekly", 0, "keep the newest snapshot of each of the last `N` ISO weeks")
+	fs.IntVar(&p.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last `N` months")
+	fs.IntVar(&p.Yearly, "keep-yearly", 0, "keep the newest snapshot of each of the last `N` years")
+	fs.StringVar(&c.forget.within, "keep-within", "", "keep every snapshot within `DURATION` of the newest")
+	fs.StringVar(&c.lockMode, "lock-mode", "", "lock every new snapshot in `MODE` (governance or compliance)")
+	fs.StringVar(&c.lockFor, "lock-for", "", "for `DURATION` from its commit (30d, 12h, 2w, 1y)")
+	fs.BoolVar(&c.clear, "clear", false, "remove the stored policy")
+}
+
+func (c *vaultPolicyCmd) run(ctx context.Context, a *app, args []string) error {
+	spec := vaultPolicySpec()
+	if len(args) > 0 {
+		return usagef(spec, "vault policy takes no arguments (name the vault with --vault), got %q", args[0])
+	}
+	var p meta.VaultPolicy
+	p.Keep = c.forget.policy
+	if c.forget.within != "" {
+		d, err := parseLongDuration(c.forget.within)
+		if err != nil {
+			return usagef(spec, "--keep-within: %v", err)
+		}
+		p.Keep.Within = d
+	}
+	if (c.lockMode == "") != (c.lockFor == "") {
+		return usagef(spec, "--lock-mode and --lock-for go together")
+	}
+	if c.lockMode != "" {
+		d, err := parseLongDuration(c.lockFor)
+		if err != nil {
+			return usagef(spec, "--lock-for: %v", err)
+		}
+		p.Lock = &meta.DefaultLock{Mode: meta.LockMode(c.lockMode), For: d}
+	}
+	set := c.clear || !p.Keep.Empty() || p.Lock != nil
+	if c.clear && (!p.Keep.Empty() || p.Lock != nil) {
+		return usagef(spec, "--clear takes no other policy flags")
+	}
+	if err := meta.ValidateVaultPolicy(p); err != nil {
+		return usagef(spec, "%v", err)
+	}
+	s, err := connect(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var v meta.Vault
+	if set {
+		v, err = s.meta.SetVaultPolicy(ctx, s.vault, p)
+	} else {
+		v, err = s.meta.GetVault(ctx, s.vault)
+	}
+	if err != nil {
+		return retentionErr(err, "vault policy of %q", s.vault)
+	}
+	if a.g.json {
+		return writeJSON(a.stdout, vaultPolicyJSON{ID: string(v.ID), Retention: v.Retention})
+	}
+	printVaultPolicy(a, v)
+	return nil
+}
+
+// vaultPolicyJSON is `coffer vault policy --json`.
+type vaultPolicyJSON struct {
+	ID        string            `json:"id"`
+	Retention *meta.VaultPolicy `json:"retention"` // null when none is stored
+}
+
+func printVaultPolicy(a *app, v meta.Vault) {
+	r := v.Retention
+	if r == nil {
+		fmt.Fprintf(a.stdout, "vault %s: no retention policy stored\n", v.ID)
+		return
+	}
+	k := r.Keep
+	var rules []string
+	for _, x := range []struct {
+		name string
+		n    int
+	}{{"last", k.Last}, {"hourly", k.Hourly}, {"daily", k.Daily}, {"weekly", k.Weekly}, {"monthly", k.Monthly}, {"yearly", k.Yearly}} {
+		if x.n > 0 {
+			rules = append(rules, fmt.Sprintf("%s %d", x.name, x.n))
+		}
+	}
+	if k.Within > 0 {
+		rules = append(rules, "within "+k.Within.String())
+	}
+	keep := "none"
+	if len(rules) > 0 {
+		keep = strings.Join(rules, ", ")
+	}
+	fmt.Fprintf(a.stdout, "vault %s\n  keep: %s\n", v.ID, keep)
+	if r.Lock != nil {
+		fmt.Fprintf(a.stdout, "  lock new snapshots: %s for %s\n", r.Lock.Mode, r.Lock.For)
+	}
 }

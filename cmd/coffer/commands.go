@@ -46,6 +46,7 @@ func commands() []*cmdSpec {
 		holdClearSpec(),
 		vaultDeleteSpec(),
 		vaultUndeleteSpec(),
+		vaultPolicySpec(),
 		adminStatusSpec(),
 		adminAuditSpec(),
 		benchSpec(),

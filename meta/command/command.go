@@ -37,6 +37,7 @@ const (
 	TypeDeleteVault     Type = 64
 	TypeUndeleteVault   Type = 65
 	TypePurgeVault      Type = 66
+	TypeSetVaultPolicy  Type = 67
 )
 
 func (t Type) String() string {
@@ -63,6 +64,8 @@ func (t Type) String() string {
 		return "UndeleteVault"
 	case TypePurgeVault:
 		return "PurgeVault"
+	case TypeSetVaultPolicy:
+		return "SetVaultPolicy"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -167,7 +170,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
 	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
-		DeleteVault, UndeleteVault, PurgeVault:
+		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -237,6 +240,10 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypePurgeVault:
 		var v PurgeVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetVaultPolicy:
+		var v SetVaultPolicy
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

@@ -29,6 +29,8 @@ func sampleBodies() []Body {
 		DeleteVault{Vault: "v1", Window: int64(time.Hour), By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}, Reason: "tenant left"},
 		UndeleteVault{Vault: "v1", By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
 		PurgeVault{Vault: "v1"},
+		SetVaultPolicy{Vault: "v1", Policy: meta.VaultPolicy{Keep: meta.Policy{Daily: 7, Within: time.Hour},
+			Lock: &meta.DefaultLock{Mode: meta.Compliance, For: 24 * time.Hour}}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
 		RecordAudit{Entry: meta.AuditEntry{Principal: "a", Role: meta.RoleBackupAgent, Action: "delete", Vault: "v1", Outcome: meta.AuditRefused, Reason: "denied"}},
 	}
 }

@@ -78,3 +78,13 @@ func (UndeleteVault) Type() Type { return TypeUndeleteVault }
 
 // Type implements Body.
 func (PurgeVault) Type() Type { return TypePurgeVault }
+
+// SetVaultPolicy replaces a vault's retention policy (admin only; audited).
+type SetVaultPolicy struct {
+	Vault  meta.VaultID     `cbor:"vault"`
+	Policy meta.VaultPolicy `cbor:"policy"`
+	By     meta.Principal   `cbor:"by"`
+}
+
+// Type implements Body.
+func (SetVaultPolicy) Type() Type { return TypeSetVaultPolicy }

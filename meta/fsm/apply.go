@@ -102,7 +102,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
 	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit,
-		command.DeleteVault, command.UndeleteVault, command.PurgeVault:
+		command.DeleteVault, command.UndeleteVault, command.PurgeVault, command.SetVaultPolicy:
 		return f.applyRetention(b, index, cmd.Body, now)
 	case command.Tick:
 		return nil, nil
@@ -129,6 +129,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		} else if !ok {
 			return nil, fmt.Errorf("snapshot %s: vault %s: %w", s.ID.Str(), s.Vault, meta.ErrNotFound)
 		} else if err := f.checkNotDeleted(raw); err != nil {
+			return nil, err
+		} else if s, err = f.withDefaultLock(raw, s, now); err != nil {
 			return nil, err
 		}
 		key := snapshotKey(s.Vault, s.ID)

@@ -132,3 +132,31 @@ func (f *FSM) PurgeDue() ([]meta.VaultID, error) {
 	}
 	return out, nil
 }
+
+// withDefaultLock applies the vault's (raw record's) default lock to a new snapshot.
+func (f *FSM) withDefaultLock(raw []byte, s meta.Snapshot, now time.Time) (meta.Snapshot, error) {
+	var v meta.Vault
+	if err := f.codec.Unmarshal(raw, &v); err != nil {
+		return s, fmt.Errorf("fsm: decode vault: %w", err)
+	}
+	return meta.ApplyDefaultLock(s, v.Retention, now), nil
+}
+
+func (f *FSM) setVaultPolicy(b *pebble.Batch, c command.SetVaultPolicy) (meta.Vault, error) {
+	if err := c.By.Authorize(meta.ActPolicy, c.Vault); err != nil {
+		return meta.Vault{}, err
+	}
+	if err := meta.ValidateVaultPolicy(c.Policy); err != nil {
+		return meta.Vault{}, err
+	}
+	v, _, err := f.vaultAndSnapshots(b, c.Vault)
+	if err != nil {
+		return meta.Vault{}, err
+	}
+	p := c.Policy
+	v.Retention = &p
+	if p.Keep.Empty() && p.Lock == nil {
+		v.Retention = nil
+	}
+	return v, f.put(b, vaultKey(v.ID), v)
+}

@@ -125,3 +125,53 @@ func TestVaultSoftDelete(t *testing.T) {
 		t.Fatalf("last audit entry %+v, want the purge", last)
 	}
 }
+
+func TestVaultPolicyLocksNewSnapshots(t *testing.T) {
+	f := open(t, t.TempDir())
+	idx := uint64(0)
+	clock := int64(1_000_000_000_000)
+	apply := func(b command.Body) Result {
+		t.Helper()
+		idx++
+		clock += int64(time.Millisecond)
+		return result(t, f.Apply(entry(t, idx, clock, b)))
+	}
+	apply(vault("a"))
+	pol := meta.VaultPolicy{Keep: meta.Policy{Daily: 7}, Lock: &meta.DefaultLock{Mode: meta.Compliance, For: 24 * time.Hour}}
+	for _, p := range []meta.Principal{agent, restorer, nodeP} {
+		if r := apply(command.SetVaultPolicy{Vault: "a", Policy: pol, By: p}); !errors.Is(r.Err, meta.ErrDenied) {
+			t.Errorf("policy change by %s: %v, want ErrDenied", p, r.Err)
+		}
+	}
+	if r := apply(command.SetVaultPolicy{Vault: "a", Policy: meta.VaultPolicy{Lock: &meta.DefaultLock{Mode: "soft", For: time.Hour}}, By: admin}); !errors.Is(r.Err, meta.ErrInvalid) {
+		t.Errorf("bad default lock: %v", r.Err)
+	}
+	if r := apply(command.SetVaultPolicy{Vault: "a", Policy: pol, By: admin}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	r := apply(snap("a", 1))
+	s := r.Value.(meta.Snapshot)
+	if r.Err != nil || s.Lock == nil || s.Lock.Mode != meta.Compliance || !s.Lock.Until.Equal(s.Time.Add(24*time.Hour)) {
+		t.Fatalf("new snapshot lock %+v (%v), want compliance for 24h from its commit", s.Lock, r.Err)
+	}
+	// An agent's own weaker, shorter lock is raised to the default.
+	c := snap("a", 2)
+	c.Snapshot.Lock = &meta.Lock{Mode: meta.Governance, Until: time.Unix(0, clock+int64(time.Hour)).UTC()}
+	r = apply(c)
+	if s := r.Value.(meta.Snapshot); r.Err != nil || s.Lock.Mode != meta.Compliance || !s.Lock.Until.Equal(s.Time.Add(24*time.Hour)) {
+		t.Fatalf("weaker lock not raised: %+v (%v)", s.Lock, r.Err)
+	}
+	if r := apply(command.DeleteSnapshots{Vault: "a", IDs: []chunk.ID{{1}}, By: admin, Bypass: meta.Bypass{Governance: true, Reason: "x"}}); !errors.Is(r.Err, meta.ErrLocked) {
+		t.Fatalf("delete of a snapshot locked by the vault policy: %v", r.Err)
+	}
+	v, _ := f.Vault("a")
+	if v.Retention == nil || v.Retention.Keep.Daily != 7 {
+		t.Fatalf("stored policy %+v", v.Retention)
+	}
+	if r := apply(command.SetVaultPolicy{Vault: "a", By: admin}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if v, _ := f.Vault("a"); v.Retention != nil {
+		t.Fatalf("cleared policy still stored: %+v", v.Retention)
+	}
+}

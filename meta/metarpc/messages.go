@@ -139,8 +139,9 @@ type (
 
 // Vault methods (meta.VaultService).
 const (
-	MethodDeleteVault   = "meta.DeleteVault"
-	MethodUndeleteVault = "meta.UndeleteVault"
+	MethodDeleteVault    = "meta.DeleteVault"
+	MethodUndeleteVault  = "meta.UndeleteVault"
+	MethodSetVaultPolicy = "meta.SetVaultPolicy"
 )
 
 type (
@@ -150,6 +151,12 @@ type (
 		Reason string          `cbor:"reason,omitempty"`
 		Fwd    bool            `cbor:"fwd,omitempty"`
 		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	setVaultPolicyReq struct {
+		ID     meta.VaultID     `cbor:"id"`
+		Policy meta.VaultPolicy `cbor:"policy"`
+		Fwd    bool             `cbor:"fwd,omitempty"`
+		As     *meta.Principal  `cbor:"as,omitempty"`
 	}
 	undeleteVaultReq struct {
 		ID  meta.VaultID    `cbor:"id"`

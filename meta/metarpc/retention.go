@@ -15,7 +15,7 @@ var _ meta.RetentionService = (*Client)(nil)
 // method.
 func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, handled bool, err error) {
 	switch method {
-	case MethodDeleteVault, MethodUndeleteVault:
+	case MethodDeleteVault, MethodUndeleteVault, MethodSetVaultPolicy:
 		out, fwd, err := h.serveVault(ctx, peer, method, body)
 		return out, fwd, true, err
 	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog:
@@ -119,6 +119,15 @@ func (h *Server) serveVault(ctx context.Context, peer transport.Peer, method str
 		v, err := svc.DeleteVault(ctx, r.ID, time.Duration(r.Window), r.Reason)
 		return v, markFwd(&r, &r.Fwd), err
 	}
+	if method == MethodSetVaultPolicy {
+		var r setVaultPolicyReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		v, err := svc.SetVaultPolicy(ctx, r.ID, r.Policy)
+		return v, markFwd(&r, &r.Fwd), err
+	}
 	var r undeleteVaultReq
 	if err := decode(body, &r); err != nil {
 		return nil, nil, err
@@ -141,5 +150,12 @@ func (cl *Client) DeleteVault(ctx context.Context, id meta.VaultID, window time.
 func (cl *Client) UndeleteVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
 	var out meta.Vault
 	err := cl.call(ctx, MethodUndeleteVault, undeleteVaultReq{ID: id}, &out)
+	return out, err
+}
+
+// SetVaultPolicy implements meta.VaultService.
+func (cl *Client) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.VaultPolicy) (meta.Vault, error) {
+	var out meta.Vault
+	err := cl.call(ctx, MethodSetVaultPolicy, setVaultPolicyReq{ID: id, Policy: p}, &out)
 	return out, err
 }

@@ -37,6 +37,18 @@ func (s *Server) UndeleteVault(ctx context.Context, id meta.VaultID) (meta.Vault
 	return res.(meta.Vault), nil
 }
 
+// SetVaultPolicy implements meta.VaultService.
+func (s *Server) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.VaultPolicy) (meta.Vault, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Vault{}, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetVaultPolicy{Vault: id, Policy: p, By: meta.PrincipalFrom(ctx)})
+	if err != nil {
+		return meta.Vault{}, err
+	}
+	return res.(meta.Vault), nil
+}
+
 // purgeDue proposes the purge of every soft-deleted vault whose window has ended (the
 // leader's loop calls it each tick; the FSM checks again at the entry's cluster time).
 func (s *Server) purgeDue() {

@@ -57,3 +57,36 @@ func TestVaultDeleteAndPurge(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetUsesStoredPolicy: forget with no rules applies the vault's stored policy, and
+// refuses when none is stored.
+func TestForgetUsesStoredPolicy(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	ctx := ctxT(t)
+	l := c.srv[c.leader()]
+	if _, err := l.CreateVault(ctx, newVault("p")); err != nil {
+		t.Fatal(err)
+	}
+	var ids []meta.SnapshotID
+	for range 3 {
+		s, err := l.CommitSnapshot(ctx, storedSnapshot(t, c.chunks, "p", 2, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	if _, err := l.Forget(ctx, "p", meta.Policy{}, true); !errors.Is(err, meta.ErrInvalid) {
+		t.Fatalf("forget with no rules and no stored policy: %v, want ErrInvalid", err)
+	}
+	if _, err := l.SetVaultPolicy(ctx, "p", meta.VaultPolicy{Keep: meta.Policy{Last: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Forget(ctx, "p", meta.Policy{}, false)
+	if err != nil || len(res.Removed) != 2 {
+		t.Fatalf("forget by the stored policy: %+v %v", res, err)
+	}
+	left, err := l.ListSnapshots(ctx, "p")
+	if err != nil || len(left) != 1 || left[0].ID != ids[2] {
+		t.Fatalf("left %+v %v, want only the newest", left, err)
+	}
+}
