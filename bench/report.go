@@ -39,8 +39,8 @@ type Pipeline struct {
 	SlowestStage   string  `json:"slowest_stage"`
 	SlowestMBps    float64 `json:"slowest_stage_mbps_all_cores"`
 	BackupMBps     float64 `json:"backup_mbps"` // image backup: file data in the image per second
-	Efficiency     float64 `json:"efficiency"` // BackupMBps / SlowestMBps
-	TargetMet      bool    `json:"target_met"` // Efficiency ≥ 0.7
+	Efficiency     float64 `json:"efficiency"`  // BackupMBps / SlowestMBps
+	TargetMet      bool    `json:"target_met"`  // Efficiency ≥ 0.7
 	AgentCPUPerGiB float64 `json:"agent_and_cluster_cpu_s_per_gib"`
 }
 
