@@ -38,9 +38,9 @@ type Pipeline struct {
 	Scenario       string  `json:"scenario"` // the backup measured: image backup when run, else initial backup
 	SlowestStage   string  `json:"slowest_stage"`
 	SlowestMBps    float64 `json:"slowest_stage_mbps_all_cores"`
-	BackupMBps     float64 `json:"backup_mbps"`
-	Efficiency     float64 `json:"efficiency"` // BackupMBps / SlowestMBps
-	TargetMet      bool    `json:"target_met"` // Efficiency ≥ 0.7
+	BackupMBps     float64 `json:"backup_mbps"` // image backup: file data in the image per second
+	Efficiency     float64 `json:"efficiency"`  // BackupMBps / SlowestMBps
+	TargetMet      bool    `json:"target_met"`  // Efficiency ≥ 0.7
 	AgentCPUPerGiB float64 `json:"agent_and_cluster_cpu_s_per_gib"`
 }
 
@@ -124,8 +124,14 @@ func (r *Report) summarise() {
 		c = r.find("coffer", ScInitial)
 	}
 	if c != nil && slow != nil {
-		eff := c.MBps / slow.all()
-		r.Pipeline = &Pipeline{Scenario: c.Name, SlowestStage: slow.Name, SlowestMBps: slow.all(), BackupMBps: c.MBps,
+		mbps := c.MBps
+		if c.Name == ScImage && len(r.Datasets) > 0 {
+			// Count the file data in the image, not its free (zero) blocks, which never
+			// reach the sealing stage.
+			mbps = float64(r.Datasets[0].Bytes) / c.Seconds / 1e6
+		}
+		eff := mbps / slow.all()
+		r.Pipeline = &Pipeline{Scenario: c.Name, SlowestStage: slow.Name, SlowestMBps: slow.all(), BackupMBps: mbps,
 			Efficiency: eff, TargetMet: eff >= 0.7, AgentCPUPerGiB: c.CPUPerGB}
 	}
 	if c := r.find("coffer", ScInitial); c != nil && len(r.Datasets) > 0 {

@@ -304,7 +304,33 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
+	// Fresh repositories (a new vault for Coffer): the image holds the same file data
+	// as the trees backed up above, and dedup against them would hide the pipeline.
+	fresh := make([]tool, 0, len(tools))
 	for _, t := range tools {
+		switch t := t.(type) {
+		case *cofferTool:
+			if err := t.useVault(ctx, "image"); err != nil {
+				return fmt.Errorf("bench: coffer image vault: %w", err)
+			}
+			fresh = append(fresh, t)
+		case *resticTool:
+			nt := &resticTool{bin: t.bin, dir: filepath.Join(work, "restic-image")}
+			fresh = append(fresh, nt)
+		case *borgTool:
+			nt := &borgTool{bin: t.bin, dir: filepath.Join(work, "borg-image")}
+			fresh = append(fresh, nt)
+		}
+	}
+	for _, t := range fresh[1:] {
+		if err := os.MkdirAll(filepath.Join(work, t.Name()+"-image"), 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		if err := t.setup(ctx); err != nil {
+			return fmt.Errorf("bench: %s setup: %w", t.Name(), err)
+		}
+	}
+	for _, t := range fresh {
 		o.Logf("bench: %s: %s (%s)", t.Name(), ScImage, filepath.Base(img))
 		sc, err := measure(ctx, t, ScImage, r.Datasets[0].Name+".ext4", st.Size(), func() (procResult, backupOut, error) {
 			b, err := t.backup(ctx, filepath.Dir(img))

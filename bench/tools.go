@@ -57,6 +57,23 @@ type cofferTool struct {
 	// whole run and coffer-<scenario>.pprof per agent invocation (profile is the
 	// current one).
 	profileDir, profile string
+	vault               string // "" = the config's default vault
+}
+
+// args prefixes a coffer command line with --vault when the tool uses its own vault.
+func (c *cofferTool) args(a ...string) []string {
+	if c.vault == "" {
+		return a
+	}
+	return append([]string{"--vault", c.vault}, a...)
+}
+
+// useVault switches this tool to a new vault in the same cluster (chunk IDs are keyed
+// per vault, so nothing dedups against the earlier scenarios) and creates it.
+func (c *cofferTool) useVault(ctx context.Context, name string) error {
+	c.vault = name
+	_, err := runProc(ctx, c.dir, c.env, nil, c.coffer, c.args("init")...)
+	return err
 }
 
 // agentEnv is the environment of one coffer invocation.
@@ -106,12 +123,12 @@ func (c *cofferTool) setup(ctx context.Context) error {
 		}
 	}
 	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase}
-	_, err = runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "init")
+	_, err = runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("init")...)
 	return err
 }
 
 func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) {
-	p, err := runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "--json", "backup", src)
+	p, err := runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("--json", "backup", src)...)
 	if err != nil {
 		return backupOut{proc: p}, err
 	}
@@ -127,11 +144,11 @@ func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) 
 }
 
 func (c *cofferTool) restore(ctx context.Context, target string) (procResult, error) {
-	return runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, "--json", "restore", "latest", "--target", target)
+	return runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("--json", "restore", "latest", "--target", target)...)
 }
 
 func (c *cofferTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
-	return runProc(ctx, c.dir, c.agentEnv(), w, c.coffer, "dump", "latest", "/"+filepath.Base(src)+"/"+rel)
+	return runProc(ctx, c.dir, c.agentEnv(), w, c.coffer, c.args("dump", "latest", "/"+filepath.Base(src)+"/"+rel)...)
 }
 
 func (c *cofferTool) stored() int64 {

@@ -78,7 +78,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 	}
 
 	r := &restorer{a: a, includes: includes, links: make(map[inodeKey]string), root: os.Geteuid() == 0,
-		trees: newTreePrefetch(a, a.cfg.Fetches/2)}
+		trees: newTreePrefetch(a, a.cfg.Fetches/2), chunks: newChunkCache(restoreCacheBytes)}
 	stop := func() {}
 	if opts.Progress != nil {
 		stop = runProgress(opts.Progress, func() Progress {
@@ -150,6 +150,10 @@ func prepareTarget(target string) error {
 	return nil
 }
 
+// restoreCacheBytes bounds the plaintext chunks a restore keeps for reuse (see
+// chunkCache).
+const restoreCacheBytes = 64 << 20
+
 type restorer struct {
 	a        *Agent
 	includes []string
@@ -158,7 +162,8 @@ type restorer struct {
 	files, dirs, bytes atomic.Int64
 	current            atomic.Pointer[string]
 
-	trees *treePrefetch
+	trees  *treePrefetch
+	chunks *chunkCache
 
 	// Used by the tree walker goroutine only.
 	links   map[inodeKey]string
@@ -354,7 +359,10 @@ func (r *restorer) fetchLoop(ctx context.Context, jobs <-chan chunkJob) error {
 			}
 			return ctx.Err()
 		}
-		data, err := r.a.fetchChunk(ctx, j.ext)
+		data, err := r.chunks.get(ctx, j.ext.ID, func() ([]byte, error) { return r.a.fetchChunk(ctx, j.ext) })
+		if err == nil && len(data) != int(j.ext.Len) {
+			err = fmt.Errorf("client: chunk %s: %d bytes, the tree says %d", j.ext.ID.Str(), len(data), j.ext.Len)
+		}
 		if err == nil {
 			_, err = j.rf.f.WriteAt(data, j.off)
 		}

@@ -41,6 +41,7 @@ const (
 	ActHold        Action = "legal-hold" // set or clear a legal hold
 	ActAudit       Action = "audit"      // read the audit log
 	ActClusterMap  Action = "cluster-map"
+	ActPolicy      Action = "set-policy" // change a vault's retention policy
 )
 
 // Principal is the authenticated identity behind a request.

@@ -42,6 +42,20 @@ type Vault struct {
 	KeyWraps [][]byte `cbor:"key_wraps" json:"-"`
 	// Chunker names the chunking algorithm and parameters, part of the vault's format.
 	Chunker string `cbor:"chunker" json:"chunker"`
+	// Deleted is set while the vault is soft-deleted (nil otherwise): it takes no new
+	// snapshots and is purged (key wrappings and snapshots destroyed) once the recovery
+	// window ends, unless undeleted first.
+	Deleted *VaultDeletion `cbor:"deleted,omitempty" json:"deleted,omitempty"`
+	// Retention is the vault's retention policy (nil: none), set by an admin.
+	Retention *VaultPolicy `cbor:"retention,omitempty" json:"retention,omitempty"`
+}
+
+// VaultDeletion records a soft delete.
+type VaultDeletion struct {
+	At           time.Time `cbor:"at" json:"at"`                       // cluster time of the delete
+	RecoverUntil time.Time `cbor:"recover_until" json:"recover_until"` // cluster time the window ends
+	By           string    `cbor:"by" json:"by"`
+	Reason       string    `cbor:"reason,omitempty" json:"reason,omitempty"`
 }
 
 // SnapshotID is a 32-byte random snapshot identifier chosen by the agent.

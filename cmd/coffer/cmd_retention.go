@@ -20,10 +20,11 @@ func forgetSpec() *cmdSpec {
 		args:  "[SNAP...]",
 		short: "remove snapshots by ID or by a retention policy",
 		long: `With SNAP arguments (full IDs or unique prefixes of at least 4 hex digits),
-removes those snapshots, all or none. With --keep-* rules instead, the meta
-leader applies the policy to the vault's snapshots, grouped by host and paths
-(it needs no vault key), and removes every snapshot no rule keeps; --dry-run
-only shows the decision and which rule keeps each snapshot.
+removes those snapshots, all or none. Without, the meta leader applies the
+--keep-* rules (or, when none are given, the vault's stored policy: see
+"coffer vault policy") to the vault's snapshots, grouped by host and paths (it
+needs no vault key), and removes every snapshot no rule keeps; --dry-run only
+shows the decision and which rule keeps each snapshot.
 
 A snapshot under legal hold or an unexpired retention lock is never removed:
 by a policy it is kept (reason "locked"/"legal hold"); named explicitly, the
@@ -73,18 +74,17 @@ func (c *forgetCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		c.policy.Within = d
 	}
-	byPolicy := !c.policy.Empty()
+	// No snapshot IDs: apply the given rules, or the vault's stored policy when none.
+	byPolicy := len(args) == 0
 	switch {
-	case byPolicy && len(args) > 0:
+	case !c.policy.Empty() && len(args) > 0:
 		return usagef(forgetSpec(), "give snapshot IDs or --keep-* rules, not both")
-	case !byPolicy && len(args) == 0:
-		return usagef(forgetSpec(), "nothing to forget: give snapshot IDs or at least one --keep-* rule")
 	case !byPolicy && c.dryRun:
-		return usagef(forgetSpec(), "--dry-run works with --keep-* rules")
+		return usagef(forgetSpec(), "--dry-run works with a policy (--keep-* rules or the vault's stored one)")
 	case c.bypass.Governance && c.bypass.Reason == "":
 		return usagef(forgetSpec(), "--bypass-governance needs a --reason")
 	}
-	if err := meta.ValidatePolicy(c.policy); byPolicy && err != nil {
+	if err := meta.ValidatePolicy(c.policy); !c.policy.Empty() && err != nil {
 		return usagef(forgetSpec(), "%v", err)
 	}
 	s, err := connect(ctx, a)

@@ -34,6 +34,10 @@ const (
 	TypeSetLock         Type = 61
 	TypeSetHold         Type = 62
 	TypeRecordAudit     Type = 63
+	TypeDeleteVault     Type = 64
+	TypeUndeleteVault   Type = 65
+	TypePurgeVault      Type = 66
+	TypeSetVaultPolicy  Type = 67
 )
 
 func (t Type) String() string {
@@ -54,6 +58,14 @@ func (t Type) String() string {
 		return "SetHold"
 	case TypeRecordAudit:
 		return "RecordAudit"
+	case TypeDeleteVault:
+		return "DeleteVault"
+	case TypeUndeleteVault:
+		return "UndeleteVault"
+	case TypePurgeVault:
+		return "PurgeVault"
+	case TypeSetVaultPolicy:
+		return "SetVaultPolicy"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -157,7 +169,8 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit:
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
+		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -215,6 +228,22 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeRecordAudit:
 		var v RecordAudit
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeDeleteVault:
+		var v DeleteVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeUndeleteVault:
+		var v UndeleteVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypePurgeVault:
+		var v PurgeVault
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeSetVaultPolicy:
+		var v SetVaultPolicy
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

@@ -26,6 +26,11 @@ func sampleBodies() []Body {
 		SetLock{Vault: "v1", ID: chunk.ID{1}, Lock: meta.Lock{Mode: meta.Compliance, Until: time.Unix(200, 0).UTC()},
 			By: meta.Principal{Name: "a", Role: meta.RoleBackupAgent, Vaults: []meta.VaultID{"v1"}}},
 		SetHold{Vault: "v1", ID: chunk.ID{1}, Hold: true, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}, Reason: "case 12"},
+		DeleteVault{Vault: "v1", Window: int64(time.Hour), By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}, Reason: "tenant left"},
+		UndeleteVault{Vault: "v1", By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
+		PurgeVault{Vault: "v1"},
+		SetVaultPolicy{Vault: "v1", Policy: meta.VaultPolicy{Keep: meta.Policy{Daily: 7, Within: time.Hour},
+			Lock: &meta.DefaultLock{Mode: meta.Compliance, For: 24 * time.Hour}}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
 		RecordAudit{Entry: meta.AuditEntry{Principal: "a", Role: meta.RoleBackupAgent, Action: "delete", Vault: "v1", Outcome: meta.AuditRefused, Reason: "denied"}},
 	}
 }

@@ -49,3 +49,42 @@ func (SetHold) Type() Type { return TypeSetHold }
 
 // Type implements Body.
 func (RecordAudit) Type() Type { return TypeRecordAudit }
+
+// DeleteVault soft-deletes a vault for Window (see meta.CheckDeleteVault).
+type DeleteVault struct {
+	Vault  meta.VaultID   `cbor:"vault"`
+	Window int64          `cbor:"window"` // nanoseconds, > 0
+	By     meta.Principal `cbor:"by"`
+	Reason string         `cbor:"reason,omitempty"`
+}
+
+// UndeleteVault recovers a soft-deleted vault within its window.
+type UndeleteVault struct {
+	Vault meta.VaultID   `cbor:"vault"`
+	By    meta.Principal `cbor:"by"`
+}
+
+// PurgeVault destroys a soft-deleted vault whose window has ended (see
+// meta.CheckPurgeVault): its key wrappings and snapshot records go; GC reclaims chunks.
+type PurgeVault struct {
+	Vault meta.VaultID `cbor:"vault"`
+}
+
+// Type implements Body.
+func (DeleteVault) Type() Type { return TypeDeleteVault }
+
+// Type implements Body.
+func (UndeleteVault) Type() Type { return TypeUndeleteVault }
+
+// Type implements Body.
+func (PurgeVault) Type() Type { return TypePurgeVault }
+
+// SetVaultPolicy replaces a vault's retention policy (admin only; audited).
+type SetVaultPolicy struct {
+	Vault  meta.VaultID     `cbor:"vault"`
+	Policy meta.VaultPolicy `cbor:"policy"`
+	By     meta.Principal   `cbor:"by"`
+}
+
+// Type implements Body.
+func (SetVaultPolicy) Type() Type { return TypeSetVaultPolicy }

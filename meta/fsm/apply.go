@@ -101,7 +101,8 @@ func must(err error) {
 func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock int64) (any, error) {
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
-	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit:
+	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit,
+		command.DeleteVault, command.UndeleteVault, command.PurgeVault, command.SetVaultPolicy:
 		return f.applyRetention(b, index, cmd.Body, now)
 	case command.Tick:
 		return nil, nil
@@ -123,10 +124,14 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		if err := meta.ValidateSnapshot(s); err != nil {
 			return nil, err
 		}
-		if _, ok, err := getCopy(b, vaultKey(s.Vault)); err != nil {
+		if raw, ok, err := getCopy(b, vaultKey(s.Vault)); err != nil {
 			return nil, err
 		} else if !ok {
 			return nil, fmt.Errorf("snapshot %s: vault %s: %w", s.ID.Str(), s.Vault, meta.ErrNotFound)
+		} else if err := f.checkNotDeleted(raw); err != nil {
+			return nil, err
+		} else if s, err = f.withDefaultLock(raw, s, now); err != nil {
+			return nil, err
 		}
 		key := snapshotKey(s.Vault, s.ID)
 		if _, ok, err := getCopy(b, key); err != nil {

@@ -55,6 +55,22 @@ func (f *FSM) applyRetention(b *pebble.Batch, index uint64, body command.Body, n
 			s.LegalHold = c.Hold
 			return nil
 		})
+	case command.DeleteVault:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "vault delete", Vault: c.Vault, Reason: c.Reason}
+		v, err = f.deleteVault(b, c, now)
+	case command.UndeleteVault:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "vault undelete", Vault: c.Vault}
+		v, err = f.undeleteVault(b, c, now)
+	case command.SetVaultPolicy:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "vault policy", Vault: c.Vault, Reason: fmt.Sprintf("keep %+v", c.Policy.Keep)}
+		if l := c.Policy.Lock; l != nil {
+			entry.Reason += fmt.Sprintf(", lock new snapshots %s for %v", l.Mode, l.For)
+		}
+		v, err = f.setVaultPolicy(b, c)
+	case command.PurgeVault:
+		sys := meta.SystemPrincipal()
+		entry = meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "vault purge", Vault: c.Vault}
+		v, err = f.purgeVault(b, c, now)
 	default:
 		return nil, fmt.Errorf("%w: unhandled retention command %T", meta.ErrInvalid, body)
 	}

@@ -136,3 +136,31 @@ type (
 		Entries []meta.AuditEntry `cbor:"entries"`
 	}
 )
+
+// Vault methods (meta.VaultService).
+const (
+	MethodDeleteVault    = "meta.DeleteVault"
+	MethodUndeleteVault  = "meta.UndeleteVault"
+	MethodSetVaultPolicy = "meta.SetVaultPolicy"
+)
+
+type (
+	deleteVaultReq struct {
+		ID     meta.VaultID    `cbor:"id"`
+		Window int64           `cbor:"window"`
+		Reason string          `cbor:"reason,omitempty"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
+	setVaultPolicyReq struct {
+		ID     meta.VaultID     `cbor:"id"`
+		Policy meta.VaultPolicy `cbor:"policy"`
+		Fwd    bool             `cbor:"fwd,omitempty"`
+		As     *meta.Principal  `cbor:"as,omitempty"`
+	}
+	undeleteVaultReq struct {
+		ID  meta.VaultID    `cbor:"id"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
+	}
+)

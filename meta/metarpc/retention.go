@@ -3,6 +3,7 @@ package metarpc
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
@@ -14,6 +15,9 @@ var _ meta.RetentionService = (*Client)(nil)
 // method.
 func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, handled bool, err error) {
 	switch method {
+	case MethodDeleteVault, MethodUndeleteVault, MethodSetVaultPolicy:
+		out, fwd, err := h.serveVault(ctx, peer, method, body)
+		return out, fwd, true, err
 	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog:
 	default:
 		return nil, nil, false, nil
@@ -99,4 +103,59 @@ func (cl *Client) AuditLog(ctx context.Context, after uint64, limit int) ([]meta
 	var out auditResp
 	err := cl.call(ctx, MethodAuditLog, auditLogReq{After: after, Limit: limit}, &out)
 	return out.Entries, err
+}
+
+func (h *Server) serveVault(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, err error) {
+	svc, ok := h.svc.(meta.VaultService)
+	if !ok {
+		return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: %s: this server does not implement vault deletion", method)}
+	}
+	if method == MethodDeleteVault {
+		var r deleteVaultReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		v, err := svc.DeleteVault(ctx, r.ID, time.Duration(r.Window), r.Reason)
+		return v, markFwd(&r, &r.Fwd), err
+	}
+	if method == MethodSetVaultPolicy {
+		var r setVaultPolicyReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		v, err := svc.SetVaultPolicy(ctx, r.ID, r.Policy)
+		return v, markFwd(&r, &r.Fwd), err
+	}
+	var r undeleteVaultReq
+	if err := decode(body, &r); err != nil {
+		return nil, nil, err
+	}
+	ctx = h.authenticate(ctx, peer, &r.As)
+	v, err := svc.UndeleteVault(ctx, r.ID)
+	return v, markFwd(&r, &r.Fwd), err
+}
+
+var _ meta.VaultService = (*Client)(nil)
+
+// DeleteVault implements meta.VaultService.
+func (cl *Client) DeleteVault(ctx context.Context, id meta.VaultID, window time.Duration, reason string) (meta.Vault, error) {
+	var out meta.Vault
+	err := cl.call(ctx, MethodDeleteVault, deleteVaultReq{ID: id, Window: int64(window), Reason: reason}, &out)
+	return out, err
+}
+
+// UndeleteVault implements meta.VaultService.
+func (cl *Client) UndeleteVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
+	var out meta.Vault
+	err := cl.call(ctx, MethodUndeleteVault, undeleteVaultReq{ID: id}, &out)
+	return out, err
+}
+
+// SetVaultPolicy implements meta.VaultService.
+func (cl *Client) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.VaultPolicy) (meta.Vault, error) {
+	var out meta.Vault
+	err := cl.call(ctx, MethodSetVaultPolicy, setVaultPolicyReq{ID: id, Policy: p}, &out)
+	return out, err
 }

@@ -24,12 +24,18 @@ func (s *Server) DeleteSnapshots(ctx context.Context, vault meta.VaultID, ids []
 }
 
 // Forget implements meta.RetentionService.
+// An empty policy means the vault's stored one (meta.Vault.Retention).
 func (s *Server) Forget(ctx context.Context, vault meta.VaultID, policy meta.Policy, dryRun bool) (meta.ForgetResult, error) {
-	if err := meta.ValidatePolicy(policy); err != nil {
-		return meta.ForgetResult{}, fmt.Errorf("server: forget: %w", err)
-	}
 	if err := s.leaderRead(); err != nil {
 		return meta.ForgetResult{}, err
+	}
+	if policy.Empty() {
+		if v, err := s.fsm.Vault(vault); err == nil && v.Retention != nil {
+			policy = v.Retention.Keep
+		}
+	}
+	if err := meta.ValidatePolicy(policy); err != nil {
+		return meta.ForgetResult{}, fmt.Errorf("server: forget (no rules given and none stored for vault %s): %w", vault, err)
 	}
 	p := meta.PrincipalFrom(ctx)
 	act := meta.ActDelete

@@ -276,6 +276,7 @@ func (s *Server) loop() {
 			if _, err := s.propose(0, command.Tick{Elapsed: elapsed}); err != nil {
 				s.log.Debug("propose tick", "err", err)
 			}
+			s.purgeDue()
 			s.followLiveness()
 		}
 		select {
