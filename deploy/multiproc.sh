@@ -3,7 +3,8 @@
 # writes the CA, certificates and one config per node; each node then runs as its own
 # `cofferd run --config FILE` process. Backs up a directory, restores and verifies it,
 # SIGKILLs one chunk node and restores again (any k=4 of 6 shards serve every read), and
-# stops the rest with SIGTERM.
+# stops the rest with SIGTERM. With 7 chunk nodes and a 5 s down_out_interval the
+# killed node is then marked out and the cluster re-protects every PG on the other 6.
 set -euo pipefail
 BIN=${BIN:-bin}
 COFFER=$BIN/coffer
@@ -20,7 +21,11 @@ cleanup() {
 trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
 
-"$COFFERD" dev --dir "$D" --init-only
+"$COFFERD" dev --dir "$D" --init-only --chunk 7
+# Shorten the failure timers for the check: meta nodes mark a dead node out after 5 s,
+# chunk nodes run a repair pass every 2 s.
+for cfg in "$D"/nodes/meta-*/node.yaml; do echo "down_out_interval: 5s" >>"$cfg"; done
+for cfg in "$D"/nodes/chunk-*/node.yaml; do printf 'repair:\n  interval: 2s\n' >>"$cfg"; done
 for cfg in "$D"/nodes/*/node.yaml; do
   id=$(basename "$(dirname "$cfg")")
   "$COFFERD" run --config "$cfg" --log-level "${LOG_LEVEL:-info}" >"$WORK/$id.log" 2>&1 &
@@ -54,6 +59,23 @@ verify
 say "SIGKILL chunk-3, restore again"
 kill -KILL "${PID[chunk-3]}"; wait "${PID[chunk-3]}" 2>/dev/null || true; unset 'PID[chunk-3]'
 verify
+say "waiting for chunk-3 to be marked out and every PG to be re-protected"
+start=$(date +%s)
+for i in $(seq 1 240); do
+  "$COFFER" admin pgs --json >"$WORK/pgs.json" 2>/dev/null || true
+  "$COFFER" admin nodes --json >"$WORK/nodes.json" 2>/dev/null || true
+  pgs=$(grep -o '"pg_count": *[0-9]*' "$WORK/pgs.json" | grep -o '[0-9]*$' || true)
+  healthy=$(grep -o '"healthy": *[0-9]*' "$WORK/pgs.json" | grep -o '[0-9]*$' || true)
+  if grep -q '"id": *"chunk-3"[^}]*"state": *"out"' "$WORK/nodes.json" && [ -n "$pgs" ] && [ "$healthy" = "$pgs" ]; then
+    echo "re-protected: $healthy of $pgs PGs healthy, $(( $(date +%s) - start )) s after the kill"
+    break
+  fi
+  [ "$i" = 240 ] && { cat "$WORK/pgs.json" "$WORK/nodes.json"; echo "multiproc: not re-protected after 120 s"; exit 1; }
+  sleep 0.5
+done
+"$COFFER" admin scrub status
+verify
+
 say "backup with chunk-3 dead"
 "$COFFER" backup "$SRC"
 verify
