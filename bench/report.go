@@ -37,10 +37,10 @@ type Ratio struct {
 type Pipeline struct {
 	Scenario       string  `json:"scenario"` // the backup measured: image backup when run, else initial backup
 	SlowestStage   string  `json:"slowest_stage"`
-	SlowestMBps    float64 `json:"slowest_stage_mbps_all_cores"`
-	BackupMBps     float64 `json:"backup_mbps"` // image backup: file data in the image per second
-	Efficiency     float64 `json:"efficiency"`  // BackupMBps / SlowestMBps
-	TargetMet      bool    `json:"target_met"`  // Efficiency ≥ 0.7
+	SlowestMBps    float64 `json:"slowest_stage_mbps_all_cores"` // Stage.all: max(all-cores, 1 core × cores)
+	BackupMBps     float64 `json:"backup_mbps"`                  // image backup: file data in the image per second
+	Efficiency     float64 `json:"efficiency"`                   // BackupMBps / SlowestMBps
+	TargetMet      bool    `json:"target_met"`                   // Efficiency ≥ 0.7
 	AgentCPUPerGiB float64 `json:"agent_and_cluster_cpu_s_per_gib"`
 }
 
@@ -161,12 +161,11 @@ func onBackupPath(name string) bool {
 	return false
 }
 
-// all is the stage's all-cores throughput (the one-core figure when not measured).
+// all is the stage's throughput on all cores: the better of the all-cores measurement
+// and the one-core figure times the cores (on a shared machine the all-cores run is the
+// one that other jobs disturb most), so a pipeline is held to the ideal.
 func (s *Stage) all() float64 {
-	if s.MBpsN > 0 {
-		return s.MBpsN
-	}
-	return s.MBps1
+	return max(s.MBpsN, s.MBps1*float64(max(s.Cores, 1)))
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
@@ -227,7 +226,7 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 	}
 	if p := r.Pipeline; p != nil {
-		fmt.Fprintf(w, "\nClient pipeline: %s %.0f MB/s = %.0f%% of the slowest client stage (%s, %.0f MB/s on all cores); target ≥ 70%%: %v. Agent + cluster CPU: %.1f s/GiB.\n",
+		fmt.Fprintf(w, "\nClient pipeline: %s %.0f MB/s = %.0f%% of the slowest client stage (%s, %.0f MB/s ideal on all cores); target ≥ 70%%: %v. Agent + cluster CPU: %.1f s/GiB.\n",
 			p.Scenario, p.BackupMBps, 100*p.Efficiency, p.SlowestStage, p.SlowestMBps, p.TargetMet, p.AgentCPUPerGiB)
 	}
 	if s := r.SmallFile; s != nil {

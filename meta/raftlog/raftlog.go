@@ -1,65 +1,53 @@
-// Package raftlog opens the durable Raft log and stable store of a meta server on
-// hashicorp/raft-wal: segment files with one fsync per append, old segments dropped
-// after snapshots.
+// Package raftlog opens the durable Raft log and stable store of a meta server: a
+// bbolt file through hashicorp/raft-boltdb v2, one fsync per appended batch (raft's
+// BatchApplyCh makes batches large under load).
+//
+// NB: it used hashicorp/raft-wal v0.4.0 until a restart of the dev cluster panicked in
+// raft.NewRaft with "sealed segment has no index block": v0.4.0 marks the tail segment
+// sealed on a suffix truncation (raft clearing a conflicting log tail after a leader
+// change) without writing its index block (hashicorp/raft-wal#31). The fix (#33) is on
+// raft-wal's main branch but in no tagged release the module proxy serves, so the
+// store is raft-boltdb v2, which the issue names as the alternative.
 package raftlog
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
-// Options tune the WAL. Zero fields take raft-wal's defaults.
-type Options struct {
-	// SegmentSize is the target size of a segment file (default 64 MiB). Entries are
-	// dropped a whole segment at a time, so a log truncated after a snapshot still serves
-	// entries from its newest segment.
-	SegmentSize int
-}
+// fileName is the bbolt file under the directory Open is given.
+const fileName = "raft.db"
 
-// Open opens (creating if needed) the WAL under dir with default options and returns it
-// as the Raft log store and stable store, and the closer that releases it. Close it only
-// after the raft.Raft using it has shut down.
+// Open opens (creating if needed) the log under dir and returns it as the Raft log
+// store and stable store, and the closer that releases it. Close it only after the
+// raft.Raft using it has shut down. A second Open of the same dir in any process waits
+// up to 5 s for the file lock, then fails.
 func Open(dir string) (raft.LogStore, raft.StableStore, io.Closer, error) {
-	return OpenWithOptions(dir, Options{})
-}
-
-// OpenWithOptions is Open with options.
-func OpenWithOptions(dir string, o Options) (raft.LogStore, raft.StableStore, io.Closer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("raftlog: open %s: %w", dir, err)
 	}
-	// NB: WAL.Close does not close the meta store it opened itself (raft-wal v0.4.0), which
-	// leaves its bolt file locked so that a reopen in the same process blocks forever. We
-	// own the meta store and close it after the WAL.
-	md := &metadb.BoltMetaDB{}
-	size := o.SegmentSize
-	if size <= 0 {
-		size = raftwal.DefaultSegmentSize
-	}
-	w, err := raftwal.Open(dir, raftwal.WithMetaStore(md), raftwal.WithSegmentSize(size))
+	st, err := raftboltdb.New(raftboltdb.Options{
+		Path:                    filepath.Join(dir, fileName),
+		BoltOptions:             &bbolt.Options{Timeout: 5 * time.Second, FreelistType: bbolt.FreelistMapType, NoFreelistSync: true},
+		MsgpackUseNewTimeFormat: true,
+	})
 	if err != nil {
-		_ = md.Close()
 		return nil, nil, nil, fmt.Errorf("raftlog: open %s: %w", dir, err)
 	}
-	return w, w, closer{w, md}, nil
+	return st, st, closer{st}, nil
 }
 
-type closer struct {
-	w  *raftwal.WAL
-	md *metadb.BoltMetaDB
-}
+type closer struct{ st *raftboltdb.BoltStore }
 
 func (c closer) Close() error {
-	err := c.w.Close()
-	if merr := c.md.Close(); err == nil {
-		err = merr
-	}
-	if err != nil {
+	if err := c.st.Close(); err != nil {
 		return fmt.Errorf("raftlog: close: %w", err)
 	}
 	return nil

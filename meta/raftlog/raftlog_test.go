@@ -57,3 +57,49 @@ func TestLogAndStableSurviveReopen(t *testing.T) {
 		t.Fatalf("first index %d after DeleteRange, want 6", first)
 	}
 }
+
+// TestSuffixTruncationSurvivesReopen: raft clears a conflicting log tail after a leader
+// change; the log must still open and serve every remaining entry afterwards (raft-wal
+// v0.4.0 failed exactly this with "sealed segment has no index block").
+func TestSuffixTruncationSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	logs, _, c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 20; i++ {
+		if err := logs.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := logs.DeleteRange(18, 20); err != nil { // suffix
+		t.Fatal(err)
+	}
+	if err := logs.StoreLogs([]*raft.Log{{Index: 18, Term: 2, Type: raft.LogCommand, Data: []byte{99}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _, c, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := uint64(1); i <= 18; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			t.Fatalf("log %d after suffix truncation and reopen: %v", i, err)
+		}
+		want := byte(i)
+		if i == 18 {
+			want = 99
+		}
+		if l.Data[0] != want {
+			t.Fatalf("log %d holds %d, want %d", i, l.Data[0], want)
+		}
+	}
+	if last, _ := logs.LastIndex(); last != 18 {
+		t.Fatalf("last index %d, want 18", last)
+	}
+}

@@ -50,8 +50,6 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// TrailingLogs is how many entries survive a log compaction; zero = raft default.
 	TrailingLogs uint64
-	// LogSegmentSize is the raft-wal segment size; zero = raft-wal default (64 MiB).
-	LogSegmentSize int
 	// TickInterval is how often the leader advances cluster time; zero = 1 s.
 	TickInterval time.Duration
 	// PeerApplied reports a peer's raft applied index (metarpc.PeerApplied does this over
@@ -134,7 +132,7 @@ func New(cfg Config) (_ *Server, err error) {
 			}
 		}
 	}()
-	logs, stable, logsCloser, err := raftlog.OpenWithOptions(filepath.Join(cfg.Dir, "raft"), raftlog.Options{SegmentSize: cfg.LogSegmentSize})
+	logs, stable, logsCloser, err := raftlog.Open(filepath.Join(cfg.Dir, "raft"))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -225,7 +225,6 @@ func TestSnapshotInstallToRestartedFollower(t *testing.T) {
 		cfg.SnapshotThreshold = 4
 		cfg.TrailingLogs = 2
 		cfg.SnapshotInterval = 100 * time.Millisecond
-		cfg.LogSegmentSize = 4 << 10 // small segments, so compaction really drops entries
 	})
 	ctx := ctxT(t)
 	li := c.leader()
