@@ -8,12 +8,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/hedge"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
 )
 
 // SuspectHold is how long a coordinator that failed to answer (unreachable or
@@ -173,6 +175,13 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 	if len(addrs) == 0 {
 		return zero, fmt.Errorf("chunkrpc: %s: no coordinator addresses: %w", method, chunkstore.ErrUnavailable)
 	}
+	// Encode the request once, now: hedged attempts may still be starting after this
+	// function returned, and the caller may reuse req's memory by then.
+	raw, err := wire.Marshal(req)
+	if err != nil {
+		return zero, fmt.Errorf("chunkrpc: %s: %w", method, err)
+	}
+	req = cbor.RawMessage(raw)
 	order := cl.order(addrs)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
