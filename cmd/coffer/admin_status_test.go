@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
@@ -101,7 +102,9 @@ func TestStatusTargetsMergesMapAndMetaServers(t *testing.T) {
 func TestQueryNodesUpAndDown(t *testing.T) {
 	f := &fakeNodes{status: map[string]meta.NodeStatus{
 		"10.0.0.1:7000": {ID: "c1", Roles: []string{"chunk"}, Domain: "rack1",
-			Shards: chunkstore.ShardStats{Shards: 10, Bytes: 4096, Capacity: 1 << 30}},
+			Shards: chunkstore.ShardStats{Shards: 10, Bytes: 4096, Capacity: 1 << 30},
+			Repair: &repair.Status{Node: "c1", Running: true, PGsLed: 40, PGsDone: 12, ShardsRebuilt: 77,
+				Unreadable: []string{"pg 9: chunk abc: 3 of 6 shards usable, need 4"}}},
 		"10.0.0.9:7000":  {ID: "m1", Roles: []string{"meta", "chunk"}, Domain: "rack3", Shards: chunkstore.ShardStats{Shards: 2, Bytes: 100}},
 		"10.0.0.10:7000": {ID: "m2", Roles: []string{"meta"}},
 	}}
@@ -137,6 +140,9 @@ func TestQueryNodesUpAndDown(t *testing.T) {
 		"epoch 7, 256 PGs, erasure coding 4+2",
 		"3 up, 3 down",
 		"Meta servers:",
+		"Repair:",
+		"c1    repair  12/40",
+		"UNREADABLE pg 9: chunk abc: 3 of 6 shards usable, need 4 (led by c1)",
 		"Nodes:",
 	} {
 		if !strings.Contains(out, want) {
