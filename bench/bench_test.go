@@ -306,3 +306,11 @@ func TestStudySmallFiles(t *testing.T) {
 		t.Errorf("bundled: %+v (per file %+v)", bun, per)
 	}
 }
+
+func TestFindPeerMissingSaysHowToInstall(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := findPeer("borg")
+	if err == nil || !strings.Contains(err.Error(), "apt-get install -y borgbackup") {
+		t.Fatalf("findPeer(borg) with an empty PATH: %v", err)
+	}
+}

@@ -141,6 +141,8 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 
 	mux := transport.NewMux()
 	cs := chunkrpc.NewServer(local, n.chunks)
+	grantKey := meta.GrantKey(secret)
+	cs.EnableGrants(grantKey, time.Now)
 	mux.Handle("shard", cs)
 	mux.Handle("chunk", cs)
 	mux.Handle("node", transport.HandlerFunc(n.serveNode))
@@ -168,6 +170,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			Liveness:    n.gossip.liveness,
 			DownOut:     cfg.DownOutInterval,
 			PGHealth:    n.gatherPGHealth,
+			GrantKey:    grantKey,
 		}
 		if deps.DownOut > 0 {
 			mcfg.DownOut = deps.DownOut

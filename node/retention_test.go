@@ -2,12 +2,15 @@ package node_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/meta"
@@ -170,5 +173,58 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	}
 	if last := es[len(es)-1]; last.Principal != "dev-admin" || last.Outcome != meta.AuditOK || !strings.Contains(last.Action, "forget") {
 		t.Errorf("last audit entry %+v, want the admin's forget", last)
+	}
+
+	// Restore grants: the restore operator reads chunks only through a grant, and only
+	// the granted snapshot's chunks.
+	ao, err := client.Open(ctx, adminCfg, "other", passphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ao.Close()
+	otherSrc := filepath.Join(t.TempDir(), "other")
+	nodetest.MakeTree(t, otherSrc, nodetest.TreeOpts{Seed: 7})
+	otherSnap := backup(t, ao, otherSrc)
+	rc := restCfg.Chunks.(*chunkrpc.Client)
+	if _, err := rc.Get(ctx, s2.Tree); transport.CodeOf(err) != transport.PermissionDenied {
+		t.Fatalf("restore operator reading without a grant: %v, want PermissionDenied", err)
+	}
+	gs := restCfg.Meta.(meta.GrantService)
+	tok, g, err := gs.IssueGrant(ctx, "web01", s2.ID, 0)
+	if err != nil || g.Vault != "web01" || g.Principal != "oncall" || time.Until(g.Expires) > meta.MaxGrantTTL+time.Minute {
+		t.Fatalf("grant %+v %v", g, err)
+	}
+	rc.SetGrant(tok)
+	ra, err := client.Open(ctx, restCfg, "web01", passphrase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	restoreAndCompare(t, ra, s2, src)
+	if _, err := rc.Get(ctx, otherSnap.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), "does not cover") {
+		t.Fatalf("grant reading another vault's chunk: %v, want PermissionDenied", err)
+	}
+	if err := rc.Put(ctx, []chunkstore.Chunk{{ID: otherSnap.Tree, Data: []byte("x")}}); err == nil {
+		t.Fatal("restore operator wrote a chunk")
+	}
+	scoped := nodetest.ConnectWith(t, identityFor(t, c, pki.IssueRequest{CommonName: "scoped", Role: transport.RoleRestore, Vaults: []string{"other"}}), metas, c.ChunkAddrs())
+	if _, _, err := scoped.Meta.(meta.GrantService).IssueGrant(ctx, "web01", s2.ID, 0); !errors.Is(err, meta.ErrDenied) {
+		t.Fatalf("grant for a vault outside the operator's scope: %v, want ErrDenied", err)
+	}
+	short, _, err := gs.IssueGrant(ctx, "web01", s2.ID, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.SetGrant(short)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := rc.Get(ctx, s2.Tree)
+		if err != nil && strings.Contains(err.Error(), "expired") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expired grant still serves reads (last: %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling an expiry by the node's clock
 	}
 }

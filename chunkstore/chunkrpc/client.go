@@ -38,6 +38,7 @@ type Client struct {
 	now   func() time.Time
 	next  atomic.Uint64
 	hedge *hedge.Delay
+	grant atomic.Pointer[[]byte] // restore grant sent with chunk.Get (SetGrant)
 	mu    struct {
 		sync.RWMutex
 		addrs   []string
@@ -294,7 +295,7 @@ func (cl *Client) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 // Get returns the chunk's bytes: ErrNotFound, ErrCorrupt, or ErrUnavailable when no
 // coordinator could answer.
 func (cl *Client) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
-	resp, err := hedged[chunkGetResp](ctx, cl, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id})
+	resp, err := hedged[chunkGetResp](ctx, cl, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id, Grant: cl.grantToken()})
 	if err != nil {
 		return nil, err
 	}

@@ -115,7 +115,8 @@ type chunkPutReq struct {
 }
 
 type chunkGetReq struct {
-	ID chunk.ID `cbor:"1,keyasint"`
+	ID    chunk.ID `cbor:"1,keyasint"`
+	Grant []byte   `cbor:"2,keyasint,omitempty"` // restore grant (restore operators)
 }
 
 type chunkGetResp struct {

@@ -15,6 +15,7 @@ import (
 type Server struct {
 	shards chunkstore.ShardStore
 	chunks chunkstore.Store
+	grants *grantGate // nil: restore-operator peers are refused (see EnableGrants)
 }
 
 var _ transport.Handler = (*Server)(nil)
@@ -53,6 +54,23 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		}
 		out, err = s.serveShard(ctx, method, body)
 	case MethodChunkPut, MethodChunkGet, MethodChunkHas:
+		if peer.Role == transport.RoleRestore {
+			// Restore operators read through grants only: no writes, no existence probes.
+			if method != MethodChunkGet {
+				return nil, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal)
+			}
+			var req chunkGetReq
+			if err := decode(method, body, &req); err != nil {
+				return nil, err
+			}
+			if err := s.checkGrant(ctx, peer, req.Grant, req.ID); err != nil {
+				var te *transport.Error
+				if errors.As(err, &te) {
+					return nil, err
+				}
+				return nil, &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
+			}
+		}
 		if s.chunks == nil {
 			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node does not coordinate chunks", method)
 		}

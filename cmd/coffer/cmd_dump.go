@@ -43,6 +43,9 @@ func (c *dumpCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.grantFor(ctx, snap); err != nil {
+		return err
+	}
 	if err := ag.Dump(ctx, snap, args[1], a.stdout); err != nil {
 		return fmt.Errorf("dump %s %s: %w", snap.ID.Str(), args[1], err)
 	}

@@ -60,6 +60,9 @@ func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.grantFor(ctx, snap); err != nil {
+		return err
+	}
 	emit := func(e client.Entry) error { return writeLsLine(a.stdout, e, a.loc) }
 	if a.g.json {
 		emit = func(e client.Entry) error { return writeJSON(a.stdout, newEntryJSON(e)) }

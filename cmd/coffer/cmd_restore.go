@@ -73,6 +73,9 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.grantFor(ctx, snap); err != nil {
+		return err
+	}
 	prog := newProgress(a)
 	var res client.RestoreResult
 	target := c.target

@@ -40,6 +40,7 @@ type session struct {
 	clusterMap placement.Map
 	chunkAddrs []string
 	agent      client.Config
+	role       transport.Role // the certificate's role
 }
 
 // connect builds a session: load config → identity → endpoint → meta client → cluster map
@@ -54,6 +55,7 @@ func connect(ctx context.Context, a *app) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
+	s.role = id.Role()
 	ep, err := cquic.New(cquic.Config{Identity: id, Logger: s.logger})
 	if err != nil {
 		return nil, fmt.Errorf("open endpoint: %w", err)

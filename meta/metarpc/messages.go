@@ -164,3 +164,20 @@ type (
 		As  *meta.Principal `cbor:"as,omitempty"`
 	}
 )
+
+// MethodIssueGrant carries meta.GrantService.
+const MethodIssueGrant = "meta.IssueGrant"
+
+type (
+	issueGrantReq struct {
+		Vault meta.VaultID    `cbor:"vault"`
+		ID    meta.SnapshotID `cbor:"id"`
+		TTL   int64           `cbor:"ttl"`
+		Fwd   bool            `cbor:"fwd,omitempty"`
+		As    *meta.Principal `cbor:"as,omitempty"`
+	}
+	issueGrantResp struct {
+		Token []byte     `cbor:"token"`
+		Grant meta.Grant `cbor:"grant"`
+	}
+)

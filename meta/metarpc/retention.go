@@ -15,6 +15,18 @@ var _ meta.RetentionService = (*Client)(nil)
 // method.
 func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, handled bool, err error) {
 	switch method {
+	case MethodIssueGrant:
+		svc, ok := h.svc.(meta.GrantService)
+		if !ok {
+			return nil, nil, true, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: %s: this server issues no grants", method)}
+		}
+		var r issueGrantReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		tok, g, err := svc.IssueGrant(ctx, r.Vault, r.ID, time.Duration(r.TTL))
+		return issueGrantResp{Token: tok, Grant: g}, markFwd(&r, &r.Fwd), true, err
 	case MethodDeleteVault, MethodUndeleteVault, MethodSetVaultPolicy:
 		out, fwd, err := h.serveVault(ctx, peer, method, body)
 		return out, fwd, true, err
@@ -158,4 +170,13 @@ func (cl *Client) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.Va
 	var out meta.Vault
 	err := cl.call(ctx, MethodSetVaultPolicy, setVaultPolicyReq{ID: id, Policy: p}, &out)
 	return out, err
+}
+
+var _ meta.GrantService = (*Client)(nil)
+
+// IssueGrant implements meta.GrantService.
+func (cl *Client) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, ttl time.Duration) ([]byte, meta.Grant, error) {
+	var out issueGrantResp
+	err := cl.call(ctx, MethodIssueGrant, issueGrantReq{Vault: vault, ID: id, TTL: int64(ttl)}, &out)
+	return out.Token, out.Grant, err
 }

@@ -136,3 +136,11 @@ func (s *Server) authorizeCommit(p meta.Principal, snap meta.Snapshot) error {
 	}
 	return nil
 }
+
+// auditOK records an action decided on the leader (a failure to record is logged).
+func (s *Server) auditOK(ctx context.Context, p meta.Principal, action string, vault meta.VaultID, target, reason string) {
+	e := meta.AuditEntry{Principal: p.Name, Role: p.Role, Action: action, Vault: vault, Target: target, Outcome: meta.AuditOK, Reason: reason}
+	if _, err := s.propose(timeoutOf(ctx), command.RecordAudit{Entry: e}); err != nil {
+		s.log.Warn("cannot record action in the audit log", "principal", p.Name, "action", action, "err", err)
+	}
+}

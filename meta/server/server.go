@@ -52,6 +52,9 @@ type Config struct {
 	TrailingLogs uint64
 	// TickInterval is how often the leader advances cluster time; zero = 1 s.
 	TickInterval time.Duration
+	// GrantKey signs restore grants (meta.GrantKey of the cluster secret); nil disables
+	// IssueGrant.
+	GrantKey []byte
 	// PeerApplied reports a peer's raft applied index (metarpc.PeerApplied does this over
 	// the network). AddVoter uses it to wait until a new non-voter has caught up; when nil,
 	// AddVoter cannot observe progress and refuses to promote.
