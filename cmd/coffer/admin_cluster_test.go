@@ -63,10 +63,7 @@ func TestAdminDrainDecommission(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "blob"), blob, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ag.Backup(ctx, client.BackupOptions{Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := backupOnce(t, ctx, ag, src)
 
 	env := map[string]string{}
 	cli := func(args ...string) (int, string, string) {
@@ -134,7 +131,7 @@ func TestAdminDrainDecommission(t *testing.T) {
 		return done == 6, out
 	})
 	target := filepath.Join(t.TempDir(), "restore")
-	if _, err := ag.Restore(ctx, res.Snapshot, client.RestoreOptions{Target: target}); err != nil {
+	if _, err := ag.Restore(ctx, snap, client.RestoreOptions{Target: target}); err != nil {
 		t.Fatal(err)
 	}
 	nodetest.CompareTrees(t, src, filepath.Join(target, "src"))
@@ -154,4 +151,22 @@ func TestAdminDrainDecommission(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit list:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// backupOnce backs src up. NB: under heavy load the meta client may retry a commit
+// that did succeed and report ErrExists; the committed snapshot is then the latest.
+func backupOnce(t *testing.T, ctx context.Context, ag *client.Agent, src string) meta.Snapshot {
+	t.Helper()
+	res, err := ag.Backup(ctx, client.BackupOptions{Paths: []string{src}})
+	if err == nil {
+		return res.Snapshot
+	}
+	if !errors.Is(err, meta.ErrExists) {
+		t.Fatal(err)
+	}
+	snaps, lerr := ag.Snapshots(ctx)
+	if lerr != nil || len(snaps) == 0 {
+		t.Fatalf("backup: %v; snapshots: %v", err, lerr)
+	}
+	return snaps[len(snaps)-1]
 }

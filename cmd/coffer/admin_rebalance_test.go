@@ -46,10 +46,7 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "blob"), blob, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ag.Backup(ctx, client.BackupOptions{Paths: []string{src}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := backupOnce(t, ctx, ag, src)
 	cli := func(args ...string) (int, string, string) {
 		return runCLI(t, map[string]string{}, append([]string{"--config", node.DevClientConfig(c.Dir)}, args...)...)
 	}
@@ -103,7 +100,7 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 		t.Fatalf("apply: exit %d, %s %s", code, out, errOut)
 	}
 	wg.Go(func() {
-		_, restoreErr = ag.Restore(ctx, res.Snapshot, client.RestoreOptions{Target: during})
+		_, restoreErr = ag.Restore(ctx, snap, client.RestoreOptions{Target: during})
 	})
 	poll(t, 3*time.Minute, "rebalance done", done)
 	took := time.Since(start)
@@ -124,7 +121,7 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 		}
 	}
 	after := filepath.Join(t.TempDir(), "after")
-	if _, err := ag.Restore(ctx, res.Snapshot, client.RestoreOptions{Target: after}); err != nil {
+	if _, err := ag.Restore(ctx, snap, client.RestoreOptions{Target: after}); err != nil {
 		t.Fatal(err)
 	}
 	nodetest.CompareTrees(t, src, filepath.Join(after, "src"))
