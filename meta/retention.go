@@ -159,4 +159,7 @@ type RetentionService interface {
 	// AuditLog returns up to limit entries after sequence number after, oldest first
 	// (admin only; limit <= 0 means all).
 	AuditLog(ctx context.Context, after uint64, limit int) ([]AuditEntry, error)
+	// RecordRefusal appends a refusal decided outside the meta group (a chunk node
+	// refusing a shard delete) to the audit log; node principals only.
+	RecordRefusal(ctx context.Context, e AuditEntry) error
 }

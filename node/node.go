@@ -143,6 +143,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	cs := chunkrpc.NewServer(local, n.chunks)
 	grantKey := meta.GrantKey(secret)
 	cs.EnableGrants(grantKey, time.Now)
+	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 	mux.Handle("shard", cs)
 	mux.Handle("chunk", cs)
 	mux.Handle("node", transport.HandlerFunc(n.serveNode))

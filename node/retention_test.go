@@ -18,6 +18,7 @@ import (
 	"github.com/cofferhq/coffer/node/nodetest"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
+	cquic "github.com/cofferhq/coffer/transport/quic"
 )
 
 // identityFor issues a certificate from the dev cluster's CA.
@@ -226,5 +227,39 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 			t.Fatalf("expired grant still serves reads (last: %v)", err)
 		}
 		time.Sleep(20 * time.Millisecond) // polling an expiry by the node's clock
+	}
+
+	// A direct shard delete from the agent's or the admin's certificate is refused by the
+	// chunk node and lands in the audit log.
+	for _, id := range []*pki.Identity{agentID, identityFor(t, c, pki.IssueRequest{CommonName: "ops2", Role: transport.RoleAdmin})} {
+		ep, err := cquic.New(cquic.Config{Identity: id, Logger: nodetest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		err = chunkrpc.NewShardClient(ep, c.ChunkAddrs()[0]).DeleteShards(ctx, []chunkstore.ShardKey{{ID: s2.Tree, Index: 0}})
+		if transport.CodeOf(err) != transport.PermissionDenied {
+			t.Fatalf("shard delete by %s: %v, want PermissionDenied", id.Principal(), err)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		es, err := adm.AuditLog(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range es {
+			if e.Action == chunkrpc.MethodShardDelete && e.Outcome == meta.AuditRefused {
+				seen[e.Principal] = true
+			}
+		}
+		if seen["web01"] && seen["ops2"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refused shard deletes not audited: %v", seen)
+		}
+		time.Sleep(20 * time.Millisecond) // the chunk node records the refusal asynchronously
 	}
 }

@@ -16,6 +16,23 @@ type Server struct {
 	shards chunkstore.ShardStore
 	chunks chunkstore.Store
 	grants *grantGate // nil: restore-operator peers are refused (see EnableGrants)
+	// refused, when set, is told of every request refused for its peer's role (see
+	// OnRefused).
+	refused func(peer transport.Peer, method, reason string)
+}
+
+// OnRefused sets fn to be called (synchronously, keep it short) for each request refused
+// because of its peer's role: a non-node touching shards, a restore operator writing or
+// reading without a valid grant. The node records them in the audit log. Call before
+// serving.
+func (s *Server) OnRefused(fn func(peer transport.Peer, method, reason string)) { s.refused = fn }
+
+// refuse reports err (a role refusal) to the hook and returns it.
+func (s *Server) refuse(peer transport.Peer, method string, err error) error {
+	if s.refused != nil {
+		s.refused(peer, method, err.Error())
+	}
+	return err
 }
 
 var _ transport.Handler = (*Server)(nil)
@@ -47,7 +64,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 	switch method {
 	case MethodShardPut, MethodShardGet, MethodShardHas, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
 		if peer.Role != transport.RoleNode {
-			return nil, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal)
+			return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal))
 		}
 		if s.shards == nil {
 			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node stores no shards", method)
@@ -57,7 +74,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		if peer.Role == transport.RoleRestore {
 			// Restore operators read through grants only: no writes, no existence probes.
 			if method != MethodChunkGet {
-				return nil, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal)
+				return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal))
 			}
 			var req chunkGetReq
 			if err := decode(method, body, &req); err != nil {
@@ -66,6 +83,9 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 			if err := s.checkGrant(ctx, peer, req.Grant, req.ID); err != nil {
 				var te *transport.Error
 				if errors.As(err, &te) {
+					if te.Code == transport.PermissionDenied {
+						return nil, s.refuse(peer, method, err)
+					}
 					return nil, err
 				}
 				return nil, &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}

@@ -181,3 +181,12 @@ type (
 		Grant meta.Grant `cbor:"grant"`
 	}
 )
+
+// MethodRecordRefusal carries meta.RetentionService.RecordRefusal.
+const MethodRecordRefusal = "meta.RecordRefusal"
+
+type recordRefusalReq struct {
+	Entry meta.AuditEntry `cbor:"entry"`
+	Fwd   bool            `cbor:"fwd,omitempty"`
+	As    *meta.Principal `cbor:"as,omitempty"`
+}

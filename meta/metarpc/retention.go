@@ -30,7 +30,7 @@ func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method
 	case MethodDeleteVault, MethodUndeleteVault, MethodSetVaultPolicy:
 		out, fwd, err := h.serveVault(ctx, peer, method, body)
 		return out, fwd, true, err
-	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog:
+	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog, MethodRecordRefusal:
 	default:
 		return nil, nil, false, nil
 	}
@@ -71,6 +71,14 @@ func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method
 		ctx := h.authenticate(ctx, peer, &r.As)
 		s, err := svc.SetHold(ctx, r.Vault, r.ID, r.Hold, r.Reason)
 		return s, markFwd(&r, &r.Fwd), true, err
+	case MethodRecordRefusal:
+		var r recordRefusalReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		err := svc.RecordRefusal(ctx, r.Entry)
+		return empty{}, markFwd(&r, &r.Fwd), true, err
 	default: // MethodAuditLog
 		var r auditLogReq
 		if err := decode(body, &r); err != nil {
@@ -179,4 +187,9 @@ func (cl *Client) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.Sn
 	var out issueGrantResp
 	err := cl.call(ctx, MethodIssueGrant, issueGrantReq{Vault: vault, ID: id, TTL: int64(ttl)}, &out)
 	return out.Token, out.Grant, err
+}
+
+// RecordRefusal implements meta.RetentionService.
+func (cl *Client) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
+	return cl.call(ctx, MethodRecordRefusal, recordRefusalReq{Entry: e}, nil)
 }

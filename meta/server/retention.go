@@ -144,3 +144,19 @@ func (s *Server) auditOK(ctx context.Context, p meta.Principal, action string, v
 		s.log.Warn("cannot record action in the audit log", "principal", p.Name, "action", action, "err", err)
 	}
 }
+
+// RecordRefusal appends a refusal decided elsewhere in the cluster (a chunk node refusing
+// a shard delete or a write) to the audit log. Only nodes (and in-process callers) may.
+func (s *Server) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
+	if err := s.leaderWrite(); err != nil {
+		return err
+	}
+	p := meta.PrincipalFrom(ctx)
+	if p.Role != meta.RoleNode && p.Role != meta.RoleSystem {
+		return fmt.Errorf("%w: %s may not record audit entries", meta.ErrDenied, p)
+	}
+	e.Outcome = meta.AuditRefused
+	e.Reason = fmt.Sprintf("%s (reported by %s)", e.Reason, p.Name)
+	_, err := s.propose(timeoutOf(ctx), command.RecordAudit{Entry: e})
+	return err
+}
