@@ -183,6 +183,13 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 		return zero, fmt.Errorf("chunkrpc: %s: %w", method, err)
 	}
 	req = cbor.RawMessage(raw)
+	// NB: encoded once, here: attempts may still be running after hedged returns, and
+	// must not read req, which the caller owns again by then.
+	enc, err := wire.Marshal(req)
+	if err != nil {
+		return zero, fmt.Errorf("chunkrpc: %s: encode request: %v: %w", method, err, chunkstore.ErrInvalid)
+	}
+	body := cbor.RawMessage(enc)
 	order := cl.order(addrs)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -202,7 +209,7 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 		go func() {
 			start := time.Now()
 			var resp R
-			err := call(cctx, cl.c, addr, method, req, &resp)
+			err := call(cctx, cl.c, addr, method, body, &resp)
 			if err == nil {
 				cl.hedge.Observe(time.Since(start))
 			}

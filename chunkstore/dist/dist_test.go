@@ -707,3 +707,26 @@ func TestGetHedgesAroundSilentNode(t *testing.T) {
 		t.Fatalf("silent node asked again %d times right after it stalled a read", n)
 	}
 }
+
+// TestGetReadsNodesTheMapStillMarksDown: the map lags a node that has come back; when
+// the other nodes cannot supply k shards, Get still asks the nodes the map marks down.
+func TestGetReadsNodesTheMapStillMarksDown(t *testing.T) {
+	c := newCluster(t, 6, placement.Profile{K: 4, M: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ch := randChunk(rand.New(rand.NewPCG(6, 6)), 200<<10)
+	if err := c.st.Put(ctx, []chunkstore.Chunk{ch}); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := c.st.Locate(ch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setState(t, nodes[0].ID, placement.StateDown) // back, but the map does not know yet
+	c.setState(t, nodes[1].ID, placement.StateDown)
+	c.nodes[nodes[2].ID].down.Store(true) // really unreachable
+	got, err := c.st.Get(ctx, ch.ID)
+	if err != nil || !bytes.Equal(got, ch.Data) {
+		t.Fatalf("get with two map-down but live nodes and one dead: %v", err)
+	}
+}

@@ -215,7 +215,7 @@ func (g *getter) read(i int) fetched { return g.readFrom(g.nodes[i], i) }
 // readFrom fetches shard i from node nd and checks it against the layout.
 func (g *getter) readFrom(nd placement.Node, i int) fetched {
 	f := fetched{tried: true}
-	st, err := g.s.shardStore(nd)
+	st, err := g.s.readStore(nd)
 	if err != nil {
 		f.err = err
 		return f

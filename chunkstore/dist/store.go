@@ -205,6 +205,18 @@ func (s *Store) Locate(id chunk.ID) ([]placement.Node, error) {
 
 // shardStore returns the node's store, or an error wrapping chunkstore.ErrUnavailable
 // when the node is marked down or has no store.
+// readStore is shardStore for reads: a node the map marks down is still asked (last;
+// see Get's order), because the map lags a node that has come back (after a restart
+// the leader marks it active again only once gossip has seen it for a while). While the
+// node really is dead the shard store behind it fails fast (node/peers.go).
+func (s *Store) readStore(n placement.Node) (chunkstore.ShardStore, error) {
+	st := s.cfg.Shards(n)
+	if st == nil {
+		return nil, fmt.Errorf("node %s has no shard store: %w", n.ID, chunkstore.ErrUnavailable)
+	}
+	return st, nil
+}
+
 func (s *Store) shardStore(n placement.Node) (chunkstore.ShardStore, error) {
 	if n.State == placement.StateDown {
 		return nil, fmt.Errorf("node %s is down: %w", n.ID, chunkstore.ErrUnavailable)
