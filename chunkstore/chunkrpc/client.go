@@ -176,13 +176,6 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 	if len(addrs) == 0 {
 		return zero, fmt.Errorf("chunkrpc: %s: no coordinator addresses: %w", method, chunkstore.ErrUnavailable)
 	}
-	// Encode the request once, now: hedged attempts may still be starting after this
-	// function returned, and the caller may reuse req's memory by then.
-	raw, err := wire.Marshal(req)
-	if err != nil {
-		return zero, fmt.Errorf("chunkrpc: %s: %w", method, err)
-	}
-	req = cbor.RawMessage(raw)
 	// NB: encoded once, here: attempts may still be running after hedged returns, and
 	// must not read req, which the caller owns again by then.
 	enc, err := wire.Marshal(req)
