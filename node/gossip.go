@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -30,6 +32,9 @@ type gossipMeta struct {
 type gossip struct {
 	ml     *memberlist.Memberlist
 	events *gossipEvents
+	seeds  []string
+	log    *slog.Logger
+	joined atomic.Bool // a seed answered a join
 }
 
 // gossipEvents records the last known state of every member ever seen. memberlist calls
@@ -134,12 +139,38 @@ func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logge
 			seeds = append(seeds, s)
 		}
 	}
+	g := &gossip{ml: ml, events: events, seeds: seeds, log: logger}
 	if len(seeds) > 0 {
-		if _, err := ml.Join(seeds); err != nil {
-			logger.Info("gossip join incomplete; peers will find this node", "err", err)
+		if n, err := ml.Join(seeds); err != nil || n == 0 {
+			logger.Info("gossip join incomplete; retrying in the background", "err", err)
+		} else {
+			g.joined.Store(true)
 		}
 	}
-	return &gossip{ml: ml, events: events}, nil
+	return g, nil
+}
+
+// rejoin retries joining the seeds every 2 s until one answers or ctx is done. A node
+// that started before every seed would otherwise stay unknown to them (and to the meta
+// leader's failure detection) until some other member happened to gossip about it.
+func (g *gossip) rejoin(ctx context.Context) {
+	if len(g.seeds) == 0 || g.joined.Load() {
+		return
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := g.ml.Join(g.seeds); err == nil && n > 0 {
+			g.joined.Store(true)
+			g.log.Info("gossip joined", "seeds", n)
+			return
+		}
+	}
 }
 
 // alive reports whether gossip considers id alive (or suspect). Members never seen count

@@ -192,6 +192,11 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.refreshMap(ctx)
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.gossip.rejoin(ctx)
+	}()
 	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip)
 	return n, nil
 }
