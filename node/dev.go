@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -120,8 +121,16 @@ func DevInit(o DevOptions, now time.Time) error {
 	for i := 1; i <= o.Chunk; i++ {
 		specs = append(specs, spec{id: fmt.Sprintf("chunk-%d", i), roles: []Role{RoleChunk}})
 	}
+	// NB: every picked port stays bound until all are picked, so no two nodes get the
+	// same one (a port closed right after picking is free to be picked again).
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 	for i := range specs {
-		q, g, err := freePorts(o.Host)
+		q, g, err := freePorts(o.Host, &held)
 		if err != nil {
 			return err
 		}
@@ -203,12 +212,14 @@ func DevInit(o DevOptions, now time.Time) error {
 }
 
 // freePorts picks a free UDP port (QUIC) and a port free on both TCP and UDP (gossip).
-func freePorts(host string) (quicPort, gossipPort int, err error) {
+// The sockets that reserve them are appended to held; the caller closes them once every
+// port is picked.
+func freePorts(host string, held *[]io.Closer) (quicPort, gossipPort int, err error) {
 	u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, 0, fmt.Errorf("node: dev: pick port: %w", err)
 	}
-	defer u.Close()
+	*held = append(*held, u)
 	quicPort = u.LocalAddr().(*net.UDPAddr).Port
 	for range 50 {
 		t, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -217,13 +228,11 @@ func freePorts(host string) (quicPort, gossipPort int, err error) {
 		}
 		p := t.Addr().(*net.TCPAddr).Port
 		gu, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(p)))
-		t.Close()
 		if err == nil {
-			gu.Close()
-			if p != quicPort {
-				return quicPort, p, nil
-			}
+			*held = append(*held, t, gu)
+			return quicPort, p, nil
 		}
+		t.Close()
 	}
 	return 0, 0, fmt.Errorf("node: dev: no free gossip port on %s", host)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,13 +80,27 @@ func Logger(t testing.TB) *slog.Logger {
 // and stops it when the test ends.
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
-	dir := t.TempDir()
-	if err := node.DevInit(node.DevOptions{Dir: dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining}, time.Now()); err != nil {
-		t.Fatalf("nodetest: init: %v", err)
-	}
-	c := &Cluster{Dir: dir, t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
+	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
 		DownOut: o.DownOut, RepairInterval: o.RepairInterval}}
-	c.start()
+	// NB: ports are picked free at init and bound at start; another process (tests of
+	// other packages run in parallel) may take one in between. Then init again with
+	// fresh ports, a few times.
+	for attempt := 1; ; attempt++ {
+		c.Dir = t.TempDir()
+		if err := node.DevInit(node.DevOptions{Dir: c.Dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining}, time.Now()); err != nil {
+			t.Fatalf("nodetest: init: %v", err)
+		}
+		d, err := node.StartDev(c.Dir, c.deps)
+		if err == nil {
+			c.Dev = d
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("nodetest: start: %v", err)
+		}
+		t.Logf("nodetest: start: %v; initialising again with other ports", err)
+	}
+	c.WaitReady()
 	t.Cleanup(func() {
 		if err := c.Dev.Close(); err != nil {
 			t.Logf("nodetest: close: %v", err)
