@@ -33,6 +33,9 @@ type faultShards struct {
 	silentNode atomic.Bool
 	hanging    atomic.Int64
 	getCalls   atomic.Int64
+	// gate, when set, holds GetShard until it is closed; onGet runs at each GetShard.
+	gate  chan struct{}
+	onGet func()
 	puts       atomic.Int64
 	// inflight and peak count concurrent PutShards calls across all nodes sharing
 	// the counters.
@@ -69,6 +72,16 @@ func (f *faultShards) PutShards(ctx context.Context, s []chunkstore.Shard) error
 
 func (f *faultShards) GetShard(ctx context.Context, k chunkstore.ShardKey) (chunkstore.Shard, error) {
 	f.getCalls.Add(1)
+	if f.onGet != nil {
+		f.onGet()
+	}
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return chunkstore.Shard{}, ctx.Err()
+		}
+	}
 	if f.silentNode.Load() {
 		f.hanging.Add(1)
 		defer f.hanging.Add(-1)
@@ -728,5 +741,31 @@ func TestGetReadsNodesTheMapStillMarksDown(t *testing.T) {
 	got, err := c.st.Get(ctx, ch.ID)
 	if err != nil || !bytes.Equal(got, ch.Data) {
 		t.Fatalf("get with two map-down but live nodes and one dead: %v", err)
+	}
+}
+
+// TestGetKeepsSlowReadsForLaterRounds: a read that was still running when k other
+// shards came back is not written off. Here one shard is slow, one silently wrong and
+// one unreachable, so the slow shard is needed once the first k fail their CRC.
+func TestGetKeepsSlowReadsForLaterRounds(t *testing.T) {
+	c := newCluster(t, 6, placement.Profile{K: 4, M: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ch := randChunk(rand.New(rand.NewPCG(7, 7)), 256<<10)
+	if err := c.st.Put(ctx, []chunkstore.Chunk{ch}); err != nil {
+		t.Fatal(err)
+	}
+	slow, wrong, dead := c.nodeOf(t, ch.ID, 1), c.nodeOf(t, ch.ID, 4), c.nodeOf(t, ch.ID, 5)
+	wrong.mark("silent", chunkstore.ShardKey{ID: ch.ID, Index: 4})
+	dead.down.Store(true)
+	// The slow read answers only once the CRC check of the first k shards (0, 2, 3 and
+	// the hedged 4) has failed and the last shard is asked for.
+	gate := make(chan struct{})
+	var once sync.Once
+	slow.gate = gate
+	dead.onGet = func() { once.Do(func() { close(gate) }) }
+	got, err := c.st.Get(ctx, ch.ID)
+	if err != nil || !bytes.Equal(got, ch.Data) {
+		t.Fatalf("get: %v", err)
 	}
 }

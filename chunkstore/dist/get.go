@@ -43,6 +43,16 @@ type getter struct {
 	next  int   // order[next:] are not tried yet
 	// fellBack is set once shards were looked for off the current placement.
 	fellBack bool
+	// Reads in flight: they report on results and stay pending across fetch calls
+	// (a read left behind by one fetch may still supply the shard a later one needs).
+	results chan readResult
+	pending map[int]bool
+}
+
+// readResult is the outcome of one shard read started by fetch.
+type readResult struct {
+	i int
+	f fetched
 }
 
 // Get returns the chunk's bytes (a new slice the caller owns).
@@ -92,7 +102,13 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 			}
 		}
 	}
-	return g.run()
+	data, err := g.run()
+	// Reads still in flight are cancelled on return; their nodes were slower than k
+	// others, so the next reads try them last.
+	for i := range g.pending {
+		s.markSilent(g.nodes[i].ID)
+	}
+	return data, err
 }
 
 func (g *getter) run() ([]byte, error) {
@@ -107,7 +123,7 @@ func (g *getter) run() ([]byte, error) {
 			}
 			break // a silent error somewhere: try every combination below
 		}
-		if g.next == len(g.order) {
+		if g.next == len(g.order) && len(g.pending) == 0 {
 			if g.fallback() {
 				continue
 			}
@@ -118,7 +134,7 @@ func (g *getter) run() ([]byte, error) {
 
 	// Some shard decoded wrong without reporting an error. Read the rest and try other
 	// combinations of k shards of each stripe.
-	g.fetch(len(g.order) - g.next)
+	g.fetch(len(g.order) - g.next + len(g.pending))
 	tries := 0
 	for _, st := range g.stripes() {
 		members := g.members(st)
@@ -150,37 +166,35 @@ func (g *getter) run() ([]byte, error) {
 	return nil, g.failure(true)
 }
 
-// fetch reads untried shards in parallel until n of them came back usable or none is
-// left to try: n at first, one more for each failure, and one more each hedge delay
-// (HedgeDelay, or longer when reads are slow) during which no read answered (a node that died silently answers nothing until a
-// transport timeout). Reads still running when it returns are abandoned: recorded as
-// unavailable, cancelled when Get returns.
+// fetch waits until n more shards have come back usable, or no read is in flight and
+// none is left to start. It starts reads so that n are in flight (counting reads left
+// from earlier calls), one more for each failure, and one more each hedge delay
+// (HedgeDelay, or longer when reads are slow) during which no read answered: a node
+// that died silently answers nothing until a transport timeout. Reads still running
+// when it returns stay pending for later calls; Get cancels them when it returns.
 func (g *getter) fetch(n int) {
-	type result struct {
-		i int
-		f fetched
+	if g.results == nil {
+		g.results = make(chan readResult, g.l.n) // each shard is read at most once
+		g.pending = map[int]bool{}
 	}
-	ch := make(chan result, len(g.order)-g.next) // buffered: abandoned reads never block
-	pending := map[int]bool{}
 	launch := func() bool {
-		if g.next == len(g.order) || len(pending) >= g.s.cfg.MaxParallel {
+		if g.next == len(g.order) || len(g.pending) >= g.s.cfg.MaxParallel {
 			return false
 		}
 		i := g.order[g.next]
 		g.next++
-		pending[i] = true
+		g.pending[i] = true
 		go func() {
 			start := time.Now()
 			f := g.read(i)
 			if f.err == nil {
 				g.s.hedge.Observe(time.Since(start))
 			}
-			ch <- result{i, f}
+			g.results <- readResult{i, f}
 		}()
 		return true
 	}
-	for range n {
-		launch()
+	for len(g.pending) < n && launch() {
 	}
 	var hedge <-chan time.Time
 	if g.s.cfg.HedgeDelay > 0 {
@@ -189,23 +203,19 @@ func (g *getter) fetch(n int) {
 		hedge = t.C
 	}
 	got := 0
-	for got < n && len(pending) > 0 {
+	for got < n && len(g.pending) > 0 {
 		select {
-		case r := <-ch:
-			delete(pending, r.i)
+		case r := <-g.results:
+			delete(g.pending, r.i)
 			g.res[r.i] = r.f
 			if r.f.err == nil {
 				got++
-			} else {
+			} else if len(g.pending) < n-got {
 				launch()
 			}
 		case <-hedge:
 			launch()
 		}
-	}
-	for i := range pending {
-		g.res[i] = fetched{tried: true, err: fmt.Errorf("node %s shard %d: abandoned, other shards answered first: %w", g.nodes[i].ID, i, chunkstore.ErrUnavailable)}
-		g.s.markSilent(g.nodes[i].ID)
 	}
 }
 
