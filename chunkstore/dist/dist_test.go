@@ -36,7 +36,7 @@ type faultShards struct {
 	// gate, when set, holds GetShard until it is closed; onGet runs at each GetShard.
 	gate  chan struct{}
 	onGet func()
-	puts       atomic.Int64
+	puts  atomic.Int64
 	// inflight and peak count concurrent PutShards calls across all nodes sharing
 	// the counters.
 	inflight, peak *atomic.Int64
