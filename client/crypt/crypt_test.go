@@ -99,7 +99,11 @@ func TestSealOpenRoundTrip(t *testing.T) {
 }
 
 // TestSealRandomNonce: sealing the same chunk twice gives different envelopes that both open.
-func TestSealRandomNonce(t *testing.T) {
+// TestSealIsDeterministic: sealing the same chunk twice gives the same envelope (so shards
+// of an interrupted upload agree with a rerun's), while different bodies under one chunk
+// key (here: the same plaintext stored compressed and uncompressed, as another compressor
+// version might) never share a nonce.
+func TestSealIsDeterministic(t *testing.T) {
 	k := DeriveKeys(testMaster(1))
 	p := textBytes(9, 10000)
 	id := k.ChunkID(p)
@@ -111,13 +115,34 @@ func TestSealRandomNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Equal(a[offNonce:headerSize], b[offNonce:headerSize]) || bytes.Equal(a, b) {
-		t.Fatalf("two seals share a nonce")
+	if !bytes.Equal(a, b) {
+		t.Fatalf("two seals of one chunk differ")
 	}
-	for _, s := range [][]byte{a, b} {
-		if _, err := k.Open(nil, id, s); err != nil {
-			t.Fatal(err)
+	if a[offComp] != compZstd {
+		t.Fatalf("text was not compressed (comp %d)", a[offComp])
+	}
+	other := DeriveKeys(testMaster(1))
+	other.comp = nil // seal without compression: another body under the same chunk key
+	c, err := other.Seal(nil, id, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a[offNonce:headerSize], c[offNonce:headerSize]) {
+		t.Fatalf("different bodies under one chunk key share a nonce")
+	}
+	for _, s := range [][]byte{a, c} {
+		if got, err := k.Open(nil, id, s); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("open: %v", err)
 		}
+	}
+	// Other plaintexts get other nonces.
+	q := textBytes(10, 10000)
+	d, err := k.Seal(nil, k.ChunkID(q), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a[offNonce:headerSize], d[offNonce:headerSize]) {
+		t.Fatalf("two chunks share a nonce")
 	}
 }
 

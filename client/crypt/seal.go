@@ -3,11 +3,13 @@ package crypt
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
+	"crypto/hmac"
 	"encoding/binary"
 	"fmt"
 	"slices"
 	"unsafe"
+
+	sha256simd "github.com/minio/sha256-simd"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
@@ -39,8 +41,9 @@ const (
 // Seal appends the sealed envelope of plain to dst and returns the extended slice. id must
 // be k.ChunkID(plain): the per-chunk key is derived from it and Open checks the content
 // against it (Seal does not recompute it). plain is compressed with zstd when that saves at
-// least 1/8 of it, then encrypted with AES-256-GCM under the per-chunk key and a random
-// 96-bit nonce.
+// least 1/8 of it, then encrypted with AES-256-GCM under the per-chunk key and a 96-bit
+// synthetic nonce (a MAC of header and body), so sealing the same chunk twice gives the
+// same envelope.
 //
 // plain is only read. If dst has enough spare capacity (len(plain)+Overhead plus a little
 // compression slack, see FORMAT.md) Seal allocates nothing; otherwise it grows dst once.
@@ -62,18 +65,25 @@ func (k *Keys) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
 	hdr[offVersion] = envVersion
 	binary.BigEndian.PutUint32(hdr[offGen:], k.gen)
 	hdr[offComp] = compNone
-	nonce := hdr[offNonce:headerSize]
-	// NB: crypto/rand.Read never returns an error since Go 1.24 (it crashes the program
-	// instead); the check is for the documented signature.
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, fmt.Errorf("crypt: seal chunk %s: nonce: %w", id.Str(), err)
-	}
 	body := plain
 	if z := k.comp.compress(out[len(out):cap(out)], plain); z != nil {
 		hdr[offComp] = compZstd
 		body = z // lives at out[len(out):]: GCM seals it in place
 	}
-	aead, err := k.chunkAEAD(id)
+	var key [KeySize]byte
+	k.chunkKey(id, &key)
+	// Synthetic nonce (SIV-style): a MAC of the header and body under the chunk key. Two
+	// seals of the same chunk give the same envelope, so the k+m shards an interrupted
+	// upload left behind agree with the ones a rerun writes; two different bodies under
+	// one chunk key (another compressor version) get different nonces.
+	nonce := hdr[offNonce:headerSize]
+	mac := hmac.New(sha256simd.New, key[:])
+	mac.Write([]byte(nonceDomain))
+	mac.Write(hdr[:offNonce])
+	mac.Write(body)
+	var sum [sha256simd.Size]byte
+	copy(nonce, mac.Sum(sum[:0]))
+	aead, err := newGCM(&key)
 	if err != nil {
 		return nil, fmt.Errorf("crypt: seal chunk %s: %w", id.Str(), err)
 	}
@@ -160,6 +170,13 @@ func (k *Keys) putScratch(sp *[]byte, z []byte) {
 func (k *Keys) chunkAEAD(id chunk.ID) (cipher.AEAD, error) {
 	var key [KeySize]byte
 	k.chunkKey(id, &key)
+	return newGCM(&key)
+}
+
+// nonceDomain separates the synthetic-nonce MAC from every other use of a chunk key.
+const nonceDomain = "coffer chunk nonce v1\x00"
+
+func newGCM(key *[KeySize]byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		return nil, err
