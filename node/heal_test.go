@@ -55,7 +55,11 @@ func allHealthy(t *testing.T, c *nodetest.Cluster) (bool, string) {
 	if m == nil {
 		return false, "no leader"
 	}
-	reps, err := c.Leader().Meta().PGHealth(ctxT(t, 10*time.Second))
+	l := c.Leader()
+	if l == nil { // leadership moved since leaderMap
+		return false, "no leader"
+	}
+	reps, err := l.Meta().PGHealth(ctxT(t, 10*time.Second))
 	if err != nil {
 		return false, err.Error()
 	}
@@ -212,10 +216,20 @@ func TestHealAfterNodeLoss(t *testing.T) {
 	checkPlacement(t, c)
 	restoreAndCompare(t, a, snap, src)
 
-	audit, err := c.Leader().Meta().AuditLog(ctxT(t, 10*time.Second), 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// NB: leadership may move while nodes restart: ask whichever node leads now.
+	var audit []meta.AuditEntry
+	waitFor(t, 30*time.Second, "the audit log from the leader", func() (bool, string) {
+		l := c.Leader()
+		if l == nil {
+			return false, "no leader"
+		}
+		a, err := l.Meta().AuditLog(ctxT(t, 10*time.Second), 0, 0)
+		if err != nil {
+			return false, err.Error()
+		}
+		audit = a
+		return true, ""
+	})
 	seen := map[string]bool{}
 	for _, e := range audit {
 		seen[e.Action+" "+e.Target] = true
