@@ -630,20 +630,6 @@ func TestCancelled(t *testing.T) {
 	}
 }
 
-func TestCombinations(t *testing.T) {
-	var got [][]int
-	combinations(4, 2, func(p []int) bool { got = append(got, slices.Clone(p)); return true })
-	want := [][]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}
-	if !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("combinations(4,2) = %v", got)
-	}
-	n := 0
-	combinations(11, 8, func([]int) bool { n++; return n < 5 })
-	if n != 5 {
-		t.Fatalf("stop after 5: %d calls", n)
-	}
-}
-
 func benchCluster(b *testing.B) (*cluster, []chunkstore.Chunk) {
 	c := newCluster(b, 6, placement.DefaultProfile)
 	r := rand.New(rand.NewPCG(20, 20))

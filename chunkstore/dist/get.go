@@ -142,7 +142,7 @@ func (g *getter) run() ([]byte, error) {
 			continue
 		}
 		var found []byte
-		combinations(len(members), g.l.k, func(pick []int) bool {
+		erasure.Combinations(len(members), g.l.k, func(pick []int) bool {
 			if tries++; tries > maxCombinations {
 				return false
 			}
@@ -426,32 +426,4 @@ func (g *getter) failure(crcFailed bool) error {
 		msg += "; first error: " + first.Error()
 	}
 	return fmt.Errorf("%s: %w", msg, kind)
-}
-
-// combinations calls fn with each k-subset of [0, n) in lexicographic order until fn
-// returns false. The slice passed to fn is reused between calls.
-func combinations(n, k int, fn func([]int) bool) {
-	if k > n || k <= 0 {
-		return
-	}
-	pick := make([]int, k)
-	for i := range pick {
-		pick[i] = i
-	}
-	for {
-		if !fn(pick) {
-			return
-		}
-		i := k - 1
-		for i >= 0 && pick[i] == n-k+i {
-			i--
-		}
-		if i < 0 {
-			return
-		}
-		pick[i]++
-		for j := i + 1; j < k; j++ {
-			pick[j] = pick[j-1] + 1
-		}
-	}
 }

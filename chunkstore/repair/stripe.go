@@ -274,7 +274,7 @@ func (w *Worker) rebuild(ctx context.Context, s *stripe, desired []placement.Nod
 		}
 		var out [][]byte
 		tries := 0
-		combinations(len(idx), k, func(pick []int) bool {
+		erasure.Combinations(len(idx), k, func(pick []int) bool {
 			if tries++; tries > maxCombinations {
 				return false
 			}
@@ -341,32 +341,4 @@ func (w *Worker) read(ctx context.Context, nd placement.Node, s *stripe, i int, 
 		return nil, fmt.Errorf("repair: node %s shard %s/%d does not match its stripe: %w", nd.ID, s.id.Str(), i, chunkstore.ErrCorrupt)
 	}
 	return sh.Data, nil
-}
-
-// combinations calls fn with each k-subset of [0, n) in lexicographic order until fn
-// returns false. The slice passed to fn is reused.
-func combinations(n, k int, fn func([]int) bool) {
-	if k > n || k <= 0 {
-		return
-	}
-	pick := make([]int, k)
-	for i := range pick {
-		pick[i] = i
-	}
-	for {
-		if !fn(pick) {
-			return
-		}
-		i := k - 1
-		for i >= 0 && pick[i] == n-k+i {
-			i--
-		}
-		if i < 0 {
-			return
-		}
-		pick[i]++
-		for j := i + 1; j < k; j++ {
-			pick[j] = pick[j-1] + 1
-		}
-	}
 }
