@@ -33,19 +33,11 @@ func (c *dumpCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) != 2 {
 		return usagef(dumpSpec(), "dump needs SNAP and FILE, got %d arguments", len(args))
 	}
-	s, ag, err := openAgent(ctx, a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0])
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	defer ag.Close()
-	snap, err := ag.FindSnapshot(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	if err := s.grantFor(ctx, snap); err != nil {
-		return err
-	}
+	defer done()
 	if err := ag.Dump(ctx, snap, args[1], a.stdout); err != nil {
 		return fmt.Errorf("dump %s %s: %w", snap.ID.Str(), args[1], err)
 	}

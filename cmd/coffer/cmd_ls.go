@@ -50,19 +50,11 @@ func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) == 2 {
 		path = args[1]
 	}
-	s, ag, err := openAgent(ctx, a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0])
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	defer ag.Close()
-	snap, err := ag.FindSnapshot(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	if err := s.grantFor(ctx, snap); err != nil {
-		return err
-	}
+	defer done()
 	emit := func(e client.Entry) error { return writeLsLine(a.stdout, e, a.loc) }
 	if a.g.json {
 		emit = func(e client.Entry) error { return writeJSON(a.stdout, newEntryJSON(e)) }

@@ -63,19 +63,11 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	} else if c.target == "" {
 		return usagef(restoreSpec(), "restore needs --target DIR (or --image FILE)")
 	}
-	s, ag, err := openAgent(ctx, a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0])
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	defer ag.Close()
-	snap, err := ag.FindSnapshot(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	if err := s.grantFor(ctx, snap); err != nil {
-		return err
-	}
+	defer done()
 	prog := newProgress(a)
 	var res client.RestoreResult
 	target := c.target

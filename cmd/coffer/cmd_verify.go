@@ -87,19 +87,11 @@ func (c *verifyCmd) run(ctx context.Context, a *app, args []string) (err error) 
 	if len(args) != 1 {
 		return usagef(verifySpec(), "verify takes one snapshot, got %d arguments", len(args))
 	}
-	s, ag, err := openAgent(ctx, a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0])
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	defer ag.Close()
-	snap, err := ag.FindSnapshot(ctx, args[0])
-	if err != nil {
-		return err
-	}
-	if err := s.grantFor(ctx, snap); err != nil {
-		return err
-	}
+	defer done()
 	rep := verifyReport{SnapshotID: snap.ID.String(), Started: a.now().UTC()}
 	start := time.Now()
 	sandbox, err := os.MkdirTemp(c.sandbox, "coffer-verify-")

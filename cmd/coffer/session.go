@@ -178,3 +178,25 @@ func openAgent(ctx context.Context, a *app, opts ...func(*client.Config)) (*sess
 	}
 	return s, ag, nil
 }
+
+// openSnapshot opens the vault and resolves ref (an ID, a unique prefix or "latest") to
+// a snapshot the caller may read: for a restore-operator certificate it also obtains the
+// restore grant the chunk nodes ask for. done releases the agent and the connection.
+func openSnapshot(ctx context.Context, a *app, ref string) (ag *client.Agent, snap meta.Snapshot, done func(), err error) {
+	s, ag, err := openAgent(ctx, a)
+	if err != nil {
+		return nil, meta.Snapshot{}, nil, err
+	}
+	done = func() {
+		ag.Close()
+		s.Close()
+	}
+	if snap, err = ag.FindSnapshot(ctx, ref); err == nil {
+		err = s.grantFor(ctx, snap)
+	}
+	if err != nil {
+		done()
+		return nil, meta.Snapshot{}, nil, err
+	}
+	return ag, snap, done, nil
+}
