@@ -13,6 +13,7 @@ package chunkstore
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
@@ -113,6 +114,34 @@ type ShardStore interface {
 	EnumerateShards(ctx context.Context, after *ShardKey, fn func(ShardInfo) error) error
 	// Stats returns current counts.
 	Stats(ctx context.Context) (ShardStats, error)
+}
+
+// GCStore is a ShardStore that remembers, per chunk, the last time (this node's clock) one of
+// its shards here was written or touched, so that garbage collection spares chunks a backup
+// in flight relies on (DESIGN "Immutability, retention and garbage collection"). segstore
+// and memstore implement it. Times come from the store's injected clock.
+type GCStore interface {
+	ShardStore
+	// TouchShards answers like HasShards and records now as the touch time of the chunk of
+	// every stored key. The touches are durable when it returns nil.
+	TouchShards(ctx context.Context, keys []ShardKey) ([]bool, error)
+	// GCCandidates calls fn, in chunk-ID order, once per chunk ID > after (nil: from the
+	// start) that has shards here and whose last write or touch is before cutoff, with the
+	// bytes its shards here occupy. fn returning an error stops and returns it.
+	GCCandidates(ctx context.Context, after *chunk.ID, cutoff time.Time, fn func(id chunk.ID, bytes int64) error) error
+	// SweepChunks deletes every shard here of each id whose last write or touch is before
+	// cutoff, and skips the others. It is atomic with respect to PutShards and TouchShards:
+	// a write or touch that returned before SweepChunks examined the chunk spares it, and
+	// one that starts later sees it gone. Deletions are durable when it returns nil.
+	SweepChunks(ctx context.Context, ids []chunk.ID, cutoff time.Time) (SweepResult, error)
+}
+
+// SweepResult reports what SweepChunks did.
+type SweepResult struct {
+	Chunks int64 // chunks whose shards were deleted
+	Shards int64 // shards deleted
+	Bytes  int64 // shard bytes deleted
+	Spared int64 // chunks kept because they were written or touched at or after the cutoff
 }
 
 // Less orders shard keys by chunk ID, then index.
