@@ -1,6 +1,8 @@
 package memstore_test
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -22,4 +24,10 @@ func TestChunksConformance(t *testing.T) {
 
 func TestChunksZeroValue(t *testing.T) {
 	storetest.RunStore(t, func(*testing.T) chunkstore.Store { return &memstore.Chunks{} })
+}
+
+func TestShardsGCConformance(t *testing.T) {
+	storetest.RunGCStore(t, func(_ *testing.T, now func() time.Time) chunkstore.GCStore {
+		return memstore.NewShards(memstore.WithClock(now))
+	})
 }

@@ -5,24 +5,41 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
 
-var _ chunkstore.ShardStore = (*Shards)(nil)
+var _ chunkstore.GCStore = (*Shards)(nil)
 
-// Shards is a map-backed chunkstore.ShardStore. The zero value is an empty store. It is
-// safe for concurrent use; data is copied in and out.
+// Shards is a map-backed chunkstore.GCStore. The zero value is an empty store whose clock
+// is time.Now. It is safe for concurrent use; data is copied in and out.
+//
+// Touch times: every PutShards (including a put of a key already stored) and every
+// TouchShards of a stored key records the clock's now as the last touch of that key's
+// chunk. One mutex serialises every method, so SweepChunks is trivially atomic with
+// respect to writes and touches.
 //
 // Validation (all failures wrap chunkstore.ErrInvalid and leave the batch unstored): the
 // chunk ID is not zero, data is 1..chunkstore.MaxChunkSize bytes, Meta.K >= 1,
 // Key.Index < K+M, and Meta.Writer is at most 65535 bytes.
 type Shards struct {
+	now func() time.Time // nil means time.Now
+
 	mu struct {
 		sync.RWMutex
-		m     map[chunkstore.ShardKey]storedShard
-		bytes int64
+		m      map[chunkstore.ShardKey]storedShard
+		bytes  int64
+		chunks map[chunk.ID]chunkState // one entry per chunk with shards here
 	}
+}
+
+// chunkState is what the store knows about one chunk with shards here.
+type chunkState struct {
+	touched time.Time // last write or touch of any of its shards
+	shards  int       // shards of it stored here
+	bytes   int64     // their data bytes
 }
 
 type storedShard struct {
@@ -30,12 +47,44 @@ type storedShard struct {
 	data []byte // owned by the store, never handed out
 }
 
+// ShardsOption configures NewShards.
+type ShardsOption func(*Shards)
+
+// WithClock makes the store read touch times from now instead of time.Now.
+func WithClock(now func() time.Time) ShardsOption {
+	return func(s *Shards) { s.now = now }
+}
+
 // NewShards returns an empty shard store.
-func NewShards() *Shards { return new(Shards) }
+func NewShards(opts ...ShardsOption) *Shards {
+	s := new(Shards)
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func (s *Shards) clock() time.Time {
+	if s.now == nil {
+		return time.Now()
+	}
+	return s.now()
+}
+
+// initLocked makes the maps of the zero value usable; s.mu is held for writing.
+func (s *Shards) initLocked() {
+	if s.mu.m == nil {
+		s.mu.m = make(map[chunkstore.ShardKey]storedShard)
+	}
+	if s.mu.chunks == nil {
+		s.mu.chunks = make(map[chunk.ID]chunkState)
+	}
+}
 
 // PutShards stores copies of the shards. A key already stored (or earlier in the same
-// batch) keeps its first value. A shard that fails validation fails the whole batch with
-// chunkstore.ErrInvalid before anything is stored.
+// batch) keeps its first value, but the put still counts as a touch of its chunk. A shard
+// that fails validation fails the whole batch with chunkstore.ErrInvalid before anything
+// is stored.
 func (s *Shards) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memstore: put shards: %w", err)
@@ -47,16 +96,19 @@ func (s *Shards) PutShards(ctx context.Context, shards []chunkstore.Shard) error
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.m == nil {
-		s.mu.m = make(map[chunkstore.ShardKey]storedShard)
-	}
+	s.initLocked()
+	now := s.clock()
 	for i := range shards {
 		sh := &shards[i]
-		if _, ok := s.mu.m[sh.Key]; ok {
-			continue
+		cs := s.mu.chunks[sh.Key.ID]
+		cs.touched = now
+		if _, ok := s.mu.m[sh.Key]; !ok {
+			s.mu.m[sh.Key] = storedShard{meta: sh.Meta, data: slices.Clone(sh.Data)}
+			s.mu.bytes += int64(len(sh.Data))
+			cs.shards++
+			cs.bytes += int64(len(sh.Data))
 		}
-		s.mu.m[sh.Key] = storedShard{meta: sh.Meta, data: slices.Clone(sh.Data)}
-		s.mu.bytes += int64(len(sh.Data))
+		s.mu.chunks[sh.Key.ID] = cs
 	}
 	return nil
 }
@@ -97,12 +149,30 @@ func (s *Shards) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
-		if st, ok := s.mu.m[k]; ok {
-			s.mu.bytes -= int64(len(st.data))
-			delete(s.mu.m, k)
-		}
+		s.deleteLocked(k)
 	}
 	return nil
+}
+
+// deleteLocked removes key if stored, and its chunk's entry with its last shard. It
+// returns the data bytes removed (0 if key was not stored). s.mu is held for writing.
+func (s *Shards) deleteLocked(k chunkstore.ShardKey) int64 {
+	st, ok := s.mu.m[k]
+	if !ok {
+		return 0
+	}
+	n := int64(len(st.data))
+	s.mu.bytes -= n
+	delete(s.mu.m, k)
+	cs := s.mu.chunks[k.ID]
+	cs.shards--
+	cs.bytes -= n
+	if cs.shards <= 0 {
+		delete(s.mu.chunks, k.ID)
+	} else {
+		s.mu.chunks[k.ID] = cs
+	}
+	return n
 }
 
 // EnumerateShards calls fn for every shard with key > after (all shards when after is
@@ -150,4 +220,111 @@ func (s *Shards) Stats(ctx context.Context) (chunkstore.ShardStats, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return chunkstore.ShardStats{Shards: int64(len(s.mu.m)), Bytes: s.mu.bytes}, nil
+}
+
+// TouchShards reports for each key whether it is stored, like HasShards, and records the
+// clock's now as the touch time of the chunk of every stored key. Keys not stored touch
+// nothing.
+func (s *Shards) TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memstore: touch shards: %w", err)
+	}
+	out := make([]bool, len(keys))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock()
+	for i, k := range keys {
+		if _, out[i] = s.mu.m[k]; out[i] {
+			cs := s.mu.chunks[k.ID]
+			cs.touched = now
+			s.mu.chunks[k.ID] = cs
+		}
+	}
+	return out, nil
+}
+
+// GCCandidates calls fn, in chunk-ID order, for every chunk ID > after (all when after is
+// nil) with shards here whose last write or touch is before cutoff, with the data bytes
+// of its shards here. It works on a copy taken at the start, so fn may call other methods
+// of s. An error from fn stops it and is returned unchanged. A zero cutoff fails with
+// chunkstore.ErrInvalid.
+func (s *Shards) GCCandidates(ctx context.Context, after *chunk.ID, cutoff time.Time, fn func(id chunk.ID, bytes int64) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memstore: gc candidates: %w", err)
+	}
+	if cutoff.IsZero() {
+		return fmt.Errorf("memstore: gc candidates: zero cutoff: %w", chunkstore.ErrInvalid)
+	}
+	type cand struct {
+		id    chunk.ID
+		bytes int64
+	}
+	s.mu.RLock()
+	var cands []cand
+	for id, cs := range s.mu.chunks {
+		if (after == nil || after.Less(id)) && cs.touched.Before(cutoff) {
+			cands = append(cands, cand{id, cs.bytes})
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(cands, func(a, b cand) int {
+		switch {
+		case a.id.Less(b.id):
+			return -1
+		case b.id.Less(a.id):
+			return 1
+		}
+		return 0
+	})
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("memstore: gc candidates: %w", err)
+		}
+		if err := fn(c.id, c.bytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SweepChunks deletes every shard of each listed chunk whose last write or touch is
+// before cutoff and spares the others; IDs with no shards here are ignored. It holds the
+// store's lock throughout, so it is atomic with respect to PutShards and TouchShards. A
+// zero cutoff or a zero ID fails with chunkstore.ErrInvalid and deletes nothing.
+func (s *Shards) SweepChunks(ctx context.Context, ids []chunk.ID, cutoff time.Time) (chunkstore.SweepResult, error) {
+	var res chunkstore.SweepResult
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("memstore: sweep: %w", err)
+	}
+	if cutoff.IsZero() {
+		return res, fmt.Errorf("memstore: sweep: zero cutoff: %w", chunkstore.ErrInvalid)
+	}
+	for _, id := range ids {
+		if id.IsZero() {
+			return res, fmt.Errorf("memstore: sweep: zero chunk ID: %w", chunkstore.ErrInvalid)
+		}
+	}
+	seen := make(map[chunk.ID]bool, len(ids))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		cs, ok := s.mu.chunks[id]
+		if !ok || seen[id] {
+			continue // unknown here, or listed twice
+		}
+		seen[id] = true
+		if !cs.touched.Before(cutoff) {
+			res.Spared++
+			continue
+		}
+		res.Chunks++
+		for idx := range 256 {
+			k := chunkstore.ShardKey{ID: id, Index: uint8(idx)}
+			if _, stored := s.mu.m[k]; stored {
+				res.Bytes += s.deleteLocked(k)
+				res.Shards++
+			}
+		}
+	}
+	return res, nil
 }
