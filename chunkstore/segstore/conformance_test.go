@@ -1,6 +1,8 @@
 package segstore
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -39,5 +41,18 @@ func TestConformanceSmallSegments(t *testing.T) {
 func TestConformanceSync(t *testing.T) {
 	storetest.RunShardStore(t, func(t *testing.T) chunkstore.ShardStore {
 		return openTest(t, Options{})
+	})
+}
+
+func TestGCConformance(t *testing.T) {
+	storetest.RunGCStore(t, func(t *testing.T, now func() time.Time) chunkstore.GCStore {
+		return openTest(t, Options{NoSync: true, Now: now})
+	})
+}
+
+// The GC suite with fsync on and small segments.
+func TestGCConformanceSync(t *testing.T) {
+	storetest.RunGCStore(t, func(t *testing.T, now func() time.Time) chunkstore.GCStore {
+		return openTest(t, Options{Now: now, SegmentSize: MinSegmentSize})
 	})
 }

@@ -23,6 +23,12 @@
 // followed by valid ones are skipped and logged. When dir/index is missing or empty the
 // whole index is rebuilt from the segments (RebuildIndex does the same on demand).
 //
+// Garbage collection: Store implements chunkstore.GCStore. Per chunk it keeps the last
+// time (Options.Now) a shard of it was written or touched, in the index; TouchShards and
+// SweepChunks go through the writer goroutine, which orders them with puts. Touch times
+// are not in the segments, so a replay or rebuild stamps chunks with the open or rebuild
+// time, never an older one (FORMAT.md, "Touch times").
+//
 // Space: deleted shards leave garbage in their segments. Each segment's live bytes are
 // tracked (see Store.Segments) for a future compaction; nothing reclaims space yet.
 //

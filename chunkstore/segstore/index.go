@@ -13,8 +13,12 @@ const (
 	prefixLive  = 'l' // 'l' + segment(4) -> live bytes(8)
 	prefixMeta  = 'm' // 'm' + name -> store-wide values
 	prefixShard = 's' // 's' + chunk ID(32) + index(1) -> index value
+	prefixTouch = 't' // 't' + chunk ID(32) -> last write or touch, Unix nanoseconds(8)
 
-	indexVersion   = 1
+	// indexVersion 2 added touch times ('t' keys and m/touchfloor). Open upgrades a
+	// version 1 index in place; see FORMAT.md.
+	indexVersion   = 2
+	touchKeyLen    = 1 + chunk.Size
 	shardKeyLen    = 1 + chunk.Size + 1
 	indexValueBase = 33 // fixed part of an index value, before the writer
 )
@@ -24,12 +28,36 @@ var (
 	keyVersion    = []byte("m/version")    // uint32 index format version
 	keyCheckpoint = []byte("m/checkpoint") // segment(4) offset(8): indexed through here
 	keyCounters   = []byte("m/counters")   // shards(8) bytes(8)
+	keyTouchFloor = []byte("m/touchfloor") // Unix nanoseconds(8): no chunk counts as touched earlier
 
 	shardLower = []byte{prefixShard}
 	shardUpper = []byte{prefixShard + 1}
 	liveLower  = []byte{prefixLive}
 	liveUpper  = []byte{prefixLive + 1}
+	touchLower = []byte{prefixTouch}
+	touchUpper = []byte{prefixTouch + 1}
 )
+
+func appendTouchKey(dst []byte, id chunk.ID) []byte {
+	dst = append(dst, prefixTouch)
+	return append(dst, id[:]...)
+}
+
+// chunkShardBounds returns the index key range holding every shard of id.
+func chunkShardBounds(id chunk.ID) (lower, upper []byte) {
+	lower = appendShardKey(nil, chunkstore.ShardKey{ID: id})
+	upper = append(appendShardKey(nil, chunkstore.ShardKey{ID: id, Index: 255}), 0)
+	return lower, upper
+}
+
+func encodeNanos(ns int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(ns)) }
+
+func parseNanos(b []byte) (int64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("segstore: malformed time value (%d bytes)", len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
 
 func appendShardKey(dst []byte, k chunkstore.ShardKey) []byte {
 	dst = append(dst, prefixShard)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 )
 
 // Defaults for zero Options fields.
@@ -33,6 +34,8 @@ type Options struct {
 	// NoSync skips every fsync of segment files and of the directory. It is for tests
 	// only: with NoSync an acknowledged write can be lost in a crash.
 	NoSync bool
+	// Now is the clock for touch times (default time.Now). See GCCandidates.
+	Now func() time.Time
 
 	// openFile opens segment files; tests replace it to inject write and sync faults.
 	openFile func(path string, flag int, perm os.FileMode) (segFile, error)
@@ -59,6 +62,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.openFile == nil {
 		o.openFile = func(path string, flag int, perm os.FileMode) (segFile, error) {

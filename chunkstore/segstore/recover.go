@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -16,13 +17,23 @@ const replayBatchOps = 4096
 
 // rebuild discards the index and replays every segment into it. It runs in Open or on
 // the writer goroutine; it holds indexMu for writing throughout.
+//
+// Touch times are not in the segments, so rebuild drops them all and sets the touch
+// floor to now: every chunk counts as written at the rebuild, never earlier (FORMAT.md).
 func (s *Store) rebuild(ctx context.Context) error {
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
+	now := s.opts.Now()
 	b := s.db.NewBatch()
 	err := b.DeleteRange(shardLower, shardUpper, nil)
 	if err == nil {
 		err = b.DeleteRange(liveLower, liveUpper, nil)
+	}
+	if err == nil {
+		err = b.DeleteRange(touchLower, touchUpper, nil)
+	}
+	if err == nil {
+		err = b.Set(keyTouchFloor, encodeNanos(now.UnixNano()), nil)
 	}
 	if err == nil {
 		err = b.Set(keyCounters, encodeCounters(0, 0), nil)
@@ -43,10 +54,11 @@ func (s *Store) rebuild(ctx context.Context) error {
 	}
 	s.shards.Store(0)
 	s.bytes.Store(0)
+	s.floor.Store(now.UnixNano())
 	for _, n := range s.segNums() {
 		s.segment(n).live.Store(0)
 	}
-	if err := s.replay(ctx, checkpoint{}); err != nil {
+	if err := s.replay(ctx, checkpoint{}, now); err != nil {
 		s.indexErr = fmt.Errorf("segstore: index incomplete after an interrupted rebuild (run RebuildIndex again or reopen): %w", err)
 		return err
 	}
@@ -54,15 +66,16 @@ func (s *Store) rebuild(ctx context.Context) error {
 	return nil
 }
 
-// replay applies every record at or after from to the index, in segment order. The
-// caller holds indexMu for writing (or is Open). A record that fails its checks is
+// replay applies every record at or after from to the index, in segment order, stamping
+// the chunk of every put record with now: the record's own write time is unknown, and no
+// earlier than now is safe. The caller holds indexMu for writing (or is Open). A record that fails its checks is
 // handled as follows: if a valid record follows it in the same segment, the damaged
 // range is skipped and logged (those shards are lost to this node and repair restores
 // them); otherwise it is a torn tail, and the segment is truncated there and logged. A
 // torn tail was never acknowledged, because acknowledgement waits for fsync.
-func (s *Store) replay(ctx context.Context, from checkpoint) error {
+func (s *Store) replay(ctx context.Context, from checkpoint, now time.Time) error {
 	ap := &s.w.ap
-	ap.begin()
+	ap.begin(now)
 	defer ap.discard()
 	cp := from
 	var buf []byte
@@ -128,7 +141,7 @@ func (s *Store) replay(ctx context.Context, from checkpoint) error {
 				if err := ap.commit(cp); err != nil {
 					return fmt.Errorf("segstore: replay: %w", err)
 				}
-				ap.begin()
+				ap.begin(now)
 			}
 		}
 		cp = checkpoint{seg: num, off: off}

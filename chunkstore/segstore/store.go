@@ -12,13 +12,14 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/cofferhq/coffer/chunkstore"
 )
 
-var _ chunkstore.ShardStore = (*Store)(nil)
+var _ chunkstore.GCStore = (*Store)(nil)
 
 // Store is the production chunkstore.ShardStore: shard bytes in append-only segment
 // files, their index in Pebble. All methods are safe for concurrent use. Open it with
@@ -45,6 +46,7 @@ type Store struct {
 
 	shards atomic.Int64 // live shards, published after each index commit
 	bytes  atomic.Int64 // live shard data bytes
+	floor  atomic.Int64 // touch floor (Unix nanoseconds); changed only with indexMu held for writing
 
 	reqs       chan *request // closed by Close once no caller can send
 	writerDone chan struct{} // closed by the writer goroutine when it exits
@@ -141,6 +143,7 @@ func (s *Store) load(fresh bool) error {
 	if err != nil {
 		return err
 	}
+	now := s.opts.Now()
 	switch {
 	case fresh || !haveVer:
 		if len(nums) > 0 {
@@ -149,10 +152,28 @@ func (s *Store) load(fresh bool) error {
 		if err := s.rebuild(ctx); err != nil {
 			return err
 		}
+	case len(ver) == 4 && binary.BigEndian.Uint32(ver) == 1:
+		// Version 1 kept no touch times: every chunk counts as touched now.
+		s.log.Info("segstore: upgrading index to version 2 (touch times); every stored chunk counts as written now", "dir", s.dir)
+		b := s.db.NewBatch()
+		err := b.Set(keyTouchFloor, encodeNanos(now.UnixNano()), nil)
+		if err == nil {
+			err = b.Set(keyVersion, binary.BigEndian.AppendUint32(nil, indexVersion), nil)
+		}
+		if err == nil {
+			err = b.Commit(s.pebbleSync())
+		}
+		b.Close()
+		if err != nil {
+			return fmt.Errorf("segstore: open %s: upgrade index: %w", s.dir, err)
+		}
+		if err := s.catchUp(ctx, now); err != nil {
+			return err
+		}
 	case len(ver) != 4 || binary.BigEndian.Uint32(ver) != indexVersion:
 		return fmt.Errorf("segstore: open %s: index format %x is not version %d; move %s aside to rebuild it", s.dir, ver, indexVersion, filepath.Join(s.dir, "index"))
 	default:
-		if err := s.catchUp(ctx); err != nil {
+		if err := s.catchUp(ctx, now); err != nil {
 			return err
 		}
 	}
@@ -166,8 +187,17 @@ func (s *Store) load(fresh bool) error {
 	return nil
 }
 
-// catchUp loads the persisted counters and replays the segments past the checkpoint.
-func (s *Store) catchUp(ctx context.Context) error {
+// pebbleSync is the write option for index batches that must be durable on their own.
+func (s *Store) pebbleSync() *pebble.WriteOptions {
+	if s.opts.NoSync {
+		return pebble.NoSync
+	}
+	return pebble.Sync
+}
+
+// catchUp loads the persisted counters and touch floor and replays the segments past the
+// checkpoint, stamping replayed puts with now.
+func (s *Store) catchUp(ctx context.Context, now time.Time) error {
 	raw, ok, err := s.metaValue(keyCheckpoint)
 	if err != nil {
 		return err
@@ -189,6 +219,23 @@ func (s *Store) catchUp(ctx context.Context) error {
 				"segment", cp.seg, "checkpoint", cp.off, "size", seg.size.Load())
 			return s.rebuild(ctx)
 		}
+	}
+	raw, ok, err = s.metaValue(keyTouchFloor)
+	if err != nil {
+		return err
+	}
+	if ok {
+		floor, err := parseNanos(raw)
+		if err != nil {
+			return err
+		}
+		s.floor.Store(floor)
+	} else {
+		s.log.Warn("segstore: index has no touch floor; every stored chunk counts as written now", "dir", s.dir)
+		if err := s.db.Set(keyTouchFloor, encodeNanos(now.UnixNano()), s.pebbleSync()); err != nil {
+			return fmt.Errorf("segstore: open %s: set touch floor: %w", s.dir, err)
+		}
+		s.floor.Store(now.UnixNano())
 	}
 	raw, ok, err = s.metaValue(keyCounters)
 	if err != nil {
@@ -220,7 +267,7 @@ func (s *Store) catchUp(ctx context.Context) error {
 	}
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
-	return s.replay(ctx, cp)
+	return s.replay(ctx, cp, now)
 }
 
 // metaValue returns a copy of the value of a meta key and whether it exists.

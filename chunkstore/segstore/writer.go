@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
 
 // maxGroupBytes bounds how many encoded bytes one group commit gathers.
@@ -20,19 +22,36 @@ const maxPooledBuf = 32 << 20
 type reqKind uint8
 
 const (
-	kindWrite   reqKind = iota // append records, update the index
+	kindWrite   reqKind = iota // append records and/or touch keys, update the index
 	kindRebuild                // rebuild the index from the segments
+	kindSweep                  // check-and-delete chunks not touched since a cutoff
 )
 
 // request is one caller's batch handed to the writer goroutine. The writer sends exactly
 // once on done (buffered) and returns buf to the pool; the caller must not touch buf
-// after sending the request.
+// after sending the request, and may read found and swept only after receiving from done.
 type request struct {
 	kind reqKind
 	ctx  context.Context // kindRebuild only
-	buf  *[]byte         // encoded records, back to back
+	buf  *[]byte         // encoded records, back to back (nil: none)
 	recs []recRef
 	done chan error
+
+	touch   []chunkstore.ShardKey // kindWrite: keys to touch (owned by the request)
+	found   []bool                // kindWrite: per touch key, whether it is stored
+	untouch []chunk.ID            // kindWrite from a sweep: touch entries to remove
+
+	sweepIDs []chunk.ID             // kindSweep: chunks to examine
+	cutoff   time.Time              // kindSweep
+	swept    chunkstore.SweepResult // kindSweep: what it did
+}
+
+// bufLen is the number of encoded record bytes the request carries.
+func (r *request) bufLen() int {
+	if r.buf == nil {
+		return 0
+	}
+	return len(*r.buf)
 }
 
 // recRef describes one encoded record in request.buf.
@@ -80,7 +99,8 @@ func validateShard(sh *chunkstore.Shard) error {
 // PutShards appends the shards to the current segment and indexes them. Calls from many
 // goroutines are merged into one group commit: one append, one fsync, one index batch.
 // When it returns nil every shard is durable. A key already stored (or earlier in the
-// same group) keeps its first value and counts as success. Invalid shards (zero ID, empty
+// same group) keeps its first value and counts as success; either way the put records
+// Options.Now as the touch time of the shard's chunk (see GCCandidates). Invalid shards (zero ID, empty
 // or oversize data, K == 0, index >= K+M, writer over 65535 bytes) fail the whole batch
 // with chunkstore.ErrInvalid before anything is written. A write or fsync failure fails
 // every call in the group and indexes none of it; a later call may retry. If ctx ends
@@ -199,12 +219,18 @@ func (s *Store) run() {
 				return
 			}
 		}
-		if req.kind == kindRebuild {
+		switch req.kind {
+		case kindRebuild:
 			req.done <- s.rebuildLive(req.ctx)
+			continue
+		case kindSweep:
+			res, err := s.sweep(req.sweepIDs, req.cutoff)
+			req.swept = res
+			req.done <- err
 			continue
 		}
 		group := append(s.w.group[:0], req)
-		size := len(*req.buf)
+		size := req.bufLen()
 	gather:
 		for size < maxGroupBytes {
 			select {
@@ -217,7 +243,7 @@ func (s *Store) run() {
 					break gather
 				}
 				group = append(group, r)
-				size += len(*r.buf)
+				size += r.bufLen()
 			default:
 				break gather
 			}
@@ -256,7 +282,7 @@ func (s *Store) commitGroup(group []*request) error {
 	}
 	var total int64
 	for _, r := range group {
-		total += int64(len(*r.buf))
+		total += int64(r.bufLen())
 	}
 	if s.w.off > fileHeaderSize && s.w.off+total > s.opts.SegmentSize {
 		seg, err := s.createSegment(s.w.cur.num + 1)
@@ -267,7 +293,7 @@ func (s *Store) commitGroup(group []*request) error {
 	}
 	seg, start := s.w.cur, s.w.off
 	ap := &s.w.ap
-	ap.begin()
+	ap.begin(s.opts.Now())
 	err := s.appendGroup(ap, group, seg)
 	if err == nil && s.w.off > start && !s.opts.NoSync {
 		if err = seg.f.Sync(); err != nil {
@@ -279,7 +305,7 @@ func (s *Store) commitGroup(group []*request) error {
 		s.rollback(seg, start)
 		return err
 	}
-	if s.w.off == start { // only duplicates and deletes of missing keys
+	if s.w.off == start && !ap.touches() { // nothing at all to record
 		ap.discard()
 		return nil
 	}
@@ -299,6 +325,18 @@ func (s *Store) commitGroup(group []*request) error {
 // s.w.off, advancing it. Consecutive kept records are written with one call.
 func (s *Store) appendGroup(ap *applier, group []*request, seg *segment) error {
 	for _, r := range group {
+		for i, k := range r.touch {
+			var err error
+			if r.found[i], err = ap.touch(k); err != nil {
+				return err
+			}
+		}
+		for _, id := range r.untouch {
+			ap.untouch(id)
+		}
+		if r.buf == nil {
+			continue
+		}
 		buf := *r.buf
 		runStart, runEnd := 0, 0
 		flush := func() error {
@@ -373,15 +411,25 @@ func (s *Store) rollback(seg *segment, start int64) {
 
 // applier stages index updates in one Pebble batch, tracking the group's own updates so
 // that first-write-wins and deletes see earlier records of the same group.
+//
+// Touch times: every put it stages (kept or not: a put of a stored key still counts as a
+// write) and every touch of a stored key records now, the time begin was given, as the
+// chunk's touch time. A put that is not kept and an explicit touch leave no record in the
+// segments, so they make the commit synchronous; a kept put's touch rides the unsynced
+// batch, since replay restamps it should the batch be lost (see Store.GCCandidates).
 type applier struct {
-	s       *Store
-	batch   *pebble.Batch
-	pending map[chunkstore.ShardKey]pendingEntry
-	dShards int64
-	dBytes  int64
-	dLive   map[uint32]int64
-	kbuf    []byte
-	vbuf    []byte
+	s         *Store
+	batch     *pebble.Batch
+	pending   map[chunkstore.ShardKey]pendingEntry
+	dShards   int64
+	dBytes    int64
+	dLive     map[uint32]int64
+	now       int64                 // touch time (Unix nanoseconds) for this batch
+	touched   map[chunk.ID]struct{} // chunks whose touch entry is set to now
+	untouched map[chunk.ID]struct{} // chunks whose touch entry is removed
+	sync      bool                  // the commit must be durable on its own
+	kbuf      []byte
+	vbuf      []byte
 }
 
 type pendingEntry struct {
@@ -389,14 +437,18 @@ type pendingEntry struct {
 	loc     location
 }
 
-func (a *applier) begin() {
+// begin starts a batch whose touches are stamped now.
+func (a *applier) begin(now time.Time) {
 	if a.batch == nil {
 		a.batch = a.s.db.NewBatch()
 	}
 	if a.pending == nil {
 		a.pending = make(map[chunkstore.ShardKey]pendingEntry)
 		a.dLive = make(map[uint32]int64)
+		a.touched = make(map[chunk.ID]struct{})
+		a.untouched = make(map[chunk.ID]struct{})
 	}
+	a.now = now.UnixNano()
 }
 
 func (a *applier) discard() {
@@ -406,10 +458,33 @@ func (a *applier) discard() {
 	}
 	clear(a.pending)
 	clear(a.dLive)
+	clear(a.touched)
+	clear(a.untouched)
 	a.dShards, a.dBytes = 0, 0
+	a.sync = false
 }
 
-func (a *applier) ops() int { return len(a.pending) }
+func (a *applier) ops() int { return len(a.pending) + len(a.touched) + len(a.untouched) }
+
+// touches reports whether the batch changes touch entries.
+func (a *applier) touches() bool { return len(a.touched) > 0 || len(a.untouched) > 0 }
+
+// touch stamps the chunk of key if key is stored (or staged); it reports whether it is.
+func (a *applier) touch(key chunkstore.ShardKey) (bool, error) {
+	e, err := a.lookup(key)
+	if err != nil || !e.present {
+		return false, err
+	}
+	a.touched[key.ID] = struct{}{}
+	a.sync = true
+	return true, nil
+}
+
+// untouch stages the removal of id's touch entry (its chunk was swept).
+func (a *applier) untouch(id chunk.ID) {
+	delete(a.touched, id)
+	a.untouched[id] = struct{}{}
+}
 
 func (a *applier) lookup(key chunkstore.ShardKey) (pendingEntry, error) {
 	if e, ok := a.pending[key]; ok {
@@ -434,8 +509,13 @@ func (a *applier) lookup(key chunkstore.ShardKey) (pendingEntry, error) {
 // put stages v for key unless key is already present; it reports whether it did.
 func (a *applier) put(key chunkstore.ShardKey, v *indexValue) (bool, error) {
 	e, err := a.lookup(key)
-	if err != nil || e.present {
+	if err != nil {
 		return false, err
+	}
+	a.touched[key.ID] = struct{}{}
+	if e.present {
+		a.sync = true // the touch is all this put leaves; no segment record replays it
+		return false, nil
 	}
 	a.kbuf = appendShardKey(a.kbuf[:0], key)
 	a.vbuf = appendIndexValue(a.vbuf[:0], v)
@@ -478,11 +558,30 @@ func (a *applier) commit(cp checkpoint) error {
 			err = b.Set(liveKey(num), binary.BigEndian.AppendUint64(nil, uint64(seg.live.Load()+d)), nil)
 		}
 	}
+	if len(a.touched) > 0 {
+		now := encodeNanos(a.now)
+		for id := range a.touched {
+			if err == nil {
+				a.kbuf = appendTouchKey(a.kbuf[:0], id)
+				err = b.Set(a.kbuf, now, nil)
+			}
+		}
+	}
+	for id := range a.untouched {
+		if err == nil {
+			a.kbuf = appendTouchKey(a.kbuf[:0], id)
+			err = b.Delete(a.kbuf, nil)
+		}
+	}
 	if err == nil {
 		err = b.Set(keyCheckpoint, cp.encode(), nil)
 	}
 	if err == nil {
-		err = b.Commit(pebble.NoSync)
+		opt := pebble.NoSync
+		if a.sync && !s.opts.NoSync {
+			opt = pebble.Sync
+		}
+		err = b.Commit(opt)
 	}
 	if err != nil {
 		a.discard()
