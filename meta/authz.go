@@ -42,6 +42,7 @@ const (
 	ActAudit       Action = "audit"      // read the audit log
 	ActClusterMap  Action = "cluster-map"
 	ActPolicy      Action = "set-policy" // change a vault's retention policy
+	ActGC          Action = "gc"         // run garbage collection
 )
 
 // Principal is the authenticated identity behind a request.

@@ -26,6 +26,9 @@ var (
 	ErrLocked        = errors.New("meta: locked")
 	ErrDenied        = errors.New("meta: permission denied")
 	ErrUnavailable   = errors.New("meta: unavailable")
+	// ErrGCEpoch: a garbage collection began while a commit was being checked; the check
+	// must be redone (the server does so itself).
+	ErrGCEpoch = errors.New("meta: garbage-collection epoch changed during the commit check")
 )
 
 // VaultID names a vault.

@@ -13,6 +13,7 @@ const (
 	MethodShardPut       = "shard.Put"
 	MethodShardGet       = "shard.Get"
 	MethodShardHas       = "shard.Has"
+	MethodShardTouch     = "shard.Touch"
 	MethodShardDelete    = "shard.Delete"
 	MethodShardEnumerate = "shard.Enumerate"
 	MethodShardStats     = "shard.Stats"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/wire"
 )
@@ -15,7 +16,10 @@ import (
 type Server struct {
 	shards chunkstore.ShardStore
 	chunks chunkstore.Store
-	grants *grantGate // nil: restore-operator peers are refused (see EnableGrants)
+	grants *grantGate   // nil: restore-operator peers are refused (see EnableGrants)
+	gc     *gcnode.Node // nil: gc.* answers Unavailable (see EnableGC)
+	// canDelete, when set, vets every shard.Delete (see GuardDeletes).
+	canDelete func(ctx context.Context, keys []chunkstore.ShardKey) error
 	// refused, when set, is told of every request refused for its peer's role (see
 	// OnRefused).
 	refused func(peer transport.Peer, method, reason string)
@@ -44,10 +48,21 @@ func NewServer(shards chunkstore.ShardStore, chunks chunkstore.Store) *Server {
 	return &Server{shards: shards, chunks: chunks}
 }
 
-// Register mounts s on m under the prefixes "shard" and "chunk".
+// GuardDeletes makes every shard.Delete pass fn first: fn returns an error (wrapping
+// chunkstore.ErrInvalid or a PermissionDenied transport error) for a batch that holds a
+// key this node must keep, and nothing of the batch is deleted. The node allows only
+// repair's deletes: a shard this node does not own under the current map (a stray copy)
+// or one whose stored bytes are corrupt. Garbage collection deletes through gc.Sweep
+// orders instead. Call before serving.
+func (s *Server) GuardDeletes(fn func(ctx context.Context, keys []chunkstore.ShardKey) error) {
+	s.canDelete = fn
+}
+
+// Register mounts s on m under the prefixes "shard", "chunk" and "gc".
 func (s *Server) Register(m *transport.Mux) {
 	m.Handle("shard", s)
 	m.Handle("chunk", s)
+	m.Handle("gc", s)
 }
 
 // ServeRPC implements transport.Handler. Errors carry the code of the chunkstore sentinel
@@ -62,14 +77,16 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		err error
 	)
 	switch method {
-	case MethodShardPut, MethodShardGet, MethodShardHas, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
+	case MethodGCPrepare, MethodGCCandidates, MethodGCSweep:
+		out, err = s.serveGC(ctx, peer, method, body)
+	case MethodShardPut, MethodShardGet, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
 		if peer.Role != transport.RoleNode {
 			return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal))
 		}
 		if s.shards == nil {
 			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node stores no shards", method)
 		}
-		out, err = s.serveShard(ctx, method, body)
+		out, err = s.serveShard(ctx, peer, method, body)
 	case MethodChunkPut, MethodChunkGet, MethodChunkHas:
 		if peer.Role == transport.RoleRestore {
 			// Restore operators read through grants only: no writes, no existence probes.
@@ -120,7 +137,7 @@ func tooMany(method string, n int) error {
 	return transport.Errorf(transport.Invalid, "chunkrpc: %s: %d items exceed the limit of %d per call", method, n, MaxCallItems)
 }
 
-func (s *Server) serveShard(ctx context.Context, method string, body []byte) (any, error) {
+func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method string, body []byte) (any, error) {
 	switch method {
 	case MethodShardPut:
 		var req shardPutReq
@@ -145,7 +162,7 @@ func (s *Server) serveShard(ctx context.Context, method string, body []byte) (an
 			return nil, err
 		}
 		return toWShard(sh), nil
-	case MethodShardHas, MethodShardDelete:
+	case MethodShardHas, MethodShardTouch, MethodShardDelete:
 		var req shardKeysReq
 		if err := decode(method, body, &req); err != nil {
 			return nil, err
@@ -158,9 +175,24 @@ func (s *Server) serveShard(ctx context.Context, method string, body []byte) (an
 			keys[i] = fromWKey(k)
 		}
 		if method == MethodShardDelete {
+			if s.canDelete != nil {
+				if err := s.canDelete(ctx, keys); err != nil {
+					var te *transport.Error
+					if !errors.As(err, &te) {
+						err = transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %v", method, err)
+					}
+					return nil, s.refuse(peer, method, err)
+				}
+			}
 			return empty{}, s.shards.DeleteShards(ctx, keys)
 		}
-		has, err := s.shards.HasShards(ctx, keys)
+		var has []bool
+		var err error
+		if t, ok := s.shards.(chunkstore.GCStore); ok && method == MethodShardTouch {
+			has, err = t.TouchShards(ctx, keys)
+		} else {
+			has, err = s.shards.HasShards(ctx, keys)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -72,15 +72,26 @@ func (s *ShardClient) GetShard(ctx context.Context, key chunkstore.ShardKey) (ch
 
 // HasShards asks in calls of at most MaxCallItems keys.
 func (s *ShardClient) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	return s.has(ctx, MethodShardHas, keys)
+}
+
+// TouchShards is HasShards that also records the answer as a touch on the node (see
+// chunkstore.GCStore): dist.Has uses it, so garbage collection spares what a backup
+// was told exists. A node whose store keeps no touch times answers like HasShards.
+func (s *ShardClient) TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	return s.has(ctx, MethodShardTouch, keys)
+}
+
+func (s *ShardClient) has(ctx context.Context, method string, keys []chunkstore.ShardKey) ([]bool, error) {
 	out := make([]bool, 0, len(keys))
 	for start := 0; start < len(keys); start += MaxCallItems {
 		part := keys[start:min(start+MaxCallItems, len(keys))]
 		var resp hasResp
-		if err := call(ctx, s.c, s.addr, MethodShardHas, keysReq(part), &resp); err != nil {
+		if err := call(ctx, s.c, s.addr, method, keysReq(part), &resp); err != nil {
 			return nil, err
 		}
 		if len(resp.Has) != len(part) {
-			return nil, fmt.Errorf("chunkrpc: %s on %s: %d answers for %d keys: %w", MethodShardHas, s.addr, len(resp.Has), len(part), chunkstore.ErrCorrupt)
+			return nil, fmt.Errorf("chunkrpc: %s on %s: %d answers for %d keys: %w", method, s.addr, len(resp.Has), len(part), chunkstore.ErrCorrupt)
 		}
 		out = append(out, resp.Has...)
 	}

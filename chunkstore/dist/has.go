@@ -16,10 +16,20 @@ type hasBatch struct {
 	owners []int // owners[j]: index into ids of keys[j]
 }
 
+// toucher is a shard store that records existence answers as touches (chunkstore.GCStore
+// locally, chunkrpc.ShardClient remotely).
+type toucher interface {
+	TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error)
+}
+
 // Has reports for each id whether it is durably stored: whether at least the write
 // quorum (k+1 shards, all of them when m is 0) is present on reachable nodes. It asks
 // each node once (HasShards) for all the shards it should hold, nodes in parallel.
 // Nodes that are marked down or fail to answer count as holding nothing.
+//
+// Every shard found is touched (TouchShards where the store supports it): a positive
+// answer is something a backup relies on until its commit, and garbage collection spares
+// chunks touched within its grace period.
 //
 // NB: the threshold is the write quorum and not k (enough to read) on purpose. Has is
 // the dedup and commit check: a true answer lets an agent skip uploading a chunk and the
@@ -72,7 +82,12 @@ func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 		if err != nil {
 			return
 		}
-		got, err := st.HasShards(ctx, b.keys)
+		var got []bool
+		if t, ok := st.(toucher); ok {
+			got, err = t.TouchShards(ctx, b.keys)
+		} else {
+			got, err = st.HasShards(ctx, b.keys)
+		}
 		if err != nil || len(got) != len(b.keys) {
 			s.cfg.Logger.Debug("dist: has: node did not answer", "node", string(b.node.ID), "err", err)
 			return

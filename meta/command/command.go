@@ -38,6 +38,10 @@ const (
 	TypeUndeleteVault   Type = 65
 	TypePurgeVault      Type = 66
 	TypeSetVaultPolicy  Type = 67
+
+	TypeGCBegin Type = 80
+	TypeGCSweep Type = 81
+	TypeGCEnd   Type = 82
 )
 
 func (t Type) String() string {
@@ -66,6 +70,12 @@ func (t Type) String() string {
 		return "PurgeVault"
 	case TypeSetVaultPolicy:
 		return "SetVaultPolicy"
+	case TypeGCBegin:
+		return "GCBegin"
+	case TypeGCSweep:
+		return "GCSweep"
+	case TypeGCEnd:
+		return "GCEnd"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -87,6 +97,10 @@ type CreateVault struct {
 // Snapshot.Time from the cluster clock.
 type CommitSnapshot struct {
 	Snapshot meta.Snapshot `cbor:"snapshot"`
+	// GCEpoch is the garbage-collection epoch the leader read before it checked the
+	// snapshot's chunks. The FSM refuses the entry (meta.ErrGCEpoch) when another epoch
+	// has begun since: its mark may not have seen this snapshot, so the check is redone.
+	GCEpoch uint64 `cbor:"gc_epoch,omitempty"`
 }
 
 // SetClusterMap replaces the cluster map; its epoch must be the current one plus one.
@@ -244,6 +258,18 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeSetVaultPolicy:
 		var v SetVaultPolicy
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeGCBegin:
+		var v GCBegin
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeGCSweep:
+		var v GCSweep
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeGCEnd:
+		var v GCEnd
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

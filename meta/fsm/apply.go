@@ -104,6 +104,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.DeleteSnapshots, command.SetLock, command.SetHold, command.RecordAudit,
 		command.DeleteVault, command.UndeleteVault, command.PurgeVault, command.SetVaultPolicy:
 		return f.applyRetention(b, index, cmd.Body, now)
+	case command.GCBegin, command.GCSweep, command.GCEnd:
+		return f.applyGC(b, cmd.Body, now)
 	case command.Tick:
 		return nil, nil
 	case command.CreateVault:
@@ -122,6 +124,9 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.CommitSnapshot:
 		s := c.Snapshot
 		if err := meta.ValidateSnapshot(s); err != nil {
+			return nil, err
+		}
+		if err := f.checkGCEpoch(b, c.GCEpoch); err != nil {
 			return nil, err
 		}
 		if raw, ok, err := getCopy(b, vaultKey(s.Vault)); err != nil {

@@ -279,7 +279,7 @@ func readStream(src io.Reader, db *pebble.DB) error {
 
 func knownKey(k string) bool {
 	switch {
-	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit:
+	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit, k == keyGC:
 		return true
 	case strings.HasPrefix(k, prefixAudit):
 		return len(k) == len(prefixAudit)+16

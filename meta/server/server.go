@@ -68,6 +68,14 @@ type Config struct {
 	// PGHealth gathers the chunk nodes' latest PG health reports (decommission check,
 	// `coffer admin pgs`); nil means none are known.
 	PGHealth func(ctx context.Context) ([]placement.PGHealth, error)
+	// GCPeer reaches a chunk node for garbage collection (chunkrpc.GCClient over the
+	// network); nil (or a nil result) leaves the node out. Without it RunGC is refused.
+	GCPeer func(n placement.Node) meta.GCPeer
+	// GCGrace is the collection grace period; zero = meta.DefaultGCGrace.
+	GCGrace time.Duration
+	// GCInterval is how often (cluster time) the leader collects on its own; zero
+	// disables scheduled collections (`coffer admin gc` still runs one).
+	GCInterval time.Duration
 }
 
 // Server is one meta voter. All methods are safe for concurrent use.
@@ -82,6 +90,7 @@ type Server struct {
 	trans    *raft.NetworkTransport // owned, nil when cfg.Transport was given
 
 	readyTerm atomic.Uint64 // term in which a Barrier completed on this leader
+	gcMu      sync.Mutex    // held while this server runs a collection
 	stop      chan struct{} // closed by Close; stops loop
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -123,6 +132,9 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if cfg.DownOut <= 0 {
 		cfg.DownOut = DefaultDownOut
+	}
+	if cfg.GCGrace <= 0 {
+		cfg.GCGrace = meta.DefaultGCGrace
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{})}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}, DisableTime: true})
@@ -279,6 +291,7 @@ func (s *Server) loop() {
 			}
 			s.purgeDue()
 			s.followLiveness()
+			s.gcDue()
 		}
 		select {
 		case <-s.stop:

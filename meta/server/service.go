@@ -89,14 +89,26 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 	} else if !errors.Is(err, meta.ErrNotFound) {
 		return meta.Snapshot{}, err
 	}
-	if err := s.checkChunks(ctx, snap); err != nil {
-		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+	// A garbage collection that begins during the check may not see this snapshot in its
+	// mark: the FSM then refuses the entry (meta.ErrGCEpoch) and the check runs again in
+	// the new epoch, touching the chunks after the nodes' cutoffs.
+	for attempt := 1; ; attempt++ {
+		gc, err := s.fsm.GCState()
+		if err != nil {
+			return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+		}
+		if err := s.checkChunks(ctx, snap); err != nil {
+			return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+		}
+		res, err := s.propose(timeoutOf(ctx), command.CommitSnapshot{Snapshot: snap, GCEpoch: gc.Epoch})
+		if errors.Is(err, meta.ErrGCEpoch) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return meta.Snapshot{}, err
+		}
+		return res.(meta.Snapshot), nil
 	}
-	res, err := s.propose(timeoutOf(ctx), command.CommitSnapshot{Snapshot: snap})
-	if err != nil {
-		return meta.Snapshot{}, err
-	}
-	return res.(meta.Snapshot), nil
 }
 
 // checkChunks reads every reference-list chunk, checks that the tree is listed and that
