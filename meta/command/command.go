@@ -184,7 +184,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
 	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
-		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy:
+		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}

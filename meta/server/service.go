@@ -117,6 +117,11 @@ func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
 	var missing []chunk.ID
 	var nMissing int
 	treeListed := false
+	// Has touches what it finds: the reference lists, like every chunk checked below, must
+	// stay out of a collection's sweep from the check to the commit (see RunGC).
+	if _, err := s.cfg.Chunks.Has(ctx, snap.Refs); err != nil {
+		return fmt.Errorf("%w: check reference lists: %v", meta.ErrUnavailable, err)
+	}
 	for i, ref := range snap.Refs {
 		data, err := s.cfg.Chunks.Get(ctx, ref)
 		if errors.Is(err, chunkstore.ErrNotFound) {
