@@ -89,27 +89,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 			return p
 		})
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	jobs := make(chan chunkJob, 2*a.cfg.Fetches)
-	for range a.cfg.Fetches {
-		g.Go(func() error { return r.fetchLoop(gctx, jobs) })
-	}
-	g.Go(func() error {
-		defer close(jobs)
-		return r.restoreTree(gctx, snap.Tree, target, "", jobs)
-	})
-	err = g.Wait()
-	r.trees.wait()
-	if err == nil {
-		// Directory metadata last, deepest first, so that children's creation does not
-		// disturb modification times and read-only directories do not block writes.
-		for i := len(r.dirList) - 1; i >= 0; i-- {
-			d := r.dirList[i]
-			if err = r.setMeta(d.path, &d.node); err != nil {
-				break
-			}
-		}
-	}
+	err = r.run(ctx, snap.Tree, target)
 	stop()
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("client: restore snapshot %s to %s: %w", snap.ID.Str(), target, err)
@@ -165,9 +145,10 @@ type restorer struct {
 	trees  *treePrefetch
 	chunks *chunkCache
 
-	// Used by the tree walker goroutine only.
-	links   map[inodeKey]string
-	dirList []restoredDir
+	// Used by the tree walker goroutine only (run reads them after the walk).
+	links    map[inodeKey]string // first restored name of each multiply linked inode
+	linkList []restoredLink
+	dirList  []restoredDir
 }
 
 type restoredDir struct {
@@ -175,12 +156,24 @@ type restoredDir struct {
 	node tree.Node
 }
 
+// restoredLink is a further name of an inode whose first name is restored as a file;
+// it is linked once every file is complete.
+type restoredLink struct {
+	first, path string
+}
+
+// fileTask is one regular file for a file worker to create.
+type fileTask struct {
+	path string
+	node *tree.Node // points into a decoded tree, which is never modified
+}
+
 // restoreFile is one file being written by fetch workers; the worker that writes its
 // last chunk closes it and sets its metadata.
 type restoreFile struct {
 	f         *os.File
 	path      string
-	node      tree.Node
+	node      *tree.Node
 	remaining atomic.Int64
 	closeOnce sync.Once
 }
@@ -190,6 +183,73 @@ type chunkJob struct {
 	off int64
 	ext tree.Extent
 }
+
+// run restores tree root into target with three kinds of goroutine: the walker creates
+// directories, symlinks and special files in tree order (a directory before anything
+// in it) and hands regular files to the file workers; these create each file and hand
+// its chunks to the fetch workers; the fetch worker that writes a file's last chunk
+// closes it and applies its metadata, so a file's mode and time are set after all its
+// content. Once every file is complete, further names of hardlinked files are linked,
+// then directory metadata is applied, deepest first. Open files are bounded by the
+// channels (files being created, chunks queued and in flight); plaintext by the chunk
+// cache and the fetches in flight. The first error cancels everything and is returned,
+// with every file the restore opened closed.
+func (r *restorer) run(ctx context.Context, root chunk.ID, target string) error {
+	a := r.a
+	g, gctx := errgroup.WithContext(ctx)
+	creators := restoreFileWorkers(a.cfg.Workers)
+	files := make(chan fileTask, 2*creators)
+	jobs := make(chan chunkJob, 2*a.cfg.Fetches)
+	for range a.cfg.Fetches {
+		g.Go(func() error { return r.fetchLoop(gctx, jobs) })
+	}
+	var creating atomic.Int64
+	creating.Store(int64(creators))
+	for range creators {
+		g.Go(func() error {
+			// The last file worker to stop closes jobs: no chunk can be queued after it.
+			defer func() {
+				if creating.Add(-1) == 0 {
+					close(jobs)
+				}
+			}()
+			return r.createLoop(gctx, files, jobs)
+		})
+	}
+	g.Go(func() error {
+		defer close(files)
+		return r.restoreTree(gctx, root, target, "", files)
+	})
+	err := g.Wait()
+	r.trees.wait()
+	// Every goroutine has returned and jobs is closed; chunks still queued after a
+	// failure will never be written: close their files.
+	for j := range jobs {
+		j.rf.closeOnce.Do(func() { j.rf.f.Close() })
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range r.linkList {
+		if err := os.Link(l.first, l.path); err != nil {
+			return err
+		}
+	}
+	// Directory metadata last, deepest first, so that children's creation does not
+	// disturb modification times and read-only directories do not block writes.
+	for i := len(r.dirList) - 1; i >= 0; i-- {
+		d := r.dirList[i]
+		if err := r.setMeta(d.path, &d.node); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreFileWorkers is how many goroutines create files for a restore with the given
+// number of CPU workers: file creation is system-call bound (directory locks, inode
+// allocation, the journal), so a few more than the cores keep the cores busy.
+func restoreFileWorkers(workers int) int { return max(4, 2*workers) }
 
 // selected reports whether snapshot path p is restored: wanted says it is included
 // with everything below; along says it is a directory on the way to an include.
@@ -208,7 +268,7 @@ func (r *restorer) selected(p string) (wanted, along bool) {
 	return false, along
 }
 
-func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir string, jobs chan<- chunkJob) error {
+func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir string, files chan<- fileTask) error {
 	t, err := r.trees.get(ctx, id)
 	if err != nil {
 		return err
@@ -239,14 +299,14 @@ func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.restoreNode(ctx, n, p, sp, jobs); err != nil {
+		if err := r.restoreNode(ctx, n, p, sp, files); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, jobs chan<- chunkJob) error {
+func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, files chan<- fileTask) error {
 	cur := sp
 	r.current.Store(&cur)
 	switch n.Type {
@@ -256,9 +316,9 @@ func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, 
 		}
 		r.dirs.Add(1)
 		r.dirList = append(r.dirList, restoredDir{path: p, node: *n})
-		return r.restoreTree(ctx, *n.Subtree, p, sp, jobs)
+		return r.restoreTree(ctx, *n.Subtree, p, sp, files)
 	case tree.TypeFile:
-		return r.restoreFile(ctx, n, p, jobs)
+		return r.restoreFile(ctx, n, p, files)
 	case tree.TypeSymlink:
 		if err := os.Symlink(n.LinkTarget, p); err != nil {
 			return err
@@ -289,30 +349,67 @@ func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, 
 	return fmt.Errorf("%s: unknown node type %q", sp, n.Type)
 }
 
-func (r *restorer) restoreFile(ctx context.Context, n *tree.Node, p string, jobs chan<- chunkJob) error {
+// restoreFile queues regular file n for the file workers; a further name of an inode
+// restored already is remembered for linking once every file is complete.
+func (r *restorer) restoreFile(ctx context.Context, n *tree.Node, p string, files chan<- fileTask) error {
 	r.files.Add(1)
 	if n.Links > 1 {
 		key := inodeKey{n.DeviceID, n.Inode}
 		if first, ok := r.links[key]; ok {
-			return os.Link(first, p)
+			r.linkList = append(r.linkList, restoredLink{first: first, path: p})
+			return nil
 		}
 		r.links[key] = p
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	select {
+	case files <- fileTask{path: p, node: n}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// createLoop creates the files it receives until files is closed or ctx ends.
+func (r *restorer) createLoop(ctx context.Context, files <-chan fileTask, jobs chan<- chunkJob) error {
+	for {
+		select {
+		case ft, ok := <-files:
+			if !ok {
+				return nil
+			}
+			if err := r.createFile(ctx, ft, jobs); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// createFile creates ft's file (never following or replacing anything) and queues its
+// chunks; a file without data is finished at once.
+func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chunkJob) error {
+	n := ft.node
+	f, err := os.OpenFile(ft.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := f.Truncate(n.Size); err != nil { // holes stay sparse
-		f.Close()
-		return err
-	}
-	rf := &restoreFile{f: f, path: p, node: *n}
-	var data int64
+	var data, end int64
 	for _, e := range n.Content {
 		if !e.Hole {
 			data++
 		}
+		end += int64(e.Len)
 	}
+	// A file ending in data gets its size from its last write; a trailing hole (or a
+	// tree whose extents do not add up to the size) needs it set. Holes stay sparse.
+	if last := len(n.Content) - 1; n.Size > 0 && (last < 0 || n.Content[last].Hole || end != n.Size) {
+		if err := f.Truncate(n.Size); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	rf := &restoreFile{f: f, path: ft.path, node: n}
 	r.bytes.Add(n.Size - dataBytes(n))
 	if data == 0 {
 		return r.finishFile(rf)
@@ -324,6 +421,7 @@ func (r *restorer) restoreFile(ctx context.Context, n *tree.Node, p string, jobs
 			select {
 			case jobs <- chunkJob{rf: rf, off: off, ext: e}:
 			case <-ctx.Done():
+				// Chunks queued already close the file too (whichever comes first).
 				rf.closeOnce.Do(func() { rf.f.Close() })
 				return ctx.Err()
 			}
@@ -353,11 +451,7 @@ func (r *restorer) fetchLoop(ctx context.Context, jobs <-chan chunkJob) error {
 			}
 			j = v
 		case <-ctx.Done():
-			// Close files whose remaining chunks will never come.
-			for v := range jobs {
-				v.rf.closeOnce.Do(func() { v.rf.f.Close() })
-			}
-			return ctx.Err()
+			return ctx.Err() // run closes the files of chunks left in jobs
 		}
 		data, err := r.chunks.get(ctx, j.ext.ID, func() ([]byte, error) { return r.a.fetchChunk(ctx, j.ext) })
 		if err == nil && len(data) != int(j.ext.Len) {
@@ -385,7 +479,7 @@ func (r *restorer) finishFile(rf *restoreFile) error {
 	if err != nil {
 		return err
 	}
-	return r.setMeta(rf.path, &rf.node)
+	return r.setMeta(rf.path, rf.node)
 }
 
 // setMeta applies ownership (root only), mode and modification time to p, without

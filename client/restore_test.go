@@ -1,0 +1,223 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+)
+
+// makeRestoreTree writes a tree for the parallel restore: many small files with distinct
+// modification times in several directories (one of them read-only), read-only files, a
+// multi-chunk read-only file with a hardlink in another directory, and distinct
+// directory times. It returns the multi-chunk file's path.
+func makeRestoreTree(t *testing.T, src string) string {
+	t.Helper()
+	base := time.Unix(1_700_000_000, 0)
+	for d := range 8 {
+		dir := filepath.Join(src, fmt.Sprintf("d%d", d))
+		for f := range 40 {
+			p := filepath.Join(dir, fmt.Sprintf("f%02d", f))
+			mode := os.FileMode(0o644)
+			if f%3 == 0 {
+				mode = 0o444
+			}
+			writeFile(t, p, randBytes(uint64(d*100+f), 100+f*37), mode)
+			mt := base.Add(time.Duration(d*100+f) * time.Second)
+			if err := os.Chtimes(p, mt, mt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	big := filepath.Join(src, "d1", "big.bin")
+	writeFile(t, big, randBytes(99, 3<<20), 0o400)
+	if err := os.Link(big, filepath.Join(src, "d5", "big-link")); err != nil {
+		t.Fatal(err)
+	}
+	for d := range 8 {
+		dir := filepath.Join(src, fmt.Sprintf("d%d", d))
+		mt := base.Add(-time.Duration(d+1) * time.Hour)
+		if err := os.Chtimes(dir, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(src, "d3"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(filepath.Join(src, "d3"), 0o755) })
+	return big
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return len(ents)
+}
+
+// TestRestoreParallelMetadata restores many files through the file and fetch workers,
+// with a single fetch in flight and with many, and checks that every file's content,
+// mode and time, and every directory's mode and time, match the source: metadata must
+// be applied after all of a file's content and directory times after their children.
+func TestRestoreParallelMetadata(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	makeRestoreTree(t, src)
+	e := newEnv(t)
+	res, err := e.open(t).Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fetches := range []int{1, 32} {
+		t.Run(fmt.Sprintf("fetches=%d", fetches), func(t *testing.T) {
+			cfg := e.cfg
+			cfg.Fetches = fetches
+			a, err := Open(ctx, cfg, "v1", testPass)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(dir, fmt.Sprintf("r%d", fetches))
+			fds := openFDs(t)
+			rr, err := a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr.Files != 8*40+2 || rr.Dirs != 9 {
+				t.Errorf("restored %d files and %d dirs, want %d and 9", rr.Files, rr.Dirs, 8*40+2)
+			}
+			compareTrees(t, src, filepath.Join(target, "src"))
+			b1, err1 := os.Stat(filepath.Join(target, "src", "d1", "big.bin"))
+			b2, err2 := os.Stat(filepath.Join(target, "src", "d5", "big-link"))
+			if err1 != nil || err2 != nil || !os.SameFile(b1, b2) {
+				t.Errorf("hardlink not restored as one file: %v %v", err1, err2)
+			}
+			if got := openFDs(t); got != fds {
+				t.Errorf("%d files open after the restore, %d before", got, fds)
+			}
+			os.Chmod(filepath.Join(target, "src", "d3"), 0o755)
+		})
+	}
+}
+
+// failingGetStore fails every Get of one chunk ID with errGet.
+type failingGetStore struct {
+	*countingStore
+	bad chunk.ID
+}
+
+var errGet = errors.New("test: chunk unreadable")
+
+func (s *failingGetStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	if id == s.bad {
+		return nil, errGet
+	}
+	return s.countingStore.Get(ctx, id)
+}
+
+// TestRestoreChunkFailureStops makes one chunk unreadable in a restore of many files:
+// the restore returns that error naming the file, leaves no file open and no goroutine
+// blocked, and applies no directory metadata.
+func TestRestoreChunkFailureStops(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	makeRestoreTree(t, src)
+	e := newEnv(t)
+	res, err := e.open(t).Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad chunk.ID
+	if err := e.open(t).List(ctx, res.Snapshot, "/src/d4/f07", func(en Entry) error {
+		bad = en.Node.Content[0].ID
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, fetches := range []int{1, 32} {
+		t.Run(fmt.Sprintf("fetches=%d", fetches), func(t *testing.T) {
+			cfg := e.cfg
+			cfg.Fetches = fetches
+			cfg.Chunks = &failingGetStore{countingStore: e.chunks, bad: bad}
+			a, err := Open(ctx, cfg, "v1", testPass)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(dir, fmt.Sprintf("r%d", fetches))
+			fds := openFDs(t)
+			_, err = a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
+			if !errors.Is(err, errGet) {
+				t.Fatalf("restore with an unreadable chunk: %v, want %v", err, errGet)
+			}
+			if want := filepath.Join("src", "d4", "f07"); !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %s", err, want)
+			}
+			if got := openFDs(t); got != fds {
+				t.Errorf("%d files open after the failed restore, %d before", got, fds)
+			}
+			// Directory metadata is applied only after a complete restore.
+			fi, err := os.Stat(filepath.Join(target, "src", "d3"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o700 {
+				t.Errorf("directory mode %v after a failed restore, want the creation mode 0700", fi.Mode().Perm())
+			}
+		})
+	}
+}
+
+// TestRestoreCancelled cancels a restore while its chunks are being read: it returns
+// context.Canceled with every file it opened closed.
+func TestRestoreCancelled(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	makeRestoreTree(t, src)
+	e := newEnv(t)
+	res, err := e.open(t).Backup(context.Background(), BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := e.cfg
+	cfg.Chunks = &cancelOnGetStore{countingStore: e.chunks, after: 50, cancel: cancel}
+	a, err := Open(context.Background(), cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := openFDs(t)
+	_, err = a.Restore(ctx, res.Snapshot, RestoreOptions{Target: filepath.Join(dir, "r")})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled restore: %v, want context.Canceled", err)
+	}
+	if got := openFDs(t); got != fds {
+		t.Errorf("%d files open after the cancelled restore, %d before", got, fds)
+	}
+}
+
+// cancelOnGetStore calls cancel on the after-th Get.
+type cancelOnGetStore struct {
+	*countingStore
+	after  int64
+	n      atomic.Int64
+	cancel func()
+}
+
+func (s *cancelOnGetStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	if s.n.Add(1) == s.after {
+		s.cancel()
+	}
+	return s.countingStore.Get(ctx, id)
+}
