@@ -62,6 +62,12 @@ type Config struct {
 	// last snapshot, so that a backup need not download its parent's trees. Empty means
 	// no cache. cmd/coffer uses os.UserCacheDir()/coffer.
 	CacheDir string
+	// KeyCacheSecret, with CacheDir set, enables the local key cache (keycache.go): a
+	// host-local secret that, together with the passphrase, seals the vault's master key
+	// in CacheDir so that Open need not repeat the vault wrapping's full Argon2id. It is
+	// never written anywhere; cmd/coffer passes the agent's TLS private key. Nil
+	// disables the key cache.
+	KeyCacheSecret []byte
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -141,13 +147,18 @@ type Agent struct {
 	keys    *crypt.Keys
 	chunker chunker.Params
 	closed  atomic.Bool
+	// keyFromCache says the master key came from the local key cache.
+	keyFromCache bool
 
 	// beforeRead, when set (tests only), runs before a file is opened for reading.
 	beforeRead func(path string)
 }
 
 // Open opens vault with passphrase. A passphrase that opens none of the vault's key
-// wrappings gives ErrWrongPassphrase; nothing is changed either way.
+// wrappings gives ErrWrongPassphrase. Nothing in the cluster is changed either way; with
+// the local key cache on (Config.KeyCacheSecret) the key comes from its entry when that
+// opens and the vault still holds the wrapping it stands for, and a key unwrapped from
+// the vault is written to it.
 func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte) (*Agent, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -160,9 +171,12 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	if len(v.KeyWraps) == 0 {
 		return nil, fmt.Errorf("client: open vault %s: %w: no key wrappings", vault, ErrInvalid)
 	}
-	var mk crypt.MasterKey
-	opened := false
+	mk, opened := openKeyCache(cfg, v, passphrase)
+	fromCache := opened
 	for i, w := range v.KeyWraps {
+		if opened {
+			break
+		}
 		k, err := crypt.UnwrapKey(w, passphrase)
 		if errors.Is(err, crypt.ErrWrongPassphrase) {
 			continue
@@ -171,7 +185,7 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 			return nil, fmt.Errorf("client: open vault %s: key wrapping %d: %w", vault, i, err)
 		}
 		mk, opened = k, true
-		break
+		saveKeyCache(cfg, v, w, mk, passphrase)
 	}
 	if !opened {
 		return nil, fmt.Errorf("client: open vault %s: %w", vault, ErrWrongPassphrase)
@@ -184,7 +198,7 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	if _, err := chunker.New(params, keys.GearSeed()); err != nil {
 		return nil, fmt.Errorf("client: open vault %s: chunker %q: %w", vault, v.Chunker, err)
 	}
-	return &Agent{cfg: cfg, vault: v, keys: keys, chunker: params}, nil
+	return &Agent{cfg: cfg, vault: v, keys: keys, chunker: params, keyFromCache: fromCache}, nil
 }
 
 // Vault returns the vault the agent was opened on.

@@ -16,4 +16,6 @@ var (
 	// ErrInvalid: a bad argument (empty passphrase, out-of-range parameters, oversize
 	// plaintext, overlapping buffers) or a key wrapping that is truncated or malformed.
 	ErrInvalid = errors.New("crypt: invalid argument")
+	// ErrStale: a key cache entry stands for a key wrapping the vault no longer holds.
+	ErrStale = errors.New("crypt: stale key cache entry")
 )

@@ -24,8 +24,10 @@ of the same paths (or --parent SNAP), stores new chunks (deduplicated,
 compressed, encrypted) and commits one snapshot. A file whose size, mtime,
 ctime, inode and mode are unchanged is not opened; --force reads everything.
 The parent's trees are kept in a local cache (--cache-dir) so they need not be
-downloaded. Each PATH appears in the snapshot under its base name:
-backing up /usr/local/go/src gives /src/... in ls and restore.
+downloaded; the cache also keeps the vault key sealed under the passphrase and
+this client's TLS key, so that each backup need not repeat the vault's full
+key derivation (--no-cache turns both off). Each PATH appears in the snapshot
+under its base name: backing up /usr/local/go/src gives /src/... in ls and restore.
 
 On a terminal, a progress line is drawn on stderr: files, bytes processed,
 read, new and sent, rate and, once a scan beside the backup has sized the
@@ -88,7 +90,7 @@ func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.parent, "parent", "", "compare with snapshot `SNAP` (default: this host's latest of the same paths)")
 	fs.BoolVar(&c.force, "force", false, "read every file, even those whose metadata is unchanged")
 	fs.StringVar(&c.cacheDir, "cache-dir", "", "local cache directory `DIR` (env "+envCacheDir+"; default the user cache dir + /coffer)")
-	fs.BoolVar(&c.noCache, "no-cache", false, "use no local cache: download the parent's trees from the cluster")
+	fs.BoolVar(&c.noCache, "no-cache", false, "use no local cache: download the parent's trees from the cluster and derive the vault key from the passphrase")
 	fs.BoolVar(&c.block, "block", false, "PATH is a block device or disk image: capture it in fixed blocks")
 	fs.Var(&c.blockSize, "block-size", "block size `SIZE` for --block (power of two, 4K to 16M; default 4M)")
 	fs.StringVar(&c.dirtyMap, "dirty-map", "", "with --block, read only the blocks listed in dirty-block map `FILE`")
@@ -179,7 +181,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		paths[i] = abs
 	}
 	cacheDir := c.resolveCacheDir(a)
-	s, ag, err := openAgent(ctx, a, func(cfg *client.Config) { cfg.CacheDir = cacheDir })
+	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })
 	if err != nil {
 		return err
 	}

@@ -88,6 +88,24 @@ func connect(ctx context.Context, a *app) (*session, error) {
 	return s, nil
 }
 
+// useCache sets the agent's local cache directory (trees of the last snapshots) and,
+// when dir is not empty, turns on its key cache with this client's TLS private key as
+// the host-local secret: an entry in dir then opens only with the passphrase and that
+// key (client.Config.KeyCacheSecret). A key file that cannot be read leaves the key
+// cache off.
+func (s *session) useCache(dir string) {
+	s.agent.CacheDir = dir
+	if dir == "" {
+		return
+	}
+	key, err := os.ReadFile(s.cfg.Key)
+	if err != nil {
+		s.logger.Warn("local key cache off: client key unreadable", "file", s.cfg.Key, "err", err)
+		return
+	}
+	s.agent.KeyCacheSecret = key
+}
+
 // needChunks reports a clear error when the cluster map offers no chunk node to talk to.
 func (s *session) needChunks() error {
 	if len(s.chunkAddrs) == 0 {
@@ -146,8 +164,9 @@ func (a *app) logger() *slog.Logger {
 }
 
 // openAgent connects and opens the vault with its passphrase; each of opts may adjust
-// the agent's configuration first. The caller closes both the agent and the session.
-func openAgent(ctx context.Context, a *app, opts ...func(*client.Config)) (*session, *client.Agent, error) {
+// the session's agent configuration first. The caller closes both the agent and the
+// session.
+func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *client.Agent, error) {
 	s, err := connect(ctx, a)
 	if err != nil {
 		return nil, nil, err
@@ -162,7 +181,7 @@ func openAgent(ctx context.Context, a *app, opts ...func(*client.Config)) (*sess
 		return nil, nil, err
 	}
 	for _, o := range opts {
-		o(&s.agent)
+		o(s)
 	}
 	ag, err := client.Open(ctx, s.agent, s.vault, pass)
 	clear(pass)

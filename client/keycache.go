@@ -1,0 +1,72 @@
+package client
+
+import (
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta"
+)
+
+// The local key cache keeps one entry per vault at <CacheDir>/<vault hex>/key (mode
+// 0600 in a 0700 directory): the vault's master key sealed under the passphrase and a
+// host-local secret (crypt.SealKeyCache; the security argument is in
+// docs/benchmarks.md, "Key derivation"). Open tries it first and falls back to the
+// vault's own key wrappings, which it then caches. An entry that does not open, or that
+// stands for a wrapping the vault no longer holds, is never an error: it is removed or
+// replaced. Failing to read or write the cache is logged and otherwise ignored.
+
+func keyCachePath(cfg Config, vault meta.VaultID) string {
+	return filepath.Join(cfg.CacheDir, hex.EncodeToString([]byte(vault)), "key")
+}
+
+func keyCacheOn(cfg Config) bool { return cfg.CacheDir != "" && len(cfg.KeyCacheSecret) > 0 }
+
+// openKeyCache returns the master key from v's cache entry, or false.
+func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey, bool) {
+	if !keyCacheOn(cfg) {
+		return crypt.MasterKey{}, false
+	}
+	p := keyCachePath(cfg, v.ID)
+	e, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return crypt.MasterKey{}, false
+	}
+	if err != nil {
+		cfg.Logger.Warn("local key cache unreadable", "file", p, "err", err)
+		return crypt.MasterKey{}, false
+	}
+	mk, _, err := crypt.OpenKeyCache(e, string(v.ID), v.KeyWraps, passphrase, cfg.KeyCacheSecret)
+	if err != nil {
+		// Another passphrase or host secret, a removed wrapping, or a damaged entry: the
+		// full unwrap decides, and replaces the entry when it succeeds.
+		cfg.Logger.Info("local key cache entry not used", "file", p, "err", err)
+		if errors.Is(err, crypt.ErrStale) || errors.Is(err, crypt.ErrInvalid) {
+			_ = os.Remove(p)
+		}
+		return crypt.MasterKey{}, false
+	}
+	cfg.Logger.Debug("vault key from the local key cache", "vault", v.ID)
+	return mk, true
+}
+
+// saveKeyCache writes v's cache entry for mk, opened from wrapping with passphrase.
+func saveKeyCache(cfg Config, v meta.Vault, wrapping []byte, mk crypt.MasterKey, passphrase []byte) {
+	if !keyCacheOn(cfg) {
+		return
+	}
+	p := keyCachePath(cfg, v.ID)
+	e, err := crypt.SealKeyCache(mk, string(v.ID), wrapping, passphrase, cfg.KeyCacheSecret, cfg.Rand)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(p), 0o700)
+	}
+	if err == nil {
+		err = writeFileAtomic(p, e) // a temporary file: mode 0600
+	}
+	if err != nil {
+		cfg.Logger.Warn("local key cache not written", "file", p, "err", err)
+	}
+}

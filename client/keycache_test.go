@@ -1,0 +1,125 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cofferhq/coffer/client/crypt"
+)
+
+// TestKeyCacheOpen opens a vault twice with the key cache on: the first Open unwraps
+// the vault's key and writes a 0600 entry, the second takes the key from the entry and
+// backs up and restores with it. A wrong passphrase still fails, another host secret
+// falls back to the vault, and once the vault's wrapping is replaced (a rotated
+// passphrase) the old passphrase no longer opens it through the old entry.
+func TestKeyCacheOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.CacheDir = filepath.Join(dir, "cache")
+	cfg.KeyCacheSecret = []byte("host-local secret")
+	entry := keyCachePath(cfg, "v1")
+
+	a1, err := Open(ctx, cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.keyFromCache {
+		t.Fatal("first Open took the key from an empty cache")
+	}
+	fi, err := os.Stat(entry)
+	if err != nil {
+		t.Fatalf("no key cache entry after Open: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key cache entry mode %v, want 0600", fi.Mode().Perm())
+	}
+	if di, _ := os.Stat(filepath.Dir(entry)); di.Mode().Perm() != 0o700 {
+		t.Errorf("key cache directory mode %v, want 0700", di.Mode().Perm())
+	}
+
+	a2, err := Open(ctx, cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a2.keyFromCache {
+		t.Fatal("second Open did not use the key cache")
+	}
+	src := filepath.Join(dir, "src")
+	writeFile(t, filepath.Join(src, "f"), randBytes(5, 300<<10), 0o644)
+	res, err := a2.Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.Restore(ctx, res.Snapshot, RestoreOptions{Target: filepath.Join(dir, "r")}); err != nil {
+		t.Fatalf("restore with the vault-unwrapped key of a backup made with the cached key: %v", err)
+	}
+	compareTrees(t, src, filepath.Join(dir, "r", "src"))
+
+	if _, err := Open(ctx, cfg, "v1", []byte("wrong passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("wrong passphrase with a key cache entry: %v", err)
+	}
+	other := cfg
+	other.KeyCacheSecret = []byte("another host's secret")
+	if a, err := Open(ctx, other, "v1", testPass); err != nil || a.keyFromCache {
+		t.Errorf("Open with another host secret: err %v, from cache %v; want the vault's key", err, err == nil && a.keyFromCache)
+	}
+	if a, err := Open(ctx, cfg, "v1", testPass); err != nil || a.keyFromCache {
+		t.Fatalf("Open after the entry was rewritten for another secret: err %v", err)
+	}
+	if a, err := Open(ctx, cfg, "v1", testPass); err != nil || !a.keyFromCache {
+		t.Fatalf("Open with the rewritten entry: err %v", err)
+	}
+
+	// Rotate the passphrase: the vault's only wrapping is replaced.
+	v := e.meta.vaults["v1"]
+	mk, err := crypt.UnwrapKey(v.KeyWraps[0], testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPass := []byte("rotated passphrase")
+	w, err := crypt.WrapKey(mk, newPass, crypt.TestArgon2Params(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.meta.mu.Lock()
+	v.KeyWraps = [][]byte{w}
+	e.meta.vaults["v1"] = v
+	e.meta.mu.Unlock()
+	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("old passphrase after rotation: %v, want ErrWrongPassphrase", err)
+	}
+	if _, err := os.Stat(entry); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale key cache entry kept: %v", err)
+	}
+	if a, err := Open(ctx, cfg, "v1", newPass); err != nil || a.keyFromCache {
+		t.Fatalf("new passphrase after rotation: %v", err)
+	}
+	if a, err := Open(ctx, cfg, "v1", newPass); err != nil || !a.keyFromCache {
+		t.Fatalf("new passphrase from the key cache: %v", err)
+	}
+}
+
+// TestKeyCacheOff checks that without a secret or a cache directory nothing is written.
+func TestKeyCacheOff(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.CacheDir = filepath.Join(t.TempDir(), "cache")
+	for i := range 2 {
+		a, err := Open(context.Background(), cfg, "v1", testPass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.keyFromCache {
+			t.Fatalf("Open %d used a key cache without a secret", i)
+		}
+	}
+	if _, err := os.Stat(keyCachePath(cfg, "v1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("key cache entry written without a secret: %v", err)
+	}
+}
