@@ -36,7 +36,9 @@ type Progress struct {
 	BytesRead    int64 // read from the sources
 	BytesChanged int64 // plaintext bytes of chunks that were not stored before
 	// TotalFiles and TotalBytes are what a scan running beside the backup has found so
-	// far (regular files and their sizes); final once ScanDone is true.
+	// far (regular files and their sizes); final once ScanDone is true. The scan starts a
+	// second into the backup; a backup that is done sooner reports its own counts as
+	// the totals (with ScanDone) in its last report.
 	TotalFiles, TotalBytes int64
 	ScanDone               bool
 }
@@ -135,6 +137,7 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		stopProgress()
 		return BackupResult{}, err
 	}
+	b.walked.Store(true)
 
 	res, err := b.commit(ctx, commitInfo{id: snapID, start: start, paths: paths, tags: opts.Tags, root: rootID, parent: parent}, upStats, stopProgress)
 	if err != nil {
@@ -321,6 +324,7 @@ type backup struct {
 	bytesRead                               atomic.Int64
 	totalFiles, totalBytes                  atomic.Int64 // from the progress scan
 	scanDone                                atomic.Bool
+	walked                                  atomic.Bool // every file is processed: the totals are known
 	upPtr                                   atomic.Pointer[upload.Uploader]
 	current                                 atomic.Pointer[string]
 
@@ -771,6 +775,10 @@ func (b *backup) startProgress(fn func(Progress)) (stop func()) {
 	snap := func() Progress {
 		p := Progress{Files: b.files.Load(), Dirs: b.dirs.Load(), Bytes: b.bytes.Load(), BytesAdded: b.bytesAdded.Load(),
 			BytesRead: b.bytesRead.Load(), TotalFiles: b.totalFiles.Load(), TotalBytes: b.totalBytes.Load(), ScanDone: b.scanDone.Load()}
+		if !p.ScanDone && b.walked.Load() {
+			// Done before the scan: the backup's own counts are the totals.
+			p.TotalFiles, p.TotalBytes, p.ScanDone = p.Files, p.Bytes, true
+		}
 		if up := b.upPtr.Load(); up != nil {
 			st := up.Stats()
 			if p.BytesAdded == 0 {
@@ -786,8 +794,14 @@ func (b *backup) startProgress(fn func(Progress)) (stop func()) {
 	return runProgress(fn, snap)
 }
 
+// scanDelay is how long a backup runs before its progress scan starts: a backup that
+// is done sooner (typically an unchanged tree, whose walk costs about what the scan
+// does) never needs an ETA, and its final progress report gives its own totals.
+const scanDelay = time.Second
+
 // startScan, when on, counts the regular files below roots and their sizes beside the
-// backup (for the progress ETA), without opening any file. stop cancels it and waits.
+// backup (for the progress ETA), without opening any file, starting scanDelay after the
+// call. stop cancels it and waits.
 func (b *backup) startScan(ctx context.Context, on bool, roots []root) (stop func()) {
 	if !on {
 		return func() {}
@@ -795,6 +809,13 @@ func (b *backup) startScan(ctx context.Context, on bool, roots []root) (stop fun
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		delay := time.NewTimer(scanDelay)
+		defer delay.Stop()
+		select {
+		case <-delay.C:
+		case <-ctx.Done():
+			return
+		}
 		for _, r := range roots {
 			err := filepath.WalkDir(r.abs, func(p string, d fs.DirEntry, err error) error {
 				if ctx.Err() != nil {
