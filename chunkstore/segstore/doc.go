@@ -29,8 +29,11 @@
 // are not in the segments, so a replay or rebuild stamps chunks with the open or rebuild
 // time, never an older one (FORMAT.md, "Touch times").
 //
-// Space: deleted shards leave garbage in their segments. Each segment's live bytes are
-// tracked (see Store.Segments) for a future compaction; nothing reclaims space yet.
+// Space: deleted shards leave garbage in their segments; each segment's live bytes are
+// tracked (see Store.Segments). Compaction (Store.Compact, also run by a background
+// goroutine after deletes and sweeps) copies the live records of segments below
+// Options.CompactThreshold to the current segment and removes the old files, without
+// stopping writes or readers and without losing anything in a crash (FORMAT.md).
 //
 // Example:
 //

@@ -211,6 +211,9 @@ func (s *Store) SweepChunks(ctx context.Context, ids []chunk.ID, cutoff time.Tim
 		total.Spared += req.swept.Spared
 		uniq = uniq[n:]
 	}
+	if total.Chunks > 0 {
+		s.kickCompactor()
+	}
 	return total, nil
 }
 
@@ -228,12 +231,17 @@ func (s *Store) sweep(ids []chunk.ID, cutoff time.Time) (chunkstore.SweepResult,
 	if ierr != nil {
 		return res, ierr
 	}
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return res, fmt.Errorf("segstore: sweep: %w", err)
+	}
+	defer iter.Close()
 	req := s.newRequest(0, 0)
 	buf := *req.buf
 	floor := s.floor.Load()
 	var kb []byte
 	for _, id := range ids {
-		keys, bytes, err := s.chunkShards(id)
+		keys, bytes, err := chunkShards(iter, id)
 		if err != nil {
 			s.releaseBuf(req.buf)
 			return chunkstore.SweepResult{}, fmt.Errorf("segstore: sweep %s: %w", id.Str(), err)
@@ -272,29 +280,27 @@ func (s *Store) sweep(ids []chunk.ID, cutoff time.Time) (chunkstore.SweepResult,
 	return res, nil
 }
 
-// chunkShards returns the stored keys of id's shards and their data bytes, from the
-// index as the writer goroutine sees it (no group is staged while it runs).
-func (s *Store) chunkShards(id chunk.ID) ([]chunkstore.ShardKey, int64, error) {
-	lower, upper := chunkShardBounds(id)
-	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return nil, 0, err
-	}
+// chunkShards returns the stored keys of id's shards and their data bytes, read with
+// iter over the shard keys of the index as the writer goroutine sees it (no group is
+// staged while a sweep runs).
+func chunkShards(iter *pebble.Iterator, id chunk.ID) ([]chunkstore.ShardKey, int64, error) {
+	lower, _ := chunkShardBounds(id)
 	var keys []chunkstore.ShardKey
 	var bytes int64
-	for valid := iter.First(); valid; valid = iter.Next() {
+	for valid := iter.SeekGE(lower); valid; valid = iter.Next() {
 		key, err := parseShardKey(iter.Key())
 		if err != nil {
-			iter.Close()
 			return nil, 0, err
+		}
+		if key.ID != id {
+			break
 		}
 		loc, err := parseLocation(iter.Value())
 		if err != nil {
-			iter.Close()
 			return nil, 0, err
 		}
 		keys = append(keys, key)
 		bytes += int64(loc.dataLen)
 	}
-	return keys, bytes, errors.Join(iter.Error(), iter.Close())
+	return keys, bytes, iter.Error()
 }

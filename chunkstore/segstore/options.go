@@ -14,6 +14,9 @@ const (
 	DefaultMemTableSize = 16 << 20
 	DefaultCacheSize    = 8 << 20
 
+	// DefaultCompactThreshold is the default Options.CompactThreshold.
+	DefaultCompactThreshold = 0.5
+
 	// MinSegmentSize is the smallest accepted Options.SegmentSize.
 	MinSegmentSize = 4 << 10
 )
@@ -36,9 +39,19 @@ type Options struct {
 	NoSync bool
 	// Now is the clock for touch times (default time.Now). See GCCandidates.
 	Now func() time.Time
+	// CompactThreshold: a segment other than the one being appended to is compacted
+	// when its live bytes fall below this fraction of its record bytes (default 0.5;
+	// 0 < CompactThreshold <= 1). See Compact.
+	CompactThreshold float64
+	// DisableAutoCompact stops the store from compacting by itself after deletes and
+	// sweeps; Compact still works.
+	DisableAutoCompact bool
 
 	// openFile opens segment files; tests replace it to inject write and sync faults.
 	openFile func(path string, flag int, perm os.FileMode) (segFile, error)
+	// beforeRemove, if set, runs before compaction syncs the index and removes segment
+	// num; an error stops the compaction there (tests simulate a crash with it).
+	beforeRemove func(num uint32) error
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -62,6 +75,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.CompactThreshold == 0 {
+		o.CompactThreshold = DefaultCompactThreshold
+	}
+	if !(o.CompactThreshold > 0 && o.CompactThreshold <= 1) {
+		return o, fmt.Errorf("segstore: options: CompactThreshold %v is not in (0, 1]", o.CompactThreshold)
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -22,13 +22,24 @@ type segFile interface {
 	Close() error
 }
 
-// segment is one open segment file. The file stays open until Store.Close.
+// segment is one open segment file. The file stays open until Store.Close, or, for a
+// segment that compaction removed, until the last reader releases it.
 type segment struct {
 	num  uint32
 	path string
 	f    segFile
 	size atomic.Int64 // bytes durably appended (or, with NoSync, written)
 	live atomic.Int64 // bytes of put records still indexed
+	// refs counts the store's map (1 while the segment is registered) and the readers
+	// holding it (Store.acquireSegment); the file is closed when it drops to 0.
+	refs atomic.Int64
+}
+
+// release drops one reference; the last one closes the file.
+func (seg *segment) release() {
+	if seg.refs.Add(-1) == 0 {
+		seg.f.Close()
+	}
 }
 
 func segName(num uint32) string { return fmt.Sprintf("seg-%08d.log", num) }
@@ -159,6 +170,7 @@ func (s *Store) openSegmentFile(num uint32) (*segment, error) {
 		return nil, err
 	}
 	seg := &segment{num: num, path: path, f: f}
+	seg.refs.Store(1)
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -211,6 +223,7 @@ func (s *Store) createSegment(num uint32) (*segment, error) {
 		return nil, fmt.Errorf("segstore: create segment %d: %w", num, err)
 	}
 	seg := &segment{num: num, path: path, f: f}
+	seg.refs.Store(1)
 	if err := s.writeFileHeader(seg); err != nil {
 		f.Close()
 		os.Remove(path)

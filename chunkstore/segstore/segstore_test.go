@@ -18,7 +18,7 @@ import (
 
 func TestReopenKeepsEverything(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{SegmentSize: MinSegmentSize} // sync on
+	opts := Options{DisableAutoCompact: true, SegmentSize: MinSegmentSize} // sync on
 	s := mustOpen(t, dir, opts)
 	var shards []chunkstore.Shard
 	for i := range 12 {
@@ -52,7 +52,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 }
 
 func TestSegmentsRollAndLiveBytes(t *testing.T) {
-	s := openTest(t, Options{NoSync: true, SegmentSize: MinSegmentSize})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true, SegmentSize: MinSegmentSize})
 	var shards []chunkstore.Shard
 	var want int64
 	for i := range 10 {
@@ -108,7 +108,7 @@ func TestRebuildWhenIndexMissing(t *testing.T) {
 	for _, how := range []string{"removed", "emptied"} {
 		t.Run(how, func(t *testing.T) {
 			dir := t.TempDir()
-			opts := Options{NoSync: true, SegmentSize: MinSegmentSize}
+			opts := Options{DisableAutoCompact: true, NoSync: true, SegmentSize: MinSegmentSize}
 			s := mustOpen(t, dir, opts)
 			var shards []chunkstore.Shard
 			for i := range 20 {
@@ -149,7 +149,7 @@ func TestRebuildWhenIndexMissing(t *testing.T) {
 }
 
 func TestRebuildIndexOnline(t *testing.T) {
-	s := openTest(t, Options{NoSync: true, SegmentSize: MinSegmentSize})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true, SegmentSize: MinSegmentSize})
 	var shards []chunkstore.Shard
 	for i := range 15 {
 		shards = append(shards, mkShard(i, 1, 900))
@@ -170,7 +170,7 @@ func TestRebuildIndexOnline(t *testing.T) {
 
 func TestRebuildIndexInterrupted(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{NoSync: true}
+	opts := Options{DisableAutoCompact: true, NoSync: true}
 	s := mustOpen(t, dir, opts)
 	shards := []chunkstore.Shard{mkShard(1, 0, 100), mkShard(2, 0, 100)}
 	mustPut(t, s, shards...)
@@ -221,7 +221,7 @@ func TestReplayAfterCheckpoint(t *testing.T) {
 	// back to an older state, and Open must replay the segments past its checkpoint.
 	dir := t.TempDir()
 	saved := t.TempDir()
-	opts := Options{NoSync: true, SegmentSize: MinSegmentSize}
+	opts := Options{DisableAutoCompact: true, NoSync: true, SegmentSize: MinSegmentSize}
 	a, b, c := mkShard(1, 0, 3000), mkShard(2, 0, 3000), mkShard(3, 0, 3000)
 	s := mustOpen(t, dir, opts)
 	mustPut(t, s, a, b)
@@ -253,7 +253,7 @@ func TestTornTailTruncated(t *testing.T) {
 	for _, tail := range []string{"partial record", "garbage"} {
 		t.Run(tail, func(t *testing.T) {
 			dir := t.TempDir()
-			opts := Options{} // sync on
+			opts := Options{DisableAutoCompact: true} // sync on
 			s := mustOpen(t, dir, opts)
 			var shards []chunkstore.Shard
 			for i := range 5 {
@@ -295,7 +295,7 @@ func TestTornTailTruncated(t *testing.T) {
 
 func TestShortSegmentHeaderRepaired(t *testing.T) {
 	dir := t.TempDir()
-	s := mustOpen(t, dir, Options{NoSync: true})
+	s := mustOpen(t, dir, Options{DisableAutoCompact: true, NoSync: true})
 	a := mkShard(1, 0, 100)
 	mustPut(t, s, a)
 	mustClose(t, s)
@@ -303,7 +303,7 @@ func TestShortSegmentHeaderRepaired(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, segName(2)), []byte("CF"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s = mustOpen(t, dir, Options{NoSync: true})
+	s = mustOpen(t, dir, Options{DisableAutoCompact: true, NoSync: true})
 	defer mustClose(t, s)
 	expectShard(t, s, a)
 	b := mkShard(2, 0, 100)
@@ -316,11 +316,11 @@ func TestShortSegmentHeaderRepaired(t *testing.T) {
 
 func TestBadSegmentHeaderRefused(t *testing.T) {
 	dir := t.TempDir()
-	s := mustOpen(t, dir, Options{NoSync: true})
+	s := mustOpen(t, dir, Options{DisableAutoCompact: true, NoSync: true})
 	mustPut(t, s, mkShard(1, 0, 100))
 	mustClose(t, s)
 	flipByte(t, filepath.Join(dir, segName(1)), 0)
-	if s, err := Open(dir, Options{NoSync: true}); err == nil {
+	if s, err := Open(dir, Options{DisableAutoCompact: true, NoSync: true}); err == nil {
 		s.Close()
 		t.Fatal("Open accepted a segment with a bad magic")
 	} else if !strings.Contains(err.Error(), segName(1)) {
@@ -330,7 +330,7 @@ func TestBadSegmentHeaderRefused(t *testing.T) {
 
 func TestDamagedRecordSkippedOnRebuild(t *testing.T) {
 	dir := t.TempDir()
-	opts := Options{NoSync: true}
+	opts := Options{DisableAutoCompact: true, NoSync: true}
 	s := mustOpen(t, dir, opts)
 	a, b, c := mkShard(1, 0, 800), mkShard(2, 0, 800), mkShard(3, 0, 800)
 	mustPut(t, s, a)
@@ -360,7 +360,7 @@ func TestDamagedRecordSkippedOnRebuild(t *testing.T) {
 }
 
 func TestLocateBitFlipIsCorrupt(t *testing.T) {
-	s := openTest(t, Options{NoSync: true})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	shards := []chunkstore.Shard{mkShard(1, 0, 1000), mkShard(2, 3, 1000), mkShard(3, 5, 1000)}
 	mustPut(t, s, shards...)
 	path, off, n, err := s.Locate(shards[1].Key)
@@ -404,7 +404,7 @@ func TestLocateBitFlipIsCorrupt(t *testing.T) {
 }
 
 func TestHeaderDamageIsCorrupt(t *testing.T) {
-	s := openTest(t, Options{NoSync: true})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	a, b := mkShard(1, 0, 100), mkShard(2, 0, 100)
 	mustPut(t, s, a, b)
 	path, off, _, err := s.Locate(a.Key)
@@ -423,7 +423,7 @@ func TestWriteFailureNotAcknowledged(t *testing.T) {
 		t.Run(fault, func(t *testing.T) {
 			dir := t.TempDir()
 			var f faults
-			opts := Options{openFile: f.opener()}
+			opts := Options{DisableAutoCompact: true, openFile: f.opener()}
 			s := mustOpen(t, dir, opts)
 			a, b := mkShard(1, 0, 2000), mkShard(2, 0, 2000)
 			mustPut(t, s, a)
@@ -461,7 +461,7 @@ func TestWriteFailureNotAcknowledged(t *testing.T) {
 			expectShard(t, s, b)
 			mustClose(t, s)
 
-			s = mustOpen(t, dir, Options{})
+			s = mustOpen(t, dir, Options{DisableAutoCompact: true})
 			defer mustClose(t, s)
 			expectShard(t, s, a)
 			expectShard(t, s, b)
@@ -477,7 +477,7 @@ func TestWriteFailureNotAcknowledged(t *testing.T) {
 
 func TestFailedSyncFailsWholeGroup(t *testing.T) {
 	var f faults
-	s := openTest(t, Options{openFile: f.opener()})
+	s := openTest(t, Options{DisableAutoCompact: true, openFile: f.opener()})
 	gate := make(chan bool)
 	f.syncGate.Store(&gate)
 	base := f.syncs.Load() // Open fsyncs the new segment's header
@@ -528,7 +528,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestClosed(t *testing.T) {
-	s := mustOpen(t, t.TempDir(), Options{NoSync: true})
+	s := mustOpen(t, t.TempDir(), Options{DisableAutoCompact: true, NoSync: true})
 	key := mkShard(1, 0, 10).Key
 	mustPut(t, s, mkShard(1, 0, 10))
 	mustClose(t, s)
@@ -553,7 +553,7 @@ func TestClosed(t *testing.T) {
 }
 
 func TestInvalidInput(t *testing.T) {
-	s := openTest(t, Options{NoSync: true})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	long := mkShard(1, 0, 10)
 	long.Meta.Writer = strings.Repeat("w", maxWriterLen+1)
 	zeroK := mkShard(2, 0, 10)
@@ -587,7 +587,7 @@ func TestOptionsValidated(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
-	s := openTest(t, Options{NoSync: true})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.PutShards(ctx, []chunkstore.Shard{mkShard(1, 0, 10)}); !errors.Is(err, context.Canceled) {
@@ -605,7 +605,7 @@ func TestGetShardAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items at random under the race detector")
 	}
-	s := openTest(t, Options{NoSync: true})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	sh := mkShard(1, 0, 4096)
 	mustPut(t, s, sh)
 	ctx := context.Background()
@@ -623,7 +623,7 @@ func TestGetShardAllocations(t *testing.T) {
 // Reads, writes and enumerations running alongside RebuildIndex neither fail nor see a
 // half-built index: lookups wait for the rebuild and writes queue behind it.
 func TestRebuildIndexConcurrentWithTraffic(t *testing.T) {
-	s := openTest(t, Options{NoSync: true, SegmentSize: MinSegmentSize})
+	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true, SegmentSize: MinSegmentSize})
 	var base []chunkstore.Shard
 	for i := range 30 {
 		base = append(base, mkShard(i, 0, 600))
@@ -682,7 +682,7 @@ func TestRebuildIndexConcurrentWithTraffic(t *testing.T) {
 // each at the offset its index entry records.
 func TestSkippedDuplicatesKeepOffsets(t *testing.T) {
 	dir := t.TempDir()
-	s := mustOpen(t, dir, Options{NoSync: true})
+	s := mustOpen(t, dir, Options{DisableAutoCompact: true, NoSync: true})
 	a, b, c := mkShard(1, 0, 500), mkShard(2, 0, 700), mkShard(3, 0, 900)
 	mustPut(t, s, a)
 	dupA := mkShard(1, 0, 123)

@@ -1,6 +1,7 @@
 package segstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,8 +42,9 @@ type Store struct {
 	indexMu  sync.RWMutex
 	indexErr error // guarded by indexMu; non-nil while the index is incomplete
 
-	segMu sync.RWMutex
-	segs  map[uint32]*segment // guarded by segMu; files stay open until Close
+	segMu  sync.RWMutex
+	segs   map[uint32]*segment // guarded by segMu; compaction removes entries
+	curSeg atomic.Uint32       // the segment the writer appends to
 
 	shards atomic.Int64 // live shards, published after each index commit
 	bytes  atomic.Int64 // live shard data bytes
@@ -50,6 +52,11 @@ type Store struct {
 
 	reqs       chan *request // closed by Close once no caller can send
 	writerDone chan struct{} // closed by the writer goroutine when it exits
+
+	compactMu     sync.Mutex         // one compaction at a time
+	kick          chan struct{}      // wakes the compactor (capacity 1, never closed)
+	stopCompactor context.CancelFunc // ends the compactor; called by Close
+	compactorDone chan struct{}      // closed by the compactor goroutine when it exits
 
 	w writerState // owned by the writer goroutine (by Open before it starts)
 
@@ -88,13 +95,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("segstore: open index %s: %w", idxDir, err)
 	}
 	s := &Store{
-		dir:        dir,
-		opts:       opts,
-		log:        opts.Logger,
-		db:         db,
-		segs:       make(map[uint32]*segment),
-		reqs:       make(chan *request, 64),
-		writerDone: make(chan struct{}),
+		dir:           dir,
+		opts:          opts,
+		log:           opts.Logger,
+		db:            db,
+		segs:          make(map[uint32]*segment),
+		reqs:          make(chan *request, 64),
+		writerDone:    make(chan struct{}),
+		kick:          make(chan struct{}, 1),
+		compactorDone: make(chan struct{}),
 	}
 	s.w.ap.s = s
 	if err := s.load(fresh); err != nil {
@@ -103,6 +112,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.run()
+	cctx, cancel := context.WithCancel(context.Background())
+	s.stopCompactor = cancel
+	go s.compactor(cctx)
+	s.kickCompactor() // garbage left from before the last Close
 	return s, nil
 }
 
@@ -184,6 +197,7 @@ func (s *Store) load(fresh bool) error {
 	}
 	s.w.cur = s.segs[slices.Max(s.segNums())]
 	s.w.off = s.w.cur.size.Load()
+	s.curSeg.Store(s.w.cur.num)
 	return nil
 }
 
@@ -283,8 +297,8 @@ func (s *Store) metaValue(key []byte) ([]byte, bool, error) {
 	return out, true, closer.Close()
 }
 
-// Close waits for calls in progress (including EnumerateShards callbacks), stops the
-// writer, and closes the index and the segment files. Later calls return
+// Close stops a background compaction (at a step boundary; what it did is kept), waits
+// for calls in progress (including EnumerateShards callbacks), stops the writer, and closes the index and the segment files. Later calls return
 // chunkstore.ErrClosed. Close is idempotent.
 func (s *Store) Close() error {
 	s.gate.Lock()
@@ -294,6 +308,8 @@ func (s *Store) Close() error {
 	}
 	s.gate.closed = true
 	s.gate.Unlock()
+	s.stopCompactor()
+	<-s.compactorDone
 	s.inflight.Wait()
 	close(s.reqs) // no caller can send any more
 	<-s.writerDone
@@ -335,6 +351,22 @@ func (s *Store) segment(num uint32) *segment {
 	defer s.segMu.RUnlock()
 	return s.segs[num]
 }
+
+// acquireSegment returns segment num with a reference the caller must release, or nil
+// if it is not registered (compaction removed it).
+func (s *Store) acquireSegment(num uint32) *segment {
+	s.segMu.RLock()
+	defer s.segMu.RUnlock()
+	seg := s.segs[num]
+	if seg != nil {
+		seg.refs.Add(1)
+	}
+	return seg
+}
+
+// maxReadRetries bounds how often GetShard looks a key up again after finding its
+// segment removed by compaction (which repoints the index before removing a segment).
+const maxReadRetries = 4
 
 func (s *Store) segNums() []uint32 {
 	s.segMu.RLock()
@@ -385,17 +417,25 @@ func (s *Store) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunksto
 	}
 	rb := s.getReadBuf()
 	defer s.readPool.Put(rb)
-	loc, err := s.lookup(key, rb.key[:0])
-	if err != nil {
-		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: %w", keyStr(key), err)
+	// A segment that compaction removes is unregistered only after the index points at
+	// the copies, and its file stays open while a reader holds it; so a lookup that
+	// finds its segment gone looks again and finds the copy.
+	var loc location
+	var seg *segment
+	for try := 0; seg == nil; try++ {
+		var err error
+		if loc, err = s.lookup(key, rb.key[:0]); err != nil {
+			return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: %w", keyStr(key), err)
+		}
+		if seg = s.acquireSegment(loc.seg); seg == nil && try == maxReadRetries {
+			return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: segment %d offset %d: segment file is missing: %w",
+				keyStr(key), loc.seg, loc.off, chunkstore.ErrCorrupt)
+		}
 	}
+	defer seg.release()
 	corrupt := func(what string, args ...any) error {
 		return fmt.Errorf("segstore: get %s: segment %d offset %d: %s: %w",
 			keyStr(key), loc.seg, loc.off, fmt.Sprintf(what, args...), chunkstore.ErrCorrupt)
-	}
-	seg := s.segment(loc.seg)
-	if seg == nil {
-		return chunkstore.Shard{}, corrupt("segment file is missing")
 	}
 	hdr := rb.header(recHeaderSize + loc.writerLen)
 	if err := readFull(seg.f, hdr, loc.off); err != nil {
@@ -582,17 +622,19 @@ type SegmentInfo struct {
 }
 
 // Segments lists the segment files in ascending order with their live bytes, the input
-// a future compaction needs.
+// compaction works from.
 func (s *Store) Segments() ([]SegmentInfo, error) {
 	if err := s.enter(); err != nil {
 		return nil, fmt.Errorf("segstore: segments: %w", err)
 	}
 	defer s.exit()
-	var out []SegmentInfo
-	for _, n := range s.segNums() {
-		seg := s.segment(n)
+	s.segMu.RLock()
+	out := make([]SegmentInfo, 0, len(s.segs))
+	for n, seg := range s.segs {
 		out = append(out, SegmentInfo{Num: n, Path: seg.path, Size: seg.size.Load(), LiveBytes: seg.live.Load()})
 	}
+	s.segMu.RUnlock()
+	slices.SortFunc(out, func(a, b SegmentInfo) int { return cmp.Compare(a.Num, b.Num) })
 	return out, nil
 }
 

@@ -25,6 +25,7 @@ const (
 	kindWrite   reqKind = iota // append records and/or touch keys, update the index
 	kindRebuild                // rebuild the index from the segments
 	kindSweep                  // check-and-delete chunks not touched since a cutoff
+	kindCompact                // one step of compacting a segment
 )
 
 // request is one caller's batch handed to the writer goroutine. The writer sends exactly
@@ -44,6 +45,8 @@ type request struct {
 	sweepIDs []chunk.ID             // kindSweep: chunks to examine
 	cutoff   time.Time              // kindSweep
 	swept    chunkstore.SweepResult // kindSweep: what it did
+
+	compact *compactStep // kindCompact: input and result
 }
 
 // bufLen is the number of encoded record bytes the request carries.
@@ -144,8 +147,8 @@ func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error 
 }
 
 // DeleteShards appends a delete record for each stored key (fsynced like puts) and
-// removes the keys from the index. Missing keys are not an error. Space is not reclaimed:
-// the segment's live-byte count drops (see Segments).
+// removes the keys from the index. Missing keys are not an error. The space is reclaimed
+// by compaction (see Compact), which the store starts in the background afterwards.
 func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) error {
 	if err := s.enter(); err != nil {
 		return fmt.Errorf("segstore: delete shards: %w", err)
@@ -168,6 +171,7 @@ func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) er
 	if err := s.submit(ctx, req); err != nil {
 		return fmt.Errorf("segstore: delete shards: %w", err)
 	}
+	s.kickCompactor()
 	return nil
 }
 
@@ -228,6 +232,9 @@ func (s *Store) run() {
 			req.swept = res
 			req.done <- err
 			continue
+		case kindCompact:
+			req.done <- s.compactRun(req.compact)
+			continue
 		}
 		group := append(s.w.group[:0], req)
 		size := req.bufLen()
@@ -284,12 +291,8 @@ func (s *Store) commitGroup(group []*request) error {
 	for _, r := range group {
 		total += int64(r.bufLen())
 	}
-	if s.w.off > fileHeaderSize && s.w.off+total > s.opts.SegmentSize {
-		seg, err := s.createSegment(s.w.cur.num + 1)
-		if err != nil {
-			return err
-		}
-		s.w.cur, s.w.off = seg, fileHeaderSize
+	if err := s.reserve(total); err != nil {
+		return err
 	}
 	seg, start := s.w.cur, s.w.off
 	ap := &s.w.ap
@@ -316,6 +319,20 @@ func (s *Store) commitGroup(group []*request) error {
 		s.w.fatal = fmt.Errorf("segstore: index commit failed, reopen the store: %w", err)
 		s.log.Error("segstore: index commit failed", "err", err)
 		return s.w.fatal
+	}
+	return nil
+}
+
+// reserve starts a new segment when appending total bytes would take the current one past
+// Options.SegmentSize (unless it holds no records yet).
+func (s *Store) reserve(total int64) error {
+	if s.w.off > fileHeaderSize && s.w.off+total > s.opts.SegmentSize {
+		seg, err := s.createSegment(s.w.cur.num + 1)
+		if err != nil {
+			return err
+		}
+		s.w.cur, s.w.off = seg, fileHeaderSize
+		s.curSeg.Store(seg.num)
 	}
 	return nil
 }

@@ -1,0 +1,344 @@
+package segstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/cofferhq/coffer/chunkstore"
+)
+
+// segmentBytes sums the sizes of the segment files in dir, as the filesystem sees them
+// (a file a running compaction removes meanwhile counts as 0).
+func segmentBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	nums, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, num := range nums {
+		fi, err := os.Stat(filepath.Join(dir, segName(num)))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+func mustCompact(t *testing.T, s *Store) CompactResult {
+	t.Helper()
+	res, err := s.Compact(context.Background())
+	if err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	return res
+}
+
+// putDeleteNinety puts n shards in batches and deletes 9 of every 10; it returns the
+// kept and the deleted shards.
+func putDeleteNinety(t *testing.T, s *Store, n, size int) (kept, deleted []chunkstore.Shard) {
+	t.Helper()
+	var batch []chunkstore.Shard
+	for i := range n {
+		sh := mkShard(i, uint8(i%6), size+i%97)
+		if i%10 == 0 {
+			kept = append(kept, sh)
+		} else {
+			deleted = append(deleted, sh)
+		}
+		if batch = append(batch, sh); len(batch) == 8 {
+			mustPut(t, s, batch...)
+			batch = batch[:0]
+		}
+	}
+	mustPut(t, s, batch...)
+	var keys []chunkstore.ShardKey
+	for _, sh := range deleted {
+		if keys = append(keys, sh.Key); len(keys) == 50 {
+			mustDelete(t, s, keys...)
+			keys = keys[:0]
+		}
+	}
+	mustDelete(t, s, keys...)
+	return kept, deleted
+}
+
+func expectLayout(t *testing.T, s *Store, kept, deleted []chunkstore.Shard) {
+	t.Helper()
+	for _, sh := range kept {
+		expectShard(t, s, sh)
+	}
+	for _, sh := range deleted {
+		expectMissing(t, s, sh.Key)
+	}
+	var want int64
+	for _, sh := range kept {
+		want += int64(len(sh.Data))
+	}
+	if st := stats(t, s); st.Shards != int64(len(kept)) || st.Bytes != want {
+		t.Errorf("stats = %+v, want %d shards of %d bytes", st, len(kept), want)
+	}
+}
+
+func TestCompactReclaimsSpace(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{NoSync: true, SegmentSize: 64 << 10, DisableAutoCompact: true}
+	s := mustOpen(t, dir, opts)
+	kept, deleted := putDeleteNinety(t, s, 1500, 1000)
+	before := segmentBytes(t, dir)
+	segsBefore, _ := s.Segments()
+
+	res := mustCompact(t, s)
+	after := segmentBytes(t, dir)
+	segsAfter, _ := s.Segments()
+	drop := 1 - float64(after)/float64(before)
+	t.Logf("segment files: %d bytes in %d files -> %d bytes in %d files (%.1f%% reclaimed); %+v",
+		before, len(segsBefore), after, len(segsAfter), 100*drop, res)
+	if drop < 0.80 {
+		t.Errorf("compaction reclaimed %.1f%% of segment bytes, want at least 80%%", 100*drop)
+	}
+	// The files shrank by what the result says, less the headers of segments the copies
+	// rolled into.
+	if got, want := before-after, res.Reclaimed-res.Copied; got > want || got < want-fileHeaderSize*int64(len(segsAfter)) {
+		t.Errorf("result says %d bytes freed, the files shrank by %d", want, got)
+	}
+	expectLayout(t, s, kept, deleted)
+	// A second compaction finds nothing to do.
+	if res := mustCompact(t, s); res.Segments != 0 || res.Copied != 0 {
+		t.Errorf("second Compact = %+v, want nothing done", res)
+	}
+	mustClose(t, s)
+
+	s = mustOpen(t, dir, opts)
+	expectLayout(t, s, kept, deleted)
+	mustClose(t, s)
+	// The segments alone still say the same: no deleted shard comes back.
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, opts)
+	defer mustClose(t, s)
+	expectLayout(t, s, kept, deleted)
+}
+
+// A delete record in a compacted segment must survive while an older segment still holds
+// the put it cancels, and a key stored again after such a delete must still end up
+// stored with its new data when the index is rebuilt from the segments.
+func TestCompactKeepsDeletesOlderPutsNeed(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{NoSync: true, SegmentSize: MinSegmentSize, DisableAutoCompact: true}
+	s := mustOpen(t, dir, opts)
+	k, j, filler := mkShard(1, 0, 1000), mkShard(2, 0, 300), mkShard(3, 0, 2000)
+	mustPut(t, s, k, j, filler) // segment 1: stays mostly live
+	g := mkShard(4, 0, 3000)
+	mustPut(t, s, g)
+	mustDelete(t, s, k.Key, j.Key) // segment 2: g, then the deletes of k and j
+	h := mkShard(5, 0, 3000)
+	mustPut(t, s, h) // segment 3
+	mustDelete(t, s, g.Key)
+	kNew := mkShard(1, 0, 500)
+	kNew.Data[0] ^= 0xff // k written again, with other bytes
+	mustPut(t, s, kNew)
+	segs, _ := s.Segments()
+	if len(segs) != 3 {
+		t.Fatalf("setup: %d segments, want 3: %+v", len(segs), segs)
+	}
+
+	res := mustCompact(t, s)
+	if res.Segments != 1 {
+		t.Fatalf("Compact = %+v, want segment 2 removed", res)
+	}
+	kept, gone := []chunkstore.Shard{filler, h, kNew}, []chunkstore.Shard{j, g}
+	expectLayout(t, s, kept, gone)
+	mustClose(t, s)
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, opts)
+	defer mustClose(t, s)
+	expectLayout(t, s, kept, gone)
+}
+
+// A reader that holds a segment keeps reading it after compaction removes it; the file
+// is closed when the reader lets go, and new lookups find the copies.
+func TestCompactWaitsForReaders(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{NoSync: true, SegmentSize: MinSegmentSize, DisableAutoCompact: true})
+	defer mustClose(t, s)
+	keep, drop := mkShard(1, 0, 1000), mkShard(2, 0, 2000)
+	mustPut(t, s, keep, drop)
+	mustPut(t, s, mkShard(3, 0, 3000)) // rolls to segment 2, so segment 1 is not current
+	mustDelete(t, s, drop.Key)
+	loc, err := s.lookup(keep.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := s.acquireSegment(loc.seg)
+	if held == nil || loc.seg != 1 {
+		t.Fatalf("setup: shard in segment %d", loc.seg)
+	}
+	if res := mustCompact(t, s); res.Segments != 1 {
+		t.Fatalf("Compact = %+v, want segment 1 removed", res)
+	}
+	if s.segment(1) != nil {
+		t.Fatal("segment 1 still registered after compaction")
+	}
+	if _, err := os.Stat(held.path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("segment file after compaction: %v, want removed", err)
+	}
+	b := make([]byte, loc.dataLen)
+	if err := readFull(held.f, b, loc.dataOff()); err != nil {
+		t.Fatalf("reading a held segment after its removal: %v", err)
+	}
+	if string(b) != string(keep.Data) {
+		t.Fatal("held segment returned other bytes")
+	}
+	held.release()
+	if err := readFull(held.f, b, loc.dataOff()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("read after the last release = %v, want the file closed", err)
+	}
+	expectShard(t, s, keep) // through the index, from the copy
+}
+
+// An injected failure stops compaction after a victim's copies are appended and indexed
+// but before the index is synced and the file removed: what a crash there leaves on
+// disk. With the unsynced index batches lost as well, replay must still find everything.
+func TestCompactInterruptedLosesNothing(t *testing.T) {
+	for _, lostIndex := range []bool{false, true} {
+		name := map[bool]string{false: "index kept", true: "unsynced index batches lost"}[lostIndex]
+		t.Run(name, func(t *testing.T) {
+			dir, saved := t.TempDir(), t.TempDir()
+			opts := Options{NoSync: true, SegmentSize: 16 << 10, DisableAutoCompact: true}
+			s := mustOpen(t, dir, opts)
+			kept, deleted := putDeleteNinety(t, s, 400, 700)
+			mustClose(t, s)
+			copyDir(t, filepath.Join(dir, "index"), saved)
+
+			failing := opts
+			failing.beforeRemove = func(num uint32) error { return errors.New("injected crash") }
+			s = mustOpen(t, dir, failing)
+			if _, err := s.Compact(context.Background()); err == nil {
+				t.Fatal("Compact succeeded despite the injected failure")
+			}
+			expectLayout(t, s, kept, deleted)
+			mustClose(t, s)
+			if lostIndex {
+				if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+					t.Fatal(err)
+				}
+				copyDir(t, saved, filepath.Join(dir, "index"))
+			}
+
+			s = mustOpen(t, dir, opts)
+			expectLayout(t, s, kept, deleted)
+			before := segmentBytes(t, dir)
+			res := mustCompact(t, s)
+			if res.Segments == 0 || segmentBytes(t, dir) >= before {
+				t.Errorf("compaction after the interruption = %+v, %d -> %d bytes", res, before, segmentBytes(t, dir))
+			}
+			expectLayout(t, s, kept, deleted)
+			mustClose(t, s)
+			if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, dir, opts)
+			defer mustClose(t, s)
+			expectLayout(t, s, kept, deleted)
+		})
+	}
+}
+
+// Readers race compactions (and the deletes that feed them); every read of a live shard
+// must succeed with the right bytes.
+func TestCompactConcurrentReaders(t *testing.T) {
+	s := openTest(t, Options{NoSync: true, SegmentSize: 8 << 10, DisableAutoCompact: true})
+	ctx := context.Background()
+	var live, doomed []chunkstore.Shard
+	for i := range 240 {
+		sh := mkShard(i, 0, 300+i%50)
+		if i%4 == 0 {
+			live = append(live, sh)
+		} else {
+			doomed = append(doomed, sh)
+		}
+		mustPut(t, s, sh)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	reads := make([]int, len(errs))
+	for r := range errs {
+		wg.Go(func() {
+			for i := r; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				want := live[i%len(live)]
+				got, err := s.GetShard(ctx, want.Key)
+				if err == nil && string(got.Data) != string(want.Data) {
+					err = errors.New("wrong bytes for " + keyStr(want.Key))
+				}
+				if err != nil {
+					errs[r] = err
+					return
+				}
+				reads[r]++
+			}
+		})
+	}
+	var compacted CompactResult
+	for len(doomed) > 0 {
+		n := min(20, len(doomed))
+		var keys []chunkstore.ShardKey
+		for _, sh := range doomed[:n] {
+			keys = append(keys, sh.Key)
+		}
+		doomed = doomed[n:]
+		mustDelete(t, s, keys...)
+		res := mustCompact(t, s)
+		compacted.Segments += res.Segments
+	}
+	close(stop)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if compacted.Segments == 0 {
+		t.Fatal("no segment was compacted")
+	}
+	t.Logf("%d segments compacted under %v reads", compacted.Segments, reads)
+	for _, sh := range live {
+		expectShard(t, s, sh)
+	}
+}
+
+// With automatic compaction on, deletes alone get the space back.
+func TestAutoCompactAfterDeletes(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{NoSync: true, SegmentSize: 16 << 10})
+	defer mustClose(t, s)
+	kept, deleted := putDeleteNinety(t, s, 400, 700)
+	full := int64(400 * 800)
+	waitFor(t, func() bool { return segmentBytes(t, dir) < full/4 })
+	// The compactor may still be running; Compact waits for it.
+	mustCompact(t, s)
+	expectLayout(t, s, kept, deleted)
+}
+
+func TestCompactThresholdValidated(t *testing.T) {
+	for _, th := range []float64{-0.5, 1.01} {
+		if _, err := Open(t.TempDir(), Options{CompactThreshold: th}); err == nil {
+			t.Errorf("Open accepted CompactThreshold %v", th)
+		}
+	}
+}
