@@ -79,14 +79,15 @@ func (s *Store) compact(ctx context.Context) (CompactResult, error) {
 }
 
 // victims returns, ascending, the segments other than the current one whose live bytes
-// are below the threshold fraction of their record bytes.
+// are below the threshold fraction of their record bytes, except those a compaction
+// already had to keep since the last rebuild or Open.
 func (s *Store) victims() []uint32 {
 	cur := s.curSeg.Load()
 	s.segMu.RLock()
 	defer s.segMu.RUnlock()
 	var out []uint32
 	for n, seg := range s.segs {
-		if n == cur {
+		if n == cur || s.kept[n] {
 			continue
 		}
 		live, records := seg.live.Load(), seg.size.Load()-fileHeaderSize
@@ -398,6 +399,9 @@ func (s *Store) removeVictim(v *segment, st *compactStep) error {
 		// A live record the scan did not find (damaged?) or a rebuild in between: keep
 		// the segment; a later compaction looks again.
 		s.log.Warn("segstore: compaction keeps a segment that still has live bytes", "segment", v.num, "live", live)
+		s.segMu.Lock()
+		s.kept[v.num] = true
+		s.segMu.Unlock()
 		return nil
 	}
 	if s.opts.beforeRemove != nil {

@@ -342,3 +342,37 @@ func TestCompactThresholdValidated(t *testing.T) {
 		}
 	}
 }
+
+// A victim with a damaged live record cannot be removed: compaction keeps it (the shard
+// still reads as corrupt, for repair to see) and does not rescan it until a rebuild.
+func TestCompactKeepsDamagedSegment(t *testing.T) {
+	s := openTest(t, Options{NoSync: true, SegmentSize: MinSegmentSize, DisableAutoCompact: true})
+	a, b := mkShard(1, 0, 1000), mkShard(2, 0, 2000)
+	mustPut(t, s, a, b)
+	mustPut(t, s, mkShard(3, 0, 3000)) // rolls to segment 2
+	mustDelete(t, s, b.Key)
+	path, off, _, err := s.Locate(a.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, path, off+10)
+
+	res := mustCompact(t, s)
+	if res.Segments != 0 {
+		t.Fatalf("Compact removed a segment holding a damaged live record: %+v", res)
+	}
+	if _, err := s.GetShard(context.Background(), a.Key); !errors.Is(err, chunkstore.ErrCorrupt) {
+		t.Fatalf("GetShard of the damaged shard = %v, want ErrCorrupt", err)
+	}
+	if res := mustCompact(t, s); res.Copied != 0 || res.Segments != 0 {
+		t.Errorf("second Compact = %+v, want the kept segment left alone", res)
+	}
+	// A rebuild drops the damaged record from the index; then the segment goes.
+	if err := s.RebuildIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	expectMissing(t, s, a.Key)
+	if res := mustCompact(t, s); res.Segments != 1 {
+		t.Errorf("Compact after the rebuild = %+v, want segment 1 removed", res)
+	}
+}

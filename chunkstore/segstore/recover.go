@@ -55,6 +55,9 @@ func (s *Store) rebuild(ctx context.Context) error {
 	s.shards.Store(0)
 	s.bytes.Store(0)
 	s.floor.Store(now.UnixNano())
+	s.segMu.Lock()
+	clear(s.kept)
+	s.segMu.Unlock()
 	for _, n := range s.segNums() {
 		s.segment(n).live.Store(0)
 	}

@@ -42,9 +42,13 @@ type Store struct {
 	indexMu  sync.RWMutex
 	indexErr error // guarded by indexMu; non-nil while the index is incomplete
 
-	segMu  sync.RWMutex
-	segs   map[uint32]*segment // guarded by segMu; compaction removes entries
-	curSeg atomic.Uint32       // the segment the writer appends to
+	segMu sync.RWMutex
+	segs  map[uint32]*segment // guarded by segMu; compaction removes entries
+	// kept holds segments compaction scanned but could not remove (live bytes left,
+	// e.g. a damaged record); guarded by segMu, cleared by a rebuild. victims skips
+	// them so that they are not rescanned, and their deletes carried again, forever.
+	kept   map[uint32]bool
+	curSeg atomic.Uint32 // the segment the writer appends to
 
 	shards atomic.Int64 // live shards, published after each index commit
 	bytes  atomic.Int64 // live shard data bytes
@@ -100,6 +104,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:           opts.Logger,
 		db:            db,
 		segs:          make(map[uint32]*segment),
+		kept:          make(map[uint32]bool),
 		reqs:          make(chan *request, 64),
 		writerDone:    make(chan struct{}),
 		kick:          make(chan struct{}, 1),

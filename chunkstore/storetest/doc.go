@@ -1,5 +1,6 @@
-// Package storetest holds conformance suites that every chunkstore.ShardStore and
-// chunkstore.Store implementation runs from its own tests.
+// Package storetest holds conformance suites that every chunkstore.ShardStore,
+// chunkstore.GCStore and chunkstore.Store implementation runs from its own tests
+// (RunShardStore, RunGCStore, RunStore).
 //
 // Usage:
 //
