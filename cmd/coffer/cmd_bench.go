@@ -93,9 +93,19 @@ func (c *benchCmd) run(ctx context.Context, a *app, args []string) error {
 			return usagef(benchSpec(), "--peers: unknown tool %q (want restic, borg)", p)
 		}
 	}
+	profile := c.profile
+	if profile != "" {
+		// The agent processes run in their own working directories: a relative
+		// directory would scatter their profiles.
+		abs, err := filepath.Abs(profile)
+		if err != nil {
+			return usagef(benchSpec(), "--profile %s: %v", profile, err)
+		}
+		profile = abs
+	}
 	o := bench.Options{
 		Quick: c.quick, DataDir: data, Coffer: exe, Cofferd: cofferd, Peers: peers,
-		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep, ProfileDir: c.profile,
+		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep, ProfileDir: profile,
 		Logf: func(format string, v ...any) {
 			if !a.g.quiet {
 				fmt.Fprintf(a.stderr, format+"\n", v...)
