@@ -466,7 +466,7 @@ func (b *backup) walkRoots(ctx context.Context, roots []root, prevRoot *tree.Tre
 
 // walkDir lists d.path and dispatches its entries; d.nodes must be nil.
 func (b *backup) walkDir(ctx context.Context, d *dirState, jobs chan<- fileJob) error {
-	ents, err := os.ReadDir(d.path)
+	ents, err := statDir(d.path)
 	if err != nil {
 		return err // the caller skips the directory
 	}
@@ -475,14 +475,13 @@ func (b *backup) walkDir(ctx context.Context, d *dirState, jobs chan<- fileJob) 
 	d.skip = make([]bool, len(ents))
 	d.pending.Store(1)
 	for i, e := range ents {
-		p := filepath.Join(d.path, e.Name())
-		fi, err := e.Info()
-		if err != nil {
+		p := filepath.Join(d.path, e.name)
+		if e.err != nil {
 			d.skip[i] = true
-			b.skip(p, err)
+			b.skip(p, e.err)
 			continue
 		}
-		if err := b.entry(ctx, d, i, p, e.Name(), fi, jobs); err != nil {
+		if err := b.entry(ctx, d, i, p, e.name, e.fi, jobs); err != nil {
 			return err
 		}
 	}
