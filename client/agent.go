@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -133,6 +134,13 @@ func InitVault(ctx context.Context, cfg Config, vault meta.VaultID, passphrase [
 		KeyWraps: [][]byte{wrapped},
 		Chunker:  chunker.DefaultParams().Name(),
 	})
+	if errors.Is(err, meta.ErrExists) {
+		// A retried create whose first attempt was committed (its reply lost to a
+		// leader change) finds its own vault: the same freshly wrapped key says so.
+		if got, gerr := cfg.Meta.GetVault(ctx, vault); gerr == nil && len(got.KeyWraps) == 1 && bytes.Equal(got.KeyWraps[0], wrapped) {
+			return got, nil
+		}
+	}
 	if err != nil {
 		return meta.Vault{}, fmt.Errorf("client: init vault %s: %w", vault, err)
 	}

@@ -73,6 +73,18 @@ type Config struct {
 	DownOutInterval time.Duration `yaml:"down_out_interval,omitempty"`
 	// Repair throttles this node's repair and backfill (chunk role).
 	Repair RepairConfig `yaml:"repair,omitempty"`
+	// GC schedules garbage collection (meta role; the leader runs it).
+	GC GCConfig `yaml:"gc,omitempty"`
+}
+
+// GCConfig schedules garbage collection. Zero fields mean the defaults.
+type GCConfig struct {
+	// Interval is the cluster time between scheduled collections; 0 means 24 hours,
+	// negative disables them (`coffer admin gc` still runs one).
+	Interval time.Duration `yaml:"interval,omitempty"`
+	// Grace spares chunks written or asked about within this long before a collection
+	// began (a backup between its existence query and its commit); 0 means 1 hour.
+	Grace time.Duration `yaml:"grace,omitempty"`
 }
 
 // RepairConfig throttles a chunk node's repair worker. Zero fields mean the defaults.

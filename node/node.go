@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/chunkstore/dist"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
 	"github.com/cofferhq/coffer/meta"
@@ -144,8 +145,34 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	grantKey := meta.GrantKey(secret)
 	cs.EnableGrants(grantKey, time.Now)
 	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
+	if n.shards != nil {
+		gcn, err := gcnode.New(gcnode.Config{
+			Store: n.shards,
+			Now:   time.Now, // the clock segstore stamps touches with
+			Authorize: func(ctx context.Context, from, op string, epoch uint64) error {
+				st, err := n.metaC.GCStatus(ctx)
+				if err != nil {
+					return fmt.Errorf("%w: ask the meta leader for the GC state: %v", meta.ErrUnavailable, err)
+				}
+				return meta.CheckGCOrder(st, from, op, epoch)
+			},
+			// The node's context, not the request's: the report outlives the refused call.
+			Refused: func(_ context.Context, from, op string, epoch uint64, err error) {
+				if errors.Is(err, meta.ErrDenied) {
+					n.auditRefusal(ctx, transport.Peer{Principal: from, Role: transport.RoleNode}, "gc."+op, err.Error())
+				}
+			},
+			Logger: n.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node: gc: %w", err)
+		}
+		cs.EnableGC(gcn)
+		cs.GuardDeletes(n.guardDelete)
+	}
 	mux.Handle("shard", cs)
 	mux.Handle("chunk", cs)
+	mux.Handle("gc", cs)
 	mux.Handle("node", transport.HandlerFunc(n.serveNode))
 
 	if cfg.Has(RoleMeta) {
@@ -172,6 +199,17 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			DownOut:     cfg.DownOutInterval,
 			PGHealth:    n.gatherPGHealth,
 			GrantKey:    grantKey,
+			GCPeer: func(nd placement.Node) meta.GCPeer {
+				return chunkrpc.NewGCClient(n.ep, nd.Addr)
+			},
+			GCGrace:    cfg.GC.Grace,
+			GCInterval: cfg.GC.Interval,
+		}
+		switch {
+		case mcfg.GCInterval == 0:
+			mcfg.GCInterval = 24 * time.Hour
+		case mcfg.GCInterval < 0:
+			mcfg.GCInterval = 0
 		}
 		if deps.DownOut > 0 {
 			mcfg.DownOut = deps.DownOut

@@ -57,6 +57,8 @@ func commands() []*cmdSpec {
 		adminPGsSpec(),
 		adminScrubStartSpec(),
 		adminScrubStatusSpec(),
+		adminGCRunSpec(),
+		adminGCStatusSpec(),
 		adminAuditSpec(),
 		adminRebalancePlanSpec(),
 		adminRebalanceApplySpec(),

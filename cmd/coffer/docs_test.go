@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cofferhq/coffer/meta"
 )
 
 // readCLIDoc returns docs/cli.md split into sections by "## " headings.
@@ -77,7 +79,7 @@ func TestDocsListEveryJSONField(t *testing.T) {
 	for _, v := range []any{initSummary{}, backupSummary{}, skippedJSON{}, snapshotJSON{}, entryJSON{},
 		restoreSummary{}, statusJSON{}, clusterStatus{}, nodeRow{}, versionInfo{},
 		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
-		rebalanceApplyJSON{}, rebalanceStatusJSON{}} {
+		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

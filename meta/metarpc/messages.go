@@ -81,6 +81,8 @@ var Errors = transport.SentinelTable{
 	{Err: meta.ErrLocked, Code: transport.Locked},
 	{Err: meta.ErrDenied, Code: transport.PermissionDenied},
 	{Err: meta.ErrUnavailable, Code: transport.Unavailable},
+	// A commit that kept racing new GC epochs: retry later.
+	{Err: meta.ErrGCEpoch, Code: transport.Unavailable},
 }
 
 // Retention methods (meta.RetentionService).

@@ -167,6 +167,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	if out, fwd, err, ok := h.serveAdmin(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
+	if out, fwd, err, ok := h.serveGC(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: unknown method %q", method)}
 }
 

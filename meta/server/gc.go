@@ -288,11 +288,20 @@ func (s *Server) gcDue() {
 	if err != nil {
 		return
 	}
+	// Due GCInterval after the later of the last collection and the first time this
+	// server checked (a new cluster does not collect the moment it starts).
+	now := s.fsm.Now()
 	last := st.Began
 	if st.Last != nil && st.Last.Ended.After(last) {
 		last = st.Last.Ended
 	}
-	if !last.IsZero() && s.fsm.Now().Sub(last) < s.cfg.GCInterval {
+	if s.gcFirstSeen.IsZero() {
+		s.gcFirstSeen = now
+	}
+	if s.gcFirstSeen.After(last) {
+		last = s.gcFirstSeen
+	}
+	if now.Sub(last) < s.cfg.GCInterval {
 		return
 	}
 	if !s.gcMu.TryLock() {

@@ -91,10 +91,13 @@ type Server struct {
 
 	readyTerm atomic.Uint64 // term in which a Barrier completed on this leader
 	gcMu      sync.Mutex    // held while this server runs a collection
-	stop      chan struct{} // closed by Close; stops loop
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
+	// gcFirstSeen is the cluster time the loop first checked for a due collection (only
+	// the loop goroutine touches it).
+	gcFirstSeen time.Time
+	stop        chan struct{} // closed by Close; stops loop
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 var _ meta.Service = (*Server)(nil)

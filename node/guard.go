@@ -1,0 +1,37 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// guardDelete vets a shard.Delete from another node (chunkrpc.Server.GuardDeletes).
+// Repair is the only caller: it drops a stray copy from a node that does not own the
+// shard under the current map, and a damaged copy before writing the good one. A shard
+// this node owns and holds intact is never deleted this way; garbage collection goes
+// through sweep orders from the meta leader instead.
+func (n *Node) guardDelete(ctx context.Context, keys []chunkstore.ShardKey) error {
+	self := placement.NodeID(n.cfg.ID)
+	for _, k := range keys {
+		owners, err := n.chunks.Locate(k.ID)
+		if err != nil {
+			return fmt.Errorf("%w: shard %s/%d: cannot place it: %v", chunkstore.ErrUnavailable, k.ID.Str(), k.Index, err)
+		}
+		if int(k.Index) >= len(owners) || owners[k.Index].ID != self {
+			continue // a stray copy: not this node's to keep
+		}
+		_, err = n.shards.GetShard(ctx, k)
+		switch {
+		case errors.Is(err, chunkstore.ErrCorrupt), errors.Is(err, chunkstore.ErrNotFound):
+			continue // damaged (repair rewrites it) or already gone
+		case err != nil:
+			return fmt.Errorf("%w: shard %s/%d: %v", chunkstore.ErrUnavailable, k.ID.Str(), k.Index, err)
+		}
+		return fmt.Errorf("shard %s/%d: this node owns it and holds it intact; shards are deleted only as stray or damaged copies (repair) or by a garbage-collection sweep order from the meta leader", k.ID.Str(), k.Index)
+	}
+	return nil
+}
