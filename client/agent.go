@@ -1,9 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"

@@ -16,7 +16,7 @@ const (
 
 type (
 	gcRunReq struct {
-		Opts meta.GCOptions `cbor:"opts"`
+		Opts meta.GCOptions  `cbor:"opts"`
 		As   *meta.Principal `cbor:"as,omitempty"`
 		Fwd  bool            `cbor:"fwd,omitempty"`
 	}
