@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
 
 func TestReopenKeepsEverything(t *testing.T) {
@@ -543,6 +544,10 @@ func TestClosed(t *testing.T) {
 		"Stats":        func() error { _, err := s.Stats(ctx); return err }(),
 		"Enumerate":    s.EnumerateShards(ctx, nil, func(chunkstore.ShardInfo) error { return nil }),
 		"RebuildIndex": s.RebuildIndex(ctx),
+		"TouchShards":  func() error { _, err := s.TouchShards(ctx, []chunkstore.ShardKey{key}); return err }(),
+		"GCCandidates": s.GCCandidates(ctx, nil, time.Now(), func(chunk.ID, int64) error { return nil }),
+		"SweepChunks":  func() error { _, err := s.SweepChunks(ctx, []chunk.ID{key.ID}, time.Now()); return err }(),
+		"Compact":      func() error { _, err := s.Compact(ctx); return err }(),
 	}
 	_, checks["GetShard"] = s.GetShard(ctx, key)
 	for name, err := range checks {
