@@ -117,11 +117,29 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 		return BackupResult{}, err
 	}
 
+	ci := commitInfo{id: snapID, start: start, paths: paths, tags: opts.Tags, parent: parent}
+	res, err := a.backupOnce(ctx, opts, roots, ci)
+	if errors.Is(err, meta.ErrMissingChunks) {
+		// A garbage collection swept chunks this backup relied on (it was paused past the
+		// grace period, or reused a forgotten parent's chunks). Run again without the
+		// parent: every file is read and every chunk asked about (which protects it)
+		// and uploaded when missing, so the commit check passes.
+		a.cfg.Logger.Warn("commit refused for missing chunks; backing up again without the parent snapshot", "snapshot", snapID.Str(), "err", err)
+		ci.parent = nil
+		res, err = a.backupOnce(ctx, opts, roots, ci)
+	}
+	return res, err
+}
+
+// backupOnce runs one backup pass and commits it; ci.root is filled in here.
+func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root, ci commitInfo) (BackupResult, error) {
+	parent := ci.parent
 	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{})}
 	b.links = make(map[inodeKey]*linkGroup)
-	b.cache = a.openTreeCache(paths)
+	b.cache = a.openTreeCache(ci.paths)
 	b.cache.checkParent(parent)
 	var parentTree *tree.Tree
+	var err error
 	if parent != nil {
 		if parentTree, err = b.loadTree(ctx, parent.Tree); err != nil {
 			a.cfg.Logger.Warn("parent snapshot tree unreadable; counting every file as new", "parent", parent.ID.Str(), "err", err)
@@ -139,11 +157,8 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 	}
 	b.walked.Store(true)
 
-	res, err := b.commit(ctx, commitInfo{id: snapID, start: start, paths: paths, tags: opts.Tags, root: rootID, parent: parent}, upStats, stopProgress)
-	if err != nil {
-		return BackupResult{}, err
-	}
-	return res, nil
+	ci.root, ci.parent = rootID, parent
+	return b.commit(ctx, ci, upStats, stopProgress)
 }
 
 // commitInfo is what commit needs besides the backup's own state.

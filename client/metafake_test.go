@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -21,6 +22,16 @@ type fakeMeta struct {
 	vaults map[meta.VaultID]meta.Vault
 	snaps  map[meta.VaultID][]meta.Snapshot
 	writes int
+	// beforeCommit, when set, runs once at the start of the next CommitSnapshot.
+	beforeCommit func()
+	refused      int // commits refused for missing chunks
+}
+
+// refusedCommits is how many commits were refused for missing chunks.
+func (m *fakeMeta) refusedCommits() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.refused
 }
 
 var _ meta.Service = (*fakeMeta)(nil)
@@ -83,6 +94,23 @@ func cmpStr(a, b string) int {
 }
 
 func (m *fakeMeta) CommitSnapshot(ctx context.Context, s meta.Snapshot) (meta.Snapshot, error) {
+	m.mu.Lock()
+	hook := m.beforeCommit
+	m.beforeCommit = nil
+	m.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	snap, err := m.commit(ctx, s)
+	if errors.Is(err, meta.ErrMissingChunks) {
+		m.mu.Lock()
+		m.refused++
+		m.mu.Unlock()
+	}
+	return snap, err
+}
+
+func (m *fakeMeta) commit(ctx context.Context, s meta.Snapshot) (meta.Snapshot, error) {
 	ids := append(slices.Clone(s.Refs), s.Tree)
 	for _, r := range s.Refs {
 		data, err := m.chunks.Get(ctx, r)
