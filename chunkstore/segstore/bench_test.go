@@ -201,3 +201,55 @@ func BenchmarkCompact(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkTouchShards: calls of 64 keys (stored, fsync on), serial and from 8
+// goroutines, whose touches the writer merges into one synced index batch per group.
+func BenchmarkTouchShards(b *testing.B) {
+	const stored, perCall = 4096, 64
+	s, err := Open(b.TempDir(), Options{DisableAutoCompact: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	keys := make([]chunkstore.ShardKey, stored)
+	data := benchData(3)[:512]
+	for start := 0; start < stored; start += 256 {
+		var batch []chunkstore.Shard
+		for i := start; i < start+256; i++ {
+			keys[i] = chunkstore.ShardKey{ID: tid(i), Index: uint8(i % 6)}
+			batch = append(batch, chunkstore.Shard{Key: keys[i], Meta: chunkstore.ShardMeta{K: 4, M: 2, Writer: "agent/bench"}, Data: data})
+		}
+		if err := s.PutShards(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	touch := func(i int) error {
+		start := (i * perCall) % stored
+		_, err := s.TouchShards(ctx, keys[start:start+perCall])
+		return err
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if err := touch(i); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("parallel8", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(4) // 4 × GOMAXPROCS(2) goroutines
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := touch(int(next.Add(1))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
