@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/storetest"
 )
 
 // segmentBytes sums the sizes of the segment files in dir, as the filesystem sees them
@@ -380,26 +383,35 @@ func TestCompactKeepsDamagedSegment(t *testing.T) {
 	}
 }
 
-// TestCompactModel runs seeded random puts (first write wins), deletes, re-puts with new
-// bytes, compactions, reopens and rebuilds from the segments against a map, checking the
-// store against the map after every compaction and recovery: compaction must never make
-// a rebuild bring back a deleted shard, lose a live one, or return stale bytes.
+// TestCompactModel runs seeded random puts (first write wins; a repeated put still
+// touches), deletes, touches, sweeps, clock steps, compactions, reopens and rebuilds from
+// the segments against a model, checking the store after every compaction and recovery:
+// compaction must never make a rebuild bring back a deleted or swept shard, lose a live
+// one or return stale bytes, and touch times must follow the model (a rebuild counts
+// every stored chunk as written at the rebuild).
 func TestCompactModel(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 42))
 			dir := t.TempDir()
-			opts := Options{NoSync: true, SegmentSize: MinSegmentSize, DisableAutoCompact: true, CompactThreshold: 0.3 + 0.6*r.Float64()}
+			clk := storetest.NewClock(gcEpoch())
+			opts := Options{NoSync: true, SegmentSize: MinSegmentSize, DisableAutoCompact: true,
+				CompactThreshold: 0.3 + 0.6*r.Float64(), Now: clk.Now}
 			s := mustOpen(t, dir, opts)
 			defer func() { mustClose(t, s) }()
+			ctx := context.Background()
 			const keys = 24
+			key := func(k int) chunkstore.ShardKey { return chunkstore.ShardKey{ID: tid(k)} }
 			model := make(map[int]chunkstore.Shard)
+			touched := make(map[int]time.Time) // for keys in model
 			version := 0
 			check := func(when string) {
 				t.Helper()
+				cutoff := clk.Now().Add(-time.Minute)
+				wantCands := map[chunk.ID]bool{}
 				for k := range keys {
 					want, ok := model[k]
-					got, err := s.GetShard(context.Background(), chunkstore.ShardKey{ID: tid(k)})
+					got, err := s.GetShard(ctx, key(k))
 					switch {
 					case !ok && !errors.Is(err, chunkstore.ErrNotFound):
 						t.Fatalf("%s: key %d: GetShard = %v, want not found", when, k, err)
@@ -408,15 +420,28 @@ func TestCompactModel(t *testing.T) {
 					case ok && !bytes.Equal(got.Data, want.Data):
 						t.Fatalf("%s: key %d: stale bytes", when, k)
 					}
+					if ok && touched[k].Before(cutoff) {
+						wantCands[tid(k)] = true
+					}
 				}
 				if st := stats(t, s); st.Shards != int64(len(model)) {
 					t.Fatalf("%s: %d shards, model has %d", when, st.Shards, len(model))
 				}
+				got := candidateIDs(t, s, cutoff)
+				if len(got) != len(wantCands) {
+					t.Fatalf("%s: %d GC candidates, model has %d", when, len(got), len(wantCands))
+				}
+				for _, id := range got {
+					if !wantCands[id] {
+						t.Fatalf("%s: chunk %s is a GC candidate, the model says not", when, id.Str())
+					}
+				}
 			}
 			for op := range 300 {
 				k := r.IntN(keys)
+				now := clk.Now()
 				switch p := r.IntN(100); {
-				case p < 45:
+				case p < 35:
 					version++
 					sh := mkShard(k, 0, 200+r.IntN(900))
 					sh.Data[0], sh.Data[1] = byte(version), byte(version>>8)
@@ -424,14 +449,58 @@ func TestCompactModel(t *testing.T) {
 					if _, ok := model[k]; !ok {
 						model[k] = sh
 					}
-				case p < 85:
-					mustDelete(t, s, chunkstore.ShardKey{ID: tid(k)})
+					touched[k] = now
+				case p < 55:
+					mustDelete(t, s, key(k))
 					delete(model, k)
-				case p < 93:
+					delete(touched, k)
+				case p < 63:
+					got, err := s.TouchShards(ctx, []chunkstore.ShardKey{key(k)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, ok := model[k]
+					if got[0] != ok {
+						t.Fatalf("op %d: TouchShards(%d) = %v, model has it: %v", op, k, got[0], ok)
+					}
+					if ok {
+						touched[k] = now
+					}
+				case p < 71:
+					cutoff := now.Add(-time.Duration(r.IntN(4)) * time.Minute)
+					var ids []chunk.ID
+					var want chunkstore.SweepResult
+					seen := map[int]bool{}
+					for range 1 + r.IntN(8) {
+						k := r.IntN(keys)
+						ids = append(ids, tid(k))
+						if seen[k] {
+							continue
+						}
+						seen[k] = true
+						if sh, ok := model[k]; ok {
+							if touched[k].Before(cutoff) {
+								want.Chunks++
+								want.Shards++
+								want.Bytes += int64(len(sh.Data))
+								delete(model, k)
+								delete(touched, k)
+							} else {
+								want.Spared++
+							}
+						}
+					}
+					if got := mustSweepIDs(t, s, cutoff, ids...); got != want {
+						t.Fatalf("op %d: sweep = %+v, model says %+v", op, got, want)
+					}
+				case p < 78:
+					clk.Advance(time.Minute)
+				case p < 88:
 					mustCompact(t, s)
 					check(fmt.Sprintf("op %d: after compact", op))
-				case p < 96:
+				case p < 94:
 					mustClose(t, s)
+					clk.Advance(time.Minute)
 					s = mustOpen(t, dir, opts)
 					check(fmt.Sprintf("op %d: after reopen", op))
 				default:
@@ -439,7 +508,11 @@ func TestCompactModel(t *testing.T) {
 					if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
 						t.Fatal(err)
 					}
+					at := clk.Advance(time.Minute)
 					s = mustOpen(t, dir, opts)
+					for k := range touched {
+						touched[k] = at
+					}
 					check(fmt.Sprintf("op %d: after rebuild", op))
 				}
 			}
@@ -447,6 +520,10 @@ func TestCompactModel(t *testing.T) {
 			mustClose(t, s)
 			if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
 				t.Fatal(err)
+			}
+			at := clk.Advance(time.Minute)
+			for k := range touched {
+				touched[k] = at
 			}
 			s = mustOpen(t, dir, opts)
 			check("final rebuild")
