@@ -87,16 +87,18 @@ func (s *Store) victims() []uint32 {
 	defer s.segMu.RUnlock()
 	var out []uint32
 	for n, seg := range s.segs {
-		if n == cur || s.kept[n] {
-			continue
-		}
-		live, records := seg.live.Load(), seg.size.Load()-fileHeaderSize
-		if live <= 0 || float64(live) < s.opts.CompactThreshold*float64(records) {
+		if n != cur && !s.kept[n] && s.isVictim(seg) {
 			out = append(out, n)
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// isVictim reports whether seg's live bytes are below the threshold.
+func (s *Store) isVictim(seg *segment) bool {
+	live, records := seg.live.Load(), seg.size.Load()-fileHeaderSize
+	return live <= 0 || float64(live) < s.opts.CompactThreshold*float64(records)
 }
 
 // kickCompactor asks the background compactor to look for victims; it never blocks.
@@ -183,8 +185,10 @@ func (s *Store) compactRun(st *compactStep) error {
 		return ierr
 	}
 	v := s.segment(st.victim)
-	if v == nil || v.num == s.w.cur.num {
-		st.done = true // already gone, or it became current (never compacted)
+	if v == nil || v.num == s.w.cur.num || (st.from <= fileHeaderSize && !s.isVictim(v)) {
+		// Already gone, or current (never compacted), or no longer below the threshold
+		// (victims were chosen before a RebuildIndex recounted live bytes, say).
+		st.done = true
 		return nil
 	}
 	older := false

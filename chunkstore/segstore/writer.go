@@ -148,7 +148,8 @@ func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error 
 
 // DeleteShards appends a delete record for each stored key (fsynced like puts) and
 // removes the keys from the index. Missing keys are not an error. The space is reclaimed
-// by compaction (see Compact), which the store starts in the background afterwards.
+// by compaction (see Compact), which the store starts in the background afterwards
+// unless Options.DisableAutoCompact.
 func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) error {
 	if err := s.enter(); err != nil {
 		return fmt.Errorf("segstore: delete shards: %w", err)
