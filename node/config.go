@@ -73,6 +73,10 @@ type Config struct {
 	DownOutInterval time.Duration `yaml:"down_out_interval,omitempty"`
 	// Repair throttles this node's repair and backfill (chunk role).
 	Repair RepairConfig `yaml:"repair,omitempty"`
+	// ShardTransport is how nodes move shards between them: "tcp" (TCP+TLS 1.3 on the
+	// listen port number, the default: about 3.8x less CPU per byte than QUIC here) or
+	// "quic". Agents and admins always use QUIC. Every node of a cluster must agree.
+	ShardTransport string `yaml:"shard_transport,omitempty"`
 	// GC schedules garbage collection (meta role; the leader runs it).
 	GC GCConfig `yaml:"gc,omitempty"`
 }
@@ -128,8 +132,17 @@ func (c Config) withDefaults() Config {
 	if c.Domain == "" {
 		c.Domain = c.ID
 	}
+	if c.ShardTransport == "" {
+		c.ShardTransport = ShardTransportTCP
+	}
 	return c
 }
+
+// Shard transports (Config.ShardTransport).
+const (
+	ShardTransportTCP  = "tcp"
+	ShardTransportQUIC = "quic"
+)
 
 // Has reports whether the node has role r.
 func (c Config) Has(r Role) bool { return slices.Contains(c.Roles, r) }
@@ -142,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	if c.ID == "" {
 		return bad("id is empty")
+	}
+	if c.ShardTransport != ShardTransportTCP && c.ShardTransport != ShardTransportQUIC {
+		return bad("shard_transport: %q is neither %q nor %q", c.ShardTransport, ShardTransportTCP, ShardTransportQUIC)
 	}
 	for _, r := range c.Roles {
 		if r != RoleMeta && r != RoleChunk {

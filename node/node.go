@@ -25,6 +25,7 @@ import (
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
+	"github.com/cofferhq/coffer/transport/tcp"
 	"github.com/cofferhq/coffer/transport/raftlayer"
 	"github.com/cofferhq/coffer/transport/wire"
 )
@@ -51,6 +52,9 @@ type Node struct {
 	deps   Deps
 	log    *slog.Logger
 	ep     *cquic.Endpoint
+	// tcp carries shard traffic to and from other nodes (shard_transport: tcp); nil when
+	// shard traffic goes over QUIC.
+	tcp *tcp.Endpoint
 	shards *segstore.Store // nil without the chunk role
 	chunks *dist.Store     // coordinator; every node has one (meta nodes use it for commit checks)
 	meta   *metaserver.Server
@@ -98,6 +102,20 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: endpoint: %w", err)
 	}
+	// Shard traffic between nodes goes over TCP+TLS 1.3 on the same port number as the
+	// QUIC socket (a separate namespace), so the cluster map's addresses serve both.
+	var shardCaller transport.Caller = n.ep
+	if cfg.ShardTransport == ShardTransportTCP {
+		listen := ""
+		if cfg.Has(RoleChunk) {
+			listen = n.ep.Addr()
+		}
+		n.tcp, err = tcp.New(tcp.Config{ListenAddr: listen, Identity: id, Logger: n.log})
+		if err != nil {
+			return nil, fmt.Errorf("node: shard transport: %w", err)
+		}
+		shardCaller = n.tcp
+	}
 	var metaAddrs []string
 	for _, m := range cfg.MetaServers {
 		metaAddrs = append(metaAddrs, m.Addr)
@@ -122,7 +140,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if n.shards != nil {
 		local = n.shards
 	}
-	pr := newPeers(placement.NodeID(cfg.ID), local, n.ep, n.gossip.alive, deps.Now)
+	pr := newPeers(placement.NodeID(cfg.ID), local, shardCaller, n.gossip.alive, deps.Now)
 	n.chunks, err = dist.New(dist.Config{
 		Principal: cfg.ID,
 		Map:       n.cmap.Load,
@@ -224,6 +242,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		mux.Handle("meta", metarpc.NewServer(n.meta, n.ep))
 	}
 	n.ep.SetHandler(mux)
+	if n.tcp != nil {
+		n.tcp.SetHandler(mux) // node certificates only (the tcp endpoint refuses others)
+	}
 
 	n.wg.Add(1)
 	go func() {
@@ -357,6 +378,9 @@ func (n *Node) close(graceful bool) error {
 	}
 	if n.ep != nil {
 		errs = append(errs, n.ep.Close())
+	}
+	if n.tcp != nil {
+		errs = append(errs, n.tcp.Close())
 	}
 	n.wg.Wait()
 	if n.shards != nil {
