@@ -25,8 +25,8 @@ import (
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
-	"github.com/cofferhq/coffer/transport/tcp"
 	"github.com/cofferhq/coffer/transport/raftlayer"
+	"github.com/cofferhq/coffer/transport/tcp"
 	"github.com/cofferhq/coffer/transport/wire"
 )
 
@@ -48,13 +48,13 @@ type Deps struct {
 
 // Node is one running Coffer node.
 type Node struct {
-	cfg    Config
-	deps   Deps
-	log    *slog.Logger
-	ep     *cquic.Endpoint
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	ep   *cquic.Endpoint
 	// tcp carries shard traffic to and from other nodes (shard_transport: tcp); nil when
 	// shard traffic goes over QUIC.
-	tcp *tcp.Endpoint
+	tcp    *tcp.Endpoint
 	shards *segstore.Store // nil without the chunk role
 	chunks *dist.Store     // coordinator; every node has one (meta nodes use it for commit checks)
 	meta   *metaserver.Server
