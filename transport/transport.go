@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // Code classifies an error on the wire. Codes are append-only: never renumber or reuse one.
@@ -137,7 +138,25 @@ type Peer struct {
 	// "coffer:vault:NAME" URI SANs); empty means every vault.
 	Vaults []string
 	Addr   net.Addr
+	// Serial is the certificate's serial number in lower-case hex without leading
+	// zeros (empty for a peer without a certificate); revocation by serial matches it.
+	Serial string
+	// Issued is the certificate's NotBefore; revocation by principal refuses
+	// certificates issued before the revocation.
+	Issued time.Time
 }
+
+// Anonymous reports whether the peer presented no certificate (an enrolling agent on the
+// enrollment protocol). Such a peer may call only the methods its endpoint allows
+// anonymous callers; everything else is answered Unauthenticated.
+func (p Peer) Anonymous() bool { return p.Principal == "" }
+
+// PeerCheck decides, before each request is dispatched, whether an authenticated peer
+// may still be served (for example that its certificate is not revoked). A non-nil error
+// (a *Error, normally PermissionDenied) is the caller's answer. It is called for every
+// request on every connection, so a decision made after a connection opened still
+// applies to it; it must be fast and safe for concurrent use.
+type PeerCheck func(ctx context.Context, peer Peer, method string) error
 
 // Handler serves one RPC. The body slice is owned by the handler for the call's duration
 // only; the returned slice is owned by the transport afterwards. A returned error is sent

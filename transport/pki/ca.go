@@ -132,8 +132,34 @@ type IssueRequest struct {
 // server and client auth EKUs; admin and agent certificates client auth only. Bad requests
 // fail with ErrInvalid.
 func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, err error) {
+	tmpl, err := ca.template(req, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
+	}
+	tmpl.SerialNumber = serial
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
+	}
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+}
+
+// template validates req and returns the certificate template for it, without serial.
+func (ca *CA) template(req IssueRequest, now time.Time) (*x509.Certificate, error) {
 	if req.CommonName == "" {
-		return nil, nil, fmt.Errorf("pki: issue: %w: empty common name", ErrInvalid)
+		return nil, fmt.Errorf("pki: issue: %w: empty common name", ErrInvalid)
 	}
 	var eku []x509.ExtKeyUsage
 	switch req.Role {
@@ -142,10 +168,10 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 	case transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	default:
-		return nil, nil, fmt.Errorf("pki: issue %s: %w: unknown role %q", req.CommonName, ErrInvalid, req.Role)
+		return nil, fmt.Errorf("pki: issue %s: %w: unknown role %q", req.CommonName, ErrInvalid, req.Role)
 	}
 	if req.Validity < 0 {
-		return nil, nil, fmt.Errorf("pki: issue %s: %w: negative validity %v", req.CommonName, ErrInvalid, req.Validity)
+		return nil, fmt.Errorf("pki: issue %s: %w: negative validity %v", req.CommonName, ErrInvalid, req.Validity)
 	}
 	validity := req.Validity
 	if validity == 0 {
@@ -159,20 +185,11 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 	for _, v := range req.Vaults {
 		u, err := url.Parse(vaultURIPrefix + v)
 		if v == "" || err != nil || u.String() != vaultURIPrefix+v {
-			return nil, nil, fmt.Errorf("pki: issue %s: %w: vault name %q cannot go in a certificate", req.CommonName, ErrInvalid, v)
+			return nil, fmt.Errorf("pki: issue %s: %w: vault name %q cannot go in a certificate", req.CommonName, ErrInvalid, v)
 		}
 		uris = append(uris, u)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
+	return &x509.Certificate{
 		Subject: pkix.Name{
 			CommonName:         req.CommonName,
 			OrganizationalUnit: []string{string(req.Role)},
@@ -186,16 +203,7 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 		IPAddresses:           req.IPs,
 		DNSNames:              req.DNS,
 		URIs:                  uris,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
-	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+	}, nil
 }
 
 func newSerial() (*big.Int, error) {

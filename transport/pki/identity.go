@@ -25,6 +25,7 @@ type Identity struct {
 	principal string
 	role      transport.Role
 	secret    [32]byte // SHA-256 of the private key (PKCS#8 DER); see DeriveSecret
+	anonymous bool     // no certificate (NewAnonymousIdentity)
 }
 
 // LoadIdentity reads PEM files (see NewIdentity).
@@ -156,6 +157,9 @@ func (id *Identity) ServerTLS(alpn ...string) *tls.Config {
 // chain is verified in VerifyConnection, which runs on every handshake, including resumed
 // ones.
 func (id *Identity) ClientTLS(alpn ...string) *tls.Config {
+	if id.anonymous {
+		return id.anonymousClientTLS(alpn...)
+	}
 	cert := id.cert
 	roots := id.roots
 	return &tls.Config{
@@ -214,6 +218,8 @@ func PeerFromTLS(cs tls.ConnectionState, addr net.Addr) transport.Peer {
 		p.Role = role
 	}
 	p.Vaults = VaultsOf(leaf)
+	p.Serial = SerialString(leaf.SerialNumber)
+	p.Issued = leaf.NotBefore
 	return p
 }
 

@@ -7,6 +7,13 @@
 // "coffer-raft/1") carries raw streams surfaced as net.Conn. Only peers whose certificate
 // role is "node" may connect with a non-RPC protocol.
 //
+// "coffer-enroll/1" is the one protocol a client without a certificate can complete a
+// handshake on (an agent enrolling; see pki.NewAnonymousIdentity). Its peers are
+// anonymous and reach the handler only for Config.AnonymousMethods; any other method is
+// answered Unauthenticated and logged. On every other protocol a missing or bad client
+// certificate fails the handshake, logged as "tls handshake refused" with the remote
+// address. Config.CheckPeer vets authenticated peers before each request (revocation).
+//
 // Example:
 //
 //	id, _ := pki.LoadIdentity("ca.pem", "node.pem", "node.key")

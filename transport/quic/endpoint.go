@@ -20,6 +20,11 @@ import (
 // ALPNRPC is the ALPN protocol of RPC connections.
 const ALPNRPC = "coffer-rpc/1"
 
+// ALPNEnroll is the ALPN protocol of enrollment connections: the only protocol on which a
+// client without a certificate completes the TLS handshake. Its peers are anonymous and
+// may call only Config.AnonymousMethods; every other method is answered Unauthenticated.
+const ALPNEnroll = "coffer-enroll/1"
+
 // Defaults for zero Config fields, and fixed connection parameters.
 const (
 	DefaultMaxIncomingStreams = 1024
@@ -72,6 +77,15 @@ type Config struct {
 	// Handler serves RPCs. It may be nil: RPCs are then answered Unavailable until
 	// SetHandler installs one.
 	Handler transport.Handler
+	// CheckPeer, when set, runs before every request of an authenticated peer (RPCs and
+	// streams of other protocols, whose method is reported as "stream:"+ALPN); its error
+	// is the answer and the handler is not called. Nodes refuse revoked certificates
+	// here, on connections old and new.
+	CheckPeer transport.PeerCheck
+	// AnonymousMethods are the RPC methods a peer without a certificate may call over
+	// ALPNEnroll (an enrolling agent: "meta.Enroll"). Empty: anonymous peers may call
+	// nothing.
+	AnonymousMethods []string
 }
 
 // Endpoint is one QUIC endpoint: an RPC server and client and a carrier for extra stream
@@ -85,6 +99,8 @@ type Endpoint struct {
 	ln      *quicgo.Listener // nil for a client-only endpoint
 	qconf   *quicgo.Config
 	handler atomic.Pointer[handlerBox]
+	check   transport.PeerCheck // nil: every authenticated peer is served
+	anon    map[string]bool     // methods anonymous peers may call
 
 	// NB: ctx is the endpoint's lifetime, not a request's: it is cancelled by Close and
 	// parents every handler context and background dial.
@@ -131,6 +147,9 @@ func New(cfg Config) (*Endpoint, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	listen := cfg.ListenAddr != ""
+	if listen && cfg.Identity.Anonymous() {
+		return nil, errors.New("quic: new endpoint: an identity without a certificate cannot listen")
+	}
 	addr := cfg.ListenAddr
 	if !listen {
 		addr = "0.0.0.0:0"
@@ -144,10 +163,16 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, fmt.Errorf("quic: new endpoint: %w", err)
 	}
 	resetKey := quicgo.StatelessResetKey(cfg.Identity.DeriveSecret("quic stateless reset"))
+	anon := make(map[string]bool, len(cfg.AnonymousMethods))
+	for _, m := range cfg.AnonymousMethods {
+		anon[m] = true
+	}
 	e := &Endpoint{
-		log: cfg.Logger,
-		id:  cfg.Identity,
-		udp: udp,
+		log:   cfg.Logger,
+		id:    cfg.Identity,
+		udp:   udp,
+		check: cfg.CheckPeer,
+		anon:  anon,
 		// NB: a stateless-reset key derived from the node's private key survives restarts,
 		// so peers of a restarted node learn at once that their connection is gone instead
 		// of waiting for the idle timeout.
@@ -199,25 +224,41 @@ func (e *Endpoint) SetHandler(h transport.Handler) {
 }
 
 // serverTLS advertises the RPC protocol plus every protocol registered with Listener at
-// the time of each handshake, and admits non-RPC protocols only for node certificates.
+// the time of each handshake, and admits non-RPC protocols only for node certificates. A
+// client offering only ALPNEnroll gets the enrollment configuration instead: no client
+// certificate asked for, that protocol only. Every refused handshake is logged with the
+// remote address (a client without a certificate never reaches the application).
 func (e *Endpoint) serverTLS() *tls.Config {
 	base := e.id.ServerTLS(ALPNRPC)
+	enroll := e.id.EnrollServerTLS(ALPNEnroll)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			var remote net.Addr
+			if chi.Conn != nil {
+				remote = chi.Conn.RemoteAddr()
+			}
+			if len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == ALPNEnroll {
+				return enroll.Clone(), nil
+			}
 			c := base.Clone()
 			c.NextProtos = e.alpns()
+			// NB: the client certificate is still mandatory (VerifyConnection refuses a
+			// connection without one); asking for it "if given" lets that refusal reach
+			// the log below instead of failing inside crypto/tls unlogged.
+			c.ClientAuth = tls.VerifyClientCertIfGiven
 			verify := base.VerifyConnection
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
-				if err := verify(cs); err != nil {
-					return err
-				}
-				if cs.NegotiatedProtocol != ALPNRPC {
+				err := verify(cs)
+				if err == nil && cs.NegotiatedProtocol != ALPNRPC {
 					if p := pki.PeerFromTLS(cs, nil); p.Role != transport.RoleNode {
-						return fmt.Errorf("quic: %s: protocol %q is for nodes only", p.Principal, cs.NegotiatedProtocol)
+						err = fmt.Errorf("quic: %s: protocol %q is for nodes only", p.Principal, cs.NegotiatedProtocol)
 					}
 				}
-				return nil
+				if err != nil {
+					e.log.Warn("tls handshake refused", "remote", remote, "alpn", cs.NegotiatedProtocol, "err", err)
+				}
+				return err
 			}
 			return c, nil
 		},
@@ -266,18 +307,30 @@ func (e *Endpoint) serveConn(conn *quicgo.Conn) {
 		e.mu.Unlock()
 	}()
 	cs := conn.ConnectionState().TLS
-	peer := pki.PeerFromTLS(cs, conn.RemoteAddr())
 	alpn := cs.NegotiatedProtocol
+	peer := transport.Peer{Addr: conn.RemoteAddr()}
+	if alpn != ALPNEnroll {
+		// NB: an enrollment connection's peer is anonymous whatever it presented.
+		peer = pki.PeerFromTLS(cs, conn.RemoteAddr())
+	}
 	e.log.Debug("quic connection accepted", "peer", peer.Principal, "role", peer.Role, "addr", peer.Addr, "alpn", alpn)
 	for {
 		str, err := conn.AcceptStream(e.ctx)
 		if err != nil {
 			return
 		}
-		if alpn == ALPNRPC {
+		if alpn == ALPNRPC || alpn == ALPNEnroll {
 			e.wg.Add(1)
 			go e.serveStream(str, peer)
 			continue
+		}
+		if e.check != nil {
+			if err := e.check(e.ctx, peer, "stream:"+alpn); err != nil {
+				e.log.Warn("stream refused", "peer", peer.Principal, "addr", peer.Addr, "alpn", alpn, "err", err)
+				str.CancelRead(streamRefused)
+				str.CancelWrite(streamRefused)
+				continue
+			}
 		}
 		e.mu.Lock()
 		l := e.mu.listeners[alpn]

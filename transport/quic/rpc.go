@@ -29,8 +29,9 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("quic: call %s on %s: %w", method, addr, err)
 	}
+	alpn := e.rpcALPN()
 	for attempt := 0; ; attempt++ {
-		str, conn, err := e.openStream(ctx, addr, ALPNRPC)
+		str, conn, err := e.openStream(ctx, addr, alpn)
 		if err != nil {
 			return nil, fmt.Errorf("quic: call %s: %w", method, err)
 		}
@@ -47,7 +48,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		}
 		dead := conn.Context().Err() != nil
 		if dead {
-			e.forget(dialKey{addr, ALPNRPC}, conn)
+			e.forget(dialKey{addr, alpn}, conn)
 		}
 		// NB: retry only when the request never left: a written request may have run.
 		if dead && !written && attempt == 0 {
@@ -55,6 +56,15 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		}
 		return nil, fmt.Errorf("quic: call %s on %s: %w: %w", method, addr, unreachable(err), err)
 	}
+}
+
+// rpcALPN is the protocol this endpoint's calls use: ALPNEnroll for an identity without
+// a certificate, else ALPNRPC.
+func (e *Endpoint) rpcALPN() string {
+	if e.id.Anonymous() {
+		return ALPNEnroll
+	}
+	return ALPNRPC
 }
 
 // roundTrip writes the request, closes the send side and reads the response. written
@@ -143,8 +153,20 @@ func (e *Endpoint) respond(str *quicgo.Stream, code transport.Code, msg string, 
 }
 
 // invoke runs the handler, turning a panic into an Internal error so that one bad request
-// cannot take the node down.
+// cannot take the node down. An anonymous peer reaches the handler only for
+// AnonymousMethods (Unauthenticated otherwise); an authenticated one only when CheckPeer
+// lets it.
 func (e *Endpoint) invoke(ctx context.Context, peer transport.Peer, method string, body []byte) (reply []byte, err error) {
+	if peer.Anonymous() {
+		if !e.anon[method] {
+			e.log.Warn("refused request without a certificate", "addr", peer.Addr, "method", method)
+			return nil, transport.Errorf(transport.Unauthenticated, "quic: %s: a client without a certificate may only enroll", method)
+		}
+	} else if e.check != nil {
+		if err := e.check(ctx, peer, method); err != nil {
+			return nil, err
+		}
+	}
 	hb := e.handler.Load()
 	if hb == nil {
 		return nil, transport.Errorf(transport.Unavailable, "quic: %s: no handler installed yet", method)
