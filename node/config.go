@@ -32,6 +32,10 @@ type TLSFiles struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// CAKey, optional and for meta nodes only, is the cluster CA's private key: with it
+	// the meta server signs the certificates of enrolling agents (`coffer agent
+	// enroll`); without it enrollment is answered with an error. Guard it like the CA.
+	CAKey string `yaml:"ca_key,omitempty"`
 }
 
 // MetaServer is one initial Raft voter.
@@ -176,6 +180,9 @@ func (c Config) Validate() error {
 	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
 		return bad("tls: ca, cert and key are all required")
 	}
+	if c.TLS.CAKey != "" && !c.Has(RoleMeta) {
+		return bad("tls: ca_key is for meta nodes (they sign enrolled agents' certificates); node %q has no meta role", c.ID)
+	}
 	if c.ClusterSecretFile == "" {
 		return bad("cluster_secret_file is empty")
 	}
@@ -227,7 +234,7 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("node: %s: %w: %v", path, ErrConfig, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.ClusterSecretFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.CAKey, &c.ClusterSecretFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

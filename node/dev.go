@@ -62,7 +62,8 @@ var ErrDevExists = errors.New("node: dev cluster already initialised")
 func DevClientConfig(dir string) string { return filepath.Join(dir, "coffer.yaml") }
 
 // DevInit writes a whole cluster's configuration under o.Dir without starting anything:
-// the CA (pki/ca.pem, pki/ca-key.pem), a certificate per node, an admin client certificate,
+// the CA (pki/ca.pem, pki/ca-key.pem, which the meta nodes use to enroll agents), a
+// certificate per node, an admin client certificate,
 // the cluster secret, nodes/<id>/node.yaml for each node (runnable with
 // `cofferd run --config`), and coffer.yaml for clients. Ports are chosen free now and
 // then fixed, so the cluster restarts from the same directory on the same ports.
@@ -186,6 +187,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		}
 		if s.roles[0] == RoleMeta {
 			c.Bootstrap = boot
+			c.TLS.CAKey = "../../pki/ca-key.pem"
 		}
 		if err := SaveConfig(filepath.Join(dir, "node.yaml"), c); err != nil {
 			return err
@@ -264,18 +266,24 @@ func DevConfigs(dir string) ([]Config, error) {
 type Dev struct {
 	Dir   string
 	Nodes []*Node
-	deps  Deps
+	deps  func(id string) Deps
 }
 
 // StartDev starts every node configured under dir. On error the started nodes are closed.
 func StartDev(dir string, deps Deps) (*Dev, error) {
+	return StartDevWith(dir, func(string) Deps { return deps })
+}
+
+// StartDevWith is StartDev with per-node dependencies (tests give one node a skewed
+// clock); deps is called with each node's ID, at start and at every restart.
+func StartDevWith(dir string, deps func(id string) Deps) (*Dev, error) {
 	cfgs, err := DevConfigs(dir)
 	if err != nil {
 		return nil, err
 	}
 	d := &Dev{Dir: dir, deps: deps}
 	for _, c := range cfgs {
-		n, err := New(c, deps)
+		n, err := New(c, deps(c.ID))
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -365,7 +373,7 @@ func (d *Dev) Restart(id string) error {
 		}
 		for _, c := range cfgs {
 			if c.ID == id {
-				nn, err := New(c, d.deps)
+				nn, err := New(c, d.deps(id))
 				if err != nil {
 					return err
 				}

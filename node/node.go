@@ -62,7 +62,12 @@ type Node struct {
 	gossip *gossip
 	cmap   atomic.Pointer[placement.Map]
 	repair *repair.Worker // nil without the chunk role
+	sec    securityState  // revocations and cluster time from the meta leader
+	// auditSlots bounds the refusal reports in flight to the audit log (see auditRefusal).
+	auditSlots chan struct{}
 
+	// ctx is the node's lifetime (cancelled by Close); background reports use it.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -78,9 +83,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID)}
+	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID), auditSlots: make(chan struct{}, maxAuditInFlight)}
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.ctx, n.cancel = ctx, cancel
 	defer func() {
 		if err != nil {
 			n.close(false)
@@ -98,7 +103,17 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: identity: %w", err)
 	}
-	n.ep, err = cquic.New(cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log})
+	var ca *pki.CA
+	if cfg.TLS.CAKey != "" {
+		if ca, err = loadCA(cfg.TLS.CA, cfg.TLS.CAKey); err != nil {
+			return nil, err
+		}
+	}
+	ecfg := cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log, CheckPeer: n.checkPeer}
+	if cfg.Has(RoleMeta) {
+		ecfg.AnonymousMethods = metarpc.AnonymousMethods()
+	}
+	n.ep, err = cquic.New(ecfg)
 	if err != nil {
 		return nil, fmt.Errorf("node: endpoint: %w", err)
 	}
@@ -161,7 +176,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	mux := transport.NewMux()
 	cs := chunkrpc.NewServer(local, n.chunks)
 	grantKey := meta.GrantKey(secret)
-	cs.EnableGrants(grantKey, time.Now)
+	cs.EnableGrants(grantKey, n.clusterNow)
 	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 	if n.shards != nil {
 		gcn, err := gcnode.New(gcnode.Config{
@@ -217,6 +232,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			DownOut:     cfg.DownOutInterval,
 			PGHealth:    n.gatherPGHealth,
 			GrantKey:    grantKey,
+			CA:          ca,
 			GCPeer: func(nd placement.Node) meta.GCPeer {
 				return chunkrpc.NewGCClient(n.ep, nd.Addr)
 			},
@@ -255,6 +271,11 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	go func() {
 		defer n.wg.Done()
 		n.gossip.rejoin(ctx)
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.refreshSecurity(ctx)
 	}()
 	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip)
 	return n, nil

@@ -149,7 +149,7 @@ type Peer struct {
 // Anonymous reports whether the peer presented no certificate (an enrolling agent on the
 // enrollment protocol). Such a peer may call only the methods its endpoint allows
 // anonymous callers; everything else is answered Unauthenticated.
-func (p Peer) Anonymous() bool { return p.Principal == "" }
+func (p Peer) Anonymous() bool { return p.Principal == "" && p.Role == "" }
 
 // PeerCheck decides, before each request is dispatched, whether an authenticated peer
 // may still be served (for example that its certificate is not revoked). A non-nil error

@@ -23,16 +23,22 @@ const grantCacheSize = 16
 // grant signed by the meta leader, for chunks in the granted snapshot's reference lists.
 type grantGate struct {
 	key []byte
-	now func() time.Time
+	now ClusterClock
 
 	mu    sync.Mutex
 	lists map[meta.SnapshotID][][]chunk.ID // sorted reference lists per snapshot
 }
 
+// ClusterClock reports the cluster time as the meta leader vouches for it (not this
+// node's wall clock), or an error when no recent reading is at hand.
+type ClusterClock func() (time.Time, error)
+
 // EnableGrants makes the server serve restore-operator peers through restore grants
-// signed with key (meta.GrantKey of the cluster secret), expiry checked against now.
-// Without it, restore-operator peers are refused everything. Call before serving.
-func (s *Server) EnableGrants(key []byte, now func() time.Time) {
+// signed with key (meta.GrantKey of the cluster secret), expiry judged by the cluster
+// clock now: a node whose own clock is set back cannot extend a grant. While now has no
+// reading, grant reads are answered Unavailable. Without EnableGrants, restore-operator
+// peers are refused everything. Call before serving.
+func (s *Server) EnableGrants(key []byte, now ClusterClock) {
 	s.grants = &grantGate{key: bytes.Clone(key), now: now, lists: map[meta.SnapshotID][][]chunk.ID{}}
 }
 
@@ -44,7 +50,11 @@ func (s *Server) checkGrant(ctx context.Context, peer transport.Peer, token []by
 	if len(token) == 0 {
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: reading chunks needs a restore grant", peer.Role, peer.Principal)
 	}
-	g, err := meta.VerifyGrant(s.grants.key, token, s.grants.now())
+	now, err := s.grants.now()
+	if err != nil {
+		return transport.Errorf(transport.Unavailable, "chunkrpc: cannot judge restore grants: %v", err)
+	}
+	g, err := meta.VerifyGrant(s.grants.key, token, now)
 	if err != nil {
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: %v", peer.Role, peer.Principal, err)
 	}

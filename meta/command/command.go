@@ -76,6 +76,12 @@ func (t Type) String() string {
 		return "GCSweep"
 	case TypeGCEnd:
 		return "GCEnd"
+	case TypeCreateEnrollToken:
+		return "CreateEnrollToken"
+	case TypeConsumeEnrollToken:
+		return "ConsumeEnrollToken"
+	case TypeRevokeCert:
+		return "RevokeCert"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -184,7 +190,8 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
 	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
-		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd:
+		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
+		CreateEnrollToken, ConsumeEnrollToken, RevokeCert:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -270,6 +277,18 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeGCEnd:
 		var v GCEnd
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeCreateEnrollToken:
+		var v CreateEnrollToken
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeConsumeEnrollToken:
+		var v ConsumeEnrollToken
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeRevokeCert:
+		var v RevokeCert
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

@@ -279,6 +279,8 @@ func readStream(src io.Reader, db *pebble.DB) error {
 
 func knownKey(k string) bool {
 	switch {
+	case knownEnrollKey(k):
+		return true
 	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit, k == keyGC:
 		return true
 	case strings.HasPrefix(k, prefixAudit):

@@ -29,6 +29,9 @@ func NewServer(svc meta.Service, c transport.Caller) *Server {
 // request not yet forwarded is sent once to the leader and its answer returned;
 // otherwise the caller gets NotLeader. SetClusterMap needs a node or admin peer.
 func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+	if peer.Anonymous() && method != MethodEnroll {
+		return nil, &transport.Error{Code: transport.Unauthenticated, Msg: fmt.Sprintf("metarpc: %s: a caller without a certificate may only enroll", method)}
+	}
 	out, fwd, err := h.serve(ctx, peer, method, body)
 	if err == nil {
 		return wireMarshal(out)
@@ -85,6 +88,9 @@ func decode(body []byte, v any) error {
 // forwarded (already forwarded, or answered locally).
 func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, body []byte) (out any, fwd any, err error) {
 	if out, fwd, ok, err := h.serveRetention(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
+	if out, fwd, ok, err := h.serveEnroll(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
 	switch method {

@@ -18,6 +18,7 @@ import (
 	"github.com/cofferhq/coffer/meta/fsm"
 	"github.com/cofferhq/coffer/meta/raftlog"
 	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport/pki"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -76,6 +77,12 @@ type Config struct {
 	// GCInterval is how often (cluster time) the leader collects on its own; zero
 	// disables scheduled collections (`coffer admin gc` still runs one).
 	GCInterval time.Duration
+	// CA signs the certificates of enrolling agents; nil makes Enroll answer that this
+	// server cannot sign (see EnrollService).
+	CA *pki.CA
+	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
+	// means pki.DefaultValidity (a year).
+	AgentCertValidity time.Duration
 }
 
 // Server is one meta voter. All methods are safe for concurrent use.

@@ -38,14 +38,18 @@ type Opts struct {
 	// DownOut shortens the down→out interval; RepairInterval the time between repair
 	// passes (zero: the node defaults).
 	DownOut, RepairInterval time.Duration
+	// Clock, when set, gives the wall clock (node.Deps.Now) of each node by ID; nil
+	// results and a nil Clock mean time.Now.
+	Clock func(id string) func() time.Time
 }
 
 // Cluster is a running in-process cluster owned by one test.
 type Cluster struct {
 	*node.Dev
-	Dir  string
-	t    testing.TB
-	deps node.Deps
+	Dir   string
+	t     testing.TB
+	deps  node.Deps
+	clock func(id string) func() time.Time
 }
 
 // testWriter sends log lines to t.Log until the test ends.
@@ -81,7 +85,7 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
-		DownOut: o.DownOut, RepairInterval: o.RepairInterval}}
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval}, clock: o.Clock}
 	// NB: ports are picked free at init and bound at start; another process (tests of
 	// other packages run in parallel) may take one in between. Then init again with
 	// fresh ports, a few times.
@@ -90,7 +94,7 @@ func New(t testing.TB, o Opts) *Cluster {
 		if err := node.DevInit(node.DevOptions{Dir: c.Dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining}, time.Now()); err != nil {
 			t.Fatalf("nodetest: init: %v", err)
 		}
-		d, err := node.StartDev(c.Dir, c.deps)
+		d, err := node.StartDevWith(c.Dir, c.depsFor)
 		if err == nil {
 			c.Dev = d
 			break
@@ -109,9 +113,20 @@ func New(t testing.TB, o Opts) *Cluster {
 	return c
 }
 
+// depsFor returns node id's dependencies: the cluster's, with the clock Opts.Clock gives.
+func (c *Cluster) depsFor(id string) node.Deps {
+	d := c.deps
+	if c.clock != nil {
+		if now := c.clock(id); now != nil {
+			d.Now = now
+		}
+	}
+	return d
+}
+
 func (c *Cluster) start() {
 	c.t.Helper()
-	d, err := node.StartDev(c.Dir, c.deps)
+	d, err := node.StartDevWith(c.Dir, c.depsFor)
 	if err != nil {
 		c.t.Fatalf("nodetest: start: %v", err)
 	}

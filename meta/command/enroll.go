@@ -1,0 +1,47 @@
+package command
+
+import "github.com/cofferhq/coffer/meta"
+
+// Enrollment and revocation (issue 6, part 2): tags 68..79.
+const (
+	TypeCreateEnrollToken  Type = 68
+	TypeConsumeEnrollToken Type = 69
+	TypeRevokeCert         Type = 70
+)
+
+// CreateEnrollToken records a one-time enrollment token by its hash. The FSM sets
+// Created and Expires (Created + TTL) from the cluster clock. Admin only; audited.
+type CreateEnrollToken struct {
+	Hash  string         `cbor:"hash"` // hex SHA-256 of the token
+	Vault meta.VaultID   `cbor:"vault"`
+	Name  string         `cbor:"name,omitempty"`
+	TTL   int64          `cbor:"ttl"` // nanoseconds, > 0
+	By    meta.Principal `cbor:"by"`
+}
+
+// ConsumeEnrollToken marks a token used for an enrollment (meta.ConsumeEnrollToken
+// decides at the entry's cluster time). Serial is the certificate the leader issues
+// once the entry is applied. Success and refusal are audited.
+type ConsumeEnrollToken struct {
+	Hash   string `cbor:"hash"`
+	Name   string `cbor:"name,omitempty"` // requested agent name
+	Serial string `cbor:"serial"`
+	// From is the enrolling client's address, for the audit log.
+	From string `cbor:"from,omitempty"`
+}
+
+// RevokeCert records a revocation (meta.Revocation without Seq, At and By). Admin only;
+// audited.
+type RevokeCert struct {
+	Revocation meta.Revocation `cbor:"revocation"`
+	By         meta.Principal  `cbor:"by"`
+}
+
+// Type implements Body.
+func (CreateEnrollToken) Type() Type { return TypeCreateEnrollToken }
+
+// Type implements Body.
+func (ConsumeEnrollToken) Type() Type { return TypeConsumeEnrollToken }
+
+// Type implements Body.
+func (RevokeCert) Type() Type { return TypeRevokeCert }

@@ -1,0 +1,212 @@
+package meta
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Enrollment and revocation limits.
+const (
+	// DefaultEnrollTTL is how long an enrollment token lives when no TTL is given.
+	DefaultEnrollTTL = 24 * time.Hour
+	// MaxEnrollTTL is the longest an enrollment token may live.
+	MaxEnrollTTL = 30 * 24 * time.Hour
+	// enrollTokenPrefix starts every enrollment token, so one is recognisable in a
+	// config file or a leaked log.
+	enrollTokenPrefix = "coffer-enroll-"
+	// maxAgentName bounds an agent (certificate common) name.
+	maxAgentName = 64
+)
+
+// Actions for enrollment and revocation (admin only).
+const (
+	ActEnroll = Action("enroll-token") // create enrollment tokens
+	ActRevoke = Action("revoke-cert")  // revoke certificates, list revocations
+)
+
+// EnrollToken is the cluster's record of a one-time enrollment token. The token itself
+// is never stored: only its SHA-256 (Hash), from which ID is derived.
+type EnrollToken struct {
+	// ID names the token in lists and the audit log: the first 16 hex digits of Hash.
+	// It reveals nothing that helps to guess the token.
+	ID string `cbor:"id" json:"id"`
+	// Hash is the hex SHA-256 of the token.
+	Hash  string  `cbor:"hash" json:"-"`
+	Vault VaultID `cbor:"vault" json:"vault"`
+	// Name is the agent name fixed at creation; empty lets the agent choose.
+	Name    string    `cbor:"name,omitempty" json:"name,omitempty"`
+	Created time.Time `cbor:"created" json:"created"` // cluster time
+	Expires time.Time `cbor:"expires" json:"expires"` // cluster time
+	By      string    `cbor:"by" json:"by"`           // the admin who created it
+	Used    bool      `cbor:"used" json:"used"`
+	// UsedAt, Principal and Serial describe the enrollment that used the token.
+	UsedAt    time.Time `cbor:"used_at,omitempty" json:"used_at,omitempty"`
+	Principal string    `cbor:"principal,omitempty" json:"principal,omitempty"`
+	Serial    string    `cbor:"serial,omitempty" json:"serial,omitempty"`
+}
+
+// NewEnrollToken returns a fresh token: a recognisable prefix and 256 random bits.
+func NewEnrollToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("meta: enrollment token: %w", err)
+	}
+	return enrollTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// EnrollTokenHash returns the hex SHA-256 of a token (surrounding space ignored), the
+// only form in which the cluster keeps it.
+func EnrollTokenHash(token string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return hex.EncodeToString(sum[:])
+}
+
+// EnrollTokenID returns the ID of the token with the given hash.
+func EnrollTokenID(hash string) string {
+	if len(hash) < 16 {
+		return hash
+	}
+	return hash[:16]
+}
+
+// ValidateAgentName checks an agent name for use as a certificate common name and
+// principal: 1 to 64 characters of letters, digits, '.', '-' and '_', starting with a
+// letter or digit.
+func ValidateAgentName(name string) error {
+	if name == "" || len(name) > maxAgentName {
+		return fmt.Errorf("%w: agent name %q must have 1 to %d characters", ErrInvalid, name, maxAgentName)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || (i > 0 && (r == '.' || r == '-' || r == '_'))
+		if !ok {
+			return fmt.Errorf("%w: agent name %q: character %q not allowed (letters, digits, '.', '-', '_'; a letter or digit first)", ErrInvalid, name, r)
+		}
+	}
+	return nil
+}
+
+// ConsumeEnrollToken decides whether token t may enroll an agent at cluster time now
+// under the requested name (empty: the token's). It returns the name the certificate
+// gets, or an error wrapping ErrDenied (used, expired) or ErrInvalid (name) saying why.
+func ConsumeEnrollToken(t EnrollToken, requested string, now time.Time) (string, error) {
+	if t.Used {
+		return "", fmt.Errorf("%w: enrollment token %s was already used at %s (by agent %q); ask an admin for a new one",
+			ErrDenied, t.ID, t.UsedAt.Format(time.RFC3339), t.Principal)
+	}
+	if !now.Before(t.Expires) {
+		return "", fmt.Errorf("%w: enrollment token %s expired at %s; ask an admin for a new one", ErrDenied, t.ID, t.Expires.Format(time.RFC3339))
+	}
+	name := t.Name
+	switch {
+	case name == "" && requested == "":
+		return "", fmt.Errorf("%w: enrollment token %s names no agent and none was requested", ErrInvalid, t.ID)
+	case name == "":
+		name = requested
+	case requested != "" && requested != name:
+		return "", fmt.Errorf("%w: enrollment token %s is for agent %q, not %q", ErrInvalid, t.ID, t.Name, requested)
+	}
+	if err := ValidateAgentName(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// EnrollRequest is what an enrolling agent sends: the token, a certificate signing
+// request for the key it generated (the key never leaves the host) and, when the token
+// names no agent, the name it wants.
+type EnrollRequest struct {
+	Token string `cbor:"token"`
+	CSR   []byte `cbor:"csr"` // DER PKCS#10
+	Name  string `cbor:"name,omitempty"`
+	// From is the enrolling client's network address, filled in by the server that
+	// received the request (whatever the client sent), for the audit log.
+	From string `cbor:"from,omitempty"`
+}
+
+// EnrollResult is the signed backup-agent certificate and what it is for.
+type EnrollResult struct {
+	Cert      []byte  `cbor:"cert"` // PEM
+	CA        []byte  `cbor:"ca"`   // PEM of the signing CA
+	Vault     VaultID `cbor:"vault"`
+	Principal string  `cbor:"principal"`
+	Serial    string  `cbor:"serial"`
+}
+
+// Revocation is one revoked certificate (by Serial) or principal (every certificate with
+// that common name issued before At). Exactly one of Serial and Principal is set.
+type Revocation struct {
+	Seq       uint64    `cbor:"seq" json:"seq"` // raft index that recorded it
+	Serial    string    `cbor:"serial,omitempty" json:"serial,omitempty"`
+	Principal string    `cbor:"principal,omitempty" json:"principal,omitempty"`
+	At        time.Time `cbor:"at" json:"at"` // cluster time
+	By        string    `cbor:"by" json:"by"`
+	Reason    string    `cbor:"reason,omitempty" json:"reason,omitempty"`
+}
+
+// ValidateRevocation checks that exactly one of Serial and Principal is set.
+func ValidateRevocation(r Revocation) error {
+	if (r.Serial == "") == (r.Principal == "") {
+		return fmt.Errorf("%w: a revocation names either a certificate serial or a principal, not %s", ErrInvalid,
+			map[bool]string{true: "neither", false: "both"}[r.Serial == ""])
+	}
+	return nil
+}
+
+// Matches reports whether r revokes a certificate with the given serial, common name
+// and NotBefore.
+func (r Revocation) Matches(serial, principal string, issued time.Time) bool {
+	if r.Serial != "" {
+		return serial != "" && serial == r.Serial
+	}
+	return principal != "" && principal == r.Principal && issued.Before(r.At)
+}
+
+// SecurityState is what every node polls from the meta leader: the cluster clock, as
+// the leader vouches for it, and the revocation list.
+type SecurityState struct {
+	// Now is the leader's cluster time when it answered.
+	Now time.Time `cbor:"now"`
+	// Version is the Seq of the newest revocation (0: none).
+	Version uint64 `cbor:"version"`
+	// Revocations is the whole list, oldest first; nil when the caller already holds
+	// Version.
+	Revocations []Revocation `cbor:"revocations,omitempty"`
+}
+
+// Revoked returns the first revocation in list that matches the certificate.
+func Revoked(list []Revocation, serial, principal string, issued time.Time) (Revocation, bool) {
+	for _, r := range list {
+		if r.Matches(serial, principal, issued) {
+			return r, true
+		}
+	}
+	return Revocation{}, false
+}
+
+// EnrollService issues enrollment tokens, enrolls agents and revokes certificates.
+// meta/server implements it; metarpc carries it. Every call that changes state, and
+// every refusal, is in the audit log; tokens never are.
+type EnrollService interface {
+	// CreateEnrollToken returns a new one-time token for a backup agent of vault, valid
+	// for ttl of cluster time (0: DefaultEnrollTTL, at most MaxEnrollTTL); name, when
+	// set, fixes the agent's name. Admin only.
+	CreateEnrollToken(ctx context.Context, vault VaultID, name string, ttl time.Duration) (string, EnrollToken, error)
+	// Enroll consumes the token (atomically, in the log) and returns a backup-agent
+	// certificate for the CSR's key, scoped to the token's vault. A used, expired or
+	// unknown token is refused (ErrDenied); a server without the CA key answers
+	// ErrUnavailable. Needs no principal: this is what a host without a certificate
+	// calls.
+	Enroll(ctx context.Context, req EnrollRequest) (EnrollResult, error)
+	// RevokeCert records a revocation (admin only). Nodes refuse the certificate from
+	// their next refresh of SecurityState on.
+	RevokeCert(ctx context.Context, r Revocation) (Revocation, error)
+	// SecurityState returns the cluster time and, unless known equals the current
+	// version, the revocation list (a current read on the leader; nodes and admins).
+	SecurityState(ctx context.Context, known uint64) (SecurityState, error)
+}

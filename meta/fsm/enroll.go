@@ -1,0 +1,196 @@
+package fsm
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+)
+
+// Keys of enrollment tokens ("et/<hex sha256>") and revocations ("rv/<index>").
+const (
+	prefixEnrollToken = "et/"
+	prefixRevocation  = "rv/"
+)
+
+func enrollTokenKey(hash string) string { return prefixEnrollToken + hash }
+
+func revocationKey(index uint64) string { return fmt.Sprintf("%s%016x", prefixRevocation, index) }
+
+func knownEnrollKey(k string) bool {
+	switch {
+	case strings.HasPrefix(k, prefixEnrollToken):
+		return len(k) == len(prefixEnrollToken)+64
+	case strings.HasPrefix(k, prefixRevocation):
+		return len(k) == len(prefixRevocation)+16
+	}
+	return false
+}
+
+// anonymousEnrollee names the unauthenticated caller of an enrollment in the audit log.
+const anonymousEnrollee = meta.Role("anonymous")
+
+// applyEnroll applies the enrollment and revocation commands. Like applyRetention it
+// writes the outcome, success or refusal, to the audit log under the entry's index.
+// Tokens are never written anywhere: only their hashes, and IDs derived from them.
+func (f *FSM) applyEnroll(b *pebble.Batch, index uint64, body command.Body, now time.Time) (any, error) {
+	var (
+		entry meta.AuditEntry
+		v     any
+		err   error
+	)
+	switch c := body.(type) {
+	case command.CreateEnrollToken:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "enroll-token create", Vault: c.Vault,
+			Target: "token " + meta.EnrollTokenID(c.Hash)}
+		if c.Name != "" {
+			entry.Reason = "for agent " + c.Name
+		}
+		v, err = f.createEnrollToken(b, c, now)
+	case command.ConsumeEnrollToken:
+		who := c.Name
+		if who == "" {
+			who = "(unnamed)"
+		}
+		entry = meta.AuditEntry{Principal: who, Role: anonymousEnrollee, Action: "agent enroll",
+			Target: "token " + meta.EnrollTokenID(c.Hash)}
+		var t meta.EnrollToken
+		t, err = f.consumeEnrollToken(b, c, now)
+		if err == nil {
+			entry.Principal, entry.Vault = t.Principal, t.Vault
+			entry.Reason = fmt.Sprintf("backup-agent certificate serial %s", t.Serial)
+		} else if t.Vault != "" {
+			entry.Vault = t.Vault
+		}
+		if c.From != "" {
+			entry.Target += " from " + c.From
+		}
+		v = t
+	case command.RevokeCert:
+		r := c.Revocation
+		target := "serial " + r.Serial
+		if r.Serial == "" {
+			target = "principal " + r.Principal
+		}
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "cert revoke", Target: target, Reason: r.Reason}
+		v, err = f.revokeCert(b, index, c, now)
+	default:
+		return nil, fmt.Errorf("%w: unhandled enrollment command %T", meta.ErrInvalid, body)
+	}
+	entry.Seq, entry.Time, entry.Outcome = index, now, meta.AuditOK
+	if err != nil {
+		entry.Outcome = meta.AuditRefused
+		if entry.Reason != "" {
+			entry.Reason = err.Error() + " (" + entry.Reason + ")"
+		} else {
+			entry.Reason = err.Error()
+		}
+	}
+	if aerr := f.put(b, auditKey(index), entry); aerr != nil && err == nil {
+		return nil, aerr
+	}
+	return v, err
+}
+
+func (f *FSM) createEnrollToken(b *pebble.Batch, c command.CreateEnrollToken, now time.Time) (meta.EnrollToken, error) {
+	if err := c.By.Authorize(meta.ActEnroll, ""); err != nil {
+		return meta.EnrollToken{}, err
+	}
+	if len(c.Hash) != 64 || strings.Trim(c.Hash, "0123456789abcdef") != "" {
+		return meta.EnrollToken{}, fmt.Errorf("%w: token hash %q is not 64 lower-case hex digits", meta.ErrInvalid, c.Hash)
+	}
+	if err := meta.ValidateVaultID(c.Vault); err != nil {
+		return meta.EnrollToken{}, err
+	}
+	if c.Name != "" {
+		if err := meta.ValidateAgentName(c.Name); err != nil {
+			return meta.EnrollToken{}, err
+		}
+	}
+	if c.TTL <= 0 || c.TTL > int64(meta.MaxEnrollTTL) {
+		return meta.EnrollToken{}, fmt.Errorf("%w: token lifetime %v not in (0, %v]", meta.ErrInvalid, time.Duration(c.TTL), meta.MaxEnrollTTL)
+	}
+	key := enrollTokenKey(c.Hash)
+	if _, ok, err := getCopy(b, key); err != nil {
+		return meta.EnrollToken{}, err
+	} else if ok {
+		return meta.EnrollToken{}, fmt.Errorf("enrollment token %s: %w", meta.EnrollTokenID(c.Hash), meta.ErrExists)
+	}
+	t := meta.EnrollToken{ID: meta.EnrollTokenID(c.Hash), Hash: c.Hash, Vault: c.Vault, Name: c.Name,
+		Created: now, Expires: now.Add(time.Duration(c.TTL)), By: c.By.Name}
+	return t, f.put(b, key, t)
+}
+
+// consumeEnrollToken marks the token used. On refusal it still returns the token when it
+// exists (for the audit record's vault), with nothing written.
+func (f *FSM) consumeEnrollToken(b *pebble.Batch, c command.ConsumeEnrollToken, now time.Time) (meta.EnrollToken, error) {
+	var t meta.EnrollToken
+	key := enrollTokenKey(c.Hash)
+	raw, ok, err := getCopy(b, key)
+	if err != nil {
+		return t, err
+	}
+	if !ok {
+		return t, fmt.Errorf("%w: unknown enrollment token (check that it was copied whole)", meta.ErrDenied)
+	}
+	if err := f.codec.Unmarshal(raw, &t); err != nil {
+		return meta.EnrollToken{}, fmt.Errorf("fsm: decode enrollment token %s: %w", meta.EnrollTokenID(c.Hash), err)
+	}
+	if c.Serial == "" {
+		return t, fmt.Errorf("%w: enrollment without a certificate serial", meta.ErrInvalid)
+	}
+	name, err := meta.ConsumeEnrollToken(t, c.Name, now)
+	if err != nil {
+		return t, err
+	}
+	t.Used, t.UsedAt, t.Principal, t.Serial = true, now, name, c.Serial
+	return t, f.put(b, key, t)
+}
+
+func (f *FSM) revokeCert(b *pebble.Batch, index uint64, c command.RevokeCert, now time.Time) (meta.Revocation, error) {
+	if err := c.By.Authorize(meta.ActRevoke, ""); err != nil {
+		return meta.Revocation{}, err
+	}
+	r := c.Revocation
+	if err := meta.ValidateRevocation(r); err != nil {
+		return meta.Revocation{}, err
+	}
+	r.Seq, r.At, r.By = index, now, c.By.Name
+	return r, f.put(b, revocationKey(index), r)
+}
+
+// Revocations returns every revocation, oldest first, and the Seq of the newest (0 when
+// there is none).
+func (f *FSM) Revocations() ([]meta.Revocation, uint64, error) {
+	var out []meta.Revocation
+	err := f.scan(prefixRevocation, func(val []byte) error {
+		var r meta.Revocation
+		if err := f.codec.Unmarshal(val, &r); err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	var version uint64
+	if len(out) > 0 {
+		version = out[len(out)-1].Seq
+	}
+	return out, version, nil
+}
+
+// EnrollToken returns the record of the token with the given hash, or an error wrapping
+// meta.ErrNotFound.
+func (f *FSM) EnrollToken(hash string) (meta.EnrollToken, error) {
+	var t meta.EnrollToken
+	ok, err := f.getValue(enrollTokenKey(hash), &t)
+	if err == nil && !ok {
+		err = fmt.Errorf("fsm: enrollment token %s: %w", meta.EnrollTokenID(hash), meta.ErrNotFound)
+	}
+	return t, err
+}

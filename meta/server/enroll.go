@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+)
+
+var _ meta.EnrollService = (*Server)(nil)
+
+// CreateEnrollToken implements meta.EnrollService: the leader draws the token, the log
+// records only its hash (and the audit entry only the token's ID).
+func (s *Server) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name string, ttl time.Duration) (string, meta.EnrollToken, error) {
+	if err := s.leaderWrite(); err != nil {
+		return "", meta.EnrollToken{}, err
+	}
+	if ttl == 0 {
+		ttl = meta.DefaultEnrollTTL
+	}
+	tok, err := meta.NewEnrollToken()
+	if err != nil {
+		return "", meta.EnrollToken{}, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.CreateEnrollToken{Hash: meta.EnrollTokenHash(tok), Vault: vault, Name: name,
+		TTL: int64(ttl), By: meta.PrincipalFrom(ctx)})
+	if err != nil {
+		return "", meta.EnrollToken{}, fmt.Errorf("server: create enrollment token: %w", err)
+	}
+	return tok, res.(meta.EnrollToken), nil
+}
+
+// Enroll implements meta.EnrollService. The token is consumed in the log first, with the
+// serial the certificate will carry; only then is the certificate signed, so a token
+// gives at most one certificate and a refused token none.
+func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.EnrollResult, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.EnrollResult{}, err
+	}
+	if s.cfg.CA == nil {
+		return meta.EnrollResult{}, fmt.Errorf("%w: server: meta server %s holds no CA signing key, so it cannot enroll agents (set tls.ca_key in its cofferd config)",
+			meta.ErrUnavailable, s.cfg.ID)
+	}
+	pub, err := pki.ParseCSR(req.CSR)
+	if err != nil {
+		return meta.EnrollResult{}, fmt.Errorf("%w: server: enroll: %v", meta.ErrInvalid, err)
+	}
+	if req.Name != "" {
+		if err := meta.ValidateAgentName(req.Name); err != nil {
+			return meta.EnrollResult{}, err
+		}
+	}
+	serial, err := pki.NewSerial()
+	if err != nil {
+		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
+	}
+	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: meta.EnrollTokenHash(req.Token), Name: req.Name,
+		Serial: pki.SerialString(serial), From: req.From})
+	if err != nil {
+		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
+	}
+	t := res.(meta.EnrollToken)
+	cert, err := s.cfg.CA.Sign(pub, serial, pki.IssueRequest{CommonName: t.Principal, Role: transport.RoleAgent,
+		Vaults: []string{string(t.Vault)}, Validity: s.cfg.AgentCertValidity}, s.cfg.Now())
+	if err != nil {
+		// NB: the token is spent; the operator creates a new one. Signing fails only on a
+		// broken CA, which every enrollment would hit.
+		s.log.Error("enrollment: signing failed after the token was consumed", "token", t.ID, "agent", t.Principal, "err", err)
+		return meta.EnrollResult{}, fmt.Errorf("server: enroll %s: sign: %w", t.Principal, err)
+	}
+	s.log.Info("agent enrolled", "agent", t.Principal, "vault", t.Vault, "serial", t.Serial, "token", t.ID)
+	return meta.EnrollResult{Cert: cert, CA: s.cfg.CA.CertPEM(), Vault: t.Vault, Principal: t.Principal, Serial: t.Serial}, nil
+}
+
+// RevokeCert implements meta.EnrollService.
+func (s *Server) RevokeCert(ctx context.Context, r meta.Revocation) (meta.Revocation, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.Revocation{}, err
+	}
+	if r.Serial != "" {
+		norm, err := pki.ParseSerial(r.Serial)
+		if err != nil {
+			return meta.Revocation{}, fmt.Errorf("%w: %v", meta.ErrInvalid, err)
+		}
+		r.Serial = norm
+	}
+	r.Seq, r.At, r.By = 0, time.Time{}, ""
+	res, err := s.propose(timeoutOf(ctx), command.RevokeCert{Revocation: r, By: meta.PrincipalFrom(ctx)})
+	if err != nil {
+		return meta.Revocation{}, fmt.Errorf("server: revoke: %w", err)
+	}
+	return res.(meta.Revocation), nil
+}
+
+// SecurityState implements meta.EnrollService (a current read on the leader, which vouches
+// for the cluster time it reports). Nodes and admins only.
+func (s *Server) SecurityState(ctx context.Context, known uint64) (meta.SecurityState, error) {
+	if err := s.leaderRead(); err != nil {
+		return meta.SecurityState{}, err
+	}
+	p := meta.PrincipalFrom(ctx)
+	if p.Role != meta.RoleNode && !p.Can(meta.ActRevoke, "") {
+		return meta.SecurityState{}, fmt.Errorf("%w: server: %s may not read the revocation list (nodes and admins)", meta.ErrDenied, p)
+	}
+	list, version, err := s.fsm.Revocations()
+	if err != nil {
+		return meta.SecurityState{}, err
+	}
+	st := meta.SecurityState{Now: s.fsm.Now(), Version: version}
+	if version != known {
+		st.Revocations = list
+	}
+	return st, nil
+}
