@@ -124,6 +124,9 @@ type EnrollRequest struct {
 	Token string `cbor:"token"`
 	CSR   []byte `cbor:"csr"` // DER PKCS#10
 	Name  string `cbor:"name,omitempty"`
+	// DefaultName is the name used when neither the token nor Name names the agent
+	// (the CLI sends the host name).
+	DefaultName string `cbor:"default_name,omitempty"`
 	// From is the enrolling client's network address, filled in by the server that
 	// received the request (whatever the client sent), for the audit log.
 	From string `cbor:"from,omitempty"`

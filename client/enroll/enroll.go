@@ -35,8 +35,10 @@ type Request struct {
 	Token string   // the one-time token from `coffer admin enroll-token create`
 	// Name is the agent name wanted; empty takes the token's. A token that names an
 	// agent refuses any other name.
-	Name   string
-	Logger *slog.Logger // nil discards
+	Name string
+	// DefaultName is used when neither the token nor Name names the agent.
+	DefaultName string
+	Logger      *slog.Logger // nil discards
 }
 
 // Result is a new agent identity.
@@ -82,7 +84,7 @@ func Enroll(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: %w", err)
 	}
-	res, err := metarpc.NewClient(ep, req.Meta).Enroll(ctx, meta.EnrollRequest{Token: req.Token, CSR: csr, Name: req.Name})
+	res, err := metarpc.NewClient(ep, req.Meta).Enroll(ctx, meta.EnrollRequest{Token: req.Token, CSR: csr, Name: req.Name, DefaultName: req.DefaultName})
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: %w", err)
 	}

@@ -49,6 +49,13 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	if err != nil {
 		return meta.EnrollResult{}, fmt.Errorf("%w: server: enroll: %v", meta.ErrInvalid, err)
 	}
+	hash := meta.EnrollTokenHash(req.Token)
+	if req.Name == "" && req.DefaultName != "" {
+		// The token's own name wins; the FSM decides again on the state it applies to.
+		if t, err := s.fsm.EnrollToken(hash); err != nil || t.Name == "" {
+			req.Name = req.DefaultName
+		}
+	}
 	if req.Name != "" {
 		if err := meta.ValidateAgentName(req.Name); err != nil {
 			return meta.EnrollResult{}, err
@@ -58,7 +65,7 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	if err != nil {
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
-	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: meta.EnrollTokenHash(req.Token), Name: req.Name,
+	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: hash, Name: req.Name,
 		Serial: pki.SerialString(serial), From: req.From})
 	if err != nil {
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/node/nodetest"
+)
+
+// TestCLIEnrollBackupRevoke drives enrollment through the CLI: an admin creates a token,
+// the host enrolls without any configuration, backs up with the written coffer.yaml at
+// once; the token cannot be used again; after the admin revokes the agent's serial, its
+// backup is refused.
+func TestCLIEnrollBackupRevoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	c := nodetest.New(t, nodetest.Opts{})
+	dir := t.TempDir()
+	adminEnv := map[string]string{"COFFER_CONFIG": node.DevClientConfig(c.Dir)}
+	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := cli(t, adminEnv, "admin", "enroll-token", "create", "--vault", "web", "--name", "web01", "--ttl", "1h")
+	if code != exitOK || !strings.HasPrefix(out, "coffer-enroll-") || !strings.Contains(stderr, "agent web01") {
+		t.Fatalf("enroll-token create: exit %d: %s %s", code, out, stderr)
+	}
+	token := strings.TrimSpace(out)
+	if code, _, stderr := cli(t, adminEnv, "admin", "enroll-token", "create"); code != exitUsage || !strings.Contains(stderr, "--vault is required") {
+		t.Fatalf("enroll-token create without --vault: exit %d: %s", code, stderr)
+	}
+
+	out1 := filepath.Join(dir, "agent")
+	enrollArgs := []string{"--json", "agent", "enroll", "--token", token, "--meta", strings.Join(f.Meta, ","), "--ca", f.CA, "--out", out1}
+	code, out, stderr = cli(t, map[string]string{}, enrollArgs...)
+	if code != exitOK {
+		t.Fatalf("agent enroll: exit %d: %s %s", code, out, stderr)
+	}
+	res := lastJSON(t, out)
+	serial, _ := res["serial"].(string)
+	if res["principal"] != "web01" || res["vault"] != "web" || serial == "" {
+		t.Fatalf("agent enroll: %v", res)
+	}
+	agentEnv := map[string]string{
+		"COFFER_CONFIG":     filepath.Join(out1, "coffer.yaml"),
+		"COFFER_PASSPHRASE": "enroll test passphrase",
+		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := cli(t, agentEnv, "init"); code != exitOK {
+		t.Fatalf("enrolled agent init: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, agentEnv, "backup", src); code != exitOK {
+		t.Fatalf("enrolled agent backup: exit %d: %s", code, stderr)
+	}
+	enrollArgs[len(enrollArgs)-1] = filepath.Join(dir, "again")
+	if code, _, stderr := cli(t, map[string]string{}, enrollArgs...); code != exitFailure || !strings.Contains(stderr, "already used") {
+		t.Fatalf("token reuse: exit %d: %s", code, stderr)
+	}
+
+	code, out, stderr = cli(t, adminEnv, "admin", "cert", "revoke", "--serial", serial, "--reason", "test")
+	if code != exitOK || !strings.Contains(out, "revoked certificate serial "+serial) {
+		t.Fatalf("cert revoke: exit %d: %s %s", code, out, stderr)
+	}
+	if code, out, _ := cli(t, adminEnv, "admin", "cert", "list"); code != exitOK || !strings.Contains(out, serial) || !strings.Contains(out, "1 revocation") {
+		t.Fatalf("cert list: exit %d: %s", code, out)
+	}
+	if code, _, stderr := cli(t, adminEnv, "admin", "cert", "revoke", "--serial", serial, "--principal", "x"); code != exitUsage {
+		t.Fatalf("revoke with both: exit %d: %s", code, stderr)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _, stderr := cli(t, agentEnv, "backup", src)
+		if code == exitFailure && strings.Contains(stderr, "revoked") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backup with a revoked certificate: exit %d: %s", code, stderr)
+		}
+		time.Sleep(100 * time.Millisecond) // nodes pick the revocation up within about a second
+	}
+}
