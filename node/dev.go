@@ -293,7 +293,8 @@ func StartDevWith(dir string, deps func(id string) Deps) (*Dev, error) {
 	return d, nil
 }
 
-// WaitReady waits until a meta leader exists and every running node holds a cluster map.
+// WaitReady waits until a meta leader exists and every running node holds a cluster map
+// and a reading of the cluster time and revocation list.
 func (d *Dev) WaitReady(ctx context.Context) error {
 	for {
 		leader, maps := false, true
@@ -304,8 +305,8 @@ func (d *Dev) WaitReady(ctx context.Context) error {
 			if n.meta != nil && n.meta.IsLeader() {
 				leader = true
 			}
-			if n.Map() == nil {
-				maps = false
+			if n.Map() == nil || n.sec.cur.Load() == nil {
+				maps = false // no map, or no cluster time and revocation list yet
 			}
 		}
 		if leader && maps {
