@@ -302,7 +302,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	// Restore grants expire by cluster time although the chunk nodes' clocks are ten
 	// years behind.
 	rest := nodetest.ConnectWith(t, identityFor(t, c, pki.IssueRequest{CommonName: "oncall", Role: transport.RoleRestore}), metas, c.ChunkAddrs())
-	gtok, g, err := rest.Meta.(meta.GrantService).IssueGrant(ctx, "web", snap.ID, 2*time.Second)
+	gtok, g, err := rest.Meta.(meta.GrantService).IssueGrant(ctx, "web", snap.ID, 6*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
