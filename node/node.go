@@ -125,7 +125,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		if cfg.Has(RoleChunk) {
 			listen = n.ep.Addr()
 		}
-		n.tcp, err = tcp.New(tcp.Config{ListenAddr: listen, Identity: id, Logger: n.log})
+		n.tcp, err = tcp.New(tcp.Config{ListenAddr: listen, Identity: id, Logger: n.log, CheckPeer: n.checkPeer})
 		if err != nil {
 			return nil, fmt.Errorf("node: shard transport: %w", err)
 		}

@@ -58,6 +58,9 @@ type Config struct {
 	Handler transport.Handler
 	// MaxIdle is the idle connections kept per peer; 0 means DefaultMaxIdle.
 	MaxIdle int
+	// CheckPeer, when set, runs before every request (as in transport/quic); its error is
+	// the answer and the handler is not called. Nodes refuse revoked certificates here.
+	CheckPeer transport.PeerCheck
 }
 
 // Endpoint is a TCP+TLS RPC server and client. It implements transport.Caller. Safe for
@@ -65,6 +68,7 @@ type Config struct {
 type Endpoint struct {
 	log     *slog.Logger
 	id      *pki.Identity
+	check   transport.PeerCheck
 	ln      net.Listener
 	client  *tls.Config
 	server  *tls.Config
@@ -101,7 +105,7 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = DefaultMaxIdle
 	}
-	e := &Endpoint{log: cfg.Logger.With("component", "tcp"), id: cfg.Identity, maxIdle: cfg.MaxIdle,
+	e := &Endpoint{log: cfg.Logger.With("component", "tcp"), id: cfg.Identity, maxIdle: cfg.MaxIdle, check: cfg.CheckPeer,
 		client: cfg.Identity.ClientTLS(ALPN)}
 	srv := cfg.Identity.ServerTLS(ALPN)
 	verify := srv.VerifyConnection
@@ -235,6 +239,11 @@ func (e *Endpoint) invoke(peer transport.Peer, method string, body []byte) (repl
 	e.mu.Lock()
 	h := e.mu.handler
 	e.mu.Unlock()
+	if e.check != nil {
+		if err := e.check(e.ctx, peer, method); err != nil {
+			return nil, err
+		}
+	}
 	if h == nil {
 		return nil, transport.Errorf(transport.Unavailable, "tcp: %s: no handler installed yet", method)
 	}
