@@ -1,0 +1,77 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
+)
+
+// TestEnrollSignsOnceAndNeedsTheCAKey: the leader signs a backup-agent certificate for
+// the token's vault (the token's name beats the default name), a server without the CA
+// key says so and leaves the token unused, and SecurityState is for nodes and admins.
+func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withCA := range []bool{false, true} {
+		c := newCluster(t, 1, func(cfg *Config) {
+			if withCA {
+				cfg.CA = ca
+			}
+		})
+		l := c.srv[c.leader()]
+		ctx := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+		tok, rec, err := l.CreateEnrollToken(ctx, "web", "db01", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, key, err := pki.NewKeyAndCSR("whatever")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr, DefaultName: "hostname"})
+		if !withCA {
+			if !errors.Is(err, meta.ErrUnavailable) || !strings.Contains(err.Error(), "no CA signing key") {
+				t.Fatalf("enroll without the CA key: %v, want ErrUnavailable naming the key", err)
+			}
+			if tk, err := l.fsm.EnrollToken(meta.EnrollTokenHash(tok)); err != nil || tk.Used {
+				t.Fatalf("token after a server without the CA key refused: %+v %v, want unused", tk, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := pki.NewIdentity(ca.CertPEM(), res.Cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.Principal() != "db01" || id.Role() != transport.RoleAgent || res.Vault != "web" || res.Serial != pki.SerialString(id.Leaf().SerialNumber) {
+			t.Fatalf("certificate %s %s, result %+v (token %s)", id.Principal(), id.Role(), res, rec.ID)
+		}
+		if v := pki.VaultsOf(id.Leaf()); len(v) != 1 || v[0] != "web" {
+			t.Fatalf("certificate vaults %v, want [web]", v)
+		}
+		if _, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr}); !errors.Is(err, meta.ErrDenied) {
+			t.Fatalf("second use: %v", err)
+		}
+		if _, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: "x", CSR: []byte("bad")}); !errors.Is(err, meta.ErrInvalid) {
+			t.Fatalf("bad CSR: %v, want ErrInvalid", err)
+		}
+		agent := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "db01", Role: meta.RoleBackupAgent})
+		if _, err := l.SecurityState(agent, 0); !errors.Is(err, meta.ErrDenied) {
+			t.Fatalf("agent reading the revocation list: %v", err)
+		}
+		node := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "n1", Role: meta.RoleNode})
+		st, err := l.SecurityState(node, 0)
+		if err != nil || st.Now.IsZero() {
+			t.Fatalf("node security state %+v %v", st, err)
+		}
+	}
+}
