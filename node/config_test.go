@@ -40,6 +40,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"meta without map", func(c *Config) { c.Bootstrap = nil }, "needs bootstrap"},
 		{"bad pg count", func(c *Config) { b := *c.Bootstrap; b.PGCount = 1000; c.Bootstrap = &b }, "bootstrap map"},
 		{"tiny segments", func(c *Config) { c.SegmentSize = 4096 }, "segment_size"},
+		{"ca key on a chunk node", func(c *Config) { c.Roles = []Role{RoleChunk} }, "ca_key is for meta nodes"},
 	}
 	for _, tc := range cases {
 		c := good
