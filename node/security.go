@@ -80,8 +80,10 @@ func (n *Node) pollSecurity(ctx context.Context) {
 
 // clusterNow estimates the cluster time from the last reading: the leader's cluster time
 // plus the real time elapsed since the request was sent (on the monotonic clock, so a
-// wall clock set back or ahead on this node changes nothing). It errs on the late side,
-// which makes grants expire early rather than late.
+// wall clock set back or ahead on this node changes nothing). While the cluster clock runs
+// at real speed the estimate is a little late (grants end early); when it catches up on a
+// lag (at most 2x real time) the estimate can trail it by at most the catch-up since the
+// last reading, about one securityRefresh.
 func (n *Node) clusterNow() (time.Time, error) {
 	cur := n.sec.cur.Load()
 	if cur == nil || cur.st.Now.IsZero() {
