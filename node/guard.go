@@ -16,12 +16,24 @@ import (
 // through sweep orders from the meta leader instead.
 func (n *Node) guardDelete(ctx context.Context, keys []chunkstore.ShardKey) error {
 	self := placement.NodeID(n.cfg.ID)
+	refreshed := false
 	for _, k := range keys {
-		owners, err := n.chunks.Locate(k.ID)
+		owned, err := n.owns(self, k)
+		if err == nil && owned && !refreshed {
+			// The caller (repair on another node) may have a newer map than ours, in
+			// which this node no longer owns the shard: fetch the current one first.
+			refreshed = true
+			if m, merr := n.metaC.ClusterMap(ctx); merr == nil {
+				if cur := n.cmap.Load(); cur == nil || cur.Epoch < m.Epoch {
+					n.cmap.Store(&m)
+				}
+				owned, err = n.owns(self, k)
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("%w: shard %s/%d: cannot place it: %v", chunkstore.ErrUnavailable, k.ID.Str(), k.Index, err)
 		}
-		if int(k.Index) >= len(owners) || owners[k.Index].ID != self {
+		if !owned {
 			continue // a stray copy: not this node's to keep
 		}
 		_, err = n.shards.GetShard(ctx, k)
@@ -34,4 +46,13 @@ func (n *Node) guardDelete(ctx context.Context, keys []chunkstore.ShardKey) erro
 		return fmt.Errorf("shard %s/%d: this node owns it and holds it intact; shards are deleted only as stray or damaged copies (repair) or by a garbage-collection sweep order from the meta leader", k.ID.Str(), k.Index)
 	}
 	return nil
+}
+
+// owns reports whether node self owns shard k under this node's current map.
+func (n *Node) owns(self placement.NodeID, k chunkstore.ShardKey) (bool, error) {
+	owners, err := n.chunks.Locate(k.ID)
+	if err != nil {
+		return false, err
+	}
+	return int(k.Index) < len(owners) && owners[k.Index].ID == self, nil
 }
