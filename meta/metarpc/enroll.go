@@ -85,6 +85,10 @@ func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method st
 				r.Req.From = peer.Addr.String()
 			}
 		}
+		// NB: no principal of the caller's counts here (the token is the credential); a
+		// principal without a role keeps anything below from treating the call as the
+		// server's own (PrincipalFrom defaults to the system principal).
+		ctx := meta.WithPrincipal(ctx, meta.Principal{Name: "anonymous"})
 		res, err := svc.Enroll(ctx, r.Req)
 		return res, markFwd(&r, &r.Fwd), true, err
 	case MethodRevokeCert:
