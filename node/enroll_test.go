@@ -306,6 +306,9 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st, err := es.SecurityState(ctx, 0); err == nil {
+		t.Logf("cluster time is %v behind the test's wall clock", time.Since(st.Now).Round(time.Millisecond))
+	}
 	rc := rest.Chunks.(*chunkrpc.Client)
 	rc.SetGrant(gtok)
 	if _, err := rc.Get(ctx, snap.Tree); err != nil {
