@@ -342,7 +342,8 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 // TestLockMatrixNoCertificateAndRevoked is the lock matrix over the wire for the two
 // credentials that must not reach the application: no certificate and a revoked
 // certificate (an admin's, the strongest role, revoked while its connection is open).
-// Every path is refused; the snapshot, its lock and hold and the vault are unchanged;
+// Every path (the six meta paths, a direct shard delete and a sweep order) is refused;
+// the snapshot, its lock and hold and the vault are unchanged;
 // each refusal of the revoked admin is in the audit log. (A client without a
 // certificate cannot reach the application, so its refusals are logged by the node's
 // transport only; see docs/architecture.md.)
@@ -393,10 +394,11 @@ func TestLockMatrixNoCertificateAndRevoked(t *testing.T) {
 		name   string
 		meta   *metarpc.Client
 		shards *chunkrpc.ShardClient
+		gc     *chunkrpc.GCClient
 		code   transport.Code
 	}{
-		{"no certificate", metarpc.NewClient(anonEP, metas), chunkrpc.NewShardClient(anonEP, c.ChunkAddrs()[0]), transport.Unauthenticated},
-		{"revoked certificate", rogue.Meta.(*metarpc.Client), chunkrpc.NewShardClient(rogueEP, c.ChunkAddrs()[0]), transport.PermissionDenied},
+		{"no certificate", metarpc.NewClient(anonEP, metas), chunkrpc.NewShardClient(anonEP, c.ChunkAddrs()[0]), chunkrpc.NewGCClient(anonEP, c.ChunkAddrs()[0]), transport.Unauthenticated},
+		{"revoked certificate", rogue.Meta.(*metarpc.Client), chunkrpc.NewShardClient(rogueEP, c.ChunkAddrs()[0]), chunkrpc.NewGCClient(rogueEP, c.ChunkAddrs()[0]), transport.PermissionDenied},
 	}
 	bypass := meta.Bypass{Governance: true, Reason: "matrix"}
 	for _, cr := range creds {
@@ -419,6 +421,10 @@ func TestLockMatrixNoCertificateAndRevoked(t *testing.T) {
 			"shard.Delete": func() error {
 				return cr.shards.DeleteShards(ctx, []chunkstore.ShardKey{{ID: snap.Tree, Index: 0}})
 			},
+			"sweep order not from the leader": func() error {
+				_, err := cr.gc.Sweep(ctx, 1, []chunk.ID{snap.Tree})
+				return err
+			},
 		}
 		for name, call := range paths {
 			if err := call(); transport.CodeOf(err) != cr.code {
@@ -440,7 +446,7 @@ func TestLockMatrixNoCertificateAndRevoked(t *testing.T) {
 	}
 	// Every refusal of the revoked admin is audited, by method.
 	want := map[string]int{metarpc.MethodDeleteSnapshots: 1, metarpc.MethodForget: 1, metarpc.MethodSetLock: 2,
-		metarpc.MethodSetHold: 1, metarpc.MethodDeleteVault: 1, chunkrpc.MethodShardDelete: 1}
+		metarpc.MethodSetHold: 1, metarpc.MethodDeleteVault: 1, chunkrpc.MethodShardDelete: 1, chunkrpc.MethodGCSweep: 1}
 	waitAudit(t, adm, func(es []meta.AuditEntry) string {
 		got := map[string]int{}
 		for _, e := range es {
