@@ -80,16 +80,7 @@ func (f *FSM) applyEnroll(b *pebble.Batch, index uint64, body command.Body, now 
 	default:
 		return nil, fmt.Errorf("%w: unhandled enrollment command %T", meta.ErrInvalid, body)
 	}
-	entry.Seq, entry.Time, entry.Outcome = index, now, meta.AuditOK
-	if err != nil {
-		entry.Outcome = meta.AuditRefused
-		if entry.Reason != "" {
-			entry.Reason = err.Error() + " (" + entry.Reason + ")"
-		} else {
-			entry.Reason = err.Error()
-		}
-	}
-	if aerr := f.put(b, auditKey(index), entry); aerr != nil && err == nil {
+	if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
 		return nil, aerr
 	}
 	return v, err

@@ -74,17 +74,7 @@ func (f *FSM) applyRetention(b *pebble.Batch, index uint64, body command.Body, n
 	default:
 		return nil, fmt.Errorf("%w: unhandled retention command %T", meta.ErrInvalid, body)
 	}
-	entry.Seq, entry.Time, entry.Outcome = index, now, meta.AuditOK
-	if err != nil {
-		entry.Outcome = meta.AuditRefused
-		if entry.Reason != "" {
-			entry.Reason = err.Error() + " (given reason: " + entry.Reason + ")"
-		} else {
-			entry.Reason = err.Error()
-		}
-	}
-	// The audit record is written even for a refusal: that is its purpose.
-	if aerr := f.put(b, auditKey(index), entry); aerr != nil && err == nil {
+	if aerr := f.writeAudit(b, index, now, entry, err, "given reason: "); aerr != nil && err == nil {
 		return nil, aerr
 	}
 	return v, err
@@ -187,4 +177,20 @@ func (f *FSM) AuditLog(after uint64, limit int) ([]meta.AuditEntry, error) {
 		return nil, fmt.Errorf("fsm: audit log: %w", err)
 	}
 	return out, nil
+}
+
+// writeAudit stamps entry with the log index and cluster time and writes it in b: outcome
+// ok, or refused with err's text, the entry's own reason kept after it in parentheses,
+// introduced by label. A refusal is written too: that is the audit log's purpose.
+func (f *FSM) writeAudit(b *pebble.Batch, index uint64, now time.Time, entry meta.AuditEntry, err error, label string) error {
+	entry.Seq, entry.Time, entry.Outcome = index, now, meta.AuditOK
+	if err != nil {
+		entry.Outcome = meta.AuditRefused
+		if entry.Reason != "" {
+			entry.Reason = err.Error() + " (" + label + entry.Reason + ")"
+		} else {
+			entry.Reason = err.Error()
+		}
+	}
+	return f.put(b, auditKey(index), entry)
 }
