@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
+	"github.com/cofferhq/coffer/transport/pki/pkitest"
 	"github.com/cofferhq/coffer/transport/tcp"
 )
 
@@ -22,24 +23,12 @@ type cluster struct {
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
-	ca, err := pki.NewCA("test-cluster", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cluster{t: t, ca: ca}
+	return &cluster{t: t, ca: pkitest.NewCA(t)}
 }
 
 func (c *cluster) identity(name string, role transport.Role) *pki.Identity {
 	c.t.Helper()
-	cert, key, err := c.ca.Issue(pki.IssueRequest{CommonName: name, Role: role}, time.Now())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	id, err := pki.NewIdentity(c.ca.CertPEM(), cert, key)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return id
+	return pkitest.Identity(c.t, c.ca, name, role)
 }
 
 func (c *cluster) endpoint(cfg tcp.Config) *tcp.Endpoint {
