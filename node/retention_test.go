@@ -169,8 +169,10 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 			t.Errorf("audit entry without principal or time: %+v", e)
 		}
 	}
-	if count["web01"] != 4 || count["oncall"] != 2 || count["dev-admin"] != 2 {
-		t.Errorf("refusals audited per principal %v, want web01 4, oncall 2, dev-admin 2", count)
+	// At least: a refused call whose reply is lost to a leader change is retried by the
+	// client and refused (and audited) again by the new leader.
+	if count["web01"] < 4 || count["oncall"] < 2 || count["dev-admin"] < 2 {
+		t.Errorf("refusals audited per principal %v, want at least web01 4, oncall 2, dev-admin 2", count)
 	}
 	if last := es[len(es)-1]; last.Principal != "dev-admin" || last.Outcome != meta.AuditOK || !strings.Contains(last.Action, "forget") {
 		t.Errorf("last audit entry %+v, want the admin's forget", last)
