@@ -117,7 +117,7 @@ type agentRun struct {
 // backup plays an agent: ask which chunks exist (touching them), upload the rest and the
 // reference list, optionally pause, commit; on a refusal for missing chunks, ask again,
 // re-upload and retry, like client.Agent does.
-func (w *gcWorld) backup(ctx context.Context, l *Server, vault meta.VaultID, chunks []chunkstore.Chunk, pause func()) agentRun {
+func (w *gcWorld) backup(ctx context.Context, l *Server, vault meta.VaultID, chunks []chunkstore.Chunk, parent *meta.SnapshotID, pause func()) agentRun {
 	ids := make([]chunk.ID, len(chunks))
 	for i, c := range chunks {
 		ids[i] = c.ID
@@ -156,7 +156,7 @@ func (w *gcWorld) backup(ctx context.Context, l *Server, vault meta.VaultID, chu
 		for i, r := range refs {
 			refIDs[i] = r.ID
 		}
-		snap, err := l.CommitSnapshot(ctx, meta.Snapshot{ID: sid, Vault: vault, Host: "h", Paths: []string{"/"}, Start: time.Now(), Tree: tree, Refs: refIDs})
+		snap, err := l.CommitSnapshot(ctx, meta.Snapshot{ID: sid, Vault: vault, Host: "h", Paths: []string{"/"}, Start: time.Now(), Tree: tree, Refs: refIDs, Parent: parent})
 		if errors.Is(err, meta.ErrMissingChunks) {
 			run.refusals++
 			continue
@@ -248,6 +248,7 @@ func TestGCRace(t *testing.T) {
 	p := newPool(rand.New(rand.NewPCG(1, 1)), 400)
 
 	var pausedRefused, pausedRounds, otherRefusals, commits int
+	used := map[meta.SnapshotID][]chunkstore.Chunk{} // each committed snapshot's chunks
 	for round := range rounds {
 		rng := rand.New(rand.NewPCG(uint64(round), 42))
 		snaps, err := l.fsm.Snapshots(vault)
@@ -258,6 +259,7 @@ func TestGCRace(t *testing.T) {
 		nAgents := 2 + rng.IntN(2)
 		type job struct {
 			chunks []chunkstore.Chunk
+			parent *meta.SnapshotID
 			pause  func()
 		}
 		jobs := make([]job, nAgents)
@@ -266,6 +268,17 @@ func TestGCRace(t *testing.T) {
 			var chunks []chunkstore.Chunk
 			for _, i := range rng.Perm(len(p.chunks))[:20+rng.IntN(40)] {
 				chunks = append(chunks, p.chunks[i])
+			}
+			// Half the agents back up "the next version" of an existing snapshot: its
+			// chunks (but its tree) plus new ones, naming it as parent, which the commit
+			// check trusts while it is committed. This round may forget and collect it.
+			if len(snaps) > 0 && rng.IntN(2) == 0 {
+				ps := snaps[rng.IntN(len(snaps))]
+				if prev := used[ps.ID]; len(prev) > 0 {
+					chunks = append(slices.Clone(prev[:len(prev)-1]), chunks[:10]...)
+					id := ps.ID
+					jobs[a].parent = &id
+				}
 			}
 			for range 3 {
 				chunks = append(chunks, uniqueChunk(rng))
@@ -287,7 +300,7 @@ func TestGCRace(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				runs[a] = w.backup(ctx, l, vault, jobs[a].chunks, jobs[a].pause)
+				runs[a] = w.backup(ctx, l, vault, jobs[a].chunks, jobs[a].parent, jobs[a].pause)
 			}()
 		}
 		// Forget and collect while the backups run.
@@ -319,6 +332,7 @@ func TestGCRace(t *testing.T) {
 				t.Fatalf("round %d: agent %d: %v", round, a, r.err)
 			}
 			commits++
+			used[r.snap.ID] = jobs[a].chunks
 			if a == 0 && paused {
 				pausedRounds++
 				if r.refusals > 0 {
