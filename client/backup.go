@@ -137,6 +137,7 @@ func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root
 	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{})}
 	b.links = make(map[inodeKey]*linkGroup)
 	b.cache = a.openTreeCache(ci.paths)
+	defer b.cache.close()
 	b.cache.checkParent(parent)
 	var parentTree *tree.Tree
 	var err error

@@ -129,6 +129,7 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 	}
 	b := &backup{a: a, refs: make(map[chunk.ID]struct{})}
 	b.cache = a.openTreeCache(paths)
+	defer b.cache.close()
 	b.cache.checkParent(parent)
 	var prev *tree.Node
 	var pblocks []pblock
