@@ -140,18 +140,21 @@ func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root
 	defer b.cache.close()
 	b.cache.checkParent(parent)
 	var parentTree *tree.Tree
+	var parentTreeID chunk.ID
 	var err error
 	if parent != nil {
 		if parentTree, err = b.loadTree(ctx, parent.Tree); err != nil {
 			a.cfg.Logger.Warn("parent snapshot tree unreadable; counting every file as new", "parent", parent.ID.Str(), "err", err)
 			parentTree, parent = nil, nil
+		} else {
+			parentTreeID = parent.Tree
 		}
 	}
 
 	stopScan := b.startScan(ctx, opts.Progress != nil, roots)
 	stopProgress := b.startProgress(opts.Progress)
 	stopProgress = sequence(stopScan, stopProgress)
-	rootID, upStats, err := b.run(ctx, roots, parentTree)
+	rootID, upStats, err := b.run(ctx, roots, parentTree, parentTreeID)
 	if err != nil {
 		stopProgress()
 		return BackupResult{}, err
@@ -344,8 +347,13 @@ type backup struct {
 	upPtr                                   atomic.Pointer[upload.Uploader]
 	current                                 atomic.Pointer[string]
 
-	// links is used by the walker goroutine only; each group has its own lock.
-	links map[inodeKey]*linkGroup
+	// walkers runs the walk's goroutines; walkSem holds a token per goroutine it runs
+	// beyond the first, so a directory is walked in a new goroutine only when one is free.
+	walkers *errgroup.Group
+	walkSem chan struct{}
+
+	linksMu sync.Mutex // guards links; each group has its own lock
+	links   map[inodeKey]*linkGroup
 
 	mu      sync.Mutex // guards refs, skipped, rootID and treeIDs
 	refs    map[chunk.ID]struct{}
@@ -374,6 +382,7 @@ type dirState struct {
 	nodes   []tree.Node
 	skip    []bool
 	prev    *tree.Tree // the parent snapshot's listing of this directory, or nil
+	prevID  chunk.ID   // prev's tree chunk ID (zero with prev nil)
 	pending atomic.Int64
 	parent  *dirState
 	idx     int // slot in parent
@@ -399,8 +408,8 @@ func (b *backup) skip(path string, err error) {
 }
 
 // run walks and uploads everything and returns the root tree ID once every chunk is
-// stored.
-func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree) (chunk.ID, upload.Stats, error) {
+// stored. prevRoot is the parent snapshot's root tree, with ID prevRootID, or nil.
+func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree, prevRootID chunk.ID) (chunk.ID, upload.Stats, error) {
 	a := b.a
 	// NB: the uploader outlives the errgroup (whose context ends when Wait returns); it is
 	// cancelled explicitly when the walk fails.
@@ -438,7 +447,10 @@ func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree) (ch
 	}
 	g.Go(func() error {
 		defer close(jobs)
-		return b.walkRoots(gctx, roots, prevRoot, jobs)
+		w, wctx := errgroup.WithContext(gctx)
+		b.walkers, b.walkSem = w, make(chan struct{}, walkParallelism(a.cfg.Workers)-1)
+		w.Go(func() error { return b.walkRoots(wctx, roots, prevRoot, prevRootID, jobs) })
+		return w.Wait()
 	})
 	err := g.Wait()
 	if err != nil {
@@ -460,16 +472,25 @@ func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree) (ch
 	return id, st, nil
 }
 
-func (b *backup) walkRoots(ctx context.Context, roots []root, prevRoot *tree.Tree, jobs chan<- fileJob) error {
+// walkParallelism is how many goroutines list directories at once: as many as there
+// are workers (listing is CPU-bound on a warm cache), and at least 2 so that a cold
+// cache's disk waits overlap.
+func walkParallelism(workers int) int { return max(2, workers) }
+
+func (b *backup) walkRoots(ctx context.Context, roots []root, prevRoot *tree.Tree, prevRootID chunk.ID, jobs chan<- fileJob) error {
+	if prevRoot == nil {
+		prevRootID = chunk.ID{}
+	}
 	if len(roots) == 1 && roots[0].name == "" { // backing up "/"
-		top := &dirState{path: "/", prev: prevRoot}
+		top := &dirState{path: "/", prev: prevRoot, prevID: prevRootID}
 		return b.walkDir(ctx, top, jobs)
 	}
 	top := &dirState{
-		path:  "",
-		nodes: make([]tree.Node, len(roots)),
-		skip:  make([]bool, len(roots)),
-		prev:  prevRoot,
+		path:   "",
+		nodes:  make([]tree.Node, len(roots)),
+		skip:   make([]bool, len(roots)),
+		prev:   prevRoot,
+		prevID: prevRootID,
 	}
 	top.pending.Store(1)
 	for i, r := range roots {
@@ -524,27 +545,17 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		cur := path
 		b.current.Store(&cur)
 		child := &dirState{path: path, parent: d, idx: i}
-		if prev != nil && prev.Type == tree.TypeDir && prev.Subtree != nil {
-			t, err := b.loadTree(ctx, *prev.Subtree)
-			if err != nil {
-				b.a.cfg.Logger.Warn("parent snapshot tree unreadable", "path", path, "err", err)
-			} else {
-				child.prev = t
-			}
-		}
 		d.pending.Add(1)
-		if err := b.walkDir(ctx, child, jobs); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if child.nodes != nil { // listed, then failed: a fatal error from below
-				return err
-			}
-			d.skip[i] = true
-			b.skip(path, err)
-			return b.release(ctx, d)
+		select {
+		case b.walkSem <- struct{}{}:
+			b.walkers.Go(func() error {
+				defer func() { <-b.walkSem }()
+				return b.walkChild(ctx, child, prev, jobs)
+			})
+			return nil
+		default:
+			return b.walkChild(ctx, child, prev, jobs)
 		}
-		return nil
 	case tree.TypeFile:
 		b.files.Add(1)
 		if fi.Size() == 0 {
@@ -558,16 +569,25 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 			b.bytes.Add(prev.Size)
 			if n.Links > 1 {
 				key := inodeKey{n.DeviceID, n.Inode}
+				b.linksMu.Lock()
 				if _, ok := b.links[key]; !ok {
 					b.links[key] = &linkGroup{done: true, content: prev.Content, size: prev.Size}
 				}
+				b.linksMu.Unlock()
 			}
 			return nil
 		}
 		var link *linkGroup
 		if n.Links > 1 {
 			key := inodeKey{n.DeviceID, n.Inode}
-			if g, ok := b.links[key]; ok {
+			b.linksMu.Lock()
+			g, ok := b.links[key]
+			if !ok {
+				link = &linkGroup{}
+				b.links[key] = link
+			}
+			b.linksMu.Unlock()
+			if ok {
 				g.mu.Lock()
 				if g.done {
 					g.mu.Unlock()
@@ -585,8 +605,6 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 				g.mu.Unlock()
 				return nil
 			}
-			link = &linkGroup{}
-			b.links[key] = link
 		}
 		d.pending.Add(1)
 		select {
@@ -595,6 +613,33 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	return nil
+}
+
+// walkChild walks the subdirectory child, whose entry in the parent snapshot is prev
+// (or nil), and completes its slot in child.parent; child.parent.pending counts it
+// already. A directory that cannot be listed is skipped.
+func (b *backup) walkChild(ctx context.Context, child *dirState, prev *tree.Node, jobs chan<- fileJob) error {
+	if prev != nil && prev.Type == tree.TypeDir && prev.Subtree != nil {
+		t, err := b.loadTree(ctx, *prev.Subtree)
+		if err != nil {
+			b.a.cfg.Logger.Warn("parent snapshot tree unreadable", "path", child.path, "err", err)
+		} else {
+			child.prev, child.prevID = t, *prev.Subtree
+		}
+	}
+	if err := b.walkDir(ctx, child, jobs); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if child.nodes != nil { // listed, then failed: a fatal error from below
+			return err
+		}
+		d := child.parent
+		d.skip[child.idx] = true
+		b.skip(child.path, err)
+		return b.release(ctx, d)
 	}
 	return nil
 }
@@ -663,7 +708,9 @@ func (b *backup) doFile(ctx context.Context, r *reader, j fileJob) error {
 }
 
 // release drops one pending count of d; the last one finishes the directory: its tree is
-// encoded and queued, and its parent slot filled.
+// encoded and queued, and its parent slot filled. A tree whose every entry equals the
+// parent snapshot's listing of the directory is that listing: it keeps its chunk ID and
+// is neither encoded nor uploaded (the committed parent holds it), unless Force is set.
 func (b *backup) release(ctx context.Context, d *dirState) error {
 	if d.pending.Add(-1) != 0 {
 		return nil
@@ -686,17 +733,25 @@ func (b *backup) release(ctx context.Context, d *dirState) error {
 		}
 	}
 	b.mu.Unlock()
-	enc, err := tree.Encode(t)
-	if err != nil {
-		return &fatalError{fmt.Errorf("directory %s: %w", displayDir(d), err)}
-	}
-	id := b.a.keys.ChunkID(enc)
-	b.cache.putPlain(id, enc)
-	b.mu.Lock()
-	b.treeIDs = append(b.treeIDs, id)
-	b.mu.Unlock()
-	if err := b.up.Add(ctx, id, enc); err != nil {
-		return &fatalError{err}
+	var id chunk.ID
+	if !b.opts.Force && d.prev != nil && !d.prevID.IsZero() && sameNodes(t.Nodes, d.prev.Nodes) {
+		id = d.prevID
+		b.mu.Lock()
+		b.treeIDs = append(b.treeIDs, id)
+		b.mu.Unlock()
+	} else {
+		enc, err := tree.Encode(t)
+		if err != nil {
+			return &fatalError{fmt.Errorf("directory %s: %w", displayDir(d), err)}
+		}
+		id = b.a.keys.ChunkID(enc)
+		b.cache.putPlain(id, enc)
+		b.mu.Lock()
+		b.treeIDs = append(b.treeIDs, id)
+		b.mu.Unlock()
+		if err := b.up.Add(ctx, id, enc); err != nil {
+			return &fatalError{err}
+		}
 	}
 	if d.parent == nil {
 		b.mu.Lock()
@@ -707,6 +762,30 @@ func (b *backup) release(ctx context.Context, d *dirState) error {
 	}
 	d.parent.nodes[d.idx].Subtree = &id
 	return b.release(ctx, d.parent)
+}
+
+// sameNodes reports whether x and y are equal entry by entry in every field, so that
+// they encode to the same tree.
+func sameNodes(x, y []tree.Node) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if !sameNode(&x[i], &y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameNode compares every field of tree.Node (TestSameNodeComparesEveryField checks
+// that none is missed). Nil and empty Content are equal: both encode as absent.
+func sameNode(m, n *tree.Node) bool {
+	return m.Name == n.Name && m.Type == n.Type && m.Mode == n.Mode && m.UID == n.UID && m.GID == n.GID &&
+		m.ModTime == n.ModTime && m.ChangeTime == n.ChangeTime && m.Size == n.Size && m.Inode == n.Inode &&
+		m.Links == n.Links && m.DeviceID == n.DeviceID && m.Rdev == n.Rdev && m.LinkTarget == n.LinkTarget &&
+		m.BlockSize == n.BlockSize && slices.Equal(m.Content, n.Content) &&
+		(m.Subtree == nil) == (n.Subtree == nil) && (m.Subtree == nil || *m.Subtree == *n.Subtree)
 }
 
 func displayDir(d *dirState) string {

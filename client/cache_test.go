@@ -4,16 +4,21 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/client/tree"
 )
 
 // packOf returns the path of the only tree pack below cacheDir.
@@ -134,6 +139,200 @@ func TestTreePackDamagedIndexIgnored(t *testing.T) {
 			t.Errorf("%s: backup after the pack was rewritten downloaded %d trees", name, got)
 		}
 	}
+}
+
+// hasCounter counts the IDs asked about with Has.
+type hasCounter struct {
+	chunkstore.Store
+	asked atomic.Int64
+}
+
+func (h *hasCounter) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
+	h.asked.Add(int64(len(ids)))
+	return h.Store.Has(ctx, ids)
+}
+
+// TestUnchangedDirectoryKeepsTreeID checks tree reuse: an unchanged re-backup makes the
+// same trees without asking the cluster about any of them, and a change to one entry
+// (a file's mtime, a directory's mode, a new file) gives new trees from that directory
+// up to the root while the untouched directories keep theirs.
+func TestUnchangedDirectoryKeepsTreeID(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	for i, p := range []string{"a/x", "a/y", "b/z", "c/d/w", "e/v"} {
+		writeFile(t, filepath.Join(src, p), randBytes(uint64(i), 500), 0o644)
+		setTime(t, filepath.Join(src, p), i)
+	}
+	hc := &hasCounter{Store: memstore.NewChunks()}
+	e := newEnvStore(t, hc)
+	e.cfg.CacheDir = filepath.Join(t.TempDir(), "cache")
+	a := e.open(t)
+	// backup returns the result and how many IDs the backup asked about before its commit.
+	backup := func(force bool) (BackupResult, int64) {
+		t.Helper()
+		var asked int64
+		e.meta.mu.Lock()
+		e.meta.beforeCommit = func() { asked = hc.asked.Load() }
+		e.meta.mu.Unlock()
+		hc.asked.Store(0)
+		res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}, Force: force})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, asked
+	}
+	// subtrees maps each directory below src (and "." for src) to its tree ID.
+	subtrees := func(snap BackupResult) map[string]chunk.ID {
+		t.Helper()
+		out := make(map[string]chunk.ID)
+		var walk func(rel string, id chunk.ID)
+		walk = func(rel string, id chunk.ID) {
+			out[rel] = id
+			tr, err := a.loadTree(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range tr.Nodes {
+				if n.Type == tree.TypeDir {
+					walk(filepath.Join(rel, n.Name), *n.Subtree)
+				}
+			}
+		}
+		root, err := a.loadTree(ctx, snap.Snapshot.Tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		walk(".", *root.Nodes[0].Subtree)
+		return out
+	}
+
+	first, _ := backup(false)
+	before := subtrees(first)
+	second, asked := backup(false)
+	if second.Snapshot.Tree != first.Snapshot.Tree {
+		t.Fatalf("unchanged re-backup made root tree %s, want %s", second.Snapshot.Tree.Str(), first.Snapshot.Tree.Str())
+	}
+	if asked > int64(len(second.Snapshot.Refs)) {
+		t.Errorf("unchanged re-backup asked about %d chunks before its commit; want only its %d reference lists", asked, len(second.Snapshot.Refs))
+	}
+
+	setTime(t, filepath.Join(src, "a", "x"), 50)                          // same size and content
+	if err := os.Chmod(filepath.Join(src, "c", "d"), 0o700); err != nil { // c's entry for d
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "e", "new"), []byte("n"), 0o644)
+	third, _ := backup(false)
+	after := subtrees(third)
+	for dir, changed := range map[string]bool{".": true, "a": true, "b": false, "c": true, "c/d": false, "e": true} {
+		if got := after[dir] != before[dir]; got != changed {
+			t.Errorf("%s: tree changed %v, want %v", dir, got, changed)
+		}
+	}
+	ta, err := a.loadTree(ctx, after["a"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(src, "a", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ta.Nodes[0].Name != "x" || ta.Nodes[0].ModTime != fi.ModTime().UnixNano() {
+		t.Errorf("a/x recorded with mtime %d, want %d", ta.Nodes[0].ModTime, fi.ModTime().UnixNano())
+	}
+
+	// Force encodes and asks about every tree again, and makes the same ones.
+	forced, n := backup(true)
+	if forced.Snapshot.Tree != third.Snapshot.Tree {
+		t.Errorf("forced backup made root tree %s, want %s", forced.Snapshot.Tree.Str(), third.Snapshot.Tree.Str())
+	}
+	if n < int64(len(after)) {
+		t.Errorf("forced backup asked about %d chunks, want at least its %d trees", n, len(after))
+	}
+}
+
+// TestSameNodeComparesEveryField changes each field of a tree.Node in turn: sameNode
+// must see every change, or an unchanged directory's tree ID could stand for a changed
+// listing.
+func TestSameNodeComparesEveryField(t *testing.T) {
+	sub := chunk.ID{7}
+	base := tree.Node{Name: "n", Type: tree.TypeFile, Mode: 0o644, UID: 1, GID: 2, ModTime: 3, ChangeTime: 4,
+		Size: 5, Inode: 6, Links: 7, DeviceID: 8, Rdev: 9, LinkTarget: "t", BlockSize: 10,
+		Content: []tree.Extent{{ID: chunk.ID{1}, Len: 5}}, Subtree: &sub}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		m := base
+		m.Content = slices.Clone(base.Content)
+		f := reflect.ValueOf(&m).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Uint32, reflect.Uint64:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Slice:
+			m.Content[0].Hole = true
+		case reflect.Pointer:
+			other := chunk.ID{8}
+			f.Set(reflect.ValueOf(&other))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test to change it", typ.Field(i).Name, f.Kind())
+		}
+		if sameNode(&base, &m) {
+			t.Errorf("sameNode misses a change of %s", typ.Field(i).Name)
+		}
+	}
+	m := base
+	m.Subtree = nil
+	if sameNode(&base, &m) || sameNode(&m, &base) {
+		t.Error("sameNode equates a nil and a set Subtree")
+	}
+	copySub := sub
+	m.Subtree, m.Content = &copySub, slices.Clone(base.Content)
+	if !sameNode(&base, &m) {
+		t.Error("sameNode separates equal nodes")
+	}
+	x, y := tree.Node{Name: "e"}, tree.Node{Name: "e", Content: []tree.Extent{}}
+	if !sameNode(&x, &y) {
+		t.Error("sameNode separates nil and empty Content, which encode alike")
+	}
+}
+
+// TestHardlinksAcrossDirectories links one file from many directories, which the walk
+// lists in parallel: the file is read once and every link gets its content.
+func TestHardlinksAcrossDirectories(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	writeFile(t, filepath.Join(src, "orig"), randBytes(9, 5000), 0o644)
+	for i := range 200 {
+		d := filepath.Join(src, fmt.Sprintf("d%d", i%8), fmt.Sprintf("s%03d", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(filepath.Join(src, "orig"), filepath.Join(d, "link")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t)
+	e.cfg.Workers = 4
+	a := e.open(t)
+	rec := &openRecorder{}
+	res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}, OnOpen: rec.hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.take(); len(got) != 1 {
+		t.Errorf("opened %d links of one file, want 1", len(got))
+	}
+	if res.Snapshot.Stats.FilesNew != 201 {
+		t.Errorf("%d new files, want 201", res.Snapshot.Stats.FilesNew)
+	}
+	target := filepath.Join(dir, "restore")
+	if _, err := a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, filepath.Join(target, "src"))
 }
 
 // TestTreeCacheCleansUp checks what a commit removes (the layout before packs and stale
