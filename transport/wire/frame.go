@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,9 +23,11 @@ const (
 
 	kindRequest  = 1
 	kindResponse = 2
-	// readChunk is how much body ReadRequest/ReadResponse allocate ahead of the bytes that
-	// actually arrive, so that a lying length field cannot make them allocate 65 MiB.
+	// readChunk is how much body ReadRequest/ReadResponse allocate before any of it has
+	// arrived, so that a lying length field cannot make them allocate 65 MiB (see readBody).
 	readChunk = 1 << 20
+	// growFactor bounds a body buffer to this many times the bytes received so far.
+	growFactor = 8
 )
 
 // magic opens every frame. Immutable: only ever read.
@@ -183,33 +184,39 @@ func readHeader(r io.Reader, kind byte) error {
 	return nil
 }
 
+// readBody reads a body length and the body. Bodies above readChunk are read into a
+// buffer that grows with what has arrived: it starts at readChunk and is replaced by one
+// of at most growFactor times the bytes received (the final one exactly the announced
+// length), so that a lying length field costs at most growFactor times the bytes the
+// peer actually sent, and a body is copied at most about 1/(growFactor-1) times over.
 func readBody(r io.Reader) ([]byte, error) {
 	var lb [4]byte
 	if err := readFull(r, lb[:]); err != nil {
 		return nil, fmt.Errorf("body length: %w", err)
 	}
-	n := int64(binary.BigEndian.Uint32(lb[:]))
+	n := int(binary.BigEndian.Uint32(lb[:]))
 	if n > MaxBodyLen {
 		return nil, fmt.Errorf("%w: body length %d exceeds %d", ErrFrame, n, MaxBodyLen)
 	}
-	if n <= readChunk {
-		b := make([]byte, n)
-		if err := readFull(r, b); err != nil {
+	b := make([]byte, min(n, readChunk))
+	got := 0
+	for {
+		m, err := io.ReadFull(r, b[got:])
+		got += m
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%w: body truncated at %d of %d bytes: %w", ErrFrame, got, n, io.ErrUnexpectedEOF)
+			}
 			return nil, fmt.Errorf("body: %w", err)
 		}
-		return b, nil
-	}
-	// NB: grow as bytes arrive, so a garbage length field costs at most readChunk.
-	var buf bytes.Buffer
-	buf.Grow(readChunk)
-	got, err := io.CopyN(&buf, r, n)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: body truncated at %d of %d bytes: %w", ErrFrame, got, n, io.ErrUnexpectedEOF)
+		if got == n {
+			return b, nil
 		}
-		return nil, fmt.Errorf("body: %w", err)
+		// NB: b is full and got bytes have arrived; the next buffer is bounded by them.
+		next := make([]byte, min(n, growFactor*got))
+		copy(next, b)
+		b = next
 	}
-	return buf.Bytes(), nil
 }
 
 // readFull is io.ReadFull inside a frame: any end of input is io.ErrUnexpectedEOF and
