@@ -269,12 +269,23 @@ func (cl *Client) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 		rest = rest[n:]
 	}
 	addrs := cl.addrs()
+	// itemOverhead bounds the CBOR bytes of a wChunk besides its data: map head, two
+	// keys, the ID's byte string and the data's head.
+	const itemOverhead = 48
 	put := func(ctx context.Context, b []chunkstore.Chunk) error {
 		req := chunkPutReq{Chunks: make([]wChunk, len(b))}
+		size := 16 // the request's map head, key and array head
 		for i, c := range b {
 			req.Chunks[i] = wChunk{ID: c.ID, Data: c.Data}
+			size += itemOverhead + len(c.Data)
 		}
-		return cl.do(ctx, addrs, MethodChunkPut, req, nil)
+		// NB: encoded once into a buffer of the right size, not grown by doubling, and
+		// not again for each coordinator tried.
+		body, err := wire.MarshalSized(req, size)
+		if err != nil {
+			return fmt.Errorf("chunkrpc: %s: encode request: %v: %w", MethodChunkPut, err, chunkstore.ErrInvalid)
+		}
+		return cl.do(ctx, addrs, MethodChunkPut, body, nil)
 	}
 	if len(batches) <= 1 || len(addrs) <= 1 {
 		for _, b := range batches {

@@ -111,3 +111,105 @@ func TestCall(t *testing.T) {
 		t.Fatalf("bad reply: %v", err)
 	}
 }
+
+// putLike mirrors a chunk.Put request: many IDs, each with a large byte string.
+type putLike struct {
+	Items []putItem `cbor:"1,keyasint"`
+}
+
+type putItem struct {
+	ID   chunk.ID `cbor:"1,keyasint"`
+	Data []byte   `cbor:"2,keyasint"`
+}
+
+func newPutLike(items, size int) (putLike, int) {
+	var p putLike
+	total := 0
+	for i := range items {
+		d := bytes.Repeat([]byte{byte(i)}, size+i)
+		p.Items = append(p.Items, putItem{ID: chunk.ID{byte(i), 1}, Data: d})
+		total += len(d)
+	}
+	return p, total
+}
+
+func TestMarshalSizedSameBytes(t *testing.T) {
+	for _, v := range []any{
+		msg{ID: chunk.ID{9}, Names: map[string]int{"b": 2, "a": 1}, When: time.Unix(5, 6).UTC(), Data: []byte("x")},
+		struct{}{},
+		[]byte(nil),
+	} {
+		want, err := wire.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, hint := range []int{-1, 0, 1, len(want), 1 << 20} {
+			got, err := wire.MarshalSized(v, hint)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%T with hint %d: % x, %v; want % x", v, hint, got, err, want)
+			}
+		}
+	}
+	p, total := newPutLike(40, 100<<10)
+	want, err := wire.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hint := range []int{0, total, len(want), len(want) + 1, wire.MaxBodyLen + 1, 1 << 40} {
+		got, err := wire.MarshalSized(p, hint)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("put-like with hint %d: %d bytes, %v; want the %d bytes of Marshal", hint, len(got), err, len(want))
+		}
+		if hint == len(want) && cap(got) != len(want) {
+			t.Fatalf("exact hint: capacity %d, want %d (no growth)", cap(got), len(want))
+		}
+	}
+	if _, err := wire.MarshalSized(make(chan int), 10); err == nil {
+		t.Fatal("MarshalSized of a channel: no error")
+	}
+}
+
+func TestEncodedIsSentUnchanged(t *testing.T) {
+	type req struct{ A []byte }
+	enc, err := wire.MarshalSized(req{A: []byte("abc")}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := wire.Marshal(enc); err != nil || !bytes.Equal(again, enc) {
+		t.Fatalf("Marshal(Encoded) = % x, %v; want % x", again, err, enc)
+	}
+	var sent []byte
+	c := fakeCaller(func(_ context.Context, _, _ string, body []byte) ([]byte, error) {
+		sent = body
+		return nil, nil
+	})
+	if err := wire.Call(context.Background(), c, "n1", "x.Put", enc, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := wire.Marshal(req{A: []byte("abc")})
+	if !bytes.Equal(sent, want) {
+		t.Fatalf("Call sent % x, want % x", sent, want)
+	}
+}
+
+func BenchmarkMarshalPut(b *testing.B) {
+	p, total := newPutLike(8, 1<<20) // one 8 MiB chunk.Put call
+	b.Run("Marshal", func(b *testing.B) {
+		b.SetBytes(int64(total))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := wire.Marshal(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("MarshalSized", func(b *testing.B) {
+		b.SetBytes(int64(total))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := wire.MarshalSized(p, total+len(p.Items)*48+16); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
