@@ -253,3 +253,75 @@ func BenchmarkTouchShards(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkIndexLookups: calls of 1024 keys against an index of 200k shards (the
+// memtable and a few flushed tables), for keys that are all stored ("present") or all
+// absent ("absent", the dedup check and first-write-wins check of a new backup).
+// "put" stores 1024 new shards per call (NoSync), whose first-write-wins lookups miss;
+// "loadFilter" is what Open spends filling the key filter from the index.
+func BenchmarkIndexLookups(b *testing.B) {
+	const stored, perCall = 200_000, 1024
+	s, err := Open(b.TempDir(), Options{NoSync: true, DisableAutoCompact: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	data := benchData(5)[:64]
+	meta := chunkstore.ShardMeta{K: 4, M: 2, ChunkLen: 256, Writer: "agent/bench"}
+	for start := 0; start < stored; start += perCall {
+		batch := make([]chunkstore.Shard, 0, perCall)
+		for i := start; i < start+perCall; i++ {
+			batch = append(batch, chunkstore.Shard{Key: chunkstore.ShardKey{ID: tid(i / 6), Index: uint8(i % 6)}, Meta: meta, Data: data})
+		}
+		if err := s.PutShards(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keys := func(base, i int) []chunkstore.ShardKey {
+		out := make([]chunkstore.ShardKey, perCall)
+		for j := range out {
+			n := base + (i*perCall+j)%stored
+			out[j] = chunkstore.ShardKey{ID: tid(n / 6), Index: uint8(n % 6)}
+		}
+		return out
+	}
+	for _, bc := range []struct {
+		name string
+		base int
+	}{{"present", 0}, {"absent", 1 << 40}} {
+		b.Run("has/"+bc.name, func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				got, err := s.HasShards(ctx, keys(bc.base, i))
+				if err != nil || got[0] != (bc.base == 0) {
+					b.Fatalf("HasShards: %v, %v", got[0], err)
+				}
+				i++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/key")
+		})
+	}
+	b.Run("loadFilter", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.loadFilter(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*stored), "ns/key")
+	})
+	b.Run("put", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			batch := make([]chunkstore.Shard, perCall)
+			for j, k := range keys(2<<40, i) {
+				batch[j] = chunkstore.Shard{Key: k, Meta: meta, Data: data}
+			}
+			if err := s.PutShards(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/key")
+	})
+}

@@ -365,6 +365,9 @@ func (s *Store) appendCopies(out []byte, staged []stagedCopy) error {
 		if err == nil {
 			err = b.Set(kb, vb, nil)
 		}
+		if s.filter != nil {
+			s.filter.add(c.key) // indexed already, so present; kept a superset regardless
+		}
 		n := c.v.loc.recordLen()
 		dLive[dest.num] += n
 		dLive[c.src] -= n

@@ -16,7 +16,11 @@
 //
 // Reads: GetShard looks the key up in the index, preads the record and checks its
 // CRC32C, returning chunkstore.ErrCorrupt (naming shard, segment and offset) on a
-// mismatch. HasShards and EnumerateShards read the index only.
+// mismatch. HasShards and EnumerateShards read the index only; HasShards seeks its keys
+// in index order through one iterator. An in-memory Bloom filter of the indexed shard
+// keys (filled at Open, kept by the writer) answers lookups of absent keys without
+// Pebble: a new backup asks about every shard twice (dedup check, then first-write-wins)
+// before it is stored.
 //
 // Recovery: Open replays records after the checkpoint; a torn record at a segment's tail
 // (a crash mid-write, never acknowledged) is truncated and logged; damaged records

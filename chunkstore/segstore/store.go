@@ -1,6 +1,7 @@
 package segstore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -64,6 +65,10 @@ type Store struct {
 
 	w writerState // owned by the writer goroutine (by Open before it starts)
 
+	// filter holds every shard key in the index (and maybe more): set by Open once the
+	// index is loaded, before the writer starts, and never replaced. nil while loading.
+	filter *keyFilter
+
 	encPool  sync.Pool // *[]byte record encode buffers (requests)
 	readPool sync.Pool // *readBuf scratch space for GetShard
 }
@@ -111,7 +116,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		compactorDone: make(chan struct{}),
 	}
 	s.w.ap.s = s
-	if err := s.load(fresh); err != nil {
+	err = s.load(fresh)
+	if err == nil {
+		s.filter, err = s.loadFilter()
+	}
+	if err != nil {
 		s.closeFiles()
 		db.Close()
 		return nil, err
@@ -204,6 +213,29 @@ func (s *Store) load(fresh bool) error {
 	s.w.off = s.w.cur.size.Load()
 	s.curSeg.Store(s.w.cur.num)
 	return nil
+}
+
+// loadFilter returns a key filter holding every shard key in the index, sized for twice
+// as many. It reads the whole shard key range once (Open's cost grows with the shards
+// stored: 0.37 µs per shard on the development VM, BenchmarkIndexLookups/loadFilter).
+func (s *Store) loadFilter() (*keyFilter, error) {
+	f := newKeyFilter(2 * s.shards.Load())
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return nil, fmt.Errorf("segstore: load key filter: %w", err)
+	}
+	for valid := iter.First(); valid; valid = iter.Next() {
+		k, err := parseShardKey(iter.Key())
+		if err != nil {
+			iter.Close()
+			return nil, fmt.Errorf("segstore: load key filter: %w", err)
+		}
+		f.add(k)
+	}
+	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
+		return nil, fmt.Errorf("segstore: load key filter: %w", err)
+	}
+	return f, nil
 }
 
 // pebbleSync is the write option for index batches that must be durable on their own.
@@ -394,6 +426,9 @@ func (s *Store) lookup(key chunkstore.ShardKey, kb []byte) (location, error) {
 	if s.indexErr != nil {
 		return location{}, s.indexErr
 	}
+	if s.filter != nil && !s.filter.mayContain(key) {
+		return location{}, chunkstore.ErrNotFound
+	}
 	v, closer, err := s.db.Get(appendShardKey(kb[:0], key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return location{}, chunkstore.ErrNotFound
@@ -513,7 +548,8 @@ func (rb *readBuf) header(n int) []byte {
 }
 
 // HasShards reports for each key whether the index holds it (no data is read or
-// checked). The result has len(keys) entries, in order.
+// checked). The result has len(keys) entries, in order. The answers come from one
+// consistent view of the index taken during the call.
 func (s *Store) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
 	if err := s.enter(); err != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", err)
@@ -523,24 +559,43 @@ func (s *Store) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bo
 		return nil, fmt.Errorf("segstore: has shards: %w", err)
 	}
 	out := make([]bool, len(keys))
-	var kb [shardKeyLen]byte
+	if len(keys) == 0 {
+		return out, nil
+	}
+	// NB: the keys are looked up in index order through one iterator, so that each seek
+	// starts from where the previous one ended (Pebble tries a few Next steps before a
+	// full seek, and its table iterators keep their position) instead of from the top.
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return compareShardKeys(keys[a], keys[b]) })
 	s.indexMu.RLock()
 	defer s.indexMu.RUnlock()
 	if s.indexErr != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", s.indexErr)
 	}
-	for i, k := range keys {
-		_, closer, err := s.db.Get(appendShardKey(kb[:0], k))
-		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("segstore: has %s: %w", keyStr(k), err)
-		default:
-			out[i] = true
-			closer.Close()
-		}
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return nil, fmt.Errorf("segstore: has shards: %w", err)
+	}
+	var kb [shardKeyLen]byte
+	for _, i := range order {
+		k := appendShardKey(kb[:0], keys[i])
+		out[i] = iter.SeekGE(k) && bytes.Equal(iter.Key(), k)
+	}
+	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
+		return nil, fmt.Errorf("segstore: has shards: %w", err)
 	}
 	return out, nil
+}
+
+// compareShardKeys orders shard keys as the index does: by chunk ID, then index.
+func compareShardKeys(a, b chunkstore.ShardKey) int {
+	if c := bytes.Compare(a.ID[:], b.ID[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Index, b.Index)
 }
 
 // EnumerateShards calls fn for every shard with key > after (all when after is nil), by

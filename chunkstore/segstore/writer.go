@@ -508,6 +508,9 @@ func (a *applier) lookup(key chunkstore.ShardKey) (pendingEntry, error) {
 	if e, ok := a.pending[key]; ok {
 		return e, nil
 	}
+	if f := a.s.filter; f != nil && !f.mayContain(key) {
+		return pendingEntry{}, nil
+	}
 	a.kbuf = appendShardKey(a.kbuf[:0], key)
 	v, closer, err := a.s.db.Get(a.kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -539,6 +542,9 @@ func (a *applier) put(key chunkstore.ShardKey, v *indexValue) (bool, error) {
 	a.vbuf = appendIndexValue(a.vbuf[:0], v)
 	if err := a.batch.Set(a.kbuf, a.vbuf, nil); err != nil {
 		return false, err
+	}
+	if f := a.s.filter; f != nil {
+		f.add(key) // before the batch that holds key is committed
 	}
 	a.pending[key] = pendingEntry{present: true, loc: v.loc}
 	a.dShards++
