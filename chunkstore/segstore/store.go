@@ -562,19 +562,25 @@ func (s *Store) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bo
 	if len(keys) == 0 {
 		return out, nil
 	}
-	// NB: the keys are looked up in index order through one iterator, so that each seek
-	// starts from where the previous one ended (Pebble tries a few Next steps before a
-	// full seek, and its table iterators keep their position) instead of from the top.
-	order := make([]int, len(keys))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return compareShardKeys(keys[a], keys[b]) })
 	s.indexMu.RLock()
 	defer s.indexMu.RUnlock()
 	if s.indexErr != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", s.indexErr)
 	}
+	// NB: keys the filter rules out are absent. The others are looked up in index order
+	// through one iterator, so that each seek starts from where the previous one ended
+	// (Pebble tries a few Next steps before a full seek, and its table iterators keep
+	// their position) instead of from the top.
+	order := make([]int, 0, len(keys))
+	for i, k := range keys {
+		if s.filter == nil || s.filter.mayContain(k) {
+			order = append(order, i)
+		}
+	}
+	if len(order) == 0 {
+		return out, nil
+	}
+	slices.SortFunc(order, func(a, b int) int { return compareShardKeys(keys[a], keys[b]) })
 	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
 	if err != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", err)
