@@ -2,6 +2,7 @@ package segstore
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -254,13 +255,20 @@ func BenchmarkTouchShards(b *testing.B) {
 	})
 }
 
-// BenchmarkIndexLookups: calls of 1024 keys against an index of 200k shards (the
-// memtable and a few flushed tables), for keys that are all stored ("present") or all
-// absent ("absent", the dedup check and first-write-wins check of a new backup).
+// BenchmarkIndexLookups: calls of 1024 keys against an index of 20k shards (all in the
+// memtable) or 200k shards (the memtable and flushed tables), for keys that are all
+// stored ("present") or all absent ("absent", the dedup check and first-write-wins check
+// of a new backup).
 // "put" stores 1024 new shards per call (NoSync), whose first-write-wins lookups miss;
 // "loadFilter" is what Open spends filling the key filter from the index.
 func BenchmarkIndexLookups(b *testing.B) {
-	const stored, perCall = 200_000, 1024
+	for _, stored := range []int{20_000, 200_000} {
+		b.Run(fmt.Sprintf("stored=%d", stored), func(b *testing.B) { benchIndexLookups(b, stored) })
+	}
+}
+
+func benchIndexLookups(b *testing.B, stored int) {
+	const perCall = 1024
 	s, err := Open(b.TempDir(), Options{NoSync: true, DisableAutoCompact: true})
 	if err != nil {
 		b.Fatal(err)
@@ -324,4 +332,38 @@ func BenchmarkIndexLookups(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/key")
 	})
+}
+
+// BenchmarkIndexBatch: what the writer spends staging and committing the index updates of
+// a group of 1024 new shards (random IDs; NoSync), on a store whose index grows by as much
+// each round: the memtable inserts, without segment I/O.
+func BenchmarkIndexBatch(b *testing.B) {
+	const perGroup = 1024
+	s, err := Open(b.TempDir(), Options{NoSync: true, DisableAutoCompact: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ap := &applier{s: s} // NB: the store's own writer goroutine stays idle
+	v := &indexValue{loc: location{seg: 1, off: fileHeaderSize, dataLen: 1}, meta: chunkstore.ShardMeta{K: 4, M: 2, Writer: "agent/bench"}}
+	keys := make([]chunkstore.ShardKey, perGroup)
+	n := 0
+	for b.Loop() {
+		b.StopTimer()
+		for j := range keys {
+			keys[j] = chunkstore.ShardKey{ID: tid(n / 6), Index: uint8(n % 6)}
+			n++
+		}
+		b.StartTimer()
+		ap.begin(s.opts.Now())
+		for _, k := range keys {
+			if _, err := ap.put(k, v); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := ap.commit(checkpoint{seg: 1, off: fileHeaderSize}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perGroup), "ns/key")
 }

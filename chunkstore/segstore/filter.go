@@ -9,12 +9,13 @@ import (
 )
 
 // Key filter sizing: filterBitsPerKey bits per shard key the filter is sized for, at
-// least filterMinKeys keys, rounded up to a power of two of 512-bit blocks.
+// least filterMinKeys keys, rounded up to a power of two of 512-bit blocks: 512 KiB at
+// least, 32 MiB for a store opened with 10 million shards.
 const (
 	filterBitsPerKey = 10
-	filterMinKeys    = 1 << 18 // 320 KiB
-	filterProbes     = 6       // bits set per key, all in one block
-	filterBlockWords = 8       // 512 bits: one cache line
+	filterMinKeys    = 1 << 18
+	filterProbes     = 6 // bits set per key, all in one block
+	filterBlockWords = 8 // 512 bits: one cache line
 )
 
 // keyFilter is an in-memory blocked Bloom filter of the shard keys in the index. A
