@@ -122,7 +122,11 @@ func (c *cofferTool) setup(ctx context.Context) error {
 			return fmt.Errorf("bench: cofferd dev not ready after 90 s: %s", b)
 		}
 	}
-	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase}
+	// NB: the agent's local cache (trees and key) is the run's own, as restic's is: the
+	// user's cache directory is shared by concurrent runs, whose clusters' vaults all have
+	// the same name, so an entry one run writes makes another run's stale.
+	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase,
+		"COFFER_CACHE_DIR=" + filepath.Join(c.dir, "agent-cache")}
 	_, err = runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("init")...)
 	return err
 }
