@@ -248,14 +248,15 @@ func (c *treeCache) putPlain(id chunk.ID, enc []byte) {
 }
 
 // commit finishes the next pack with the index of trees (the trees of snap, committed)
-// and renames it over the set's pack, then removes what the layout no longer uses.
+// and renames it over the set's pack, then removes what the layout no longer uses. The
+// cache files nothing after it.
 func (c *treeCache) commit(snap meta.Snapshot, trees []chunk.ID) {
 	if c == nil || c.disabled.Load() {
 		return
 	}
 	c.mu.Lock()
 	w := c.mu.w
-	c.mu.w = nil
+	c.mu.w, c.mu.closed = nil, true // the pack is final: nothing more is filed
 	c.mu.Unlock()
 	if w == nil {
 		return

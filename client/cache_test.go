@@ -19,6 +19,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/client/tree"
+	"github.com/cofferhq/coffer/meta"
 )
 
 // packOf returns the path of the only tree pack below cacheDir.
@@ -358,6 +359,18 @@ func TestTreeCacheCleansUp(t *testing.T) {
 	}
 	c.backup(t, src)
 	var names []string
+	// Filed after the commit: nothing is written.
+	tc := c.a.openTreeCache([]string{"/committed"})
+	tc.putPlain(chunk.ID{1}, []byte("tree"))
+	tc.commit(meta.Snapshot{}, []chunk.ID{{1}})
+	tc.putPlain(chunk.ID{2}, []byte("tree"))
+	if tc.mu.w != nil {
+		t.Error("a tree filed after the commit started another pack")
+	}
+	tc.close()
+	if err := os.Remove(tc.packFile); err != nil {
+		t.Fatalf("no pack after a commit: %v", err)
+	}
 	ents, err := os.ReadDir(sets)
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +386,7 @@ func TestTreeCacheCleansUp(t *testing.T) {
 	}
 
 	// Filed but never committed: close removes the temporary file.
-	tc := c.a.openTreeCache([]string{"/elsewhere"})
+	tc = c.a.openTreeCache([]string{"/elsewhere"})
 	tc.putPlain(chunk.ID{1}, []byte("tree"))
 	tc.close()
 	tc.putPlain(chunk.ID{2}, []byte("tree")) // after close: files nothing
