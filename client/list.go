@@ -226,6 +226,11 @@ func (a *Agent) fetchChunk(ctx context.Context, e tree.Extent) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: chunk %s: %w", e.ID.Str(), err)
 	}
+	return a.openChunk(e, sealed)
+}
+
+// openChunk opens and length-checks the sealed chunk of data extent e.
+func (a *Agent) openChunk(e tree.Extent, sealed []byte) ([]byte, error) {
 	plain, err := a.keys.Open(make([]byte, 0, e.Len), e.ID, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("client: chunk %s: %w", e.ID.Str(), err)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/meta"
@@ -199,8 +200,9 @@ func (r *restorer) run(ctx context.Context, root chunk.ID, target string) error 
 	g, gctx := errgroup.WithContext(ctx)
 	creators := restoreFileWorkers(a.cfg.Workers)
 	files := make(chan fileTask, 2*creators)
-	jobs := make(chan chunkJob, 2*a.cfg.Fetches)
-	for range a.cfg.Fetches {
+	fetchers := restoreFetchers(a.cfg.Fetches)
+	jobs := make(chan chunkJob, 2*fetchBatchChunks)
+	for range fetchers {
 		g.Go(func() error { return r.fetchLoop(gctx, jobs) })
 	}
 	var creating atomic.Int64
@@ -441,19 +443,93 @@ func dataBytes(n *tree.Node) int64 {
 	return s
 }
 
+// Batched chunk reads of a restore: a fetch worker takes the chunks queued for it, up to
+// these bounds, and reads them in one chunkstore.GetMany call.
+const (
+	fetchBatchChunks = 64
+	fetchBatchBytes  = 8 << 20 // plaintext
+)
+
+// restoreFetchers is how many fetch workers a restore runs for Config.Fetches: each
+// keeps a batch of up to fetchBatchChunks chunks in flight.
+func restoreFetchers(fetches int) int { return max(2, fetches/4) }
+
+// fetchLoop takes chunk jobs in batches (what is queued, without waiting for more),
+// reads each batch's chunks in one call and writes them.
 func (r *restorer) fetchLoop(ctx context.Context, jobs <-chan chunkJob) error {
+	batch := make([]chunkJob, 0, fetchBatchChunks)
 	for {
-		var j chunkJob
+		batch = batch[:0]
 		select {
-		case v, ok := <-jobs:
+		case j, ok := <-jobs:
 			if !ok {
 				return nil
 			}
-			j = v
+			batch = append(batch, j)
 		case <-ctx.Done():
 			return ctx.Err() // run closes the files of chunks left in jobs
 		}
-		data, err := r.chunks.get(ctx, j.ext.ID, func() ([]byte, error) { return r.a.fetchChunk(ctx, j.ext) })
+		closed := false
+		size := int64(batch[0].ext.Len)
+	more:
+		for len(batch) < fetchBatchChunks && size < fetchBatchBytes {
+			select {
+			case j, ok := <-jobs:
+				if !ok {
+					closed = true
+					break more
+				}
+				batch = append(batch, j)
+				size += int64(j.ext.Len)
+			default:
+				break more
+			}
+		}
+		if err := r.fetchBatch(ctx, batch); err != nil {
+			return err
+		}
+		if closed {
+			return nil
+		}
+	}
+}
+
+// fetchBatch reads the chunks of batch that no other worker is reading and are not
+// cached, in one call, and writes every job's chunk. On error the files of the jobs not
+// written are closed.
+func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
+	entries := make([]*cacheEntry, len(batch))
+	var mine []int // jobs whose chunk this worker reads
+	for i, j := range batch {
+		e, read := r.chunks.begin(j.ext.ID)
+		entries[i] = e
+		if read {
+			mine = append(mine, i)
+		}
+	}
+	if len(mine) > 0 {
+		ids := make([]chunk.ID, len(mine))
+		for n, i := range mine {
+			ids[n] = batch[i].ext.ID
+		}
+		res := chunkstore.GetMany(ctx, r.a.cfg.Chunks, ids)
+		for n, i := range mine {
+			j := batch[i]
+			data, err := res[n].Data, res[n].Err
+			if err != nil {
+				err = fmt.Errorf("client: chunk %s: %w", j.ext.ID.Str(), err)
+			} else {
+				data, err = r.a.openChunk(j.ext, data)
+			}
+			r.chunks.finish(j.ext.ID, entries[i], data, err)
+		}
+	}
+	for i, j := range batch {
+		data, err := r.chunks.wait(ctx, entries[i])
+		if err != nil && ctx.Err() == nil {
+			// The read failed (here or in another worker): try this chunk once more alone.
+			data, err = r.chunks.get(ctx, j.ext.ID, func() ([]byte, error) { return r.a.fetchChunk(ctx, j.ext) })
+		}
 		if err == nil && len(data) != int(j.ext.Len) {
 			err = fmt.Errorf("client: chunk %s: %d bytes, the tree says %d", j.ext.ID.Str(), len(data), j.ext.Len)
 		}
@@ -461,16 +537,22 @@ func (r *restorer) fetchLoop(ctx context.Context, jobs <-chan chunkJob) error {
 			_, err = j.rf.f.WriteAt(data, j.off)
 		}
 		if err != nil {
-			j.rf.closeOnce.Do(func() { j.rf.f.Close() })
+			for _, left := range batch[i:] {
+				left.rf.closeOnce.Do(func() { left.rf.f.Close() })
+			}
 			return fmt.Errorf("%s: %w", j.rf.path, err)
 		}
 		r.bytes.Add(int64(len(data)))
 		if j.rf.remaining.Add(-1) == 0 {
 			if err := r.finishFile(j.rf); err != nil {
+				for _, left := range batch[i+1:] {
+					left.rf.closeOnce.Do(func() { left.rf.f.Close() })
+				}
 				return err
 			}
 		}
 	}
+	return nil
 }
 
 func (r *restorer) finishFile(rf *restoreFile) error {

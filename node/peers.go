@@ -110,3 +110,20 @@ func (s *peerStore) HasShards(ctx context.Context, keys []chunkstore.ShardKey) (
 	r, err := s.ShardStore.HasShards(ctx, keys)
 	return r, s.observe(err)
 }
+
+// GetShards reads a batch from the peer in shard.GetMany calls (see
+// chunkrpc.ShardClient.GetShards), failing fast like GetShard while the peer is down.
+func (s *peerStore) GetShards(ctx context.Context, keys []chunkstore.ShardKey) []chunkstore.ShardResult {
+	out := make([]chunkstore.ShardResult, len(keys))
+	if err := s.check(); err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	out = chunkstore.GetShards(ctx, s.ShardStore, keys)
+	for i := range out {
+		out[i].Err = s.observe(out[i].Err)
+	}
+	return out
+}

@@ -316,6 +316,47 @@ func (cl *Client) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	return resp.Data, nil
 }
 
+var _ chunkstore.BatchGetter = (*Client)(nil)
+
+// GetMany reads many chunks in chunk.GetMany calls of at most MaxGetManyItems ids, hedged
+// like Get (with the restore grant, if set). The coordinator answers as many ids per call
+// as fit in MaxCallData bytes and the rest are asked again. A coordinator without
+// chunk.GetMany is asked with Get, a few ids at a time. A failed call is the error of
+// every id not answered yet. Per-id errors mean what Get's do.
+func (cl *Client) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetResult {
+	out := make([]chunkstore.GetResult, len(ids))
+	addrs := cl.addrs()
+	for done := 0; done < len(ids); {
+		part := ids[done:min(done+MaxGetManyItems, len(ids))]
+		resp, err := hedged[chunkGetManyResp](ctx, cl, addrs, MethodChunkGetMany, chunkGetManyReq{IDs: part, Grant: cl.grantToken()})
+		if transport.CodeOf(err) == transport.UnknownMethod {
+			copy(out[done:], chunkstore.GetEach(ctx, cl, ids[done:]))
+			return out
+		}
+		if err == nil && (len(resp.Results) == 0 || len(resp.Results) > len(part)) {
+			err = fmt.Errorf("chunkrpc: %s: %d answers for %d ids: %w", MethodChunkGetMany, len(resp.Results), len(part), chunkstore.ErrCorrupt)
+		}
+		if err != nil {
+			for i := done; i < len(ids); i++ {
+				out[i].Err = err
+			}
+			return out
+		}
+		for i, r := range resp.Results {
+			switch {
+			case r.Code != transport.OK:
+				out[done+i].Err = fmt.Errorf("chunkrpc: %s %s: %w", MethodChunkGetMany, part[i].Str(), Sentinels.Wrap(&transport.Error{Code: r.Code, Msg: r.Msg}))
+			case len(r.Data) == 0:
+				out[done+i].Err = fmt.Errorf("chunkrpc: %s %s: empty reply: %w", MethodChunkGetMany, part[i].Str(), chunkstore.ErrCorrupt)
+			default:
+				out[done+i].Data = r.Data
+			}
+		}
+		done += len(resp.Results)
+	}
+	return out
+}
+
 // Has reports for each id whether it is durably stored, asking in calls of at most
 // MaxCallItems ids.
 func (cl *Client) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {

@@ -12,6 +12,7 @@ import (
 const (
 	MethodShardPut       = "shard.Put"
 	MethodShardGet       = "shard.Get"
+	MethodShardGetMany   = "shard.GetMany"
 	MethodShardHas       = "shard.Has"
 	MethodShardTouch     = "shard.Touch"
 	MethodShardDelete    = "shard.Delete"
@@ -19,6 +20,7 @@ const (
 	MethodShardStats     = "shard.Stats"
 	MethodChunkPut       = "chunk.Put"
 	MethodChunkGet       = "chunk.Get"
+	MethodChunkGetMany   = "chunk.GetMany"
 	MethodChunkHas       = "chunk.Has"
 )
 
@@ -31,7 +33,9 @@ const (
 	MaxCallItems = 1 << 16
 	// MaxEnumerateLimit bounds one page of shard.Enumerate; DefaultEnumerateLimit is used
 	// when the request's limit is zero.
-	MaxEnumerateLimit     = 4096
+	MaxEnumerateLimit = 4096
+	// MaxGetManyItems bounds the chunk IDs of one chunk.GetMany call.
+	MaxGetManyItems       = 4096
 	DefaultEnumerateLimit = 1024
 )
 
@@ -122,6 +126,33 @@ type chunkGetReq struct {
 
 type chunkGetResp struct {
 	Data []byte `cbor:"1,keyasint"`
+}
+
+// wShardResult is one answer of shard.GetMany: the shard, or an error code and message.
+type wShardResult struct {
+	Shard *wShard        `cbor:"1,keyasint,omitempty"`
+	Code  transport.Code `cbor:"2,keyasint,omitempty"`
+	Msg   string         `cbor:"3,keyasint,omitempty"`
+}
+
+type shardGetManyResp struct {
+	Results []wShardResult `cbor:"1,keyasint"`
+}
+
+type chunkGetManyReq struct {
+	IDs   []chunk.ID `cbor:"1,keyasint"`
+	Grant []byte     `cbor:"2,keyasint,omitempty"` // restore grant (restore operators)
+}
+
+// wChunkResult is one answer of chunk.GetMany: the data, or an error code and message.
+type wChunkResult struct {
+	Data []byte         `cbor:"1,keyasint,omitempty"`
+	Code transport.Code `cbor:"2,keyasint,omitempty"`
+	Msg  string         `cbor:"3,keyasint,omitempty"`
+}
+
+type chunkGetManyResp struct {
+	Results []wChunkResult `cbor:"1,keyasint"`
 }
 
 type chunkHasReq struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/wire"
@@ -79,7 +80,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 	switch method {
 	case MethodGCPrepare, MethodGCCandidates, MethodGCSweep:
 		out, err = s.serveGC(ctx, peer, method, body)
-	case MethodShardPut, MethodShardGet, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
+	case MethodShardPut, MethodShardGet, MethodShardGetMany, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
 		if peer.Role != transport.RoleNode {
 			return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal))
 		}
@@ -87,25 +88,10 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 			return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node stores no shards", method)
 		}
 		out, err = s.serveShard(ctx, peer, method, body)
-	case MethodChunkPut, MethodChunkGet, MethodChunkHas:
+	case MethodChunkPut, MethodChunkGet, MethodChunkGetMany, MethodChunkHas:
 		if peer.Role == transport.RoleRestore {
-			// Restore operators read through grants only: no writes, no existence probes.
-			if method != MethodChunkGet {
-				return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal))
-			}
-			var req chunkGetReq
-			if err := decode(method, body, &req); err != nil {
+			if err := s.checkRestoreRead(ctx, peer, method, body); err != nil {
 				return nil, err
-			}
-			if err := s.checkGrant(ctx, peer, req.Grant, req.ID); err != nil {
-				var te *transport.Error
-				if errors.As(err, &te) {
-					if te.Code == transport.PermissionDenied {
-						return nil, s.refuse(peer, method, err)
-					}
-					return nil, err
-				}
-				return nil, &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
 			}
 		}
 		if s.chunks == nil {
@@ -123,6 +109,43 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		return nil, &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
 	}
 	return wire.Marshal(out)
+}
+
+// checkRestoreRead lets a restore operator's call through only when it is a chunk read
+// whose every chunk its restore grant covers. Restore operators read through grants
+// only: no writes, no existence probes. Refusals of permission are audited.
+func (s *Server) checkRestoreRead(ctx context.Context, peer transport.Peer, method string, body []byte) error {
+	var ids []chunk.ID
+	var grant []byte
+	switch method {
+	case MethodChunkGet:
+		var req chunkGetReq
+		if err := decode(method, body, &req); err != nil {
+			return err
+		}
+		ids, grant = []chunk.ID{req.ID}, req.Grant
+	case MethodChunkGetMany:
+		var req chunkGetManyReq
+		if err := decode(method, body, &req); err != nil {
+			return err
+		}
+		ids, grant = req.IDs, req.Grant
+	default:
+		return s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal))
+	}
+	for _, id := range ids {
+		if err := s.checkGrant(ctx, peer, grant, id); err != nil {
+			var te *transport.Error
+			if errors.As(err, &te) {
+				if te.Code == transport.PermissionDenied {
+					return s.refuse(peer, method, err)
+				}
+				return err
+			}
+			return &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
+		}
+	}
+	return nil
 }
 
 // decode unmarshals a request body, answering Invalid with what is wrong.
@@ -162,6 +185,19 @@ func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method str
 			return nil, err
 		}
 		return toWShard(sh), nil
+	case MethodShardGetMany:
+		var req shardKeysReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.Keys) > MaxCallItems {
+			return nil, tooMany(method, len(req.Keys))
+		}
+		keys := make([]chunkstore.ShardKey, len(req.Keys))
+		for i, k := range req.Keys {
+			keys[i] = fromWKey(k)
+		}
+		return s.getShards(ctx, keys), nil
 	case MethodShardHas, MethodShardTouch, MethodShardDelete:
 		var req shardKeysReq
 		if err := decode(method, body, &req); err != nil {
@@ -275,6 +311,15 @@ func (s *Server) serveChunk(ctx context.Context, method string, body []byte) (an
 			return nil, err
 		}
 		return chunkGetResp{Data: data}, nil
+	case MethodChunkGetMany:
+		var req chunkGetManyReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		if len(req.IDs) > MaxGetManyItems {
+			return nil, transport.Errorf(transport.Invalid, "chunkrpc: %s: %d ids exceed the limit of %d per call", method, len(req.IDs), MaxGetManyItems)
+		}
+		return s.getChunks(ctx, req.IDs), nil
 	case MethodChunkHas:
 		var req chunkHasReq
 		if err := decode(method, body, &req); err != nil {
@@ -293,4 +338,50 @@ func (s *Server) serveChunk(ctx context.Context, method string, body []byte) (an
 		return hasResp{Has: has}, nil
 	}
 	return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
+}
+
+// getShards answers shard.GetMany: the keys in order, each checked like shard.Get, until
+// the reply holds MaxCallData bytes of shard data; the keys after that are left out and
+// the client asks for them again.
+func (s *Server) getShards(ctx context.Context, keys []chunkstore.ShardKey) shardGetManyResp {
+	resp := shardGetManyResp{Results: make([]wShardResult, 0, len(keys))}
+	size := 0
+	for _, k := range keys {
+		if size >= MaxCallData {
+			break
+		}
+		sh, err := s.shards.GetShard(ctx, k)
+		if err != nil {
+			resp.Results = append(resp.Results, wShardResult{Code: Sentinels.Code(err), Msg: err.Error()})
+			continue
+		}
+		w := toWShard(sh)
+		resp.Results = append(resp.Results, wShardResult{Shard: &w})
+		size += len(sh.Data)
+	}
+	return resp
+}
+
+// getManyStep is how many chunks getChunks reads at once between checks of the reply's
+// size.
+const getManyStep = 64
+
+// getChunks answers chunk.GetMany: the ids in order, read getManyStep at a time (in one
+// batched read when the coordinator's store has one), until the reply holds
+// MaxCallData bytes; the ids after that are left out and the client asks for them again.
+func (s *Server) getChunks(ctx context.Context, ids []chunk.ID) chunkGetManyResp {
+	resp := chunkGetManyResp{Results: make([]wChunkResult, 0, len(ids))}
+	size := 0
+	for start := 0; start < len(ids) && size < MaxCallData; start += getManyStep {
+		part := ids[start:min(start+getManyStep, len(ids))]
+		for _, r := range chunkstore.GetMany(ctx, s.chunks, part) {
+			if r.Err != nil {
+				resp.Results = append(resp.Results, wChunkResult{Code: Sentinels.Code(r.Err), Msg: r.Err.Error()})
+				continue
+			}
+			resp.Results = append(resp.Results, wChunkResult{Data: r.Data})
+			size += len(r.Data)
+		}
+	}
+	return resp
 }

@@ -70,6 +70,60 @@ func (s *ShardClient) GetShard(ctx context.Context, key chunkstore.ShardKey) (ch
 	return sh, nil
 }
 
+var _ chunkstore.BatchShardGetter = (*ShardClient)(nil)
+
+// GetShards fetches many shards in shard.GetMany calls of at most MaxCallItems keys,
+// each result checked like GetShard's (the node checks CRCs; a shard under another key
+// is ErrCorrupt). The node answers as many keys per call as fit in MaxCallData bytes and
+// the rest are asked again. A node without shard.GetMany is asked with shard.Get, one
+// key at a time. A failed call is the error of every key not answered yet.
+func (s *ShardClient) GetShards(ctx context.Context, keys []chunkstore.ShardKey) []chunkstore.ShardResult {
+	out := make([]chunkstore.ShardResult, len(keys))
+	for done := 0; done < len(keys); {
+		part := keys[done:min(done+MaxCallItems, len(keys))]
+		req := shardKeysReq{Keys: make([]wKey, len(part))}
+		for i, k := range part {
+			req.Keys[i] = toWKey(k)
+		}
+		var resp shardGetManyResp
+		err := call(ctx, s.c, s.addr, MethodShardGetMany, req, &resp)
+		if transport.CodeOf(err) == transport.UnknownMethod {
+			for i := done; i < len(keys); i++ {
+				out[i].Shard, out[i].Err = s.GetShard(ctx, keys[i])
+			}
+			return out
+		}
+		if err == nil && (len(resp.Results) == 0 || len(resp.Results) > len(part)) {
+			err = fmt.Errorf("chunkrpc: %s on %s: %d answers for %d keys: %w", MethodShardGetMany, s.addr, len(resp.Results), len(part), chunkstore.ErrCorrupt)
+		}
+		if err != nil {
+			for i := done; i < len(keys); i++ {
+				out[i].Err = err
+			}
+			return out
+		}
+		for i, r := range resp.Results {
+			key := part[i]
+			switch {
+			case r.Code != transport.OK:
+				out[done+i].Err = fmt.Errorf("chunkrpc: %s on %s: %w", MethodShardGetMany, s.addr, Sentinels.Wrap(&transport.Error{Code: r.Code, Msg: r.Msg}))
+			case r.Shard == nil:
+				out[done+i].Err = fmt.Errorf("chunkrpc: %s on %s: %s/%d: empty answer: %w", MethodShardGetMany, s.addr, key.ID.Str(), key.Index, chunkstore.ErrCorrupt)
+			default:
+				sh := fromWShard(*r.Shard)
+				if sh.Key != key {
+					out[done+i].Err = fmt.Errorf("chunkrpc: %s on %s: asked for %s/%d, got %s/%d: %w",
+						MethodShardGetMany, s.addr, key.ID.Str(), key.Index, sh.Key.ID.Str(), sh.Key.Index, chunkstore.ErrCorrupt)
+					continue
+				}
+				out[done+i].Shard = sh
+			}
+		}
+		done += len(resp.Results)
+	}
+	return out
+}
+
 // HasShards asks in calls of at most MaxCallItems keys.
 func (s *ShardClient) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
 	return s.has(ctx, MethodShardHas, keys)

@@ -33,6 +33,7 @@ type faultShards struct {
 	silentNode atomic.Bool
 	hanging    atomic.Int64
 	getCalls   atomic.Int64
+	batchCalls atomic.Int64 // GetShards calls
 	// gate, when set, holds GetShard until it is closed; onGet runs at each GetShard.
 	gate  chan struct{}
 	onGet func()
@@ -102,6 +103,16 @@ func (f *faultShards) GetShard(ctx context.Context, k chunkstore.ShardKey) (chun
 		sh.Data[len(sh.Data)/2] ^= 0x5a
 	}
 	return sh, err
+}
+
+// GetShards counts one batch call and reads the keys with GetShard.
+func (f *faultShards) GetShards(ctx context.Context, keys []chunkstore.ShardKey) []chunkstore.ShardResult {
+	f.batchCalls.Add(1)
+	out := make([]chunkstore.ShardResult, len(keys))
+	for i, k := range keys {
+		out[i].Shard, out[i].Err = f.GetShard(ctx, k)
+	}
+	return out
 }
 
 func (f *faultShards) HasShards(ctx context.Context, k []chunkstore.ShardKey) ([]bool, error) {

@@ -224,14 +224,21 @@ func (g *getter) read(i int) fetched { return g.readFrom(g.nodes[i], i) }
 
 // readFrom fetches shard i from node nd and checks it against the layout.
 func (g *getter) readFrom(nd placement.Node, i int) fetched {
-	f := fetched{tried: true}
 	st, err := g.s.readStore(nd)
 	if err != nil {
-		f.err = err
-		return f
+		return fetched{tried: true, err: err}
 	}
 	key := chunkstore.ShardKey{ID: g.id, Index: uint8(i)}
 	sh, err := st.GetShard(g.ctx, key)
+	return checkShard(g.l, nd, key, sh, err)
+}
+
+// checkShard turns the answer (sh, err) of node nd to a read of key into a fetched
+// shard, checked against the layout l: the key, the stripe profile and the shard's
+// length for its chunk.
+func checkShard(l layout, nd placement.Node, key chunkstore.ShardKey, sh chunkstore.Shard, err error) fetched {
+	f := fetched{tried: true}
+	i := key.Index
 	if err != nil {
 		f.err = fmt.Errorf("node %s shard %d: %w", nd.ID, i, err)
 		return f
@@ -240,8 +247,8 @@ func (g *getter) readFrom(nd placement.Node, i int) fetched {
 	switch {
 	case sh.Key != key:
 		f.err = fmt.Errorf("node %s shard %d: store returned key %s/%d: %w", nd.ID, i, sh.Key.ID.Str(), sh.Key.Index, chunkstore.ErrCorrupt)
-	case int(mt.K) != g.l.k || int(mt.K)+int(mt.M) != g.l.n:
-		f.err = fmt.Errorf("node %s shard %d: stripe profile %d+%d, map says %d+%d: %w", nd.ID, i, mt.K, mt.M, g.l.k, g.l.n-g.l.k, chunkstore.ErrCorrupt)
+	case int(mt.K) != l.k || int(mt.K)+int(mt.M) != l.n:
+		f.err = fmt.Errorf("node %s shard %d: stripe profile %d+%d, map says %d+%d: %w", nd.ID, i, mt.K, mt.M, l.k, l.n-l.k, chunkstore.ErrCorrupt)
 	case mt.ChunkLen == 0 || mt.ChunkLen > chunkstore.MaxChunkSize || len(sh.Data) != erasure.ShardLen(int(mt.K), int(mt.ChunkLen)):
 		f.err = fmt.Errorf("node %s shard %d: %d bytes for a %d-byte chunk: %w", nd.ID, i, len(sh.Data), mt.ChunkLen, chunkstore.ErrCorrupt)
 	default:
