@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
@@ -206,6 +207,15 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	restoreAndCompare(t, ra, s2, src)
 	if _, err := rc.Get(ctx, otherSnap.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), "does not cover") {
 		t.Fatalf("grant reading another vault's chunk: %v, want PermissionDenied", err)
+	}
+	// A batch read is refused whole when the grant does not cover one of its chunks.
+	for i, r := range rc.GetMany(ctx, []chunk.ID{s2.Tree, otherSnap.Tree}) {
+		if transport.CodeOf(r.Err) != transport.PermissionDenied || r.Data != nil {
+			t.Fatalf("batch read %d with a chunk the grant does not cover: %v, want PermissionDenied", i, r.Err)
+		}
+	}
+	if r := rc.GetMany(ctx, []chunk.ID{s2.Tree, s2.Tree}); r[0].Err != nil || r[1].Err != nil || len(r[0].Data) == 0 {
+		t.Fatalf("batch read of granted chunks: %v, %v", r[0].Err, r[1].Err)
 	}
 	if err := rc.Put(ctx, []chunkstore.Chunk{{ID: otherSnap.Tree, Data: []byte("x")}}); err == nil {
 		t.Fatal("restore operator wrote a chunk")

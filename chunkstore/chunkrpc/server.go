@@ -362,25 +362,40 @@ func (s *Server) getShards(ctx context.Context, keys []chunkstore.ShardKey) shar
 	return resp
 }
 
-// getManyStep is how many chunks getChunks reads at once between checks of the reply's
-// size.
-const getManyStep = 64
+// Steps of getChunks: the first reads getManyFirstStep chunks; each later one as many as
+// the reply's remaining room holds at the average size so far, at most getManyMaxStep.
+// So a reply stays near MaxCallData without reading (and holding) far more than it
+// sends, whatever the chunks' sizes.
+const (
+	getManyFirstStep = 8
+	getManyMaxStep   = 64
+)
 
-// getChunks answers chunk.GetMany: the ids in order, read getManyStep at a time (in one
-// batched read when the coordinator's store has one), until the reply holds
-// MaxCallData bytes; the ids after that are left out and the client asks for them again.
+// getChunks answers chunk.GetMany: the ids in order, read in steps (each one batched
+// read when the coordinator's store has one), until the reply holds MaxCallData bytes;
+// the ids after that are left out and the client asks for them again.
 func (s *Server) getChunks(ctx context.Context, ids []chunk.ID) chunkGetManyResp {
 	resp := chunkGetManyResp{Results: make([]wChunkResult, 0, len(ids))}
-	size := 0
-	for start := 0; start < len(ids) && size < MaxCallData; start += getManyStep {
-		part := ids[start:min(start+getManyStep, len(ids))]
+	size, read := 0, 0
+	for start := 0; start < len(ids) && size < MaxCallData; {
+		step := getManyFirstStep
+		if read > 0 {
+			avg := max(1, size/read)
+			step = min(getManyMaxStep, max(1, (MaxCallData-size)/avg))
+		}
+		part := ids[start:min(start+step, len(ids))]
+		start += len(part)
 		for _, r := range chunkstore.GetMany(ctx, s.chunks, part) {
+			if size >= MaxCallData {
+				break // the client asks again for the rest
+			}
 			if r.Err != nil {
 				resp.Results = append(resp.Results, wChunkResult{Code: Sentinels.Code(r.Err), Msg: r.Err.Error()})
 				continue
 			}
 			resp.Results = append(resp.Results, wChunkResult{Data: r.Data})
 			size += len(r.Data)
+			read++
 		}
 	}
 	return resp
