@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
 
@@ -80,33 +81,42 @@ func TestRestoreParallelMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, fetches := range []int{1, 32} {
-		t.Run(fmt.Sprintf("fetches=%d", fetches), func(t *testing.T) {
-			cfg := e.cfg
-			cfg.Fetches = fetches
-			a, err := Open(ctx, cfg, "v1", testPass)
-			if err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(dir, fmt.Sprintf("r%d", fetches))
-			fds := openFDs(t)
-			rr, err := a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rr.Files != 8*40+2 || rr.Dirs != 9 {
-				t.Errorf("restored %d files and %d dirs, want %d and 9", rr.Files, rr.Dirs, 8*40+2)
-			}
-			compareTrees(t, src, filepath.Join(target, "src"))
-			b1, err1 := os.Stat(filepath.Join(target, "src", "d1", "big.bin"))
-			b2, err2 := os.Stat(filepath.Join(target, "src", "d5", "big-link"))
-			if err1 != nil || err2 != nil || !os.SameFile(b1, b2) {
-				t.Errorf("hardlink not restored as one file: %v %v", err1, err2)
-			}
-			if got := openFDs(t); got != fds {
-				t.Errorf("%d files open after the restore, %d before", got, fds)
-			}
-			os.Chmod(filepath.Join(target, "src", "d3"), 0o755)
-		})
+		for _, batched := range []bool{false, true} {
+			t.Run(fmt.Sprintf("fetches=%d,batched=%v", fetches, batched), func(t *testing.T) {
+				cfg := e.cfg
+				cfg.Fetches = fetches
+				bs := &batchGetStore{failingGetStore: failingGetStore{countingStore: e.chunks}}
+				if batched {
+					cfg.Chunks = bs
+				}
+				a, err := Open(ctx, cfg, "v1", testPass)
+				if err != nil {
+					t.Fatal(err)
+				}
+				target := filepath.Join(dir, fmt.Sprintf("r%d-%v", fetches, batched))
+				fds := openFDs(t)
+				rr, err := a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if batched && bs.batched.Load() < 8*40 {
+					t.Errorf("%d chunks read in batches, want at least one per file (%d)", bs.batched.Load(), 8*40)
+				}
+				if rr.Files != 8*40+2 || rr.Dirs != 9 {
+					t.Errorf("restored %d files and %d dirs, want %d and 9", rr.Files, rr.Dirs, 8*40+2)
+				}
+				compareTrees(t, src, filepath.Join(target, "src"))
+				b1, err1 := os.Stat(filepath.Join(target, "src", "d1", "big.bin"))
+				b2, err2 := os.Stat(filepath.Join(target, "src", "d5", "big-link"))
+				if err1 != nil || err2 != nil || !os.SameFile(b1, b2) {
+					t.Errorf("hardlink not restored as one file: %v %v", err1, err2)
+				}
+				if got := openFDs(t); got != fds {
+					t.Errorf("%d files open after the restore, %d before", got, fds)
+				}
+				os.Chmod(filepath.Join(target, "src", "d3"), 0o755)
+			})
+		}
 	}
 }
 
@@ -123,6 +133,18 @@ func (s *failingGetStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) 
 		return nil, errGet
 	}
 	return s.countingStore.Get(ctx, id)
+}
+
+// batchGetStore is failingGetStore with batched reads (chunkstore.BatchGetter); it counts
+// the chunks read in batches.
+type batchGetStore struct {
+	failingGetStore
+	batched atomic.Int64
+}
+
+func (s *batchGetStore) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetResult {
+	s.batched.Add(int64(len(ids)))
+	return chunkstore.GetEach(ctx, &s.failingGetStore, ids)
 }
 
 // TestRestoreChunkFailureStops makes one chunk unreadable in a restore of many files:
@@ -146,35 +168,40 @@ func TestRestoreChunkFailureStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, fetches := range []int{1, 32} {
-		t.Run(fmt.Sprintf("fetches=%d", fetches), func(t *testing.T) {
-			cfg := e.cfg
-			cfg.Fetches = fetches
-			cfg.Chunks = &failingGetStore{countingStore: e.chunks, bad: bad}
-			a, err := Open(ctx, cfg, "v1", testPass)
-			if err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(dir, fmt.Sprintf("r%d", fetches))
-			fds := openFDs(t)
-			_, err = a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
-			if !errors.Is(err, errGet) {
-				t.Fatalf("restore with an unreadable chunk: %v, want %v", err, errGet)
-			}
-			if want := filepath.Join("src", "d4", "f07"); !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q does not name %s", err, want)
-			}
-			if got := openFDs(t); got != fds {
-				t.Errorf("%d files open after the failed restore, %d before", got, fds)
-			}
-			// Directory metadata is applied only after a complete restore.
-			fi, err := os.Stat(filepath.Join(target, "src", "d3"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fi.Mode().Perm() != 0o700 {
-				t.Errorf("directory mode %v after a failed restore, want the creation mode 0700", fi.Mode().Perm())
-			}
-		})
+		for _, batched := range []bool{false, true} {
+			t.Run(fmt.Sprintf("fetches=%d,batched=%v", fetches, batched), func(t *testing.T) {
+				cfg := e.cfg
+				cfg.Fetches = fetches
+				cfg.Chunks = &failingGetStore{countingStore: e.chunks, bad: bad}
+				if batched {
+					cfg.Chunks = &batchGetStore{failingGetStore: failingGetStore{countingStore: e.chunks, bad: bad}}
+				}
+				a, err := Open(ctx, cfg, "v1", testPass)
+				if err != nil {
+					t.Fatal(err)
+				}
+				target := filepath.Join(dir, fmt.Sprintf("r%d-%v", fetches, batched))
+				fds := openFDs(t)
+				_, err = a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target})
+				if !errors.Is(err, errGet) {
+					t.Fatalf("restore with an unreadable chunk: %v, want %v", err, errGet)
+				}
+				if want := filepath.Join("src", "d4", "f07"); !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %s", err, want)
+				}
+				if got := openFDs(t); got != fds {
+					t.Errorf("%d files open after the failed restore, %d before", got, fds)
+				}
+				// Directory metadata is applied only after a complete restore.
+				fi, err := os.Stat(filepath.Join(target, "src", "d3"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != 0o700 {
+					t.Errorf("directory mode %v after a failed restore, want the creation mode 0700", fi.Mode().Perm())
+				}
+			})
+		}
 	}
 }
 
