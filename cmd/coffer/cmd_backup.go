@@ -69,11 +69,10 @@ skipped [{path, error}], and for --block a blocks object.`,
 
 // backupCmd creates a snapshot of PATHs.
 type backupCmd struct {
-	tags     stringList
-	parent   string
-	force    bool
-	cacheDir string
-	noCache  bool
+	tags   stringList
+	parent string
+	force  bool
+	cache  cacheFlags
 
 	block     bool
 	blockSize byteSize
@@ -89,8 +88,7 @@ func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.Var(&c.tags, "tag", "add tag `T` to the snapshot (repeatable)")
 	fs.StringVar(&c.parent, "parent", "", "compare with snapshot `SNAP` (default: this host's latest of the same paths)")
 	fs.BoolVar(&c.force, "force", false, "read every file, even those whose metadata is unchanged")
-	fs.StringVar(&c.cacheDir, "cache-dir", "", "local cache directory `DIR` (env "+envCacheDir+"; default the user cache dir + /coffer)")
-	fs.BoolVar(&c.noCache, "no-cache", false, "use no local cache: download the parent's trees from the cluster and derive the vault key from the passphrase")
+	c.cache.add(fs, "use no local cache: download the parent's trees from the cluster and derive the vault key from the passphrase")
 	fs.BoolVar(&c.block, "block", false, "PATH is a block device or disk image: capture it in fixed blocks")
 	fs.Var(&c.blockSize, "block-size", "block size `SIZE` for --block (power of two, 4K to 16M; default 4M)")
 	fs.StringVar(&c.dirtyMap, "dirty-map", "", "with --block, read only the blocks listed in dirty-block map `FILE`")
@@ -125,24 +123,6 @@ func (b *byteSize) Set(v string) error {
 	}
 	*b = byteSize(n * mult)
 	return nil
-}
-
-// cacheDir resolves the local agent cache: --no-cache, --cache-dir, COFFER_CACHE_DIR,
-// then $XDG_CACHE_HOME/coffer or $HOME/.cache/coffer; "" means no cache.
-func (c *backupCmd) resolveCacheDir(a *app) string {
-	switch {
-	case c.noCache:
-		return ""
-	case c.cacheDir != "":
-		return c.cacheDir
-	case a.getenv(envCacheDir) != "":
-		return a.getenv(envCacheDir)
-	case a.getenv("XDG_CACHE_HOME") != "":
-		return filepath.Join(a.getenv("XDG_CACHE_HOME"), "coffer")
-	case a.getenv("HOME") != "":
-		return filepath.Join(a.getenv("HOME"), ".cache", "coffer")
-	}
-	return ""
 }
 
 func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
@@ -180,7 +160,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		paths[i] = abs
 	}
-	cacheDir := c.resolveCacheDir(a)
+	cacheDir := c.cache.resolve(a)
 	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })
 	if err != nil {
 		return err

@@ -25,6 +25,10 @@ everything below them.
 zeros) or an existing block device at least as large (holes written as
 zeros). A snapshot with several entries needs --include naming the file.
 
+The vault key is opened from the local key cache that backups keep (sealed
+under the passphrase and this client's TLS key; --cache-dir, --no-cache), so a
+restore need not repeat the vault's full key derivation.
+
 SNAP is a full snapshot ID, a unique prefix of it
 (at least 4 hex digits), or "latest".
 
@@ -44,11 +48,13 @@ type restoreCmd struct {
 	target  string
 	include stringList
 	image   string
+	cache   cacheFlags
 }
 
 func (c *restoreCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "restore into directory `DIR` (required; must not exist or be empty)")
 	fs.Var(&c.include, "include", "restore only snapshot path `PATH` and what is below it (repeatable)")
+	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
 	fs.StringVar(&c.image, "image", "", "write the snapshot's image (a --block backup, or the one --include file) to new file or block device `FILE`")
 }
 
@@ -63,7 +69,8 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	} else if c.target == "" {
 		return usagef(restoreSpec(), "restore needs --target DIR (or --image FILE)")
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0])
+	cacheDir := c.cache.resolve(a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir) })
 	if err != nil {
 		return err
 	}

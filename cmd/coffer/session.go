@@ -200,9 +200,10 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 
 // openSnapshot opens the vault and resolves ref (an ID, a unique prefix or "latest") to
 // a snapshot the caller may read: for a restore-operator certificate it also obtains the
-// restore grant the chunk nodes ask for. done releases the agent and the connection.
-func openSnapshot(ctx context.Context, a *app, ref string) (ag *client.Agent, snap meta.Snapshot, done func(), err error) {
-	s, ag, err := openAgent(ctx, a)
+// restore grant the chunk nodes ask for. opts adjust the session before the vault is
+// opened (as openAgent's). done releases the agent and the connection.
+func openSnapshot(ctx context.Context, a *app, ref string, opts ...func(*session)) (ag *client.Agent, snap meta.Snapshot, done func(), err error) {
+	s, ag, err := openAgent(ctx, a, opts...)
 	if err != nil {
 		return nil, meta.Snapshot{}, nil, err
 	}
