@@ -123,7 +123,7 @@ func TestHelpGoesToStdoutAndExits0(t *testing.T) {
 		{[]string{"help"}, []string{"Commands:"}},
 		{[]string{"help", "backup"}, []string{"Usage: coffer backup [flags] PATH...", "--tag T", "Examples:", "coffer backup /etc /home"}},
 		{[]string{"backup", "--help"}, []string{"Usage: coffer backup [flags] PATH...", "--tag T"}},
-		{[]string{"restore", "-h"}, []string{"--target DIR", "--include PATH"}},
+		{[]string{"restore", "-h"}, []string{"--target DIR", "--include PATH", "--no-cache", "local key cache"}},
 		{[]string{"help", "admin", "status"}, []string{"Usage: coffer admin status", "2 s timeout"}},
 		{[]string{"admin", "status", "--help"}, []string{"Usage: coffer admin status"}},
 		{[]string{"help", "admin"}, []string{"Subcommands:", "admin status"}},
