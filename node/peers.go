@@ -47,7 +47,8 @@ func (p *peers) store(n placement.Node) chunkstore.ShardStore {
 	defer p.mu.Unlock()
 	s := p.mu.clients[n.ID]
 	if s == nil || s.addr != n.Addr {
-		s = &peerStore{id: n.ID, addr: n.Addr, p: p, ShardStore: chunkrpc.NewShardClient(p.caller, n.Addr)}
+		sc := chunkrpc.NewShardClient(p.caller, n.Addr)
+		s = &peerStore{id: n.ID, addr: n.Addr, p: p, ShardStore: sc, client: sc}
 		p.mu.clients[n.ID] = s
 	}
 	return s
@@ -56,6 +57,7 @@ func (p *peers) store(n placement.Node) chunkstore.ShardStore {
 // peerStore is a remote ShardStore that fails fast while its node is known to be down.
 type peerStore struct {
 	chunkstore.ShardStore
+	client *chunkrpc.ShardClient // the ShardStore, for the methods beyond that interface
 	id   placement.NodeID
 	addr string
 	p    *peers
@@ -121,9 +123,20 @@ func (s *peerStore) GetShards(ctx context.Context, keys []chunkstore.ShardKey) [
 		}
 		return out
 	}
-	out = chunkstore.GetShards(ctx, s.ShardStore, keys)
+	out = s.client.GetShards(ctx, keys)
 	for i := range out {
 		out[i].Err = s.observe(out[i].Err)
 	}
 	return out
+}
+
+// TouchShards asks like HasShards and has the peer record the answer as a touch (see
+// chunkstore.GCStore), so that dist.Has protects every node's shards of a chunk it
+// reports, not only this node's: garbage collection spares what a backup was told exists.
+func (s *peerStore) TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	r, err := s.client.TouchShards(ctx, keys)
+	return r, s.observe(err)
 }
