@@ -6,6 +6,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
 )
 
 // ShardClient is a chunkstore.ShardStore on one remote node, through a transport.Caller.
@@ -26,6 +27,10 @@ func NewShardClient(c transport.Caller, addr string) *ShardClient {
 // Addr is the node's address.
 func (s *ShardClient) Addr() string { return s.addr }
 
+// shardOverhead bounds the CBOR bytes of a wShard besides its data and writer name: map
+// heads, keys, the ID's byte string, the integers and the heads of the data and name.
+const shardOverhead = 96
+
 // PutShards stores the batch on the node, in calls of at most MaxCallData bytes and
 // MaxCallItems shards, one after another. Shards that any store would refuse (see
 // chunkstore.ShardStore) fail the whole batch with ErrInvalid before anything is sent; an
@@ -44,10 +49,17 @@ func (s *ShardClient) PutShards(ctx context.Context, shards []chunkstore.Shard) 
 			n++
 		}
 		req := shardPutReq{Shards: make([]wShard, n)}
+		hint := 16 // the request's map head, key and array head
 		for i := range n {
 			req.Shards[i] = toWShard(shards[i])
+			hint += shardOverhead + len(shards[i].Meta.Writer) + len(shards[i].Data)
 		}
-		if err := call(ctx, s.c, s.addr, MethodShardPut, req, nil); err != nil {
+		// NB: encoded once into a buffer of the right size, not grown by doubling.
+		body, err := wire.MarshalSized(req, hint)
+		if err != nil {
+			return fmt.Errorf("chunkrpc: %s: encode request: %v: %w", MethodShardPut, err, chunkstore.ErrInvalid)
+		}
+		if err := call(ctx, s.c, s.addr, MethodShardPut, body, nil); err != nil {
 			return err
 		}
 		shards = shards[n:]
