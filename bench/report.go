@@ -17,7 +17,9 @@ type Report struct {
 	Scenarios []Scenario `json:"scenarios"`
 	Ratios    []Ratio    `json:"ratios"`
 	Pipeline  *Pipeline  `json:"pipeline,omitempty"`
-	SmallFile *SmallFile `json:"small_files,omitempty"`
+	// Pipelines are the in-process runs of the client pipeline (stages part).
+	Pipelines []PipelineRun `json:"client_pipeline_runs,omitempty"`
+	SmallFile *SmallFile    `json:"small_files,omitempty"`
 	// Layouts compares per-file chunking with bundling small files (first two releases).
 	Layouts []SmallFileStudy `json:"small_file_layouts,omitempty"`
 	Notes   []string         `json:"notes"`
@@ -33,15 +35,30 @@ type Ratio struct {
 	Met      *bool   `json:"met,omitempty"`
 }
 
-// Pipeline relates the initial backup's throughput to the slowest client stage.
+// Pipeline relates the backups' throughput to the slowest client stage (all cores).
+//
+// The in-process figures (InProcess...) come from the client pipeline run on the large
+// file (PipelineRun; no cluster, no network): they are what the issue's target ("the
+// client pipeline reaches ≥ 70% of its slowest stage") is about, and TargetMet judges
+// them. The end-to-end figures (Scenario, BackupMBps, Efficiency, AgentCPUPerGiB) are
+// the backup into the dev cluster, which runs on the same cores as the agent; they
+// measure agent and cluster together.
 type Pipeline struct {
-	Scenario       string  `json:"scenario"` // the backup measured: image backup when run, else initial backup
-	SlowestStage   string  `json:"slowest_stage"`
-	SlowestMBps    float64 `json:"slowest_stage_mbps_all_cores"` // Stage.all: max(all-cores, 1 core × cores)
-	BackupMBps     float64 `json:"backup_mbps"`                  // image backup: file data in the image per second
-	Efficiency     float64 `json:"efficiency"`                   // BackupMBps / SlowestMBps
-	TargetMet      bool    `json:"target_met"`                   // Efficiency ≥ 0.7
-	AgentCPUPerGiB float64 `json:"agent_and_cluster_cpu_s_per_gib"`
+	SlowestStage string  `json:"slowest_stage"`
+	SlowestMBps  float64 `json:"slowest_stage_mbps_all_cores"` // Stage.all: max(all-cores, 1 core × cores)
+
+	InProcess           string  `json:"in_process_run,omitempty"` // the PipelineRun judged
+	InProcessMBps       float64 `json:"in_process_mbps,omitempty"`
+	InProcessEfficiency float64 `json:"in_process_efficiency,omitempty"` // InProcessMBps / SlowestMBps
+	InProcessCPUPerGiB  float64 `json:"in_process_cpu_s_per_gib,omitempty"`
+	// TargetMet is InProcessEfficiency ≥ 0.7 (false when the pipeline was not run).
+	TargetMet bool `json:"target_met"`
+
+	Scenario       string  `json:"scenario,omitempty"`    // end to end: image backup when run, else initial backup
+	BackupMBps     float64 `json:"backup_mbps,omitempty"` // end to end; image backup: file data in the image per second
+	Efficiency     float64 `json:"efficiency,omitempty"`  // end to end: BackupMBps / SlowestMBps
+	E2ETargetMet   bool    `json:"e2e_target_met"`        // Efficiency ≥ 0.7
+	AgentCPUPerGiB float64 `json:"agent_and_cluster_cpu_s_per_gib,omitempty"`
 }
 
 // SmallFile is the small-file measurement of the initial backup of the first dataset.
@@ -123,16 +140,27 @@ func (r *Report) summarise() {
 	if c == nil {
 		c = r.find("coffer", ScInitial)
 	}
-	if c != nil && slow != nil {
-		mbps := c.MBps
-		if c.Name == ScImage && len(r.Datasets) > 0 {
-			// Count the file data in the image, not its free (zero) blocks, which never
-			// reach the sealing stage.
-			mbps = float64(r.Datasets[0].Bytes) / c.Seconds / 1e6
+	r.Pipeline = nil
+	if slow != nil && (c != nil || len(r.Pipelines) > 0) {
+		p := &Pipeline{SlowestStage: slow.Name, SlowestMBps: slow.all()}
+		for i := range r.Pipelines {
+			run := &r.Pipelines[i]
+			run.Efficiency = run.MBps / slow.all()
+			// The last run is the large file: full-size chunks, as the stages measure.
+			p.InProcess, p.InProcessMBps, p.InProcessEfficiency, p.InProcessCPUPerGiB = run.Name, run.MBps, run.Efficiency, run.CPUPerGiB
 		}
-		eff := mbps / slow.all()
-		r.Pipeline = &Pipeline{Scenario: c.Name, SlowestStage: slow.Name, SlowestMBps: slow.all(), BackupMBps: mbps,
-			Efficiency: eff, TargetMet: eff >= 0.7, AgentCPUPerGiB: c.CPUPerGB}
+		p.TargetMet = p.InProcess != "" && p.InProcessEfficiency >= 0.7
+		if c != nil {
+			mbps := c.MBps
+			if c.Name == ScImage && len(r.Datasets) > 0 {
+				// Count the file data in the image, not its free (zero) blocks, which never
+				// reach the sealing stage.
+				mbps = float64(r.Datasets[0].Bytes) / c.Seconds / 1e6
+			}
+			p.Scenario, p.BackupMBps, p.Efficiency, p.AgentCPUPerGiB = c.Name, mbps, mbps/slow.all(), c.CPUPerGB
+			p.E2ETargetMet = p.Efficiency >= 0.7
+		}
+		r.Pipeline = p
 	}
 	if c := r.find("coffer", ScInitial); c != nil && len(r.Datasets) > 0 {
 		ds := r.Datasets[0]
@@ -225,9 +253,28 @@ func (r *Report) Markdown(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s | %s | %.2fx | %s | %s |\n", ra.Scenario, ra.Peer, ra.Metric, ra.Value, ra.Target, met)
 		}
 	}
+	if len(r.Pipelines) > 0 {
+		fmt.Fprint(w, "\n## Client pipeline in process (client.Agent.Backup into memory: no cluster, no network)\n\n")
+		fmt.Fprintln(w, "| backup of | files | MiB | s | MB/s | CPU-s/GiB | chunks added | added MiB | of slowest stage |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, p := range r.Pipelines {
+			fmt.Fprintf(w, "| %s | %d | %s | %.2f | %s | %s | %d | %s | %.0f%% |\n", p.Name, p.Files, mib(p.Bytes), p.Seconds,
+				num(p.MBps), num(p.CPUPerGiB), p.Chunks, mib(p.Added), 100*p.Efficiency)
+		}
+	}
 	if p := r.Pipeline; p != nil {
-		fmt.Fprintf(w, "\nClient pipeline: %s %.0f MB/s = %.0f%% of the slowest client stage (%s, %.0f MB/s ideal on all cores); target ≥ 70%%: %v. Agent + cluster CPU: %.1f s/GiB.\n",
-			p.Scenario, p.BackupMBps, 100*p.Efficiency, p.SlowestStage, p.SlowestMBps, p.TargetMet, p.AgentCPUPerGiB)
+		fmt.Fprintf(w, "\nClient pipeline: slowest client stage %s, %.0f MB/s ideal on all cores.", p.SlowestStage, p.SlowestMBps)
+		if p.InProcess != "" {
+			fmt.Fprintf(w, " In process (%s): %.0f MB/s = %.0f%% of it, %.1f CPU-s/GiB; target ≥ 70%%: %v.",
+				p.InProcess, p.InProcessMBps, 100*p.InProcessEfficiency, p.InProcessCPUPerGiB, p.TargetMet)
+		} else {
+			fmt.Fprint(w, " In process: not run (stages part skipped).")
+		}
+		if p.Scenario != "" {
+			fmt.Fprintf(w, " End to end into the dev cluster on the same cores (agent and cluster): %s %.0f MB/s = %.0f%%, agent + cluster CPU %.1f s/GiB.",
+				p.Scenario, p.BackupMBps, 100*p.Efficiency, p.AgentCPUPerGiB)
+		}
+		fmt.Fprintln(w)
 	}
 	if s := r.SmallFile; s != nil {
 		fmt.Fprintf(w, "\nSmall files: %d of %d files (%s of %s MiB) are below 256 KiB (one chunk each). Initial backup: %d chunks at %.0f chunks/s; added %s MiB, stored %s MiB on the chunk nodes (%.2fx of added, EC 4+2 = 1.5x nominal); replicating small chunks 3x instead: about %s MiB.\n",

@@ -106,6 +106,9 @@ func runStages(ctx context.Context, o Options, r *Report) error {
 		return err
 	}
 	r.Stages = append(r.Stages, st...)
+	if err := runPipelines(ctx, o, r); err != nil {
+		return err
+	}
 	o.Logf("bench: transport stages (%d MiB one way)", netBytes>>20)
 	ts, err := TransportStages(ctx, netBytes)
 	if err != nil {

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore"
+	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// tinyTree writes a small tree (text, a file above the chunker's minimum, an empty file,
+// a nested directory) and returns its root, file count and byte count.
+func tinyTree(t *testing.T) (string, int64, int64) {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "tree")
+	r := rand.New(rand.NewPCG(3, 4))
+	big := make([]byte, 3<<20)
+	for i := range big {
+		big[i] = byte(r.UintN(256))
+	}
+	files := map[string][]byte{
+		"a.go":           textish(10 << 10),
+		"sub/b.go":       textish(300 << 10),
+		"sub/deep/empty": nil,
+		"sub/deep/big":   big,
+	}
+	var n, size int64
+	for name, data := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		size += int64(len(data))
+	}
+	return root, n, size
+}
+
+func TestClientPipelineTinyTree(t *testing.T) {
+	root, files, size := tinyTree(t)
+	prof := filepath.Join(t.TempDir(), "p.pprof")
+	run, err := ClientPipeline(context.Background(), "tiny", root, prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Bytes != size || run.BytesRead != size || run.Files != files {
+		t.Fatalf("run %+v: want %d files, %d bytes processed and read", run, files, size)
+	}
+	// Random 3 MiB is at least one chunk; the text files one each, plus a tree and a
+	// reference list; the random data does not compress.
+	if run.Chunks < 5 || run.Added < 3<<20 {
+		t.Fatalf("run %+v: too few chunks or bytes added", run)
+	}
+	if run.Seconds <= 0 || run.MBps <= 0 || run.CPUSec < 0 {
+		t.Fatalf("run %+v: implausible timings", run)
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Fatalf("profile: %v", err)
+	}
+}
+
+func TestConcatFileHoldsTheTree(t *testing.T) {
+	root, _, size := tinyTree(t)
+	ds, err := scanDataset("tiny", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	p, err := concatFile(dataDir, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != size {
+		t.Fatalf("concatenation %s: %v, want %d bytes", p, err, size)
+	}
+	run, err := ClientPipeline(context.Background(), "tiny file", p, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Files != 1 || run.Bytes != size {
+		t.Fatalf("run %+v: want 1 file of %d bytes", run, size)
+	}
+	// Cached: a second call finds the file without rewriting it.
+	again, err := concatFile(dataDir, ds)
+	if err != nil || again != p {
+		t.Fatalf("second call: %q, %v", again, err)
+	}
+}
+
+func TestMemMetaCommitChecksChunks(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.NewChunks()
+	m := newMemMeta(store, time.Now)
+	sum := func(s string) chunk.ID { return chunk.ID(sha256.Sum256([]byte(s))) }
+	if _, err := m.CreateVault(ctx, meta.Vault{ID: "v", Profile: placement.DefaultProfile, KeyWraps: [][]byte{{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	tree := chunkstore.Chunk{ID: sum("tree"), Data: []byte("tree")}
+	data := chunkstore.Chunk{ID: sum("data"), Data: []byte("data")}
+	refs := meta.EncodeRefList([]chunk.ID{tree.ID, data.ID})
+	snap := meta.Snapshot{Vault: "v", ID: sum("snap"), Tree: tree.ID}
+	for _, c := range refs {
+		snap.Refs = append(snap.Refs, c.ID)
+	}
+	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrMissingChunks) {
+		t.Fatalf("commit without its reference list stored: %v, want ErrMissingChunks", err)
+	}
+	if err := store.Put(ctx, append(refs, tree)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrMissingChunks) {
+		t.Fatalf("commit with a listed chunk missing: %v, want ErrMissingChunks", err)
+	}
+	if got, _ := m.ListSnapshots(ctx, "v"); len(got) != 0 {
+		t.Fatalf("refused commit recorded: %v", got)
+	}
+	if err := store.Put(ctx, []chunkstore.Chunk{data}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.CommitSnapshot(ctx, snap)
+	if err != nil || got.Time.IsZero() {
+		t.Fatalf("commit with every chunk stored: %+v, %v", got, err)
+	}
+	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrExists) {
+		t.Fatalf("second commit: %v, want ErrExists", err)
+	}
+}
+
+func TestReportPipelineRuns(t *testing.T) {
+	r := &Report{
+		Stages: []Stage{{Name: "crypt.Seal (sample, zstd, GCM)", MBps1: 100, MBpsN: 190, Cores: 2}},
+		Pipelines: []PipelineRun{
+			{Name: "tree go1", Bytes: 200 << 20, MBps: 100, CPUPerGiB: 14},
+			{Name: "one file go1.cat", Bytes: 200 << 20, MBps: 160, CPUPerGiB: 8},
+		},
+		Scenarios: []Scenario{{Tool: "coffer", Name: ScInitial, MBps: 30}},
+	}
+	r.summarise()
+	p := r.Pipeline
+	if p == nil || p.InProcess != "one file go1.cat" || p.SlowestMBps != 200 || p.InProcessEfficiency != 0.8 || !p.TargetMet {
+		t.Fatalf("pipeline %+v: want the large file judged at 160/200", p)
+	}
+	if p.Scenario != ScInitial || p.Efficiency != 0.15 || p.E2ETargetMet {
+		t.Fatalf("pipeline %+v: want the end-to-end initial backup at 30/200", p)
+	}
+	if r.Pipelines[0].Efficiency != 0.5 {
+		t.Fatalf("tree efficiency %v, want 0.5", r.Pipelines[0].Efficiency)
+	}
+	var md bytes.Buffer
+	r.Markdown(&md)
+	for _, s := range []string{"| tree go1 | 0 | 200.0 |", "In process (one file go1.cat): 160 MB/s = 80% of it", "End to end into the dev cluster on the same cores (agent and cluster): initial backup 30 MB/s = 15%"} {
+		if !strings.Contains(md.String(), s) {
+			t.Errorf("markdown lacks %q:\n%s", s, md.String())
+		}
+	}
+}
