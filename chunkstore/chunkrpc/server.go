@@ -160,6 +160,22 @@ func tooMany(method string, n int) error {
 	return transport.Errorf(transport.Invalid, "chunkrpc: %s: %d items exceed the limit of %d per call", method, n, MaxCallItems)
 }
 
+// decodeKeys decodes a request of shard keys ({1: [Key…]}) of at most MaxCallItems keys.
+func decodeKeys(method string, body []byte) ([]chunkstore.ShardKey, error) {
+	var req shardKeysReq
+	if err := decode(method, body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Keys) > MaxCallItems {
+		return nil, tooMany(method, len(req.Keys))
+	}
+	keys := make([]chunkstore.ShardKey, len(req.Keys))
+	for i, k := range req.Keys {
+		keys[i] = fromWKey(k)
+	}
+	return keys, nil
+}
+
 func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method string, body []byte) (any, error) {
 	switch method {
 	case MethodShardPut:
@@ -186,29 +202,15 @@ func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method str
 		}
 		return toWShard(sh), nil
 	case MethodShardGetMany:
-		var req shardKeysReq
-		if err := decode(method, body, &req); err != nil {
+		keys, err := decodeKeys(method, body)
+		if err != nil {
 			return nil, err
-		}
-		if len(req.Keys) > MaxCallItems {
-			return nil, tooMany(method, len(req.Keys))
-		}
-		keys := make([]chunkstore.ShardKey, len(req.Keys))
-		for i, k := range req.Keys {
-			keys[i] = fromWKey(k)
 		}
 		return s.getShards(ctx, keys), nil
 	case MethodShardHas, MethodShardTouch, MethodShardDelete:
-		var req shardKeysReq
-		if err := decode(method, body, &req); err != nil {
+		keys, err := decodeKeys(method, body)
+		if err != nil {
 			return nil, err
-		}
-		if len(req.Keys) > MaxCallItems {
-			return nil, tooMany(method, len(req.Keys))
-		}
-		keys := make([]chunkstore.ShardKey, len(req.Keys))
-		for i, k := range req.Keys {
-			keys[i] = fromWKey(k)
 		}
 		if method == MethodShardDelete {
 			if s.canDelete != nil {
@@ -223,7 +225,6 @@ func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method str
 			return empty{}, s.shards.DeleteShards(ctx, keys)
 		}
 		var has []bool
-		var err error
 		if t, ok := s.shards.(chunkstore.GCStore); ok && method == MethodShardTouch {
 			has, err = t.TouchShards(ctx, keys)
 		} else {
