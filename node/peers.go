@@ -58,9 +58,9 @@ func (p *peers) store(n placement.Node) chunkstore.ShardStore {
 type peerStore struct {
 	chunkstore.ShardStore
 	client *chunkrpc.ShardClient // the ShardStore, for the methods beyond that interface
-	id   placement.NodeID
-	addr string
-	p    *peers
+	id     placement.NodeID
+	addr   string
+	p      *peers
 
 	mu struct {
 		sync.Mutex
