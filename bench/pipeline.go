@@ -34,11 +34,15 @@ type PipelineRun struct {
 	// Bytes in GiB.
 	CPUSec    float64 `json:"cpu_s"`
 	CPUPerGiB float64 `json:"cpu_s_per_gib"`
-	Chunks    int64   `json:"chunks_added"`
-	Added     int64   `json:"bytes_added"` // sealed bytes stored
-	// Efficiency is MBps over the slowest backup-path stage's all-cores figure (filled by
-	// the report's summary).
-	Efficiency float64 `json:"efficiency,omitempty"`
+	// MBPerCPUSec is Bytes per CPU-second: the throughput the pipeline would have on one
+	// core it had to itself. On a shared machine it moves less than MBps.
+	MBPerCPUSec float64 `json:"mb_per_cpu_s"`
+	Chunks      int64   `json:"chunks_added"`
+	Added       int64   `json:"bytes_added"` // sealed bytes stored
+	// Efficiency is MBps over the slowest backup-path stage's all-cores figure, and
+	// CPUEfficiency MBPerCPUSec over its one-core figure (filled by the report's summary).
+	Efficiency    float64 `json:"efficiency,omitempty"`
+	CPUEfficiency float64 `json:"cpu_efficiency,omitempty"`
 }
 
 // ClientPipeline backs up path (a directory or one file) with a fresh vault, chunk store
@@ -94,7 +98,8 @@ func ClientPipeline(ctx context.Context, name, path, profile string) (PipelineRu
 		Bytes: st.BytesProcessed, BytesRead: res.BytesRead,
 		Seconds: wall.Seconds(), MBps: float64(st.BytesProcessed) / wall.Seconds() / 1e6,
 		CPUSec: cpu.Seconds(), CPUPerGiB: cpu.Seconds() / (float64(max(st.BytesProcessed, 1)) / (1 << 30)),
-		Chunks: st.ChunksAdded, Added: st.BytesAdded,
+		MBPerCPUSec: float64(st.BytesProcessed) / max(cpu.Seconds(), 1e-9) / 1e6,
+		Chunks:      st.ChunksAdded, Added: st.BytesAdded,
 	}, nil
 }
 

@@ -65,7 +65,7 @@ func TestClientPipelineTinyTree(t *testing.T) {
 	if run.Chunks < 5 || run.Added < 3<<20 {
 		t.Fatalf("run %+v: too few chunks or bytes added", run)
 	}
-	if run.Seconds <= 0 || run.MBps <= 0 || run.CPUSec < 0 {
+	if run.Seconds <= 0 || run.MBps <= 0 || run.CPUSec < 0 || run.MBPerCPUSec <= 0 {
 		t.Fatalf("run %+v: implausible timings", run)
 	}
 	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
@@ -144,8 +144,8 @@ func TestReportPipelineRuns(t *testing.T) {
 	r := &Report{
 		Stages: []Stage{{Name: "crypt.Seal (sample, zstd, GCM)", MBps1: 100, MBpsN: 190, Cores: 2}},
 		Pipelines: []PipelineRun{
-			{Name: "tree go1", Bytes: 200 << 20, MBps: 100, CPUPerGiB: 14},
-			{Name: "one file go1.cat", Bytes: 200 << 20, MBps: 160, CPUPerGiB: 8},
+			{Name: "tree go1", Bytes: 200 << 20, MBps: 100, CPUPerGiB: 14, MBPerCPUSec: 50},
+			{Name: "one file go1.cat", Bytes: 200 << 20, MBps: 160, CPUPerGiB: 8, MBPerCPUSec: 90},
 		},
 		Scenarios: []Scenario{{Tool: "coffer", Name: ScInitial, MBps: 30}},
 	}
@@ -157,12 +157,15 @@ func TestReportPipelineRuns(t *testing.T) {
 	if p.Scenario != ScInitial || p.Efficiency != 0.15 || p.E2ETargetMet {
 		t.Fatalf("pipeline %+v: want the end-to-end initial backup at 30/200", p)
 	}
+	if p.InProcessCPUEfficiency != 0.9 {
+		t.Fatalf("cpu efficiency %v, want 90/100", p.InProcessCPUEfficiency)
+	}
 	if r.Pipelines[0].Efficiency != 0.5 {
 		t.Fatalf("tree efficiency %v, want 0.5", r.Pipelines[0].Efficiency)
 	}
 	var md bytes.Buffer
 	r.Markdown(&md)
-	for _, s := range []string{"| tree go1 | 0 | 200.0 |", "In process (one file go1.cat): 160 MB/s = 80% of it", "End to end into the dev cluster on the same cores (agent and cluster): initial backup 30 MB/s = 15%"} {
+	for _, s := range []string{"| tree go1 | 0 | 200.0 | 0.00 | 100.0 | 50% | 14.0 | 50.0 | 50% |", "In process (one file go1.cat): 160 MB/s = 80% of it, 8.0 CPU-s/GiB (per CPU-second 90% of the stage on one core)", "End to end into the dev cluster on the same cores (agent and cluster): initial backup 30 MB/s = 15%"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}
