@@ -43,6 +43,7 @@ type PipelineRun struct {
 	// CPUEfficiency MBPerCPUSec over its one-core figure (filled by the report's summary).
 	Efficiency    float64 `json:"efficiency,omitempty"`
 	CPUEfficiency float64 `json:"cpu_efficiency,omitempty"`
+	Note          string  `json:"note,omitempty"`
 }
 
 // ClientPipeline backs up path (a directory or one file) with a fresh vault, chunk store
@@ -69,16 +70,22 @@ func ClientPipeline(ctx context.Context, name, path, profile string) (PipelineRu
 	}
 	defer agent.Close()
 
+	note := ""
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
 			return PipelineRun{}, fmt.Errorf("bench: pipeline profile: %w", err)
 		}
 		defer f.Close()
+		// NB: only one CPU profile runs per process: with COFFER_CPUPROFILE set, the
+		// process's own profile covers this run and this one is not written.
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return PipelineRun{}, fmt.Errorf("bench: pipeline profile: %w", err)
+			note = fmt.Sprintf("no profile %s: %v", profile, err)
+			f.Close()
+			os.Remove(profile)
+		} else {
+			defer pprof.StopCPUProfile()
 		}
-		defer pprof.StopCPUProfile()
 	}
 	runtime.GC()
 	cpu0 := selfCPU()
@@ -99,7 +106,7 @@ func ClientPipeline(ctx context.Context, name, path, profile string) (PipelineRu
 		Seconds: wall.Seconds(), MBps: float64(st.BytesProcessed) / wall.Seconds() / 1e6,
 		CPUSec: cpu.Seconds(), CPUPerGiB: cpu.Seconds() / (float64(max(st.BytesProcessed, 1)) / (1 << 30)),
 		MBPerCPUSec: float64(st.BytesProcessed) / max(cpu.Seconds(), 1e-9) / 1e6,
-		Chunks:      st.ChunksAdded, Added: st.BytesAdded,
+		Chunks:      st.ChunksAdded, Added: st.BytesAdded, Note: note,
 	}, nil
 }
 
@@ -178,6 +185,9 @@ func runPipelines(ctx context.Context, o Options, r *Report) error {
 			return err
 		}
 		r.Pipelines = append(r.Pipelines, run)
+		if run.Note != "" {
+			r.Notes = append(r.Notes, "client pipeline "+run.Name+": "+run.Note)
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,30 @@ func TestClientPipelineTinyTree(t *testing.T) {
 	}
 	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
 		t.Fatalf("profile: %v", err)
+	}
+}
+
+func TestClientPipelineBesideAnotherProfile(t *testing.T) {
+	root, _, size := tinyTree(t)
+	f, err := os.Create(filepath.Join(t.TempDir(), "outer.pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Skipf("cannot profile here: %v", err)
+	}
+	defer pprof.StopCPUProfile()
+	prof := filepath.Join(t.TempDir(), "p.pprof")
+	run, err := ClientPipeline(context.Background(), "tiny", root, prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Bytes != size || !strings.Contains(run.Note, "no profile") {
+		t.Fatalf("run %+v: want the backup measured and a note that its profile was not written", run)
+	}
+	if _, err := os.Stat(prof); !os.IsNotExist(err) {
+		t.Fatalf("empty profile left behind: %v", err)
 	}
 }
 
