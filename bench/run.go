@@ -52,6 +52,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Peers == nil {
 		o.Peers = []string{"restic", "borg"}
 	}
+	unlock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	r := &Report{Date: time.Now().UTC().Format(time.RFC3339), Quick: o.Quick, Machine: probeMachine()}
 	if err := recoverCur(o.DataDir); err != nil {
 		return nil, err

@@ -63,7 +63,7 @@ type benchCmd struct {
 
 func (c *benchCmd) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.quick, "quick", false, "short run: two releases, short stage timings (about 3 minutes)")
-	fs.StringVar(&c.data, "data", "", "cache `DIR` for datasets and the run's repositories (default $XDG_CACHE_HOME/coffer-bench)")
+	fs.StringVar(&c.data, "data", "", "cache `DIR` for datasets and the run's repositories (default $XDG_CACHE_HOME/coffer-bench; one run at a time per DIR)")
 	fs.StringVar(&c.out, "out", "", "also write the JSON report to `FILE`")
 	fs.StringVar(&c.peers, "peers", "restic,borg", "comma-separated peer `TOOLS` to compare (empty: none)")
 	fs.StringVar(&c.cofferd, "cofferd", "", "cofferd binary `PATH` (default: next to coffer, then PATH)")
