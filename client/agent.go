@@ -47,9 +47,11 @@ type Config struct {
 	// Workers is the number of parallel chunking and sealing goroutines.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int
-	// Fetches is how many chunk reads a restore keeps in flight. Reads are bound by
-	// round trips (agent → coordinator → k shard nodes), not by CPU, so it is larger
-	// than Workers. Default max(16, 4*Workers).
+	// Fetches sizes a restore's chunk reads: max(2, Fetches/4) fetch workers, each
+	// with one batched read (up to 64 chunks or 8 MiB) in flight, and Fetches/2 tree
+	// reads prefetched. Reads are bound by round trips
+	// (agent → coordinator → k shard nodes), not by CPU, so it is larger than Workers.
+	// Default max(16, 4*Workers).
 	Fetches int
 	// Now is the clock (cmd passes time.Now). Required: this package never reads the
 	// wall clock itself.
