@@ -52,6 +52,20 @@ func EncodeRefList(ids []chunk.ID) []chunkstore.Chunk {
 	return out
 }
 
+// OpenRefList checks that data, read as reference-list chunk ref, hashes to ref (reference
+// lists are content-addressed by SHA-256, so no node can substitute one) and decodes it
+// (DecodeRefList). Both failures wrap ErrInvalid and name ref.
+func OpenRefList(ref chunk.ID, data []byte) ([]chunk.ID, error) {
+	if chunk.ID(sha256.Sum256(data)) != ref {
+		return nil, fmt.Errorf("%w: reference list %s does not hash to its ID", ErrInvalid, ref.Str())
+	}
+	ids, err := DecodeRefList(data)
+	if err != nil {
+		return nil, fmt.Errorf("reference list %s: %w", ref.Str(), err)
+	}
+	return ids, nil
+}
+
 // DecodeRefList parses one reference-list chunk. It checks the magic, version, length and
 // that the IDs are strictly increasing (sorted and distinct); any violation is an error
 // wrapping ErrInvalid that names the problem. The returned slice does not alias data.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -114,4 +115,25 @@ func FuzzDecodeRefList(f *testing.F) {
 			t.Fatalf("re-encoding a decoded list changed it")
 		}
 	})
+}
+
+// TestOpenRefList: a list opens only under the ID it hashes to, and a list that hashes
+// right but is malformed is refused too; both errors name the reference.
+func TestOpenRefList(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	c := EncodeRefList(randIDs(r, 10))[0]
+	ids, err := OpenRefList(c.ID, c.Data)
+	if err != nil || len(ids) != 10 {
+		t.Fatalf("OpenRefList of a good list: %d ids, %v", len(ids), err)
+	}
+	other := randIDs(r, 1)[0]
+	if _, err := OpenRefList(other, c.Data); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), other.Str()) || !strings.Contains(err.Error(), "does not hash") {
+		t.Fatalf("OpenRefList under another ID: %v, want ErrInvalid naming it", err)
+	}
+	bad := append([]byte(nil), c.Data...)
+	bad[0] ^= 0xff // wrong magic
+	badID := chunk.ID(sha256.Sum256(bad))
+	if _, err := OpenRefList(badID, bad); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), badID.Str()) {
+		t.Fatalf("OpenRefList of a malformed list: %v, want ErrInvalid naming it", err)
+	}
 }

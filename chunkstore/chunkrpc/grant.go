@@ -3,7 +3,6 @@ package chunkrpc
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -94,12 +93,9 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g met
 			}
 			return nil, fmt.Errorf("chunkrpc: reference list %s of snapshot %s: %w", ref.Str(), g.Snapshot.Str(), err)
 		}
-		if chunk.ID(sha256.Sum256(data)) != ref {
-			return nil, fmt.Errorf("chunkrpc: reference list %s does not hash to its ID: %w", ref.Str(), chunkstore.ErrCorrupt)
-		}
-		ids, err := meta.DecodeRefList(data)
+		ids, err := meta.OpenRefList(ref, data)
 		if err != nil {
-			return nil, fmt.Errorf("chunkrpc: reference list %s: %w", ref.Str(), chunkstore.ErrCorrupt)
+			return nil, fmt.Errorf("chunkrpc: %v: %w", err, chunkstore.ErrCorrupt)
 		}
 		lists = append(lists, ids)
 	}

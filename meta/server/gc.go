@@ -13,7 +13,6 @@ import (
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/placement"
-	sha256 "github.com/minio/sha256-simd"
 )
 
 // gcPage is how many candidates one Candidates call asks for, and how many IDs one sweep
@@ -260,10 +259,7 @@ func (s *Server) mark(ctx context.Context, live map[chunk.ID]struct{}, marked ma
 				if err != nil {
 					return fmt.Errorf("mark: snapshot %s in vault %s: reference list %d (%s): %w", snap.ID.Str(), v.ID, i, ref.Str(), err)
 				}
-				if chunk.ID(sha256.Sum256(data)) != ref {
-					return fmt.Errorf("mark: snapshot %s: reference list %d (%s) does not hash to its ID", snap.ID.Str(), i, ref.Str())
-				}
-				ids, err := meta.DecodeRefList(data)
+				ids, err := meta.OpenRefList(ref, data)
 				if err != nil {
 					return fmt.Errorf("mark: snapshot %s: reference list %d: %w", snap.ID.Str(), i, err)
 				}

@@ -16,7 +16,6 @@ import (
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/hashicorp/raft"
-	sha256 "github.com/minio/sha256-simd"
 )
 
 // hasBatch is how many IDs one Has call checks during the commit check.
@@ -143,12 +142,9 @@ func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
 		if err != nil {
 			return fmt.Errorf("%w: read reference list %d (%s): %v", meta.ErrUnavailable, i, ref.Str(), err)
 		}
-		if chunk.ID(sha256.Sum256(data)) != ref {
-			return fmt.Errorf("%w: reference list %d: chunk %s does not hash to its ID", meta.ErrInvalid, i, ref.Str())
-		}
-		ids, err := meta.DecodeRefList(data)
+		ids, err := meta.OpenRefList(ref, data)
 		if err != nil {
-			return fmt.Errorf("reference list %d (%s): %w", i, ref.Str(), err)
+			return fmt.Errorf("reference list %d: %w", i, err)
 		}
 		if _, ok := slices.BinarySearchFunc(ids, snap.Tree, cmpID); ok {
 			treeListed = true
@@ -203,10 +199,10 @@ func (s *Server) parentRefs(ctx context.Context, snap meta.Snapshot) map[chunk.I
 	known := make(map[chunk.ID]struct{})
 	for _, ref := range parent.Refs {
 		data, err := s.cfg.Chunks.Get(ctx, ref)
-		if err != nil || chunk.ID(sha256.Sum256(data)) != ref {
+		if err != nil {
 			return nil
 		}
-		ids, err := meta.DecodeRefList(data)
+		ids, err := meta.OpenRefList(ref, data)
 		if err != nil {
 			return nil
 		}
