@@ -14,21 +14,27 @@ import (
 	"github.com/cofferhq/coffer/placement"
 )
 
+// putRandom stores n random chunks of least to least+spread-1 bytes and returns them and
+// their IDs, in order.
+func putRandom(t *testing.T, c *cluster, r *rand.Rand, n, least, spread int) ([]chunkstore.Chunk, []chunk.ID) {
+	t.Helper()
+	cs := make([]chunkstore.Chunk, n)
+	ids := make([]chunk.ID, n)
+	for i := range cs {
+		cs[i] = randChunk(r, least+r.IntN(spread))
+		ids[i] = cs[i].ID
+	}
+	mustPut(t, c.st, cs...)
+	return cs, ids
+}
+
 // TestGetManyOneBatchPerNode: a healthy batch of chunks is read with one GetShards call
 // per node, every chunk comes back as Get would return it, repeated IDs get equal but
 // separate copies, and a missing or zero ID fails its own entry only.
 func TestGetManyOneBatchPerNode(t *testing.T) {
 	c := newCluster(t, 6, placement.DefaultProfile)
 	r := rand.New(rand.NewPCG(21, 21))
-	var cs []chunkstore.Chunk
-	for range 80 {
-		cs = append(cs, randChunk(r, 1+r.IntN(70000)))
-	}
-	mustPut(t, c.st, cs...)
-	var ids []chunk.ID
-	for _, ch := range cs {
-		ids = append(ids, ch.ID)
-	}
+	cs, ids := putRandom(t, c, r, 80, 1, 70000)
 	ids = append(ids, cs[3].ID) // repeated
 	res := c.st.GetMany(context.Background(), ids)
 	if len(res) != len(ids) {
@@ -73,20 +79,12 @@ func TestGetManyGoesAroundDamage(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			c := newCluster(t, 6, placement.DefaultProfile)
 			r := rand.New(rand.NewPCG(22, 22))
-			var cs []chunkstore.Chunk
-			for range 20 {
-				cs = append(cs, randChunk(r, 1000+r.IntN(50000)))
-			}
-			mustPut(t, c.st, cs...)
+			cs, ids := putRandom(t, c, r, 20, 1000, 50000)
 			// One damaged data shard in chunk 0; two in chunk 1; three in chunk 2.
 			for n, idx := range [][]int{{0}, {1, 3}, {0, 2, 5}} {
 				for _, i := range idx {
 					c.nodeOf(t, cs[n].ID, i).mark(kind, chunkstore.ShardKey{ID: cs[n].ID, Index: uint8(i)})
 				}
-			}
-			var ids []chunk.ID
-			for _, ch := range cs {
-				ids = append(ids, ch.ID)
 			}
 			res := c.st.GetMany(context.Background(), ids)
 			for i, ch := range cs {
@@ -105,14 +103,7 @@ func TestGetManyGoesAroundDamage(t *testing.T) {
 	t.Run("down", func(t *testing.T) {
 		c := newCluster(t, 6, placement.DefaultProfile)
 		r := rand.New(rand.NewPCG(23, 23))
-		var cs []chunkstore.Chunk
-		var ids []chunk.ID
-		for range 20 {
-			ch := randChunk(r, 1000+r.IntN(50000))
-			cs = append(cs, ch)
-			ids = append(ids, ch.ID)
-		}
-		mustPut(t, c.st, cs...)
+		cs, ids := putRandom(t, c, r, 20, 1000, 50000)
 		c.nodes["n01"].down.Store(true)
 		c.nodes["n04"].down.Store(true)
 		for i, res := range c.st.GetMany(context.Background(), ids) {
@@ -131,14 +122,7 @@ func TestGetManyHedgesAroundSilentNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r := rand.New(rand.NewPCG(24, 24))
-	var cs []chunkstore.Chunk
-	var ids []chunk.ID
-	for range 30 {
-		ch := randChunk(r, 1000+r.IntN(20000))
-		cs = append(cs, ch)
-		ids = append(ids, ch.ID)
-	}
-	mustPut(t, c.st, cs...)
+	cs, ids := putRandom(t, c, r, 30, 1000, 20000)
 	silent := c.nodes["n02"]
 	silent.silentNode.Store(true)
 	for i, res := range c.st.GetMany(ctx, ids) {
