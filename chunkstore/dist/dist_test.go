@@ -29,7 +29,8 @@ type faultShards struct {
 	inner chunkstore.ShardStore
 	down  atomic.Bool
 	// silentNode makes GetShard answer nothing until its context ends (a node that
-	// died without closing its connections); hanging counts such calls in progress.
+	// died without closing its connections); hanging counts such calls in progress,
+	// and GetShards batches of any node while they run.
 	silentNode atomic.Bool
 	hanging    atomic.Int64
 	getCalls   atomic.Int64
@@ -105,9 +106,13 @@ func (f *faultShards) GetShard(ctx context.Context, k chunkstore.ShardKey) (chun
 	return sh, err
 }
 
-// GetShards counts one batch call and reads the keys with GetShard.
+// GetShards counts one batch call and reads the keys with GetShard. The whole batch
+// counts as hanging, not only its key being read: between two keys of a stalled batch
+// the node is still busy with it, and its later keys still count as calls.
 func (f *faultShards) GetShards(ctx context.Context, keys []chunkstore.ShardKey) []chunkstore.ShardResult {
 	f.batchCalls.Add(1)
+	f.hanging.Add(1)
+	defer f.hanging.Add(-1)
 	out := make([]chunkstore.ShardResult, len(keys))
 	for i, k := range keys {
 		out[i].Shard, out[i].Err = f.GetShard(ctx, k)
