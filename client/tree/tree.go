@@ -8,11 +8,13 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 )
 
-// Version is the tree format version written by Encode. Decode accepts only this version.
-const Version = 1
+// Version is the tree format version written by Encode. Decode accepts it and version 1
+// (which has no Node.Offset).
+const Version = 2
 
 // MaxSize bounds an encoded tree (plaintext), leaving room for the crypt envelope below
 // chunkstore.MaxChunkSize. Encode refuses larger trees and Decode refuses larger input.
@@ -78,6 +80,12 @@ type Node struct {
 	// fixed block size of its content: every data extent covers one aligned block (the
 	// last may be shorter), hole extents cover whole blocks. Zero for ordinary files.
 	BlockSize uint32 `cbor:"16,keyasint,omitempty"`
+	// Offset, for a file whose content begins inside its first chunk (a small file
+	// bundled with its neighbours into one chunk stream), is where in that chunk's
+	// plaintext the file's bytes begin; the first extent, which must then be a data
+	// extent, takes Len bytes from there. Every later extent takes the first Len bytes
+	// of its chunk. Zero for files that start at a chunk boundary. Version 2 only.
+	Offset uint32 `cbor:"17,keyasint,omitempty"`
 }
 
 // FileMode returns Mode as an fs.FileMode.
@@ -156,12 +164,19 @@ func Decode(b []byte) (*Tree, error) {
 	if err := decMode.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: decode: %v", ErrInvalid, err)
 	}
-	if w.Version != Version {
-		return nil, fmt.Errorf("%w: unsupported version %d (want %d)", ErrInvalid, w.Version, Version)
+	if w.Version != Version && w.Version != 1 {
+		return nil, fmt.Errorf("%w: unsupported version %d (want 1 or %d)", ErrInvalid, w.Version, Version)
 	}
 	t := &Tree{Nodes: w.Nodes}
 	if len(t.Nodes) == 0 {
 		t.Nodes = nil
+	}
+	if w.Version == 1 {
+		for i := range t.Nodes {
+			if t.Nodes[i].Offset != 0 {
+				return nil, fmt.Errorf("%w: %q: version 1 tree with a content offset", ErrInvalid, t.Nodes[i].Name)
+			}
+		}
 	}
 	if err := Validate(t); err != nil {
 		return nil, err
@@ -213,6 +228,18 @@ func validateNode(n *Node) error {
 	}
 	if n.Type != TypeFile && n.BlockSize != 0 {
 		return fmt.Errorf("%s has a block size", n.Type)
+	}
+	if n.Offset != 0 {
+		switch {
+		case n.Type != TypeFile:
+			return fmt.Errorf("%s has a content offset", n.Type)
+		case n.BlockSize != 0:
+			return errors.New("block image with a content offset")
+		case len(n.Content) == 0 || n.Content[0].Hole:
+			return errors.New("content offset without a first data extent")
+		case uint64(n.Offset)+uint64(n.Content[0].Len) > chunkstore.MaxChunkSize:
+			return fmt.Errorf("content offset %d and first extent of %d bytes end beyond the largest chunk", n.Offset, n.Content[0].Len)
+		}
 	}
 	if (n.Type == TypeDir) != (n.Subtree != nil) {
 		return errors.New("only directories, and all of them, have a subtree")

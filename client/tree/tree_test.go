@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
@@ -23,6 +24,8 @@ func sample() *Tree {
 		{Name: "a b ü", Type: TypeFile, Mode: 0o600, UID: 1000, GID: 1000, ModTime: 1700000000123456789, Size: 10 + 4096,
 			Inode: 42, Links: 2, DeviceID: 7,
 			Content: []Extent{{ID: id(1), Len: 10}, {Len: 4096, Hole: true}}},
+		{Name: "bundled", Type: TypeFile, Mode: 0o644, Size: 300, Offset: 70000,
+			Content: []Extent{{ID: id(2), Len: 200}, {ID: id(4), Len: 100}}},
 		{Name: "dir", Type: TypeDir, Mode: uint32(0o2755) | 1<<31, Subtree: &sub},
 		{Name: "empty", Type: TypeFile, Mode: 0o644},
 		{Name: "fifo", Type: TypeFIFO, Mode: 0o644},
@@ -92,6 +95,11 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 		"size mismatch":   {{Name: "x", Type: TypeFile, Size: 5, Content: []Extent{{ID: sub, Len: 4}}}},
 		"zero id":         {{Name: "x", Type: TypeFile, Size: 4, Content: []Extent{{Len: 4}}}},
 		"hole with id":    {{Name: "x", Type: TypeFile, Size: 4, Content: []Extent{{ID: sub, Len: 4, Hole: true}}}},
+		"offset on dir":   {{Name: "x", Type: TypeDir, Subtree: &sub, Offset: 1}},
+		"offset no data":  {{Name: "x", Type: TypeFile, Offset: 1}},
+		"offset in hole":  {{Name: "x", Type: TypeFile, Size: 4, Offset: 1, Content: []Extent{{Len: 4, Hole: true}}}},
+		"offset of block": {{Name: "x", Type: TypeFile, Size: 4, Offset: 1, BlockSize: 4096, Content: []Extent{{ID: sub, Len: 4}}}},
+		"offset too far":  {{Name: "x", Type: TypeFile, Size: 4, Offset: 16<<20 - 3, Content: []Extent{{ID: sub, Len: 4}}}},
 		"empty extent":    {{Name: "x", Type: TypeFile, Content: []Extent{{ID: sub}}}},
 		"dir content":     {{Name: "x", Type: TypeDir, Subtree: &sub, Content: []Extent{{ID: sub, Len: 1}}}},
 		"negative size":   {{Name: "x", Type: TypeFIFO, Size: -1}},
@@ -120,12 +128,15 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, _ := cbor.Marshal(wireTree{Version: 2, Nodes: []Node{}})
+	v3, _ := cbor.Marshal(wireTree{Version: 3, Nodes: []Node{}})
+	// Version 1 predates offsets: a version 1 tree carrying one is refused.
+	v1Offset, _ := encMode.Marshal(wireTree{Version: 1, Nodes: sample().Nodes})
 	cases := map[string][]byte{
 		"empty":     nil,
 		"truncated": good[:len(good)/2],
 		"garbage":   []byte("not cbor at all"),
-		"version":   v2,
+		"version":   v3,
+		"v1 offset": v1Offset,
 		"trailing":  append(append([]byte{}, good...), 0),
 		"too big":   make([]byte, MaxSize+1),
 	}
@@ -166,4 +177,21 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip differs")
 		}
 	})
+}
+
+// TestDecodesVersion1: trees written before offsets existed still decode, unchanged.
+func TestDecodesVersion1(t *testing.T) {
+	in := sample()
+	in.Nodes = slices.DeleteFunc(in.Nodes, func(n Node) bool { return n.Offset != 0 })
+	raw, err := encMode.Marshal(wireTree{Version: 1, Nodes: in.Nodes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(raw)
+	if err != nil {
+		t.Fatalf("version 1 tree: %v", err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("version 1 tree decoded to %+v, want %+v", out, in)
+	}
 }
