@@ -372,6 +372,7 @@ type linkGroup struct {
 	err     error
 	content []tree.Extent
 	size    int64
+	offset  uint32
 	waiters []fileJob
 }
 
@@ -384,8 +385,12 @@ type dirState struct {
 	prev    *tree.Tree // the parent snapshot's listing of this directory, or nil
 	prevID  chunk.ID   // prev's tree chunk ID (zero with prev nil)
 	pending atomic.Int64
-	parent  *dirState
-	idx     int // slot in parent
+	// bundle and bundleBytes are the small files queued for the next bundle job (see
+	// bundle.go); only d's walker touches them.
+	bundle      []bundleMember
+	bundleBytes int64
+	parent      *dirState
+	idx         int // slot in parent
 }
 
 type slot struct {
@@ -393,11 +398,14 @@ type slot struct {
 	idx int
 }
 
+// fileJob is one file to read (slot, path, prev, link), or with bundle set, the small
+// files of one bundle of directory d (slot.idx unused).
 type fileJob struct {
 	slot
-	path string
-	prev *tree.Node
-	link *linkGroup
+	path   string
+	prev   *tree.Node
+	link   *linkGroup
+	bundle []bundleMember
 }
 
 func (b *backup) skip(path string, err error) {
@@ -498,6 +506,9 @@ func (b *backup) walkRoots(ctx context.Context, roots []root, prevRoot *tree.Tre
 			return err
 		}
 	}
+	if err := b.flushBundle(ctx, top, jobs); err != nil {
+		return err
+	}
 	return b.release(ctx, top)
 }
 
@@ -521,6 +532,9 @@ func (b *backup) walkDir(ctx context.Context, d *dirState, jobs chan<- fileJob) 
 		if err := b.entry(ctx, d, i, p, e.name, e.fi, jobs); err != nil {
 			return err
 		}
+	}
+	if err := b.flushBundle(ctx, d, jobs); err != nil {
+		return err
 	}
 	return b.release(ctx, d)
 }
@@ -564,18 +578,21 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 		}
 		if !b.opts.Force && unchanged(&n, fi.Size(), prev) {
 			// The parent's chunk list stands for the content; the file is not opened.
-			d.nodes[i].Content, d.nodes[i].Size = prev.Content, prev.Size
+			d.nodes[i].Content, d.nodes[i].Size, d.nodes[i].Offset = prev.Content, prev.Size, prev.Offset
 			b.filesUnmodified.Add(1)
 			b.bytes.Add(prev.Size)
 			if n.Links > 1 {
 				key := inodeKey{n.DeviceID, n.Inode}
 				b.linksMu.Lock()
 				if _, ok := b.links[key]; !ok {
-					b.links[key] = &linkGroup{done: true, content: prev.Content, size: prev.Size}
+					b.links[key] = &linkGroup{done: true, content: prev.Content, size: prev.Size, offset: prev.Offset}
 				}
 				b.linksMu.Unlock()
 			}
 			return nil
+		}
+		if bundled(&n, fi) {
+			return b.addBundled(ctx, d, i, path, fi.Size(), prev, jobs)
 		}
 		var link *linkGroup
 		if n.Links > 1 {
@@ -596,7 +613,7 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 						b.skip(path, g.err)
 						return nil
 					}
-					d.nodes[i].Content, d.nodes[i].Size = g.content, g.size
+					d.nodes[i].Content, d.nodes[i].Size, d.nodes[i].Offset = g.content, g.size, g.offset
 					b.classify(&d.nodes[i], prev)
 					return nil
 				}
@@ -659,7 +676,7 @@ func (b *backup) classify(n *tree.Node, prev *tree.Node) {
 	switch {
 	case prev == nil || prev.Type != tree.TypeFile:
 		b.filesNew.Add(1)
-	case n.Size == prev.Size && slices.Equal(n.Content, prev.Content):
+	case n.Size == prev.Size && n.Offset == prev.Offset && slices.Equal(n.Content, prev.Content):
 		b.filesUnmodified.Add(1)
 	default:
 		b.filesChanged.Add(1)
@@ -668,6 +685,9 @@ func (b *backup) classify(n *tree.Node, prev *tree.Node) {
 
 // doFile reads, chunks and queues one regular file, then completes its slot.
 func (b *backup) doFile(ctx context.Context, r *reader, j fileJob) error {
+	if j.bundle != nil {
+		return b.doBundle(ctx, r, j)
+	}
 	cur := j.path
 	b.current.Store(&cur)
 	content, size, err := r.file(ctx, j.path)
@@ -784,7 +804,7 @@ func sameNode(m, n *tree.Node) bool {
 	return m.Name == n.Name && m.Type == n.Type && m.Mode == n.Mode && m.UID == n.UID && m.GID == n.GID &&
 		m.ModTime == n.ModTime && m.ChangeTime == n.ChangeTime && m.Size == n.Size && m.Inode == n.Inode &&
 		m.Links == n.Links && m.DeviceID == n.DeviceID && m.Rdev == n.Rdev && m.LinkTarget == n.LinkTarget &&
-		m.BlockSize == n.BlockSize && slices.Equal(m.Content, n.Content) &&
+		m.BlockSize == n.BlockSize && m.Offset == n.Offset && slices.Equal(m.Content, n.Content) &&
 		(m.Subtree == nil) == (n.Subtree == nil) && (m.Subtree == nil || *m.Subtree == *n.Subtree)
 }
 

@@ -132,7 +132,7 @@ func (a *Agent) Dump(ctx context.Context, snap meta.Snapshot, p string, w io.Wri
 		}
 		return fmt.Errorf("%w: dump %s: a %s, not a regular file", ErrInvalid, cleanPath(p), typ)
 	}
-	return a.fetchOrdered(ctx, n.Content, func(e tree.Extent, data []byte) error {
+	return a.fetchOrdered(ctx, n.Content, n.Offset, func(e tree.Extent, data []byte) error {
 		if e.Hole {
 			for left := int(e.Len); left > 0; {
 				k := min(left, len(zeroPage))
@@ -148,9 +148,11 @@ func (a *Agent) Dump(ctx context.Context, snap meta.Snapshot, p string, w io.Wri
 	})
 }
 
-// fetchOrdered fetches the data extents of ext with up to Workers requests in flight
-// and calls fn for every extent in order (data nil for holes), in the caller's goroutine.
-func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, fn func(tree.Extent, []byte) error) error {
+// fetchOrdered fetches the data extents of ext, a file's content beginning at offset in
+// its first chunk (tree.Node.Offset), with up to Workers requests in flight and calls fn
+// for every extent in order with the extent's bytes (nil for holes), in the caller's
+// goroutine.
+func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, offset uint32, fn func(tree.Extent, []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -192,6 +194,13 @@ func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, fn func(tre
 					continue
 				}
 				d, err := a.fetchChunk(ctx, e)
+				if err == nil {
+					skip := uint32(0)
+					if i == 0 {
+						skip = offset
+					}
+					d, err = extentData(e, skip, d)
+				}
 				results[i] <- result{d, err}
 			}
 		}()
@@ -220,7 +229,8 @@ func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, fn func(tre
 	return nil
 }
 
-// fetchChunk gets, opens and length-checks one data extent.
+// fetchChunk gets and opens the chunk of data extent e: its whole plaintext, verified
+// against its ID.
 func (a *Agent) fetchChunk(ctx context.Context, e tree.Extent) ([]byte, error) {
 	sealed, err := a.cfg.Chunks.Get(ctx, e.ID)
 	if err != nil {
@@ -229,14 +239,22 @@ func (a *Agent) fetchChunk(ctx context.Context, e tree.Extent) ([]byte, error) {
 	return a.openChunk(e, sealed)
 }
 
-// openChunk opens and length-checks the sealed chunk of data extent e.
+// openChunk opens the sealed chunk of data extent e: its whole plaintext, which may hold
+// more than the extent (see extentData).
 func (a *Agent) openChunk(e tree.Extent, sealed []byte) ([]byte, error) {
 	plain, err := a.keys.Open(make([]byte, 0, e.Len), e.ID, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("client: chunk %s: %w", e.ID.Str(), err)
 	}
-	if len(plain) != int(e.Len) {
-		return nil, fmt.Errorf("client: chunk %s: %d bytes, the tree says %d", e.ID.Str(), len(plain), e.Len)
-	}
 	return plain, nil
+}
+
+// extentData returns the bytes of data extent e within plain, its chunk's plaintext:
+// e.Len bytes from skip (the node's Offset for a file's first extent, else 0). A chunk
+// too short for them means the tree and the chunk disagree.
+func extentData(e tree.Extent, skip uint32, plain []byte) ([]byte, error) {
+	if end := uint64(skip) + uint64(e.Len); uint64(len(plain)) < end {
+		return nil, fmt.Errorf("client: chunk %s: %d bytes, the tree needs %d from offset %d", e.ID.Str(), len(plain), e.Len, skip)
+	}
+	return plain[skip : skip+e.Len], nil
 }

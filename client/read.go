@@ -23,6 +23,9 @@ type reader struct {
 	b   *backup
 	ch  *chunker.Chunker
 	buf []byte // 2 * chunker Max, reused for every file
+
+	bch  *chunker.Chunker // cuts bundles of small files (bundleParams)
+	bbuf []byte           // 2 * bundle Max, reused for every bundle
 }
 
 func (b *backup) newReader() (*reader, error) {
@@ -30,7 +33,12 @@ func (b *backup) newReader() (*reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: chunker: %w", err)
 	}
-	return &reader{b: b, ch: ch, buf: make([]byte, 2*b.a.chunker.Max)}, nil
+	bp := bundleParams()
+	bch, err := chunker.New(bp, b.a.keys.GearSeed())
+	if err != nil {
+		return nil, fmt.Errorf("client: bundle chunker: %w", err)
+	}
+	return &reader{b: b, ch: ch, buf: make([]byte, 2*b.a.chunker.Max), bch: bch, bbuf: make([]byte, 2*bp.Max)}, nil
 }
 
 // region is a byte range of a file: data to read, or a hole.

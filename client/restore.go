@@ -180,9 +180,10 @@ type restoreFile struct {
 }
 
 type chunkJob struct {
-	rf  *restoreFile
-	off int64
-	ext tree.Extent
+	rf   *restoreFile
+	off  int64       // in the file
+	ext  tree.Extent // a data extent
+	skip uint32      // where the extent's bytes begin in the chunk (tree.Node.Offset for a file's first extent)
 }
 
 // run restores tree root into target with three kinds of goroutine: the walker creates
@@ -418,10 +419,14 @@ func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chun
 	}
 	rf.remaining.Store(data)
 	off := int64(0)
-	for _, e := range n.Content {
+	for i, e := range n.Content {
 		if !e.Hole {
+			skip := uint32(0)
+			if i == 0 {
+				skip = n.Offset
+			}
 			select {
-			case jobs <- chunkJob{rf: rf, off: off, ext: e}:
+			case jobs <- chunkJob{rf: rf, off: off, ext: e, skip: skip}:
 			case <-ctx.Done():
 				// Chunks queued already close the file too (whichever comes first).
 				rf.closeOnce.Do(func() { rf.f.Close() })
@@ -530,8 +535,8 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 			// The read failed (here or in another worker): try this chunk once more alone.
 			data, err = r.chunks.get(ctx, j.ext.ID, func() ([]byte, error) { return r.a.fetchChunk(ctx, j.ext) })
 		}
-		if err == nil && len(data) != int(j.ext.Len) {
-			err = fmt.Errorf("client: chunk %s: %d bytes, the tree says %d", j.ext.ID.Str(), len(data), j.ext.Len)
+		if err == nil {
+			data, err = extentData(j.ext, j.skip, data)
 		}
 		if err == nil {
 			_, err = j.rf.f.WriteAt(data, j.off)

@@ -90,7 +90,7 @@ func (a *Agent) RestoreImage(ctx context.Context, snap meta.Snapshot, opts Image
 	}
 	var res RestoreResult
 	off := int64(0)
-	err = a.fetchOrdered(ctx, n.Content, func(e tree.Extent, data []byte) error {
+	err = a.fetchOrdered(ctx, n.Content, n.Offset, func(e tree.Extent, data []byte) error {
 		defer func() { off += int64(e.Len) }()
 		if e.Hole {
 			if !device {
