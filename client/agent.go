@@ -114,6 +114,8 @@ func (c Config) withDefaults() (Config, error) {
 // InitVault creates vault with a new random master key wrapped by passphrase, the
 // default chunker and the default erasure profile. It fails with meta.ErrExists when the
 // vault exists (nothing is changed) and with crypt.ErrInvalid for an empty passphrase.
+// With the local key cache on, the new key is cached as an Open would cache it, so the
+// first backup does not derive the passphrase's key a second time.
 func InitVault(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte) (meta.Vault, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -140,12 +142,13 @@ func InitVault(ctx context.Context, cfg Config, vault meta.VaultID, passphrase [
 		// A retried create whose first attempt was committed (its reply lost to a
 		// leader change) finds its own vault: the same freshly wrapped key says so.
 		if got, gerr := cfg.Meta.GetVault(ctx, vault); gerr == nil && len(got.KeyWraps) == 1 && bytes.Equal(got.KeyWraps[0], wrapped) {
-			return got, nil
+			v, err = got, nil
 		}
 	}
 	if err != nil {
 		return meta.Vault{}, fmt.Errorf("client: init vault %s: %w", vault, err)
 	}
+	saveKeyCache(cfg, v, wrapped, mk, passphrase)
 	return v, nil
 }
 

@@ -123,3 +123,35 @@ func TestKeyCacheOff(t *testing.T) {
 		t.Errorf("key cache entry written without a secret: %v", err)
 	}
 }
+
+// TestKeyCacheFromInit: InitVault caches the new key, so the first Open after it does
+// not unwrap (derive the passphrase's key) again, and its key is the vault's.
+func TestKeyCacheFromInit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.CacheDir = filepath.Join(dir, "cache")
+	cfg.KeyCacheSecret = []byte("host-local secret")
+	if _, err := InitVault(ctx, cfg, "v2", testPass); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(ctx, cfg, "v2", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.keyFromCache {
+		t.Fatal("Open after InitVault did not use the key cache")
+	}
+	noCache := e.cfg
+	b, err := Open(ctx, noCache, "v2", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.keys.GearSeed() != b.keys.GearSeed() {
+		t.Fatal("the cached key differs from the vault's")
+	}
+	if _, err := Open(ctx, cfg, "v2", []byte("wrong passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("wrong passphrase with a cache entry from init: %v", err)
+	}
+}

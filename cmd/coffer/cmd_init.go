@@ -17,7 +17,10 @@ func initSpec() *cmdSpec {
 		long: `Creates the vault named by --vault (or the config's vault, or "default") on the
 cluster. A random master key is generated on this host and stored only wrapped
 by the passphrase (Argon2id); the cluster never sees it. On a terminal the
-passphrase is asked twice. Prints the vault ID.
+passphrase is asked twice. Prints the vault ID. The key is also kept in the
+local key cache (sealed under the passphrase and this client's TLS key, as
+backups keep it; --cache-dir, --no-cache), so the next backup on this host
+does not derive it again.
 
 Losing the passphrase loses the vault's data: there is no recovery without it.`,
 		examples: []string{
@@ -30,9 +33,13 @@ Losing the passphrase loses the vault's data: there is no recovery without it.`,
 }
 
 // initCmd creates a vault.
-type initCmd struct{}
+type initCmd struct {
+	cache cacheFlags
+}
 
-func (c *initCmd) addFlags(*flag.FlagSet) {}
+func (c *initCmd) addFlags(fs *flag.FlagSet) {
+	c.cache.add(fs, "do not keep the new vault key in the local key cache")
+}
 
 func (c *initCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) > 0 {
@@ -43,6 +50,7 @@ func (c *initCmd) run(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.Close()
+	s.useCache(c.cache.resolve(a))
 	pass, err := a.passphrase(ctx, true)
 	if err != nil {
 		return err
