@@ -305,6 +305,15 @@ func TestStudySmallFiles(t *testing.T) {
 	if bun.Chunks != 1 || bun.NewChunks != 1 || bun.NewBytes != per.Bytes+int64(len("changed")) {
 		t.Errorf("bundled: %+v (per file %+v)", bun, per)
 	}
+	// The agent's layout bundles the files below its limit with smaller chunks: fewer
+	// chunks than per file, the same bytes, and a change rewrites less than one bundle.
+	if len(st) != 3 {
+		t.Fatalf("%d layouts, want 3", len(st))
+	}
+	ag := st[2]
+	if ag.Chunks >= per.Chunks || ag.Bytes != per.Bytes || ag.NewChunks == 0 || ag.NewBytes >= bun.NewBytes {
+		t.Errorf("agent's layout: %+v (per file %+v, one bundle %+v)", ag, per, bun)
+	}
 }
 
 func TestFindPeerMissingSaysHowToInstall(t *testing.T) {

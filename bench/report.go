@@ -285,7 +285,7 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if s := r.SmallFile; s != nil {
-		fmt.Fprintf(w, "\nSmall files: %d of %d files (%s of %s MiB) are below 256 KiB (one chunk each). Initial backup: %d chunks at %.0f chunks/s; added %s MiB, stored %s MiB on the chunk nodes (%.2fx of added, EC 4+2 = 1.5x nominal); replicating small chunks 3x instead: about %s MiB.\n",
+		fmt.Fprintf(w, "\nSmall files: %d of %d files (%s of %s MiB) are below 256 KiB (below the chunker minimum: one chunk each from 16 KiB, bundled per directory below). Initial backup: %d chunks at %.0f chunks/s; added %s MiB, stored %s MiB on the chunk nodes (%.2fx of added, EC 4+2 = 1.5x nominal); replicating small chunks 3x instead: about %s MiB.\n",
 			s.SmallFiles, s.Files, mib(s.SmallBytes), mib(s.Bytes), s.Chunks, s.ChunksPerSec, mib(s.Added), mib(s.Stored), s.Overhead, mib(s.ReplicationEstimate))
 	}
 	if len(r.Layouts) > 0 {

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/chunker"
 	"github.com/cofferhq/coffer/client/crypt"
 )
@@ -42,16 +43,30 @@ func StudySmallFiles(dirA, dirB string) ([]SmallFileStudy, error) {
 	}
 	buf := make([]byte, 2*p.Max)
 	var out []SmallFileStudy
-	for _, bundle := range []bool{false, true} {
-		a, err := chunkTree(dirA, bundle, p.Min, ch, keys, buf)
+	agentMax, agentParams := client.BundleLayout()
+	agentCh, err := chunker.New(agentParams, keys.GearSeed())
+	if err != nil {
+		return nil, fmt.Errorf("bench: small files: %w", err)
+	}
+	layouts := []struct {
+		name    string
+		fileMax int // 0: no bundles
+		ch      *chunker.Chunker
+	}{
+		{"per file", 0, ch},
+		{"bundled per directory", p.Min, ch},
+		{fmt.Sprintf("bundled below %d KiB, FastCDC %d/%d/%d KiB (the agent's)", agentMax>>10, agentParams.Min>>10, agentParams.Avg>>10, agentParams.Max>>10), agentMax, agentCh},
+	}
+	for _, l := range layouts {
+		a, err := chunkTree(dirA, l.fileMax, ch, l.ch, keys, buf)
 		if err != nil {
 			return nil, err
 		}
-		b, err := chunkTree(dirB, bundle, p.Min, ch, keys, buf)
+		b, err := chunkTree(dirB, l.fileMax, ch, l.ch, keys, buf)
 		if err != nil {
 			return nil, err
 		}
-		s := SmallFileStudy{Layout: map[bool]string{false: "per file", true: "bundled per directory"}[bundle]}
+		s := SmallFileStudy{Layout: l.name}
 		for _, n := range a {
 			s.Chunks++
 			s.Bytes += int64(n)
@@ -70,11 +85,13 @@ func StudySmallFiles(dirA, dirB string) ([]SmallFileStudy, error) {
 	return out, nil
 }
 
-// chunkTree returns the distinct chunk IDs (with sizes) of a tree in one layout.
-func chunkTree(root string, bundle bool, minSize int, ch *chunker.Chunker, keys *crypt.Keys, buf []byte) (map[chunk.ID]int, error) {
+// chunkTree returns the distinct chunk IDs (with sizes) of a tree in one layout: files
+// below fileMax bytes (none when 0) are bundled per directory and cut with bch, the others
+// are cut on their own with ch.
+func chunkTree(root string, fileMax int, ch, bch *chunker.Chunker, keys *crypt.Keys, buf []byte) (map[chunk.ID]int, error) {
 	ids := map[chunk.ID]int{}
-	add := func(data []byte) error {
-		return ch.Split(bytes.NewReader(data), buf, func(c []byte) error {
+	add := func(c *chunker.Chunker, data []byte) error {
+		return c.Split(bytes.NewReader(data), buf, func(c []byte) error {
 			ids[keys.ChunkID(c)] = len(c)
 			return nil
 		})
@@ -90,7 +107,7 @@ func chunkTree(root string, bundle bool, minSize int, ch *chunker.Chunker, keys 
 		if err != nil {
 			return err
 		}
-		if bundle && info.Size() < int64(minSize) {
+		if info.Size() < int64(fileMax) {
 			dir := filepath.Dir(p)
 			if _, ok := small[dir]; !ok {
 				dirs = append(dirs, dir)
@@ -102,7 +119,7 @@ func chunkTree(root string, bundle bool, minSize int, ch *chunker.Chunker, keys 
 		if err != nil || len(data) == 0 {
 			return err
 		}
-		return add(data)
+		return add(ch, data)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bench: small files: %w", err)
@@ -118,7 +135,7 @@ func chunkTree(root string, bundle bool, minSize int, ch *chunker.Chunker, keys 
 			stream = append(stream, data...)
 		}
 		if len(stream) > 0 {
-			if err := add(stream); err != nil {
+			if err := add(bch, stream); err != nil {
 				return nil, err
 			}
 		}

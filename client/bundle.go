@@ -35,6 +35,11 @@ func bundleParams() chunker.Params {
 	return chunker.Params{Min: 4 << 10, Avg: 16 << 10, Max: 64 << 10}
 }
 
+// BundleLayout returns how the agent bundles small files: regular files below fileMax
+// bytes are cut, per directory, as one stream with params (for studies such as
+// coffer bench's small-file table).
+func BundleLayout() (fileMax int, params chunker.Params) { return bundleFileMax, bundleParams() }
+
 // bundled reports whether the file listed as fi goes into its directory's bundle: a
 // regular file with content below bundleFileMax, one link (hardlinked files are read
 // once for all their names, on their own) and not sparse.
