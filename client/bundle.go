@@ -3,10 +3,8 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"syscall"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -207,21 +205,11 @@ func (r *reader) bundleFile(path string, space func(want int) []byte, filled fun
 	}
 	cur := path
 	r.b.current.Store(&cur)
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
-	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
-		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	}
+	f, fi, err := openRegular(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if !fi.Mode().IsRegular() {
-		return 0, fmt.Errorf("%s: no longer a regular file", path)
-	}
 	size := min(fi.Size(), bundleFileMax)
 	var done int64
 	for done < size {

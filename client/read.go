@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"syscall"
 
@@ -58,21 +59,11 @@ func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, e
 	if hook := r.b.opts.OnOpen; hook != nil {
 		hook(path)
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
-	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
-		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	}
+	f, fi, err := openRegular(path)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, 0, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s: no longer a regular file", path)
-	}
 	size := fi.Size()
 	regions := []region{{0, size, false}}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 < size {
@@ -97,6 +88,27 @@ func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, e
 		}
 	}
 	return ext, total, nil
+}
+
+// openRegular opens path for reading, without following a symlink and without updating
+// its access time where that is allowed, and checks that it is (still) a regular file.
+func openRegular(path string) (*os.File, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: no longer a regular file", path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
 }
 
 // dataRegions maps a file's data and holes with SEEK_DATA/SEEK_HOLE; where the file
