@@ -231,21 +231,6 @@ func (r *reader) bundleFile(path string, space func(want int) []byte, filled fun
 	return done, nil
 }
 
-// emitChunk records one bundle chunk: all-zero chunks are holes (zero ID), others are
-// hashed and queued.
-func (r *reader) emitChunk(ctx context.Context, c []byte) (chunk.ID, error) {
-	r.b.bytes.Add(int64(len(c)))
-	if allZero(c) {
-		return chunk.ID{}, nil
-	}
-	id := r.b.a.keys.ChunkID(c)
-	data := append(r.b.up.Buffer(len(c)), c...)
-	if err := r.b.up.Add(ctx, id, data); err != nil {
-		return chunk.ID{}, &fatalError{err}
-	}
-	return id, nil
-}
-
 // bundleExtents returns the extents of stream bytes [start, end) over chunks (sorted,
 // contiguous, covering them), where the file begins in its first chunk (zero when that
 // chunk is a hole) and the index of that chunk, from which the search for a later range

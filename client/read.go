@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/chunker"
 	"github.com/cofferhq/coffer/client/tree"
 )
@@ -203,20 +204,34 @@ func (r *reader) chunkRange(ctx context.Context, f *os.File, start, end int64, e
 	}
 }
 
-// emit records one chunk: all-zero chunks become holes, others are hashed and queued.
+// emit records one chunk of a file: all-zero chunks become holes, others are hashed and
+// queued (emitChunk).
 func (r *reader) emit(ctx context.Context, c []byte, ext *[]tree.Extent) error {
-	r.b.bytes.Add(int64(len(c)))
-	if allZero(c) {
-		*ext = addHole(*ext, int64(len(c)))
-		return nil
+	id, err := r.emitChunk(ctx, c)
+	if err != nil {
+		return err
 	}
-	id := r.b.a.keys.ChunkID(c)
-	*ext = append(*ext, tree.Extent{ID: id, Len: uint32(len(c))})
-	data := append(r.b.up.Buffer(len(c)), c...)
-	if err := r.b.up.Add(ctx, id, data); err != nil {
-		return &fatalError{err}
+	if id.IsZero() {
+		*ext = addHole(*ext, int64(len(c)))
+	} else {
+		*ext = append(*ext, tree.Extent{ID: id, Len: uint32(len(c))})
 	}
 	return nil
+}
+
+// emitChunk counts one chunk's bytes and, unless they are all zero (a hole: zero ID),
+// hashes and queues it.
+func (r *reader) emitChunk(ctx context.Context, c []byte) (chunk.ID, error) {
+	r.b.bytes.Add(int64(len(c)))
+	if allZero(c) {
+		return chunk.ID{}, nil
+	}
+	id := r.b.a.keys.ChunkID(c)
+	data := append(r.b.up.Buffer(len(c)), c...)
+	if err := r.b.up.Add(ctx, id, data); err != nil {
+		return chunk.ID{}, &fatalError{err}
+	}
+	return id, nil
 }
 
 var zeroPage [16 << 10]byte // immutable: all zeros, only ever read
