@@ -20,9 +20,7 @@ func TestKeyCacheOpen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	e := newEnv(t)
-	cfg := e.cfg
-	cfg.CacheDir = filepath.Join(dir, "cache")
-	cfg.KeyCacheSecret = []byte("host-local secret")
+	cfg := withKeyCache(e.cfg, dir)
 	entry := keyCachePath(cfg, "v1")
 
 	a1, err := Open(ctx, cfg, "v1", testPass)
@@ -130,9 +128,7 @@ func TestKeyCacheFromInit(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	e := newEnv(t)
-	cfg := e.cfg
-	cfg.CacheDir = filepath.Join(dir, "cache")
-	cfg.KeyCacheSecret = []byte("host-local secret")
+	cfg := withKeyCache(e.cfg, dir)
 	if _, err := InitVault(ctx, cfg, "v2", testPass); err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +150,11 @@ func TestKeyCacheFromInit(t *testing.T) {
 	if _, err := Open(ctx, cfg, "v2", []byte("wrong passphrase")); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("wrong passphrase with a cache entry from init: %v", err)
 	}
+}
+
+// withKeyCache returns cfg with the local key cache on, under dir/cache.
+func withKeyCache(cfg Config, dir string) Config {
+	cfg.CacheDir = filepath.Join(dir, "cache")
+	cfg.KeyCacheSecret = []byte("host-local secret")
+	return cfg
 }
