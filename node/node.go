@@ -160,6 +160,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		Principal: cfg.ID,
 		Map:       n.cmap.Load,
 		Shards:    pr.store,
+		Alive:     n.gossip.alive, // the same view peers fail fast by
 		Codec:     erasure.NewCodec(),
 		Logger:    n.log,
 	})

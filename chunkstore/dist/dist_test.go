@@ -39,6 +39,8 @@ type faultShards struct {
 	gate  chan struct{}
 	onGet func()
 	puts  atomic.Int64
+	// seenAlive is the failure detector's view (Config.Alive).
+	seenAlive atomic.Bool
 	// inflight and peak count concurrent PutShards calls across all nodes sharing
 	// the counters.
 	inflight, peak *atomic.Int64
@@ -177,6 +179,10 @@ func newCluster(t testing.TB, n int, p placement.Profile) *cluster {
 				return f
 			}
 			return nil
+		},
+		Alive: func(id placement.NodeID) bool {
+			f := c.nodes[id]
+			return f != nil && f.seenAlive.Load()
 		},
 	})
 	if err != nil {
@@ -743,6 +749,55 @@ func TestGetReadsNodesTheMapStillMarksDown(t *testing.T) {
 	got, err := c.st.Get(ctx, ch.ID)
 	if err != nil || !bytes.Equal(got, ch.Data) {
 		t.Fatalf("get with two map-down but live nodes and one dead: %v", err)
+	}
+}
+
+// TestWritesGoToNodesBackBeforeTheMap: after a whole-cluster restart the map still
+// marks every node down until the leader's next tick. Writes and existence checks skip
+// map-down nodes, unless the failure detector reports them alive; then the nodes are
+// used in their own positions, so nothing moves when the map catches up.
+func TestWritesGoToNodesBackBeforeTheMap(t *testing.T) {
+	c := newCluster(t, 6, placement.Profile{K: 4, M: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := rand.New(rand.NewPCG(8, 8))
+	before := randChunk(r, 100<<10)
+	mustPut(t, c.st, before)
+	for id := range c.nodes {
+		c.setState(t, id, placement.StateDown)
+	}
+	ch := randChunk(r, 100<<10)
+	err := c.st.Put(ctx, []chunkstore.Chunk{ch})
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), "is down") {
+		t.Fatalf("put with every node down and none seen alive = %v, want ErrUnavailable naming a down node", err)
+	}
+	if got := mustHas(t, c.st, before.ID); got[0] {
+		t.Fatal("Has reports a chunk held with every node down and none seen alive")
+	}
+	for _, f := range c.nodes {
+		f.seenAlive.Store(true)
+		f.puts.Store(0)
+	}
+	mustPut(t, c.st, ch)
+	if got := mustHas(t, c.st, before.ID, ch.ID); !got[0] || !got[1] {
+		t.Fatalf("Has with every node seen alive = %v, want both held", got)
+	}
+	nodes, err := c.st.Locate(ch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range nodes {
+		if _, err := c.nodes[nd.ID].inner.GetShard(ctx, chunkstore.ShardKey{ID: ch.ID, Index: uint8(i)}); err != nil {
+			t.Fatalf("shard %d not on its placed node %s: %v", i, nd.ID, err)
+		}
+	}
+	// A node the detector holds failed again is skipped once more.
+	dead := nodes[0].ID
+	c.nodes[dead].seenAlive.Store(false)
+	c.nodes[dead].puts.Store(0)
+	mustPut(t, c.st, randChunk(r, 100<<10), randChunk(r, 100<<10))
+	if n := c.nodes[dead].puts.Load(); n != 0 {
+		t.Fatalf("a map-down node the detector holds failed got %d PutShards calls", n)
 	}
 }
 

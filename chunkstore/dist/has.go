@@ -25,7 +25,8 @@ type toucher interface {
 // Has reports for each id whether it is durably stored: whether at least the write
 // quorum (k+1 shards, all of them when m is 0) is present on reachable nodes. It asks
 // each node once (HasShards) for all the shards it should hold, nodes in parallel.
-// Nodes that are marked down or fail to answer count as holding nothing.
+// Nodes that are marked down (and not alive by Config.Alive) or fail to
+// answer count as holding nothing.
 //
 // Every shard found is touched (TouchShards where the store supports it): a positive
 // answer is something a backup relies on until its commit, and garbage collection spares

@@ -26,7 +26,7 @@ type nodeBatch struct {
 // The first write of an ID wins: a repeated ID (in the batch or already stored) keeps
 // its first shards, node by node. All shards bound for one node go in one PutShards
 // call; nodes are called in parallel, at most MaxParallel at once. Nodes marked down are
-// not called and count as failed shards.
+// not called (unless Config.Alive reports them alive) and count as failed shards.
 //
 // If a chunk misses its quorum the error wraps chunkstore.ErrUnavailable, names the first
 // such chunk and how many others failed, and quotes the nodes' errors. Chunks that did

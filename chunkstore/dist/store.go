@@ -38,6 +38,14 @@ type Config struct {
 	// Shards returns the shard store of a node, remote or local (required). It is
 	// called for every operation and should be cheap (cache connections behind it).
 	Shards func(n placement.Node) chunkstore.ShardStore
+	// Alive reports whether the failure detector does not hold a node failed (a node it
+	// has not heard of yet, as right after this node starts, counts as alive). The map
+	// lags the detector: after a restart the leader marks a node active again only on its
+	// next tick, so a node the map marks down is written to and asked for existence when
+	// Alive reports it alive; the shard store behind a node that is in fact unreachable
+	// should fail fast. Nil trusts the map alone. It must be cheap and safe for
+	// concurrent use.
+	Alive func(id placement.NodeID) bool
 	// Codec codes stripes; nil means a new erasure.Codec.
 	Codec *erasure.Codec
 	// Logger receives warnings about damaged or missing shards; nil discards them.
@@ -203,8 +211,6 @@ func (s *Store) Locate(id chunk.ID) ([]placement.Node, error) {
 	return slices.Clone(nodes), nil
 }
 
-// shardStore returns the node's store, or an error wrapping chunkstore.ErrUnavailable
-// when the node is marked down or has no store.
 // readStore is shardStore for reads: a node the map marks down is still asked (last;
 // see Get's order), because the map lags a node that has come back (after a restart
 // the leader marks it active again only once gossip has seen it for a while). While the
@@ -217,8 +223,10 @@ func (s *Store) readStore(n placement.Node) (chunkstore.ShardStore, error) {
 	return st, nil
 }
 
+// shardStore returns the node's store, or an error wrapping chunkstore.ErrUnavailable
+// when the node has no store, or is marked down and Config.Alive does not report it alive.
 func (s *Store) shardStore(n placement.Node) (chunkstore.ShardStore, error) {
-	if n.State == placement.StateDown {
+	if n.State == placement.StateDown && (s.cfg.Alive == nil || !s.cfg.Alive(n.ID)) {
 		return nil, fmt.Errorf("node %s is down: %w", n.ID, chunkstore.ErrUnavailable)
 	}
 	st := s.cfg.Shards(n)
