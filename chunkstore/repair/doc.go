@@ -4,7 +4,10 @@
 // Each chunk node runs one Worker. A Worker leads the PGs whose first active node in
 // placement order is its own node, so the work is spread over the cluster with no
 // central coordinator. A pass lists the shards every reachable node holds for the PGs
-// it leads (EnumerateShards), then, riskiest PGs first (fewest healthy shards), puts
+// it leads (EnumerateShards) and asks each owner once more, in one batch per PG, for
+// the shards its listing lacked (a backup writing during the listing reaches the nodes
+// listed first only after they were listed). Then, riskiest PGs first (fewest healthy
+// shards), it puts
 // every shard that its desired owner lacks: copied from a node that holds it elsewhere
 // or rebuilt from any k shards of the stripe (the rebuilt chunk is checked against its
 // CRC32C before any shard is written). A copy on a node that no longer owns the

@@ -336,3 +336,79 @@ func TestReadsDuringMovement(t *testing.T) {
 	t.Logf("%d chunks needed shards from previous owners; backfill %+v", short, r)
 	checkPlaced(t, c, data)
 }
+
+// listHook is a shard store whose EnumerateShards runs after once the listing is done:
+// a write that lands right after the repair pass listed this node.
+type listHook struct {
+	chunkstore.ShardStore
+	once  *sync.Once
+	after func()
+}
+
+func (l listHook) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	err := l.ShardStore.EnumerateShards(ctx, after, fn)
+	l.once.Do(l.after)
+	return err
+}
+
+// TestPassLeavesWritesInFlight: a backup writes chunks while a pass lists the nodes, so
+// the nodes listed first miss the new stripes' shards. The pass asks those owners again
+// before repairing and rebuilds nothing; a shard that really is missing is still rebuilt.
+func TestPassLeavesWritesInFlight(t *testing.T) {
+	c := newCluster(t, 6, 6, 4)
+	putChunks(t, c, 20)
+	var once sync.Once
+	var late map[chunk.ID][]byte
+	shards := func(n placement.Node) chunkstore.ShardStore {
+		st := c.shards(n)
+		if n.ID != "n00" || st == nil {
+			return st
+		}
+		return listHook{ShardStore: st, once: &once, after: func() { late = putChunks(t, c, 60) }}
+	}
+	var ws []*repair.Worker
+	for _, n := range c.getMap().Nodes {
+		w, err := repair.New(repair.Config{Self: n.ID, Map: c.getMap, Shards: shards, Now: time.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	// n00 is listed first by every worker, so every worker's pass that runs after the
+	// first listing sees all 60 late chunks on every node but n00.
+	r := passAll(t, ws, false)
+	if len(late) != 60 {
+		t.Fatalf("the late write did not run during the pass (%d chunks)", len(late))
+	}
+	if r.Rebuilt+r.Copied+r.Dropped != 0 || r.Missing != 0 || len(r.Unreadable) != 0 {
+		t.Fatalf("pass during a write repaired shards that were only in flight: %+v", r)
+	}
+	checkPlaced(t, c, late)
+
+	// A shard that is really gone is found and rebuilt on the next pass.
+	var id chunk.ID
+	for id = range late {
+		break
+	}
+	owner := c.getMap().Nodes[0]
+	desired, err := c.getMap().Place(c.getMap().PG(id), c.getMap().Profile.N())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := -1
+	for i, d := range desired {
+		if d.ID == owner.ID {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		t.Fatalf("%s holds no shard of %s", owner.ID, id.Str())
+	}
+	if err := c.stores[owner.ID].DeleteShards(context.Background(), []chunkstore.ShardKey{{ID: id, Index: uint8(idx)}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := passAll(t, ws, false); r.Rebuilt != 1 || r.Missing != 1 {
+		t.Fatalf("pass after losing one shard: %+v, want 1 missing and 1 rebuilt", r)
+	}
+	checkPlaced(t, c, late)
+}

@@ -346,6 +346,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: n}
 				var named []string
 				var pr PassResult
+				w.recheck(ctx, pw)
 				for _, s := range pw.stripes {
 					if ctx.Err() != nil {
 						return
@@ -428,6 +429,51 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			"rebuilt", res.Rebuilt, "copied", res.Copied, "dropped", res.Dropped, "took", w.cfg.Now().Sub(start))
 	}
 	return res, nil
+}
+
+// recheck asks each active desired owner of pw, in one HasShards call per node, for the
+// shards the listing did not find it holding, and records those it now holds (with the
+// stripe's majority metadata). A pass lists node after node while backups keep writing,
+// so a stripe written during the listing shows up on the nodes listed after its write
+// and not on those listed before; without a second look the pass would rebuild shards
+// that had already arrived. A node that does not answer is left as the listing found it.
+func (w *Worker) recheck(ctx context.Context, pw *pgWork) {
+	type ask struct {
+		s *stripe
+		i int
+	}
+	asks := map[placement.NodeID][]ask{}
+	for _, s := range pw.stripes {
+		for i, d := range pw.desired {
+			if d.State == placement.StateActive && !holds(s.shards[i], d.ID) {
+				asks[d.ID] = append(asks[d.ID], ask{s, i})
+			}
+		}
+	}
+	for i, d := range pw.desired {
+		as := asks[d.ID]
+		if len(as) == 0 || ctx.Err() != nil {
+			continue
+		}
+		delete(asks, d.ID) // a node at several positions is asked once
+		st := w.cfg.Shards(pw.desired[i])
+		if st == nil {
+			continue
+		}
+		keys := make([]chunkstore.ShardKey, len(as))
+		for j, a := range as {
+			keys[j] = chunkstore.ShardKey{ID: a.s.id, Index: uint8(a.i)}
+		}
+		has, err := st.HasShards(ctx, keys)
+		if err != nil || len(has) != len(keys) {
+			continue
+		}
+		for j, a := range as {
+			if has[j] {
+				a.s.shards[a.i] = append(a.s.shards[a.i], holding{node: d, meta: majorityMeta(a.s)})
+			}
+		}
+	}
 }
 
 // healthy counts the positions whose active desired owner holds the shard.
