@@ -7,10 +7,9 @@
 // it leads (EnumerateShards) and asks each owner once more, in one batch per PG, for
 // the shards its listing lacked (a backup writing during the listing reaches the nodes
 // listed first only after they were listed). Then, riskiest PGs first (fewest healthy
-// shards), it puts
-// every shard that its desired owner lacks: copied from a node that holds it elsewhere
-// or rebuilt from any k shards of the stripe (the rebuilt chunk is checked against its
-// CRC32C before any shard is written). A copy on a node that no longer owns the
+// shards), it puts every shard that its desired owner still lacks: copied from a node
+// that holds it elsewhere or rebuilt from any k shards of the stripe (the rebuilt chunk
+// is checked against its CRC32C before any shard is written). A copy on a node that no longer owns the
 // position is deleted only after the owner holds the shard durably. A deep pass also
 // reads every shard, rebuilds the chunk, checks its CRC and replaces any shard that is
 // missing, damaged or differs from the re-encoded stripe; a stripe with fewer than k
