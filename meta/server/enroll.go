@@ -65,6 +65,19 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	if err != nil {
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
+	// Every attempt from here on writes a log entry and an audit record. One whose token
+	// is unknown or spent here will fail, so it counts against the limits per source
+	// address and in all (enrolllimit.go); a live token, which only an admin can have
+	// handed out, is never held up by them. The FSM decides again when it applies.
+	if t, err := s.fsm.EnrollToken(hash); err != nil || t.Used {
+		src := sourceOf(req.From)
+		if first, err := s.enrollLimit.take(src, s.cfg.Now()); err != nil {
+			if first {
+				s.log.Warn("failed enrollment attempts refused until the allowance refills", "from", src, "err", err)
+			}
+			return meta.EnrollResult{}, err
+		}
+	}
 	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: hash, Name: req.Name,
 		Serial: pki.SerialString(serial), From: req.From})
 	if err != nil {

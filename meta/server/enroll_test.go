@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +74,54 @@ func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
 		if err != nil || st.Now.IsZero() {
 			t.Fatalf("node security state %+v %v", st, err)
 		}
+	}
+}
+
+// TestFailedEnrollmentsAreLimited: attempts with unknown tokens from one address are
+// audited up to the burst, then refused before the log (the audit list stops growing),
+// while a live token from the same address still enrolls.
+func TestFailedEnrollmentsAreLimited(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 1, func(cfg *Config) { cfg.CA = ca })
+	l := c.srv[c.leader()]
+	csr, _, err := pki.NewKeyAndCSR("whatever")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const from = "192.0.2.7:40000"
+	audited := func() int {
+		es, err := l.fsm.AuditLog(0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	before := audited()
+	for i := range enrollSourceBurst {
+		_, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: fmt.Sprintf("guess-%d", i), CSR: csr, From: from})
+		if !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "unknown enrollment token") {
+			t.Fatalf("guess %d: %v, want ErrDenied for an unknown token", i+1, err)
+		}
+	}
+	if n := audited() - before; n != enrollSourceBurst {
+		t.Fatalf("%d audit entries for %d failed attempts", n, enrollSourceBurst)
+	}
+	_, err = l.Enroll(ctxT(t), meta.EnrollRequest{Token: "guess-more", CSR: csr, From: from})
+	if !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "too many failed enrollment attempts from 192.0.2.7") {
+		t.Fatalf("attempt past the limit: %v, want ErrDenied naming the address", err)
+	}
+	if n := audited() - before; n != enrollSourceBurst {
+		t.Fatalf("a refused attempt reached the log: %d audit entries", n)
+	}
+	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+	tok, _, err := l.CreateEnrollToken(admin, "web", "db02", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr, From: from}); err != nil || res.Principal != "db02" {
+		t.Fatalf("live token from a limited address: %+v %v, want enrolled as db02", res, err)
 	}
 }

@@ -101,7 +101,8 @@ type Server struct {
 	// gcFirstSeen is the cluster time the loop first checked for a due collection (only
 	// the loop goroutine touches it).
 	gcFirstSeen time.Time
-	stop        chan struct{} // closed by Close; stops loop
+	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
+	stop        chan struct{}  // closed by Close; stops loop
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
 	closeErr    error
@@ -146,7 +147,8 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.GCGrace <= 0 {
 		cfg.GCGrace = meta.DefaultGCGrace
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{}),
+		enrollLimit: newEnrollLimiter(cfg.Now())}
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{s.log}, DisableTime: true})
 
 	var closers []io.Closer
