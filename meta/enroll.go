@@ -46,9 +46,52 @@ type EnrollToken struct {
 	By      string    `cbor:"by" json:"by"`           // the admin who created it
 	Used    bool      `cbor:"used" json:"used"`
 	// UsedAt, Principal and Serial describe the enrollment that used the token.
-	UsedAt    time.Time `cbor:"used_at,omitempty" json:"used_at,omitempty"`
+	UsedAt    time.Time `cbor:"used_at,omitempty" json:"used_at,omitzero"`
 	Principal string    `cbor:"principal,omitempty" json:"principal,omitempty"`
 	Serial    string    `cbor:"serial,omitempty" json:"serial,omitempty"`
+	// Revoked is set when an admin withdrew the token before it was used; RevokedAt,
+	// RevokedBy and RevokeReason say when, who and why.
+	Revoked      bool      `cbor:"revoked,omitempty" json:"revoked,omitempty"`
+	RevokedAt    time.Time `cbor:"revoked_at,omitempty" json:"revoked_at,omitzero"`
+	RevokedBy    string    `cbor:"revoked_by,omitempty" json:"revoked_by,omitempty"`
+	RevokeReason string    `cbor:"revoke_reason,omitempty" json:"revoke_reason,omitempty"`
+}
+
+// Enrollment token states (EnrollToken.State).
+const (
+	TokenLive    = "live"    // may still enroll an agent
+	TokenUsed    = "used"    // enrolled an agent
+	TokenExpired = "expired" // not used before it expired
+	TokenRevoked = "revoked" // withdrawn by an admin before use
+)
+
+// State returns the token's state at cluster time now: TokenUsed, TokenRevoked,
+// TokenExpired or TokenLive, in that order of precedence.
+func (t EnrollToken) State(now time.Time) string {
+	switch {
+	case t.Used:
+		return TokenUsed
+	case t.Revoked:
+		return TokenRevoked
+	case !now.Before(t.Expires):
+		return TokenExpired
+	}
+	return TokenLive
+}
+
+// RevokeEnrollToken decides whether token t may be withdrawn at cluster time now: only
+// a live token can be. The error wraps ErrInvalid and says what to do instead.
+func RevokeEnrollToken(t EnrollToken, now time.Time) error {
+	switch t.State(now) {
+	case TokenUsed:
+		return fmt.Errorf("%w: enrollment token %s was already used at %s by agent %q; revoke its certificate instead (coffer admin cert revoke --serial %s)",
+			ErrInvalid, t.ID, t.UsedAt.Format(time.RFC3339), t.Principal, t.Serial)
+	case TokenRevoked:
+		return fmt.Errorf("%w: enrollment token %s was already revoked at %s by %s", ErrInvalid, t.ID, t.RevokedAt.Format(time.RFC3339), t.RevokedBy)
+	case TokenExpired:
+		return fmt.Errorf("%w: enrollment token %s expired at %s; it can no longer be used", ErrInvalid, t.ID, t.Expires.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // NewEnrollToken returns a fresh token: a recognisable prefix and 256 random bits.
@@ -75,6 +118,20 @@ func EnrollTokenID(hash string) string {
 	return hash[:16]
 }
 
+// ValidateEnrollTokenID checks a token ID or ID prefix as given to RevokeEnrollToken:
+// 8 to 16 lower-case hex digits.
+func ValidateEnrollTokenID(id string) error {
+	if len(id) < 8 || len(id) > 16 {
+		return fmt.Errorf("%w: enrollment token ID %q: want 8 to 16 hex digits (the ID shown at creation and by the token list)", ErrInvalid, id)
+	}
+	for _, r := range id {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return fmt.Errorf("%w: enrollment token ID %q: %q is not a lower-case hex digit", ErrInvalid, id, r)
+		}
+	}
+	return nil
+}
+
 // ValidateAgentName checks an agent name for use as a certificate common name and
 // principal: 1 to 64 characters of letters, digits, '.', '-' and '_', starting with a
 // letter or digit.
@@ -98,6 +155,10 @@ func ConsumeEnrollToken(t EnrollToken, requested string, now time.Time) (string,
 	if t.Used {
 		return "", fmt.Errorf("%w: enrollment token %s was already used at %s (by agent %q); ask an admin for a new one",
 			ErrDenied, t.ID, t.UsedAt.Format(time.RFC3339), t.Principal)
+	}
+	if t.Revoked {
+		return "", fmt.Errorf("%w: enrollment token %s was revoked at %s by %s; ask an admin for a new one",
+			ErrDenied, t.ID, t.RevokedAt.Format(time.RFC3339), t.RevokedBy)
 	}
 	if !now.Before(t.Expires) {
 		return "", fmt.Errorf("%w: enrollment token %s expired at %s; ask an admin for a new one", ErrDenied, t.ID, t.Expires.Format(time.RFC3339))
@@ -206,6 +267,16 @@ type EnrollService interface {
 	// ErrUnavailable. Needs no principal: this is what a host without a certificate
 	// calls.
 	Enroll(ctx context.Context, req EnrollRequest) (EnrollResult, error)
+	// ListEnrollTokens returns the enrollment tokens the cluster knows, oldest first
+	// (without their hashes): the live ones, or with all every one (used, expired,
+	// revoked too), and the cluster time that decided (EnrollToken.State). Admin only.
+	ListEnrollTokens(ctx context.Context, all bool) ([]EnrollToken, time.Time, error)
+	// RevokeEnrollToken withdraws the live token with the given ID (EnrollToken.ID, or
+	// any unique prefix of at least 8 hex digits) so that it can no longer enroll an
+	// agent, and returns its record. A used, expired or already revoked token is
+	// refused (ErrInvalid), an unknown ID is ErrNotFound. Admin only; audited with
+	// reason.
+	RevokeEnrollToken(ctx context.Context, id, reason string) (EnrollToken, error)
 	// RevokeCert records a revocation (admin only). Nodes refuse the certificate from
 	// their next refresh of SecurityState on.
 	RevokeCert(ctx context.Context, r Revocation) (Revocation, error)

@@ -101,6 +101,138 @@ func (c *enrollTokenCmd) run(ctx context.Context, a *app, args []string) error {
 	return nil
 }
 
+func adminEnrollTokenListSpec() *cmdSpec {
+	return &cmdSpec{
+		name:  "admin enroll-token list",
+		short: "show enrollment tokens that can still enroll an agent",
+		long: `Lists the enrollment tokens that can still enroll an agent, oldest first: ID,
+vault, agent name (empty: chosen at enrollment), who created it and when it
+expires (cluster time). --all lists every token the cluster remembers, with
+its state: live, used (by which agent, with the certificate serial), expired or
+revoked (by whom, why). Tokens themselves are never shown again; the ID is
+what "coffer admin enroll-token revoke" takes. Admin certificate only.
+
+With --json an array is printed; each element has id, state, vault, name,
+created, expires, by and, as they apply, used_at, principal, serial,
+revoked_at, revoked_by and revoke_reason.`,
+		examples: []string{"coffer admin enroll-token list", "coffer admin enroll-token list --all --json"},
+		new:      func() command { return &enrollTokenListCmd{} },
+	}
+}
+
+// enrollTokenListCmd lists enrollment tokens.
+type enrollTokenListCmd struct{ all bool }
+
+func (c *enrollTokenListCmd) addFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.all, "all", false, "list used, expired and revoked tokens too")
+}
+
+// enrollTokenStateJSON is one element of `coffer admin enroll-token list --json`.
+type enrollTokenStateJSON struct {
+	State string `json:"state"`
+	meta.EnrollToken
+}
+
+func (c *enrollTokenListCmd) run(ctx context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usagef(adminEnrollTokenListSpec(), "admin enroll-token list takes no arguments, got %q", args[0])
+	}
+	s, err := connect(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ts, now, err := s.meta.ListEnrollTokens(ctx, c.all)
+	if err != nil {
+		return retentionErr(err, "list enrollment tokens")
+	}
+	if a.g.json {
+		out := make([]enrollTokenStateJSON, 0, len(ts))
+		for _, t := range ts {
+			out = append(out, enrollTokenStateJSON{State: t.State(now), EnrollToken: t})
+		}
+		return writeJSON(a.stdout, out)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID	STATE	VAULT	AGENT	CREATED BY	EXPIRES	DETAIL")
+	for _, t := range ts {
+		agent, detail := t.Name, ""
+		switch t.State(now) {
+		case meta.TokenUsed:
+			agent, detail = t.Principal, fmt.Sprintf("used %s, certificate serial %s", t.UsedAt.In(a.loc).Format("2006-01-02 15:04"), t.Serial)
+		case meta.TokenRevoked:
+			detail = fmt.Sprintf("revoked %s by %s", t.RevokedAt.In(a.loc).Format("2006-01-02 15:04"), t.RevokedBy)
+			if t.RevokeReason != "" {
+				detail += ": " + t.RevokeReason
+			}
+		}
+		if agent == "" {
+			agent = "(at enrollment)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State(now), t.Vault, agent, t.By, t.Expires.In(a.loc).Format("2006-01-02 15:04:05"), detail)
+	}
+	tw.Flush()
+	what := "live enrollment token"
+	if c.all {
+		what = "enrollment token"
+	}
+	fmt.Fprintf(a.stdout, "%d %s\n", len(ts), plural(len(ts), what, what+"s"))
+	return nil
+}
+
+func adminEnrollTokenRevokeSpec() *cmdSpec {
+	return &cmdSpec{
+		name:  "admin enroll-token revoke",
+		short: "withdraw an enrollment token before it is used",
+		long: `Withdraws the live enrollment token with the given ID (as "coffer admin
+enroll-token create" and "list" show it; a unique prefix of at least 8 hex
+digits is enough), so that it can no longer enroll an agent: for a token that
+leaked or is no longer needed. A token that was already used is refused: revoke
+the certificate it produced with "coffer admin cert revoke --serial" instead.
+Expired or already revoked tokens are refused too. Admin certificate only;
+audited with --reason.
+
+With --json the token's record is printed (as one element of "list --json").`,
+		examples: []string{
+			"coffer admin enroll-token revoke 89a4bdcf9004c6c5 --reason \"pasted in a ticket\"",
+			"coffer admin enroll-token revoke 89a4bdcf",
+		},
+		new: func() command { return &enrollTokenRevokeCmd{} },
+	}
+}
+
+// enrollTokenRevokeCmd withdraws an enrollment token.
+type enrollTokenRevokeCmd struct{ reason string }
+
+func (c *enrollTokenRevokeCmd) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.reason, "reason", "", "why (`TEXT`, audited)")
+}
+
+func (c *enrollTokenRevokeCmd) run(ctx context.Context, a *app, args []string) error {
+	spec := adminEnrollTokenRevokeSpec()
+	if len(args) != 1 {
+		return usagef(spec, "admin enroll-token revoke takes one token ID, got %d arguments", len(args))
+	}
+	id := strings.ToLower(strings.TrimSpace(args[0]))
+	if err := meta.ValidateEnrollTokenID(id); err != nil {
+		return usagef(spec, "%s", errorMessage(err))
+	}
+	s, err := connect(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	t, err := s.meta.RevokeEnrollToken(ctx, id, c.reason)
+	if err != nil {
+		return retentionErr(err, "revoke the enrollment token")
+	}
+	if a.g.json {
+		return writeJSON(a.stdout, enrollTokenStateJSON{State: meta.TokenRevoked, EnrollToken: t})
+	}
+	fmt.Fprintf(a.stdout, "revoked enrollment token %s of vault %q at %s; it can no longer enroll an agent\n", t.ID, t.Vault, t.RevokedAt.In(a.loc).Format(time.RFC3339))
+	return nil
+}
+
 func agentEnrollSpec() *cmdSpec {
 	return &cmdSpec{
 		name:  "agent enroll",

@@ -61,6 +61,8 @@ func commands() []*cmdSpec {
 		adminGCStatusSpec(),
 		adminAuditSpec(),
 		adminEnrollTokenCreateSpec(),
+		adminEnrollTokenListSpec(),
+		adminEnrollTokenRevokeSpec(),
 		adminCertRevokeSpec(),
 		adminCertListSpec(),
 		agentEnrollSpec(),

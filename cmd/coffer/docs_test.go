@@ -80,7 +80,7 @@ func TestDocsListEveryJSONField(t *testing.T) {
 		restoreSummary{}, statusJSON{}, clusterStatus{}, nodeRow{}, versionInfo{},
 		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{},
-		enrollTokenJSON{}, agentEnrollJSON{}, meta.Revocation{}} {
+		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client/clientconfig"
+	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
@@ -70,6 +72,48 @@ func TestCLIEnrollBackupRevoke(t *testing.T) {
 		t.Fatalf("token reuse: exit %d: %s", code, stderr)
 	}
 
+	// A second token leaks: the list shows it live, the admin revokes it by an ID prefix,
+	// and it no longer enrolls; the used token cannot be revoked (its certificate can).
+	code, out, stderr = cli(t, adminEnv, "--json", "admin", "enroll-token", "create", "--vault", "web")
+	if code != exitOK {
+		t.Fatalf("second token: exit %d: %s", code, stderr)
+	}
+	leaked := lastJSON(t, out)
+	leakedID, _ := leaked["id"].(string)
+	code, out, _ = cli(t, adminEnv, "admin", "enroll-token", "list")
+	if code != exitOK || !strings.Contains(out, leakedID) || !strings.Contains(out, "1 live enrollment token") {
+		t.Fatalf("enroll-token list: exit %d: %s", code, out)
+	}
+	code, out, _ = cli(t, adminEnv, "admin", "enroll-token", "list", "--all")
+	if code != exitOK || !strings.Contains(out, "used") || !strings.Contains(out, serial) || !strings.Contains(out, "2 enrollment tokens") {
+		t.Fatalf("enroll-token list --all: exit %d: %s", code, out)
+	}
+	code, out, stderr = cli(t, adminEnv, "admin", "enroll-token", "revoke", leakedID[:8], "--reason", "pasted in a ticket")
+	if code != exitOK || !strings.Contains(out, "revoked enrollment token "+leakedID) {
+		t.Fatalf("enroll-token revoke: exit %d: %s %s", code, out, stderr)
+	}
+	leakedArgs := []string{"agent", "enroll", "--token", strings.TrimSpace(leaked["token"].(string)), "--meta", strings.Join(f.Meta, ","), "--ca", f.CA, "--out", filepath.Join(dir, "leaked")}
+	if code, _, stderr := cli(t, map[string]string{}, leakedArgs...); code != exitFailure || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("enroll with a revoked token: exit %d: %s", code, stderr)
+	}
+	code, out, _ = cli(t, adminEnv, "--json", "admin", "enroll-token", "list", "--all")
+	var all []map[string]any
+	if err := json.Unmarshal([]byte(out), &all); code != exitOK || err != nil || len(all) != 2 {
+		t.Fatalf("enroll-token list --all --json: exit %d: %v: %s", code, err, out)
+	}
+	if all[0]["state"] != "used" || all[0]["serial"] != serial || all[1]["state"] != "revoked" || all[1]["revoke_reason"] != "pasted in a ticket" {
+		t.Fatalf("enroll-token list --all --json: %v", all)
+	}
+	if _, ok := all[1]["used_at"]; ok {
+		t.Fatalf("an unused token lists used_at: %v", all[1])
+	}
+	if code, _, stderr := cli(t, adminEnv, "admin", "enroll-token", "revoke", tokenID(token)); code != exitFailure || !strings.Contains(stderr, "coffer admin cert revoke --serial "+serial) {
+		t.Fatalf("revoke a used token: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, adminEnv, "admin", "enroll-token", "revoke", "xyz"); code != exitUsage || !strings.Contains(stderr, "8 to 16 hex digits") {
+		t.Fatalf("revoke with a bad ID: exit %d: %s", code, stderr)
+	}
+
 	code, out, stderr = cli(t, adminEnv, "admin", "cert", "revoke", "--serial", serial, "--reason", "test")
 	if code != exitOK || !strings.Contains(out, "revoked certificate serial "+serial) {
 		t.Fatalf("cert revoke: exit %d: %s %s", code, out, stderr)
@@ -92,3 +136,6 @@ func TestCLIEnrollBackupRevoke(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // nodes pick the revocation up within about a second
 	}
 }
+
+// tokenID is the ID the cluster shows for an enrollment token.
+func tokenID(token string) string { return meta.EnrollTokenID(meta.EnrollTokenHash(token)) }

@@ -82,6 +82,8 @@ func (t Type) String() string {
 		return "ConsumeEnrollToken"
 	case TypeRevokeCert:
 		return "RevokeCert"
+	case TypeRevokeEnrollToken:
+		return "RevokeEnrollToken"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -191,7 +193,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	switch cmd.Body.(type) {
 	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
 		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
-		CreateEnrollToken, ConsumeEnrollToken, RevokeCert:
+		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -289,6 +291,10 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeRevokeCert:
 		var v RevokeCert
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeRevokeEnrollToken:
+		var v RevokeEnrollToken
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

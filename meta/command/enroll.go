@@ -7,6 +7,7 @@ const (
 	TypeCreateEnrollToken  Type = 68
 	TypeConsumeEnrollToken Type = 69
 	TypeRevokeCert         Type = 70
+	TypeRevokeEnrollToken  Type = 71
 )
 
 // CreateEnrollToken records a one-time enrollment token by its hash. The FSM sets
@@ -37,6 +38,15 @@ type RevokeCert struct {
 	By         meta.Principal  `cbor:"by"`
 }
 
+// RevokeEnrollToken withdraws a live enrollment token, named by its ID or a unique ID
+// prefix (meta.RevokeEnrollToken decides at the entry's cluster time). Admin only;
+// audited with Reason.
+type RevokeEnrollToken struct {
+	ID     string         `cbor:"id"`
+	Reason string         `cbor:"reason,omitempty"`
+	By     meta.Principal `cbor:"by"`
+}
+
 // Type implements Body.
 func (CreateEnrollToken) Type() Type { return TypeCreateEnrollToken }
 
@@ -45,3 +55,6 @@ func (ConsumeEnrollToken) Type() Type { return TypeConsumeEnrollToken }
 
 // Type implements Body.
 func (RevokeCert) Type() Type { return TypeRevokeCert }
+
+// Type implements Body.
+func (RevokeEnrollToken) Type() Type { return TypeRevokeEnrollToken }

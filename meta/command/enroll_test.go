@@ -15,6 +15,7 @@ func TestEnrollCommandsRoundTripAndTags(t *testing.T) {
 		ConsumeEnrollToken{Hash: "ab12", Name: "web01", Serial: "7f3", From: "127.0.0.1:5000"},
 		RevokeCert{Revocation: meta.Revocation{Serial: "7f3", Reason: "host sold"}, By: admin},
 		RevokeCert{Revocation: meta.Revocation{Principal: "web01"}, By: admin},
+		RevokeEnrollToken{ID: "3f09c2a1d4e5b6c7", Reason: "pasted in a ticket", By: admin},
 	} {
 		cmd := Command{Time: 42, Body: b}
 		enc, err := Encode(cmd)
@@ -26,7 +27,7 @@ func TestEnrollCommandsRoundTripAndTags(t *testing.T) {
 			t.Fatalf("%s: round trip %#v %v", b.Type(), got, err)
 		}
 	}
-	for typ, v := range map[Type]uint16{TypeCreateEnrollToken: 68, TypeConsumeEnrollToken: 69, TypeRevokeCert: 70} {
+	for typ, v := range map[Type]uint16{TypeCreateEnrollToken: 68, TypeConsumeEnrollToken: 69, TypeRevokeCert: 70, TypeRevokeEnrollToken: 71} {
 		if uint16(typ) != v {
 			t.Errorf("%s = %d, want %d (tags are append-only)", typ, typ, v)
 		}

@@ -106,7 +106,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyRetention(b, index, cmd.Body, now)
 	case command.GCBegin, command.GCSweep, command.GCEnd:
 		return f.applyGC(b, cmd.Body, now)
-	case command.CreateEnrollToken, command.ConsumeEnrollToken, command.RevokeCert:
+	case command.CreateEnrollToken, command.ConsumeEnrollToken, command.RevokeCert, command.RevokeEnrollToken:
 		return f.applyEnroll(b, index, cmd.Body, now)
 	case command.Tick:
 		return nil, nil

@@ -69,6 +69,15 @@ func (f *FSM) applyEnroll(b *pebble.Batch, index uint64, body command.Body, now 
 			entry.Target += " from " + c.From
 		}
 		v = t
+	case command.RevokeEnrollToken:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "enroll-token revoke",
+			Target: "token " + c.ID, Reason: c.Reason}
+		var t meta.EnrollToken
+		t, err = f.revokeEnrollToken(b, c, now)
+		if t.ID != "" {
+			entry.Vault, entry.Target = t.Vault, "token "+t.ID
+		}
+		v = t
 	case command.RevokeCert:
 		r := c.Revocation
 		target := "serial " + r.Serial
@@ -139,6 +148,68 @@ func (f *FSM) consumeEnrollToken(b *pebble.Batch, c command.ConsumeEnrollToken, 
 	}
 	t.Used, t.UsedAt, t.Principal, t.Serial = true, now, name, c.Serial
 	return t, f.put(b, key, t)
+}
+
+// revokeEnrollToken withdraws the live token whose ID starts with c.ID. On refusal it
+// still returns the token when one was found (for the audit record), with nothing
+// written.
+func (f *FSM) revokeEnrollToken(b *pebble.Batch, c command.RevokeEnrollToken, now time.Time) (meta.EnrollToken, error) {
+	var t meta.EnrollToken
+	if err := c.By.Authorize(meta.ActEnroll, ""); err != nil {
+		return t, err
+	}
+	if err := meta.ValidateEnrollTokenID(c.ID); err != nil {
+		return t, err
+	}
+	prefix := prefixEnrollToken + c.ID
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return t, fmt.Errorf("fsm: enrollment tokens: %w", err)
+	}
+	var key string
+	var raw []byte
+	n := 0
+	for it.First(); it.Valid() && n < 2; it.Next() {
+		n++
+		key = string(it.Key())
+		if raw, err = it.ValueAndErr(); err != nil {
+			break
+		}
+		raw = append([]byte(nil), raw...)
+	}
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case err != nil:
+		return t, fmt.Errorf("fsm: enrollment token %s: %w", c.ID, err)
+	case n == 0:
+		return t, fmt.Errorf("%w: no enrollment token with ID %s (coffer admin enroll-token list --all shows them)", meta.ErrNotFound, c.ID)
+	case n > 1:
+		return t, fmt.Errorf("%w: more than one enrollment token has an ID starting with %s; give more digits", meta.ErrInvalid, c.ID)
+	}
+	if err := f.codec.Unmarshal(raw, &t); err != nil {
+		return meta.EnrollToken{}, fmt.Errorf("fsm: decode enrollment token %s: %w", c.ID, err)
+	}
+	if err := meta.RevokeEnrollToken(t, now); err != nil {
+		return t, err
+	}
+	t.Revoked, t.RevokedAt, t.RevokedBy, t.RevokeReason = true, now, c.By.Name, c.Reason
+	return t, f.put(b, key, t)
+}
+
+// EnrollTokens returns every enrollment token record, ordered by hash.
+func (f *FSM) EnrollTokens() ([]meta.EnrollToken, error) {
+	var out []meta.EnrollToken
+	err := f.scan(prefixEnrollToken, func(val []byte) error {
+		var t meta.EnrollToken
+		if err := f.codec.Unmarshal(val, &t); err != nil {
+			return err
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
 }
 
 func (f *FSM) revokeCert(b *pebble.Batch, index uint64, c command.RevokeCert, now time.Time) (meta.Revocation, error) {

@@ -86,6 +86,90 @@ func TestEnrollTokenLifecycle(t *testing.T) {
 	}
 }
 
+// TestRevokeEnrollToken: an admin withdraws a live token by a unique ID prefix, after
+// which it cannot enroll; used, expired, revoked, unknown, ambiguous and malformed IDs
+// and non-admins are refused with nothing changed, and every attempt is audited.
+func TestRevokeEnrollToken(t *testing.T) {
+	f := open(t, t.TempDir())
+	const sec = int64(time.Second)
+	idx := uint64(0)
+	apply := func(stamp int64, b command.Body) Result {
+		idx++
+		return result(t, f.Apply(entry(t, idx, stamp, b)))
+	}
+	apply(100*sec, vault("a"))
+	live := strings.Repeat("ab", 32)
+	used := strings.Repeat("cd", 32)
+	twinA, twinB := "ef01ef01"+strings.Repeat("0", 56), "ef01ef01"+strings.Repeat("1", 56)
+	for _, h := range []string{live, used, twinA, twinB} {
+		ttl := int64(time.Hour)
+		if h == twinA || h == twinB {
+			ttl = sec
+		}
+		if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", Name: "web01", TTL: ttl, By: admin}); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if r := apply(101*sec, command.ConsumeEnrollToken{Hash: used, Serial: "s1"}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	refusals := []struct {
+		body command.RevokeEnrollToken
+		want error
+		says string
+	}{
+		{command.RevokeEnrollToken{ID: live[:16], By: agent}, meta.ErrDenied, ""},
+		{command.RevokeEnrollToken{ID: "abab", By: admin}, meta.ErrInvalid, "8 to 16 hex digits"},
+		{command.RevokeEnrollToken{ID: "ABABABAB", By: admin}, meta.ErrInvalid, "lower-case hex"},
+		{command.RevokeEnrollToken{ID: "99999999", By: admin}, meta.ErrNotFound, "no enrollment token with ID 99999999"},
+		{command.RevokeEnrollToken{ID: "ef01ef01", By: admin}, meta.ErrInvalid, "more than one"},
+		{command.RevokeEnrollToken{ID: used[:16], By: admin}, meta.ErrInvalid, "coffer admin cert revoke --serial s1"},
+	}
+	for _, c := range refusals {
+		if r := apply(102*sec, c.body); !errors.Is(r.Err, c.want) || !strings.Contains(r.Err.Error(), c.says) {
+			t.Fatalf("revoke %q by %s: %v, want %v saying %q", c.body.ID, c.body.By, r.Err, c.want, c.says)
+		}
+	}
+	if tk, err := f.EnrollToken(live); err != nil || tk.Revoked {
+		t.Fatalf("token after refusals: %+v %v, want live", tk, err)
+	}
+	r := apply(102*sec, command.RevokeEnrollToken{ID: live[:8], Reason: "pasted in a ticket", By: admin})
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	got := r.Value.(meta.EnrollToken)
+	if !got.Revoked || got.RevokedBy != admin.Name || got.RevokeReason != "pasted in a ticket" || got.ID != live[:16] {
+		t.Fatalf("revoked token %+v", got)
+	}
+	if r := apply(103*sec, command.ConsumeEnrollToken{Hash: live, Serial: "s2"}); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "revoked") {
+		t.Fatalf("enroll with a revoked token: %v, want ErrDenied saying revoked", r.Err)
+	}
+	if r := apply(103*sec, command.RevokeEnrollToken{ID: live[:16], By: admin}); !errors.Is(r.Err, meta.ErrInvalid) || !strings.Contains(r.Err.Error(), "already revoked") {
+		t.Fatalf("revoke twice: %v", r.Err)
+	}
+	apply(104*sec, command.Tick{Elapsed: 10 * sec}) // lets the clock pass the twins' expiry
+	if r := apply(104*sec, command.RevokeEnrollToken{ID: twinA[:16], By: admin}); !errors.Is(r.Err, meta.ErrInvalid) || !strings.Contains(r.Err.Error(), "expired") {
+		t.Fatalf("revoke an expired token: %v", r.Err)
+	}
+	ts, err := f.EnrollTokens()
+	if err != nil || len(ts) != 4 {
+		t.Fatalf("EnrollTokens: %d %v, want 4", len(ts), err)
+	}
+	es, err := f.AuditLog(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokes := 0
+	for _, e := range es {
+		if e.Action == "enroll-token revoke" {
+			revokes++
+		}
+	}
+	if want := len(refusals) + 3; revokes != want {
+		t.Fatalf("%d revoke attempts audited, want %d", revokes, want)
+	}
+}
+
 // TestRevocations: admins revoke by serial or principal; the list is versioned by log
 // index; a principal revocation covers only certificates issued before it.
 func TestRevocations(t *testing.T) {

@@ -15,6 +15,8 @@ const (
 	MethodCreateEnrollToken = "meta.CreateEnrollToken"
 	MethodEnroll            = "meta.Enroll"
 	MethodRevokeCert        = "meta.RevokeCert"
+	MethodListEnrollTokens  = "meta.ListEnrollTokens"
+	MethodRevokeEnrollToken = "meta.RevokeEnrollToken"
 	MethodSecurityState     = "meta.SecurityState"
 )
 
@@ -38,6 +40,21 @@ type (
 		Req meta.EnrollRequest `cbor:"req"`
 		Fwd bool               `cbor:"fwd,omitempty"`
 	}
+	listEnrollTokensReq struct {
+		All bool            `cbor:"all,omitempty"`
+		Fwd bool            `cbor:"fwd,omitempty"`
+		As  *meta.Principal `cbor:"as,omitempty"`
+	}
+	enrollTokenList struct {
+		Tokens []meta.EnrollToken `cbor:"tokens"`
+		Now    time.Time          `cbor:"now"` // cluster time
+	}
+	revokeEnrollTokenReq struct {
+		ID     string          `cbor:"id"`
+		Reason string          `cbor:"reason,omitempty"`
+		Fwd    bool            `cbor:"fwd,omitempty"`
+		As     *meta.Principal `cbor:"as,omitempty"`
+	}
 	revokeCertReq struct {
 		Revocation meta.Revocation `cbor:"revocation"`
 		Fwd        bool            `cbor:"fwd,omitempty"`
@@ -55,7 +72,8 @@ type (
 // enforces this; ServeRPC checks it again).
 func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method string, body []byte) (out, fwd any, handled bool, err error) {
 	switch method {
-	case MethodCreateEnrollToken, MethodEnroll, MethodRevokeCert, MethodSecurityState:
+	case MethodCreateEnrollToken, MethodEnroll, MethodRevokeCert, MethodSecurityState,
+		MethodListEnrollTokens, MethodRevokeEnrollToken:
 	default:
 		return nil, nil, false, nil
 	}
@@ -91,6 +109,22 @@ func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method st
 		ctx := meta.WithPrincipal(ctx, meta.Principal{Name: "anonymous"})
 		res, err := svc.Enroll(ctx, r.Req)
 		return res, markFwd(&r, &r.Fwd), true, err
+	case MethodListEnrollTokens:
+		var r listEnrollTokensReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		ts, now, err := svc.ListEnrollTokens(ctx, r.All)
+		return enrollTokenList{Tokens: ts, Now: now}, markFwd(&r, &r.Fwd), true, err
+	case MethodRevokeEnrollToken:
+		var r revokeEnrollTokenReq
+		if err := decode(body, &r); err != nil {
+			return nil, nil, true, err
+		}
+		ctx := h.authenticate(ctx, peer, &r.As)
+		t, err := svc.RevokeEnrollToken(ctx, r.ID, r.Reason)
+		return t, markFwd(&r, &r.Fwd), true, err
 	case MethodRevokeCert:
 		var r revokeCertReq
 		if err := decode(body, &r); err != nil {
@@ -124,6 +158,20 @@ func (cl *Client) CreateEnrollToken(ctx context.Context, vault meta.VaultID, nam
 func (cl *Client) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.EnrollResult, error) {
 	var out meta.EnrollResult
 	err := cl.call(ctx, MethodEnroll, enrollReq{Req: req}, &out)
+	return out, err
+}
+
+// ListEnrollTokens implements meta.EnrollService.
+func (cl *Client) ListEnrollTokens(ctx context.Context, all bool) ([]meta.EnrollToken, time.Time, error) {
+	var out enrollTokenList
+	err := cl.call(ctx, MethodListEnrollTokens, listEnrollTokensReq{All: all}, &out)
+	return out.Tokens, out.Now, err
+}
+
+// RevokeEnrollToken implements meta.EnrollService.
+func (cl *Client) RevokeEnrollToken(ctx context.Context, id, reason string) (meta.EnrollToken, error) {
+	var out meta.EnrollToken
+	err := cl.call(ctx, MethodRevokeEnrollToken, revokeEnrollTokenReq{ID: id, Reason: reason}, &out)
 	return out, err
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
@@ -94,6 +95,45 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	}
 	s.log.Info("agent enrolled", "agent", t.Principal, "vault", t.Vault, "serial", t.Serial, "token", t.ID)
 	return meta.EnrollResult{Cert: cert, CA: s.cfg.CA.CertPEM(), Vault: t.Vault, Principal: t.Principal, Serial: t.Serial}, nil
+}
+
+// ListEnrollTokens implements meta.EnrollService (a current read on the leader, whose
+// cluster time decides which tokens are live).
+func (s *Server) ListEnrollTokens(ctx context.Context, all bool) ([]meta.EnrollToken, time.Time, error) {
+	if err := s.leaderRead(); err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActEnroll, ""); err != nil {
+		return nil, time.Time{}, fmt.Errorf("server: list enrollment tokens: %w", err)
+	}
+	ts, err := s.fsm.EnrollTokens()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	now := s.fsm.Now()
+	out := ts[:0]
+	for _, t := range ts {
+		if all || t.State(now) == meta.TokenLive {
+			t.Hash = "" // the ID names it; the hash stays on the servers
+			out = append(out, t)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b meta.EnrollToken) int { return a.Created.Compare(b.Created) })
+	return out, now, nil
+}
+
+// RevokeEnrollToken implements meta.EnrollService.
+func (s *Server) RevokeEnrollToken(ctx context.Context, id, reason string) (meta.EnrollToken, error) {
+	if err := s.leaderWrite(); err != nil {
+		return meta.EnrollToken{}, err
+	}
+	res, err := s.propose(timeoutOf(ctx), command.RevokeEnrollToken{ID: id, Reason: reason, By: meta.PrincipalFrom(ctx)})
+	if err != nil {
+		return meta.EnrollToken{}, fmt.Errorf("server: revoke enrollment token: %w", err)
+	}
+	t := res.(meta.EnrollToken)
+	t.Hash = ""
+	return t, nil
 }
 
 // RevokeCert implements meta.EnrollService.
