@@ -111,8 +111,11 @@ type Server struct {
 	Reachable bool   `cbor:"reachable" json:"reachable"`
 }
 
-// RaftStatus is the Raft view of the meta group.
+// RaftStatus is the Raft view of the meta group. Self is the server that answered: the
+// leader probes every server for Reachable; a follower knows only itself and the leader
+// (metarpc asks the leader on a client's behalf and falls back to the follower's view).
 type RaftStatus struct {
+	Self         string   `cbor:"self,omitempty" json:"self,omitempty"`
 	Leader       string   `cbor:"leader" json:"leader"`
 	LeaderAddr   string   `cbor:"leader_addr" json:"leader_addr"`
 	Term         uint64   `cbor:"term" json:"term"`

@@ -166,6 +166,17 @@ func TestQueryNodesUpAndDown(t *testing.T) {
 		}
 	}
 
+	// A follower's view (its leader did not answer it) marks what it cannot know.
+	partial := st
+	partial.Raft.Self = "m2"
+	buf.Reset()
+	printClusterStatus(&buf, partial)
+	for _, want := range []string{"as seen by m2, a follower the leader did not answer", "m3  10.0.0.11:7000  no     no      ?", "m2  10.0.0.10:7000  yes    no      yes"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("follower's view lacks %q:\n%s", want, buf.String())
+		}
+	}
+
 	buf.Reset()
 	if err := writeJSON(&buf, st); err != nil {
 		t.Fatal(err)

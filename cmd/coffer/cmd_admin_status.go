@@ -206,11 +206,22 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 	}
 	fmt.Fprintf(w, "Nodes:    %d up, %d down\n", up, len(st.Nodes)-up)
 
-	fmt.Fprintln(w, "\nMeta servers:")
+	// Only the leader probes every server; a follower's view (given when the leader did
+	// not answer it) knows nothing of the others.
+	partial := rs.Self != "" && rs.Self != rs.Leader
+	if partial {
+		fmt.Fprintf(w, "\nMeta servers (as seen by %s, a follower the leader did not answer: ? = unknown):\n", rs.Self)
+	} else {
+		fmt.Fprintln(w, "\nMeta servers:")
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  ID\tADDR\tVOTER\tLEADER\tREACHABLE")
 	for _, s := range rs.Servers {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.ID, s.Addr, yesNo(s.Voter), yesNo(s.Leader), yesNo(s.Reachable))
+		reach := yesNo(s.Reachable)
+		if partial && s.ID != rs.Self {
+			reach = "?"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.ID, s.Addr, yesNo(s.Voter), yesNo(s.Leader), reach)
 	}
 	tw.Flush()
 

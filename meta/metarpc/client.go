@@ -155,7 +155,7 @@ func (cl *Client) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 func PeerApplied(c transport.Caller) func(ctx context.Context, id, addr string) (uint64, error) {
 	return func(ctx context.Context, id, addr string) (uint64, error) {
 		var rs meta.RaftStatus
-		if err := wire.Call(ctx, c, addr, MethodRaftStatus, raftStatusReq{}, &rs); err != nil {
+		if err := wire.Call(ctx, c, addr, MethodRaftStatus, raftStatusReq{Local: true}, &rs); err != nil {
 			return 0, fmt.Errorf("metarpc: raft status of %s (%s): %w", id, addr, Errors.Wrap(err))
 		}
 		return rs.AppliedIndex, nil

@@ -61,9 +61,16 @@ type (
 		Fwd bool            `cbor:"fwd,omitempty"`
 		As  *meta.Principal `cbor:"as,omitempty"`
 	}
-	raftStatusReq struct{}
-	empty         struct{}
-	vaultList     struct {
+	// raftStatusReq asks for a server's Raft view. Local asks for the answering server's
+	// own view (its applied index, for the leader's catch-up and reachability probes);
+	// otherwise a follower asks the leader, whose view includes every server's
+	// reachability.
+	raftStatusReq struct {
+		Local bool `cbor:"local,omitempty"`
+		Fwd   bool `cbor:"fwd,omitempty"`
+	}
+	empty     struct{}
+	vaultList struct {
 		Vaults []meta.Vault `cbor:"vaults"`
 	}
 	snapshotList struct {

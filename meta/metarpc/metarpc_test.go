@@ -146,9 +146,16 @@ func (f *fakeSvc) SetClusterMap(ctx context.Context, m placement.Map) error {
 	return nil
 }
 
+// RaftStatus answers as server "L" (the leader, applied 17, every server reachable) or
+// "F" (a follower, applied 15, knowing only itself and the leader).
 func (f *fakeSvc) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 	f.calls.Add(1)
-	return meta.RaftStatus{LeaderAddr: f.leaderAddr, Term: 4, AppliedIndex: 17}, nil
+	if f.leader.Load() {
+		return meta.RaftStatus{Self: "L", Leader: "L", LeaderAddr: f.leaderAddr, Term: 4, AppliedIndex: 17,
+			Servers: []meta.Server{{ID: "L", Leader: true, Reachable: true}, {ID: "F", Reachable: true}, {ID: "G", Reachable: true}}}, nil
+	}
+	return meta.RaftStatus{Self: "F", Leader: "L", LeaderAddr: f.leaderAddr, Term: 4, AppliedIndex: 15,
+		Servers: []meta.Server{{ID: "L", Leader: true, Reachable: true}, {ID: "F", Reachable: true}, {ID: "G"}}}, nil
 }
 
 // loop is a transport.Caller that calls in-process handlers by address.
@@ -263,6 +270,31 @@ func TestFollowerForwardsToLeader(t *testing.T) {
 	}
 	if _, err := cl.GetVault(ctx, "nope"); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("forwarded read error: %v, want ErrNotFound through the forward", err)
+	}
+}
+
+// TestFollowerAsksLeaderForRaftStatus: a follower cannot know whether the other
+// followers are reachable, so a client's RaftStatus gets the leader's view through it;
+// PeerApplied gets the follower's own; with the leader silent the follower answers itself.
+func TestFollowerAsksLeaderForRaftStatus(t *testing.T) {
+	leader := newFake(true, "L")
+	follower := newFake(false, "L")
+	lp := &loop{role: transport.RoleAdmin, handlers: map[string]transport.Handler{}, down: map[string]bool{}}
+	lp.handlers["L"] = handler(leader, lp)
+	lp.handlers["F"] = handler(follower, lp)
+	cl := NewClient(lp, []string{"F"})
+	ctx := ctxT(t, 5*time.Second)
+	rs, err := cl.RaftStatus(ctx)
+	if err != nil || rs.Self != "L" || !rs.Servers[2].Reachable {
+		t.Fatalf("RaftStatus through a follower: %+v %v, want the leader's view", rs, err)
+	}
+	if n, err := PeerApplied(lp)(ctx, "F", "F"); err != nil || n != 15 {
+		t.Fatalf("PeerApplied of the follower: %d %v, want its own 15", n, err)
+	}
+	lp.down["L"] = true
+	rs, err = cl.RaftStatus(ctx)
+	if err != nil || rs.Self != "F" || rs.Servers[2].Reachable {
+		t.Fatalf("RaftStatus with the leader silent: %+v %v, want the follower's own view", rs, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
@@ -23,6 +24,10 @@ var _ transport.Handler = (*Server)(nil)
 func NewServer(svc meta.Service, c transport.Caller) *Server {
 	return &Server{svc: svc, c: c}
 }
+
+// raftStatusForwardTimeout bounds a follower's request for the leader's Raft view (the
+// leader probes each other server for up to a second).
+const raftStatusForwardTimeout = 3 * time.Second
 
 // ServeRPC implements transport.Handler. Errors are *transport.Error with the code of the
 // meta sentinel they match. On a follower (a *meta.NotLeaderError naming a leader) a
@@ -168,7 +173,19 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 			return nil, nil, err
 		}
 		rs, err := h.svc.RaftStatus(ctx)
-		return rs, nil, err
+		if err != nil || r.Local || r.Fwd || rs.LeaderAddr == "" || rs.Leader == rs.Self {
+			return rs, nil, err
+		}
+		// A follower cannot tell whether the other followers are reachable: the leader
+		// can (it probes them). When the leader does not answer, this view is the best
+		// there is, and it names the follower that gave it.
+		fctx, cancel := context.WithTimeout(ctx, raftStatusForwardTimeout)
+		defer cancel()
+		var lrs meta.RaftStatus
+		if err := wire.Call(fctx, h.c, rs.LeaderAddr, MethodRaftStatus, raftStatusReq{Fwd: true}, &lrs); err == nil {
+			return lrs, nil, nil
+		}
+		return rs, nil, nil
 	}
 	if out, fwd, err, ok := h.serveAdmin(ctx, peer, method, body); ok {
 		return out, fwd, err

@@ -284,7 +284,7 @@ func (s *Server) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 	st := s.raft.Stats()
 	num := func(k string) uint64 { n, _ := strconv.ParseUint(st[k], 10, 64); return n }
 	rs := meta.RaftStatus{
-		Leader: string(id), LeaderAddr: string(addr),
+		Self: s.cfg.ID, Leader: string(id), LeaderAddr: string(addr),
 		Term: num("term"), CommitIndex: num("commit_index"), AppliedIndex: num("applied_index"),
 	}
 	f := s.raft.GetConfiguration()
