@@ -200,16 +200,7 @@ func (f *FSM) revokeEnrollToken(b *pebble.Batch, c command.RevokeEnrollToken, no
 
 // EnrollTokens returns every enrollment token record, ordered by hash.
 func (f *FSM) EnrollTokens() ([]meta.EnrollToken, error) {
-	var out []meta.EnrollToken
-	err := f.scan(prefixEnrollToken, func(val []byte) error {
-		var t meta.EnrollToken
-		if err := f.codec.Unmarshal(val, &t); err != nil {
-			return err
-		}
-		out = append(out, t)
-		return nil
-	})
-	return out, err
+	return scanAll[meta.EnrollToken](f, prefixEnrollToken)
 }
 
 func (f *FSM) revokeCert(b *pebble.Batch, index uint64, c command.RevokeCert, now time.Time) (meta.Revocation, error) {
@@ -227,15 +218,7 @@ func (f *FSM) revokeCert(b *pebble.Batch, index uint64, c command.RevokeCert, no
 // Revocations returns every revocation, oldest first, and the Seq of the newest (0 when
 // there is none).
 func (f *FSM) Revocations() ([]meta.Revocation, uint64, error) {
-	var out []meta.Revocation
-	err := f.scan(prefixRevocation, func(val []byte) error {
-		var r meta.Revocation
-		if err := f.codec.Unmarshal(val, &r); err != nil {
-			return err
-		}
-		out = append(out, r)
-		return nil
-	})
+	out, err := scanAll[meta.Revocation](f, prefixRevocation)
 	if err != nil {
 		return nil, 0, err
 	}

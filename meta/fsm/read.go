@@ -32,16 +32,7 @@ func (f *FSM) Vault(id meta.VaultID) (meta.Vault, error) {
 
 // Vaults returns every vault sorted by ID.
 func (f *FSM) Vaults() ([]meta.Vault, error) {
-	var out []meta.Vault
-	err := f.scan(prefixVault, func(val []byte) error {
-		var v meta.Vault
-		if err := f.codec.Unmarshal(val, &v); err != nil {
-			return err
-		}
-		out = append(out, v)
-		return nil
-	})
-	return out, err // keys are "v/<id>", so iteration order is ID order
+	return scanAll[meta.Vault](f, prefixVault) // keys are "v/<id>", so iteration order is ID order
 }
 
 // GetSnapshot returns one snapshot or an error wrapping meta.ErrNotFound. (Snapshot is
@@ -58,15 +49,7 @@ func (f *FSM) GetSnapshot(vault meta.VaultID, id meta.SnapshotID) (meta.Snapshot
 // Snapshots returns a vault's snapshots sorted by commit time, then ID. A vault with no
 // snapshots (or that does not exist) gives an empty list.
 func (f *FSM) Snapshots(vault meta.VaultID) ([]meta.Snapshot, error) {
-	var out []meta.Snapshot
-	err := f.scan(snapshotPrefix(vault), func(val []byte) error {
-		var s meta.Snapshot
-		if err := f.codec.Unmarshal(val, &s); err != nil {
-			return err
-		}
-		out = append(out, s)
-		return nil
-	})
+	out, err := scanAll[meta.Snapshot](f, snapshotPrefix(vault))
 	slices.SortStableFunc(out, func(a, b meta.Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
 			return c
@@ -142,6 +125,20 @@ func (f *FSM) scan(prefix string, fn func(val []byte) error) error {
 }
 
 // prefixEnd returns the smallest key above every key starting with prefix.
+// scanAll decodes every value under prefix as a T, in key order.
+func scanAll[T any](f *FSM, prefix string) ([]T, error) {
+	var out []T
+	err := f.scan(prefix, func(val []byte) error {
+		var v T
+		if err := f.codec.Unmarshal(val, &v); err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
 func prefixEnd(prefix string) []byte {
 	b := []byte(prefix)
 	for i := len(b) - 1; i >= 0; i-- {
