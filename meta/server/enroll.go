@@ -67,10 +67,11 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
 	// Every attempt from here on writes a log entry and an audit record. One whose token
-	// is unknown or spent here will fail, so it counts against the limits per source
-	// address and in all (enrolllimit.go); a live token, which only an admin can have
-	// handed out, is never held up by them. The FSM decides again when it applies.
-	if t, err := s.fsm.EnrollToken(hash); err != nil || t.Used {
+	// is not live here (unknown, used, revoked or expired) will fail, so it counts
+	// against the limits per source address and in all (enrolllimit.go); a live token,
+	// which only an admin can have handed out, is never held up by them. The FSM decides
+	// again when it applies.
+	if t, err := s.fsm.EnrollToken(hash); err != nil || t.State(s.fsm.Now()) != meta.TokenLive {
 		src := sourceOf(req.From)
 		if first, err := s.enrollLimit.take(src, s.cfg.Now()); err != nil {
 			if first {

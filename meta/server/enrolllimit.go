@@ -48,8 +48,8 @@ func (b *bucket) wait(every time.Duration) time.Duration {
 	return (d + time.Second - 1).Truncate(time.Second)
 }
 
-// enrollLimiter counts enrollment attempts that are bound to fail (their token is unknown
-// or spent), per source address and in all. Safe for concurrent use.
+// enrollLimiter counts enrollment attempts that are bound to fail (their token is not
+// live), per source address and in all. Safe for concurrent use.
 type enrollLimiter struct {
 	mu      sync.Mutex
 	global  bucket
