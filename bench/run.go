@@ -33,6 +33,10 @@ type Options struct {
 	ProfileDir string
 	// Keep leaves the repositories and cluster of the run in DataDir/work.
 	Keep bool
+	// DropCaches syncs and drops the kernel's clean page cache before each tool's full
+	// restore (root only; see dropCaches), so that every tool restores from the same
+	// cold start whatever ran before it.
+	DropCaches bool
 	// Logf receives progress lines (default: discard).
 	Logf func(format string, args ...any)
 }
@@ -173,6 +177,13 @@ const (
 )
 
 func runE2E(ctx context.Context, o Options, r *Report) error {
+	if o.DropCaches {
+		if err := checkDropCaches(); err != nil {
+			return err
+		}
+	} else {
+		r.Notes = append(r.Notes, "full restores ran without --drop-caches: each tool's restore time depends on what the scenarios before it created and deleted (up to 5x on the file system of docs/benchmarks.md); compare restores with --drop-caches")
+	}
 	work := filepath.Join(o.DataDir, "work", fmt.Sprintf("run-%d", time.Now().Unix()))
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
@@ -267,6 +278,11 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 	for _, t := range tools {
 		target := filepath.Join(work, "restore-"+t.Name())
 		o.Logf("bench: %s: %s", t.Name(), ScRestore)
+		if o.DropCaches {
+			if err := dropCaches(); err != nil {
+				return err
+			}
+		}
 		sc, err := measure(ctx, t, ScRestore, ds.Name, ds.Bytes, func() (procResult, backupOut, error) {
 			p, err := t.restore(ctx, target)
 			return p, backupOut{}, err
@@ -278,7 +294,10 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		if files != ds.Files || bytes != ds.Bytes {
 			return fmt.Errorf("bench: %s restore wrote %d files, %d bytes; the source has %d files, %d bytes", t.Name(), files, bytes, ds.Files, ds.Bytes)
 		}
-		os.RemoveAll(target)
+		// NB: the restored tree stays until the run ends (with the work directory).
+		// Deleting it here made the next tool's restore pay for it: on this ext4 (mounted
+		// with discard), creating files right after removing a large tree was 2-10x
+		// slower (docs/benchmarks.md, 2026-12-03).
 		r.Scenarios = append(r.Scenarios, sc)
 
 		o.Logf("bench: %s: %s (%s, %d bytes)", t.Name(), ScRestoreFile, rel, size)
