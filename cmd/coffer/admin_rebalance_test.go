@@ -74,6 +74,23 @@ func TestAdminRebalanceAddNodes(t *testing.T) {
 		return st.Moved
 	}
 	poll(t, time.Minute, "healthy before the rebalance", done)
+	// The plan sizes PGs from the repair passes' reports: wait until every chunk node has
+	// completed a pass that began after the backup (the one running now may have listed
+	// before the last writes).
+	passes := map[string]int{}
+	for _, n := range c.Nodes {
+		if w := n.Repair(); w != nil {
+			passes[n.ID()] = w.Status().Passes
+		}
+	}
+	poll(t, time.Minute, "a repair pass after the backup on every chunk node", func() (bool, string) {
+		for _, n := range c.Nodes {
+			if w := n.Repair(); w != nil && w.Status().Passes < passes[n.ID()]+2 {
+				return false, n.ID() + " has not passed again"
+			}
+		}
+		return true, ""
+	})
 	for _, id := range []string{"chunk-7", "chunk-8"} {
 		if st, _ := c.Node(id).Shards().Stats(ctx); st.Shards != 0 {
 			t.Fatalf("joining node %s holds %d shards before the rebalance", id, st.Shards)
