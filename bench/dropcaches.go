@@ -20,7 +20,7 @@ func checkDropCaches() error {
 }
 
 // dropCaches writes dirty data out and drops the clean page cache. On the machine of
-// docs/benchmarks.md, creating files right after a large tree was removed ran 2-10x
+// docs/benchmarks.md, creating files right after a large tree was removed ran several times
 // slower until the page cache was dropped, so a restore's time depended on what the
 // scenario before it had deleted; dropping the cache gives every tool the same start.
 func dropCaches() error {

@@ -182,7 +182,7 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 			return err
 		}
 	} else {
-		r.Notes = append(r.Notes, "full restores ran without --drop-caches: each tool's restore time depends on what the scenarios before it created and deleted (up to 5x on the file system of docs/benchmarks.md); compare restores with --drop-caches")
+		r.Notes = append(r.Notes, "full restores ran without --drop-caches: each tool's restore time depends on what the scenarios before it created and deleted (several times over on the file system of docs/benchmarks.md); compare restores with --drop-caches")
 	}
 	work := filepath.Join(o.DataDir, "work", fmt.Sprintf("run-%d", time.Now().Unix()))
 	if err := os.MkdirAll(work, 0o755); err != nil {
@@ -296,7 +296,7 @@ func runE2E(ctx context.Context, o Options, r *Report) error {
 		}
 		// NB: the restored tree stays until the run ends (with the work directory).
 		// Deleting it here made the next tool's restore pay for it: on this ext4 (mounted
-		// with discard), creating files right after removing a large tree was 2-10x
+		// with discard), creating files right after removing a large tree was several times
 		// slower (docs/benchmarks.md, 2026-12-03).
 		r.Scenarios = append(r.Scenarios, sc)
 
