@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -165,7 +166,11 @@ func DevInit(o DevOptions, now time.Time) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("node: dev: %w", err)
 		}
-		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: s.id, Role: transport.RoleNode,
+		role := transport.RoleNode
+		if slices.Contains(s.roles, RoleMeta) {
+			role = transport.RoleMeta // meta authority is its own identity
+		}
+		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: s.id, Role: role,
 			IPs: []net.IP{net.ParseIP(o.Host)}, Validity: 10 * 365 * 24 * time.Hour}, now)
 		if err != nil {
 			return fmt.Errorf("node: dev: %w", err)

@@ -103,6 +103,10 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: identity: %w", err)
 	}
+	if cfg.Has(RoleMeta) != (id.Role() == transport.RoleMeta) {
+		return nil, fmt.Errorf("%w: node %s has roles %v and a %q certificate: meta servers, and only they, hold a %q certificate",
+			ErrConfig, cfg.ID, cfg.Roles, id.Role(), transport.RoleMeta)
+	}
 	var ca *pki.CA
 	if cfg.TLS.CAKey != "" {
 		if ca, err = loadCA(cfg.TLS.CA, cfg.TLS.CAKey); err != nil {

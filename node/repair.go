@@ -58,7 +58,7 @@ func (n *Node) Repair() *repair.Worker { return n.repair }
 
 // serveRepair answers node.PGHealth and node.Scrub.
 func (n *Node) serveRepair(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
-	if peer.Role != transport.RoleNode && peer.Role != transport.RoleAdmin {
+	if !peer.Role.IsNode() && peer.Role != transport.RoleAdmin {
 		return nil, transport.Errorf(transport.PermissionDenied, "node: %s: role %q not allowed (node or admin only)", method, peer.Role)
 	}
 	if n.repair == nil {

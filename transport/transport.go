@@ -122,13 +122,22 @@ type Role string
 
 // Roles carried in certificates (the OU field).
 const (
-	RoleNode  Role = "node"
+	// RoleNode is a chunk node: shard traffic only.
+	RoleNode Role = "node"
+	// RoleMeta is a meta server: a node that may also speak Raft, forward requests on a
+	// principal's behalf, give GC orders and write the cluster map, when it is a server in
+	// the current Raft configuration. Chunk nodes never hold a meta certificate.
+	RoleMeta  Role = "meta"
 	RoleAdmin Role = "admin"
 	RoleAgent Role = "agent"
 	// RoleRestore is a restore operator: it reads snapshots (of its vaults, when the
 	// certificate names any) and changes nothing.
 	RoleRestore Role = "restore-operator"
 )
+
+// IsNode reports whether r is a cluster node's role (a chunk node or a meta server):
+// the roles that may serve as TLS servers and carry node-to-node traffic.
+func (r Role) IsNode() bool { return r == RoleNode || r == RoleMeta }
 
 // Peer is the authenticated caller of an RPC, taken from its verified client certificate.
 type Peer struct {

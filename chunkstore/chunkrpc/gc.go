@@ -71,7 +71,7 @@ func gcErr(method string, err error) error {
 }
 
 func (s *Server) serveGC(ctx context.Context, peer transport.Peer, method string, body []byte) (any, error) {
-	if peer.Role != transport.RoleNode {
+	if !peer.Role.IsNode() {
 		return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not give GC orders (only the meta leader may)", method, peer.Role, peer.Principal))
 	}
 	if s.gc == nil {

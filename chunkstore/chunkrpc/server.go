@@ -81,7 +81,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 	case MethodGCPrepare, MethodGCCandidates, MethodGCSweep:
 		out, err = s.serveGC(ctx, peer, method, body)
 	case MethodShardPut, MethodShardGet, MethodShardGetMany, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
-		if peer.Role != transport.RoleNode {
+		if !peer.Role.IsNode() {
 			return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal))
 		}
 		if s.shards == nil {

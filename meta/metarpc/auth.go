@@ -21,7 +21,7 @@ func PrincipalOf(peer transport.Peer) meta.Principal {
 		p.Role = meta.RoleBackupAgent
 	case transport.RoleRestore:
 		p.Role = meta.RoleRestoreOperator
-	case transport.RoleNode:
+	case transport.RoleNode, transport.RoleMeta:
 		p.Role = meta.RoleNode
 	}
 	if p.Role == meta.RoleBackupAgent || p.Role == meta.RoleRestoreOperator {
@@ -38,7 +38,7 @@ func PrincipalOf(peer transport.Peer) meta.Principal {
 // anyone else it is ignored and the peer's own certificate counts.
 func (h *Server) authenticate(ctx context.Context, peer transport.Peer, as **meta.Principal) context.Context {
 	p := PrincipalOf(peer)
-	if *as != nil && peer.Role == transport.RoleNode {
+	if *as != nil && peer.Role.IsNode() {
 		p = **as
 	}
 	*as = &p

@@ -156,7 +156,7 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		m, err := h.svc.ClusterMap(ctx)
 		return m, markFwd(&r, &r.Fwd), err
 	case MethodSetClusterMap:
-		if peer.Role != transport.RoleNode && peer.Role != transport.RoleAdmin {
+		if !peer.Role.IsNode() && peer.Role != transport.RoleAdmin {
 			return nil, nil, &transport.Error{Code: transport.PermissionDenied,
 				Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (node or admin only)", method, peer.Principal, peer.Role)}
 		}

@@ -163,7 +163,7 @@ func (ca *CA) template(req IssueRequest, now time.Time) (*x509.Certificate, erro
 	}
 	var eku []x509.ExtKeyUsage
 	switch req.Role {
-	case transport.RoleNode:
+	case transport.RoleNode, transport.RoleMeta:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	case transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}

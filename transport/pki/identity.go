@@ -198,8 +198,8 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool) error {
 	if err != nil {
 		return err
 	}
-	if role != transport.RoleNode {
-		return fmt.Errorf("pki: server %q has role %q, want %q", leaf.Subject.CommonName, role, transport.RoleNode)
+	if !role.IsNode() {
+		return fmt.Errorf("pki: server %q has role %q, want %q or %q", leaf.Subject.CommonName, role, transport.RoleNode, transport.RoleMeta)
 	}
 	return nil
 }
@@ -229,7 +229,7 @@ func roleOf(c *x509.Certificate) (transport.Role, error) {
 			c.Subject.CommonName, ErrInvalid, c.Subject.OrganizationalUnit)
 	}
 	switch r := transport.Role(c.Subject.OrganizationalUnit[0]); r {
-	case transport.RoleNode, transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
+	case transport.RoleNode, transport.RoleMeta, transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
 		return r, nil
 	default:
 		return "", fmt.Errorf("pki: certificate %q: %w: unknown role %q", c.Subject.CommonName, ErrInvalid, r)

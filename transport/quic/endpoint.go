@@ -251,7 +251,7 @@ func (e *Endpoint) serverTLS() *tls.Config {
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
 				err := verify(cs)
 				if err == nil && cs.NegotiatedProtocol != ALPNRPC {
-					if p := pki.PeerFromTLS(cs, nil); p.Role != transport.RoleNode {
+					if p := pki.PeerFromTLS(cs, nil); !p.Role.IsNode() {
 						err = fmt.Errorf("quic: %s: protocol %q is for nodes only", p.Principal, cs.NegotiatedProtocol)
 					}
 				}

@@ -115,7 +115,7 @@ func New(cfg Config) (*Endpoint, error) {
 				return err
 			}
 		}
-		if p := pki.PeerFromTLS(cs, nil); p.Role != transport.RoleNode {
+		if p := pki.PeerFromTLS(cs, nil); !p.Role.IsNode() {
 			return fmt.Errorf("tcp: %s %q: node-to-node transport, node certificates only", p.Role, p.Principal)
 		}
 		return nil
