@@ -6,7 +6,7 @@ BIN     ?= bin
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short test-faults test-ext4 vet lint bench bench-suite bench-quick demo clean
+.PHONY: all build test test-short test-faults test-ext4 vet lint bench bench-suite bench-quick demo clean fuzz fuzz-short
 
 all: build
 
@@ -22,6 +22,15 @@ test: vet
 
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# Every fuzz target (decoders of bytes from the network or the disk) for FUZZTIME each
+# (default 60s), with a report listing the targets. CI runs `make fuzz-short`.
+FUZZTIME ?= 60s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./deploy/fuzz.sh
+
+fuzz-short:
+	GO=$(GO) FUZZTIME=3s ./deploy/fuzz.sh
 
 # Long cluster fault scenarios (issue 5: re-protection after losing 2 of 8 nodes,
 # rebalance after adding nodes), skipped by `make test`.
