@@ -82,8 +82,8 @@ func (n *Node) pollSecurity(ctx context.Context) {
 // plus the real time elapsed since the request was sent (on the monotonic clock, so a
 // wall clock set back or ahead on this node changes nothing). While the cluster clock runs
 // at real speed the estimate is a little late (grants end early); when it catches up on a
-// lag (at most 2x real time) the estimate can trail it by at most the catch-up since the
-// last reading, about one securityRefresh.
+// lag (at most 1% faster than real time) the estimate can trail it by at most the
+// catch-up since the last reading, 1% of it.
 func (n *Node) clusterNow() (time.Time, error) {
 	cur := n.sec.cur.Load()
 	if cur == nil || cur.st.Now.IsZero() {

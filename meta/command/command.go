@@ -28,7 +28,10 @@ const (
 	TypeCreateVault    Type = 1
 	TypeCommitSnapshot Type = 2
 	TypeSetClusterMap  Type = 3
-	TypeTick           Type = 4
+	// TypeTickV1 is the first Tick, whose Elapsed let the clock run at twice real time;
+	// kept to apply old log entries as they were applied (leaders propose TypeTick).
+	TypeTickV1 Type = 4
+	TypeTick   Type = 5
 	// Retention (issue 6); tags from 60 keep clear of other work's additions.
 	TypeDeleteSnapshots Type = 60
 	TypeSetLock         Type = 61
@@ -52,6 +55,8 @@ func (t Type) String() string {
 		return "CommitSnapshot"
 	case TypeSetClusterMap:
 		return "SetClusterMap"
+	case TypeTickV1:
+		return "TickV1"
 	case TypeTick:
 		return "Tick"
 	case TypeDeleteSnapshots:
@@ -118,9 +123,16 @@ type SetClusterMap struct {
 
 // Tick advances the cluster clock towards the command's time stamp. Elapsed is the real
 // time in nanoseconds the leader measured on its monotonic clock since its previous Tick
-// in the same term (0 for its first): the FSM lets the clock run at most twice that far
-// ahead, so a leader's wall clock jumping forward cannot expire locks early.
+// in the same term (0 for its first): the FSM lets the clock run at most that far plus
+// 1% ahead, so a leader's wall clock jumping forward cannot expire locks early.
 type Tick struct {
+	Elapsed int64 `cbor:"elapsed,omitempty"`
+}
+
+// TickV1 is the Tick of log entries written before issue 11: the FSM let the clock run
+// at most twice Elapsed ahead. Applied as it was, so every replica computes the same
+// clock from an old log; leaders no longer propose it.
+type TickV1 struct {
 	Elapsed int64 `cbor:"elapsed,omitempty"`
 }
 
@@ -135,6 +147,9 @@ func (SetClusterMap) Type() Type { return TypeSetClusterMap }
 
 // Type implements Body.
 func (Tick) Type() Type { return TypeTick }
+
+// Type implements Body.
+func (TickV1) Type() Type { return TypeTickV1 }
 
 // Command is one decoded log entry.
 type Command struct {
@@ -191,7 +206,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	}
 	t := cmd.Body.Type()
 	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick, DeleteSnapshots, SetLock, SetHold, RecordAudit,
+	case CreateVault, CommitSnapshot, SetClusterMap, Tick, TickV1, DeleteSnapshots, SetLock, SetHold, RecordAudit,
 		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
 		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
 	default:
@@ -235,6 +250,10 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeTick:
 		var v Tick
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeTickV1:
+		var v TickV1
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	case TypeDeleteSnapshots:

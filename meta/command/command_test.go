@@ -21,6 +21,7 @@ func sampleBodies() []Body {
 		SetClusterMap{Map: placement.Map{Epoch: 2, PGCount: 64, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "n1", Addr: "a:1", Domain: "d", Weight: 1, State: placement.StateActive}}}},
 		Tick{},
 		Tick{Elapsed: 999},
+		TickV1{Elapsed: 999},
 		DeleteSnapshots{Vault: "v1", IDs: []chunk.ID{{1}, {2}}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin},
 			Bypass: meta.Bypass{Governance: true, Reason: "ticket 7"}, Action: "forget"},
 		SetLock{Vault: "v1", ID: chunk.ID{1}, Lock: meta.Lock{Mode: meta.Compliance, Until: time.Unix(200, 0).UTC()},
@@ -99,7 +100,7 @@ func TestDecodeRejects(t *testing.T) {
 // TestTagsAppendOnly pins the wire values of the type tags: changing one breaks every
 // existing Raft log.
 func TestTagsAppendOnly(t *testing.T) {
-	want := map[Type]uint16{TypeCreateVault: 1, TypeCommitSnapshot: 2, TypeSetClusterMap: 3, TypeTick: 4}
+	want := map[Type]uint16{TypeCreateVault: 1, TypeCommitSnapshot: 2, TypeSetClusterMap: 3, TypeTickV1: 4, TypeTick: 5}
 	for typ, v := range want {
 		if uint16(typ) != v {
 			t.Errorf("%s = %d, want %d", typ, typ, v)

@@ -61,7 +61,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = Result{Err: fmt.Errorf("fsm: log %d: %w", l.Index, err)}
 			continue
 		}
-		// The cluster clock never goes back and runs at most 2x real time (see advanceClock).
+		// The cluster clock never goes back and runs at most 1% faster than real time (see
+		// advanceClock).
 		prevClock, prevLimit := clock, limit
 		clock, limit = advanceClock(clock, limit, cmd)
 		v, err := f.apply(b, l.Index, cmd, clock)
@@ -108,7 +109,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyGC(b, cmd.Body, now)
 	case command.CreateEnrollToken, command.ConsumeEnrollToken, command.RevokeCert, command.RevokeEnrollToken:
 		return f.applyEnroll(b, index, cmd.Body, now)
-	case command.Tick:
+	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:
 		v := c.Vault

@@ -10,8 +10,9 @@ import (
 )
 
 // TestLeaderClockTenYearsAhead: a meta leader whose wall clock is 10 years ahead takes
-// over; the cluster clock still runs at most about twice real time, and no compliance-
-// locked snapshot becomes deletable, by an admin or by policy.
+// over; the cluster clock still runs at most 1% faster than real time (plus a tick or
+// two of measurement), and no compliance-locked snapshot becomes deletable, by an admin
+// or by policy. TestLockOutlastsLeadersAhead covers 30 simulated days.
 func TestLeaderClockTenYearsAhead(t *testing.T) {
 	const skewed = "m2"
 	ahead := 10 * 365 * 24 * time.Hour
@@ -66,7 +67,7 @@ func TestLeaderClockTenYearsAhead(t *testing.T) {
 		t.Fatalf("forget under the skewed leader removed %v (%v)", res.Removed, err)
 	}
 	adv, realAdv := sk.fsm.Now().Sub(clock0), time.Since(real0)
-	if adv > 2*realAdv+time.Second {
+	if adv > realAdv*101/100+500*time.Millisecond {
 		t.Fatalf("cluster clock advanced %v in %v of real time under a leader 10 years ahead", adv, realAdv)
 	}
 	if adv <= 0 {

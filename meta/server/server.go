@@ -274,13 +274,13 @@ func (s *Server) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
 func (s *Server) loop() {
 	t := time.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
-	// The real time between ticks is measured on the monotonic clock (time.Since), never
-	// on cfg.Now, so that a wall clock jumping ahead cannot speed up cluster time.
-	var lastTick time.Time
-	var lastTerm uint64
+	// The real time between ticks is measured on the monotonic clock (time.Now's
+	// monotonic reading), never on cfg.Now, so that a wall clock jumping ahead cannot
+	// speed up cluster time.
+	var meter tickMeter
 	for {
 		if s.raft.State() != raft.Leader {
-			lastTick = time.Time{}
+			meter.reset()
 		} else {
 			if s.cfg.InitialMap != nil {
 				if _, ok, err := s.fsm.ClusterMap(); err == nil && !ok {
@@ -291,14 +291,7 @@ func (s *Server) loop() {
 					}
 				}
 			}
-			var elapsed int64
-			if term := s.raft.CurrentTerm(); term == lastTerm && !lastTick.IsZero() {
-				elapsed = int64(time.Since(lastTick))
-			} else {
-				lastTerm = term
-			}
-			lastTick = time.Now()
-			if _, err := s.propose(0, command.Tick{Elapsed: elapsed}); err != nil {
+			if _, err := s.propose(0, meter.next(time.Now(), s.raft.CurrentTerm())); err != nil {
 				s.log.Debug("propose tick", "err", err)
 			}
 			s.purgeDue()
