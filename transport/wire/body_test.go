@@ -12,8 +12,6 @@ import (
 	"github.com/cofferhq/coffer/transport/wire"
 )
 
-// mib is the size at which ReadRequest and ReadResponse switch from one exact-size body
-// buffer to buffers that grow with the bytes received.
 const mib = 1 << 20
 
 // trickle hands out at most n bytes per Read, like a TLS or QUIC stream does.
@@ -35,7 +33,7 @@ func pattern(n int) []byte {
 }
 
 func TestBodySizesRoundTrip(t *testing.T) {
-	for _, n := range []int{0, 1, mib - 1, mib, mib + 1, 2*mib - 1, 8 * mib, 8*mib + 1, 9*mib + 3} {
+	for _, n := range []int{0, 1, wire.FirstBodyBuffer - 1, wire.FirstBodyBuffer, wire.FirstBodyBuffer + 1, mib - 1, mib, mib + 1, 2*mib - 1, 8 * mib, 8*mib + 1, 9*mib + 3} {
 		body := pattern(n)
 		for _, step := range []int{1 << 30, 16 << 10, 1000} {
 			frame := reqFrame(t, "shard.Put", body)
@@ -62,9 +60,9 @@ func TestBodyTruncated(t *testing.T) {
 	const n = 9*mib + 5
 	frame := reqFrame(t, "a.b", pattern(n))
 	hdr := len(frame) - n
-	// Cut inside the first buffer, at its end, just past it, at the end of the first
-	// grown buffer (8 MiB) and one byte short of the whole body.
-	for _, at := range []int{0, 1, mib - 1, mib, mib + 1, 8 * mib, n - 1} {
+	// Cut inside the first buffer, at its end, just past it, at the end of a grown buffer
+	// and one byte short of the whole body.
+	for _, at := range []int{0, 1, wire.FirstBodyBuffer - 1, wire.FirstBodyBuffer, wire.FirstBodyBuffer + 1, 2 * wire.FirstBodyBuffer, 8 * mib, n - 1} {
 		_, _, err := wire.ReadRequest(trickle{bytes.NewReader(frame[:hdr+at]), 64 << 10})
 		if !errors.Is(err, wire.ErrFrame) || !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("body cut at %d of %d: err %v, want ErrFrame and io.ErrUnexpectedEOF", at, n, err)
@@ -76,7 +74,7 @@ func TestBodyTruncated(t *testing.T) {
 // allowed but whose stream ends after a little of it: the reader must fail without
 // allocating anywhere near the announced length.
 func TestBodyLyingLength(t *testing.T) {
-	for _, sent := range []int{0, 100, mib, mib + 1} {
+	for _, sent := range []int{0, 100, wire.FirstBodyBuffer, wire.FirstBodyBuffer + 1, mib, mib + 1} {
 		frame := reqFrame(t, "a.b", nil)
 		binary.BigEndian.PutUint32(frame[len(frame)-4:], wire.MaxBodyLen)
 		frame = append(frame, pattern(sent)...)
@@ -87,9 +85,11 @@ func TestBodyLyingLength(t *testing.T) {
 		if !errors.Is(err, wire.ErrFrame) || !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("%d bytes sent: err %v, want ErrFrame and io.ErrUnexpectedEOF", sent, err)
 		}
-		// At most the first buffer plus one grown to 8 times what arrived (and a little
-		// slack for the runtime and the error).
-		limit := uint64(mib + 8*sent + 256<<10)
+		// No buffer after the first is above BodyGrowFactor times what had arrived, and
+		// each is at least BodyGrowFactor times the one before, so together they are at
+		// most the first plus twice that (and a little slack for the runtime and the
+		// error).
+		limit := uint64(wire.FirstBodyBuffer + 2*wire.BodyGrowFactor*sent + 64<<10)
 		if got := after.TotalAlloc - before.TotalAlloc; got > limit {
 			t.Fatalf("%d bytes sent with a length of %d: allocated %d bytes, want at most %d", sent, wire.MaxBodyLen, got, limit)
 		}

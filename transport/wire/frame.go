@@ -21,13 +21,15 @@ const (
 	// MaxBodyLen bounds a frame body: a 64 MiB batch plus 1 MiB of envelope.
 	MaxBodyLen = 64<<20 + 1<<20
 
+	// FirstBodyBuffer is the most body a reader allocates before any of it has arrived; a
+	// larger body is read into buffers that grow with the bytes received (see readBody), so
+	// a lying length field costs at most this plus BodyGrowFactor times what was sent.
+	FirstBodyBuffer = 16 << 10
+	// BodyGrowFactor bounds a body buffer to this many times the bytes received so far.
+	BodyGrowFactor = 4
+
 	kindRequest  = 1
 	kindResponse = 2
-	// readChunk is how much body ReadRequest/ReadResponse allocate before any of it has
-	// arrived, so that a lying length field cannot make them allocate 65 MiB (see readBody).
-	readChunk = 1 << 20
-	// growFactor bounds a body buffer to this many times the bytes received so far.
-	growFactor = 8
 )
 
 // magic opens every frame. Immutable: only ever read.
@@ -57,34 +59,74 @@ func WriteRequest(w io.Writer, method string, body []byte) error {
 	return nil
 }
 
+// RequestHeader is the part of a request frame before its body: the method and the body
+// length the caller announced, which no byte of the body has yet confirmed.
+type RequestHeader struct {
+	Method  string
+	BodyLen int // 0..MaxBodyLen
+}
+
 // ReadRequest reads one request frame. The returned body is a fresh slice owned by the
 // caller. Malformed or truncated input yields an error wrapping ErrFrame (and io.EOF when
-// the input was empty, io.ErrUnexpectedEOF when it ended inside the frame).
+// the input was empty, io.ErrUnexpectedEOF when it ended inside the frame). It is
+// ReadRequestHeader followed by ReadRequestBody.
 func ReadRequest(r io.Reader) (method string, body []byte, err error) {
+	h, err := ReadRequestHeader(r)
+	if err != nil {
+		return "", nil, err
+	}
+	body, err = ReadRequestBody(r, h)
+	if err != nil {
+		return "", nil, err
+	}
+	return h.Method, body, nil
+}
+
+// ReadRequestHeader reads a request frame up to and including its body length, and no
+// further: a server decides on the method, the caller and the announced length before it
+// reads (or allocates for) any of the body. Errors are as for ReadRequest; a length above
+// MaxBodyLen is ErrFrame.
+func ReadRequestHeader(r io.Reader) (RequestHeader, error) {
 	if err := readHeader(r, kindRequest); err != nil {
-		return "", nil, fmt.Errorf("wire: read request: %w", err)
+		return RequestHeader{}, fmt.Errorf("wire: read request: %w", err)
 	}
 	var lb [2]byte
 	if err := readFull(r, lb[:]); err != nil {
-		return "", nil, fmt.Errorf("wire: read request method length: %w", err)
+		return RequestHeader{}, fmt.Errorf("wire: read request method length: %w", err)
 	}
 	n := int(binary.BigEndian.Uint16(lb[:]))
 	if n == 0 || n > MaxMethodLen {
-		return "", nil, fmt.Errorf("wire: read request: %w: method length %d not in 1..%d", ErrFrame, n, MaxMethodLen)
+		return RequestHeader{}, fmt.Errorf("wire: read request: %w: method length %d not in 1..%d", ErrFrame, n, MaxMethodLen)
 	}
 	mb := make([]byte, n)
 	if err := readFull(r, mb); err != nil {
-		return "", nil, fmt.Errorf("wire: read request method: %w", err)
+		return RequestHeader{}, fmt.Errorf("wire: read request method: %w", err)
 	}
-	method = string(mb)
+	method := string(mb)
 	if err := checkMethod(method); err != nil {
-		return "", nil, fmt.Errorf("wire: read request: %w", err)
+		return RequestHeader{}, fmt.Errorf("wire: read request: %w", err)
 	}
-	body, err = readBody(r)
+	bl, err := readBodyLen(r)
 	if err != nil {
-		return "", nil, fmt.Errorf("wire: read request %s: %w", method, err)
+		return RequestHeader{}, fmt.Errorf("wire: read request %s: %w", method, err)
 	}
-	return method, body, nil
+	return RequestHeader{Method: method, BodyLen: bl}, nil
+}
+
+// ReadRequestBody reads the body that h announced (h as ReadRequestHeader returned it).
+// The buffer grows with the bytes that arrive, never ahead of them by more than
+// FirstBodyBuffer or BodyGrowFactor times what arrived; the result is exactly
+// h.BodyLen long and owned by the caller. A body that ends early is ErrFrame and
+// io.ErrUnexpectedEOF.
+func ReadRequestBody(r io.Reader, h RequestHeader) ([]byte, error) {
+	if h.BodyLen < 0 || h.BodyLen > MaxBodyLen {
+		return nil, fmt.Errorf("wire: read request %s: %w: body length %d not in 0..%d", h.Method, ErrFrame, h.BodyLen, MaxBodyLen)
+	}
+	body, err := readBody(r, h.BodyLen)
+	if err != nil {
+		return nil, fmt.Errorf("wire: read request %s: %w", h.Method, err)
+	}
+	return body, nil
 }
 
 // WriteResponse writes one response frame. A message longer than MaxMessageLen is
@@ -128,7 +170,11 @@ func ReadResponse(r io.Reader) (code transport.Code, msg string, body []byte, er
 	if err := readFull(r, mb); err != nil {
 		return 0, "", nil, fmt.Errorf("wire: read response message: %w", err)
 	}
-	body, err = readBody(r)
+	bl, err := readBodyLen(r)
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("wire: read response: %w", err)
+	}
+	body, err = readBody(r, bl)
 	if err != nil {
 		return 0, "", nil, fmt.Errorf("wire: read response: %w", err)
 	}
@@ -184,21 +230,26 @@ func readHeader(r io.Reader, kind byte) error {
 	return nil
 }
 
-// readBody reads a body length and the body. Bodies above readChunk are read into a
-// buffer that grows with what has arrived: it starts at readChunk and is replaced by one
-// of at most growFactor times the bytes received (the final one exactly the announced
-// length), so that a lying length field costs at most growFactor times the bytes the
-// peer actually sent, and a body is copied at most about 1/(growFactor-1) times over.
-func readBody(r io.Reader) ([]byte, error) {
+// readBodyLen reads a body length field and checks it against MaxBodyLen.
+func readBodyLen(r io.Reader) (int, error) {
 	var lb [4]byte
 	if err := readFull(r, lb[:]); err != nil {
-		return nil, fmt.Errorf("body length: %w", err)
+		return 0, fmt.Errorf("body length: %w", err)
 	}
 	n := int(binary.BigEndian.Uint32(lb[:]))
 	if n > MaxBodyLen {
-		return nil, fmt.Errorf("%w: body length %d exceeds %d", ErrFrame, n, MaxBodyLen)
+		return 0, fmt.Errorf("%w: body length %d exceeds %d", ErrFrame, n, MaxBodyLen)
 	}
-	b := make([]byte, min(n, readChunk))
+	return n, nil
+}
+
+// readBody reads a body of n bytes into a buffer that grows with what has arrived: it
+// starts at min(n, FirstBodyBuffer) and, each time it is full, is replaced by one of at
+// most BodyGrowFactor times the bytes received (the last one exactly n). So a lying length
+// gets a buffer of at most FirstBodyBuffer or BodyGrowFactor times the bytes the peer
+// actually sent, and a body is copied at most about 1/(BodyGrowFactor-1) times over.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, min(n, FirstBodyBuffer))
 	got := 0
 	for {
 		m, err := io.ReadFull(r, b[got:])
@@ -213,7 +264,7 @@ func readBody(r io.Reader) ([]byte, error) {
 			return b, nil
 		}
 		// NB: b is full and got bytes have arrived; the next buffer is bounded by them.
-		next := make([]byte, min(n, growFactor*got))
+		next := make([]byte, min(n, BodyGrowFactor*got))
 		copy(next, b)
 		b = next
 	}
