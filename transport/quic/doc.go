@@ -8,11 +8,18 @@
 // role is "node" may connect with a non-RPC protocol.
 //
 // "coffer-enroll/1" is the one protocol a client without a certificate can complete a
-// handshake on (an agent enrolling; see pki.NewAnonymousIdentity). Its peers are
-// anonymous and reach the handler only for Config.AnonymousMethods; any other method is
-// answered Unauthenticated and logged. On every other protocol a missing or bad client
-// certificate fails the handshake, logged as "tls handshake refused" with the remote
-// address. Config.CheckPeer vets authenticated peers before each request (revocation).
+// handshake on (an agent enrolling; see pki.NewAnonymousIdentity), and only on an endpoint
+// with Config.AnonymousMethods (meta nodes); others refuse it at the handshake. Its peers
+// are anonymous and reach the handler only for Config.AnonymousMethods; any other method is
+// answered Unauthenticated. Config.Anonymous bounds them before anything is authenticated:
+// body size, read time, requests per connection, connections per address and in all. On
+// every other protocol a missing or bad client certificate fails the handshake, logged as
+// "tls handshake refused" with the remote address. Refusals of unauthenticated traffic are
+// logged at most once per address and kind per interval.
+//
+// A request's header (method and body length) is read first: the anonymous checks and
+// Config.CheckPeer (revocation, authorization) decide on it before any of its body is
+// read, and a refused request is answered at once, its body never read.
 //
 // Example:
 //

@@ -54,6 +54,8 @@ const (
 	streamCancel  quicgo.StreamErrorCode      = 1
 	streamBadReq  quicgo.StreamErrorCode      = 2
 	streamRefused quicgo.StreamErrorCode      = 3
+	// streamNoMore stops the rest of an anonymous stream once its request is read.
+	streamNoMore quicgo.StreamErrorCode = 4
 )
 
 // ErrClosed is returned (wrapped, together with transport.ErrUnreachable) by calls on a
@@ -83,9 +85,12 @@ type Config struct {
 	// here, on connections old and new.
 	CheckPeer transport.PeerCheck
 	// AnonymousMethods are the RPC methods a peer without a certificate may call over
-	// ALPNEnroll (an enrolling agent: "meta.Enroll"). Empty: anonymous peers may call
-	// nothing.
+	// ALPNEnroll (an enrolling agent: "meta.Enroll"). Empty: the endpoint refuses ALPNEnroll
+	// at the handshake.
 	AnonymousMethods []string
+	// Anonymous bounds what peers without a certificate may hold (body size, read time,
+	// streams, connections); zero fields take defaults.
+	Anonymous AnonymousLimits
 }
 
 // Endpoint is one QUIC endpoint: an RPC server and client and a carrier for extra stream
@@ -101,6 +106,10 @@ type Endpoint struct {
 	handler atomic.Pointer[handlerBox]
 	check   transport.PeerCheck // nil: every authenticated peer is served
 	anon    map[string]bool     // methods anonymous peers may call
+	anonLim AnonymousLimits     // with defaults filled in
+
+	anonConns anonConns
+	refusals  *logLimiter // refusals of traffic before authentication, per address
 
 	// NB: ctx is the endpoint's lifetime, not a request's: it is cancelled by Close and
 	// parents every handler context and background dial.
@@ -146,6 +155,10 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	anonLim, err := cfg.Anonymous.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("quic: new endpoint: %w", err)
+	}
 	listen := cfg.ListenAddr != ""
 	if listen && cfg.Identity.Anonymous() {
 		return nil, errors.New("quic: new endpoint: an identity without a certificate cannot listen")
@@ -168,23 +181,28 @@ func New(cfg Config) (*Endpoint, error) {
 		anon[m] = true
 	}
 	e := &Endpoint{
-		log:   cfg.Logger,
-		id:    cfg.Identity,
-		udp:   udp,
-		check: cfg.CheckPeer,
-		anon:  anon,
+		log:       cfg.Logger,
+		id:        cfg.Identity,
+		udp:       udp,
+		check:     cfg.CheckPeer,
+		anon:      anon,
+		anonLim:   anonLim,
+		anonConns: anonConns{byAddr: make(map[string]int)},
+		refusals:  newLogLimiter(anonLim.LogInterval, time.Now),
 		// NB: a stateless-reset key derived from the node's private key survives restarts,
 		// so peers of a restarted node learn at once that their connection is gone instead
-		// of waiting for the idle timeout.
-		tr: &quicgo.Transport{Conn: udp, StatelessResetKey: &resetKey},
+		// of waiting for the idle timeout. Every accepted connection's context carries its
+		// connInfo, which its TLS handshake and flow control consult.
+		tr: &quicgo.Transport{Conn: udp, StatelessResetKey: &resetKey, ConnContext: withConnInfo},
 		qconf: &quicgo.Config{
-			HandshakeIdleTimeout:       handshakeTimeout / 2,
-			MaxIdleTimeout:             maxIdleTimeout,
-			KeepAlivePeriod:            cfg.KeepAlive,
-			MaxIncomingStreams:         cfg.MaxIncomingStreams,
-			MaxIncomingUniStreams:      -1,
-			MaxStreamReceiveWindow:     maxStreamReceiveWindow,
-			MaxConnectionReceiveWindow: maxConnectionReceiveWindow,
+			HandshakeIdleTimeout:          handshakeTimeout / 2,
+			MaxIdleTimeout:                maxIdleTimeout,
+			KeepAlivePeriod:               cfg.KeepAlive,
+			MaxIncomingStreams:            cfg.MaxIncomingStreams,
+			MaxIncomingUniStreams:         -1,
+			MaxStreamReceiveWindow:        maxStreamReceiveWindow,
+			MaxConnectionReceiveWindow:    maxConnectionReceiveWindow,
+			AllowConnectionWindowIncrease: allowWindowIncrease,
 		},
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -225,9 +243,11 @@ func (e *Endpoint) SetHandler(h transport.Handler) {
 
 // serverTLS advertises the RPC protocol plus every protocol registered with Listener at
 // the time of each handshake, and admits non-RPC protocols only for node certificates. A
-// client offering only ALPNEnroll gets the enrollment configuration instead: no client
-// certificate asked for, that protocol only. Every refused handshake is logged with the
-// remote address (a client without a certificate never reaches the application).
+// client offering only ALPNEnroll gets the enrollment configuration instead (no client
+// certificate asked for, that protocol only) when admitAnonymous lets it in: never on an
+// endpoint without AnonymousMethods, and only within the anonymous connection caps.
+// Refused handshakes are logged with the remote address (a client without a certificate
+// never reaches the application), at most once per address and LogInterval.
 func (e *Endpoint) serverTLS() *tls.Config {
 	base := e.id.ServerTLS(ALPNRPC)
 	enroll := e.id.EnrollServerTLS(ALPNEnroll)
@@ -239,6 +259,9 @@ func (e *Endpoint) serverTLS() *tls.Config {
 				remote = chi.Conn.RemoteAddr()
 			}
 			if len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == ALPNEnroll {
+				if err := e.admitAnonymous(chi, remote); err != nil {
+					return nil, err
+				}
 				return enroll.Clone(), nil
 			}
 			c := base.Clone()
@@ -256,7 +279,7 @@ func (e *Endpoint) serverTLS() *tls.Config {
 					}
 				}
 				if err != nil {
-					e.log.Warn("tls handshake refused", "remote", remote, "alpn", cs.NegotiatedProtocol, "err", err)
+					e.logRefusal("tls", addrKey(remote), "tls handshake refused", "remote", remote, "alpn", cs.NegotiatedProtocol, "err", err)
 				}
 				return err
 			}
@@ -314,14 +337,28 @@ func (e *Endpoint) serveConn(conn *quicgo.Conn) {
 		peer = pki.PeerFromTLS(cs, conn.RemoteAddr())
 	}
 	e.log.Debug("quic connection accepted", "peer", peer.Principal, "role", peer.Role, "addr", peer.Addr, "alpn", alpn)
+	var active atomic.Int64 // anonymous requests in progress on this connection
 	for {
 		str, err := conn.AcceptStream(e.ctx)
 		if err != nil {
 			return
 		}
-		if alpn == ALPNRPC || alpn == ALPNEnroll {
+		switch alpn {
+		case ALPNRPC:
 			e.wg.Add(1)
-			go e.serveStream(str, peer)
+			go e.serveStream(str, peer, nil)
+			continue
+		case ALPNEnroll:
+			if active.Add(1) > int64(e.anonLim.MaxStreamsPerConn) {
+				active.Add(-1)
+				e.logRefusal("streams", addrKey(peer.Addr), "refused a stream without a certificate",
+					"err", fmt.Sprintf("%d requests in progress on the connection, the most allowed", e.anonLim.MaxStreamsPerConn))
+				str.CancelRead(streamRefused)
+				str.CancelWrite(streamRefused)
+				continue
+			}
+			e.wg.Add(1)
+			go e.serveStream(str, peer, func() { active.Add(-1) })
 			continue
 		}
 		if e.check != nil {

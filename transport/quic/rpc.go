@@ -76,6 +76,13 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 	})
 	defer stop()
 	if err := wire.WriteRequest(str, method, body); err != nil {
+		if refusedEarly(err) {
+			// The server answered from the request's header and stopped reading (see
+			// serveStream): its answer is the outcome, and the handler never ran.
+			if _, code, msg, rerr := readReply(str); rerr == nil && code != transport.OK {
+				return nil, false, &transport.Error{Code: code, Msg: msg}
+			}
+		}
 		str.CancelWrite(streamCancel)
 		str.CancelRead(streamCancel)
 		if errors.Is(err, wire.ErrFrame) {
@@ -88,31 +95,82 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 		str.CancelRead(streamCancel)
 		return nil, false, err
 	}
-	code, msg, reply, err := wire.ReadResponse(str)
+	reply, code, msg, err := readReply(str)
+	if err != nil {
+		return nil, true, err
+	}
+	if code != transport.OK {
+		return nil, true, &transport.Error{Code: code, Msg: msg}
+	}
+	return reply, true, nil
+}
+
+// readReply reads the response frame and the FIN after it. A read error cancels the
+// receive side; an empty error message is filled in from the code.
+func readReply(str *quicgo.Stream) (reply []byte, code transport.Code, msg string, err error) {
+	code, msg, reply, err = wire.ReadResponse(str)
 	if err != nil {
 		str.CancelRead(streamCancel)
-		return nil, true, err
+		return nil, 0, "", err
 	}
 	// Consume the FIN so the stream completes on both sides; anything else is a peer bug.
 	var one [1]byte
 	if n, err := str.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
 		str.CancelRead(streamCancel)
 	}
-	if code != transport.OK {
-		if msg == "" {
-			msg = "transport: " + code.String()
-		}
-		return nil, true, &transport.Error{Code: code, Msg: msg}
+	if code != transport.OK && msg == "" {
+		msg = "transport: " + code.String()
 	}
-	return reply, true, nil
+	return reply, code, msg, nil
 }
 
-// serveStream answers one RPC stream.
-func (e *Endpoint) serveStream(str *quicgo.Stream, peer transport.Peer) {
+// refusedEarly reports whether a write failed because the server stopped reading the
+// request with streamRefused: it refused the request from its header and answers on the
+// stream.
+func refusedEarly(err error) bool {
+	var se *quicgo.StreamError
+	return errors.As(err, &se) && se.Remote && se.ErrorCode == streamRefused
+}
+
+// serveStream answers one RPC stream. It reads the request's header first and decides
+// on the peer, the method and the announced body length (admit) before it reads any of
+// the body; a refused request is answered at once and its receive side cancelled, so its
+// body is never read. done, when set, runs when the stream is finished with (anonymous
+// streams count against their connection's limit until then).
+func (e *Endpoint) serveStream(str *quicgo.Stream, peer transport.Peer, done func()) {
 	defer e.wg.Done()
-	str.SetReadDeadline(time.Now().Add(requestReadTimeout))
-	method, body, err := wire.ReadRequest(str)
+	if done != nil {
+		defer done()
+	}
+	anonymous := peer.Anonymous()
+	// The handler's context ends when the endpoint closes or the caller cancels the
+	// stream (its STOP_SENDING cancels our send side and so str.Context()).
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	stop := context.AfterFunc(str.Context(), cancel)
+	defer stop()
+
+	readTimeout := requestReadTimeout
+	if anonymous {
+		readTimeout = e.anonLim.ReadTimeout
+	}
+	str.SetReadDeadline(time.Now().Add(readTimeout))
+	h, err := wire.ReadRequestHeader(str)
+	if err == nil {
+		if aerr := e.admit(ctx, peer, h); aerr != nil {
+			str.CancelRead(streamRefused)
+			e.respond(str, transport.CodeOf(aerr), aerr.Error(), nil)
+			return
+		}
+	}
+	var body []byte
+	if err == nil {
+		body, err = wire.ReadRequestBody(str, h)
+	}
 	if err != nil {
+		if anonymous {
+			e.logRefusal("request", addrKey(peer.Addr), "unreadable request without a certificate", "err", err)
+		}
 		if errors.Is(err, wire.ErrFrame) {
 			// A malformed request fails this stream only; the connection keeps serving.
 			e.log.Debug("bad request frame", "peer", peer.Principal, "addr", peer.Addr, "err", err)
@@ -125,23 +183,46 @@ func (e *Endpoint) serveStream(str *quicgo.Stream, peer transport.Peer) {
 		return
 	}
 	str.SetReadDeadline(time.Time{})
-	// The handler's context ends when the endpoint closes or the caller cancels the
-	// stream (its STOP_SENDING cancels our send side and so str.Context()).
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	stop := context.AfterFunc(str.Context(), cancel)
-	defer stop()
+	if anonymous {
+		// Nothing may follow the request: whatever an anonymous peer sends after it is
+		// dropped now rather than buffered while the handler runs.
+		str.CancelRead(streamNoMore)
+	}
 
-	reply, herr := e.invoke(ctx, peer, method, body)
+	reply, herr := e.invoke(ctx, peer, h.Method, body)
 	code := transport.CodeOf(herr)
 	msg := ""
 	if herr != nil {
 		msg = herr.Error()
 		reply = nil
 	} else if len(reply) > wire.MaxBodyLen {
-		code, msg, reply = transport.Internal, fmt.Sprintf("quic: %s: reply of %d bytes exceeds %d", method, len(reply), wire.MaxBodyLen), nil
+		code, msg, reply = transport.Internal, fmt.Sprintf("quic: %s: reply of %d bytes exceeds %d", h.Method, len(reply), wire.MaxBodyLen), nil
 	}
 	e.respond(str, code, msg, reply)
+}
+
+// admit decides on a request from its header, before any of its body is read. An
+// anonymous peer may call only AnonymousMethods, with a body of at most
+// Anonymous.MaxBody bytes (Unauthenticated, Invalid otherwise); an authenticated one is
+// served when CheckPeer lets it.
+func (e *Endpoint) admit(ctx context.Context, peer transport.Peer, h wire.RequestHeader) error {
+	if !peer.Anonymous() {
+		if e.check != nil {
+			return e.check(ctx, peer, h.Method)
+		}
+		return nil
+	}
+	addr := addrKey(peer.Addr)
+	if !e.anon[h.Method] {
+		e.logRefusal("method", addr, "refused request without a certificate", "method", h.Method)
+		return transport.Errorf(transport.Unauthenticated, "quic: %s: a client without a certificate may only enroll", h.Method)
+	}
+	if h.BodyLen > e.anonLim.MaxBody {
+		e.logRefusal("body", addr, "refused request without a certificate", "method", h.Method, "body_len", h.BodyLen)
+		return transport.Errorf(transport.Invalid, "quic: %s: a body of %d bytes exceeds the %d allowed to a client without a certificate",
+			h.Method, h.BodyLen, e.anonLim.MaxBody)
+	}
+	return nil
 }
 
 func (e *Endpoint) respond(str *quicgo.Stream, code transport.Code, msg string, reply []byte) {
@@ -152,21 +233,9 @@ func (e *Endpoint) respond(str *quicgo.Stream, code transport.Code, msg string, 
 	str.Close()
 }
 
-// invoke runs the handler, turning a panic into an Internal error so that one bad request
-// cannot take the node down. An anonymous peer reaches the handler only for
-// AnonymousMethods (Unauthenticated otherwise); an authenticated one only when CheckPeer
-// lets it.
+// invoke runs the handler (once admit let the request in), turning a panic into an
+// Internal error so that one bad request cannot take the node down.
 func (e *Endpoint) invoke(ctx context.Context, peer transport.Peer, method string, body []byte) (reply []byte, err error) {
-	if peer.Anonymous() {
-		if !e.anon[method] {
-			e.log.Warn("refused request without a certificate", "addr", peer.Addr, "method", method)
-			return nil, transport.Errorf(transport.Unauthenticated, "quic: %s: a client without a certificate may only enroll", method)
-		}
-	} else if e.check != nil {
-		if err := e.check(ctx, peer, method); err != nil {
-			return nil, err
-		}
-	}
 	hb := e.handler.Load()
 	if hb == nil {
 		return nil, transport.Errorf(transport.Unavailable, "quic: %s: no handler installed yet", method)

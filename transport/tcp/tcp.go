@@ -189,7 +189,10 @@ func (e *Endpoint) acceptLoop() {
 }
 
 // serveConn runs the handshake, then answers requests one after another until the peer
-// closes, goes idle for serverIdle, or sends a malformed frame.
+// closes, goes idle for serverIdle, or sends a malformed frame. Each request's header is
+// read first and CheckPeer decides on it before any of the body is read: a refused request
+// is answered at once, and its body then read through a small buffer and dropped (TCP
+// cannot skip it), so that the connection stays usable.
 func (e *Endpoint) serveConn(raw net.Conn) {
 	defer e.wg.Done()
 	defer e.untrack(raw)
@@ -208,7 +211,20 @@ func (e *Endpoint) serveConn(raw net.Conn) {
 	peer := pki.PeerFromTLS(c.ConnectionState(), raw.RemoteAddr())
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(serverIdle))
-		method, body, err := wire.ReadRequest(c)
+		h, err := wire.ReadRequestHeader(c)
+		var body []byte
+		if err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(requestReadTimeout))
+			if e.check != nil {
+				if cerr := e.check(e.ctx, peer, h.Method); cerr != nil {
+					if !e.refuse(c, h, cerr) {
+						return
+					}
+					continue
+				}
+			}
+			body, err = wire.ReadRequestBody(c, h)
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && e.ctx.Err() == nil {
 				e.log.Debug("tcp read request", "peer", peer.Principal, "err", err)
@@ -219,6 +235,7 @@ func (e *Endpoint) serveConn(raw net.Conn) {
 			}
 			return
 		}
+		method := h.Method
 		reply, herr := e.invoke(peer, method, body)
 		code := transport.CodeOf(herr)
 		msg := ""
@@ -234,16 +251,27 @@ func (e *Endpoint) serveConn(raw net.Conn) {
 	}
 }
 
-// invoke runs the handler, turning a panic into an Internal error.
+// refuse answers a request that CheckPeer refused from its header with that error, then
+// reads its body into nothing (under the read deadline already set). It reports whether
+// the connection can carry the next request.
+func (e *Endpoint) refuse(c *tls.Conn, h wire.RequestHeader, cerr error) bool {
+	_ = c.SetWriteDeadline(time.Now().Add(requestReadTimeout))
+	if err := wire.WriteResponse(c, transport.CodeOf(cerr), cerr.Error(), nil); err != nil {
+		return false
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(h.BodyLen)); err != nil {
+		e.log.Debug("tcp refused request: body not sent", "method", h.Method, "err", err)
+		return false
+	}
+	return true
+}
+
+// invoke runs the handler (once CheckPeer let the request in), turning a panic into an
+// Internal error.
 func (e *Endpoint) invoke(peer transport.Peer, method string, body []byte) (reply []byte, err error) {
 	e.mu.Lock()
 	h := e.mu.handler
 	e.mu.Unlock()
-	if e.check != nil {
-		if err := e.check(e.ctx, peer, method); err != nil {
-			return nil, err
-		}
-	}
 	if h == nil {
 		return nil, transport.Errorf(transport.Unavailable, "tcp: %s: no handler installed yet", method)
 	}
