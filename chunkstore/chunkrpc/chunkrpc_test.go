@@ -39,7 +39,13 @@ func newNet(t *testing.T) *testNet {
 
 func (n *testNet) endpoint(name string, role transport.Role, listen bool, h transport.Handler) *quic.Endpoint {
 	n.t.Helper()
-	cert, key, err := n.ca.Issue(pki.IssueRequest{CommonName: name, Role: role}, time.Now())
+	return n.endpointFor(pki.IssueRequest{CommonName: name, Role: role}, listen, h)
+}
+
+// endpointFor makes an endpoint whose certificate is issued for req.
+func (n *testNet) endpointFor(req pki.IssueRequest, listen bool, h transport.Handler) *quic.Endpoint {
+	n.t.Helper()
+	cert, key, err := n.ca.Issue(req, time.Now())
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -3,10 +3,12 @@ package chunkrpc
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -15,17 +17,41 @@ import (
 	"github.com/cofferhq/coffer/transport"
 )
 
-// grantCacheSize bounds how many snapshots' reference lists a node keeps for grants.
+// grantCacheSize bounds how many granted snapshots' reference lists a node keeps.
 const grantCacheSize = 16
 
-// grantGate checks restore grants: restore-operator peers may only chunk.Get, with a
-// grant signed by the meta leader, for chunks in the granted snapshot's reference lists.
+// grantGate checks restore grants: restore-operator peers may only chunk.Get and
+// chunk.GetMany, with a grant signed by the meta leader for their own principal and a
+// vault in their certificate's scope, for chunks in the granted snapshot's reference
+// lists.
 type grantGate struct {
 	key []byte
 	now ClusterClock
+	// verified counts grant verifications, one per request (tests read it).
+	verified atomic.Uint64
 
 	mu    sync.Mutex
-	lists map[meta.SnapshotID][][]chunk.ID // sorted reference lists per snapshot
+	lists map[grantListKey][][]chunk.ID // sorted reference lists per granted snapshot
+}
+
+// grantListKey names one granted snapshot's reference lists. Agents choose snapshot IDs
+// and vault names, and a snapshot ID is unique only within its vault, so the key holds
+// the vault, the snapshot and the hash of the signed reference-list IDs: a grant finds
+// only the lists its own signed references name.
+type grantListKey struct {
+	vault meta.VaultID
+	snap  meta.SnapshotID
+	refs  [sha256.Size]byte
+}
+
+func grantListKeyOf(g meta.Grant) grantListKey {
+	h := sha256.New()
+	for _, r := range g.Refs {
+		h.Write(r[:])
+	}
+	k := grantListKey{vault: g.Vault, snap: g.Snapshot}
+	h.Sum(k.refs[:0])
+	return k
 }
 
 // ClusterClock reports the cluster time as the meta leader vouches for it (not this
@@ -38,45 +64,63 @@ type ClusterClock func() (time.Time, error)
 // reading, grant reads are answered Unavailable. Without EnableGrants, restore-operator
 // peers are refused everything. Call before serving.
 func (s *Server) EnableGrants(key []byte, now ClusterClock) {
-	s.grants = &grantGate{key: bytes.Clone(key), now: now, lists: map[meta.SnapshotID][][]chunk.ID{}}
+	s.grants = &grantGate{key: bytes.Clone(key), now: now, lists: map[grantListKey][][]chunk.ID{}}
 }
 
-// checkGrant authorizes one chunk.Get of id by a restore-operator peer.
-func (s *Server) checkGrant(ctx context.Context, peer transport.Peer, token []byte, id chunk.ID) error {
-	if s.grants == nil {
-		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: this node serves no restore grants", peer.Role, peer.Principal)
-	}
+// authorize checks a restore operator's read of ids under token: the grant is verified
+// once (tag, expiry), must be the peer's (its principal) and name a vault in the peer's
+// certificate scope, and must cover every id. Refusals are PermissionDenied naming the
+// binding that failed.
+func (gg *grantGate) authorize(ctx context.Context, store chunkstore.Store, peer transport.Peer, token []byte, ids []chunk.ID) error {
 	if len(token) == 0 {
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: reading chunks needs a restore grant", peer.Role, peer.Principal)
 	}
-	now, err := s.grants.now()
+	now, err := gg.now()
 	if err != nil {
 		return transport.Errorf(transport.Unavailable, "chunkrpc: cannot judge restore grants: %v", err)
 	}
-	g, err := meta.VerifyGrant(s.grants.key, token, now)
+	gg.verified.Add(1)
+	g, err := meta.VerifyGrant(gg.key, token, now)
 	if err != nil {
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: %v", peer.Role, peer.Principal, err)
 	}
-	lists, err := s.grants.refLists(ctx, s.chunks, g)
+	if g.Principal != peer.Principal {
+		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: the restore grant for snapshot %s was issued to %q, not to this certificate's principal", peer.Role, peer.Principal, g.Snapshot.Str(), g.Principal)
+	}
+	if len(peer.Vaults) > 0 && !slices.Contains(peer.Vaults, string(g.Vault)) {
+		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: the restore grant names vault %q, outside the certificate's vault scope %q", peer.Role, peer.Principal, g.Vault, peer.Vaults)
+	}
+	lists, err := gg.refLists(ctx, store, g)
 	if err != nil {
 		return err
 	}
+	for _, id := range ids {
+		if !covers(g, lists, id) {
+			return transport.Errorf(transport.PermissionDenied, "chunkrpc: grant for snapshot %s of vault %s does not cover chunk %s", g.Snapshot.Str(), g.Vault, id.Str())
+		}
+	}
+	return nil
+}
+
+// covers reports whether id is one of g's reference-list chunks or listed in lists.
+func covers(g meta.Grant, lists [][]chunk.ID, id chunk.ID) bool {
 	if slices.Contains(g.Refs, id) {
-		return nil
+		return true
 	}
 	for _, l := range lists {
 		if _, ok := slices.BinarySearchFunc(l, id, cmpChunkID); ok {
-			return nil
+			return true
 		}
 	}
-	return transport.Errorf(transport.PermissionDenied, "chunkrpc: grant for snapshot %s of vault %s does not cover chunk %s", g.Snapshot.Str(), g.Vault, id.Str())
+	return false
 }
 
 // refLists returns the granted snapshot's decoded reference lists, loading and checking
 // them (each must hash to its ID) on first use.
 func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g meta.Grant) ([][]chunk.ID, error) {
+	key := grantListKeyOf(g)
 	gg.mu.Lock()
-	l, ok := gg.lists[g.Snapshot]
+	l, ok := gg.lists[key]
 	gg.mu.Unlock()
 	if ok {
 		return l, nil
@@ -103,15 +147,15 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g met
 	if len(gg.lists) >= grantCacheSize {
 		clear(gg.lists)
 	}
-	gg.lists[g.Snapshot] = lists
+	gg.lists[key] = lists
 	gg.mu.Unlock()
 	return lists, nil
 }
 
 func cmpChunkID(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }
 
-// SetGrant makes every later chunk.Get carry the restore grant token (a restore
-// operator's client). A nil token stops sending one.
+// SetGrant makes every later chunk.Get and chunk.GetMany carry the restore grant token (a
+// restore operator's client). A nil token stops sending one.
 func (cl *Client) SetGrant(token []byte) {
 	t := bytes.Clone(token)
 	cl.grant.Store(&t)

@@ -6,6 +6,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
 )
 
 // Method names.
@@ -140,8 +141,52 @@ type shardGetManyResp struct {
 }
 
 type chunkGetManyReq struct {
-	IDs   []chunk.ID `cbor:"1,keyasint"`
+	IDs   getManyIDs `cbor:"1,keyasint"`
 	Grant []byte     `cbor:"2,keyasint,omitempty"` // restore grant (restore operators)
+}
+
+// getManyIDs are the IDs of a chunk.GetMany request. Decoding reads the array's length
+// first and refuses more than MaxGetManyItems IDs (a *tooManyIDsError) before decoding
+// any of them.
+type getManyIDs []chunk.ID
+
+// tooManyIDsError is a chunk.GetMany array of n IDs, over MaxGetManyItems.
+type tooManyIDsError struct{ n uint64 }
+
+func (e *tooManyIDsError) Error() string {
+	return fmt.Sprintf("chunkrpc: %d ids exceed the limit of %d per call", e.n, MaxGetManyItems)
+}
+
+// UnmarshalCBOR implements cbor.Unmarshaler.
+func (ids *getManyIDs) UnmarshalCBOR(data []byte) error {
+	if n, ok := cborArrayLen(data); ok && n > MaxGetManyItems {
+		return &tooManyIDsError{n: n}
+	}
+	return wire.Unmarshal(data, (*[]chunk.ID)(ids))
+}
+
+// cborArrayLen returns the element count in the head of the CBOR data item data, when
+// that item is a definite-length array (major type 4, RFC 8949 §3).
+func cborArrayLen(data []byte) (uint64, bool) {
+	if len(data) == 0 || data[0]>>5 != 4 {
+		return 0, false
+	}
+	info := data[0] & 0x1f
+	if info < 24 {
+		return uint64(info), true
+	}
+	if info > 27 {
+		return 0, false // indefinite length or reserved: the decoder refuses them
+	}
+	size := 1 << (info - 24) // 1, 2, 4 or 8 bytes of length follow
+	if len(data) < 1+size {
+		return 0, false
+	}
+	var n uint64
+	for _, b := range data[1 : 1+size] {
+		n = n<<8 | uint64(b)
+	}
+	return n, true
 }
 
 // wChunkResult is one answer of chunk.GetMany: the data, or an error code and message.

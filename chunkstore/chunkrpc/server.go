@@ -112,8 +112,9 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 }
 
 // checkRestoreRead lets a restore operator's call through only when it is a chunk read
-// whose every chunk its restore grant covers. Restore operators read through grants
-// only: no writes, no existence probes. Refusals of permission are audited.
+// whose every chunk its restore grant covers, the grant verified once for the call.
+// Restore operators read through grants only: no writes, no existence probes. Refusals
+// of permission are audited.
 func (s *Server) checkRestoreRead(ctx context.Context, peer transport.Peer, method string, body []byte) error {
 	var ids []chunk.ID
 	var grant []byte
@@ -125,27 +126,29 @@ func (s *Server) checkRestoreRead(ctx context.Context, peer transport.Peer, meth
 		}
 		ids, grant = []chunk.ID{req.ID}, req.Grant
 	case MethodChunkGetMany:
-		var req chunkGetManyReq
-		if err := decode(method, body, &req); err != nil {
+		req, err := decodeGetMany(method, body)
+		if err != nil {
 			return err
 		}
 		ids, grant = req.IDs, req.Grant
 	default:
 		return s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q is read-only", method, peer.Role, peer.Principal))
 	}
-	for _, id := range ids {
-		if err := s.checkGrant(ctx, peer, grant, id); err != nil {
-			var te *transport.Error
-			if errors.As(err, &te) {
-				if te.Code == transport.PermissionDenied {
-					return s.refuse(peer, method, err)
-				}
-				return err
-			}
-			return &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
-		}
+	if s.grants == nil {
+		return s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: this node serves no restore grants", peer.Role, peer.Principal))
 	}
-	return nil
+	err := s.grants.authorize(ctx, s.chunks, peer, grant, ids)
+	if err == nil {
+		return nil
+	}
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return &transport.Error{Code: Sentinels.Code(err), Msg: err.Error()}
+	}
+	if te.Code == transport.PermissionDenied {
+		return s.refuse(peer, method, err)
+	}
+	return err
 }
 
 // decode unmarshals a request body, answering Invalid with what is wrong.
@@ -154,6 +157,24 @@ func decode(method string, body []byte, v any) error {
 		return transport.Errorf(transport.Invalid, "chunkrpc: %s: malformed request body: %v", method, err)
 	}
 	return nil
+}
+
+// decodeGetMany decodes a chunk.GetMany request, refusing one of more than
+// MaxGetManyItems IDs as Invalid, naming the limit, before decoding (allocating) its IDs.
+func decodeGetMany(method string, body []byte) (chunkGetManyReq, error) {
+	var req chunkGetManyReq
+	err := wire.Unmarshal(body, &req)
+	if over := (*tooManyIDsError)(nil); errors.As(err, &over) || len(req.IDs) > MaxGetManyItems {
+		n := uint64(len(req.IDs))
+		if over != nil {
+			n = over.n
+		}
+		return chunkGetManyReq{}, transport.Errorf(transport.Invalid, "chunkrpc: %s: %d ids exceed the limit of %d per call", method, n, MaxGetManyItems)
+	}
+	if err != nil {
+		return chunkGetManyReq{}, transport.Errorf(transport.Invalid, "chunkrpc: %s: malformed request body: %v", method, err)
+	}
+	return req, nil
 }
 
 func tooMany(method string, n int) error {
@@ -313,12 +334,9 @@ func (s *Server) serveChunk(ctx context.Context, method string, body []byte) (an
 		}
 		return chunkGetResp{Data: data}, nil
 	case MethodChunkGetMany:
-		var req chunkGetManyReq
-		if err := decode(method, body, &req); err != nil {
+		req, err := decodeGetMany(method, body)
+		if err != nil {
 			return nil, err
-		}
-		if len(req.IDs) > MaxGetManyItems {
-			return nil, transport.Errorf(transport.Invalid, "chunkrpc: %s: %d ids exceed the limit of %d per call", method, len(req.IDs), MaxGetManyItems)
 		}
 		return s.getChunks(ctx, req.IDs), nil
 	case MethodChunkHas:
