@@ -224,6 +224,12 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	if _, _, err := scoped.Meta.(meta.GrantService).IssueGrant(ctx, "web01", s2.ID, 0); !errors.Is(err, meta.ErrDenied) {
 		t.Fatalf("grant for a vault outside the operator's scope: %v, want ErrDenied", err)
 	}
+	// Nor can it borrow oncall's grant: chunk nodes honour a grant only for its principal.
+	borrower := scoped.Chunks.(*chunkrpc.Client)
+	borrower.SetGrant(tok)
+	if _, err := borrower.Get(ctx, s2.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), `issued to "oncall"`) {
+		t.Fatalf("another operator presenting oncall's grant: %v, want PermissionDenied", err)
+	}
 	short, _, err := gs.IssueGrant(ctx, "web01", s2.ID, 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
