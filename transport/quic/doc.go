@@ -4,8 +4,10 @@
 // An Endpoint binds one UDP socket and uses one quic-go Transport both to accept and to
 // dial. ALPN separates protocols on that port: "coffer-rpc/1" carries RPCs (one stream per
 // call, framed by transport/wire), and any protocol registered with Listener (such as
-// "coffer-raft/1") carries raw streams surfaced as net.Conn. Only peers whose certificate
-// role is "node" may connect with a non-RPC protocol.
+// "coffer-raft/1") carries raw streams surfaced as net.Conn naming their peer. Only peers
+// whose certificate role is a node's ("node" or "meta") may connect with a non-RPC
+// protocol; the protocol's user decides further (meta servers admit only meta authority
+// to Raft).
 //
 // "coffer-enroll/1" is the one protocol a client without a certificate can complete a
 // handshake on (an agent enrolling; see pki.NewAnonymousIdentity), and only on an endpoint

@@ -8,11 +8,14 @@ import (
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki"
 )
 
 // Listener returns a net.Listener for the stream protocol alpn (anything but ALPNRPC).
 // Streams that node peers open on connections negotiated with alpn come out of Accept as
-// net.Conn. Register the protocol before peers dial it: the endpoint offers alpn in
+// net.Conn, with a method Peer() transport.Peer naming the verified remote certificate. Register the protocol before peers dial it: the endpoint offers alpn in
 // handshakes only while the listener is open. Asking again for an open protocol returns
 // the same listener. Closing the listener stops offering alpn; established connections
 // have their new streams refused.
@@ -43,7 +46,8 @@ func (e *Endpoint) Listener(alpn string) net.Listener {
 }
 
 // DialConn opens a new stream for protocol alpn to addr, on a connection cached per
-// (addr, alpn), and returns it as a net.Conn. The peer accepts it only after the first
+// (addr, alpn), and returns it as a net.Conn whose method Peer() transport.Peer names the
+// server's verified certificate. The peer accepts it only after the first
 // byte, so write first. Failures wrap transport.ErrUnreachable or ctx.Err().
 func (e *Endpoint) DialConn(ctx context.Context, addr, alpn string) (net.Conn, error) {
 	str, conn, err := e.openStream(ctx, addr, alpn)
@@ -98,14 +102,23 @@ func (l *streamListener) deliver(ctx context.Context, c net.Conn) bool {
 	}
 }
 
-// streamConn is a QUIC stream as a net.Conn.
+// streamConn is a QUIC stream as a net.Conn that also names its verified remote peer.
 type streamConn struct {
 	*quicgo.Stream
+	conn          *quicgo.Conn
 	local, remote net.Addr
 }
 
 func newStreamConn(str *quicgo.Stream, c *quicgo.Conn) *streamConn {
-	return &streamConn{Stream: str, local: c.LocalAddr(), remote: c.RemoteAddr()}
+	return &streamConn{Stream: str, conn: c, local: c.LocalAddr(), remote: c.RemoteAddr()}
+}
+
+// Peer returns the remote end's identity from its verified certificate: the client's on
+// a stream accepted through Listener, the server's on one opened by DialConn. (Both
+// ends' certificates are always verified against the cluster CA; an enrollment
+// connection never carries these streams.)
+func (c *streamConn) Peer() transport.Peer {
+	return pki.PeerFromTLS(c.conn.ConnectionState().TLS, c.remote)
 }
 
 // Close closes both directions: it stops reading and sends a FIN after pending data.

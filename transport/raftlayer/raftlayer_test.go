@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
+	"github.com/cofferhq/coffer/transport/pki/pkitest"
 	"github.com/cofferhq/coffer/transport/quic"
 	"github.com/cofferhq/coffer/transport/raftlayer"
 )
@@ -110,7 +112,7 @@ func TestRaftOverQUIC(t *testing.T) {
 	nodes := make([]*node, n)
 	var servers []raft.Server
 	for i := range nodes {
-		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: fmt.Sprintf("meta-%d", i), Role: transport.RoleNode}, time.Now())
+		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: fmt.Sprintf("meta-%d", i), Role: transport.RoleMeta}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,4 +200,42 @@ func TestRaftOverQUIC(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestDialRefusesNonMetaServer: a Raft stream to a chunk node's endpoint (a node
+// certificate, not a meta one) is refused on the dialing side, naming the role; one to a
+// meta server opens and names its peer.
+func TestDialRefusesNonMetaServer(t *testing.T) {
+	ca := pkitest.NewCA(t)
+	identity := func(cn string, role transport.Role) *pki.Identity { return pkitest.Identity(t, ca, cn, role) }
+	listen := func(cn string, role transport.Role) *quic.Endpoint {
+		ep, err := quic.New(quic.Config{ListenAddr: "127.0.0.1:0", Identity: identity(cn, role)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ep.Close() })
+		raftlayer.New(ep) // offer the protocol
+		return ep
+	}
+	chunk, metaSrv := listen("chunk-0", transport.RoleNode), listen("meta-1", transport.RoleMeta)
+	dialer, err := quic.New(quic.Config{Identity: identity("meta-0", transport.RoleMeta)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialer.Close()
+	layer := raftlayer.New(dialer)
+	if c, err := layer.Dial(raft.ServerAddress(chunk.Addr()), 5*time.Second); err == nil {
+		c.Close()
+		t.Fatal("Raft stream to a chunk node's certificate opened")
+	} else if !strings.Contains(err.Error(), `role "node"`) {
+		t.Fatalf("refusal does not name the role: %v", err)
+	}
+	c, err := layer.Dial(raft.ServerAddress(metaSrv.Addr()), 5*time.Second)
+	if err != nil {
+		t.Fatalf("Raft stream to a meta server: %v", err)
+	}
+	defer c.Close()
+	if p, ok := raftlayer.PeerOf(c); !ok || p.Principal != "meta-1" || p.Role != transport.RoleMeta {
+		t.Fatalf("PeerOf = %+v, %v; want meta-1 with the meta role", p, ok)
+	}
 }
