@@ -107,6 +107,12 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("%w: node %s has roles %v and a %q certificate: meta servers, and only they, hold a %q certificate",
 			ErrConfig, cfg.ID, cfg.Roles, id.Role(), transport.RoleMeta)
 	}
+	if cfg.Has(RoleMeta) && id.Principal() != cfg.ID {
+		// Peers admit a meta server to Raft and forwarding only as the Raft server whose
+		// ID is its certificate's name.
+		return nil, fmt.Errorf("%w: meta server %s holds a certificate for %q: a meta server's certificate must name its node ID",
+			ErrConfig, cfg.ID, id.Principal())
+	}
 	var ca *pki.CA
 	if cfg.TLS.CAKey != "" {
 		if ca, err = loadCA(cfg.TLS.CA, cfg.TLS.CAKey); err != nil {
@@ -260,7 +266,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: meta: %w", err)
 		}
-		mux.Handle("meta", metarpc.NewServer(n.meta, n.ep))
+		mux.Handle("meta", metarpc.NewServer(n.meta, n.ep, n.meta))
 	}
 	n.ep.SetHandler(mux)
 	if n.tcp != nil {

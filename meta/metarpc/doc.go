@@ -8,6 +8,6 @@
 //
 // Wiring, as node does it:
 //
-//	mux.Handle("meta", metarpc.NewServer(metaServer, endpoint))
+//	mux.Handle("meta", metarpc.NewServer(metaServer, endpoint, metaServer))
 //	client := metarpc.NewClient(endpoint, []string{"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"})
 package metarpc

@@ -97,7 +97,7 @@ func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method st
 		}
 		// The client's address is the receiving server's observation; a follower
 		// forwarding passes on its own.
-		if !(r.Fwd && peer.Role.IsNode()) {
+		if !r.Fwd || h.metaAuthority(peer) != nil {
 			r.Req.From = ""
 			if peer.Addr != nil {
 				r.Req.From = peer.Addr.String()

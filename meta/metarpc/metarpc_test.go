@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/wire"
 )
 
 // fakeSvc is an in-memory meta.Service. When leader is false every call except
@@ -168,6 +169,10 @@ type loop struct {
 }
 
 func (l *loop) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
+	return l.callAs(ctx, transport.Peer{Principal: "p", Role: l.role}, addr, method, body)
+}
+
+func (l *loop) callAs(ctx context.Context, peer transport.Peer, addr, method string, body []byte) ([]byte, error) {
 	n := l.calls.Add(1)
 	if l.onCall != nil {
 		l.onCall(n)
@@ -176,10 +181,38 @@ func (l *loop) Call(ctx context.Context, addr, method string, body []byte) ([]by
 	if !ok || l.down[addr] {
 		return nil, fmt.Errorf("loop: %s: %w", addr, transport.ErrUnreachable)
 	}
-	return h.ServeRPC(ctx, transport.Peer{Principal: "p", Role: l.role}, method, slices.Clone(body))
+	return h.ServeRPC(ctx, peer, method, slices.Clone(body))
 }
 
-func handler(f *fakeSvc, c transport.Caller) *Server { return &Server{svc: f, c: c} }
+// metaServerID is the one meta server testAuthority knows: the identity handlers forward
+// with.
+const metaServerID = "meta-1"
+
+// metaCaller calls through a loop as the meta server metaServerID, as a follower
+// forwarding to its leader does.
+type metaCaller struct{ l *loop }
+
+func (m metaCaller) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
+	return m.l.callAs(ctx, transport.Peer{Principal: metaServerID, Role: transport.RoleMeta}, addr, method, body)
+}
+
+// testAuthority grants meta authority to metaServerID's meta certificate only.
+type testAuthority struct{}
+
+func (testAuthority) CheckMetaPeer(p transport.Peer) error {
+	if p.Role != transport.RoleMeta || p.Principal != metaServerID {
+		return fmt.Errorf("%w: %s %q is not a meta server in the configuration", meta.ErrDenied, p.Role, p.Principal)
+	}
+	return nil
+}
+
+// handler serves f; through a loop it forwards as the meta server metaServerID.
+func handler(f *fakeSvc, c transport.Caller) *Server {
+	if lp, ok := c.(*loop); ok {
+		c = metaCaller{lp}
+	}
+	return NewServer(f, c, testAuthority{})
+}
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -385,5 +418,71 @@ func TestBadRequestAndUnknownMethod(t *testing.T) {
 	}
 	if _, err := h.ServeRPC(context.Background(), transport.Peer{Role: transport.RoleNode}, "meta.Nope", nil); transport.CodeOf(err) != transport.UnknownMethod {
 		t.Fatalf("unknown method: %v", err)
+	}
+}
+
+// TestDelegationNeedsMetaAuthority: naming a principal (as) or marking a request forwarded
+// is refused PermissionDenied from every peer without meta authority, before the service
+// sees the request; so is setting the cluster map, except for admins.
+func TestDelegationNeedsMetaAuthority(t *testing.T) {
+	ctx := ctxT(t, 5*time.Second)
+	admin := &meta.Principal{Name: "admin", Role: meta.RoleAdmin}
+	vault := meta.Vault{ID: "v", KeyWraps: [][]byte{{1}}}
+	nextMap := placement.Map{Epoch: 1, PGCount: 8, Profile: placement.DefaultProfile}
+	for _, peer := range []transport.Peer{
+		{Principal: "chunk-0", Role: transport.RoleNode},
+		{Principal: "meta-9", Role: transport.RoleMeta}, // not in the configuration
+		{Principal: metaServerID, Role: transport.RoleNode},
+		{Principal: "web01", Role: transport.RoleAgent},
+		{Principal: "ops", Role: transport.RoleAdmin},
+	} {
+		f := newFake(true, "L")
+		h := handler(f, nil)
+		for _, c := range []struct {
+			method string
+			req    any
+		}{
+			{MethodCreateVault, createVaultReq{Vault: vault, As: admin}},
+			{MethodCreateVault, createVaultReq{Vault: vault, Fwd: true}},
+			{MethodListVaults, listVaultsReq{As: admin}},
+			{MethodCreateEnrollToken, createEnrollTokenReq{Vault: "v", As: admin}},
+			{MethodEnroll, enrollReq{Fwd: true}},
+		} {
+			body, err := wire.Marshal(c.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.ServeRPC(ctx, peer, c.method, body); transport.CodeOf(err) != transport.PermissionDenied {
+				t.Errorf("%s %q: %s %+v: %v, want PermissionDenied", peer.Role, peer.Principal, c.method, c.req, err)
+			}
+		}
+		body, err := wire.Marshal(setClusterMapReq{Map: nextMap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.ServeRPC(ctx, peer, MethodSetClusterMap, body)
+		if peer.Role == transport.RoleAdmin {
+			if err != nil {
+				t.Errorf("admin SetClusterMap: %v", err)
+			}
+		} else if transport.CodeOf(err) != transport.PermissionDenied {
+			t.Errorf("%s %q: SetClusterMap: %v, want PermissionDenied", peer.Role, peer.Principal, err)
+		}
+		if n := f.calls.Load(); n > 1 || (n == 1 && peer.Role != transport.RoleAdmin) {
+			t.Errorf("%s %q: the service was called %d times for refused requests", peer.Role, peer.Principal, n)
+		}
+	}
+
+	// The configured meta server's delegation is honoured; without an Authority nobody's is.
+	meta1 := transport.Peer{Principal: metaServerID, Role: transport.RoleMeta}
+	body, err := wire.Marshal(createVaultReq{Vault: vault, As: admin, Fwd: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handler(newFake(true, "L"), nil).ServeRPC(ctx, meta1, MethodCreateVault, body); err != nil {
+		t.Fatalf("forwarded CreateVault from the meta server: %v", err)
+	}
+	if _, err := NewServer(newFake(true, "L"), nil, nil).ServeRPC(ctx, meta1, MethodCreateVault, body); transport.CodeOf(err) != transport.PermissionDenied {
+		t.Fatalf("forwarded CreateVault with no Authority: %v, want PermissionDenied", err)
 	}
 }

@@ -13,16 +13,18 @@ import (
 
 // Server serves the meta.* methods. Safe for concurrent use.
 type Server struct {
-	svc meta.Service
-	c   transport.Caller
+	svc  meta.Service
+	c    transport.Caller
+	auth Authority // nil: no peer has meta authority
 }
 
 var _ transport.Handler = (*Server)(nil)
 
 // NewServer returns a handler serving svc. c is used to forward requests a follower
-// cannot answer to the leader.
-func NewServer(svc meta.Service, c transport.Caller) *Server {
-	return &Server{svc: svc, c: c}
+// cannot answer to the leader. auth says which peers have meta authority (a forwarding
+// follower: see Authority); with a nil auth no peer has it.
+func NewServer(svc meta.Service, c transport.Caller, auth Authority) *Server {
+	return &Server{svc: svc, c: c, auth: auth}
 }
 
 // raftStatusForwardTimeout bounds a follower's request for the leader's Raft view (the
@@ -32,10 +34,15 @@ const raftStatusForwardTimeout = 3 * time.Second
 // ServeRPC implements transport.Handler. Errors are *transport.Error with the code of the
 // meta sentinel they match. On a follower (a *meta.NotLeaderError naming a leader) a
 // request not yet forwarded is sent once to the leader and its answer returned;
-// otherwise the caller gets NotLeader. SetClusterMap needs a node or admin peer.
+// otherwise the caller gets NotLeader. A request marked forwarded or naming a principal
+// (as) is refused PermissionDenied unless its peer has meta authority (Authority);
+// SetClusterMap needs an admin or a peer with meta authority.
 func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
 	if peer.Anonymous() && method != MethodEnroll {
 		return nil, &transport.Error{Code: transport.Unauthenticated, Msg: fmt.Sprintf("metarpc: %s: a caller without a certificate may only enroll", method)}
+	}
+	if err := h.checkDelegation(peer, method, body); err != nil {
+		return nil, err
 	}
 	out, fwd, err := h.serve(ctx, peer, method, body)
 	if err == nil {
@@ -156,9 +163,11 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		m, err := h.svc.ClusterMap(ctx)
 		return m, markFwd(&r, &r.Fwd), err
 	case MethodSetClusterMap:
-		if !peer.Role.IsNode() && peer.Role != transport.RoleAdmin {
-			return nil, nil, &transport.Error{Code: transport.PermissionDenied,
-				Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (node or admin only)", method, peer.Principal, peer.Role)}
+		if peer.Role != transport.RoleAdmin {
+			if err := h.metaAuthority(peer); err != nil {
+				return nil, nil, &transport.Error{Code: transport.PermissionDenied,
+					Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (admin or a meta server in the current Raft configuration only): %v", method, peer.Principal, peer.Role, err)}
+			}
 		}
 		var r setClusterMapReq
 		if err := decode(body, &r); err != nil {

@@ -28,8 +28,9 @@ type Config struct {
 	ID   string // raft server ID, unique and permanent
 	Addr string // raft server address = this node's QUIC address
 	Dir  string // data directory (raft/, snapshots/, fsm/ beneath it)
-	// Layer carries raft over the node's streams (transport/raftlayer). When nil,
-	// Transport must be set.
+	// Layer carries raft over the node's streams (transport/raftlayer). The server
+	// accepts its streams only from peers with meta authority (CheckMetaPeer), so its
+	// conns must name their peer (raftlayer.PeerConn). When nil, Transport must be set.
 	Layer raft.StreamLayer
 	// Transport is used when Layer is nil (tests: raft.NewInmemTransport). The server
 	// does not close it.
@@ -95,6 +96,10 @@ type Server struct {
 	logs     io.Closer
 	logStore raft.LogStore
 	trans    *raft.NetworkTransport // owned, nil when cfg.Transport was given
+
+	// started is raft once New has started it (nil before): the Raft stream gate and
+	// CheckMetaPeer run on other goroutines from the moment the transport listens.
+	started atomic.Pointer[raft.Raft]
 
 	readyTerm atomic.Uint64 // term in which a Barrier completed on this leader
 	gcMu      sync.Mutex    // held while this server runs a collection
@@ -182,7 +187,7 @@ func New(cfg Config) (_ *Server, err error) {
 	trans := cfg.Transport
 	if cfg.Layer != nil {
 		s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: cfg.Layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+			Stream: gateLayer{StreamLayer: cfg.Layer, s: s}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 		})
 		closers = append(closers, s.trans)
 		trans = s.trans
@@ -239,6 +244,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: start raft: %w", err)
 	}
+	s.started.Store(s.raft)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
