@@ -102,25 +102,28 @@ func TestGCOverQUIC(t *testing.T) {
 		t.Fatalf("forgotten snapshot's tree still stored (%v, %v)", has, err)
 	}
 
-	// Orders from anyone but the leader: another node's certificate, an agent, an admin, a
-	// restore operator.
+	// Orders from anyone but the leader: a follower's meta certificate, a chunk node's, an
+	// agent's, an admin's, a restore operator's.
 	st, err := gca.GCAdmin.GCStatus(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	leader := st.Leader
-	var follower string
+	var follower, chunkNode string
 	for _, nd := range c.Nodes {
-		if nd.Meta() != nil && nd.ID() != leader {
+		switch {
+		case nd.Meta() != nil && nd.ID() != leader && follower == "":
 			follower = nd.ID()
-			break
+		case nd.Meta() == nil:
+			chunkNode = nd.ID()
 		}
 	}
 	target := c.ChunkAddrs()[0]
 	stored := shardBytes(t, c)
 	keepIDs := []chunk.ID{keep.Tree}
 	for _, who := range []pki.IssueRequest{
-		{CommonName: follower, Role: transport.RoleNode},
+		{CommonName: follower, Role: transport.RoleMeta},
+		{CommonName: chunkNode, Role: transport.RoleNode},
 		{CommonName: "web01", Role: transport.RoleAgent, Vaults: []string{"gc"}},
 		{CommonName: "dev-admin", Role: transport.RoleAdmin},
 		{CommonName: "oncall", Role: transport.RoleRestore, Vaults: []string{"gc"}},
@@ -169,10 +172,10 @@ func TestGCOverQUIC(t *testing.T) {
 			}
 		}
 		// The follower's orders pass the role check and are refused by the GC check
-		// (gc.sweep, gc.prepare); the agent's and admin's fail the node-role check
-		// (gc.Sweep, gc.Prepare); every shard delete is refused (4).
-		ok := refused["gc.sweep"] >= 1 && refused["gc.prepare"] >= 1 && refused["gc.Sweep"] >= 3 &&
-			refused["gc.Prepare"] >= 3 && refused["shard.Delete"] >= 4 && refused["gc"] >= 1
+		// (gc.sweep, gc.prepare); the chunk node's, agent's and admin's fail the meta-role
+		// check (gc.Sweep, gc.Prepare); every shard delete is refused (5).
+		ok := refused["gc.sweep"] >= 1 && refused["gc.prepare"] >= 1 && refused["gc.Sweep"] >= 4 &&
+			refused["gc.Prepare"] >= 4 && refused["shard.Delete"] >= 5 && refused["gc"] >= 1
 		if ok {
 			break
 		}

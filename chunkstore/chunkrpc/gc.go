@@ -71,8 +71,8 @@ func gcErr(method string, err error) error {
 }
 
 func (s *Server) serveGC(ctx context.Context, peer transport.Peer, method string, body []byte) (any, error) {
-	if !peer.Role.IsNode() {
-		return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not give GC orders (only the meta leader may)", method, peer.Role, peer.Principal))
+	if peer.Role != transport.RoleMeta {
+		return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not give GC orders (only a %q certificate, and then only the meta leader's orders count)", method, peer.Role, peer.Principal, transport.RoleMeta))
 	}
 	if s.gc == nil {
 		return nil, transport.Errorf(transport.Unavailable, "chunkrpc: %s: this node does not take part in garbage collection", method)
