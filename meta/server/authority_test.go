@@ -122,7 +122,7 @@ func raftPeer(t *testing.T, id *pki.Identity) (*raft.NetworkTransport, raft.RPCH
 }
 
 // forgeAppendEntries sends, as leader of a higher term, Ticks that run cluster time past
-// any lock of up to 20 minutes and then an admin's DeleteSnapshots of s, appended right
+// any lock of up to 15 minutes and then an admin's DeleteSnapshots of s, appended right
 // after the target's last entry and marked committed. It returns the index the forged
 // entries end at. (The attacker is handed the target's log position; it could probe for
 // it with a stale-term AppendEntries.)
@@ -145,7 +145,7 @@ func forgeAppendEntries(t *testing.T, q *quicMeta, trans *raft.NetworkTransport,
 		}
 		entries = append(entries, &raft.Log{Index: last + uint64(len(entries)) + 1, Term: term, Type: raft.LogCommand, Data: data})
 	}
-	for range 12 {
+	for range 15 { // each Tick raises the clock ceiling by a minute (and 1%)
 		add(command.Tick{Elapsed: int64(fsm.MaxTickElapsed)})
 	}
 	add(command.DeleteSnapshots{Vault: s.Vault, IDs: []meta.SnapshotID{s.ID},
