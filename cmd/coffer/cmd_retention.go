@@ -183,14 +183,16 @@ func lockSpec() *cmdSpec {
 		short: "set or extend a snapshot's retention lock",
 		long: `Locks the snapshot until --until TIME (RFC 3339 or YYYY-MM-DD, UTC) or for
 --for DURATION from now (30d, 12h, 2w, 1y). The cluster, not the agent, keeps
-time: a lock runs out by the meta leader's cluster clock, which no node's
-clock jumping ahead can speed up.
+time: a lock runs out by the meta leader's cluster clock, which runs at most
+1% faster than real time whatever a node's clock says.
 
 --mode governance: deleting or shortening the lock needs an admin with
 --bypass-governance and a --reason (audited). --mode compliance: nobody, admin
 included, can delete the snapshot, shorten the lock or move it to governance
 before it runs out; extending is always allowed. Backup agents may lock and
-extend in their vaults, never shorten.
+extend in their vaults, never shorten, and at most the vault's max agent lock
+ahead (default 1y, "coffer vault policy --max-agent-lock"); admins are not
+bound by that limit.
 
 With --json the snapshot's id and lock (mode, until) are printed.`,
 		examples: []string{

@@ -120,12 +120,19 @@ func vaultPolicySpec() *cmdSpec {
 --vault. With --keep-* rules, stores them: "coffer forget" with neither
 snapshot IDs nor rules applies them. With --lock-mode and --lock-for, every new
 snapshot of the vault is locked at commit for that long (by the cluster clock),
-whatever the agent asks. --clear removes the stored policy. Setting needs an
-admin certificate (backup agents never change policy); audited.
+whatever the agent asks. --max-agent-lock is the longest lock a backup agent
+may set on a snapshot of the vault, by "coffer lock" or at commit (default 1y);
+a longer one is refused with the limit named. Admins are not bound by it (an
+admin's lock and the --lock-for default lock may be longer). Each call stores
+the whole policy: flags left out take their defaults. --clear removes the
+stored policy. Setting needs an admin certificate (backup agents never change
+policy); audited, with the limit.
 
-With --json the vault's id and retention (keep, lock) are printed.`,
+With --json the vault's id and retention (keep, lock, max_agent_lock_ns) are
+printed.`,
 		examples: []string{
 			"coffer --vault web01 vault policy --keep-daily 14 --keep-monthly 12 --lock-mode compliance --lock-for 30d",
+			"coffer --vault web01 vault policy --keep-daily 14 --max-agent-lock 2y",
 			"coffer --vault web01 vault policy",
 		},
 		new: func() command { return &vaultPolicyCmd{} },
@@ -137,6 +144,7 @@ type vaultPolicyCmd struct {
 	forget   forgetCmd // reuses the --keep-* flags
 	lockMode string
 	lockFor  string
+	maxLock  string
 	clear    bool
 }
 
@@ -151,6 +159,7 @@ func (c *vaultPolicyCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.forget.within, "keep-within", "", "keep every snapshot within `DURATION` of the newest")
 	fs.StringVar(&c.lockMode, "lock-mode", "", "lock every new snapshot in `MODE` (governance or compliance)")
 	fs.StringVar(&c.lockFor, "lock-for", "", "for `DURATION` from its commit (30d, 12h, 2w, 1y)")
+	fs.StringVar(&c.maxLock, "max-agent-lock", "", "the longest lock a backup agent may set, `DURATION` ahead (default 1y)")
 	fs.BoolVar(&c.clear, "clear", false, "remove the stored policy")
 }
 
@@ -178,8 +187,15 @@ func (c *vaultPolicyCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		p.Lock = &meta.DefaultLock{Mode: meta.LockMode(c.lockMode), For: d}
 	}
-	set := c.clear || !p.Keep.Empty() || p.Lock != nil
-	if c.clear && (!p.Keep.Empty() || p.Lock != nil) {
+	if c.maxLock != "" {
+		d, err := parseLongDuration(c.maxLock)
+		if err != nil || d <= 0 {
+			return usagef(spec, "--max-agent-lock %q: want a positive duration (30d, 1y)", c.maxLock)
+		}
+		p.MaxAgentLock = d
+	}
+	set := c.clear || !p.Empty()
+	if c.clear && !p.Empty() {
 		return usagef(spec, "--clear takes no other policy flags")
 	}
 	if err := meta.ValidateVaultPolicy(p); err != nil {
@@ -215,7 +231,7 @@ type vaultPolicyJSON struct {
 func printVaultPolicy(a *app, v meta.Vault) {
 	r := v.Retention
 	if r == nil {
-		fmt.Fprintf(a.stdout, "vault %s: no retention policy stored\n", v.ID)
+		fmt.Fprintf(a.stdout, "vault %s: no retention policy stored (agents may lock at most %s ahead)\n", v.ID, meta.FormatSpan(meta.DefaultMaxAgentLock))
 		return
 	}
 	k := r.Keep
@@ -239,4 +255,5 @@ func printVaultPolicy(a *app, v meta.Vault) {
 	if r.Lock != nil {
 		fmt.Fprintf(a.stdout, "  lock new snapshots: %s for %s\n", r.Lock.Mode, r.Lock.For)
 	}
+	fmt.Fprintf(a.stdout, "  longest lock an agent may set: %s\n", meta.FormatSpan(r.AgentLockLimit()))
 }

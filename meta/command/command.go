@@ -114,6 +114,10 @@ type CommitSnapshot struct {
 	// snapshot's chunks. The FSM refuses the entry (meta.ErrGCEpoch) when another epoch
 	// has begun since: its mark may not have seen this snapshot, so the check is redone.
 	GCEpoch uint64 `cbor:"gc_epoch,omitempty"`
+	// By is the principal that asked for the commit: the FSM holds a lock the snapshot
+	// comes with to By's limit (meta.CheckAgentLockLimit). Nil in entries written before
+	// issue 11 and for the meta servers' own commits.
+	By *meta.Principal `cbor:"by,omitempty"`
 }
 
 // SetClusterMap replaces the cluster map; its epoch must be the current one plus one.

@@ -138,7 +138,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 			return nil, fmt.Errorf("snapshot %s: vault %s: %w", s.ID.Str(), s.Vault, meta.ErrNotFound)
 		} else if err := f.checkNotDeleted(raw); err != nil {
 			return nil, err
-		} else if s, err = f.withDefaultLock(raw, s, now); err != nil {
+		} else if s, err = f.withDefaultLock(raw, s, c.By, now); err != nil {
 			return nil, err
 		}
 		key := snapshotKey(s.Vault, s.ID)

@@ -38,6 +38,13 @@ func (f *FSM) applyRetention(b *pebble.Batch, index uint64, body command.Body, n
 			if err := meta.CheckSetLock(c.By, *s, c.Lock, now, c.Bypass); err != nil {
 				return err
 			}
+			pol, err := f.vaultPolicy(b, c.Vault)
+			if err != nil {
+				return err
+			}
+			if err := meta.CheckAgentLockLimit(c.By, c.Vault, c.Lock, now, pol); err != nil {
+				return err
+			}
 			l := c.Lock
 			l.Until = l.Until.UTC()
 			s.Lock = &l
@@ -66,6 +73,7 @@ func (f *FSM) applyRetention(b *pebble.Batch, index uint64, body command.Body, n
 		if l := c.Policy.Lock; l != nil {
 			entry.Reason += fmt.Sprintf(", lock new snapshots %s for %v", l.Mode, l.For)
 		}
+		entry.Reason += ", agents may lock at most " + meta.FormatSpan(c.Policy.AgentLockLimit()) + " ahead"
 		v, err = f.setVaultPolicy(b, c)
 	case command.PurgeVault:
 		sys := meta.SystemPrincipal()

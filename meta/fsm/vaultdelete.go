@@ -133,13 +133,36 @@ func (f *FSM) PurgeDue() ([]meta.VaultID, error) {
 	return out, nil
 }
 
-// withDefaultLock applies the vault's (raw record's) default lock to a new snapshot.
-func (f *FSM) withDefaultLock(raw []byte, s meta.Snapshot, now time.Time) (meta.Snapshot, error) {
+// withDefaultLock checks the lock a new snapshot comes with against the agent lock limit
+// of the vault (raw record) when by (nil: the meta servers) asked for it, then applies
+// the vault's default lock.
+func (f *FSM) withDefaultLock(raw []byte, s meta.Snapshot, by *meta.Principal, now time.Time) (meta.Snapshot, error) {
 	var v meta.Vault
 	if err := f.codec.Unmarshal(raw, &v); err != nil {
 		return s, fmt.Errorf("fsm: decode vault: %w", err)
 	}
+	if s.Lock != nil && by != nil {
+		if err := meta.CheckAgentLockLimit(*by, v.ID, *s.Lock, now, v.Retention); err != nil {
+			return s, err
+		}
+	}
 	return meta.ApplyDefaultLock(s, v.Retention, now), nil
+}
+
+// vaultPolicy returns the stored policy of vault (nil when none is), or ErrNotFound.
+func (f *FSM) vaultPolicy(b *pebble.Batch, id meta.VaultID) (*meta.VaultPolicy, error) {
+	raw, ok, err := getCopy(b, vaultKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("vault %s: %w", id, meta.ErrNotFound)
+	}
+	var v meta.Vault
+	if err := f.codec.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("fsm: decode vault %s: %w", id, err)
+	}
+	return v.Retention, nil
 }
 
 func (f *FSM) setVaultPolicy(b *pebble.Batch, c command.SetVaultPolicy) (meta.Vault, error) {
@@ -155,7 +178,7 @@ func (f *FSM) setVaultPolicy(b *pebble.Batch, c command.SetVaultPolicy) (meta.Va
 	}
 	p := c.Policy
 	v.Retention = &p
-	if p.Keep.Empty() && p.Lock == nil {
+	if p.Empty() {
 		v.Retention = nil
 	}
 	return v, f.put(b, vaultKey(v.ID), v)

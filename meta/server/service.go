@@ -77,11 +77,19 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 	if err := meta.ValidateSnapshot(snap); err != nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot: %w", err)
 	}
-	if err := s.authorizeCommit(meta.PrincipalFrom(ctx), snap); err != nil {
+	by := meta.PrincipalFrom(ctx)
+	if err := s.authorizeCommit(by, snap); err != nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
 	}
-	if _, err := s.fsm.Vault(snap.Vault); err != nil {
+	v, err := s.fsm.Vault(snap.Vault)
+	if err != nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+	}
+	if snap.Lock != nil {
+		// Refused before the chunk check; the FSM decides again at the entry's time.
+		if err := meta.CheckAgentLockLimit(by, snap.Vault, *snap.Lock, s.fsm.Now(), v.Retention); err != nil {
+			return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
+		}
 	}
 	if _, err := s.fsm.GetSnapshot(snap.Vault, snap.ID); err == nil {
 		return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s in vault %s: %w", snap.ID.Str(), snap.Vault, meta.ErrExists)
@@ -99,7 +107,7 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 		if err := s.checkChunks(ctx, snap); err != nil {
 			return meta.Snapshot{}, fmt.Errorf("server: commit snapshot %s: %w", snap.ID.Str(), err)
 		}
-		res, err := s.propose(timeoutOf(ctx), command.CommitSnapshot{Snapshot: snap, GCEpoch: gc.Epoch})
+		res, err := s.propose(timeoutOf(ctx), command.CommitSnapshot{Snapshot: snap, GCEpoch: gc.Epoch, By: &by})
 		if errors.Is(err, meta.ErrGCEpoch) && attempt < 5 {
 			continue
 		}
