@@ -14,11 +14,13 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/metarpc"
 	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
+	"github.com/cofferhq/coffer/transport/wire"
 )
 
 // shardBytes sums the live shard bytes of every chunk node.
@@ -149,6 +151,19 @@ func TestGCOverQUIC(t *testing.T) {
 		if err := sc.DeleteShards(ctx, keys); transport.CodeOf(err) != transport.PermissionDenied {
 			t.Errorf("shard delete from %s %q: %v, want PermissionDenied", who.Role, who.CommonName, err)
 		}
+		if who.Role == transport.RoleNode {
+			// The chunk node's key claiming to act for an admin, at every meta server.
+			for _, addr := range f.Meta {
+				err := wire.Call(ctx, ep, addr, metarpc.MethodDeleteSnapshots, map[string]any{"vault": "gc",
+					"ids": []meta.SnapshotID{keep.ID}, "as": meta.Principal{Name: "dev-admin", Role: meta.RoleAdmin}}, nil)
+				if transport.CodeOf(err) != transport.PermissionDenied {
+					t.Errorf("chunk node deleting as admin at %s: %v, want PermissionDenied", addr, err)
+				}
+			}
+		}
+	}
+	if _, err := adminCfg.Meta.GetSnapshot(ctx, "gc", keep.ID); err != nil {
+		t.Fatalf("the kept snapshot after the refused deletes: %v", err)
 	}
 	if got := shardBytes(t, c); got != stored {
 		t.Fatalf("refused orders changed the stored bytes: %d → %d", stored, got)
@@ -173,9 +188,11 @@ func TestGCOverQUIC(t *testing.T) {
 		}
 		// The follower's orders pass the role check and are refused by the GC check
 		// (gc.sweep, gc.prepare); the chunk node's, agent's and admin's fail the meta-role
-		// check (gc.Sweep, gc.Prepare); every shard delete is refused (5).
+		// check (gc.Sweep, gc.Prepare); every shard delete is refused (5), and so is the
+		// chunk node's delete as admin at each meta server.
 		ok := refused["gc.sweep"] >= 1 && refused["gc.prepare"] >= 1 && refused["gc.Sweep"] >= 4 &&
-			refused["gc.Prepare"] >= 4 && refused["shard.Delete"] >= 5 && refused["gc"] >= 1
+			refused["gc.Prepare"] >= 4 && refused["shard.Delete"] >= 5 && refused["gc"] >= 1 &&
+			refused[metarpc.MethodDeleteSnapshots] >= len(f.Meta)
 		if ok {
 			break
 		}

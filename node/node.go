@@ -266,7 +266,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: meta: %w", err)
 		}
-		mux.Handle("meta", metarpc.NewServer(n.meta, n.ep, n.meta))
+		ms := metarpc.NewServer(n.meta, n.ep, n.meta)
+		ms.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
+		mux.Handle("meta", ms)
 	}
 	n.ep.SetHandler(mux)
 	if n.tcp != nil {

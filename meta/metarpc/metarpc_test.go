@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -438,6 +439,13 @@ func TestDelegationNeedsMetaAuthority(t *testing.T) {
 	} {
 		f := newFake(true, "L")
 		h := handler(f, nil)
+		refused := 0
+		h.OnRefused(func(p transport.Peer, method, reason string) {
+			if p.Principal != peer.Principal || !strings.Contains(reason, "meta server in the current Raft configuration") {
+				t.Errorf("refusal reported for %q (%s): %s", p.Principal, method, reason)
+			}
+			refused++
+		})
 		for _, c := range []struct {
 			method string
 			req    any
@@ -467,6 +475,9 @@ func TestDelegationNeedsMetaAuthority(t *testing.T) {
 			}
 		} else if transport.CodeOf(err) != transport.PermissionDenied {
 			t.Errorf("%s %q: SetClusterMap: %v, want PermissionDenied", peer.Role, peer.Principal, err)
+		}
+		if want := 6; peer.Role == transport.RoleAdmin && refused != want-1 || peer.Role != transport.RoleAdmin && refused != want {
+			t.Errorf("%s %q: %d refusals reported", peer.Role, peer.Principal, refused)
 		}
 		if n := f.calls.Load(); n > 1 || (n == 1 && peer.Role != transport.RoleAdmin) {
 			t.Errorf("%s %q: the service was called %d times for refused requests", peer.Role, peer.Principal, n)

@@ -16,6 +16,22 @@ type Server struct {
 	svc  meta.Service
 	c    transport.Caller
 	auth Authority // nil: no peer has meta authority
+	// refused, when set, hears of each request refused for want of meta authority (OnRefused).
+	refused func(peer transport.Peer, method, reason string)
+}
+
+// OnRefused sets fn to be called (synchronously, keep it short) for each request refused
+// because its peer lacks meta authority: a forwarded request or a delegated principal
+// (as) from anyone else, a cluster-map write from a non-admin. The node records them in
+// the audit log. Call before serving.
+func (h *Server) OnRefused(fn func(peer transport.Peer, method, reason string)) { h.refused = fn }
+
+// refuse reports err to the OnRefused hook and returns it.
+func (h *Server) refuse(peer transport.Peer, method string, err error) error {
+	if h.refused != nil {
+		h.refused(peer, method, err.Error())
+	}
+	return err
 }
 
 var _ transport.Handler = (*Server)(nil)
@@ -42,6 +58,9 @@ func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		return nil, &transport.Error{Code: transport.Unauthenticated, Msg: fmt.Sprintf("metarpc: %s: a caller without a certificate may only enroll", method)}
 	}
 	if err := h.checkDelegation(peer, method, body); err != nil {
+		if transport.CodeOf(err) == transport.PermissionDenied {
+			h.refuse(peer, method, err)
+		}
 		return nil, err
 	}
 	out, fwd, err := h.serve(ctx, peer, method, body)
@@ -165,8 +184,8 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	case MethodSetClusterMap:
 		if peer.Role != transport.RoleAdmin {
 			if err := h.metaAuthority(peer); err != nil {
-				return nil, nil, &transport.Error{Code: transport.PermissionDenied,
-					Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (admin or a meta server in the current Raft configuration only): %v", method, peer.Principal, peer.Role, err)}
+				return nil, nil, h.refuse(peer, method, &transport.Error{Code: transport.PermissionDenied,
+					Msg: fmt.Sprintf("metarpc: %s: peer %q with role %q may not set the cluster map (admin or a meta server in the current Raft configuration only): %v", method, peer.Principal, peer.Role, err)})
 			}
 		}
 		var r setClusterMapReq
