@@ -71,6 +71,11 @@ type Config struct {
 	// never written anywhere; cmd/coffer passes the agent's TLS private key. Nil
 	// disables the key cache.
 	KeyCacheSecret []byte
+	// MaxEntries bounds the entries List and Restore expand a snapshot (or the part of
+	// it they select) to, every occurrence of a shared subtree counted: a larger one is
+	// refused with ErrTooManyEntries before anything is listed or written. Default
+	// DefaultMaxEntries.
+	MaxEntries int64
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -85,6 +90,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: config: negative workers %d", ErrInvalid, c.Workers)
 	case c.Fetches < 0:
 		return c, fmt.Errorf("%w: config: negative fetches %d", ErrInvalid, c.Fetches)
+	case c.MaxEntries < 0:
+		return c, fmt.Errorf("%w: config: negative max entries %d", ErrInvalid, c.MaxEntries)
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()
@@ -101,6 +108,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Fetches == 0 {
 		c.Fetches = max(16, 4*c.Workers)
+	}
+	if c.MaxEntries == 0 {
+		c.MaxEntries = DefaultMaxEntries
 	}
 	if c.Argon2 == (crypt.Argon2Params{}) {
 		c.Argon2 = crypt.DefaultArgon2Params()

@@ -21,19 +21,25 @@ type Entry struct {
 
 // loadTree fetches, opens (verifying the ID) and decodes one tree chunk.
 func (a *Agent) loadTree(ctx context.Context, id chunk.ID) (*tree.Tree, error) {
+	t, _, err := a.loadTreeSized(ctx, id)
+	return t, err
+}
+
+// loadTreeSized is loadTree that also returns the sealed chunk's size.
+func (a *Agent) loadTreeSized(ctx context.Context, id chunk.ID) (*tree.Tree, int, error) {
 	sealed, err := a.cfg.Chunks.Get(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("client: tree %s: %w", id.Str(), err)
+		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
 	}
 	plain, err := a.keys.Open(nil, id, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("client: tree %s: %w", id.Str(), err)
+		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
 	}
 	t, err := tree.Decode(plain)
 	if err != nil {
-		return nil, fmt.Errorf("client: tree %s: %w", id.Str(), err)
+		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
 	}
-	return t, nil
+	return t, len(sealed), nil
 }
 
 // cleanPath turns a user-given snapshot path into "/a/b" form; "" and "/" give "/".
@@ -79,25 +85,40 @@ func (a *Agent) List(ctx context.Context, snap meta.Snapshot, p string, fn func(
 	}
 	p = cleanPath(p)
 	if p == "/" {
-		return a.listTree(ctx, snap.Tree, "", fn)
+		x, err := a.measure(ctx, snap.Tree, "", nil)
+		if err != nil {
+			return err
+		}
+		return a.listTree(ctx, x, snap.Tree, "", fn)
 	}
 	n, err := a.lookup(ctx, snap, p)
 	if err != nil {
 		return err
 	}
+	var x *expansion
+	if n.Type == tree.TypeDir {
+		if x, err = a.measure(ctx, *n.Subtree, p, nil); err != nil {
+			return err
+		}
+	}
 	if err := fn(Entry{Path: p, Node: *n}); err != nil {
 		return err
 	}
 	if n.Type == tree.TypeDir {
-		return a.listTree(ctx, *n.Subtree, p, fn)
+		return a.listTree(ctx, x, *n.Subtree, p, fn)
 	}
 	return nil
 }
 
-func (a *Agent) listTree(ctx context.Context, id chunk.ID, prefix string, fn func(Entry) error) error {
-	t, err := a.loadTree(ctx, id)
-	if err != nil {
-		return err
+// listTree lists tree id, at snapshot path prefix, and everything below it; x, which
+// measured it, holds the trees it kept.
+func (a *Agent) listTree(ctx context.Context, x *expansion, id chunk.ID, prefix string, fn func(Entry) error) error {
+	t := x.tree(id)
+	if t == nil {
+		var err error
+		if t, err = a.loadTree(ctx, id); err != nil {
+			return err
+		}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -106,7 +127,7 @@ func (a *Agent) listTree(ctx context.Context, id chunk.ID, prefix string, fn fun
 			return err
 		}
 		if n.Type == tree.TypeDir {
-			if err := a.listTree(ctx, *n.Subtree, p, fn); err != nil {
+			if err := a.listTree(ctx, x, *n.Subtree, p, fn); err != nil {
 				return err
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -44,9 +43,18 @@ type RestoreResult struct {
 // hardlinks (re-linked within the restore), FIFOs and, when running as root, device
 // nodes and ownership; then modes (with setuid, setgid and sticky bits) and modification
 // times, directories last. Sockets, and device nodes when not root, are skipped with a
-// log line. A tree with an entry name that could escape the target is refused
-// (tree.ErrInvalid). Any error stops the restore and is returned; what was written
-// until then stays.
+// log line.
+//
+// Nothing is ever written outside the target: everything is created relative to an open
+// handle of its directory (openat, mkdirat, symlinkat, linkat, mknodat), never by path;
+// a directory is opened with O_NOFOLLOW and checked to be the one the restore created
+// when it is opened again; metadata is set on open handles or without following
+// symlinks; and no symlink, whether restored or put there by another process, is ever
+// followed. A directory replaced while the restore runs stops it with an error. A tree
+// with an entry name that could escape the target is refused (tree.ErrInvalid), and so
+// is a selection that expands to more than Config.MaxEntries entries
+// (ErrTooManyEntries, before the target is created). Any error stops the restore and is
+// returned; what was written until then stays.
 func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOptions) (RestoreResult, error) {
 	if err := a.check(); err != nil {
 		return RestoreResult{}, err
@@ -74,12 +82,22 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 	if len(opts.Include) > 0 && includes == nil && cleanPath(opts.Include[0]) != "/" {
 		return RestoreResult{}, fmt.Errorf("%w: restore: empty include list", ErrInvalid)
 	}
+	r := &restorer{a: a, target: target, includes: includes, links: make(map[inodeKey]linkName), root: os.Geteuid() == 0,
+		trees: newTreePrefetch(a, a.cfg.Fetches/2), chunks: newChunkCache(restoreCacheBytes)}
+	var sel func(string) (bool, bool)
+	if includes != nil {
+		sel = r.selected
+	}
+	if r.x, err = a.measure(ctx, snap.Tree, "", sel); err != nil {
+		return RestoreResult{}, fmt.Errorf("client: restore snapshot %s: %w", snap.ID.Str(), err)
+	}
 	if err := prepareTarget(target); err != nil {
 		return RestoreResult{}, err
 	}
-
-	r := &restorer{a: a, includes: includes, links: make(map[inodeKey]string), root: os.Geteuid() == 0,
-		trees: newTreePrefetch(a, a.cfg.Fetches/2), chunks: newChunkCache(restoreCacheBytes)}
+	top, err := openTarget(target)
+	if err != nil {
+		return RestoreResult{}, err
+	}
 	stop := func() {}
 	if opts.Progress != nil {
 		stop = runProgress(opts.Progress, func() Progress {
@@ -90,7 +108,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 			return p
 		})
 	}
-	err = r.run(ctx, snap.Tree, target)
+	err = r.run(ctx, snap.Tree, top)
 	stop()
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("client: restore snapshot %s to %s: %w", snap.ID.Str(), target, err)
@@ -131,14 +149,27 @@ func prepareTarget(target string) error {
 	return nil
 }
 
+// openTarget opens the restore's target directory, not following a symlink.
+func openTarget(target string) (*dirHandle, error) {
+	fd, id, err := openDirAt(unix.AT_FDCWD, target)
+	if err != nil {
+		return nil, fmt.Errorf("client: restore: open target: %w", &fs.PathError{Op: "open", Path: target, Err: err})
+	}
+	d := &dirHandle{fd: fd, id: id}
+	d.refs.Store(1)
+	return d, nil
+}
+
 // restoreCacheBytes bounds the plaintext chunks a restore keeps for reuse (see
 // chunkCache).
 const restoreCacheBytes = 64 << 20
 
 type restorer struct {
 	a        *Agent
+	target   string // absolute; for messages (everything is created relative to handles)
 	includes []string
-	root     bool // running as root: restore ownership and device nodes
+	root     bool       // running as root: restore ownership and device nodes
+	x        *expansion // the selection's trees, measured; those it kept are not loaded again
 
 	files, dirs, bytes atomic.Int64
 	current            atomic.Pointer[string]
@@ -147,32 +178,60 @@ type restorer struct {
 	chunks *chunkCache
 
 	// Used by the tree walker goroutine only (run reads them after the walk).
-	links    map[inodeKey]string // first restored name of each multiply linked inode
+	links    map[inodeKey]linkName // first restored name of each multiply linked inode
 	linkList []restoredLink
 	dirList  []restoredDir
 }
 
+// dirHandle is an open directory of the restore, shared by the walker and the file
+// tasks queued in it: each holds a reference, and the last release closes it.
+type dirHandle struct {
+	fd   int
+	rel  string   // below the target ("" for the target itself)
+	id   inodeKey // device and inode, to recognise the directory when it is opened again
+	refs atomic.Int32
+}
+
+func (d *dirHandle) acquire() { d.refs.Add(1) }
+
+func (d *dirHandle) release() {
+	if d.refs.Add(-1) == 0 {
+		_ = unix.Close(d.fd) // read-only directory: nothing to flush
+	}
+}
+
 type restoredDir struct {
-	path string
+	rel  string
+	id   inodeKey
 	node tree.Node
 }
 
-// restoredLink is a further name of an inode whose first name is restored as a file;
-// it is linked once every file is complete.
+// linkName is a name in a directory the restore created.
+type linkName struct {
+	dir  string // below the target
+	id   inodeKey
+	name string
+}
+
+// restoredLink is a further name (to) of an inode whose first name (first) is restored
+// as a file; it is linked once every file is complete.
 type restoredLink struct {
-	first, path string
+	first, to linkName
 }
 
 // fileTask is one regular file for a file worker to create.
 type fileTask struct {
-	path string
+	dir  *dirHandle // holds a reference for the task
+	name string
+	rel  string
 	node *tree.Node // points into a decoded tree, which is never modified
 }
 
 // restoreFile is one file being written by fetch workers; the worker that writes its
-// last chunk closes it and sets its metadata.
+// last chunk sets its metadata and closes it.
 type restoreFile struct {
 	f         *os.File
+	fd        int // f's descriptor, valid until f is closed
 	path      string
 	node      *tree.Node
 	remaining atomic.Int64
@@ -194,9 +253,11 @@ type chunkJob struct {
 // content. Once every file is complete, further names of hardlinked files are linked,
 // then directory metadata is applied, deepest first. Open files are bounded by the
 // channels (files being created, chunks queued and in flight); plaintext by the chunk
-// cache and the fetches in flight. The first error cancels everything and is returned,
-// with every file the restore opened closed.
-func (r *restorer) run(ctx context.Context, root chunk.ID, target string) error {
+// cache and the fetches in flight; open directories by the depth of the walk and the
+// files queued. The first error cancels everything and is returned, with every file and
+// directory the restore opened closed. run releases top.
+func (r *restorer) run(ctx context.Context, root chunk.ID, top *dirHandle) error {
+	defer top.release()
 	a := r.a
 	g, gctx := errgroup.WithContext(ctx)
 	creators := restoreFileWorkers(a.cfg.Workers)
@@ -221,28 +282,48 @@ func (r *restorer) run(ctx context.Context, root chunk.ID, target string) error 
 	}
 	g.Go(func() error {
 		defer close(files)
-		return r.restoreTree(gctx, root, target, "", files)
+		return r.restoreTree(gctx, root, top, "", files)
 	})
 	err := g.Wait()
 	r.trees.wait()
-	// Every goroutine has returned and jobs is closed; chunks still queued after a
-	// failure will never be written: close their files.
+	// Every goroutine has returned and files and jobs are closed; files still queued
+	// after a failure will never be created, chunks never written: release and close.
+	for ft := range files {
+		ft.dir.release()
+	}
 	for j := range jobs {
 		j.rf.closeOnce.Do(func() { j.rf.f.Close() })
 	}
 	if err != nil {
 		return err
 	}
+	// Directories are opened again from the target, each checked to be the one the
+	// restore created; two chains of open directories follow the walk order.
+	from, to := r.newDirChain(top), r.newDirChain(top)
+	defer from.close()
+	defer to.close()
 	for _, l := range r.linkList {
-		if err := os.Link(l.first, l.path); err != nil {
+		fd1, err := from.open(l.first.dir, l.first.id)
+		if err != nil {
 			return err
+		}
+		fd2, err := to.open(l.to.dir, l.to.id)
+		if err != nil {
+			return err
+		}
+		if err := unix.Linkat(fd1, l.first.name, fd2, l.to.name, 0); err != nil {
+			return &fs.PathError{Op: "link", Path: filepath.Join(r.target, l.to.dir, l.to.name), Err: err}
 		}
 	}
 	// Directory metadata last, deepest first, so that children's creation does not
 	// disturb modification times and read-only directories do not block writes.
 	for i := len(r.dirList) - 1; i >= 0; i-- {
-		d := r.dirList[i]
-		if err := r.setMeta(d.path, &d.node); err != nil {
+		d := &r.dirList[i]
+		fd, err := to.open(d.rel, d.id)
+		if err != nil {
+			return err
+		}
+		if err := r.setMetaFD(fd, &d.node, d.rel); err != nil {
 			return err
 		}
 	}
@@ -271,13 +352,18 @@ func (r *restorer) selected(p string) (wanted, along bool) {
 	return false, along
 }
 
-func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir string, files chan<- fileTask) error {
-	t, err := r.trees.get(ctx, id)
-	if err != nil {
-		return err
+// restoreTree restores the selected entries of tree id, at snapshot path snapDir, into
+// dir.
+func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir *dirHandle, snapDir string, files chan<- fileTask) error {
+	t := r.x.tree(id)
+	if t == nil {
+		var err error
+		if t, err = r.trees.get(ctx, id); err != nil {
+			return err
+		}
 	}
 	for i := range t.Nodes {
-		if n := &t.Nodes[i]; n.Type == tree.TypeDir && n.Subtree != nil {
+		if n := &t.Nodes[i]; n.Type == tree.TypeDir && n.Subtree != nil && r.x.tree(*n.Subtree) == nil {
 			if wanted, along := r.selected(snapDir + "/" + n.Name); wanted || along {
 				r.trees.start(ctx, *n.Subtree)
 			}
@@ -285,8 +371,8 @@ func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir st
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
-		// NB: tree.Decode already refused such names; checked again because a path
-		// built from them must never leave the target.
+		// NB: tree.Decode already refused such names; checked again because a name
+		// given to the *at calls must never leave its directory.
 		if err := tree.ValidName(n.Name); err != nil {
 			return fmt.Errorf("tree %s: %w", id.Str(), err)
 		}
@@ -295,43 +381,49 @@ func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir, snapDir st
 		if !wanted && !(along && n.Type == tree.TypeDir) {
 			continue
 		}
-		p := filepath.Join(dir, n.Name)
-		if filepath.Dir(p) != dir {
-			return fmt.Errorf("%w: entry %q escapes %s", tree.ErrInvalid, n.Name, dir)
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.restoreNode(ctx, n, p, sp, files); err != nil {
+		if err := r.restoreNode(ctx, n, dir, sp, files); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, files chan<- fileTask) error {
+// restoreNode creates node n (snapshot path sp) in dir.
+func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, dir *dirHandle, sp string, files chan<- fileTask) error {
 	cur := sp
 	r.current.Store(&cur)
+	rel := joinRel(dir.rel, n.Name)
 	switch n.Type {
 	case tree.TypeDir:
-		if err := os.Mkdir(p, 0o700); err != nil {
-			return err
+		if err := unix.Mkdirat(dir.fd, n.Name, 0o700); err != nil {
+			return r.pathErr("mkdir", rel, err)
 		}
+		fd, id, err := openDirAt(dir.fd, n.Name)
+		if err != nil {
+			return r.replaced(rel, err)
+		}
+		child := &dirHandle{fd: fd, rel: rel, id: id}
+		child.refs.Store(1)
 		r.dirs.Add(1)
-		r.dirList = append(r.dirList, restoredDir{path: p, node: *n})
-		return r.restoreTree(ctx, *n.Subtree, p, sp, files)
+		r.dirList = append(r.dirList, restoredDir{rel: rel, id: id, node: *n})
+		err = r.restoreTree(ctx, *n.Subtree, child, sp, files)
+		child.release()
+		return err
 	case tree.TypeFile:
-		return r.restoreFile(ctx, n, p, files)
+		return r.restoreFile(ctx, n, dir, rel, files)
 	case tree.TypeSymlink:
-		if err := os.Symlink(n.LinkTarget, p); err != nil {
-			return err
+		if err := unix.Symlinkat(n.LinkTarget, dir.fd, n.Name); err != nil {
+			return r.pathErr("symlink", rel, err)
 		}
-		return r.setMeta(p, n)
+		return r.setMetaAt(dir.fd, n, rel)
 	case tree.TypeFIFO:
-		if err := unix.Mkfifo(p, 0o600); err != nil {
-			return fmt.Errorf("mkfifo %s: %w", p, err)
+		if err := unix.Mkfifoat(dir.fd, n.Name, 0o600); err != nil {
+			return r.pathErr("mkfifo", rel, err)
 		}
-		return r.setMeta(p, n)
+		return r.setMetaAt(dir.fd, n, rel)
 	case tree.TypeDev, tree.TypeCharDev:
 		if !r.root {
 			r.a.cfg.Logger.Warn("restore: device node skipped (needs root)", "path", sp)
@@ -341,10 +433,10 @@ func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, 
 		if n.Type == tree.TypeCharDev {
 			mode = unix.S_IFCHR
 		}
-		if err := unix.Mknod(p, mode|0o600, int(n.Rdev)); err != nil {
-			return fmt.Errorf("mknod %s: %w", p, err)
+		if err := unix.Mknodat(dir.fd, n.Name, mode|0o600, int(n.Rdev)); err != nil {
+			return r.pathErr("mknod", rel, err)
 		}
-		return r.setMeta(p, n)
+		return r.setMetaAt(dir.fd, n, rel)
 	case tree.TypeSocket:
 		r.a.cfg.Logger.Info("restore: socket skipped", "path", sp)
 		return nil
@@ -352,22 +444,26 @@ func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, p, sp string, 
 	return fmt.Errorf("%s: unknown node type %q", sp, n.Type)
 }
 
-// restoreFile queues regular file n for the file workers; a further name of an inode
-// restored already is remembered for linking once every file is complete.
-func (r *restorer) restoreFile(ctx context.Context, n *tree.Node, p string, files chan<- fileTask) error {
+// restoreFile queues regular file n (rel below the target) for the file workers; a
+// further name of an inode restored already is remembered for linking once every file
+// is complete.
+func (r *restorer) restoreFile(ctx context.Context, n *tree.Node, dir *dirHandle, rel string, files chan<- fileTask) error {
 	r.files.Add(1)
 	if n.Links > 1 {
 		key := inodeKey{n.DeviceID, n.Inode}
+		name := linkName{dir: dir.rel, id: dir.id, name: n.Name}
 		if first, ok := r.links[key]; ok {
-			r.linkList = append(r.linkList, restoredLink{first: first, path: p})
+			r.linkList = append(r.linkList, restoredLink{first: first, to: name})
 			return nil
 		}
-		r.links[key] = p
+		r.links[key] = name
 	}
+	dir.acquire()
 	select {
-	case files <- fileTask{path: p, node: n}:
+	case files <- fileTask{dir: dir, name: n.Name, rel: rel, node: n}:
 		return nil
 	case <-ctx.Done():
+		dir.release()
 		return ctx.Err()
 	}
 }
@@ -393,10 +489,12 @@ func (r *restorer) createLoop(ctx context.Context, files <-chan fileTask, jobs c
 // chunks; a file without data is finished at once.
 func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chunkJob) error {
 	n := ft.node
-	f, err := os.OpenFile(ft.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	fd, err := openat(ft.dir.fd, ft.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	ft.dir.release()
 	if err != nil {
-		return err
+		return r.pathErr("open", ft.rel, err)
 	}
+	f := os.NewFile(uintptr(fd), filepath.Join(r.target, ft.rel))
 	var data, end int64
 	for _, e := range n.Content {
 		if !e.Hole {
@@ -412,7 +510,7 @@ func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chun
 			return err
 		}
 	}
-	rf := &restoreFile{f: f, path: ft.path, node: n}
+	rf := &restoreFile{f: f, fd: fd, path: ft.rel, node: n}
 	r.bytes.Add(n.Size - dataBytes(n))
 	if data == 0 {
 		return r.finishFile(rf)
@@ -545,7 +643,7 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 			for _, left := range batch[i:] {
 				left.rf.closeOnce.Do(func() { left.rf.f.Close() })
 			}
-			return fmt.Errorf("%s: %w", j.rf.path, err)
+			return fmt.Errorf("%s: %w", filepath.Join(r.target, j.rf.path), err)
 		}
 		r.bytes.Add(int64(len(data)))
 		if j.rf.remaining.Add(-1) == 0 {
@@ -560,32 +658,63 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 	return nil
 }
 
+// finishFile sets rf's metadata on its handle and closes it.
 func (r *restorer) finishFile(rf *restoreFile) error {
 	var err error
-	rf.closeOnce.Do(func() { err = rf.f.Close() })
-	if err != nil {
-		return err
-	}
-	return r.setMeta(rf.path, rf.node)
+	rf.closeOnce.Do(func() {
+		err = r.setMetaFD(rf.fd, rf.node, rf.path)
+		if cerr := rf.f.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
 }
 
-// setMeta applies ownership (root only), mode and modification time to p, without
-// following symlinks.
-func (r *restorer) setMeta(p string, n *tree.Node) error {
+// setMetaFD applies ownership (root only), mode and modification time to the open file
+// or directory fd (rel below the target, for messages).
+func (r *restorer) setMetaFD(fd int, n *tree.Node, rel string) error {
 	if r.root {
-		if err := os.Lchown(p, int(n.UID), int(n.GID)); err != nil {
-			return err
+		if err := unix.Fchown(fd, int(n.UID), int(n.GID)); err != nil {
+			return r.pathErr("chown", rel, err)
+		}
+	}
+	// NB: after chown, which clears setuid/setgid bits.
+	if err := unix.Fchmod(fd, unixMode(n.FileMode())); err != nil {
+		return r.pathErr("chmod", rel, err)
+	}
+	if err := futimens(fd, unix.NsecToTimespec(n.ModTime)); err != nil {
+		return r.pathErr("set times of", rel, err)
+	}
+	return nil
+}
+
+// setMetaAt applies ownership (root only), mode (not for symlinks) and modification
+// time to entry n.Name of directory dirfd, never following a symlink.
+func (r *restorer) setMetaAt(dirfd int, n *tree.Node, rel string) error {
+	if r.root {
+		if err := unix.Fchownat(dirfd, n.Name, int(n.UID), int(n.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return r.pathErr("chown", rel, err)
 		}
 	}
 	if n.Type != tree.TypeSymlink {
-		// NB: after chown, which clears setuid/setgid bits.
-		if err := os.Chmod(p, n.FileMode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-			return err
+		if err := chmodNoFollow(dirfd, n.Name, unixMode(n.FileMode())); err != nil {
+			return r.pathErr("chmod", rel, err)
 		}
 	}
 	ts := unix.NsecToTimespec(n.ModTime)
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set times of %s: %w", p, err)
+	if err := unix.UtimesNanoAt(dirfd, n.Name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return r.pathErr("set times of", rel, err)
 	}
 	return nil
+}
+
+// pathErr describes a failed operation on rel, below the target.
+func (r *restorer) pathErr(op, rel string, err error) error {
+	return &fs.PathError{Op: op, Path: filepath.Join(r.target, rel), Err: err}
+}
+
+// replaced describes a directory the restore created that it could not open again as
+// the same directory: something replaced it while the restore ran.
+func (r *restorer) replaced(rel string, err error) error {
+	return fmt.Errorf("client: restore: directory %s was replaced while the restore ran: %w", filepath.Join(r.target, rel), err)
 }
