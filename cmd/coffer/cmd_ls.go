@@ -27,7 +27,11 @@ SNAP is a full snapshot ID, a unique prefix of it
 
 With --json one object per line is printed for each entry: path, name, type,
 mode (octal string), uid, gid, size, mtime (RFC 3339) and, for symlinks,
-link_target.`,
+link_target.
+
+A snapshot whose directories expand to more than --max-entries entries
+(default 100000000; a directory tree stored once but named in several places
+counts each time) is refused before anything is listed.`,
 		examples: []string{
 			"coffer ls latest",
 			"coffer ls 1a2b3c4d /etc/ssh",
@@ -38,9 +42,11 @@ link_target.`,
 }
 
 // lsCmd lists a snapshot's entries.
-type lsCmd struct{}
+type lsCmd struct {
+	maxEntries maxEntriesFlag
+}
 
-func (c *lsCmd) addFlags(*flag.FlagSet) {}
+func (c *lsCmd) addFlags(fs *flag.FlagSet) { c.maxEntries.add(fs) }
 
 func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 || len(args) > 2 {
@@ -50,7 +56,11 @@ func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) == 2 {
 		path = args[1]
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0])
+	limit, err := c.maxEntries.apply(lsSpec())
+	if err != nil {
+		return err
+	}
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit)
 	if err != nil {
 		return err
 	}

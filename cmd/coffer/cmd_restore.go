@@ -18,7 +18,13 @@ directory that does not exist yet or is empty; nothing is written outside it) wi
 their modes, times and (when running as root) owners. Every chunk is checked
 against its ID; a restore either writes the exact bytes that were backed up or
 fails. --include (repeatable) restores only the named snapshot paths and
-everything below them.
+everything below them. Everything is created relative to open directory
+handles and no symlink is ever followed, so neither the snapshot nor another
+process changing the target meanwhile can make it write elsewhere. A snapshot
+(or the --include selection) whose directories expand to more than
+--max-entries entries (default 100000000; a directory tree stored once but
+named in several places counts each time) is refused before anything is
+written.
 
 --image FILE writes one file of the snapshot, typically the image of a
 "backup --block", to FILE: a new file (sparse where the image has holes or
@@ -45,15 +51,17 @@ snapshot_id, target, files, dirs, bytes, duration_s.`,
 
 // restoreCmd restores a snapshot.
 type restoreCmd struct {
-	target  string
-	include stringList
-	image   string
-	cache   cacheFlags
+	target     string
+	include    stringList
+	image      string
+	cache      cacheFlags
+	maxEntries maxEntriesFlag
 }
 
 func (c *restoreCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "restore into directory `DIR` (required; must not exist or be empty)")
 	fs.Var(&c.include, "include", "restore only snapshot path `PATH` and what is below it (repeatable)")
+	c.maxEntries.add(fs)
 	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
 	fs.StringVar(&c.image, "image", "", "write the snapshot's image (a --block backup, or the one --include file) to new file or block device `FILE`")
 }
@@ -70,7 +78,11 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 		return usagef(restoreSpec(), "restore needs --target DIR (or --image FILE)")
 	}
 	cacheDir := c.cache.resolve(a)
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir) })
+	limit, err := c.maxEntries.apply(restoreSpec())
+	if err != nil {
+		return err
+	}
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir) }, limit)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,8 @@ and COFFER_SNAPSHOT in its environment) and writes a report as JSON and
 markdown (verify-SNAPID-TIME.json/.md in --report-dir, default the current
 directory). The sandbox is removed whatever happens: restore failure, failing
 check, or interruption. The check's output (its first 64 KiB) goes into the
-report.
+report. The restore is refused, before anything is written, when the snapshot
+expands to more than --max-entries entries (as for restore).
 
 Exit status 0 when the restore and the check succeed, 1 otherwise (the report
 says which failed). With --json the report is printed too: snapshot_id,
@@ -46,15 +47,17 @@ exit_code, output, error), ok, report_json, report_md.`,
 
 // verifyCmd restores into a sandbox and runs a check.
 type verifyCmd struct {
-	check     string
-	sandbox   string
-	reportDir string
+	check      string
+	sandbox    string
+	reportDir  string
+	maxEntries maxEntriesFlag
 }
 
 func (c *verifyCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.check, "check", "", "run `CMD` (sh -c) in the restored sandbox")
 	fs.StringVar(&c.sandbox, "sandbox", "", "create the sandbox under `DIR` (default: the temporary directory)")
 	fs.StringVar(&c.reportDir, "report-dir", ".", "write the JSON and markdown report into `DIR`")
+	c.maxEntries.add(fs)
 }
 
 // verifyReport is the report `coffer verify` writes (and prints with --json).
@@ -87,7 +90,11 @@ func (c *verifyCmd) run(ctx context.Context, a *app, args []string) (err error) 
 	if len(args) != 1 {
 		return usagef(verifySpec(), "verify takes one snapshot, got %d arguments", len(args))
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0])
+	limit, err := c.maxEntries.apply(verifySpec())
+	if err != nil {
+		return err
+	}
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit)
 	if err != nil {
 		return err
 	}
