@@ -54,8 +54,6 @@ const (
 	streamCancel  quicgo.StreamErrorCode      = 1
 	streamBadReq  quicgo.StreamErrorCode      = 2
 	streamRefused quicgo.StreamErrorCode      = 3
-	// streamNoMore stops the rest of an anonymous stream once its request is read.
-	streamNoMore quicgo.StreamErrorCode = 4
 )
 
 // ErrClosed is returned (wrapped, together with transport.ErrUnreachable) by calls on a

@@ -159,6 +159,21 @@ func TestAnonymousLimits(t *testing.T) {
 		t.Fatalf("anonymous body of %d bytes: code %v %q err %v", lim.MaxBody, code, msg, err)
 	}
 
+	// Nothing may follow an anonymous request but its FIN.
+	str, err = conn1.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteRequest(str, "meta.Enroll", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	str.Write([]byte("more"))
+	str.Close()
+	str.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if code, msg, _, err := wire.ReadResponse(str); err != nil || code != transport.Invalid || !strings.Contains(msg, "data after the request") {
+		t.Fatalf("anonymous request followed by more data: code %v %q err %v, want Invalid", code, msg, err)
+	}
+
 	// Requests in progress: two stalled requests hold the connection's two slots; the
 	// third stream is reset at once; the stalled ones are reset at the read deadline.
 	var stalled []*quicgo.Stream

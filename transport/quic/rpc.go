@@ -76,12 +76,8 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 	})
 	defer stop()
 	if err := wire.WriteRequest(str, method, body); err != nil {
-		if refusedEarly(err) {
-			// The server answered from the request's header and stopped reading (see
-			// serveStream): its answer is the outcome, and the handler never ran.
-			if _, code, msg, rerr := readReply(str); rerr == nil && code != transport.OK {
-				return nil, false, &transport.Error{Code: code, Msg: msg}
-			}
+		if refusedEarly(str) {
+			return refusedAnswer(str, err)
 		}
 		str.CancelWrite(streamCancel)
 		str.CancelRead(streamCancel)
@@ -92,6 +88,9 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 		return nil, false, err
 	}
 	if err := str.Close(); err != nil {
+		if refusedEarly(str) {
+			return refusedAnswer(str, err)
+		}
 		str.CancelRead(streamCancel)
 		return nil, false, err
 	}
@@ -124,12 +123,24 @@ func readReply(str *quicgo.Stream) (reply []byte, code transport.Code, msg strin
 	return reply, code, msg, nil
 }
 
-// refusedEarly reports whether a write failed because the server stopped reading the
-// request with streamRefused: it refused the request from its header and answers on the
-// stream.
-func refusedEarly(err error) bool {
+// refusedEarly reports whether the server stopped reading the request with
+// streamRefused (which ends our send side's context with that cause): it refused the
+// request from its header and answers on the stream.
+func refusedEarly(str *quicgo.Stream) bool {
 	var se *quicgo.StreamError
-	return errors.As(err, &se) && se.Remote && se.ErrorCode == streamRefused
+	return errors.As(context.Cause(str.Context()), &se) && se.Remote && se.ErrorCode == streamRefused
+}
+
+// refusedAnswer reads the answer of a server that refused the request from its header
+// (see serveStream): that answer is the outcome, and the handler never ran. When no error
+// answer can be read, the stream is cancelled and werr, the failed write, is returned.
+func refusedAnswer(str *quicgo.Stream, werr error) (reply []byte, written bool, err error) {
+	if _, code, msg, rerr := readReply(str); rerr == nil && code != transport.OK {
+		return nil, false, &transport.Error{Code: code, Msg: msg}
+	}
+	str.CancelWrite(streamCancel)
+	str.CancelRead(streamCancel)
+	return nil, false, werr
 }
 
 // serveStream answers one RPC stream. It reads the request's header first and decides
@@ -182,12 +193,17 @@ func (e *Endpoint) serveStream(str *quicgo.Stream, peer transport.Peer, done fun
 		str.CancelWrite(streamCancel)
 		return
 	}
-	str.SetReadDeadline(time.Time{})
 	if anonymous {
-		// Nothing may follow the request: whatever an anonymous peer sends after it is
-		// dropped now rather than buffered while the handler runs.
-		str.CancelRead(streamNoMore)
+		// Nothing may follow the request but the FIN: an anonymous peer gets no buffer
+		// for more while the handler runs.
+		if err := expectEOF(str); err != nil {
+			e.logRefusal("request", addrKey(peer.Addr), "unreadable request without a certificate", "err", err)
+			str.CancelRead(streamBadReq)
+			e.respond(str, transport.Invalid, fmt.Sprintf("quic: %s: %v", h.Method, err), nil)
+			return
+		}
 	}
+	str.SetReadDeadline(time.Time{})
 
 	reply, herr := e.invoke(ctx, peer, h.Method, body)
 	code := transport.CodeOf(herr)
@@ -223,6 +239,20 @@ func (e *Endpoint) admit(ctx context.Context, peer transport.Peer, h wire.Reques
 			h.Method, h.BodyLen, e.anonLim.MaxBody)
 	}
 	return nil
+}
+
+// expectEOF reads the end of a request stream: the FIN and nothing else.
+func expectEOF(str *quicgo.Stream) error {
+	var one [1]byte
+	n, err := str.Read(one[:])
+	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return nil
+	case n > 0:
+		return fmt.Errorf("%w: data after the request frame", wire.ErrFrame)
+	default:
+		return fmt.Errorf("request not closed: %w", err)
+	}
 }
 
 func (e *Endpoint) respond(str *quicgo.Stream, code transport.Code, msg string, reply []byte) {
