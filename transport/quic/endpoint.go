@@ -78,9 +78,11 @@ type Config struct {
 	// SetHandler installs one.
 	Handler transport.Handler
 	// CheckPeer, when set, runs before every request of an authenticated peer (RPCs and
-	// streams of other protocols, whose method is reported as "stream:"+ALPN); its error
-	// is the answer and the handler is not called. Nodes refuse revoked certificates
-	// here, on connections old and new.
+	// streams of other protocols, whose method is reported as "stream:"+ALPN), once the
+	// request's header is read and before any of its body is; its error is the answer,
+	// the body is never read and the handler is not called. Nodes refuse revoked
+	// certificates here, on connections old and new. Anonymous peers are not passed to
+	// it: AnonymousMethods and Anonymous decide on them.
 	CheckPeer transport.PeerCheck
 	// AnonymousMethods are the RPC methods a peer without a certificate may call over
 	// ALPNEnroll (an enrolling agent: "meta.Enroll"). Empty: the endpoint refuses ALPNEnroll

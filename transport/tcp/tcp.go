@@ -58,8 +58,9 @@ type Config struct {
 	Handler transport.Handler
 	// MaxIdle is the idle connections kept per peer; 0 means DefaultMaxIdle.
 	MaxIdle int
-	// CheckPeer, when set, runs before every request (as in transport/quic); its error is
-	// the answer and the handler is not called. Nodes refuse revoked certificates here.
+	// CheckPeer, when set, runs before every request (as in transport/quic), once its
+	// header is read and before its body is; its error is the answer, the handler is not
+	// called and the body is read into nothing. Nodes refuse revoked certificates here.
 	CheckPeer transport.PeerCheck
 }
 
