@@ -32,11 +32,32 @@ func (f *FSM) Apply(l *raft.Log) any {
 // the new applied index and clock are committed in one synced Pebble batch; later entries
 // see the effects of earlier ones.
 //
+// After a batch that purged a vault, the state is rewritten into a fresh Pebble directory
+// and the old one removed (see rewrite), so that no file of the FSM still holds the
+// purged vault's key wrappings; then Options.OnPurge is called.
+//
 // NB: a failure to commit the batch panics. The FSM cannot report it to Raft, and
 // continuing would let this replica diverge from the others; on restart it replays from
 // its last durable applied index.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
+	out, purged := f.applyBatch(logs)
+	if purged != 0 {
+		if err := f.rewrite(); err != nil {
+			// The state is intact (rewrite changes nothing on failure); only the purged
+			// bytes may linger in the old files until the next purge or restore.
+			f.opts.Logger.Error("fsm: rewrite after a purge", "index", purged, "err", err)
+		}
+		if f.opts.OnPurge != nil {
+			f.opts.OnPurge(purged)
+		}
+	}
+	return out
+}
+
+// applyBatch is ApplyBatch before the rewrite; it also returns the index of the last
+// PurgeVault applied (0 when none).
+func (f *FSM) applyBatch(logs []*raft.Log) (out []any, purged uint64) {
+	out = make([]any, len(logs))
 	h, err := f.acquire()
 	if err != nil {
 		panic(fmt.Sprintf("fsm: apply: %v", err))
@@ -70,11 +91,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			// A refusal leaves the clock as it was, like the rest of the state.
 			clock, limit = prevClock, prevLimit
 			err = fmt.Errorf("fsm: log %d: %s: %w", l.Index, cmd.Body.Type(), err)
+		} else if _, ok := cmd.Body.(command.PurgeVault); ok {
+			purged = l.Index
 		}
 		out[i] = Result{Value: v, Err: err}
 	}
 	if newApplied == applied {
-		return out
+		return out, 0
 	}
 	var buf [8]byte
 	binary.BigEndian.PutUint64(buf[:], newApplied)
@@ -87,7 +110,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applied.Store(newApplied)
 	f.clock.Store(clock)
 	f.limit.Store(limit)
-	return out
+	return out, purged
 }
 
 func must(err error) {

@@ -39,6 +39,10 @@ type Options struct {
 	Logger *slog.Logger
 	// MemTableSize is Pebble's memtable size; default 8 MiB.
 	MemTableSize uint64
+	// OnPurge, when set, is called on the apply goroutine with the log index of each
+	// applied PurgeVault, after the state has been rewritten without the vault (see
+	// ApplyBatch). It must not block.
+	OnPurge func(index uint64)
 }
 
 // FSM is the metadata state machine. It implements raft.FSM and raft.BatchingFSM.

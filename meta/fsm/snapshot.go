@@ -78,6 +78,29 @@ func (f *FSM) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
+// rewrite copies the live state into a fresh Pebble directory through a snapshot stream
+// (WriteTo into Restore) and removes the old directory, whose WAL, memtable-flushed and
+// obsolete table files may still hold deleted values: after a purge, the vault's key
+// wrappings. Pebble offers no way to scrub them in place (it recycles WAL files, whose
+// unwritten tails keep old records, and deletes obsolete tables in the background), and
+// the state is small. On error the state is unchanged. It must not run concurrently with
+// Apply or Restore (ApplyBatch calls it).
+func (f *FSM) rewrite() error {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := f.WriteTo(pw)
+		_ = pw.CloseWithError(err)
+	}()
+	err := f.Restore(pr)
+	<-done
+	if err != nil {
+		return fmt.Errorf("fsm: rewrite: %w", err)
+	}
+	return nil
+}
+
 type countWriter struct {
 	w io.Writer
 	n int64

@@ -88,14 +88,19 @@ type Config struct {
 
 // Server is one meta voter. All methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	codec    command.Codec
-	fsm      *fsm.FSM
-	raft     *raft.Raft
-	logs     io.Closer
-	logStore raft.LogStore
-	trans    *raft.NetworkTransport // owned, nil when cfg.Transport was given
+	cfg   Config
+	log   *slog.Logger
+	codec command.Codec
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	logs  *raftlog.Store
+	snaps *raft.FileSnapshotStore
+	// purged is signalled (capacity 1) when the FSM applies a PurgeVault; purgeIndex is
+	// the newest such index and scrubbed the newest one scrubbed from the log (scrub.go).
+	purged     chan struct{}
+	purgeIndex atomic.Uint64
+	scrubbed   atomic.Uint64
+	trans      *raft.NetworkTransport // owned, nil when cfg.Transport was given
 
 	// started is raft once New has started it (nil before): the Raft stream gate and
 	// CheckMetaPeer run on other goroutines from the moment the transport listens.
@@ -164,18 +169,20 @@ func New(cfg Config) (_ *Server, err error) {
 			}
 		}
 	}()
-	logs, stable, logsCloser, err := raftlog.Open(filepath.Join(cfg.Dir, "raft"))
+	logs, err := raftlog.Open(filepath.Join(cfg.Dir, "raft"))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	closers = append(closers, logsCloser)
-	s.logs = logsCloser
-	s.logStore = logs
+	stable := logs
+	closers = append(closers, logs)
+	s.logs = logs
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, hlog)
 	if err != nil {
 		return nil, fmt.Errorf("server: snapshot store: %w", err)
 	}
-	s.fsm, err = fsm.Open(filepath.Join(cfg.Dir, "fsm"), fsm.Options{Logger: s.log})
+	s.snaps = snaps
+	s.purged = make(chan struct{}, 1)
+	s.fsm, err = fsm.Open(filepath.Join(cfg.Dir, "fsm"), fsm.Options{Logger: s.log, OnPurge: s.onPurge})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -245,10 +252,14 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: start raft: %w", err)
 	}
 	s.started.Store(s.raft)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.loop()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.scrubLoop()
 	}()
 	return s, nil
 }
