@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/meta"
@@ -18,15 +19,46 @@ import (
 // vault's own key wrappings, which it then caches. An entry that does not open, or that
 // stands for a wrapping the vault no longer holds, is never an error: it is removed or
 // replaced. Failing to read or write the cache is logged and otherwise ignored.
+//
+// An entry is bound to the vault's identity, not only its name: its associated data
+// names the vault ID and the cluster time the vault was created (cacheIdentity), and it
+// stands for one of the vault's key wrappings. A vault that no longer exists (purged) or
+// is soft-deleted has its entry removed by Open and gets no new one, so a purge also
+// erases the master key from every agent that opens the vault again; a vault created
+// later under the same name opens no old entry.
 
 func keyCachePath(cfg Config, vault meta.VaultID) string {
 	return filepath.Join(cfg.CacheDir, hex.EncodeToString([]byte(vault)), "key")
+}
+
+// cacheIdentity is the vault identity an entry is sealed to: its ID and creation time.
+func cacheIdentity(v meta.Vault) string {
+	return string(v.ID) + "\x00created " + v.Created.UTC().Format(time.RFC3339Nano)
+}
+
+// dropKeyCache removes vault's entry, if any, because the vault is gone or deleted.
+func dropKeyCache(cfg Config, vault meta.VaultID, why string) {
+	if cfg.CacheDir == "" {
+		return
+	}
+	p := keyCachePath(cfg, vault)
+	err := os.Remove(p)
+	switch {
+	case err == nil:
+		cfg.Logger.Info("local key cache entry removed", "vault", vault, "reason", why)
+	case !errors.Is(err, fs.ErrNotExist):
+		cfg.Logger.Warn("local key cache entry not removed", "file", p, "reason", why, "err", err)
+	}
 }
 
 func keyCacheOn(cfg Config) bool { return cfg.CacheDir != "" && len(cfg.KeyCacheSecret) > 0 }
 
 // openKeyCache returns the master key from v's cache entry, or false.
 func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey, bool) {
+	if v.Deleted != nil {
+		dropKeyCache(cfg, v.ID, "the vault is deleted")
+		return crypt.MasterKey{}, false
+	}
 	if !keyCacheOn(cfg) {
 		return crypt.MasterKey{}, false
 	}
@@ -39,7 +71,7 @@ func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey,
 		cfg.Logger.Warn("local key cache unreadable", "file", p, "err", err)
 		return crypt.MasterKey{}, false
 	}
-	mk, _, err := crypt.OpenKeyCache(e, string(v.ID), v.KeyWraps, passphrase, cfg.KeyCacheSecret)
+	mk, _, err := crypt.OpenKeyCache(e, cacheIdentity(v), v.KeyWraps, passphrase, cfg.KeyCacheSecret)
 	if err != nil {
 		// Another passphrase or host secret, a removed wrapping, or a damaged entry: the
 		// full unwrap decides, and replaces the entry when it succeeds.
@@ -54,12 +86,13 @@ func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey,
 }
 
 // saveKeyCache writes v's cache entry for mk, opened from wrapping with passphrase.
+// A deleted vault gets no entry.
 func saveKeyCache(cfg Config, v meta.Vault, wrapping []byte, mk crypt.MasterKey, passphrase []byte) {
-	if !keyCacheOn(cfg) {
+	if !keyCacheOn(cfg) || v.Deleted != nil {
 		return
 	}
 	p := keyCachePath(cfg, v.ID)
-	e, err := crypt.SealKeyCache(mk, string(v.ID), wrapping, passphrase, cfg.KeyCacheSecret, cfg.Rand)
+	e, err := crypt.SealKeyCache(mk, cacheIdentity(v), wrapping, passphrase, cfg.KeyCacheSecret, cfg.Rand)
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(p), 0o700)
 	}

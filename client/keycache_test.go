@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta"
 )
 
 // TestKeyCacheOpen opens a vault twice with the key cache on: the first Open unwraps
@@ -149,6 +151,67 @@ func TestKeyCacheFromInit(t *testing.T) {
 	}
 	if _, err := Open(ctx, cfg, "v2", []byte("wrong passphrase")); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("wrong passphrase with a cache entry from init: %v", err)
+	}
+}
+
+// TestKeyCacheRefusesPurgedVault: the key cache is bound to the vault itself, not its
+// name. Once the vault is purged, Open fails and removes the entry (the master key must
+// not outlive the vault's crypto-erase on an agent's disk); an entry put back for a vault
+// created again under the same name, even holding the same key wrapping, is not used;
+// and a soft-deleted vault neither uses nor gets an entry.
+func TestKeyCacheRefusesPurgedVault(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t)
+	cfg := withKeyCache(e.cfg, dir)
+	entry := keyCachePath(cfg, "v1")
+	if _, err := Open(ctx, cfg, "v1", testPass); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(entry)
+	if err != nil {
+		t.Fatalf("no key cache entry after Open: %v", err)
+	}
+
+	// Purge: the vault record with its wrappings is gone from meta.
+	e.meta.mu.Lock()
+	old := e.meta.vaults["v1"]
+	delete(e.meta.vaults, "v1")
+	e.meta.mu.Unlock()
+	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, meta.ErrNotFound) {
+		t.Fatalf("Open of a purged vault: %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(entry); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the purged vault's key cache entry survives Open: %v", err)
+	}
+
+	// The same name again, even with the very same wrapping: another vault.
+	e.meta.mu.Lock()
+	again := old
+	again.Created = e.meta.tick()
+	e.meta.vaults["v1"] = again
+	e.meta.mu.Unlock()
+	if err := os.WriteFile(entry, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(ctx, cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.keyFromCache {
+		t.Fatal("a vault created again under the purged vault's name opened the old cache entry")
+	}
+
+	// Soft-deleted: the entry is dropped and not rewritten.
+	e.meta.mu.Lock()
+	again.Deleted = &meta.VaultDeletion{At: e.meta.tick(), RecoverUntil: e.meta.tick().Add(time.Hour), By: "ops"}
+	e.meta.vaults["v1"] = again
+	e.meta.mu.Unlock()
+	if a, err := Open(ctx, cfg, "v1", testPass); err != nil || a.keyFromCache {
+		t.Fatalf("Open of a soft-deleted vault: %v (from cache %v), want the vault's key", err, err == nil && a.keyFromCache)
+	}
+	if _, err := os.Stat(entry); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a soft-deleted vault keeps a key cache entry: %v", err)
 	}
 }
 
