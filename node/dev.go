@@ -310,8 +310,8 @@ func (d *Dev) WaitReady(ctx context.Context) error {
 			if n.meta != nil && n.meta.IsLeader() {
 				leader = true
 			}
-			if n.Map() == nil || n.sec.cur.Load() == nil {
-				maps = false // no map, or no cluster time and revocation list yet
+			if n.Map() == nil || n.sec.cur.Load() == nil || !n.RevocationCurrent() {
+				maps = false // no map, or no cluster time and current revocation list yet
 			}
 		}
 		if leader && maps {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport/pki"
 )
 
 // gossipMeta is what a node advertises in memberlist's NodeMeta (≤ 512 bytes).
@@ -26,15 +28,65 @@ type gossipMeta struct {
 	Addr   string `json:"a"`
 	Roles  []Role `json:"r"`
 	Domain string `json:"d"`
+	// Serial and Issued (Unix seconds) are the node certificate's serial and NotBefore,
+	// which revocations are matched against (memberRevoked). Self-declared: gossip is
+	// keyed by the cluster secret, not certificates (see revokedFunc).
+	Serial string `json:"s,omitempty"`
+	Issued int64  `json:"i,omitempty"`
+}
+
+// revokedFunc reports whether a gossip member (name, advertised certificate serial and
+// NotBefore) is revoked by the node's revocation list.
+//
+// NB: gossip messages are authenticated by the cluster secret alone, so what a member
+// advertises is its own word: the filter stops a revoked node running this software (its
+// name and certificate are refused by principal or serial), not a holder of the cluster
+// secret forging messages. Every request that matters (shards, meta, repair) goes over
+// the certificate-checked transport, where the revocation is enforced for certain.
+type revokedFunc func(name, serial string, issued time.Time) (meta.Revocation, bool)
+
+// memberInfo decodes what m advertises (zero values when it does not parse: a member
+// that says nothing is matched by name alone, so a principal revocation still applies).
+func memberInfo(m *memberlist.Node) (serial string, issued time.Time) {
+	var gm gossipMeta
+	if json.Unmarshal(m.Meta, &gm) != nil {
+		return "", time.Time{}
+	}
+	if gm.Issued != 0 {
+		issued = time.Unix(gm.Issued, 0)
+	}
+	return gm.Serial, issued
+}
+
+// gossipAlive is memberlist's AliveDelegate: an alive message (a join, a refutation, or
+// one member of a push/pull merge: memberlist's mergeState passes each through it) for a
+// revoked member is refused, so no node adds it to its member list.
+//
+// NB: no MergeDelegate: refusing a whole merge because the remote state lists a revoked
+// member would also refuse honest nodes whose peers still remember it.
+type gossipAlive struct {
+	revoked revokedFunc
+	log     *slog.Logger
+}
+
+func (a gossipAlive) NotifyAlive(m *memberlist.Node) error {
+	serial, issued := memberInfo(m)
+	if r, ok := a.revoked(m.Name, serial, issued); ok {
+		a.log.Warn("gossip: refused a revoked member", "member", m.Name, "serial", serial, "revoked_seq", r.Seq)
+		return fmt.Errorf("node: gossip: member %s (certificate serial %q) is revoked (revocation %d at %s by %s)",
+			m.Name, serial, r.Seq, r.At.Format(time.RFC3339), r.By)
+	}
+	return nil
 }
 
 // gossip wraps a memberlist instance: failure detection and discovery.
 type gossip struct {
-	ml     *memberlist.Memberlist
-	events *gossipEvents
-	seeds  []string
-	log    *slog.Logger
-	joined atomic.Bool // a seed answered a join
+	ml      *memberlist.Memberlist
+	events  *gossipEvents
+	revoked revokedFunc
+	seeds   []string
+	log     *slog.Logger
+	joined  atomic.Bool // a seed answered a join
 }
 
 // gossipEvents records the last known state of every member ever seen. memberlist calls
@@ -42,17 +94,25 @@ type gossip struct {
 type gossipEvents struct {
 	mu struct {
 		sync.Mutex
-		state map[string]meta.Member
+		state map[string]member
 	}
 }
 
+// member is the last known state of one member and the certificate it advertises.
+type member struct {
+	meta.Member
+	serial string
+	issued time.Time
+}
+
 func (e *gossipEvents) set(n *memberlist.Node, st string) {
+	serial, issued := memberInfo(n)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.state == nil {
-		e.mu.state = map[string]meta.Member{}
+		e.mu.state = map[string]member{}
 	}
-	e.mu.state[n.Name] = meta.Member{Name: n.Name, Addr: n.Address(), State: st}
+	e.mu.state[n.Name] = member{Member: meta.Member{Name: n.Name, Addr: n.Address(), State: st}, serial: serial, issued: issued}
 }
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n, "alive") }
@@ -103,7 +163,10 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // startGossip creates the memberlist member for this node and joins the seeds. Joining
 // fails softly: a node whose seeds are not up yet is still usable and is found by the
 // others when they start.
-func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logger) (*gossip, error) {
+//
+// leaf is this node's certificate (advertised for revocation checks); revoked decides
+// which members are refused and not counted alive.
+func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certificate, revoked revokedFunc, logger *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node: gossip address %q: %w", cfg.Gossip, err)
@@ -112,7 +175,8 @@ func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("node: gossip port %q: %w", portStr, err)
 	}
-	md, err := json.Marshal(gossipMeta{Addr: advertise, Roles: cfg.Roles, Domain: cfg.Domain})
+	md, err := json.Marshal(gossipMeta{Addr: advertise, Roles: cfg.Roles, Domain: cfg.Domain,
+		Serial: pki.SerialString(leaf.SerialNumber), Issued: leaf.NotBefore.Unix()})
 	if err != nil {
 		return nil, fmt.Errorf("node: gossip meta: %w", err)
 	}
@@ -125,6 +189,7 @@ func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logge
 	key := sha256.Sum256(append([]byte("coffer gossip v1\x00"), secret...))
 	mc.SecretKey = key[:]
 	mc.Delegate = gossipDelegate{meta: md}
+	mc.Alive = gossipAlive{revoked: revoked, log: logger}
 	events := &gossipEvents{}
 	mc.Events = events
 	mc.LogOutput = nil
@@ -139,7 +204,7 @@ func startGossip(cfg Config, advertise string, secret []byte, logger *slog.Logge
 			seeds = append(seeds, s)
 		}
 	}
-	g := &gossip{ml: ml, events: events, seeds: seeds, log: logger}
+	g := &gossip{ml: ml, events: events, revoked: revoked, seeds: seeds, log: logger}
 	if len(seeds) > 0 {
 		if n, err := ml.Join(seeds); err != nil || n == 0 {
 			logger.Info("gossip join incomplete; retrying in the background", "err", err)
@@ -173,17 +238,28 @@ func (g *gossip) rejoin(ctx context.Context) {
 	}
 }
 
+// isRevoked reports whether m is revoked by the node's list (events' lock held).
+func (g *gossip) isRevoked(m member) bool {
+	_, ok := g.revoked(m.Name, m.serial, m.issued)
+	return ok
+}
+
 // alive reports whether gossip considers id alive (or suspect). Members never seen count
-// as alive so that a node starting before its peers still tries them.
+// as alive so that a node starting before its peers still tries them; a member whose
+// certificate is revoked (or, never seen, whose name is revoked by principal) never does.
 func (g *gossip) alive(id placement.NodeID) bool {
 	g.events.mu.Lock()
 	defer g.events.mu.Unlock()
 	m, ok := g.events.mu.state[string(id)]
-	return !ok || m.State == "alive" || m.State == "suspect"
+	if !ok {
+		_, revoked := g.revoked(string(id), "", time.Time{})
+		return !revoked
+	}
+	return !g.isRevoked(m) && (m.State == "alive" || m.State == "suspect")
 }
 
 // liveness reports gossip's view of id for the meta leader: alive (or suspect), dead
-// (failed or left), or unknown when never seen.
+// (failed, left, or revoked), or unknown when never seen.
 func (g *gossip) liveness(id placement.NodeID) placement.Liveness {
 	g.events.mu.Lock()
 	defer g.events.mu.Unlock()
@@ -191,19 +267,26 @@ func (g *gossip) liveness(id placement.NodeID) placement.Liveness {
 	switch {
 	case !ok:
 		return placement.LiveUnknown
+	case g.isRevoked(m):
+		return placement.LiveDead
 	case m.State == "alive" || m.State == "suspect":
 		return placement.LiveAlive
 	}
 	return placement.LiveDead
 }
 
-// members reports the gossip view, including dead and left members, sorted by name.
+// members reports the gossip view, including dead, left and revoked members, sorted by
+// name.
 func (g *gossip) members() []meta.Member {
 	g.events.mu.Lock()
 	defer g.events.mu.Unlock()
 	out := make([]meta.Member, 0, len(g.events.mu.state))
 	for _, m := range g.events.mu.state {
-		out = append(out, m)
+		mm := m.Member
+		if g.isRevoked(m) {
+			mm.State = "revoked"
+		}
+		out = append(out, mm)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

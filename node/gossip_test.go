@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,6 +34,13 @@ func TestGossipSeesStoppedNodes(t *testing.T) {
 // waitMember polls n's gossip view until member is left or dead, failing when ctx ends.
 func waitMember(ctx context.Context, t *testing.T, n *node.Node, member string) {
 	t.Helper()
+	waitMemberState(ctx, t, n, member, "left", "dead")
+}
+
+// waitMemberState polls n's gossip view until member is in one of states, failing when
+// ctx ends.
+func waitMemberState(ctx context.Context, t *testing.T, n *node.Node, member string, states ...string) {
+	t.Helper()
 	for {
 		st, err := n.Status(ctx)
 		if err != nil {
@@ -44,12 +52,12 @@ func waitMember(ctx context.Context, t *testing.T, n *node.Node, member string) 
 				state = m.State
 			}
 		}
-		if state == "left" || state == "dead" {
+		if slices.Contains(states, state) {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s still sees %s as %q: %v", n.ID(), member, state, st.Members)
+			t.Fatalf("%s sees %s as %q, want one of %q: %v", n.ID(), member, state, states, st.Members)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -95,6 +95,13 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	// Enforced from the first request on; the node serves only its peers until it has
+	// read a list at least this new from the meta leader (checkPeer).
+	revs, err := loadRevocations(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.sec.rev.Store(revs)
 	secret, err := os.ReadFile(cfg.ClusterSecretFile)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster secret: %w", err)
@@ -157,7 +164,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: shard store: %w", err)
 		}
 	}
-	n.gossip, err = startGossip(cfg, n.ep.Addr(), secret, n.log)
+	n.gossip, err = startGossip(cfg, n.ep.Addr(), secret, id.Leaf(), n.memberRevoked, n.log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,121 @@
+package node
+
+import (
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/placement"
+)
+
+// TestRevocationFileRoundTrip: the persisted list loads back as saved (not yet current);
+// a missing file is an empty list; a damaged one is an error naming the file.
+func TestRevocationFileRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if l, err := loadRevocations(dir); err != nil || l.Version != 0 || len(l.Revocations) != 0 || l.current {
+		t.Fatalf("no file: %+v %v, want an empty list that is not current", l, err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	want := &revocationList{Version: 12, current: true, Revocations: []meta.Revocation{
+		{Seq: 7, Serial: "ab12", At: at, By: "ops"},
+		{Seq: 12, Principal: "web01", At: at.Add(time.Hour), By: "ops", Reason: "stolen"},
+	}}
+	if err := saveRevocations(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadRevocations(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.current || got.Version != 12 || len(got.Revocations) != 2 || got.Revocations[1].Principal != "web01" || !got.Revocations[1].At.Equal(at.Add(time.Hour)) {
+		t.Fatalf("loaded %+v, want %+v (not current)", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, revocationFile+".tmp")); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left behind: %v", err)
+	}
+	for name, body := range map[string]string{
+		"not json":      "{",
+		"seq above":     `{"version":3,"revocations":[{"seq":4,"serial":"ab","at":"2026-01-01T00:00:00Z","by":"x"}]}`,
+		"neither names": `{"version":3,"revocations":[{"seq":2,"at":"2026-01-01T00:00:00Z","by":"x"}]}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, revocationFile), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadRevocations(dir); err == nil || !strings.Contains(err.Error(), revocationFile) {
+			t.Errorf("%s: %v, want an error naming %s", name, err, revocationFile)
+		}
+	}
+}
+
+// TestGossipRefusesRevokedMembers: memberlist's alive delegate refuses a member revoked
+// by principal (its certificate issued before the revocation, or not advertised) or by
+// serial, and accepts a certificate issued for the name after the revocation; the gossip
+// view reports such a member revoked and not alive, and a never-seen revoked name is not
+// tried as a peer.
+func TestGossipRefusesRevokedMembers(t *testing.T) {
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	list := []meta.Revocation{
+		{Seq: 4, Principal: "chunk-7", At: at, By: "ops"},
+		{Seq: 5, Principal: "chunk-3", At: at, By: "ops"},
+		{Seq: 6, Serial: "beef", At: at, By: "ops"},
+	}
+	revoked := func(name, serial string, issued time.Time) (meta.Revocation, bool) {
+		return meta.Revoked(list, serial, name, issued)
+	}
+	nodeOf := func(name, serial string, issued time.Time) *memberlist.Node {
+		gm := gossipMeta{Addr: "127.0.0.1:1", Serial: serial}
+		if !issued.IsZero() {
+			gm.Issued = issued.Unix()
+		}
+		b, err := json.Marshal(gm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &memberlist.Node{Name: name, Meta: b, State: memberlist.StateAlive}
+	}
+	a := gossipAlive{revoked: revoked, log: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		what string
+		n    *memberlist.Node
+		want bool // refused
+	}{
+		{"revoked principal, older certificate", nodeOf("chunk-3", "01", at.Add(-time.Hour)), true},
+		{"revoked principal, nothing advertised", &memberlist.Node{Name: "chunk-3"}, true},
+		{"revoked principal, certificate issued after", nodeOf("chunk-3", "02", at.Add(time.Hour)), false},
+		{"revoked serial", nodeOf("chunk-4", "beef", at.Add(-time.Hour)), true},
+		{"not revoked", nodeOf("chunk-5", "03", at.Add(-time.Hour)), false},
+	} {
+		err := a.NotifyAlive(tc.n)
+		if (err != nil) != tc.want {
+			t.Errorf("%s: NotifyAlive %v, want refused=%v", tc.what, err, tc.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("%s: %v does not say why", tc.what, err)
+		}
+	}
+
+	g := &gossip{events: &gossipEvents{}, revoked: revoked}
+	g.events.NotifyJoin(nodeOf("chunk-3", "01", at.Add(-time.Hour)))
+	g.events.NotifyJoin(nodeOf("chunk-5", "03", at.Add(-time.Hour)))
+	if g.alive("chunk-3") || g.liveness("chunk-3") != placement.LiveDead {
+		t.Error("a revoked member counts as alive")
+	}
+	if !g.alive("chunk-5") || g.liveness("chunk-5") != placement.LiveAlive {
+		t.Error("a member that is not revoked counts as gone")
+	}
+	if g.alive("chunk-7") || !g.alive("chunk-9") {
+		t.Error("never-seen members: a revoked name must not be tried, another must")
+	}
+	for _, m := range g.members() {
+		if want := map[string]string{"chunk-3": "revoked", "chunk-5": "alive"}[m.Name]; m.State != want {
+			t.Errorf("member %s is %q, want %q", m.Name, m.State, want)
+		}
+	}
+}
