@@ -39,6 +39,17 @@ func (id ID) Less(o ID) bool {
 	return false
 }
 
+// UnmarshalBinary sets id from exactly Size bytes. Decoders that fill byte arrays (CBOR
+// byte strings on the wire) call it, so an ID sent shorter or longer than Size is refused
+// instead of being zero-padded or cut into another ID.
+func (id *ID) UnmarshalBinary(b []byte) error {
+	if len(b) != Size {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrInvalidID, len(b), Size)
+	}
+	copy(id[:], b)
+	return nil
+}
+
 // MarshalText encodes the ID as hex.
 func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
 
