@@ -147,38 +147,6 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
-	good, err := Encode(sample())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(good)
-	empty, _ := Encode(&Tree{})
-	f.Add(empty)
-	f.Add([]byte{0xa1, 0x01, 0x01})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		tr, err := Decode(b)
-		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("error does not wrap ErrInvalid: %v", err)
-			}
-			return
-		}
-		// Anything Decode accepts must re-encode and decode to the same tree.
-		enc, err := Encode(tr)
-		if err != nil {
-			t.Fatalf("decoded tree does not encode: %v", err)
-		}
-		tr2, err := Decode(enc)
-		if err != nil {
-			t.Fatalf("re-encoded tree does not decode: %v", err)
-		}
-		if !reflect.DeepEqual(tr, tr2) {
-			t.Fatalf("round trip differs")
-		}
-	})
-}
-
 // TestDecodesVersion1: trees written before offsets existed still decode, unchanged.
 func TestDecodesVersion1(t *testing.T) {
 	in := sample()
