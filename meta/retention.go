@@ -162,4 +162,8 @@ type RetentionService interface {
 	// RecordRefusal appends a refusal decided outside the meta group (a chunk node
 	// refusing a shard delete) to the audit log; node principals only.
 	RecordRefusal(ctx context.Context, e AuditEntry) error
+	// RecordNodeAction appends an action a node performed at a principal's request
+	// (a chunk node starting a deep scrub for an admin) to the audit log with outcome
+	// ok; node principals only.
+	RecordNodeAction(ctx context.Context, e AuditEntry) error
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore/erasure"
 	"github.com/cofferhq/coffer/chunkstore/repair"
+	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/wire"
@@ -56,19 +57,28 @@ func (n *Node) startRepair(ctx context.Context, pr *peers) error {
 // Repair returns the node's repair worker, or nil without the chunk role.
 func (n *Node) Repair() *repair.Worker { return n.repair }
 
-// serveRepair answers node.PGHealth and node.Scrub.
+// serveRepair answers node.PGHealth and node.Scrub. Every scrub request, started or
+// refused, goes to the audit log (action "scrub start", target this node).
 func (n *Node) serveRepair(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
 	if !peer.Role.IsNode() && peer.Role != transport.RoleAdmin {
-		return nil, transport.Errorf(transport.PermissionDenied, "node: %s: role %q not allowed (node or admin only)", method, peer.Role)
+		err := transport.Errorf(transport.PermissionDenied, "node: %s: role %q not allowed (node or admin only)", method, peer.Role)
+		if method == methodScrub {
+			n.auditRefusal(n.ctx, peer, scrubAction, fmt.Sprintf("%v (on node %s)", err, n.cfg.ID))
+		}
+		return nil, err
 	}
 	if n.repair == nil {
 		return wire.Marshal(pgHealthResp{})
 	}
 	if method == methodScrub {
 		n.repair.DeepScrub()
+		n.auditAction(n.ctx, peer, meta.AuditEntry{Action: scrubAction, Target: "node " + n.cfg.ID})
 	}
 	return wire.Marshal(pgHealthResp{PGs: n.repair.Health()})
 }
+
+// scrubAction names a deep scrub start in the audit log.
+const scrubAction = "scrub start"
 
 // gatherPGHealth asks every reachable chunk node of the current map for its PG
 // reports (meta leader: decommission check, `coffer admin pgs`). Nodes that do not

@@ -17,10 +17,30 @@ import (
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
+	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
+	"github.com/cofferhq/coffer/transport/wire"
 )
+
+// findAudit returns the first audit entry with the action, principal, outcome and (when
+// not empty) vault, or nil.
+func findAudit(es []meta.AuditEntry, action, principal, outcome string, vault meta.VaultID) *meta.AuditEntry {
+	for i, e := range es {
+		if e.Action == action && e.Principal == principal && e.Outcome == outcome && (vault == "" || e.Vault == vault) {
+			return &es[i]
+		}
+	}
+	return nil
+}
+
+func wantAudit(t *testing.T, es []meta.AuditEntry, action, principal, outcome string, vault meta.VaultID) {
+	t.Helper()
+	if findAudit(es, action, principal, outcome, vault) == nil {
+		t.Errorf("no audit entry %q by %s, %s, vault %q", action, principal, outcome, vault)
+	}
+}
 
 // identityFor issues a certificate from the dev cluster's CA.
 func identityFor(t *testing.T, c *nodetest.Cluster, req pki.IssueRequest) *pki.Identity {
@@ -178,6 +198,30 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	if last := es[len(es)-1]; last.Principal != "dev-admin" || last.Outcome != meta.AuditOK || !strings.Contains(last.Action, "forget") {
 		t.Errorf("last audit entry %+v, want the admin's forget", last)
 	}
+	// Vault creation is audited, allowed and refused.
+	wantAudit(t, es, "vault create", "web01", meta.AuditOK, "web01")
+	wantAudit(t, es, "vault create", "web01", meta.AuditRefused, "other")
+	wantAudit(t, es, "vault create", "dev-admin", meta.AuditOK, "other")
+	// So is a deep scrub start on a chunk node, allowed (admin) and refused (agent).
+	chunkAddr := c.ChunkAddrs()[0]
+	for _, id := range []*pki.Identity{identityFor(t, c, pki.IssueRequest{CommonName: "dev-admin", Role: transport.RoleAdmin}), agentID} {
+		ep, err := cquic.New(cquic.Config{Identity: id, Logger: nodetest.Discard()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		err = wire.Call(ctx, ep, chunkAddr, "node.Scrub", struct{}{}, &struct {
+			PGs []placement.PGHealth `cbor:"pgs"`
+		}{})
+		if agent := id == agentID; agent != (transport.CodeOf(err) == transport.PermissionDenied) {
+			t.Fatalf("scrub start by %s: %v", id.Principal(), err)
+		}
+	}
+	waitFor(t, 20*time.Second, "scrub starts in the audit log", func() (bool, string) {
+		es, err := adm.AuditLog(ctx, 0, 0)
+		return err == nil && findAudit(es, "scrub start", "dev-admin", meta.AuditOK, "") != nil &&
+			findAudit(es, "scrub start", "web01", meta.AuditRefused, "") != nil, fmt.Sprintf("%d entries, %v", len(es), err)
+	})
 
 	// Restore grants: the restore operator reads chunks only through a grant, and only
 	// the granted snapshot's chunks.

@@ -256,7 +256,8 @@ func adminScrubStartSpec() *cmdSpec {
 leads: every shard is read and checked (CRC32C), each stripe is rebuilt and
 checked against the chunk's checksum, and missing or damaged shards are
 rewritten. A stripe with more than m bad shards is reported by name (see
-"coffer admin scrub status").
+"coffer admin scrub status"). Each node writes the request to the audit
+log, started or refused.
 
 With --json: {"started": [node IDs], "errors": {node: message}}.`,
 		examples: []string{"coffer admin scrub start"},

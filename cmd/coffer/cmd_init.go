@@ -20,7 +20,8 @@ by the passphrase (Argon2id); the cluster never sees it. On a terminal the
 passphrase is asked twice. Prints the vault ID. The key is also kept in the
 local key cache (sealed under the passphrase and this client's TLS key, as
 backups keep it; --cache-dir, --no-cache), so the next backup on this host
-does not derive it again.
+does not derive it again. Admins and backup agents (for a vault in their
+scope) may create vaults; every attempt is in the audit log.
 
 Losing the passphrase loses the vault's data: there is no recovery without it.`,
 		examples: []string{

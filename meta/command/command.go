@@ -102,8 +102,12 @@ type Body interface {
 }
 
 // CreateVault records a new vault. The FSM sets Vault.Created from the cluster clock.
+// By is the principal that asked: the FSM checks its permission and writes the outcome,
+// success or refusal, to the audit log. Nil in entries written before issue 11 (applied
+// as they were: no check, no audit record).
 type CreateVault struct {
-	Vault meta.Vault `cbor:"vault"`
+	Vault meta.Vault      `cbor:"vault"`
+	By    *meta.Principal `cbor:"by,omitempty"`
 }
 
 // CommitSnapshot records a snapshot whose chunks the leader has checked. The FSM sets

@@ -120,8 +120,9 @@ func must(err error) {
 }
 
 // apply executes one command (log entry index) against the batch. A returned error
-// means nothing was written for this command except, for the retention commands, the
-// audit record of the refusal.
+// means nothing was written for this command except, for the audited commands
+// (retention, enrollment, a CreateVault naming its principal), the audit record of the
+// refusal.
 func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock int64) (any, error) {
 	now := time.Unix(0, clock).UTC()
 	switch c := cmd.Body.(type) {
@@ -135,18 +136,17 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:
-		v := c.Vault
-		if err := meta.ValidateVault(v); err != nil {
+		v, err := f.createVault(b, c, now)
+		if c.By != nil {
+			entry := meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "vault create", Vault: c.Vault.ID}
+			if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
+				return nil, aerr
+			}
+		}
+		if err != nil {
 			return nil, err
 		}
-		key := vaultKey(v.ID)
-		if _, ok, err := getCopy(b, key); err != nil {
-			return nil, err
-		} else if ok {
-			return nil, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
-		}
-		v.Created = now
-		return v, f.put(b, key, v)
+		return v, nil
 	case command.CommitSnapshot:
 		s := c.Snapshot
 		if err := meta.ValidateSnapshot(s); err != nil {
@@ -189,6 +189,28 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return m, f.put(b, keyMap, m)
 	}
 	return nil, fmt.Errorf("%w: unhandled command %T", meta.ErrInvalid, cmd.Body)
+}
+
+// createVault records c.Vault unless its principal (when named) may not create it, it
+// is invalid or it exists.
+func (f *FSM) createVault(b *pebble.Batch, c command.CreateVault, now time.Time) (meta.Vault, error) {
+	v := c.Vault
+	if c.By != nil {
+		if err := c.By.Authorize(meta.ActCreateVault, v.ID); err != nil {
+			return meta.Vault{}, err
+		}
+	}
+	if err := meta.ValidateVault(v); err != nil {
+		return meta.Vault{}, err
+	}
+	key := vaultKey(v.ID)
+	if _, ok, err := getCopy(b, key); err != nil {
+		return meta.Vault{}, err
+	} else if ok {
+		return meta.Vault{}, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
+	}
+	v.Created = now
+	return v, f.put(b, key, v)
 }
 
 func (f *FSM) put(b *pebble.Batch, key string, v any) error {

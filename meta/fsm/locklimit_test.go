@@ -107,3 +107,48 @@ func lastAudit(t *testing.T, f *FSM) meta.AuditEntry {
 	}
 	return es[len(es)-1]
 }
+
+// TestCreateVaultAudited: a vault creation naming its principal is audited whether it is
+// allowed or refused (out of the agent's scope, or existing), and a refused one creates
+// nothing; an entry without a principal (written before issue 11) is applied as it was.
+func TestCreateVaultAudited(t *testing.T) {
+	f := open(t, t.TempDir())
+	idx := uint64(0)
+	apply := func(id string, by *meta.Principal) Result {
+		t.Helper()
+		idx++
+		c := vault(id)
+		c.By = by
+		return result(t, f.Apply(entry(t, idx, int64(idx)*1000, c)))
+	}
+	if r := apply("old", nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if es, _ := f.AuditLog(0, 0); len(es) != 0 {
+		t.Fatalf("an old CreateVault wrote audit entries: %+v", es)
+	}
+	for _, tc := range []struct {
+		vault   string
+		by      meta.Principal
+		outcome string
+		err     error
+	}{
+		{"a", agent, meta.AuditOK, nil},
+		{"b", agent, meta.AuditRefused, meta.ErrDenied}, // outside its scope
+		{"b", restorer, meta.AuditRefused, meta.ErrDenied},
+		{"b", admin, meta.AuditOK, nil},
+		{"a", admin, meta.AuditRefused, meta.ErrExists},
+	} {
+		r := apply(tc.vault, &tc.by)
+		if !errors.Is(r.Err, tc.err) || (tc.err == nil && r.Err != nil) {
+			t.Fatalf("create %s by %s: %v, want %v", tc.vault, tc.by, r.Err, tc.err)
+		}
+		last := lastAudit(t, f)
+		if last.Action != "vault create" || last.Principal != tc.by.Name || last.Vault != meta.VaultID(tc.vault) || last.Outcome != tc.outcome {
+			t.Fatalf("create %s by %s audited as %+v, want outcome %s", tc.vault, tc.by, last, tc.outcome)
+		}
+	}
+	if vs, _ := f.Vaults(); len(vs) != 3 {
+		t.Fatalf("%d vaults, want old, a and b", len(vs))
+	}
+}

@@ -194,6 +194,10 @@ type (
 // MethodRecordRefusal carries meta.RetentionService.RecordRefusal.
 const MethodRecordRefusal = "meta.RecordRefusal"
 
+// MethodRecordNodeAction carries meta.RetentionService.RecordNodeAction (request:
+// recordRefusalReq).
+const MethodRecordNodeAction = "meta.RecordNodeAction"
+
 type recordRefusalReq struct {
 	Entry meta.AuditEntry `cbor:"entry"`
 	Fwd   bool            `cbor:"fwd,omitempty"`

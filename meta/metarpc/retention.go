@@ -30,7 +30,7 @@ func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method
 	case MethodDeleteVault, MethodUndeleteVault, MethodSetVaultPolicy:
 		out, fwd, err := h.serveVault(ctx, peer, method, body)
 		return out, fwd, true, err
-	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog, MethodRecordRefusal:
+	case MethodDeleteSnapshots, MethodForget, MethodSetLock, MethodSetHold, MethodAuditLog, MethodRecordRefusal, MethodRecordNodeAction:
 	default:
 		return nil, nil, false, nil
 	}
@@ -71,13 +71,17 @@ func (h *Server) serveRetention(ctx context.Context, peer transport.Peer, method
 		ctx := h.authenticate(ctx, peer, &r.As)
 		s, err := svc.SetHold(ctx, r.Vault, r.ID, r.Hold, r.Reason)
 		return s, markFwd(&r, &r.Fwd), true, err
-	case MethodRecordRefusal:
+	case MethodRecordRefusal, MethodRecordNodeAction:
 		var r recordRefusalReq
 		if err := decode(body, &r); err != nil {
 			return nil, nil, true, err
 		}
 		ctx := h.authenticate(ctx, peer, &r.As)
-		err := svc.RecordRefusal(ctx, r.Entry)
+		record := svc.RecordRefusal
+		if method == MethodRecordNodeAction {
+			record = svc.RecordNodeAction
+		}
+		err := record(ctx, r.Entry)
 		return empty{}, markFwd(&r, &r.Fwd), true, err
 	default: // MethodAuditLog
 		var r auditLogReq
@@ -192,4 +196,9 @@ func (cl *Client) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.Sn
 // RecordRefusal implements meta.RetentionService.
 func (cl *Client) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
 	return cl.call(ctx, MethodRecordRefusal, recordRefusalReq{Entry: e}, nil)
+}
+
+// RecordNodeAction implements meta.RetentionService.
+func (cl *Client) RecordNodeAction(ctx context.Context, e meta.AuditEntry) error {
+	return cl.call(ctx, MethodRecordNodeAction, recordRefusalReq{Entry: e}, nil)
 }

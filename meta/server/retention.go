@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
@@ -148,6 +149,17 @@ func (s *Server) auditOK(ctx context.Context, p meta.Principal, action string, v
 // RecordRefusal appends a refusal decided elsewhere in the cluster (a chunk node refusing
 // a shard delete or a write) to the audit log. Only nodes (and in-process callers) may.
 func (s *Server) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
+	return s.recordNodeAudit(ctx, e, meta.AuditRefused)
+}
+
+// RecordNodeAction appends an action a node performed at a principal's request (a
+// chunk node starting a deep scrub) to the audit log, outcome ok. Only nodes (and
+// in-process callers) may.
+func (s *Server) RecordNodeAction(ctx context.Context, e meta.AuditEntry) error {
+	return s.recordNodeAudit(ctx, e, meta.AuditOK)
+}
+
+func (s *Server) recordNodeAudit(ctx context.Context, e meta.AuditEntry, outcome string) error {
 	if err := s.leaderWrite(); err != nil {
 		return err
 	}
@@ -155,8 +167,8 @@ func (s *Server) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
 	if p.Role != meta.RoleNode && p.Role != meta.RoleSystem {
 		return fmt.Errorf("%w: %s may not record audit entries", meta.ErrDenied, p)
 	}
-	e.Outcome = meta.AuditRefused
-	e.Reason = fmt.Sprintf("%s (reported by %s)", e.Reason, p.Name)
+	e.Outcome = outcome
+	e.Reason = strings.TrimPrefix(fmt.Sprintf("%s (reported by %s)", e.Reason, p.Name), " ")
 	_, err := s.propose(timeoutOf(ctx), command.RecordAudit{Entry: e})
 	return err
 }

@@ -27,7 +27,11 @@ func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, err
 	if err := s.leaderWrite(); err != nil {
 		return meta.Vault{}, err
 	}
-	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActCreateVault, v.ID); err != nil {
+	// Every attempt is audited: refusals decided here through RecordAudit, the rest by
+	// the FSM with the outcome.
+	p := meta.PrincipalFrom(ctx)
+	if err := p.Authorize(meta.ActCreateVault, v.ID); err != nil {
+		s.auditRefusal(ctx, p, "vault create", v.ID, "", err)
 		return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
 	}
 	if v.Profile == (placement.Profile{}) {
@@ -37,9 +41,10 @@ func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, err
 		}
 	}
 	if err := meta.ValidateVault(v); err != nil {
+		s.auditRefusal(ctx, p, "vault create", v.ID, "", err)
 		return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
 	}
-	res, err := s.propose(timeoutOf(ctx), command.CreateVault{Vault: v})
+	res, err := s.propose(timeoutOf(ctx), command.CreateVault{Vault: v, By: &p})
 	if err != nil {
 		return meta.Vault{}, err
 	}

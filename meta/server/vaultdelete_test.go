@@ -47,7 +47,7 @@ func TestVaultDeleteAndPurge(t *testing.T) {
 	for _, e := range es {
 		actions = append(actions, e.Action+"/"+e.Outcome)
 	}
-	want := []string{"vault delete/refused", "vault delete/ok", "vault purge/ok"}
+	want := []string{"vault create/ok", "vault delete/refused", "vault delete/ok", "vault purge/ok"}
 	if len(actions) != len(want) {
 		t.Fatalf("audit %v, want %v", actions, want)
 	}
