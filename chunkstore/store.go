@@ -95,6 +95,7 @@ type ShardStats struct {
 	Bytes    int64 // live shard bytes
 	Segments int   // segment files (0 for memory stores)
 	Capacity int64 // bytes available to the store (0 if unknown)
+	Corrupt  int64 // damaged records found since the store was opened (0 if not tracked)
 }
 
 // ShardStore is one node's shard storage. All methods are safe for concurrent use.

@@ -114,6 +114,7 @@ type statsResp struct {
 	Bytes    int64 `cbor:"2,keyasint"`
 	Segments int   `cbor:"3,keyasint"`
 	Capacity int64 `cbor:"4,keyasint"`
+	Corrupt  int64 `cbor:"5,keyasint,omitempty"`
 }
 
 type chunkPutReq struct {

@@ -272,7 +272,7 @@ func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method str
 		if err != nil {
 			return nil, err
 		}
-		return statsResp{Shards: st.Shards, Bytes: st.Bytes, Segments: st.Segments, Capacity: st.Capacity}, nil
+		return statsResp{Shards: st.Shards, Bytes: st.Bytes, Segments: st.Segments, Capacity: st.Capacity, Corrupt: st.Corrupt}, nil
 	}
 	return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
 }

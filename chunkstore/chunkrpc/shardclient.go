@@ -218,7 +218,7 @@ func (s *ShardClient) Stats(ctx context.Context) (chunkstore.ShardStats, error) 
 	if err := call(ctx, s.c, s.addr, MethodShardStats, empty{}, &resp); err != nil {
 		return chunkstore.ShardStats{}, err
 	}
-	return chunkstore.ShardStats{Shards: resp.Shards, Bytes: resp.Bytes, Segments: resp.Segments, Capacity: resp.Capacity}, nil
+	return chunkstore.ShardStats{Shards: resp.Shards, Bytes: resp.Bytes, Segments: resp.Segments, Capacity: resp.Capacity, Corrupt: resp.Corrupt}, nil
 }
 
 func keysReq(keys []chunkstore.ShardKey) shardKeysReq {

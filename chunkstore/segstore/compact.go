@@ -201,6 +201,7 @@ func (s *Store) compactRun(st *compactStep) error {
 		pending = make(map[chunkstore.ShardKey]int) // key -> index in staged
 		buf     []byte
 		kb      []byte
+		damaged bool // stopped at a record whose extent is unknown
 	)
 	// current returns where key's live record is: pending in this step's output (pi >= 0)
 	// or in the index.
@@ -240,23 +241,25 @@ func (s *Store) compactRun(st *compactStep) error {
 	size := v.size.Load()
 	off := max(st.from, fileHeaderSize)
 	for off < size && off-st.from < compactStepBytes {
-		h, writer, b, err := scanRecord(v.f, off, size, buf)
+		h, writer, b, err := scanRecord(v.f, s.w.bind, v.num, off, size, buf)
 		buf = b
 		if err != nil {
-			if !isBadRecord(err) {
+			var bad *badRecord
+			if !errors.As(err, &bad) {
 				return fmt.Errorf("segstore: compact segment %d offset %d: %w", v.num, off, err)
 			}
-			next, ferr := findNextRecord(v.f, off+1, size)
-			if ferr != nil {
-				return fmt.Errorf("segstore: compact segment %d offset %d: %w", v.num, off, ferr)
+			if bad.authentic && bad.end <= size {
+				// Only its data is damaged: its extent is known. A live record left
+				// behind keeps the segment (removeVictim).
+				s.reportDamage(v.num, off, "compaction skips the record", err)
+				off = bad.end
+				continue
 			}
-			s.log.Error("segstore: compaction skips damaged records", "segment", v.num, "from", off, "to", next, "reason", err.Error())
-			if next < 0 {
-				off = size
-				break
-			}
-			off = next
-			continue
+			// Nothing after it can be delimited without guessing; what follows may hold
+			// live records or deletes older puts need, so the segment is kept whole.
+			s.reportDamage(v.num, off, "compaction stops reading the segment here and keeps it", err)
+			damaged = true
+			break
 		}
 		n := h.recordLen()
 		rec := buf[:n]
@@ -305,11 +308,23 @@ func (s *Store) compactRun(st *compactStep) error {
 		}
 		st.copied = int64(len(out))
 	}
+	if damaged {
+		st.done = true
+		s.keep(v.num)
+		return nil
+	}
 	if off < size {
 		return nil
 	}
 	st.done = true
 	return s.removeVictim(v, st)
+}
+
+// keep marks segment num as one compaction does not scan again until a rebuild.
+func (s *Store) keep(num uint32) {
+	s.segMu.Lock()
+	s.kept[num] = true
+	s.segMu.Unlock()
 }
 
 // recopy stages another copy of key's live record at loc, outside the victim.
@@ -318,7 +333,7 @@ func (s *Store) recopy(key chunkstore.ShardKey, loc location, stage func(chunkst
 	if seg == nil {
 		return fmt.Errorf("segstore: compact %s: segment %d is missing: %w", keyStr(key), loc.seg, chunkstore.ErrCorrupt)
 	}
-	h, writer, b, err := scanRecord(seg.f, loc.off, seg.size.Load(), nil)
+	h, writer, b, err := scanRecord(seg.f, s.w.bind, loc.seg, loc.off, seg.size.Load(), nil)
 	if err == nil && (h.typ != recPut || h.key != key) {
 		err = fmt.Errorf("%w: record does not match the index", errBadRecord)
 	}
@@ -337,6 +352,11 @@ func (s *Store) appendCopies(out []byte, staged []stagedCopy) error {
 		return err
 	}
 	dest, base := s.w.cur, s.w.off
+	for p := int64(0); p < int64(len(out)); {
+		n := encodedLen(out[p:])
+		s.w.bind.bind(out[p:p+n], dest.num, base+p) // the copy is bound to its new place
+		p += n
+	}
 	if _, err := dest.f.WriteAt(out, base); err != nil {
 		s.rollback(dest, base)
 		return fmt.Errorf("segstore: compact: append to segment %d: %w", dest.num, err)
@@ -406,9 +426,7 @@ func (s *Store) removeVictim(v *segment, st *compactStep) error {
 		// A live record the scan did not find (damaged?) or a rebuild in between: keep
 		// the segment; a later compaction looks again.
 		s.log.Warn("segstore: compaction keeps a segment that still has live bytes", "segment", v.num, "live", live)
-		s.segMu.Lock()
-		s.kept[v.num] = true
-		s.segMu.Unlock()
+		s.keep(v.num)
 		return nil
 	}
 	if s.opts.beforeRemove != nil {

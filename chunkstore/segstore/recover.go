@@ -3,6 +3,7 @@ package segstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -61,7 +62,11 @@ func (s *Store) rebuild(ctx context.Context) error {
 	for _, n := range s.segNums() {
 		s.segment(n).live.Store(0)
 	}
-	if err := s.replay(ctx, checkpoint{}, now); err != nil {
+	known := checkpoint{}
+	if s.w.cur != nil { // a live rebuild: every record before the writer's end was acknowledged
+		known = checkpoint{seg: s.w.cur.num, off: s.w.off}
+	}
+	if err := s.replay(ctx, checkpoint{}, known, now); err != nil {
 		s.indexErr = fmt.Errorf("segstore: index incomplete after an interrupted rebuild (run RebuildIndex again or reopen): %w", err)
 		return err
 	}
@@ -71,28 +76,44 @@ func (s *Store) rebuild(ctx context.Context) error {
 
 // replay applies every record at or after from to the index, in segment order, stamping
 // the chunk of every put record with now: the record's own write time is unknown, and no
-// earlier than now is safe. The caller holds indexMu for writing (or is Open). A record that fails its checks is
-// handled as follows: if a valid record follows it in the same segment, the damaged
-// range is skipped and logged (those shards are lost to this node and repair restores
-// them); otherwise it is a torn tail, and the segment is truncated there and logged. A
-// torn tail was never acknowledged, because acknowledgement waits for fsync.
-func (s *Store) replay(ctx context.Context, from checkpoint, now time.Time) error {
+// earlier than now is safe. The caller holds indexMu for writing (or is Open).
+//
+// It follows each segment's records from one to the next by their authenticated
+// lengths and never looks for a record anywhere else, so bytes inside shard data are
+// never taken for one (FORMAT.md, "Write, acknowledgement and recovery"). A record that
+// fails its check is:
+//   - a torn tail, truncated and logged, if it is in the last segment, at or after
+//     known (nothing before known can be torn: it was acknowledged, or the index holds
+//     it), and it is the last thing in the file as far as can be told: its header does
+//     not even decode (zeros, garbage: nothing after it can be delimited), or it
+//     decodes and says the record reaches the end of the file or beyond;
+//   - otherwise damage (a header that decodes but says more of the file follows, or
+//     anything in an earlier segment or before known), reported as
+//     chunkstore.ErrCorrupt (logged and counted, see Store.Damage) and left in place
+//     for repair. If its header verifies (only the data is bad), replay skips exactly
+//     that record and goes on; if not, replay stops for that segment and goes on with
+//     the next, and if the segment is the last the writer moves to a new one
+//     (s.w.sealed) so that nothing is ever appended behind the damage.
+func (s *Store) replay(ctx context.Context, from, known checkpoint, now time.Time) error {
 	ap := &s.w.ap
 	ap.begin(now)
 	defer ap.discard()
 	cp := from
 	var buf []byte
 	records := 0
-	for _, num := range s.segNums() {
+	nums := s.segNums()
+	for _, num := range nums {
 		if num < from.seg {
 			continue
 		}
 		seg := s.segment(num)
+		last := num == nums[len(nums)-1]
 		off := int64(fileHeaderSize)
 		if num == from.seg && from.off > off {
 			off = from.off
 		}
 		size := seg.size.Load()
+	segment:
 		for off < size {
 			if err := ctx.Err(); err != nil {
 				if cerr := ap.commit(cp); cerr != nil {
@@ -100,27 +121,32 @@ func (s *Store) replay(ctx context.Context, from checkpoint, now time.Time) erro
 				}
 				return fmt.Errorf("segstore: replay stopped at segment %d offset %d: %w", num, off, err)
 			}
-			h, writer, b, err := scanRecord(seg.f, off, size, buf)
+			h, writer, b, err := scanRecord(seg.f, s.w.bind, num, off, size, buf)
 			buf = b
 			if err != nil {
-				if !isBadRecord(err) {
+				var bad *badRecord
+				if !errors.As(err, &bad) {
 					return fmt.Errorf("segstore: replay segment %d offset %d: %w", num, off, err)
 				}
-				next, ferr := findNextRecord(seg.f, off+1, size)
-				if ferr != nil {
-					return fmt.Errorf("segstore: replay segment %d offset %d: %w", num, off, ferr)
-				}
-				if next < 0 {
-					s.log.Warn("segstore: truncating torn tail of segment", "segment", num, "offset", off, "bytes", size-off, "reason", err.Error())
+				switch {
+				case last && !known.after(num, off) && (!bad.parsed || bad.end >= size):
+					s.log.Warn("segstore: truncating torn tail of segment", "segment", num, "offset", off, "bytes", size-off, "reason", bad.why)
 					if err := s.truncateTail(seg, off); err != nil {
 						return err
 					}
 					size = off
-					break
+				case bad.authentic && bad.end <= size:
+					s.reportDamage(num, off, "recovery skips the record", err)
+					off = bad.end
+					cp = checkpoint{seg: num, off: off}
+					continue
+				default:
+					s.reportDamage(num, off, "recovery stops reading the segment here", err)
+					if last {
+						s.w.sealed = true
+					}
 				}
-				s.log.Error("segstore: skipping damaged records in segment", "segment", num, "from", off, "to", next, "reason", err.Error())
-				off = next
-				continue
+				break segment
 			}
 			switch h.typ {
 			case recPut:
@@ -157,6 +183,19 @@ func (s *Store) replay(ctx context.Context, from checkpoint, now time.Time) erro
 			"from_segment", from.seg, "from_offset", from.off, "shards", s.shards.Load())
 	}
 	return nil
+}
+
+// after reports whether c is after position (seg, off): the record there is known.
+func (c checkpoint) after(seg uint32, off int64) bool {
+	return c.seg > seg || (c.seg == seg && c.off > off)
+}
+
+// reportDamage records damage found at (num, off): logged, counted and listed by
+// Store.Damage, as chunkstore.ErrCorrupt naming the segment and offset.
+func (s *Store) reportDamage(num uint32, off int64, action string, cause error) {
+	err := fmt.Errorf("segstore: segment %d offset %d: %v: %w", num, off, cause, chunkstore.ErrCorrupt)
+	s.log.Error("segstore: damaged record; repair restores its shards from their stripes", "segment", num, "offset", off, "action", action, "err", err)
+	s.noteDamage(Damage{Segment: num, Offset: off, Err: err})
 }
 
 // truncateTail cuts seg at off, removing a torn record.

@@ -1,7 +1,6 @@
 package segstore
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -89,15 +88,19 @@ func syncDir(dir string) error {
 	return err
 }
 
-// scanRecord reads and verifies the record at off in f, whose readable size is size. buf
-// is scratch space, returned possibly grown. It returns errBadRecord (wrapped) when the
-// bytes do not form a valid record, or another error when reading fails.
-func scanRecord(f io.ReaderAt, off, size int64, buf []byte) (recHeader, []byte, []byte, error) {
-	if size-off < recHeaderSize+recTrailerSize {
-		return recHeader{}, nil, buf, fmt.Errorf("%w: %d bytes left, too short for a record", errBadRecord, size-off)
+// scanRecord reads and verifies the record at off in segment seg, read through f whose
+// readable size is size: its header and writer must carry bd's tag for (seg, off), and
+// its data its data CRC. buf is scratch space, returned possibly grown; the writer
+// returned is a slice of it, and buf[:h.recordLen()] is the whole record. It returns a
+// *badRecord (wrapping errBadRecord) when the bytes are not a valid record of this
+// store at this place, or another error when reading fails. It reads no data before
+// the header is authenticated, so a forged header cannot make it read much.
+func scanRecord(f io.ReaderAt, bd *binder, seg uint32, off, size int64, buf []byte) (recHeader, []byte, []byte, error) {
+	if size-off < recHeaderSize {
+		return recHeader{}, nil, buf, badf("%d bytes left, too short for a record header", size-off)
 	}
 	buf = grow(buf[:0], recHeaderSize)
-	if _, err := f.ReadAt(buf, off); err != nil {
+	if err := readFull(f, buf, off); err != nil {
 		return recHeader{}, nil, buf, err
 	}
 	h, err := parseHeader(buf)
@@ -105,60 +108,28 @@ func scanRecord(f io.ReaderAt, off, size int64, buf []byte) (recHeader, []byte, 
 		return h, nil, buf, err
 	}
 	n := h.recordLen()
-	if n > size-off {
-		return h, nil, buf, fmt.Errorf("%w: record of %d bytes runs past the end of the segment", errBadRecord, n)
+	hw := recHeaderSize + int64(h.writerLen)
+	if hw > size-off {
+		return h, nil, buf, &badRecord{why: fmt.Sprintf("record header and writer (%d bytes) run past the end of the segment", hw), parsed: true, end: off + n}
 	}
-	buf = grow(buf, int(n)-recHeaderSize)
-	if _, err := f.ReadAt(buf[recHeaderSize:], off+recHeaderSize); err != nil {
+	buf = grow(buf, h.writerLen)
+	if err := readFull(f, buf[recHeaderSize:], off+recHeaderSize); err != nil {
 		return h, nil, buf, err
 	}
-	body := buf[:n-recTrailerSize]
-	if crcOf(body) != beUint32(buf[n-recTrailerSize:]) {
-		return h, nil, buf, fmt.Errorf("%w: record CRC mismatch", errBadRecord)
+	if err := bd.check(buf, &h, seg, off); err != nil {
+		return h, nil, buf, &badRecord{why: err.Error(), parsed: true, end: off + n}
 	}
-	data := body[recHeaderSize+h.writerLen:]
-	if crcOf(data) != h.dataCRC {
-		return h, nil, buf, fmt.Errorf("%w: data CRC mismatch", errBadRecord)
+	if n > size-off {
+		return h, nil, buf, &badRecord{why: fmt.Sprintf("record of %d bytes runs past the end of the segment", n), parsed: true, authentic: true, end: off + n}
 	}
-	writer := body[recHeaderSize : recHeaderSize+h.writerLen]
-	return h, writer, buf, nil
-}
-
-// findNextRecord returns the offset of the first valid record in f after from, or -1.
-// Recovery uses it to tell a torn tail (nothing valid follows) from damage in the middle
-// of a segment (valid records follow and must not be thrown away).
-func findNextRecord(f io.ReaderAt, from, size int64) (int64, error) {
-	const window = 1 << 20
-	buf := make([]byte, window)
-	var scratch []byte
-	for pos := from; pos < size; {
-		n := min(int64(window), size-pos)
-		if _, err := f.ReadAt(buf[:n], pos); err != nil {
-			return -1, err
-		}
-		win := buf[:n]
-		for i := 0; ; {
-			j := bytes.Index(win[i:], []byte(recMagic))
-			if j < 0 {
-				break
-			}
-			cand := pos + int64(i+j)
-			var err error
-			_, _, scratch, err = scanRecord(f, cand, size, scratch)
-			if err == nil {
-				return cand, nil
-			}
-			if !isBadRecord(err) {
-				return -1, err
-			}
-			i += j + 1
-		}
-		if pos+n >= size {
-			break
-		}
-		pos += n - int64(len(recMagic)-1) // overlap so a magic split across windows is seen
+	buf = grow(buf, h.dataLen)
+	if err := readFull(f, buf[hw:], off+hw); err != nil {
+		return h, nil, buf, err
 	}
-	return -1, nil
+	if crcOf(buf[hw:n]) != h.dataCRC {
+		return h, nil, buf, &badRecord{why: "data CRC mismatch", parsed: true, authentic: true, end: off + n}
+	}
+	return h, buf[recHeaderSize:hw], buf, nil
 }
 
 // openSegmentFile opens an existing segment and checks its header. A missing or short

@@ -71,6 +71,40 @@ type Store struct {
 
 	encPool  sync.Pool // *[]byte record encode buffers (requests)
 	readPool sync.Pool // *readBuf scratch space for GetShard
+
+	salt []byte // key of record tags (dir/salt); set by Open, never changed
+
+	corrupt  atomic.Int64 // damaged records found since Open (Stats.Corrupt)
+	damageMu sync.Mutex
+	damage   []Damage // guarded by damageMu; the first maxDamage found since Open
+}
+
+// maxDamage bounds the damage reports a store keeps in memory (Store.Damage).
+const maxDamage = 1024
+
+// Damage is a damaged record the store found in a segment: by recovery, compaction or
+// a read. Its shards are lost to this node until repair writes them again.
+type Damage struct {
+	Segment uint32
+	Offset  int64
+	Err     error // wraps chunkstore.ErrCorrupt; names the segment, offset and what failed
+}
+
+func (s *Store) noteDamage(d Damage) {
+	s.corrupt.Add(1)
+	s.damageMu.Lock()
+	if len(s.damage) < maxDamage {
+		s.damage = append(s.damage, d)
+	}
+	s.damageMu.Unlock()
+}
+
+// Damage returns the damaged records found since Open (the first 1024), in the order
+// found. Stats.Corrupt counts them all.
+func (s *Store) Damage() []Damage {
+	s.damageMu.Lock()
+	defer s.damageMu.Unlock()
+	return slices.Clone(s.damage)
 }
 
 // Open opens (creating if needed) the store in dir: segment files seg-NNNNNNNN.log and
@@ -165,6 +199,12 @@ func (s *Store) load(fresh bool) error {
 		}
 		s.segs[num] = seg
 	}
+	salt, err := s.loadSalt(len(nums) > 0)
+	if err != nil {
+		return err
+	}
+	s.salt = salt
+	s.w.bind = newBinder(salt)
 	ctx := context.Background()
 	ver, haveVer, err := s.metaValue(keyVersion)
 	if err != nil {
@@ -212,6 +252,22 @@ func (s *Store) load(fresh bool) error {
 	s.w.cur = s.segs[slices.Max(s.segNums())]
 	s.w.off = s.w.cur.size.Load()
 	s.curSeg.Store(s.w.cur.num)
+	return s.leaveDamagedSegment()
+}
+
+// leaveDamagedSegment starts a new segment for the writer if recovery stopped at damage
+// in the current one (s.w.sealed): appending behind damage would put acknowledged
+// records where recovery never reads. It runs in Open or in the writer goroutine.
+func (s *Store) leaveDamagedSegment() error {
+	if !s.w.sealed {
+		return nil
+	}
+	seg, err := s.createSegment(s.w.cur.num + 1)
+	if err != nil {
+		return err
+	}
+	s.w.cur, s.w.off, s.w.sealed = seg, fileHeaderSize, false
+	s.curSeg.Store(seg.num)
 	return nil
 }
 
@@ -318,7 +374,7 @@ func (s *Store) catchUp(ctx context.Context, now time.Time) error {
 	}
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
-	return s.replay(ctx, cp, now)
+	return s.replay(ctx, cp, cp, now)
 }
 
 // metaValue returns a copy of the value of a meta key and whether it exists.
@@ -474,8 +530,10 @@ func (s *Store) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunksto
 	}
 	defer seg.release()
 	corrupt := func(what string, args ...any) error {
-		return fmt.Errorf("segstore: get %s: segment %d offset %d: %s: %w",
+		err := fmt.Errorf("segstore: get %s: segment %d offset %d: %s: %w",
 			keyStr(key), loc.seg, loc.off, fmt.Sprintf(what, args...), chunkstore.ErrCorrupt)
+		s.noteDamage(Damage{Segment: loc.seg, Offset: loc.off, Err: err})
+		return err
 	}
 	hdr := rb.header(recHeaderSize + loc.writerLen)
 	if err := readFull(seg.f, hdr, loc.off); err != nil {
@@ -491,17 +549,18 @@ func (s *Store) GetShard(ctx context.Context, key chunkstore.ShardKey) (chunksto
 	if h.typ != recPut || h.key != key || h.dataLen != loc.dataLen || h.writerLen != loc.writerLen {
 		return chunkstore.Shard{}, corrupt("record header does not match the index")
 	}
-	// One allocation: the data, with the trailing CRC read into its spare capacity.
-	buf := make([]byte, loc.dataLen+recTrailerSize)
-	if err := readFull(seg.f, buf, loc.dataOff()); err != nil {
+	if err := rb.binder(s.salt).check(hdr, &h, loc.seg, loc.off); err != nil {
+		return chunkstore.Shard{}, corrupt("%v", err)
+	}
+	data := make([]byte, loc.dataLen)
+	if err := readFull(seg.f, data, loc.dataOff()); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return chunkstore.Shard{}, corrupt("record data beyond the end of the segment")
 		}
 		return chunkstore.Shard{}, fmt.Errorf("segstore: get %s: segment %d: %w", keyStr(key), loc.seg, err)
 	}
-	data := buf[:loc.dataLen:loc.dataLen]
-	if crc32Update(crcOf(hdr), data) != beUint32(buf[loc.dataLen:]) {
-		return chunkstore.Shard{}, corrupt("record CRC32C mismatch")
+	if crcOf(data) != h.dataCRC {
+		return chunkstore.Shard{}, corrupt("data CRC32C mismatch")
 	}
 	return chunkstore.Shard{
 		Key: key,
@@ -527,8 +586,16 @@ func readFull(f io.ReaderAt, b []byte, off int64) error {
 
 // readBuf is GetShard's pooled scratch space, so that a read allocates only its result.
 type readBuf struct {
-	key []byte
-	hdr []byte
+	key  []byte
+	hdr  []byte
+	bind *binder // created on first use
+}
+
+func (rb *readBuf) binder(salt []byte) *binder {
+	if rb.bind == nil {
+		rb.bind = newBinder(salt)
+	}
+	return rb.bind
 }
 
 func (s *Store) getReadBuf() *readBuf {
@@ -654,7 +721,7 @@ func (s *Store) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey,
 }
 
 // Stats reports live shards and bytes (from the index), the number of segment files,
-// and Capacity: the bytes still available to unprivileged users on dir's filesystem
+// Corrupt (damaged records found since Open, see Damage), and Capacity: the bytes still available to unprivileged users on dir's filesystem
 // (statfs f_bavail × f_bsize; 0 where statfs is unsupported).
 func (s *Store) Stats(ctx context.Context) (chunkstore.ShardStats, error) {
 	if err := s.enter(); err != nil {
@@ -676,6 +743,7 @@ func (s *Store) Stats(ctx context.Context) (chunkstore.ShardStats, error) {
 		Bytes:    s.bytes.Load(),
 		Segments: nsegs,
 		Capacity: avail,
+		Corrupt:  s.corrupt.Load(),
 	}, nil
 }
 

@@ -74,6 +74,10 @@ type writerState struct {
 	fatal error    // set when a failed group could not be undone; fails all later writes
 	ap    applier
 	group []*request
+	bind  *binder // binds appended records to their place; set by Open
+	// sealed is set by recovery when it stopped at damage in the last segment: the
+	// writer must move to a new segment before appending (Store.leaveDamagedSegment).
+	sealed bool
 }
 
 // validateShard reports why sh cannot be stored, wrapping chunkstore.ErrInvalid.
@@ -269,7 +273,10 @@ func (s *Store) run() {
 // rebuildLive rebuilds the index on behalf of RebuildIndex, from the writer goroutine.
 func (s *Store) rebuildLive(ctx context.Context) error {
 	err := s.rebuild(ctx)
-	s.w.off = s.w.cur.size.Load() // replay may have truncated a damaged tail
+	s.w.off = s.w.cur.size.Load()
+	if lerr := s.leaveDamagedSegment(); err == nil {
+		err = lerr
+	}
 	if err != nil {
 		return fmt.Errorf("segstore: rebuild index: %w", err)
 	}
@@ -370,13 +377,14 @@ func (s *Store) appendGroup(ap *applier, group []*request, seg *segment) error {
 		}
 		for i := range r.recs {
 			rec := &r.recs[i]
+			at := s.w.off + int64(runEnd-runStart) // where rec lands if kept
 			var kept bool
 			var err error
 			switch rec.typ {
 			case recPut:
 				kept, err = ap.put(rec.key, &indexValue{
 					loc: location{
-						seg: seg.num, off: s.w.off + int64(runEnd-runStart),
+						seg: seg.num, off: at,
 						dataLen: rec.dataLen, writerLen: len(rec.meta.Writer),
 					},
 					meta:    rec.meta,
@@ -391,6 +399,7 @@ func (s *Store) appendGroup(ap *applier, group []*request, seg *segment) error {
 			if !kept {
 				continue
 			}
+			s.w.bind.bind(buf[rec.start:rec.end], seg.num, at)
 			if runEnd != runStart && runEnd != rec.start {
 				if err := flush(); err != nil {
 					return err
