@@ -22,10 +22,18 @@
 // Pebble: a new backup asks about every shard twice (dedup check, then first-write-wins)
 // before it is stored.
 //
-// Recovery: Open replays records after the checkpoint; a torn record at a segment's tail
-// (a crash mid-write, never acknowledged) is truncated and logged; damaged records
-// followed by valid ones are skipped and logged. When dir/index is missing or empty the
-// whole index is rebuilt from the segments (RebuildIndex does the same on demand).
+// Records are bound to their place: each header names its segment and offset and
+// carries a tag, a MAC keyed with the store's random salt (dir/salt), which the writer
+// goroutine fills in when it appends the record. Bytes inside shard data, which agents
+// choose, can never pass for a record.
+//
+// Recovery: Open replays records after the checkpoint, going from record to record by
+// verified lengths and never scanning forward. A torn record at the tail of the last
+// segment (a crash mid-write, never acknowledged) is truncated and logged. Other damage
+// is reported as chunkstore.ErrCorrupt (Damage, Stats.Corrupt) and left to repair:
+// recovery skips a record whose header verifies but whose data does not, and otherwise
+// stops reading that segment. When dir/index is missing or empty the whole index is
+// rebuilt from the segments (RebuildIndex does the same on demand).
 //
 // Garbage collection: Store implements chunkstore.GCStore. Per chunk it keeps the last
 // time (Options.Now) a shard of it was written or touched, in the index; TouchShards and

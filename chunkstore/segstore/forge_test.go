@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -210,4 +211,71 @@ func TestDamageInLastSegmentMovesWriter(t *testing.T) {
 	defer mustClose(t, s)
 	expectShard(t, s, a)
 	expectShard(t, s, c)
+}
+
+// TestSaltFile: the salt is made once, kept beside the index (which may be rebuilt),
+// and a store whose segments have no salt, or whose salt file is damaged, is refused
+// with an error naming the file.
+func TestSaltFile(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{DisableAutoCompact: true, NoSync: true}
+	s := mustOpen(t, dir, opts)
+	a := mkShard(1, 0, 300)
+	mustPut(t, s, a)
+	mustClose(t, s)
+	saltPath := filepath.Join(dir, saltFileName)
+	salt, err := os.ReadFile(saltPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, opts) // rebuilds the index: the salt is not in it
+	expectShard(t, s, a)
+	mustClose(t, s)
+	if again, err := os.ReadFile(saltPath); err != nil || !bytes.Equal(again, salt) {
+		t.Fatalf("salt file changed across opens (%v)", err)
+	}
+
+	flipByte(t, saltPath, 12)
+	if s, err := Open(dir, opts); err == nil {
+		s.Close()
+		t.Fatal("Open accepted a damaged salt file")
+	} else if !errors.Is(err, errBadSaltFile) || !strings.Contains(err.Error(), saltPath) {
+		t.Errorf("damaged salt file: %v", err)
+	}
+	if err := os.Remove(saltPath); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(dir, opts); err == nil {
+		s.Close()
+		t.Fatal("Open accepted segments without their salt file")
+	} else if !strings.Contains(err.Error(), saltPath) {
+		t.Errorf("missing salt file: %v", err)
+	}
+	if _, err := os.Stat(saltPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open made a new salt for existing segments (%v)", err)
+	}
+}
+
+// TestVersion1SegmentRefused: a segment in the old, unbound format is refused with an
+// error naming the file and the version, not read (FORMAT.md says why).
+func TestVersion1SegmentRefused(t *testing.T) {
+	dir := t.TempDir()
+	hdr := []byte("CFSG\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
+	a := mkShard(1, 0, 100)
+	if err := os.WriteFile(filepath.Join(dir, segName(1)), append(hdr, v1Record(recPut, &a)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{DisableAutoCompact: true, NoSync: true})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open accepted a version 1 segment")
+	}
+	for _, want := range []string{segName(1), "version 1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
 }
