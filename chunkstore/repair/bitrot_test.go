@@ -42,17 +42,20 @@ func locateShards(t *testing.T, dir string) map[chunkstore.ShardKey]shardLoc {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Version 2 records: an 88-byte header (type at 5, writer length at 6, chunk ID
+		// at 8, shard index at 40, data length at 52), the writer, the data.
+		const hdr = 88
 		off := 16
-		for off+64 <= len(b) && string(b[off:off+4]) == "CFSR" {
+		for off+hdr <= len(b) && string(b[off:off+4]) == "CFSR" {
 			w := int(binary.BigEndian.Uint16(b[off+6:]))
 			d := int(binary.BigEndian.Uint32(b[off+52:]))
 			var k chunkstore.ShardKey
 			copy(k.ID[:], b[off+8:off+40])
 			k.Index = b[off+40]
 			if b[off+5] == 1 {
-				out[k] = shardLoc{file: f, off: int64(off + 60 + w), n: d}
+				out[k] = shardLoc{file: f, off: int64(off + hdr + w), n: d}
 			}
-			off += 64 + w + d
+			off += hdr + w + d
 		}
 	}
 	return out
