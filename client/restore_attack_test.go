@@ -284,7 +284,20 @@ func TestRestorePlantedSymlink(t *testing.T) {
 	root := putTree(t, e, a, &tree.Tree{Nodes: []tree.Node{{Name: "a", Type: tree.TypeDir, Mode: uint32(fs.ModeDir | 0o777), Subtree: &sub}}})
 	snap := meta.Snapshot{ID: chunk.ID{4}, Vault: "v1", Tree: root}
 
+	// A target that already holds a symlink is not empty: refused, nothing followed.
 	target := filepath.Join(t.TempDir(), "target")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(target, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Restore(ctx, snap, RestoreOptions{Target: target}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("restore into a target holding a symlink: %v, want ErrInvalid", err)
+	}
+	unchanged()
+
+	target = filepath.Join(t.TempDir(), "target")
 	planted := false
 	cfg := e.cfg
 	cfg.Chunks = &plantingStore{countingStore: e.chunks, id: data, plant: func() {
@@ -317,5 +330,31 @@ func TestRestorePlantedSymlink(t *testing.T) {
 	}
 	if b, rerr := os.ReadFile(filepath.Join(target, "moved", "x1")); rerr != nil || !bytes.Equal(b, content) {
 		t.Errorf("x1 in the moved directory: %q, %v", b, rerr)
+	}
+}
+
+// TestTreeDepthBounded: a chain of distinct trees nested deeper than any backup can
+// nest (maxTreeDepth) is refused by List and Restore with tree.ErrInvalid before they
+// recurse into it.
+func TestTreeDepthBounded(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	a := e.open(t)
+	id := putTree(t, e, a, &tree.Tree{})
+	for range maxTreeDepth + 1 {
+		sub := id
+		id = putTree(t, e, a, &tree.Tree{Nodes: []tree.Node{{Name: "d", Type: tree.TypeDir, Mode: uint32(fs.ModeDir | 0o755), Subtree: &sub}}})
+	}
+	snap := meta.Snapshot{ID: chunk.ID{5}, Vault: "v1", Tree: id}
+	listed := 0
+	if err := a.List(ctx, snap, "/", func(Entry) error { listed++; return nil }); !errors.Is(err, tree.ErrInvalid) || listed != 0 {
+		t.Errorf("List of a too deep snapshot: %v after %d entries, want tree.ErrInvalid before any", err, listed)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	if _, err := a.Restore(ctx, snap, RestoreOptions{Target: target}); !errors.Is(err, tree.ErrInvalid) {
+		t.Errorf("Restore of a too deep snapshot: %v, want tree.ErrInvalid", err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("refused restore created its target: %v", err)
 	}
 }
