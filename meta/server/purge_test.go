@@ -100,6 +100,16 @@ func TestPurgeErasesKeyWrapEverywhere(t *testing.T) {
 		}
 		return true
 	})
+	purged := time.Now()
+	waitFor(t, "every server to scrub its raft log and snapshots", func() bool {
+		for _, s := range c.srv {
+			if s.ScrubbedIndex() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every server scrubbed %v after the last one applied the purge", time.Since(purged).Round(time.Millisecond))
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		got := filesHolding(t, c.dirs, wrap)
