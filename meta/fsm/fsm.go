@@ -43,6 +43,10 @@ type Options struct {
 	// applied PurgeVault, after the state has been rewritten without the vault (see
 	// ApplyBatch). It must not block.
 	OnPurge func(index uint64)
+	// OnRestore, when set, is called with the restored applied index after each
+	// successful Restore (a snapshot installed from the leader, or restored at start): the
+	// snapshot may cover purges this replica never applied. It must not block.
+	OnRestore func(index uint64)
 }
 
 // FSM is the metadata state machine. It implements raft.FSM and raft.BatchingFSM.

@@ -93,7 +93,7 @@ func (f *FSM) rewrite() error {
 		_, err := f.WriteTo(pw)
 		_ = pw.CloseWithError(err)
 	}()
-	err := f.Restore(pr)
+	err := f.restore(pr)
 	<-done
 	if err != nil {
 		return fmt.Errorf("fsm: rewrite: %w", err)
@@ -154,7 +154,19 @@ func writeStream(w io.Writer, snap *pebble.Snapshot) error {
 // written into a fresh Pebble directory in batches; only after the record count and
 // checksum verify is the live state switched to it (atomically, through CURRENT). On any
 // error the previous state is unchanged. Restore must not run concurrently with Apply.
+// After a successful Restore, Options.OnRestore is called.
 func (f *FSM) Restore(rc io.ReadCloser) error {
+	if err := f.restore(rc); err != nil {
+		return err
+	}
+	if f.opts.OnRestore != nil {
+		f.opts.OnRestore(f.AppliedIndex())
+	}
+	return nil
+}
+
+// restore is Restore without the OnRestore call (rewrite uses it).
+func (f *FSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.mu.RLock()
 	old := f.mu.h

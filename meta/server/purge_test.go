@@ -140,3 +140,62 @@ func TestPurgeErasesKeyWrapEverywhere(t *testing.T) {
 		t.Fatalf("purged vault after a restart: %v, want ErrNotFound", err)
 	}
 }
+
+// TestPurgeScrubsFollowerCaughtUpBySnapshot: a server that was down during the purge
+// and catches up from the leader's snapshot (it never applies the PurgeVault entry)
+// still removes the key wrapping from its raft log.
+func TestPurgeScrubsFollowerCaughtUpBySnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.TickInterval = 20 * time.Millisecond })
+	ctx := ctxT(t)
+	li := c.leader()
+	l := c.srv[li]
+	fi := (li + 1) % 3
+	wrap := make([]byte, 80)
+	if _, err := rand.Read(wrap); err != nil {
+		t.Fatal(err)
+	}
+	v := newVault("doomed")
+	v.KeyWraps = [][]byte{wrap}
+	if _, err := l.CreateVault(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the follower to apply the vault", func() bool {
+		_, err := c.srv[fi].fsm.Vault("doomed")
+		return err == nil
+	})
+	c.kill(fi)
+	if got := filesHolding(t, c.dirs[fi:fi+1], wrap); len(got) == 0 {
+		t.Fatal("the stopped follower holds the key wrapping nowhere: the test proves nothing")
+	}
+	adminCtx := meta.WithPrincipal(ctx, meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+	if _, err := l.DeleteVault(adminCtx, "doomed", 100*time.Millisecond, ""); err != nil {
+		t.Fatal(err)
+	}
+	// The running servers scrub: the leader's log then starts after the purge, so the
+	// follower can only catch up from a snapshot.
+	waitFor(t, "the running servers to purge and scrub", func() bool {
+		for i, s := range c.srv {
+			if i != fi && s.ScrubbedIndex() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	c.restart(fi)
+	f := c.srv[fi]
+	waitFor(t, "the follower to catch up from the snapshot", func() bool {
+		_, err := f.fsm.Vault("doomed")
+		return errors.Is(err, meta.ErrNotFound) && f.raft.Stats()["last_snapshot_index"] != "0"
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := filesHolding(t, c.dirs[fi:fi+1], wrap)
+		if len(got) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower that caught up by snapshot keeps the key wrapping in %q", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

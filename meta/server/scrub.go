@@ -20,16 +20,17 @@ import (
 //  4. it compacts the log file into a new file (raftlog.Store.Compact).
 //
 // A follower that was away during the purge scrubs when it applies the entry, or, when
-// it receives a snapshot instead, its FSM is replaced whole and its log is compacted by
-// raft up to that snapshot; the log file's freed pages are then scrubbed by the next
-// purge it applies.
+// it catches up from a snapshot instead (its FSM replaced whole, never applying the
+// purge), after the restore: every Restore is followed by a scrub up to the restored
+// index, since the snapshot may cover purges (installs are rare; the scrub is cheap).
 
 // scrubRetry is how long scrubLoop waits before retrying a scrub that failed (typically
 // "nothing new to snapshot": a snapshot was taken after the purge, so the next log
 // entry, at most a tick away on the leader, is needed first).
 const scrubRetry = time.Second
 
-// onPurge is the FSM's OnPurge: it records index and wakes scrubLoop. It never blocks.
+// onPurge is the FSM's OnPurge and OnRestore: it records index and wakes scrubLoop. It
+// never blocks.
 func (s *Server) onPurge(index uint64) {
 	for {
 		cur := s.purgeIndex.Load()

@@ -182,7 +182,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.snaps = snaps
 	s.purged = make(chan struct{}, 1)
-	s.fsm, err = fsm.Open(filepath.Join(cfg.Dir, "fsm"), fsm.Options{Logger: s.log, OnPurge: s.onPurge})
+	s.fsm, err = fsm.Open(filepath.Join(cfg.Dir, "fsm"), fsm.Options{Logger: s.log, OnPurge: s.onPurge, OnRestore: s.onPurge})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
