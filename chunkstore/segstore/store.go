@@ -107,11 +107,14 @@ func (s *Store) Damage() []Damage {
 	return slices.Clone(s.damage)
 }
 
-// Open opens (creating if needed) the store in dir: segment files seg-NNNNNNNN.log and
-// the Pebble index in dir/index. It replays segment records written after the index's
-// checkpoint, truncating a torn record at the end of a segment, and rebuilds the whole
-// index from the segments when the index directory is missing or empty. Only one Store
-// may have dir open at a time (Pebble's lock file enforces it).
+// Open opens (creating if needed) the store in dir: segment files seg-NNNNNNNN.log, the
+// salt file dir/salt (made with the store; a directory with segments but no salt is
+// refused) and the Pebble index in dir/index. It replays segment records written after
+// the index's checkpoint, truncating a torn record at the end of the last segment and
+// reporting other damage as chunkstore.ErrCorrupt (Damage) without failing, and
+// rebuilds the whole index from the segments when the index directory is missing or
+// empty. Segments in format version 1 are refused (FORMAT.md). Only one Store may have
+// dir open at a time (Pebble's lock file enforces it).
 func Open(dir string, opts Options) (*Store, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -788,7 +791,9 @@ func (s *Store) Locate(key chunkstore.ShardKey) (path string, offset int64, leng
 }
 
 // RebuildIndex discards the index and rebuilds it from every segment file, verifying
-// each record's CRC (torn tails are truncated, damaged records skipped and logged).
+// each record's binding and CRC. Every record it meets was acknowledged, so it
+// truncates nothing: damage is reported as chunkstore.ErrCorrupt (Damage) and left
+// in place, as on Open.
 // Writes wait while it runs and lookups block. If ctx ends first it returns the error
 // and the index stays incomplete, so lookups and writes fail until a later
 // RebuildIndex succeeds or the store is reopened (reopening resumes the replay).
