@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -39,7 +40,8 @@ type EnrollToken struct {
 	// Hash is the hex SHA-256 of the token.
 	Hash  string  `cbor:"hash" json:"-"`
 	Vault VaultID `cbor:"vault" json:"vault"`
-	// Name is the agent name fixed at creation; empty lets the agent choose.
+	// Name is the agent name fixed at creation. Empty only in tokens made before names
+	// were bound to tokens (issue 11): those enroll nobody.
 	Name    string    `cbor:"name,omitempty" json:"name,omitempty"`
 	Created time.Time `cbor:"created" json:"created"` // cluster time
 	Expires time.Time `cbor:"expires" json:"expires"` // cluster time
@@ -148,9 +150,10 @@ func ValidateAgentName(name string) error {
 	return nil
 }
 
-// ConsumeEnrollToken decides whether token t may enroll an agent at cluster time now
-// under the requested name (empty: the token's). It returns the name the certificate
-// gets, or an error wrapping ErrDenied (used, expired) or ErrInvalid (name) saying why.
+// ConsumeEnrollToken decides whether token t may enroll an agent at cluster time now.
+// The token fixes the agent's name: requested, when not empty, is only checked against
+// it. It returns the name the certificate gets, or an error wrapping ErrDenied (used,
+// revoked, expired, names no agent, or another name requested) saying why.
 func ConsumeEnrollToken(t EnrollToken, requested string, now time.Time) (string, error) {
 	if t.Used {
 		return "", fmt.Errorf("%w: enrollment token %s was already used at %s (by agent %q); ask an admin for a new one",
@@ -163,31 +166,63 @@ func ConsumeEnrollToken(t EnrollToken, requested string, now time.Time) (string,
 	if !now.Before(t.Expires) {
 		return "", fmt.Errorf("%w: enrollment token %s expired at %s; ask an admin for a new one", ErrDenied, t.ID, t.Expires.Format(time.RFC3339))
 	}
-	name := t.Name
 	switch {
-	case name == "" && requested == "":
-		return "", fmt.Errorf("%w: enrollment token %s names no agent and none was requested", ErrInvalid, t.ID)
-	case name == "":
-		name = requested
-	case requested != "" && requested != name:
-		return "", fmt.Errorf("%w: enrollment token %s is for agent %q, not %q", ErrInvalid, t.ID, t.Name, requested)
+	case t.Name == "":
+		return "", fmt.Errorf("%w: enrollment token %s names no agent (it was made before tokens fixed agent names); ask an admin for a new one (coffer admin enroll-token create --name NAME)",
+			ErrDenied, t.ID)
+	case requested != "" && requested != t.Name:
+		return "", fmt.Errorf("%w: enrollment token %s is for agent %q, not %q: the token fixes the agent's name", ErrDenied, t.ID, t.Name, requested)
 	}
-	if err := ValidateAgentName(name); err != nil {
+	if err := ValidateAgentName(t.Name); err != nil {
 		return "", err
 	}
-	return name, nil
+	return t.Name, nil
 }
 
-// EnrollRequest is what an enrolling agent sends: the token, a certificate signing
-// request for the key it generated (the key never leaves the host) and, when the token
-// names no agent, the name it wants.
+// CheckAgentNameFree decides whether name may be bound to the enrollment token with the
+// given hash at cluster time now, so that no two hosts hold one name: it is refused
+// (ErrExists, saying what holds it and what to do) when another live token binds it,
+// when an agent enrolled under it holds a certificate that no revocation covers (a
+// revocation of that serial, or of the principal after the enrollment), or when it is
+// the ID of a cluster node. tokens is every token record, revs every revocation, nodes
+// the node IDs of the cluster map.
+func CheckAgentNameFree(name, hash string, now time.Time, tokens []EnrollToken, revs []Revocation, nodes []string) error {
+	if slices.Contains(nodes, name) {
+		return fmt.Errorf("%w: agent name %q is the ID of a cluster node; choose another", ErrExists, name)
+	}
+	for _, t := range tokens {
+		switch {
+		case t.Hash == hash:
+		case t.Name == name && t.State(now) == TokenLive:
+			return fmt.Errorf("%w: agent name %q is bound to live enrollment token %s (valid until %s); revoke that token first (coffer admin enroll-token revoke %s) or choose another name",
+				ErrExists, name, t.ID, t.Expires.Format(time.RFC3339), t.ID)
+		case t.Used && t.Principal == name && !enrollmentRevoked(t, revs):
+			return fmt.Errorf("%w: agent %q was enrolled at %s (certificate serial %s, token %s); revoke its certificates first (coffer admin cert revoke --principal %s) or choose another name",
+				ErrExists, name, t.UsedAt.Format(time.RFC3339), t.Serial, t.ID, name)
+		}
+	}
+	return nil
+}
+
+// enrollmentRevoked reports whether the certificate that used token t is revoked by
+// one of revs: by its serial, or by its principal after the enrollment.
+func enrollmentRevoked(t EnrollToken, revs []Revocation) bool {
+	for _, r := range revs {
+		if r.Serial != "" && r.Serial == t.Serial || r.Principal != "" && r.Principal == t.Principal && r.At.After(t.UsedAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// EnrollRequest is what an enrolling agent sends: the token and a certificate signing
+// request for the key it generated (the key never leaves the host). The token fixes
+// the agent's name; Name, when set, is the name the host expects, and the enrollment is
+// refused if the token names another (a check against using another host's token).
 type EnrollRequest struct {
 	Token string `cbor:"token"`
 	CSR   []byte `cbor:"csr"` // DER PKCS#10
 	Name  string `cbor:"name,omitempty"`
-	// DefaultName is the name used when neither the token nor Name names the agent
-	// (the CLI sends the host name).
-	DefaultName string `cbor:"default_name,omitempty"`
 	// From is the enrolling client's network address, filled in by the server that
 	// received the request (whatever the client sent), for the audit log.
 	From string `cbor:"from,omitempty"`
@@ -257,9 +292,11 @@ func Revoked(list []Revocation, serial, principal string, issued time.Time) (Rev
 // meta/server implements it; metarpc carries it. Every call that changes state, and
 // every refusal, is in the audit log; tokens never are.
 type EnrollService interface {
-	// CreateEnrollToken returns a new one-time token for a backup agent of vault, valid
-	// for ttl of cluster time (0: DefaultEnrollTTL, at most MaxEnrollTTL); name, when
-	// set, fixes the agent's name. Admin only.
+	// CreateEnrollToken returns a new one-time token for a backup agent of vault named
+	// name, valid for ttl of cluster time (0: DefaultEnrollTTL, at most MaxEnrollTTL).
+	// The name is required and fixed: the enrollee cannot choose another. A name bound
+	// to another live token, enrolled and not revoked, or a node's ID is refused
+	// (ErrExists; see CheckAgentNameFree). Admin only.
 	CreateEnrollToken(ctx context.Context, vault VaultID, name string, ttl time.Duration) (string, EnrollToken, error)
 	// Enroll consumes the token (atomically, in the log) and returns a backup-agent
 	// certificate for the CSR's key, scoped to the token's vault. A used, expired or

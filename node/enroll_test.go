@@ -135,7 +135,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	}
 
 	// Enrollment.
-	tok, rec, err := es.CreateEnrollToken(ctx, "web", "", 0)
+	tok, rec, err := es.CreateEnrollToken(ctx, "web", "web01", 0)
 	if err != nil || rec.Vault != "web" || rec.Used || !strings.HasPrefix(tok, "coffer-enroll-") || len(tok) < 50 {
 		t.Fatalf("token %q %+v %v", tok, rec, err)
 	}
@@ -239,6 +239,12 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	tok2, _, err := es.CreateEnrollToken(ctx, "web", "web02", time.Hour)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its holder cannot take another name (web01's, or a fresh one): the token fixes it.
+	for _, name := range []string{"web01", "db09"} {
+		if _, err := enroll.Enroll(ctx, enroll.Request{CA: req.CA, Meta: metas, Token: tok2, Name: name}); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "fixes the agent's name") {
+			t.Fatalf("token for web02 enrolling as %s: %v, want ErrDenied", name, err)
+		}
 	}
 	res2, err := enroll.Enroll(ctx, enroll.Request{CA: req.CA, Meta: metas, Token: tok2})
 	if err != nil || res2.Principal != "web02" || res2.Serial == res.Serial {

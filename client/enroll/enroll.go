@@ -33,12 +33,10 @@ type Request struct {
 	CA    []byte   // PEM of the cluster CA (the servers are verified against it)
 	Meta  []string // meta server addresses (host:port); any one is enough
 	Token string   // the one-time token from `coffer admin enroll-token create`
-	// Name is the agent name wanted; empty takes the token's. A token that names an
-	// agent refuses any other name.
-	Name string
-	// DefaultName is used when neither the token nor Name names the agent.
-	DefaultName string
-	Logger      *slog.Logger // nil discards
+	// Name, when set, is the agent name this host expects: the enrollment is refused
+	// if the token names another. The token fixes the name either way.
+	Name   string
+	Logger *slog.Logger // nil discards
 }
 
 // Result is a new agent identity.
@@ -84,7 +82,7 @@ func Enroll(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: %w", err)
 	}
-	res, err := metarpc.NewClient(ep, req.Meta).Enroll(ctx, meta.EnrollRequest{Token: req.Token, CSR: csr, Name: req.Name, DefaultName: req.DefaultName})
+	res, err := metarpc.NewClient(ep, req.Meta).Enroll(ctx, meta.EnrollRequest{Token: req.Token, CSR: csr, Name: req.Name})
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: %w", err)
 	}

@@ -20,11 +20,16 @@ func adminEnrollTokenCreateSpec() *cmdSpec {
 	return &cmdSpec{
 		name:  "admin enroll-token create",
 		short: "create a one-time token that enrolls a backup agent",
-		long: `Creates a one-time enrollment token for a backup agent of the vault named by
---vault (required) and prints it. On the protected host, "coffer agent enroll
---token TOKEN" turns it into a backup-agent certificate for that vault only.
-The token is valid for --ttl of cluster time (default 24h, at most 30d) and
-for one enrollment; --name fixes the agent's name (else the agent chooses).
+		long: `Creates a one-time enrollment token for the backup agent named by --name of
+the vault named by --vault (both required) and prints it. On the protected
+host, "coffer agent enroll --token TOKEN" turns it into a backup-agent
+certificate for that vault only, under that name: the token fixes the name
+(the certificate's principal), the host cannot choose another. The token is
+valid for --ttl of cluster time (default 24h, at most 30d) and for one
+enrollment. A name is refused while another live token binds it, while an
+agent enrolled under it holds a certificate that is not revoked (to give the
+name to a new host, "coffer admin cert revoke --principal NAME" first), and
+when it is a node's ID.
 
 The cluster keeps only the token's SHA-256; the token is shown once, here.
 Treat it like a password. Admin certificate only; audited (by token ID, never
@@ -32,7 +37,7 @@ the token).
 
 With --json an object is printed: token, id, vault, name, expires.`,
 		examples: []string{
-			"coffer admin enroll-token create --vault web01",
+			"coffer admin enroll-token create --vault web01 --name web01",
 			"coffer admin enroll-token create --vault db --name db01 --ttl 2h",
 		},
 		new: func() command { return &enrollTokenCmd{} },
@@ -47,7 +52,7 @@ type enrollTokenCmd struct {
 
 func (c *enrollTokenCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ttl, "ttl", "24h", "how long the token is valid (`DURATION`: 30m, 24h, 7d; at most 30d)")
-	fs.StringVar(&c.name, "name", "", "fix the agent's `NAME` (certificate principal); default: chosen at enrollment")
+	fs.StringVar(&c.name, "name", "", "the agent's `NAME` (its certificate principal; required, fixed by the token)")
 }
 
 // enrollTokenJSON is `coffer admin enroll-token create --json`.
@@ -71,10 +76,11 @@ func (c *enrollTokenCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil || ttl <= 0 || ttl > meta.MaxEnrollTTL {
 		return usagef(spec, "--ttl %q: want a duration in (0, 30d]", c.ttl)
 	}
-	if c.name != "" {
-		if err := meta.ValidateAgentName(c.name); err != nil {
-			return usagef(spec, "--name: %v", err)
-		}
+	if c.name == "" {
+		return usagef(spec, "--name is required: the token fixes the agent's name, the host cannot choose one")
+	}
+	if err := meta.ValidateAgentName(c.name); err != nil {
+		return usagef(spec, "--name: %v", err)
 	}
 	if err := meta.ValidateVaultID(meta.VaultID(a.g.vault)); err != nil {
 		return usagef(spec, "--vault: %v", err)
@@ -91,13 +97,9 @@ func (c *enrollTokenCmd) run(ctx context.Context, a *app, args []string) error {
 	if a.g.json {
 		return writeJSON(a.stdout, enrollTokenJSON{Token: tok, ID: rec.ID, Vault: string(rec.Vault), Name: rec.Name, Expires: rec.Expires})
 	}
-	who := "an agent named at enrollment"
-	if rec.Name != "" {
-		who = "agent " + rec.Name
-	}
 	fmt.Fprintf(a.stdout, "%s\n", tok)
-	fmt.Fprintf(a.stderr, "one-time enrollment token %s for %s of vault %q, valid until %s (cluster time)\non the host: coffer agent enroll --token TOKEN --meta %s --ca ca.pem --out DIR\n",
-		rec.ID, who, rec.Vault, rec.Expires.In(a.loc).Format(time.RFC3339), strings.Join(s.cfg.Meta, ","))
+	fmt.Fprintf(a.stderr, "one-time enrollment token %s for agent %s of vault %q, valid until %s (cluster time)\non the host: coffer agent enroll --token TOKEN --meta %s --ca ca.pem --out DIR\n",
+		rec.ID, rec.Name, rec.Vault, rec.Expires.In(a.loc).Format(time.RFC3339), strings.Join(s.cfg.Meta, ","))
 	return nil
 }
 
@@ -106,7 +108,7 @@ func adminEnrollTokenListSpec() *cmdSpec {
 		name:  "admin enroll-token list",
 		short: "show enrollment tokens that can still enroll an agent",
 		long: `Lists the enrollment tokens that can still enroll an agent, oldest first: ID,
-vault, agent name (empty: chosen at enrollment), who created it and when it
+vault, agent name, who created it and when it
 expires (cluster time). --all lists every token the cluster remembers, with
 its state: live, used (by which agent, with the certificate serial), expired or
 revoked (by whom, why). Tokens themselves are never shown again; the ID is
@@ -167,7 +169,7 @@ func (c *enrollTokenListCmd) run(ctx context.Context, a *app, args []string) err
 			}
 		}
 		if agent == "" {
-			agent = "(at enrollment)"
+			agent = "(none: enrolls nobody)" // a token made before tokens fixed names
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State(now), t.Vault, agent, t.By, t.Expires.In(a.loc).Format("2006-01-02 15:04:05"), detail)
 	}
@@ -249,9 +251,11 @@ agent-key.pem (mode 0600) and coffer.yaml, so that
 "coffer --config DIR/coffer.yaml backup PATH" works right away. An existing
 agent-key.pem is never overwritten.
 
-The agent's name (its certificate principal) is the token's, else --name,
-else this host's name. A used, expired or unknown token is refused (exit 1)
-and the attempt is audited.
+The agent's name (its certificate principal) is the one the token was made
+for: the host cannot choose it. --name NAME makes the enrollment refuse a token
+made for another name (a check against using another host's token). A used,
+expired or unknown token, or one for another name than --name, is refused
+(exit 1) and the attempt is audited.
 
 With --json an object is printed: principal, vault, serial, config.`,
 		examples: []string{
@@ -272,7 +276,7 @@ func (c *agentEnrollCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.tokenFile, "token-file", "", "read the token from `FILE` (\"-\": stdin) instead of --token")
 	fs.StringVar(&c.metaAddrs, "meta", "", "meta servers, `HOST:PORT[,...]`")
 	fs.StringVar(&c.ca, "ca", "", "the cluster CA certificate `FILE` (PEM) the servers must present a certificate of")
-	fs.StringVar(&c.name, "name", "", "agent `NAME` when the token names none (default: this host's name)")
+	fs.StringVar(&c.name, "name", "", "refuse unless the token is for agent `NAME`")
 	fs.StringVar(&c.out, "out", ".", "`DIR` to write the certificate, key and coffer.yaml into")
 }
 
@@ -331,11 +335,7 @@ func (c *agentEnrollCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read CA: %w", err)
 	}
-	def := ""
-	if h, err := os.Hostname(); err == nil && meta.ValidateAgentName(h) == nil {
-		def = h
-	}
-	res, err := enroll.Enroll(ctx, enroll.Request{CA: caPEM, Meta: metas, Token: token, Name: c.name, DefaultName: def, Logger: a.logger()})
+	res, err := enroll.Enroll(ctx, enroll.Request{CA: caPEM, Meta: metas, Token: token, Name: c.name, Logger: a.logger()})
 	if err != nil {
 		switch {
 		case errors.Is(err, meta.ErrDenied):

@@ -37,6 +37,9 @@ func TestCLIEnrollBackupRevoke(t *testing.T) {
 	if code, _, stderr := cli(t, adminEnv, "admin", "enroll-token", "create"); code != exitUsage || !strings.Contains(stderr, "--vault is required") {
 		t.Fatalf("enroll-token create without --vault: exit %d: %s", code, stderr)
 	}
+	if code, _, stderr := cli(t, adminEnv, "admin", "enroll-token", "create", "--vault", "web"); code != exitUsage || !strings.Contains(stderr, "--name is required") {
+		t.Fatalf("enroll-token create without --name: exit %d: %s", code, stderr)
+	}
 
 	out1 := filepath.Join(dir, "agent")
 	enrollArgs := []string{"--json", "agent", "enroll", "--token", token, "--meta", strings.Join(f.Meta, ","), "--ca", f.CA, "--out", out1}
@@ -74,7 +77,7 @@ func TestCLIEnrollBackupRevoke(t *testing.T) {
 
 	// A second token leaks: the list shows it live, the admin revokes it by an ID prefix,
 	// and it no longer enrolls; the used token cannot be revoked (its certificate can).
-	code, out, stderr = cli(t, adminEnv, "--json", "admin", "enroll-token", "create", "--vault", "web")
+	code, out, stderr = cli(t, adminEnv, "--json", "admin", "enroll-token", "create", "--vault", "web", "--name", "web02")
 	if code != exitOK {
 		t.Fatalf("second token: exit %d: %s", code, stderr)
 	}

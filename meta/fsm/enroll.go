@@ -105,10 +105,11 @@ func (f *FSM) createEnrollToken(b *pebble.Batch, c command.CreateEnrollToken, no
 	if err := meta.ValidateVaultID(c.Vault); err != nil {
 		return meta.EnrollToken{}, err
 	}
-	if c.Name != "" {
-		if err := meta.ValidateAgentName(c.Name); err != nil {
-			return meta.EnrollToken{}, err
-		}
+	if c.Name == "" {
+		return meta.EnrollToken{}, fmt.Errorf("%w: an enrollment token must name its agent (--name NAME): the token fixes the agent's name, the enrollee cannot choose one", meta.ErrInvalid)
+	}
+	if err := meta.ValidateAgentName(c.Name); err != nil {
+		return meta.EnrollToken{}, err
 	}
 	if c.TTL <= 0 || c.TTL > int64(meta.MaxEnrollTTL) {
 		return meta.EnrollToken{}, fmt.Errorf("%w: token lifetime %v not in (0, %v]", meta.ErrInvalid, time.Duration(c.TTL), meta.MaxEnrollTTL)
@@ -118,6 +119,9 @@ func (f *FSM) createEnrollToken(b *pebble.Batch, c command.CreateEnrollToken, no
 		return meta.EnrollToken{}, err
 	} else if ok {
 		return meta.EnrollToken{}, fmt.Errorf("enrollment token %s: %w", meta.EnrollTokenID(c.Hash), meta.ErrExists)
+	}
+	if err := f.checkAgentNameFree(b, c.Name, c.Hash, now); err != nil {
+		return meta.EnrollToken{}, err
 	}
 	t := meta.EnrollToken{ID: meta.EnrollTokenID(c.Hash), Hash: c.Hash, Vault: c.Vault, Name: c.Name,
 		Created: now, Expires: now.Add(time.Duration(c.TTL)), By: c.By.Name}
@@ -144,6 +148,10 @@ func (f *FSM) consumeEnrollToken(b *pebble.Batch, c command.ConsumeEnrollToken, 
 	}
 	name, err := meta.ConsumeEnrollToken(t, c.Name, now)
 	if err != nil {
+		return t, err
+	}
+	// Tokens made before names were unique may share one: the first to enroll takes it.
+	if err := f.checkAgentNameFree(b, name, c.Hash, now); err != nil {
 		return t, err
 	}
 	t.Used, t.UsedAt, t.Principal, t.Serial = true, now, name, c.Serial
@@ -196,6 +204,27 @@ func (f *FSM) revokeEnrollToken(b *pebble.Batch, c command.RevokeEnrollToken, no
 	}
 	t.Revoked, t.RevokedAt, t.RevokedBy, t.RevokeReason = true, now, c.By.Name, c.Reason
 	return t, f.put(b, key, t)
+}
+
+// checkAgentNameFree applies meta.CheckAgentNameFree to the state in b.
+func (f *FSM) checkAgentNameFree(b *pebble.Batch, name, hash string, now time.Time) error {
+	tokens, err := decodeAll[meta.EnrollToken](f, b, prefixEnrollToken)
+	if err != nil {
+		return err
+	}
+	revs, err := decodeAll[meta.Revocation](f, b, prefixRevocation)
+	if err != nil {
+		return err
+	}
+	var nodes []string
+	if m, ok, err := f.readMap(b); err != nil {
+		return err
+	} else if ok {
+		for _, n := range m.Nodes {
+			nodes = append(nodes, string(n.ID))
+		}
+	}
+	return meta.CheckAgentNameFree(name, hash, now, tokens, revs, nodes)
 }
 
 // EnrollTokens returns every enrollment token record, ordered by hash.

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,10 @@ func TestEnrollTokenLifecycle(t *testing.T) {
 		return result(t, f.Apply(entry(t, idx, stamp, b)))
 	}
 	apply(100*sec, vault("a"))
-	if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", TTL: int64(time.Hour), By: admin}); r.Err != nil {
+	if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", TTL: int64(time.Hour), By: admin}); !errors.Is(r.Err, meta.ErrInvalid) {
+		t.Fatalf("token naming no agent: %v, want ErrInvalid", r.Err)
+	}
+	if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", Name: "web01", TTL: int64(time.Hour), By: admin}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	if r := apply(101*sec, command.CreateEnrollToken{Hash: short, Vault: "a", Name: "db1", TTL: sec, By: admin}); r.Err != nil {
@@ -39,8 +43,8 @@ func TestEnrollTokenLifecycle(t *testing.T) {
 			t.Fatalf("token by %s: %v, want ErrDenied", p, r.Err)
 		}
 	}
-	if r := apply(102*sec, command.ConsumeEnrollToken{Hash: h, Serial: "a1"}); !errors.Is(r.Err, meta.ErrInvalid) {
-		t.Fatalf("no name: %v, want ErrInvalid", r.Err)
+	if r := apply(102*sec, command.ConsumeEnrollToken{Hash: h, Name: "web02", Serial: "a1"}); !errors.Is(r.Err, meta.ErrDenied) {
+		t.Fatalf("another name than the token's: %v, want ErrDenied", r.Err)
 	}
 	r := apply(102*sec, command.ConsumeEnrollToken{Hash: h, Name: "web01", Serial: "a1"})
 	if r.Err != nil {
@@ -55,7 +59,7 @@ func TestEnrollTokenLifecycle(t *testing.T) {
 	if r := apply(103*sec, command.ConsumeEnrollToken{Hash: strings.Repeat("0", 64), Name: "x", Serial: "a3"}); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "unknown") {
 		t.Fatalf("unknown: %v", r.Err)
 	}
-	if r := apply(103*sec, command.ConsumeEnrollToken{Hash: short, Name: "other", Serial: "a4"}); !errors.Is(r.Err, meta.ErrInvalid) {
+	if r := apply(103*sec, command.ConsumeEnrollToken{Hash: short, Name: "other", Serial: "a4"}); !errors.Is(r.Err, meta.ErrDenied) {
 		t.Fatalf("wrong name for a named token: %v", r.Err)
 	}
 	apply(103*sec, command.Tick{Elapsed: 10 * sec}) // lets the cluster clock reach the stamps
@@ -75,8 +79,8 @@ func TestEnrollTokenLifecycle(t *testing.T) {
 			refused++
 		}
 	}
-	if refused != 8 {
-		t.Fatalf("%d refusals audited, want 8: %+v", refused, es)
+	if refused != 9 {
+		t.Fatalf("%d refusals audited, want 9: %+v", refused, es)
 	}
 	// State survives a snapshot round trip (the keys are known to Restore).
 	g := open(t, t.TempDir())
@@ -101,12 +105,12 @@ func TestRevokeEnrollToken(t *testing.T) {
 	live := strings.Repeat("ab", 32)
 	used := strings.Repeat("cd", 32)
 	twinA, twinB := "ef01ef01"+strings.Repeat("0", 56), "ef01ef01"+strings.Repeat("1", 56)
-	for _, h := range []string{live, used, twinA, twinB} {
+	for i, h := range []string{live, used, twinA, twinB} {
 		ttl := int64(time.Hour)
 		if h == twinA || h == twinB {
 			ttl = sec
 		}
-		if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", Name: "web01", TTL: ttl, By: admin}); r.Err != nil {
+		if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", Name: fmt.Sprintf("web%02d", i), TTL: ttl, By: admin}); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 	}

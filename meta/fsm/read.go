@@ -104,7 +104,17 @@ func (f *FSM) scan(prefix string, fn func(val []byte) error) error {
 		return err
 	}
 	defer func() { _ = h.unref() }()
-	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	return scanIn(h.db, prefix, fn)
+}
+
+// iterable is a *pebble.DB or an indexed *pebble.Batch.
+type iterable interface {
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+// scanIn calls fn with each value under prefix in r, in key order.
+func scanIn(r iterable, prefix string, fn func(val []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return fmt.Errorf("fsm: scan %q: %w", prefix, err)
 	}
@@ -124,11 +134,21 @@ func (f *FSM) scan(prefix string, fn func(val []byte) error) error {
 	return nil
 }
 
-// prefixEnd returns the smallest key above every key starting with prefix.
 // scanAll decodes every value under prefix as a T, in key order.
 func scanAll[T any](f *FSM, prefix string) ([]T, error) {
+	h, err := f.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = h.unref() }()
+	return decodeAll[T](f, h.db, prefix)
+}
+
+// decodeAll decodes every value under prefix in r as a T, in key order. With a batch,
+// it sees the writes of earlier entries of the same batch.
+func decodeAll[T any](f *FSM, r iterable, prefix string) ([]T, error) {
 	var out []T
-	err := f.scan(prefix, func(val []byte) error {
+	err := scanIn(r, prefix, func(val []byte) error {
 		var v T
 		if err := f.codec.Unmarshal(val, &v); err != nil {
 			return err
@@ -139,6 +159,7 @@ func scanAll[T any](f *FSM, prefix string) ([]T, error) {
 	return out, err
 }
 
+// prefixEnd returns the smallest key above every key starting with prefix.
 func prefixEnd(prefix string) []byte {
 	b := []byte(prefix)
 	for i := len(b) - 1; i >= 0; i-- {

@@ -51,12 +51,6 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 		return meta.EnrollResult{}, fmt.Errorf("%w: server: enroll: %v", meta.ErrInvalid, err)
 	}
 	hash := meta.EnrollTokenHash(req.Token)
-	if req.Name == "" && req.DefaultName != "" {
-		// The token's own name wins; the FSM decides again on the state it applies to.
-		if t, err := s.fsm.EnrollToken(hash); err != nil || t.Name == "" {
-			req.Name = req.DefaultName
-		}
-	}
 	if req.Name != "" {
 		if err := meta.ValidateAgentName(req.Name); err != nil {
 			return meta.EnrollResult{}, err

@@ -36,7 +36,7 @@ func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr, DefaultName: "hostname"})
+		res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr})
 		if !withCA {
 			if !errors.Is(err, meta.ErrUnavailable) || !strings.Contains(err.Error(), "no CA signing key") {
 				t.Fatalf("enroll without the CA key: %v, want ErrUnavailable naming the key", err)

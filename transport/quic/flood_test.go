@@ -36,7 +36,7 @@ func enrollBody(t testing.TB) []byte {
 	}
 	b, err := wire.Marshal(struct {
 		Req meta.EnrollRequest `cbor:"req"`
-	}{meta.EnrollRequest{Token: tok, CSR: csr, DefaultName: "host-enrolling.example.internal"}})
+	}{meta.EnrollRequest{Token: tok, CSR: csr, Name: "host-enrolling.example.internal"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ var messageTypes = []func() any{
 func FuzzUnmarshal(f *testing.F) {
 	id := chunk.ID{1, 2, 3}
 	for i, v := range []any{
-		meta.EnrollRequest{Token: "coffer-enroll-abc", CSR: pattern(244), DefaultName: "host-a"},
+		meta.EnrollRequest{Token: "coffer-enroll-abc", CSR: pattern(244), Name: "host-a"},
 		meta.EnrollResult{Cert: []byte("-----BEGIN CERTIFICATE-----"), Vault: "web", Principal: "web01", Serial: "1f"},
 		meta.Snapshot{ID: chunk.ID{9}, Vault: "web", Time: time.Unix(1700000000, 5).UTC(), Paths: []string{"/etc"}, Tree: id, Refs: []chunk.ID{id, id}},
 		batch{IDs: []chunk.ID{id}, Data: [][]byte{pattern(50)}, At: time.Unix(1, 0).UTC(), Count: map[string]uint64{"a": 1}, Next: &batch{}},
