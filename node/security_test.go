@@ -1,11 +1,15 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +17,8 @@ import (
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
+	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/pki/pkitest"
 )
 
 // TestRevocationFileRoundTrip: the persisted list loads back as saved (not yet current);
@@ -117,5 +123,83 @@ func TestGossipRefusesRevokedMembers(t *testing.T) {
 		if want := map[string]string{"chunk-3": "revoked", "chunk-5": "alive"}[m.Name]; m.State != want {
 			t.Errorf("member %s is %q, want %q", m.Name, m.State, want)
 		}
+	}
+}
+
+// countingHandler counts log records whose message is msg.
+type countingHandler struct {
+	msg string
+	n   *atomic.Int64
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestGossipJoinOfRevokedNodeRefused runs memberlist on loopback: a node whose name is
+// revoked by principal joins an honest seed and is refused (the seed's member list never
+// holds it), while an honest node joining the same seed is taken in.
+func TestGossipJoinOfRevokedNodeRefused(t *testing.T) {
+	var held []io.Closer
+	port := func() string {
+		_, p, err := freePorts("127.0.0.1", &held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	addrs := map[string]string{"seed": port(), "bad": port(), "good": port()}
+	for _, c := range held {
+		c.Close()
+	}
+	ca := pkitest.NewCA(t)
+	at := time.Now().Add(time.Hour) // after every certificate's NotBefore
+	list := []meta.Revocation{{Seq: 1, Principal: "bad", At: at, By: "ops"}}
+	refused := &atomic.Int64{}
+	start := func(name string, join []string, log *slog.Logger) *gossip {
+		cfg := Config{ID: name, Gossip: addrs[name], Join: join, Roles: []Role{RoleChunk}}
+		leaf := pkitest.Identity(t, ca, name, transport.RoleNode).Leaf()
+		revoked := func(n, serial string, issued time.Time) (meta.Revocation, bool) {
+			if n == name {
+				return meta.Revocation{}, false
+			}
+			return meta.Revoked(list, serial, n, issued)
+		}
+		g, err := startGossip(cfg, "127.0.0.1:1", []byte("secret"), leaf, revoked, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.leave(false) })
+		return g
+	}
+	seed := start("seed", nil, slog.New(countingHandler{msg: "gossip: refused a revoked member", n: refused}))
+	start("bad", []string{addrs["seed"]}, slog.New(slog.DiscardHandler))
+	start("good", []string{addrs["seed"]}, slog.New(slog.DiscardHandler))
+	has := func(name string) bool {
+		for _, m := range seed.ml.Members() {
+			if m.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !has("good") || (refused.Load() == 0 && !has("bad")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: honest node a member %v, refusals of the revoked one %d", has("good"), refused.Load())
+		}
+		time.Sleep(20 * time.Millisecond) // polling memberlist's own goroutines
+	}
+	if has("bad") {
+		t.Fatal("the revoked node is in the seed's member list")
+	}
+	if !seed.alive("good") || seed.alive("bad") {
+		t.Fatalf("seed's view: good alive %v, bad alive %v", seed.alive("good"), seed.alive("bad"))
 	}
 }
