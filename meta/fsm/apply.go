@@ -192,12 +192,18 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 }
 
 // createVault records c.Vault unless its principal (when named) may not create it, it
-// is invalid or it exists.
+// comes with a retention policy or a deletion, it is invalid or it exists. (A policy is
+// set by SetVaultPolicy only, so that an agent cannot bring a default lock or a lock
+// limit of its own; entries without a principal, from before issue 11, are applied as
+// they were.)
 func (f *FSM) createVault(b *pebble.Batch, c command.CreateVault, now time.Time) (meta.Vault, error) {
 	v := c.Vault
 	if c.By != nil {
 		if err := c.By.Authorize(meta.ActCreateVault, v.ID); err != nil {
 			return meta.Vault{}, err
+		}
+		if v.Retention != nil || v.Deleted != nil {
+			return meta.Vault{}, fmt.Errorf("%w: vault %s: a new vault carries no retention policy or deletion (an admin sets a policy with coffer vault policy)", meta.ErrInvalid, v.ID)
 		}
 	}
 	if err := meta.ValidateVault(v); err != nil {

@@ -97,6 +97,25 @@ func TestAgentLockLimit(t *testing.T) {
 		t.Fatalf("agent lock within the raised limit: %v", r.Err)
 	}
 	refusedNaming("agent locks until 9999 under the raised limit", setLock(agent, 1, forever), "730d")
+
+	// Nor can an agent bring its own policy (a century-long default lock, a huge limit)
+	// or a deletion with a new vault: policies are set by SetVaultPolicy (admin) only.
+	other := meta.Principal{Name: "db01", Role: meta.RoleBackupAgent, Vaults: []meta.VaultID{"c"}}
+	century := 100 * 365 * 24 * time.Hour
+	for _, v := range []meta.Vault{
+		{Retention: &meta.VaultPolicy{Lock: &meta.DefaultLock{Mode: meta.Compliance, For: century}}},
+		{Retention: &meta.VaultPolicy{MaxAgentLock: century}},
+		{Deleted: &meta.VaultDeletion{At: time.Unix(0, clock), RecoverUntil: time.Unix(0, clock)}},
+	} {
+		c := vault("c")
+		c.Vault.Retention, c.Vault.Deleted, c.By = v.Retention, v.Deleted, &other
+		if r := apply(c); !errors.Is(r.Err, meta.ErrInvalid) {
+			t.Fatalf("agent creating a vault with %+v %+v: %v, want ErrInvalid", v.Retention, v.Deleted, r.Err)
+		}
+		if _, err := f.Vault("c"); !errors.Is(err, meta.ErrNotFound) {
+			t.Fatalf("refused vault stored: %v", err)
+		}
+	}
 }
 
 func lastAudit(t *testing.T, f *FSM) meta.AuditEntry {
