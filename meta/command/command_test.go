@@ -16,6 +16,11 @@ func sampleBodies() []Body {
 	parent := chunk.ID{9}
 	return []Body{
 		CreateVault{Vault: meta.Vault{ID: "v1", Profile: placement.Profile{K: 4, M: 2}, KeyWraps: [][]byte{{1, 2}}, Chunker: "fastcdc-v1-1M"}},
+		CreateVault{Vault: meta.Vault{ID: "v2", Profile: placement.Profile{K: 4, M: 2}, KeyWraps: [][]byte{{1, 2}}},
+			By: &meta.Principal{Name: "a", Role: meta.RoleBackupAgent, Vaults: []meta.VaultID{"v2"}}},
+		CommitSnapshot{Snapshot: meta.Snapshot{ID: chunk.ID{4}, Vault: "v1", Host: "h", Tree: chunk.ID{2}, Refs: []chunk.ID{{3}},
+			Lock: &meta.Lock{Mode: meta.Compliance, Until: time.Unix(300, 0).UTC()}}, GCEpoch: 3,
+			By: &meta.Principal{Name: "a", Role: meta.RoleBackupAgent}},
 		CommitSnapshot{Snapshot: meta.Snapshot{ID: chunk.ID{1}, Vault: "v1", Start: time.Unix(100, 123456789).UTC(), Host: "h", Paths: []string{"/a"},
 			Parent: &parent, Tree: chunk.ID{2}, Refs: []chunk.ID{{3}}, Stats: meta.SnapshotStats{FilesNew: 3, DurationS: 1.5, Status: "completed"}}},
 		SetClusterMap{Map: placement.Map{Epoch: 2, PGCount: 64, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "n1", Addr: "a:1", Domain: "d", Weight: 1, State: placement.StateActive}}}},
@@ -31,7 +36,7 @@ func sampleBodies() []Body {
 		UndeleteVault{Vault: "v1", By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
 		PurgeVault{Vault: "v1"},
 		SetVaultPolicy{Vault: "v1", Policy: meta.VaultPolicy{Keep: meta.Policy{Daily: 7, Within: time.Hour},
-			Lock: &meta.DefaultLock{Mode: meta.Compliance, For: 24 * time.Hour}}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
+			Lock: &meta.DefaultLock{Mode: meta.Compliance, For: 24 * time.Hour}, MaxAgentLock: 730 * 24 * time.Hour}, By: meta.Principal{Name: "ops", Role: meta.RoleAdmin}},
 		RecordAudit{Entry: meta.AuditEntry{Principal: "a", Role: meta.RoleBackupAgent, Action: "delete", Vault: "v1", Outcome: meta.AuditRefused, Reason: "denied"}},
 	}
 }
