@@ -162,9 +162,10 @@ func (n *Node) pollSecurity(ctx context.Context) {
 	n.sec.cur.Store(&security{st: st, sent: sent})
 	switch {
 	case st.Version < have.Version:
-		// A deposed leader, or a meta group restored from an old backup: never go back.
-		n.log.Warn("the meta leader's revocation list is older than the one this node holds; keeping this node's",
-			"leader_version", st.Version, "version", have.Version)
+		// A deposed leader, or a meta group restored from an old backup: never go back
+		// (and, before the first current reading, stay closed).
+		n.log.Warn("the meta leader's revocation list is older than the one this node holds; keeping this node's (if the meta group was restored from an older state on purpose, remove the file)",
+			"leader_version", st.Version, "version", have.Version, "file", filepath.Join(n.cfg.DataDir, revocationFile))
 		return
 	case st.Version == have.Version:
 		if !have.current {
