@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/cofferhq/coffer/placement"
 )
 
 // Role is what a principal may do. Certificates carry it (transport.Role); the meta
@@ -107,4 +109,50 @@ func PrincipalFrom(ctx context.Context) Principal {
 		return p
 	}
 	return SystemPrincipal()
+}
+
+// SeesTopology reports whether p may read the cluster's topology (the full cluster map,
+// Raft and PG state): admins, nodes and the meta server itself.
+func (p Principal) SeesTopology() bool {
+	return p.Role == RoleAdmin || p.Role == RoleNode || p.Role == RoleSystem
+}
+
+// SeesKeyWraps reports whether p may receive vault key wraps (with the vault records it
+// may read): admins, the meta server itself, and the agents and restore operators of the
+// vault. Nodes never do: a stolen node key must not allow offline passphrase guessing.
+func (p Principal) SeesKeyWraps() bool {
+	switch p.Role {
+	case RoleAdmin, RoleSystem, RoleBackupAgent, RoleRestoreOperator:
+		return true
+	}
+	return false
+}
+
+// VaultFor returns v as p may see it: without its key wraps unless p.SeesKeyWraps.
+func VaultFor(p Principal, v Vault) Vault {
+	if !p.SeesKeyWraps() {
+		v.KeyWraps = nil
+	}
+	return v
+}
+
+// MapFor returns m as p may see it: the whole map for principals that see the topology;
+// for agents and restore operators only the entry points a client needs, the epoch and
+// the addresses of the chunk nodes that coordinate requests (not down, out or
+// decommissioned), with no node IDs, failure domains, weights, profile or PG count.
+func MapFor(p Principal, m placement.Map) placement.Map {
+	if p.SeesTopology() {
+		return m
+	}
+	out := placement.Map{Epoch: m.Epoch}
+	for _, n := range m.Nodes {
+		switch n.State {
+		case placement.StateDown, placement.StateOut, placement.StateDecommissioned:
+			continue
+		}
+		if n.Addr != "" {
+			out.Nodes = append(out.Nodes, placement.Node{Addr: n.Addr, State: n.State})
+		}
+	}
+	return out
 }

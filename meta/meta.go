@@ -130,9 +130,11 @@ type RaftStatus struct {
 type Service interface {
 	// CreateVault creates a vault; ErrExists if the ID is taken, ErrInvalid on bad input.
 	CreateVault(ctx context.Context, v Vault) (Vault, error)
-	// GetVault returns a vault (current read) or ErrNotFound.
+	// GetVault returns a vault (current read) or ErrNotFound. Principals that may not
+	// see key wraps (Principal.SeesKeyWraps) get the record without them.
 	GetVault(ctx context.Context, id VaultID) (Vault, error)
-	// ListVaults returns all vaults sorted by ID (current read).
+	// ListVaults returns the vaults the principal may read, sorted by ID (current read),
+	// without key wraps for principals that may not see them.
 	ListVaults(ctx context.Context) ([]Vault, error)
 	// CommitSnapshot records a snapshot after checking that every chunk in its reference
 	// list (and the tree) is durably stored: ErrMissingChunks otherwise, and nothing is
@@ -143,7 +145,8 @@ type Service interface {
 	ListSnapshots(ctx context.Context, vault VaultID) ([]Snapshot, error)
 	// GetSnapshot returns one snapshot or ErrNotFound (current read).
 	GetSnapshot(ctx context.Context, vault VaultID, id SnapshotID) (Snapshot, error)
-	// ClusterMap returns the current cluster map (current read).
+	// ClusterMap returns the current cluster map (current read); agents and restore
+	// operators get only its entry points (MapFor).
 	ClusterMap(ctx context.Context) (placement.Map, error)
 	// SetClusterMap replaces the map if m.Epoch is exactly current epoch + 1, else
 	// ErrInvalid. Node role only.

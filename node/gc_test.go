@@ -187,11 +187,12 @@ func TestGCOverQUIC(t *testing.T) {
 			}
 		}
 		// The follower's orders pass the role check and are refused by the GC check
-		// (gc.sweep, gc.prepare); the chunk node's, agent's and admin's fail the meta-role
-		// check (gc.Sweep, gc.Prepare); every shard delete is refused (5), and so is the
-		// chunk node's delete as admin at each meta server.
+		// (gc.sweep, gc.prepare); the chunk node's, agent's, admin's and restore operator's
+		// fail the authorization table (gc.Sweep, gc.Prepare); every shard delete is
+		// refused (5), and so is the chunk node's delete as admin at each meta server; the
+		// agent's collection is refused by the table (meta.GCRun).
 		ok := refused["gc.sweep"] >= 1 && refused["gc.prepare"] >= 1 && refused["gc.Sweep"] >= 4 &&
-			refused["gc.Prepare"] >= 4 && refused["shard.Delete"] >= 5 && refused["gc"] >= 1 &&
+			refused["gc.Prepare"] >= 4 && refused["shard.Delete"] >= 5 && refused["meta.GCRun"] >= 1 &&
 			refused[metarpc.MethodDeleteSnapshots] >= len(f.Meta)
 		if ok {
 			break

@@ -23,6 +23,7 @@ import (
 	metaserver "github.com/cofferhq/coffer/meta/server"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/authz"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
 	"github.com/cofferhq/coffer/transport/raftlayer"
@@ -63,6 +64,7 @@ type Node struct {
 	cmap   atomic.Pointer[placement.Map]
 	repair *repair.Worker // nil without the chunk role
 	sec    securityState  // revocations and cluster time from the meta leader
+	authz  *authz.Table   // checked for every request (checkPeer)
 	// auditSlots bounds the refusal reports in flight to the audit log (see auditRefusal).
 	auditSlots chan struct{}
 
@@ -83,7 +85,8 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID), auditSlots: make(chan struct{}, maxAuditInFlight)}
+	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID), auditSlots: make(chan struct{}, maxAuditInFlight),
+		authz: AuthzTable()}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.ctx, n.cancel = ctx, cancel
 	defer func() {
@@ -128,7 +131,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 	ecfg := cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log, CheckPeer: n.checkPeer}
 	if cfg.Has(RoleMeta) {
-		ecfg.AnonymousMethods = metarpc.AnonymousMethods()
+		ecfg.AnonymousMethods = n.authz.Anonymous()
 	}
 	n.ep, err = cquic.New(ecfg)
 	if err != nil {
@@ -333,7 +336,10 @@ func (n *Node) serveNode(ctx context.Context, peer transport.Peer, method string
 	switch method {
 	case methodPGHealth, methodScrub:
 		return n.serveRepair(ctx, peer, method, body)
-	case "node.Status":
+	case methodStatus:
+		if !peer.Role.IsNode() && peer.Role != transport.RoleAdmin {
+			return nil, transport.Errorf(transport.PermissionDenied, "node: %s: role %q not allowed (node or admin only)", method, peer.Role)
+		}
 		st, err := n.Status(ctx)
 		if err != nil {
 			return nil, err

@@ -54,6 +54,9 @@ func (h *Server) serveAdmin(ctx context.Context, peer transport.Peer, method str
 		m, err := adm.NodeAction(ctx, r.Req)
 		return m, markFwd(&r, &r.Fwd), err, true
 	default: // MethodPGHealth
+		if err := topologyReader(peer, method); err != nil {
+			return nil, nil, err, true
+		}
 		var r pgHealthReq
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err, true

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/authz"
 )
 
 // Enrollment and revocation methods (meta.EnrollService). MethodEnroll is the only
@@ -20,9 +21,10 @@ const (
 	MethodSecurityState     = "meta.SecurityState"
 )
 
-// AnonymousMethods lists the methods a node's endpoint lets peers without a certificate
-// call (quic.Config.AnonymousMethods).
-func AnonymousMethods() []string { return []string{MethodEnroll} }
+// AnonymousMethods lists the methods a meta server's endpoint lets peers without a
+// certificate call (quic.Config.AnonymousMethods): those of AuthzRules an anonymous
+// caller may call.
+func AnonymousMethods() []string { return authz.MustTable(AuthzRules()).Anonymous() }
 
 type (
 	createEnrollTokenReq struct {

@@ -196,6 +196,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		err := h.svc.SetClusterMap(ctx, r.Map)
 		return empty{}, markFwd(&r, &r.Fwd), err
 	case MethodRaftStatus:
+		if err := topologyReader(peer, method); err != nil {
+			return nil, nil, err
+		}
 		var r raftStatusReq
 		if err := decode(body, &r); err != nil {
 			return nil, nil, err
@@ -222,6 +225,16 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		return out, fwd, err
 	}
 	return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: unknown method %q", method)}
+}
+
+// topologyReader refuses a peer that may not read the cluster's topology (Raft and PG
+// state): only admins and nodes may.
+func topologyReader(peer transport.Peer, method string) error {
+	if peer.Role.IsNode() || peer.Role == transport.RoleAdmin {
+		return nil
+	}
+	return &transport.Error{Code: transport.PermissionDenied,
+		Msg: fmt.Sprintf("metarpc: %s: %s %q may not read the cluster topology (node or admin only)", method, peer.Role, peer.Principal)}
 }
 
 // markFwd returns req marked forwarded, or nil when it already was.

@@ -51,15 +51,18 @@ func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, err
 	return res.(meta.Vault), nil
 }
 
-// GetVault returns one vault (linearizable read on the leader).
+// GetVault returns one vault (linearizable read on the leader), without its key wraps
+// for a principal that may not see them (meta.VaultFor).
 func (s *Server) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
 	if err := s.leaderRead(); err != nil {
 		return meta.Vault{}, err
 	}
-	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActRead, id); err != nil {
+	p := meta.PrincipalFrom(ctx)
+	if err := p.Authorize(meta.ActRead, id); err != nil {
 		return meta.Vault{}, fmt.Errorf("server: get vault: %w", err)
 	}
-	return s.fsm.Vault(id)
+	v, err := s.fsm.Vault(id)
+	return meta.VaultFor(p, v), err
 }
 
 // ListVaults returns every vault sorted by ID (linearizable read on the leader).
@@ -69,8 +72,12 @@ func (s *Server) ListVaults(ctx context.Context) ([]meta.Vault, error) {
 	}
 	vs, err := s.fsm.Vaults()
 	p := meta.PrincipalFrom(ctx)
-	// Each principal sees only the vaults it may read.
-	return slices.DeleteFunc(vs, func(v meta.Vault) bool { return !p.Can(meta.ActRead, v.ID) }), err
+	// Each principal sees only the vaults it may read, and key wraps only when it may.
+	vs = slices.DeleteFunc(vs, func(v meta.Vault) bool { return !p.Can(meta.ActRead, v.ID) })
+	for i := range vs {
+		vs[i] = meta.VaultFor(p, vs[i])
+	}
+	return vs, err
 }
 
 // CommitSnapshot checks the snapshot's reference lists against the chunk store and, when
@@ -262,6 +269,7 @@ func (s *Server) GetSnapshot(ctx context.Context, vault meta.VaultID, id meta.Sn
 }
 
 // ClusterMap returns the current map, or meta.ErrNotFound before the first one is set.
+// Agents and restore operators get only its entry points (meta.MapFor).
 func (s *Server) ClusterMap(ctx context.Context) (placement.Map, error) {
 	if err := s.leaderRead(); err != nil {
 		return placement.Map{}, err
@@ -270,7 +278,8 @@ func (s *Server) ClusterMap(ctx context.Context) (placement.Map, error) {
 	if err == nil && !ok {
 		err = fmt.Errorf("server: cluster map: %w", meta.ErrNotFound)
 	}
-	return m, err
+	// Agents and restore operators get the entry points only, not the topology.
+	return meta.MapFor(meta.PrincipalFrom(ctx), m), err
 }
 
 // SetClusterMap replaces the map when m.Epoch is the current epoch + 1. Role checks are
