@@ -2,7 +2,12 @@ package node_test
 
 import (
 	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,4 +57,51 @@ func TestSecurityDoc(t *testing.T) {
 		return
 	}
 	t.Fatalf("%s: the authorization table differs from node.AuthzTable(): %s", securityDoc, securityDocFix)
+}
+
+// TestAuthzTableCoversEveryMethod fails when an RPC package declares a method constant
+// (Method… or method…) that the authorization table lacks (it would be refused as
+// unknown) or the table names a method no package declares.
+func TestAuthzTableCoversEveryMethod(t *testing.T) {
+	declared := map[string]string{}
+	fset := token.NewFileSet()
+	for _, dir := range []string{"../meta/metarpc", "../chunkstore/chunkrpc", "."} {
+		pkgs, err := parser.ParseDir(fset, dir, func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkgs {
+			ast.Inspect(p, func(n ast.Node) bool {
+				vs, ok := n.(*ast.ValueSpec)
+				if !ok {
+					return true
+				}
+				for i, name := range vs.Names {
+					if !strings.HasPrefix(strings.ToLower(name.Name), "method") || i >= len(vs.Values) {
+						continue
+					}
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						if v, err := strconv.Unquote(lit.Value); err == nil && strings.Contains(v, ".") {
+							declared[v] = dir + ": " + name.Name
+						}
+					}
+				}
+				return true
+			})
+		}
+	}
+	tab := node.AuthzTable()
+	for m, where := range declared {
+		if _, ok := tab.Rule(m); !ok {
+			t.Errorf("%s declares method %q, which the authorization table lacks", where, m)
+		}
+	}
+	for _, r := range tab.Rules() {
+		if _, ok := declared[r.Method]; !ok && !strings.HasPrefix(r.Method, "stream:") {
+			t.Errorf("the authorization table names %q, which no RPC package declares", r.Method)
+		}
+	}
+	if len(declared) < 40 {
+		t.Errorf("found only %d method constants: %v", len(declared), declared)
+	}
 }
