@@ -206,8 +206,8 @@ func (n *Node) clusterNow() (time.Time, error) {
 // leader's newest, or the one it persisted before a restart) and records the refusal in
 // the audit log. Until the node has read from the meta leader a list at least as new as
 // the one it persisted, it serves only cluster nodes (node and meta certificates) and
-// answers every other peer Unavailable: revocation fails closed. Every request of a
-// peer not revoked is checked against the authorization table first (authorize).
+// answers every other peer Unavailable: revocation fails closed. A request served so
+// far is then checked against the authorization table (authorize).
 func (n *Node) checkPeer(ctx context.Context, peer transport.Peer, method string) error {
 	rl := n.sec.rev.Load()
 	if r, ok := meta.Revoked(rl.Revocations, peer.Serial, peer.Principal, peer.Issued); ok {
@@ -221,15 +221,11 @@ func (n *Node) checkPeer(ctx context.Context, peer transport.Peer, method string
 		n.auditRefusal(n.ctx, peer, method, err.Error())
 		return err
 	}
-	// A role refusal does not depend on the revocation list: it comes first.
-	if err := n.authorize(peer, method); err != nil {
-		return err
-	}
 	if !rl.current && !peer.Role.IsNode() {
 		return transport.Errorf(transport.Unavailable, "node %s: %s: %s %q not served: this node has not yet read a current revocation list from the meta leader (it holds version %d); until it does it serves only cluster nodes",
 			n.cfg.ID, method, peer.Role, peer.Principal, rl.Version)
 	}
-	return nil
+	return n.authorize(peer, method)
 }
 
 // memberRevoked reports whether a gossip member with this name, advertising this
