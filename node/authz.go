@@ -19,7 +19,7 @@ func authzRules() []authz.Rule {
 	health.Method, health.Doc = methodPGHealth, "the PG health reports of the PGs this node leads (admin pgs, decommission checks)"
 	return []authz.Rule{
 		status, health,
-		{Method: methodScrub, Doc: "start a deep scrub pass now (admin scrub start)", Admin: authz.Allow, Meta: authz.Allow},
+		{Method: methodScrub, Audit: scrubAction, Doc: "start a deep scrub pass now (admin scrub start)", Admin: authz.Allow, Meta: authz.Allow},
 		{Method: authz.StreamMethod(raftlayer.ALPN), Destructive: true, Doc: "the meta group's Raft stream (AppendEntries, votes, InstallSnapshot)",
 			Meta: authz.If("a server in the current Raft configuration")},
 	}
@@ -33,16 +33,16 @@ func AuthzTable() *authz.Table {
 }
 
 // authorize checks the request against the authorization table at the level of the
-// peer's role (handlers check the conditions). A refused call of a destructive method is
-// recorded in the audit log.
+// peer's role (handlers check the conditions). A refused call of an audited method
+// (destructive, or one whose every use is audited) is recorded in the audit log.
 func (n *Node) authorize(peer transport.Peer, method string) error {
 	r, err := n.authz.Check(peer, method)
 	if err == nil {
 		return nil
 	}
 	n.log.Debug("request refused by the authorization table", "peer", peer.Principal, "role", peer.Role, "method", method, "addr", peer.Addr)
-	if r.Destructive {
-		n.auditRefusal(n.ctx, peer, method, err.Error())
+	if r.Audited() {
+		n.auditRefusal(n.ctx, peer, r.AuditAction(), err.Error())
 	}
 	return err
 }

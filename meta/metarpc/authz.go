@@ -12,7 +12,7 @@ func AuthzRules() []authz.Rule {
 	// ownVaults is an agent's or restore operator's right to read its vaults.
 	ownVaults := authz.If("vaults in its certificate's scope")
 	return []authz.Rule{
-		{Method: MethodCreateVault, Doc: "create a vault (init)",
+		{Method: MethodCreateVault, Audit: "vault create", Doc: "create a vault (init)",
 			Agent: authz.If("a vault in its certificate's scope"), Admin: authz.Allow, Meta: fwd},
 		{Method: MethodGetVault, Doc: "read one vault record, with its key wraps",
 			Agent: ownVaults, Restore: ownVaults, Admin: authz.Allow,
@@ -47,6 +47,8 @@ func AuthzRules() []authz.Rule {
 		{Method: MethodAuditLog, Doc: "read the audit log",
 			Admin: authz.Allow, Meta: fwd},
 		{Method: MethodRecordRefusal, Doc: "record a request a node refused in the audit log",
+			Node: authz.Allow, Meta: authz.Allow},
+		{Method: MethodRecordNodeAction, Doc: "record an action a node performed at a principal's request (a scrub start) in the audit log",
 			Node: authz.Allow, Meta: authz.Allow},
 		{Method: MethodDeleteVault, Destructive: true, Doc: "soft-delete a vault (purged after its recovery window)",
 			Admin: authz.If("no locked or held snapshot"), Meta: fwd},

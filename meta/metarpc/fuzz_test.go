@@ -31,6 +31,7 @@ func (fuzzSvc) SetHold(context.Context, meta.VaultID, meta.SnapshotID, bool, str
 }
 func (fuzzSvc) AuditLog(context.Context, uint64, int) ([]meta.AuditEntry, error) { return nil, nil }
 func (fuzzSvc) RecordRefusal(context.Context, meta.AuditEntry) error             { return nil }
+func (fuzzSvc) RecordNodeAction(context.Context, meta.AuditEntry) error          { return nil }
 func (fuzzSvc) DeleteVault(context.Context, meta.VaultID, time.Duration, string) (meta.Vault, error) {
 	return meta.Vault{}, nil
 }

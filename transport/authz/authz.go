@@ -111,10 +111,28 @@ type Rule struct {
 	// credentials: every refusal of it, by the table or by its handler for the caller's
 	// role, is recorded in the audit log.
 	Destructive bool
+	// Audit, when set, names the action under which the audit log records the method's
+	// refusals (by the table here, or by its handler), for a method whose every use is
+	// audited although it destroys nothing (vault creation, scrub starts). Refusals of a
+	// destructive method without Audit are recorded under the method's name.
+	Audit string
 	// Doc is a short description of the method for the docs.
 	Doc string
 
 	Agent, Restore, Admin, Node, Meta, Anonymous Cell
+}
+
+// Audited reports whether the rule's refusals are recorded in the audit log: a
+// destructive method, or one with an Audit action.
+func (r Rule) Audited() bool { return r.Destructive || r.Audit != "" }
+
+// AuditAction is the action the audit log records the rule's refusals under: Audit when
+// set, else the method.
+func (r Rule) AuditAction() string {
+	if r.Audit != "" {
+		return r.Audit
+	}
+	return r.Method
 }
 
 // Cell returns the rule's cell for role r (a refusing cell for an unknown role).
@@ -250,7 +268,8 @@ func (t *Table) allowedRoles(r Rule) string {
 }
 
 // Markdown renders the table as docs/security.md shows it: one row per method, one
-// column per role, "(D)" after a destructive method's name.
+// column per role, "(D)" after a destructive method's name and "(A)" after that of
+// another method whose refusals are audited.
 func (t *Table) Markdown() string {
 	var b strings.Builder
 	b.WriteString("| Method |")
@@ -264,8 +283,11 @@ func (t *Table) Markdown() string {
 	b.WriteString("\n")
 	for _, r := range t.Rules() {
 		name := "`" + r.Method + "`"
-		if r.Destructive {
+		switch {
+		case r.Destructive:
 			name += " (D)"
+		case r.Audited():
+			name += " (A)"
 		}
 		fmt.Fprintf(&b, "| %s |", name)
 		for _, role := range Roles() {
