@@ -87,7 +87,7 @@ func (n *Node) gatherPGHealth(ctx context.Context) ([]placement.PGHealth, error)
 	return n.callChunkNodes(ctx, methodPGHealth)
 }
 
-// StartScrub asks every reachable chunk node to start a deep scrub pass.
+// StartScrub asks every reachable chunk node to start a deep scrub pass (each audits it).
 func (n *Node) StartScrub(ctx context.Context) error {
 	_, err := n.callChunkNodes(ctx, methodScrub)
 	return err
@@ -112,6 +112,8 @@ func (n *Node) callChunkNodes(ctx context.Context, method string) ([]placement.P
 			if nd.ID == placement.NodeID(n.cfg.ID) && n.repair != nil {
 				if method == methodScrub {
 					n.repair.DeepScrub()
+					self := transport.Peer{Principal: n.cfg.ID, Role: transport.RoleNode}
+					n.auditAction(n.ctx, self, meta.AuditEntry{Action: scrubAction, Target: "node " + n.cfg.ID})
 				}
 				r.PGs = n.repair.Health()
 			} else {

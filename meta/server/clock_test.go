@@ -67,7 +67,10 @@ func TestLeaderClockTenYearsAhead(t *testing.T) {
 		t.Fatalf("forget under the skewed leader removed %v (%v)", res.Removed, err)
 	}
 	adv, realAdv := sk.fsm.Now().Sub(clock0), time.Since(real0)
-	if adv > realAdv*101/100+500*time.Millisecond {
+	// NB: the slack is one tick's measurement taken before clock0 (a stalled tick on a
+	// loaded machine can hand on up to a second); TestLockOutlastsLeadersAhead checks the
+	// rate exactly.
+	if adv > realAdv*101/100+time.Second {
 		t.Fatalf("cluster clock advanced %v in %v of real time under a leader 10 years ahead", adv, realAdv)
 	}
 	if adv <= 0 {
