@@ -143,6 +143,9 @@ func TestAdminDrainDecommission(t *testing.T) {
 	}
 	var got []string
 	for _, e := range es {
+		if !strings.HasPrefix(e.Action, "node.decommission") && !strings.HasPrefix(e.Action, "node.drain") {
+			continue // vault creation and scrub starts are audited too; this test is about the lifecycle
+		}
 		o, _, _ := strings.Cut(e.Outcome, ":")
 		got = append(got, e.Action+" "+e.Target+" "+o+" "+e.Principal)
 	}
