@@ -83,9 +83,21 @@ func TestEnrollNameSquatting(t *testing.T) {
 	if tok := state(5); tok.Used || tok.State(f.Now()) != meta.TokenLive {
 		t.Fatalf("refused enrollment changed the token: %+v", tok)
 	}
+	if tok := state(1); tok.Used || tok.State(f.Now()) != meta.TokenLive {
+		t.Fatalf("db01's token after the squatting attempts: %+v, want live", tok)
+	}
 	// db01's own token enrolls it.
 	if r := consume(1, "", "s1"); r.Err != nil || r.Value.(meta.EnrollToken).Principal != "db01" {
 		t.Fatalf("db01's enrollment: %+v", r)
+	}
+	// The name is used now: no other token takes it.
+	for _, i := range []int{3, 5} {
+		if r := consume(i, "db01", fmt.Sprintf("t%d", i)); !errors.Is(r.Err, meta.ErrDenied) {
+			t.Fatalf("token %d asking for the enrolled db01: %v, want ErrDenied", i, r.Err)
+		}
+		if tok := state(i); tok.Used {
+			t.Fatalf("refused enrollment used token %d: %+v", i, tok)
+		}
 	}
 	// An enrolled name is not bound again while its certificate stands, nor is a node ID.
 	if r := create(6, "db01"); !errors.Is(r.Err, meta.ErrExists) || !strings.Contains(r.Err.Error(), "cert revoke --principal db01") {
@@ -108,8 +120,8 @@ func TestEnrollNameSquatting(t *testing.T) {
 			refused++
 		}
 	}
-	if refused != 7 {
-		t.Fatalf("%d refusals audited, want 7", refused)
+	if refused != 9 {
+		t.Fatalf("%d refusals audited, want 9", refused)
 	}
 }
 
