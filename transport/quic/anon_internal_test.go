@@ -53,7 +53,7 @@ func TestLogLimiter(t *testing.T) {
 func TestAnonymousConnectionWindowFixed(t *testing.T) {
 	ca := pkitest.NewCA(t)
 	srv, err := New(Config{ListenAddr: "127.0.0.1:0", Identity: pkitest.Identity(t, ca, "meta-1", transport.RoleMeta),
-		Handler: transport.HandlerFunc(func(context.Context, transport.Peer, string, []byte) ([]byte, error) { return nil, nil }),
+		Handler:          transport.HandlerFunc(func(context.Context, transport.Peer, string, []byte) ([]byte, error) { return nil, nil }),
 		AnonymousMethods: []string{"meta.Enroll"}})
 	if err != nil {
 		t.Fatal(err)
