@@ -80,8 +80,17 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
 	t := res.(meta.EnrollToken)
+	// A revocation by principal covers the certificates whose NotBefore is before the
+	// revocation's cluster time, so NotBefore must not be later than the cluster time at
+	// which the token was spent: a leader whose wall clock is ahead of cluster time (or
+	// cluster time that lags after an outage) would otherwise sign certificates that a
+	// later `cert revoke --principal` does not cover.
+	issued := s.cfg.Now()
+	if t.UsedAt.Before(issued) {
+		issued = t.UsedAt
+	}
 	cert, err := s.cfg.CA.Sign(pub, serial, pki.IssueRequest{CommonName: t.Principal, Role: transport.RoleAgent,
-		Vaults: []string{string(t.Vault)}, Validity: s.cfg.AgentCertValidity}, s.cfg.Now())
+		Vaults: []string{string(t.Vault)}, Validity: s.cfg.AgentCertValidity}, issued)
 	if err != nil {
 		// NB: the token is spent; the operator creates a new one. Signing fails only on a
 		// broken CA, which every enrollment would hit.

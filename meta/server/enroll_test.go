@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,5 +124,48 @@ func TestFailedEnrollmentsAreLimited(t *testing.T) {
 	}
 	if res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr, From: from}); err != nil || res.Principal != "db02" {
 		t.Fatalf("live token from a limited address: %+v %v, want enrolled as db02", res, err)
+	}
+}
+
+// TestPrincipalRevocationCoversCertsFromAnAheadLeader: a revocation by principal covers
+// certificates whose NotBefore is before its cluster time. A leader whose wall clock runs
+// hours ahead of cluster time signed certificates dated by that wall clock, which a later
+// revocation of their principal did not cover.
+func TestPrincipalRevocationCoversCertsFromAnAheadLeader(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ahead atomic.Int64 // the leader's wall clock jumps ahead once the cluster runs
+	c := newCluster(t, 1, func(cfg *Config) {
+		cfg.CA = ca
+		cfg.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
+	l := c.srv[c.leader()]
+	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+	tok, _, err := l.CreateEnrollToken(admin, "web", "db01", time.Hour) // cluster time starts here
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead.Store(int64(6 * time.Hour))
+	csr, key, err := pki.NewKeyAndCSR("db01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(ca.CertPEM(), res.Cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := l.RevokeCert(admin, meta.Revocation{Principal: "db01", Reason: "host lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := meta.Revoked([]meta.Revocation{rv}, res.Serial, "db01", id.Leaf().NotBefore); !ok {
+		t.Fatalf("certificate issued at %v (leader wall clock) not covered by the revocation of db01 at cluster time %v",
+			id.Leaf().NotBefore, rv.At)
 	}
 }
