@@ -15,12 +15,14 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta/memmeta"
+	"github.com/cofferhq/coffer/placement"
 )
 
 // PipelineRun is one in-process run of the agent's backup pipeline: client.Agent.Backup
 // (walk, read, FastCDC chunking, chunk IDs, compression and AES-GCM sealing, upload
 // batching, trees, reference lists and the commit) into an in-memory chunk store
-// (memstore.Chunks) and an in-memory meta service that makes the leader's commit check.
+// (memstore.Chunks) and an in-memory meta service (meta/memmeta) that makes the leader's commit check.
 // No network, no cluster: it measures the client alone, on every core of this process.
 type PipelineRun struct {
 	Name  string `json:"name"`  // what was backed up: "tree go1.26.0", "one file …"
@@ -52,8 +54,14 @@ type PipelineRun struct {
 // not complete (a skipped file makes it "partially failed").
 func ClientPipeline(ctx context.Context, name, path, profile string) (PipelineRun, error) {
 	store := memstore.NewChunks()
+	// A one-PG map: the agent does not place chunks itself; the store takes them whole.
+	m := placement.Map{Epoch: 1, PGCount: 1, Profile: placement.DefaultProfile}
+	mm, err := memmeta.New(memmeta.Config{Chunks: store, Now: time.Now, Map: &m})
+	if err != nil {
+		return PipelineRun{}, fmt.Errorf("bench: pipeline: %w", err)
+	}
 	cfg := client.Config{
-		Meta:   newMemMeta(store, time.Now),
+		Meta:   mm,
 		Chunks: store,
 		Host:   "bench",
 		Now:    time.Now,

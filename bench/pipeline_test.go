@@ -3,21 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/cofferhq/coffer/chunkstore"
-	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/chunkstore/memstore"
-	"github.com/cofferhq/coffer/meta"
-	"github.com/cofferhq/coffer/placement"
 )
 
 // tinyTree writes a small tree (text, a file above the chunker's minimum, an empty file,
@@ -123,45 +114,6 @@ func TestConcatFileHoldsTheTree(t *testing.T) {
 	again, err := concatFile(dataDir, ds)
 	if err != nil || again != p {
 		t.Fatalf("second call: %q, %v", again, err)
-	}
-}
-
-func TestMemMetaCommitChecksChunks(t *testing.T) {
-	ctx := context.Background()
-	store := memstore.NewChunks()
-	m := newMemMeta(store, time.Now)
-	sum := func(s string) chunk.ID { return chunk.ID(sha256.Sum256([]byte(s))) }
-	if _, err := m.CreateVault(ctx, meta.Vault{ID: "v", Profile: placement.DefaultProfile, KeyWraps: [][]byte{{1}}}); err != nil {
-		t.Fatal(err)
-	}
-	tree := chunkstore.Chunk{ID: sum("tree"), Data: []byte("tree")}
-	data := chunkstore.Chunk{ID: sum("data"), Data: []byte("data")}
-	refs := meta.EncodeRefList([]chunk.ID{tree.ID, data.ID})
-	snap := meta.Snapshot{Vault: "v", ID: sum("snap"), Tree: tree.ID}
-	for _, c := range refs {
-		snap.Refs = append(snap.Refs, c.ID)
-	}
-	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrMissingChunks) {
-		t.Fatalf("commit without its reference list stored: %v, want ErrMissingChunks", err)
-	}
-	if err := store.Put(ctx, append(refs, tree)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrMissingChunks) {
-		t.Fatalf("commit with a listed chunk missing: %v, want ErrMissingChunks", err)
-	}
-	if got, _ := m.ListSnapshots(ctx, "v"); len(got) != 0 {
-		t.Fatalf("refused commit recorded: %v", got)
-	}
-	if err := store.Put(ctx, []chunkstore.Chunk{data}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := m.CommitSnapshot(ctx, snap)
-	if err != nil || got.Time.IsZero() {
-		t.Fatalf("commit with every chunk stored: %+v, %v", got, err)
-	}
-	if _, err := m.CommitSnapshot(ctx, snap); !errors.Is(err, meta.ErrExists) {
-		t.Fatalf("second commit: %v, want ErrExists", err)
 	}
 }
 

@@ -174,9 +174,7 @@ func TestUnchangedDirectoryKeepsTreeID(t *testing.T) {
 	backup := func(force bool) (BackupResult, int64) {
 		t.Helper()
 		var asked int64
-		e.meta.mu.Lock()
-		e.meta.beforeCommit = func() { asked = hc.asked.Load() }
-		e.meta.mu.Unlock()
+		e.meta.beforeCommit(func() { asked = hc.asked.Load() })
 		hc.asked.Store(0)
 		res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}, Force: force})
 		if err != nil {

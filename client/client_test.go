@@ -26,6 +26,8 @@ import (
 	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/memmeta"
+	"github.com/cofferhq/coffer/placement"
 )
 
 // countingStore counts the chunks written through it.
@@ -39,9 +41,69 @@ func (c *countingStore) Put(ctx context.Context, chunks []chunkstore.Chunk) erro
 	return c.Store.Put(ctx, chunks)
 }
 
+// probeMeta is the in-memory meta service (meta/memmeta, on a clock that ticks a second
+// per reading) with the probes these tests need: a count of successful writes, a hook
+// run before the next commit, and a count of commits refused for missing chunks.
+type probeMeta struct {
+	*memmeta.Service
+	now     func() time.Time // the service's clock
+	writes  atomic.Int64
+	refused atomic.Int64
+	mu      sync.Mutex
+	before  func() // run once at the start of the next CommitSnapshot
+}
+
+func newProbeMeta(t testing.TB, chunks chunkstore.Store) *probeMeta {
+	t.Helper()
+	var tick atomic.Int64
+	now := func() time.Time { return time.Unix(1_700_000_000+tick.Add(1), 0).UTC() }
+	m := placement.Map{Epoch: 1, PGCount: 1, Profile: placement.DefaultProfile}
+	svc, err := memmeta.New(memmeta.Config{Chunks: chunks, Map: &m, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &probeMeta{Service: svc, now: now}
+}
+
+// beforeCommit sets fn to run once at the start of the next CommitSnapshot.
+func (m *probeMeta) beforeCommit(fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.before = fn
+}
+
+// refusedCommits is how many commits were refused for missing chunks.
+func (m *probeMeta) refusedCommits() int64 { return m.refused.Load() }
+
+func (m *probeMeta) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, error) {
+	v, err := m.Service.CreateVault(ctx, v)
+	if err == nil {
+		m.writes.Add(1)
+	}
+	return v, err
+}
+
+func (m *probeMeta) CommitSnapshot(ctx context.Context, s meta.Snapshot) (meta.Snapshot, error) {
+	m.mu.Lock()
+	hook := m.before
+	m.before = nil
+	m.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	s, err := m.Service.CommitSnapshot(ctx, s)
+	switch {
+	case err == nil:
+		m.writes.Add(1)
+	case errors.Is(err, meta.ErrMissingChunks):
+		m.refused.Add(1)
+	}
+	return s, err
+}
+
 type env struct {
 	chunks *countingStore
-	meta   *fakeMeta
+	meta   *probeMeta
 	cfg    Config
 }
 
@@ -55,7 +117,7 @@ func newEnv(t testing.TB) *env {
 func newEnvStore(t testing.TB, s chunkstore.Store) *env {
 	t.Helper()
 	cs := &countingStore{Store: s}
-	m := newFakeMeta(cs)
+	m := newProbeMeta(t, cs)
 	var clock atomic.Int64
 	e := &env{chunks: cs, meta: m, cfg: Config{
 		Meta:    m,
@@ -439,12 +501,12 @@ func TestDeviceNodeRoundTrip(t *testing.T) {
 
 func TestWrongPassphraseChangesNothing(t *testing.T) {
 	e := newEnv(t)
-	writes, puts := e.meta.writes, e.chunks.puts.Load()
+	writes, puts := e.meta.writes.Load(), e.chunks.puts.Load()
 	_, err := Open(context.Background(), e.cfg, "v1", []byte("wrong"))
 	if !errors.Is(err, ErrWrongPassphrase) || !errors.Is(err, crypt.ErrWrongPassphrase) {
 		t.Fatalf("got %v, want ErrWrongPassphrase", err)
 	}
-	if e.meta.writes != writes || e.chunks.puts.Load() != puts {
+	if e.meta.writes.Load() != writes || e.chunks.puts.Load() != puts {
 		t.Error("a failed open changed state")
 	}
 	if _, err := Open(context.Background(), e.cfg, "nope", testPass); !errors.Is(err, meta.ErrNotFound) {

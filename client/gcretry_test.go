@@ -113,9 +113,7 @@ func TestBackupRetriesAfterParentLoaded(t *testing.T) {
 	if _, err := a.Backup(ctx, BackupOptions{Paths: []string{src}}); err != nil {
 		t.Fatal(err)
 	}
-	e.meta.mu.Lock()
-	e.meta.beforeCommit = func() { st.sweepAll() }
-	e.meta.mu.Unlock()
+	e.meta.beforeCommit(func() { st.sweepAll() })
 	before := e.meta.refusedCommits()
 	res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}})
 	if err != nil {

@@ -77,7 +77,10 @@ func TestKeyCacheOpen(t *testing.T) {
 	}
 
 	// Rotate the passphrase: the vault's only wrapping is replaced.
-	v := e.meta.vaults["v1"]
+	v, err := e.meta.GetVault(ctx, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	mk, err := crypt.UnwrapKey(v.KeyWraps[0], testPass)
 	if err != nil {
 		t.Fatal(err)
@@ -87,10 +90,8 @@ func TestKeyCacheOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.meta.mu.Lock()
 	v.KeyWraps = [][]byte{w}
-	e.meta.vaults["v1"] = v
-	e.meta.mu.Unlock()
+	e.meta.SetVault(v)
 	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("old passphrase after rotation: %v, want ErrWrongPassphrase", err)
 	}
@@ -174,10 +175,7 @@ func TestKeyCacheRefusesPurgedVault(t *testing.T) {
 	}
 
 	// Purge: the vault record with its wrappings is gone from meta.
-	e.meta.mu.Lock()
-	old := e.meta.vaults["v1"]
-	delete(e.meta.vaults, "v1")
-	e.meta.mu.Unlock()
+	old, _ := e.meta.PurgeVault("v1")
 	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("Open of a purged vault: %v, want ErrNotFound", err)
 	}
@@ -186,11 +184,9 @@ func TestKeyCacheRefusesPurgedVault(t *testing.T) {
 	}
 
 	// The same name again, even with the very same wrapping: another vault.
-	e.meta.mu.Lock()
 	again := old
-	again.Created = e.meta.tick()
-	e.meta.vaults["v1"] = again
-	e.meta.mu.Unlock()
+	again.Created = e.meta.now()
+	e.meta.SetVault(again)
 	if err := os.WriteFile(entry, saved, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -203,10 +199,8 @@ func TestKeyCacheRefusesPurgedVault(t *testing.T) {
 	}
 
 	// Soft-deleted: the entry is dropped and not rewritten.
-	e.meta.mu.Lock()
-	again.Deleted = &meta.VaultDeletion{At: e.meta.tick(), RecoverUntil: e.meta.tick().Add(time.Hour), By: "ops"}
-	e.meta.vaults["v1"] = again
-	e.meta.mu.Unlock()
+	again.Deleted = &meta.VaultDeletion{At: e.meta.now(), RecoverUntil: e.meta.now().Add(time.Hour), By: "ops"}
+	e.meta.SetVault(again)
 	if a, err := Open(ctx, cfg, "v1", testPass); err != nil || a.keyFromCache {
 		t.Fatalf("Open of a soft-deleted vault: %v (from cache %v), want the vault's key", err, err == nil && a.keyFromCache)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -141,68 +140,9 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 // run again, without the parent. (An unchanged re-backup then costs the leader a few
 // reference-list reads instead of one existence query per chunk.)
 func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
-	var missing []chunk.ID
-	var nMissing int
-	treeListed := false
-	known := s.parentRefs(ctx, snap)
-	// Has touches what it finds: the reference lists, like every chunk checked below, must
-	// stay out of a collection's sweep from the check to the commit (see RunGC).
-	if _, err := s.cfg.Chunks.Has(ctx, snap.Refs); err != nil {
-		return fmt.Errorf("%w: check reference lists: %v", meta.ErrUnavailable, err)
-	}
-	for i, ref := range snap.Refs {
-		data, err := s.cfg.Chunks.Get(ctx, ref)
-		if errors.Is(err, chunkstore.ErrNotFound) {
-			nMissing++
-			if len(missing) < 5 {
-				missing = append(missing, ref)
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%w: read reference list %d (%s): %v", meta.ErrUnavailable, i, ref.Str(), err)
-		}
-		ids, err := meta.OpenRefList(ref, data)
-		if err != nil {
-			return fmt.Errorf("reference list %d: %w", i, err)
-		}
-		if _, ok := slices.BinarySearchFunc(ids, snap.Tree, cmpID); ok {
-			treeListed = true
-		}
-		if known != nil {
-			ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { _, ok := known[id]; return ok })
-		}
-		for len(ids) > 0 {
-			n := min(len(ids), hasBatch)
-			has, err := s.cfg.Chunks.Has(ctx, ids[:n])
-			if err != nil {
-				return fmt.Errorf("%w: check chunks of reference list %d: %v", meta.ErrUnavailable, i, err)
-			}
-			if len(has) != n {
-				return fmt.Errorf("%w: chunk store answered %d of %d existence checks", meta.ErrUnavailable, len(has), n)
-			}
-			for j, ok := range has {
-				if !ok {
-					nMissing++
-					if len(missing) < 5 {
-						missing = append(missing, ids[j])
-					}
-				}
-			}
-			ids = ids[n:]
-		}
-	}
-	if nMissing > 0 {
-		strs := make([]string, len(missing))
-		for i, id := range missing {
-			strs[i] = id.Str()
-		}
-		return fmt.Errorf("%w: %d chunks missing (first: %s)", meta.ErrMissingChunks, nMissing, strings.Join(strs, ", "))
-	}
-	if !treeListed {
-		return fmt.Errorf("%w: tree %s is not in the reference list", meta.ErrInvalid, snap.Tree.Str())
-	}
-	return nil
+	check := meta.CommitCheck{Chunks: s.cfg.Chunks, HasBatch: hasBatch,
+		NotStored: func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) }}
+	return check.Run(ctx, snap, s.parentRefs(ctx, snap))
 }
 
 // parentRefs returns the chunk IDs snap's parent references, or nil when there is no
@@ -231,16 +171,6 @@ func (s *Server) parentRefs(ctx context.Context, snap meta.Snapshot) map[chunk.I
 		}
 	}
 	return known
-}
-
-func cmpID(a, b chunk.ID) int {
-	switch {
-	case a.Less(b):
-		return -1
-	case b.Less(a):
-		return 1
-	}
-	return 0
 }
 
 // ListSnapshots returns a vault's snapshots by commit time (linearizable read).
