@@ -254,8 +254,8 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 // stored their chunks; putting the batch again is safe (first write wins).
 func (cl *Client) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 	for i := range chunks {
-		if err := checkChunk(&chunks[i]); err != nil {
-			return err
+		if err := chunks[i].Validate(); err != nil {
+			return fmt.Errorf("chunkrpc: put: %w", err)
 		}
 	}
 	var batches [][]chunkstore.Chunk

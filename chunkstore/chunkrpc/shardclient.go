@@ -38,8 +38,8 @@ const shardOverhead = 96
 // the retry safe).
 func (s *ShardClient) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
 	for i := range shards {
-		if err := checkShard(&shards[i]); err != nil {
-			return err
+		if err := shards[i].Validate(); err != nil {
+			return fmt.Errorf("chunkrpc: put shards: %w", err)
 		}
 	}
 	for len(shards) > 0 {

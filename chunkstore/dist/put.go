@@ -33,8 +33,8 @@ type nodeBatch struct {
 // reach their quorum stay stored. Put does not retain chunks or their data.
 func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 	for i := range chunks {
-		if err := validChunk(i, &chunks[i]); err != nil {
-			return err
+		if err := chunks[i].Validate(); err != nil {
+			return fmt.Errorf("dist: put: chunk %d of %d: %w", i, len(chunks), err)
 		}
 	}
 	if len(chunks) == 0 {

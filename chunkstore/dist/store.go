@@ -25,9 +25,6 @@ const DefaultMaxParallel = 16
 // every call).
 const maxCachedPGs = 1 << 16
 
-// maxWriterLen bounds Config.Principal: shard stores keep ShardMeta.Writer in 16 bits.
-const maxWriterLen = 1<<16 - 1
-
 // Config configures a Store. Zero fields mean the documented default.
 type Config struct {
 	// Principal is recorded as ShardMeta.Writer on every shard this store writes.
@@ -131,8 +128,8 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("dist: config: Shards is nil: %w", chunkstore.ErrInvalid)
 	case cfg.MaxParallel < 0:
 		return nil, fmt.Errorf("dist: config: MaxParallel %d is negative: %w", cfg.MaxParallel, chunkstore.ErrInvalid)
-	case len(cfg.Principal) > maxWriterLen:
-		return nil, fmt.Errorf("dist: config: Principal of %d bytes exceeds %d: %w", len(cfg.Principal), maxWriterLen, chunkstore.ErrInvalid)
+	case len(cfg.Principal) > chunkstore.MaxWriterLen:
+		return nil, fmt.Errorf("dist: config: Principal of %d bytes exceeds %d (it is every shard's ShardMeta.Writer): %w", len(cfg.Principal), chunkstore.MaxWriterLen, chunkstore.ErrInvalid)
 	}
 	if cfg.Codec == nil {
 		cfg.Codec = erasure.NewCodec()
@@ -265,19 +262,6 @@ func (s *Store) forEach(n int, fn func(i int)) {
 }
 
 func (s *Store) crc(data []byte) uint32 { return crc32.Checksum(data, s.crcTab) }
-
-// validChunk reports why c cannot be stored, wrapping chunkstore.ErrInvalid.
-func validChunk(i int, c *chunkstore.Chunk) error {
-	switch {
-	case c.ID.IsZero():
-		return fmt.Errorf("dist: put: chunk %d: zero chunk id: %w", i, chunkstore.ErrInvalid)
-	case len(c.Data) == 0:
-		return fmt.Errorf("dist: put: chunk %d (%s): empty data: %w", i, c.ID.Str(), chunkstore.ErrInvalid)
-	case len(c.Data) > chunkstore.MaxChunkSize:
-		return fmt.Errorf("dist: put: chunk %d (%s): %d bytes exceeds %d: %w", i, c.ID.Str(), len(c.Data), chunkstore.MaxChunkSize, chunkstore.ErrInvalid)
-	}
-	return nil
-}
 
 // ctxErr returns ctx's error wrapped for op, or nil.
 func ctxErr(ctx context.Context, op string) error {

@@ -33,8 +33,8 @@ func (c *Chunks) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 		return fmt.Errorf("memstore: put: %w", err)
 	}
 	for i := range chunks {
-		if err := validateChunk(&chunks[i]); err != nil {
-			return err
+		if err := chunks[i].Validate(); err != nil {
+			return fmt.Errorf("memstore: put: %w", err)
 		}
 	}
 	c.mu.Lock()

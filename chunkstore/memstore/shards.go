@@ -90,8 +90,8 @@ func (s *Shards) PutShards(ctx context.Context, shards []chunkstore.Shard) error
 		return fmt.Errorf("memstore: put shards: %w", err)
 	}
 	for i := range shards {
-		if err := validateShard(&shards[i]); err != nil {
-			return err
+		if err := shards[i].Validate(); err != nil {
+			return fmt.Errorf("memstore: put shards: %w", err)
 		}
 	}
 	s.mu.Lock()

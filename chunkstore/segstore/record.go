@@ -27,9 +27,6 @@ const (
 	recPlaceOff   = 60 // segment(4) offset(8): where the record sits
 	recTagOff     = 72 // tag(16): keyed MAC over bytes [0, 72) and the writer
 	recTagSize    = 16
-
-	// maxWriterLen bounds ShardMeta.Writer (its length field is 16 bits).
-	maxWriterLen = 1<<16 - 1
 )
 
 // castagnoli is the CRC32C table. Immutable once built.

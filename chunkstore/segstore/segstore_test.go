@@ -560,7 +560,7 @@ func TestClosed(t *testing.T) {
 func TestInvalidInput(t *testing.T) {
 	s := openTest(t, Options{DisableAutoCompact: true, NoSync: true})
 	long := mkShard(1, 0, 10)
-	long.Meta.Writer = strings.Repeat("w", maxWriterLen+1)
+	long.Meta.Writer = strings.Repeat("w", chunkstore.MaxWriterLen+1)
 	zeroK := mkShard(2, 0, 10)
 	zeroK.Meta.K, zeroK.Meta.M = 0, 3
 	zeroID := mkShard(3, 0, 10)

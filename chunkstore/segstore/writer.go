@@ -80,29 +80,6 @@ type writerState struct {
 	sealed bool
 }
 
-// validateShard reports why sh cannot be stored, wrapping chunkstore.ErrInvalid.
-func validateShard(sh *chunkstore.Shard) error {
-	k := sh.Key
-	var why string
-	switch {
-	case k.ID.IsZero():
-		why = "zero chunk ID"
-	case len(sh.Data) == 0:
-		why = "empty data"
-	case len(sh.Data) > chunkstore.MaxChunkSize:
-		why = fmt.Sprintf("%d bytes exceeds %d", len(sh.Data), chunkstore.MaxChunkSize)
-	case sh.Meta.K == 0:
-		why = "K is 0"
-	case int(k.Index) >= int(sh.Meta.K)+int(sh.Meta.M):
-		why = fmt.Sprintf("index out of range for %d+%d", sh.Meta.K, sh.Meta.M)
-	case len(sh.Meta.Writer) > maxWriterLen:
-		why = fmt.Sprintf("writer name of %d bytes exceeds %d", len(sh.Meta.Writer), maxWriterLen)
-	default:
-		return nil
-	}
-	return fmt.Errorf("segstore: put %s: %s: %w", keyStr(k), why, chunkstore.ErrInvalid)
-}
-
 // PutShards appends the shards to the current segment and indexes them. Calls from many
 // goroutines are merged into one group commit: one append, one fsync, one index batch.
 // When it returns nil every shard is durable. A key already stored (or earlier in the
@@ -123,8 +100,8 @@ func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error 
 	}
 	size := 0
 	for i := range shards {
-		if err := validateShard(&shards[i]); err != nil {
-			return err
+		if err := shards[i].Validate(); err != nil {
+			return fmt.Errorf("segstore: put shards: %w", err)
 		}
 		size += int(recordLen(len(shards[i].Meta.Writer), len(shards[i].Data)))
 	}
