@@ -104,9 +104,11 @@ func (s *Service) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, er
 	return v, nil
 }
 
-// GetVault returns a vault, ErrDenied outside the principal's vaults, or ErrNotFound.
+// GetVault returns a vault as the principal may see it (meta.VaultFor), ErrDenied
+// outside the principal's vaults, or ErrNotFound.
 func (s *Service) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, error) {
-	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActRead, id); err != nil {
+	p := meta.PrincipalFrom(ctx)
+	if err := p.Authorize(meta.ActRead, id); err != nil {
 		return meta.Vault{}, fmt.Errorf("memmeta: get vault: %w", err)
 	}
 	s.mu.Lock()
@@ -116,10 +118,11 @@ func (s *Service) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, er
 		return meta.Vault{}, fmt.Errorf("memmeta: vault %s: %w", id, meta.ErrNotFound)
 	}
 	v.KeyWraps = cloneWraps(v.KeyWraps)
-	return v, nil
+	return meta.VaultFor(p, v), nil
 }
 
-// ListVaults returns the vaults the principal may read, sorted by ID.
+// ListVaults returns the vaults the principal may read, sorted by ID, as it may see them
+// (meta.VaultFor).
 func (s *Service) ListVaults(ctx context.Context) ([]meta.Vault, error) {
 	p := meta.PrincipalFrom(ctx)
 	s.mu.Lock()
@@ -128,7 +131,7 @@ func (s *Service) ListVaults(ctx context.Context) ([]meta.Vault, error) {
 	for _, v := range s.mu.vaults {
 		if p.Can(meta.ActRead, v.ID) {
 			v.KeyWraps = cloneWraps(v.KeyWraps)
-			out = append(out, v)
+			out = append(out, meta.VaultFor(p, v))
 		}
 	}
 	slices.SortFunc(out, func(a, b meta.Vault) int { return strings.Compare(string(a.ID), string(b.ID)) })
@@ -245,14 +248,15 @@ func (s *Service) GetSnapshot(ctx context.Context, vault meta.VaultID, id meta.S
 	return meta.Snapshot{}, fmt.Errorf("memmeta: snapshot %s in vault %s: %w", id.Str(), vault, meta.ErrNotFound)
 }
 
-// ClusterMap returns the current map, or ErrNotFound before one is set.
-func (s *Service) ClusterMap(context.Context) (placement.Map, error) {
+// ClusterMap returns the current map as the principal may see it (meta.MapFor), or
+// ErrNotFound before one is set.
+func (s *Service) ClusterMap(ctx context.Context) (placement.Map, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.cmap == nil {
 		return placement.Map{}, fmt.Errorf("memmeta: cluster map: %w", meta.ErrNotFound)
 	}
-	return cloneMap(*s.mu.cmap), nil
+	return meta.MapFor(meta.PrincipalFrom(ctx), cloneMap(*s.mu.cmap)), nil
 }
 
 // SetClusterMap replaces the map when m is valid and m.Epoch is the current epoch + 1

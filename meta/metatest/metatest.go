@@ -33,8 +33,10 @@ type Fixture struct {
 	Put func(ctx context.Context, id chunk.ID, data []byte) error
 }
 
-// Admin is the principal most cases act as.
+// admin is the principal most cases act as.
 var admin = meta.Principal{Name: "metatest-admin", Role: meta.RoleAdmin}
+
+var node = meta.Principal{Name: "metatest-node", Role: meta.RoleNode}
 
 func agent(vaults ...meta.VaultID) meta.Principal {
 	return meta.Principal{Name: "metatest-agent", Role: meta.RoleBackupAgent, Vaults: vaults}
@@ -343,7 +345,8 @@ func testListVaultsSorted(e *env) {
 }
 
 // testVaultScope: a scoped principal reads and lists only its vaults (ErrDenied beyond
-// them); a restore operator and a node create nothing.
+// them); a node reads vaults without their key wraps; a restore operator and a node
+// create nothing.
 func testVaultScope(e *env) {
 	ctx := ctxT(e.t)
 	mine, other := e.vault("mine"), e.vault("other")
@@ -359,6 +362,17 @@ func testVaultScope(e *env) {
 			e.t.Errorf("%s: ListVaults = %v %v, want only %s", p, vs, err, mine)
 		}
 	}
+	// Key wraps go to admins and the vault's agents and restore operators, never to nodes.
+	if v, err := e.as(agent(mine)).GetVault(ctx, mine); err != nil || len(v.KeyWraps) == 0 {
+		e.t.Errorf("agent reading its vault: %d key wraps, %v; want them", len(v.KeyWraps), err)
+	}
+	if v, err := e.as(node).GetVault(ctx, mine); err != nil || v.ID != mine || len(v.KeyWraps) != 0 {
+		e.t.Errorf("node reading a vault: %+v %v, want the record without key wraps", v, err)
+	}
+	if vs, err := e.as(node).ListVaults(ctx); err != nil || !slices.ContainsFunc(vs, func(v meta.Vault) bool { return v.ID == mine }) ||
+		slices.ContainsFunc(vs, func(v meta.Vault) bool { return len(v.KeyWraps) != 0 }) {
+		e.t.Errorf("node listing vaults: %v; want every vault, no key wraps", err)
+	}
 	_, err := e.as(agent(mine)).CreateVault(ctx, newVault(vaultID(e.t, "elsewhere")))
 	wantErr(e.t, "agent creating a vault outside its scope", err, meta.ErrDenied)
 	if _, err := e.as(agent(vaultID(e.t, "own"))).CreateVault(ctx, newVault(vaultID(e.t, "own"))); err != nil {
@@ -366,7 +380,7 @@ func testVaultScope(e *env) {
 	}
 	_, err = e.as(restorer(vaultID(e.t, "r"))).CreateVault(ctx, newVault(vaultID(e.t, "r")))
 	wantErr(e.t, "restore operator creating a vault", err, meta.ErrDenied)
-	_, err = e.as(meta.Principal{Name: "metatest-node", Role: meta.RoleNode}).CreateVault(ctx, newVault(vaultID(e.t, "n")))
+	_, err = e.as(node).CreateVault(ctx, newVault(vaultID(e.t, "n")))
 	wantErr(e.t, "node creating a vault", err, meta.ErrDenied)
 	for _, n := range []string{"elsewhere", "r", "n"} {
 		if _, err := e.admin().GetVault(ctx, vaultID(e.t, n)); !errors.Is(err, meta.ErrNotFound) {
@@ -499,7 +513,7 @@ func testCommitDenied(e *env) {
 	}{
 		{restorer(mine), mine},
 		{agent(mine), other},
-		{meta.Principal{Name: "metatest-node", Role: meta.RoleNode}, mine},
+		{node, mine},
 	} {
 		s := e.stored(c.vault, 3, 0)
 		_, err := e.as(c.p).CommitSnapshot(ctx, s)
@@ -604,7 +618,9 @@ func testClusterMap(e *env) {
 		e.t.Fatalf("ClusterMap: %v (the fixture must start with a map)", err)
 	}
 	next := placement.Map{Epoch: cur.Epoch + 1, PGCount: 32, Profile: placement.Profile{K: 2, M: 1},
-		Nodes: []placement.Node{{ID: "n1", Addr: "10.0.0.1:1", State: placement.StateActive, Weight: 1}, {ID: "n2", Addr: "10.0.0.2:1", State: placement.StateActive, Weight: 1}}}
+		Nodes: []placement.Node{{ID: "n1", Addr: "10.0.0.1:1", State: placement.StateActive, Weight: 1},
+			{ID: "n2", Addr: "10.0.0.2:1", State: placement.StateActive, Weight: 1, Domain: "rack2"},
+			{ID: "n3", Addr: "10.0.0.3:1", State: placement.StateDown, Weight: 1}}}
 	for name, m := range map[string]placement.Map{
 		"skipped epoch":  {Epoch: cur.Epoch + 2, PGCount: 32, Profile: next.Profile},
 		"same epoch":     {Epoch: cur.Epoch, PGCount: 32, Profile: next.Profile},
@@ -621,10 +637,16 @@ func testClusterMap(e *env) {
 	if err := e.admin().SetClusterMap(ctx, next); err != nil {
 		e.t.Fatal(err)
 	}
-	for _, p := range []meta.Principal{admin, agent(), restorer(), {Name: "metatest-node", Role: meta.RoleNode}} {
-		m, err := e.as(p).ClusterMap(ctx)
-		if err != nil || m.Epoch != next.Epoch || m.PGCount != next.PGCount || m.Profile != next.Profile || !slices.Equal(m.Nodes, next.Nodes) {
-			e.t.Errorf("%s: ClusterMap = %+v %v, want %+v", p, m, err, next)
+	// Admins and nodes see the topology; agents and restore operators only the entry
+	// points (meta.MapFor): the epoch and the addresses of the nodes that are up.
+	entry := placement.Map{Epoch: next.Epoch, Nodes: []placement.Node{{Addr: next.Nodes[0].Addr, State: placement.StateActive}, {Addr: next.Nodes[1].Addr, State: placement.StateActive}}}
+	for _, c := range []struct {
+		p    meta.Principal
+		want placement.Map
+	}{{admin, next}, {node, next}, {agent(), entry}, {restorer(), entry}} {
+		m, err := e.as(c.p).ClusterMap(ctx)
+		if err != nil || m.Epoch != c.want.Epoch || m.PGCount != c.want.PGCount || m.Profile != c.want.Profile || !slices.Equal(m.Nodes, c.want.Nodes) {
+			e.t.Errorf("%s: ClusterMap = %+v %v, want %+v", c.p, m, err, c.want)
 		}
 	}
 }
