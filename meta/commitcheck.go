@@ -62,12 +62,16 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 	treeListed := false
 	for i, ref := range snap.Refs {
 		data, err := c.Chunks.Get(ctx, ref)
-		if err != nil && (c.NotStored != nil && c.NotStored(err) || c.NotStored == nil && i < len(stored) && !stored[i]) {
+		if err != nil {
+			notStored := i < len(stored) && !stored[i]
+			if c.NotStored != nil {
+				notStored = c.NotStored(err)
+			}
+			if !notStored {
+				return fmt.Errorf("%w: read reference list %d (%s): %v", ErrUnavailable, i, ref.Str(), err)
+			}
 			miss(ref)
 			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%w: read reference list %d (%s): %v", ErrUnavailable, i, ref.Str(), err)
 		}
 		ids, err := OpenRefList(ref, data)
 		if err != nil {
