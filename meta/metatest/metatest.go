@@ -34,9 +34,9 @@ type Fixture struct {
 }
 
 // admin is the principal most cases act as.
-var admin = meta.Principal{Name: "metatest-admin", Role: meta.RoleAdmin}
+func admin() meta.Principal { return meta.Principal{Name: "metatest-admin", Role: meta.RoleAdmin} }
 
-var node = meta.Principal{Name: "metatest-node", Role: meta.RoleNode}
+func node() meta.Principal { return meta.Principal{Name: "metatest-node", Role: meta.RoleNode} }
 
 func agent(vaults ...meta.VaultID) meta.Principal {
 	return meta.Principal{Name: "metatest-agent", Role: meta.RoleBackupAgent, Vaults: vaults}
@@ -107,7 +107,7 @@ func (e *env) as(p meta.Principal) meta.Service {
 	return s
 }
 
-func (e *env) admin() meta.Service { return e.as(admin) }
+func (e *env) admin() meta.Service { return e.as(admin()) }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -203,35 +203,41 @@ func wantErr(t *testing.T, what string, err, want error) {
 // (called once; the cases share it, each in vaults of its own).
 func RunService(t *testing.T, newFixture func(t *testing.T) Fixture) {
 	f := newFixture(t)
-	for _, c := range cases {
+	for _, c := range cases() {
 		t.Run(c.name, func(t *testing.T) {
 			c.run(&env{t: t, f: f, sv: make(map[string]meta.Service)})
 		})
 	}
 }
 
-var cases = []struct {
+// cases are the suite's cases, in the order they run.
+func cases() []struct {
 	name string
 	run  func(e *env)
-}{
-	{"CreateVault", testCreateVault},
-	{"CreateVaultExists", testCreateVaultExists},
-	{"CreateVaultInvalid", testCreateVaultInvalid},
-	{"GetVaultNotFound", testGetVaultNotFound},
-	{"ListVaultsSorted", testListVaultsSorted},
-	{"VaultScope", testVaultScope},
-	{"Commit", testCommit},
-	{"CommitExists", testCommitExists},
-	{"CommitMissingChunks", testCommitMissingChunks},
-	{"CommitInvalid", testCommitInvalid},
-	{"CommitUnknownVault", testCommitUnknownVault},
-	{"CommitDenied", testCommitDenied},
-	{"CommitLockAndHold", testCommitLockAndHold},
-	{"ListSnapshots", testListSnapshots},
-	{"GetSnapshotNotFound", testGetSnapshotNotFound},
-	{"ClusterMap", testClusterMap},
-	{"RaftStatus", testRaftStatus},
-	{"ConcurrentCommits", testConcurrentCommits},
+} {
+	return []struct {
+		name string
+		run  func(e *env)
+	}{
+		{"CreateVault", testCreateVault},
+		{"CreateVaultExists", testCreateVaultExists},
+		{"CreateVaultInvalid", testCreateVaultInvalid},
+		{"GetVaultNotFound", testGetVaultNotFound},
+		{"ListVaultsSorted", testListVaultsSorted},
+		{"VaultScope", testVaultScope},
+		{"Commit", testCommit},
+		{"CommitExists", testCommitExists},
+		{"CommitMissingChunks", testCommitMissingChunks},
+		{"CommitInvalid", testCommitInvalid},
+		{"CommitUnknownVault", testCommitUnknownVault},
+		{"CommitDenied", testCommitDenied},
+		{"CommitLockAndHold", testCommitLockAndHold},
+		{"ListSnapshots", testListSnapshots},
+		{"GetSnapshotNotFound", testGetSnapshotNotFound},
+		{"ClusterMap", testClusterMap},
+		{"RaftStatus", testRaftStatus},
+		{"ConcurrentCommits", testConcurrentCommits},
+	}
 }
 
 // testCreateVault: the created vault carries a creation time, the requested fields and,
@@ -366,10 +372,10 @@ func testVaultScope(e *env) {
 	if v, err := e.as(agent(mine)).GetVault(ctx, mine); err != nil || len(v.KeyWraps) == 0 {
 		e.t.Errorf("agent reading its vault: %d key wraps, %v; want them", len(v.KeyWraps), err)
 	}
-	if v, err := e.as(node).GetVault(ctx, mine); err != nil || v.ID != mine || len(v.KeyWraps) != 0 {
+	if v, err := e.as(node()).GetVault(ctx, mine); err != nil || v.ID != mine || len(v.KeyWraps) != 0 {
 		e.t.Errorf("node reading a vault: %+v %v, want the record without key wraps", v, err)
 	}
-	if vs, err := e.as(node).ListVaults(ctx); err != nil || !slices.ContainsFunc(vs, func(v meta.Vault) bool { return v.ID == mine }) ||
+	if vs, err := e.as(node()).ListVaults(ctx); err != nil || !slices.ContainsFunc(vs, func(v meta.Vault) bool { return v.ID == mine }) ||
 		slices.ContainsFunc(vs, func(v meta.Vault) bool { return len(v.KeyWraps) != 0 }) {
 		e.t.Errorf("node listing vaults: %v; want every vault, no key wraps", err)
 	}
@@ -380,7 +386,7 @@ func testVaultScope(e *env) {
 	}
 	_, err = e.as(restorer(vaultID(e.t, "r"))).CreateVault(ctx, newVault(vaultID(e.t, "r")))
 	wantErr(e.t, "restore operator creating a vault", err, meta.ErrDenied)
-	_, err = e.as(node).CreateVault(ctx, newVault(vaultID(e.t, "n")))
+	_, err = e.as(node()).CreateVault(ctx, newVault(vaultID(e.t, "n")))
 	wantErr(e.t, "node creating a vault", err, meta.ErrDenied)
 	for _, n := range []string{"elsewhere", "r", "n"} {
 		if _, err := e.admin().GetVault(ctx, vaultID(e.t, n)); !errors.Is(err, meta.ErrNotFound) {
@@ -513,7 +519,7 @@ func testCommitDenied(e *env) {
 	}{
 		{restorer(mine), mine},
 		{agent(mine), other},
-		{node, mine},
+		{node(), mine},
 	} {
 		s := e.stored(c.vault, 3, 0)
 		_, err := e.as(c.p).CommitSnapshot(ctx, s)
@@ -643,7 +649,7 @@ func testClusterMap(e *env) {
 	for _, c := range []struct {
 		p    meta.Principal
 		want placement.Map
-	}{{admin, next}, {node, next}, {agent(), entry}, {restorer(), entry}} {
+	}{{admin(), next}, {node(), next}, {agent(), entry}, {restorer(), entry}} {
 		m, err := e.as(c.p).ClusterMap(ctx)
 		if err != nil || m.Epoch != c.want.Epoch || m.PGCount != c.want.PGCount || m.Profile != c.want.Profile || !slices.Equal(m.Nodes, c.want.Nodes) {
 			e.t.Errorf("%s: ClusterMap = %+v %v, want %+v", c.p, m, err, c.want)
