@@ -1,6 +1,7 @@
 // Package metatest is the conformance suite of the meta.Service contract: RunService
 // holds an implementation to what meta.Service's doc comments state (vaults, snapshots
-// and the commit check, the cluster map, and the error each refusal wraps).
+// and the commit check, the cluster map, and the error each refusal wraps), and, when it
+// has one, its meta.RetentionService (locks, holds, deletes, forget).
 // meta/memmeta, meta/metarpc over loopback QUIC and a three-server meta/server cluster
 // run it.
 package metatest
@@ -31,6 +32,9 @@ type Fixture struct {
 	// Put stores a chunk where the implementation's commit check reads it. The store
 	// must not check that id hashes to data (the suite plants a forged reference list).
 	Put func(ctx context.Context, id chunk.ID, data []byte) error
+	// Retention returns the implementation's meta.RetentionService as p sees it, on the
+	// state As serves; nil when it has none (the retention cases are then skipped).
+	Retention func(p meta.Principal) meta.RetentionService
 }
 
 // admin is the principal most cases act as.
@@ -237,6 +241,9 @@ func cases() []struct {
 		{"ClusterMap", testClusterMap},
 		{"RaftStatus", testRaftStatus},
 		{"ConcurrentCommits", testConcurrentCommits},
+		{"SetLock", testSetLock},
+		{"HoldAndDelete", testHoldAndDelete},
+		{"Forget", testForget},
 	}
 }
 

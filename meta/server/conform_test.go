@@ -24,6 +24,7 @@ func TestServiceConformance(t *testing.T) {
 			Put: func(ctx context.Context, id chunk.ID, data []byte) error {
 				return c.chunks.Put(ctx, []chunkstore.Chunk{{ID: id, Data: data}})
 			},
+			Retention: func(p meta.Principal) meta.RetentionService { return asRetention{l, p} },
 		}
 	})
 }
@@ -59,4 +60,34 @@ func (l leading) SetClusterMap(ctx context.Context, m placement.Map) error {
 }
 func (l leading) RaftStatus(ctx context.Context) (meta.RaftStatus, error) {
 	return l.s().RaftStatus(ctx)
+}
+
+// asRetention is the leader's meta.RetentionService with p in every call's context.
+type asRetention struct {
+	l leading
+	p meta.Principal
+}
+
+func (a asRetention) ctx(ctx context.Context) context.Context { return meta.WithPrincipal(ctx, a.p) }
+
+func (a asRetention) DeleteSnapshots(ctx context.Context, v meta.VaultID, ids []meta.SnapshotID, b meta.Bypass) ([]meta.Snapshot, error) {
+	return a.l.s().DeleteSnapshots(a.ctx(ctx), v, ids, b)
+}
+func (a asRetention) Forget(ctx context.Context, v meta.VaultID, p meta.Policy, dryRun bool) (meta.ForgetResult, error) {
+	return a.l.s().Forget(a.ctx(ctx), v, p, dryRun)
+}
+func (a asRetention) SetLock(ctx context.Context, v meta.VaultID, id meta.SnapshotID, l meta.Lock, b meta.Bypass) (meta.Snapshot, error) {
+	return a.l.s().SetLock(a.ctx(ctx), v, id, l, b)
+}
+func (a asRetention) SetHold(ctx context.Context, v meta.VaultID, id meta.SnapshotID, hold bool, reason string) (meta.Snapshot, error) {
+	return a.l.s().SetHold(a.ctx(ctx), v, id, hold, reason)
+}
+func (a asRetention) AuditLog(ctx context.Context, after uint64, limit int) ([]meta.AuditEntry, error) {
+	return a.l.s().AuditLog(a.ctx(ctx), after, limit)
+}
+func (a asRetention) RecordRefusal(ctx context.Context, e meta.AuditEntry) error {
+	return a.l.s().RecordRefusal(a.ctx(ctx), e)
+}
+func (a asRetention) RecordNodeAction(ctx context.Context, e meta.AuditEntry) error {
+	return a.l.s().RecordNodeAction(a.ctx(ctx), e)
 }
