@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/client/chunker"
 	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 )
@@ -61,7 +62,7 @@ type Config struct {
 	Argon2 crypt.Argon2Params
 	// Rand is the randomness for keys, salts and snapshot IDs; default crypto/rand.Reader.
 	Rand io.Reader
-	// CacheDir is the local agent cache (see cache.go): the trees of each backup set's
+	// CacheDir is the local agent cache (client/snapshot): the trees of each backup set's
 	// last snapshot, so that a backup need not download its parent's trees. Empty means
 	// no cache. cmd/coffer uses os.UserCacheDir()/coffer.
 	CacheDir string
@@ -168,6 +169,7 @@ type Agent struct {
 	cfg     Config
 	vault   meta.Vault
 	keys    *crypt.Keys
+	trees   *snapshot.Trees // no cache: a backup adds its set's
 	chunker chunker.Params
 	closed  atomic.Bool
 	// keyFromCache says the master key came from the local key cache.
@@ -225,7 +227,7 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	if _, err := chunker.New(params, keys.GearSeed()); err != nil {
 		return nil, fmt.Errorf("client: open vault %s: chunker %q: %w", vault, v.Chunker, err)
 	}
-	return &Agent{cfg: cfg, vault: v, keys: keys, chunker: params, keyFromCache: fromCache}, nil
+	return &Agent{cfg: cfg, vault: v, keys: keys, trees: snapshot.New(cfg.Chunks, keys), chunker: params, keyFromCache: fromCache}, nil
 }
 
 // Vault returns the vault the agent was opened on.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/client/upload"
 	"github.com/cofferhq/coffer/meta"
@@ -136,14 +137,13 @@ func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root
 	parent := ci.parent
 	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{})}
 	b.links = make(map[inodeKey]*linkGroup)
-	b.cache = a.openTreeCache(ci.paths)
-	defer b.cache.close()
-	b.cache.checkParent(parent)
+	b.openCache(ci.paths, parent)
+	defer b.cache.Close()
 	var parentTree *tree.Tree
 	var parentTreeID chunk.ID
 	var err error
 	if parent != nil {
-		if parentTree, err = b.loadTree(ctx, parent.Tree); err != nil {
+		if parentTree, err = b.trees.Load(ctx, parent.Tree); err != nil {
 			a.cfg.Logger.Warn("parent snapshot tree unreadable; counting every file as new", "parent", parent.ID.Str(), "err", err)
 			parentTree, parent = nil, nil
 		} else {
@@ -163,6 +163,17 @@ func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root
 
 	ci.root, ci.parent = rootID, parent
 	return b.commit(ctx, ci, upStats, stopProgress)
+}
+
+// openCache opens the local tree cache of the backup set (this host, paths), logs
+// whether it is current for parent, and reads b's trees through it. b.cache.Close must
+// be called when the backup ends.
+func (b *backup) openCache(paths []string, parent *meta.Snapshot) {
+	a := b.a
+	b.cache = snapshot.OpenCache(snapshot.CacheConfig{Dir: a.cfg.CacheDir, Vault: a.vault.ID, Host: a.cfg.Host, Paths: paths,
+		Keys: a.keys, Logger: a.cfg.Logger, Now: a.cfg.Now})
+	b.cache.CheckParent(parent)
+	b.trees = a.trees.WithCache(b.cache)
 }
 
 // commitInfo is what commit needs besides the backup's own state.
@@ -246,7 +257,7 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", ci.id.Str(), err)
 	}
-	b.cache.commit(committed, b.treeIDs)
+	b.cache.Commit(committed, b.treeIDs)
 	a.cfg.Logger.Info("backup committed", "snapshot", ci.id.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
 		"bytes_added", stats.BytesAdded, "chunks_added", stats.ChunksAdded, "skipped", stats.Skipped)
 	return BackupResult{Snapshot: committed, Skipped: b.skipped, BytesRead: b.bytesRead.Load()}, nil
@@ -335,7 +346,8 @@ type backup struct {
 	a     *Agent
 	opts  BackupOptions
 	up    *upload.Uploader
-	cache *treeCache // nil: no local cache
+	cache *snapshot.Cache // nil: no local cache
+	trees *snapshot.Trees // reads through cache
 
 	files, dirs, bytes                      atomic.Int64
 	filesNew, filesChanged, filesUnmodified atomic.Int64
@@ -639,7 +651,7 @@ func (b *backup) entry(ctx context.Context, d *dirState, i int, path, name strin
 // already. A directory that cannot be listed is skipped.
 func (b *backup) walkChild(ctx context.Context, child *dirState, prev *tree.Node, jobs chan<- fileJob) error {
 	if prev != nil && prev.Type == tree.TypeDir && prev.Subtree != nil {
-		t, err := b.loadTree(ctx, *prev.Subtree)
+		t, err := b.trees.Load(ctx, *prev.Subtree)
 		if err != nil {
 			b.a.cfg.Logger.Warn("parent snapshot tree unreadable", "path", child.path, "err", err)
 		} else {
@@ -760,12 +772,11 @@ func (b *backup) release(ctx context.Context, d *dirState) error {
 		b.treeIDs = append(b.treeIDs, id)
 		b.mu.Unlock()
 	} else {
-		enc, err := tree.Encode(t)
-		if err != nil {
+		var enc []byte
+		var err error
+		if id, enc, err = b.trees.Encode(t); err != nil {
 			return &fatalError{fmt.Errorf("directory %s: %w", displayDir(d), err)}
 		}
-		id = b.a.keys.ChunkID(enc)
-		b.cache.putPlain(id, enc)
 		b.mu.Lock()
 		b.treeIDs = append(b.treeIDs, id)
 		b.mu.Unlock()

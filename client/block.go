@@ -128,9 +128,8 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 		return BackupResult{}, err
 	}
 	b := &backup{a: a, refs: make(map[chunk.ID]struct{})}
-	b.cache = a.openTreeCache(paths)
-	defer b.cache.close()
-	b.cache.checkParent(parent)
+	b.openCache(paths, parent)
+	defer b.cache.Close()
 	var prev *tree.Node
 	var pblocks []pblock
 	if parent != nil {
@@ -175,13 +174,11 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 			b.refs[e.ID] = struct{}{}
 		}
 	}
-	enc, err := tree.Encode(&tree.Tree{Nodes: []tree.Node{n}})
+	rootID, enc, err := b.trees.Encode(&tree.Tree{Nodes: []tree.Node{n}})
 	if err != nil {
 		stopProgress()
 		return BackupResult{}, fmt.Errorf("client: block backup: %s: %w (use a larger --block-size)", abs, err)
 	}
-	rootID := a.keys.ChunkID(enc)
-	b.cache.putPlain(rootID, enc)
 	b.treeIDs = []chunk.ID{rootID}
 	b.refs[rootID] = struct{}{}
 	if err := a.putChunk(ctx, rootID, enc, &upStats); err != nil {
@@ -216,7 +213,7 @@ func (a *Agent) putChunk(ctx context.Context, id chunk.ID, plain []byte, st *upl
 // parent holds no block image of that name (or, as its only entry, of any name) and block
 // size.
 func (b *backup) parentBlocks(ctx context.Context, parent *meta.Snapshot, name string, bs int) (*tree.Node, []pblock, error) {
-	t, err := b.loadTree(ctx, parent.Tree)
+	t, err := b.trees.Load(ctx, parent.Tree)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,23 +3,19 @@ package client
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/client/tree"
-	"github.com/cofferhq/coffer/meta"
 )
 
 // packOf returns the path of the only tree pack below cacheDir.
@@ -68,21 +64,23 @@ func TestTreePackCorruptEntryRefetched(t *testing.T) {
 	first, _ := c.backup(t, src)
 
 	p := packOf(t, c.cfg.CacheDir)
-	pk, err := openPack(p, packReadAll)
+	pb, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pk.index) != 12 {
-		t.Fatalf("pack indexes %d trees, want 12", len(pk.index))
+	// The index, as client/snapshot/FORMAT.md lays it out.
+	be := binary.BigEndian
+	tr := pb[len(pb)-snapshot.PackTrailerSize:]
+	if n := be.Uint32(tr[8:]); n != 12 {
+		t.Fatalf("pack indexes %d trees, want 12", n)
 	}
-	e := pk.index[3]
-	pk.close()
+	e := pb[be.Uint64(tr)+3*snapshot.PackEntrySize:]
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 1)
-	off := e.off + int64(e.n)/2
+	off := int64(be.Uint64(e[chunk.Size:]) + uint64(be.Uint32(e[chunk.Size+8:]))/2)
 	if _, err := f.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +110,12 @@ func TestTreePackDamagedIndexIgnored(t *testing.T) {
 	makeManyFiles(t, src, 300)
 	c := newCacheEnv(t)
 	first, _ := c.backup(t, src)
-	indexAt := func(b []byte) int { return int(binary.BigEndian.Uint64(b[len(b)-packTrailerSize:])) }
+	indexAt := func(b []byte) int { return int(binary.BigEndian.Uint64(b[len(b)-snapshot.PackTrailerSize:])) }
 	damage := map[string]func(b []byte) []byte{
-		"index entry ID":     func(b []byte) []byte { b[indexAt(b)+packEntrySize+3] ^= 1; return b },
+		"index entry ID":     func(b []byte) []byte { b[indexAt(b)+snapshot.PackEntrySize+3] ^= 1; return b },
 		"index entry offset": func(b []byte) []byte { b[indexAt(b)+chunk.Size+7] ^= 1; return b },
-		"record":             func(b []byte) []byte { b[len(b)-packTrailerSize-5] ^= 1; return b },
-		"trailer count":      func(b []byte) []byte { b[len(b)-packTrailerSize+11] ^= 1; return b },
+		"record":             func(b []byte) []byte { b[len(b)-snapshot.PackTrailerSize-5] ^= 1; return b },
+		"trailer count":      func(b []byte) []byte { b[len(b)-snapshot.PackTrailerSize+11] ^= 1; return b },
 		"magic":              func(b []byte) []byte { b[0] = 'X'; return b },
 		"truncated":          func(b []byte) []byte { return b[:len(b)-1] },
 		"garbage":            func([]byte) []byte { return []byte("not a pack") },
@@ -189,7 +187,7 @@ func TestUnchangedDirectoryKeepsTreeID(t *testing.T) {
 		var walk func(rel string, id chunk.ID)
 		walk = func(rel string, id chunk.ID) {
 			out[rel] = id
-			tr, err := a.loadTree(ctx, id)
+			tr, err := a.trees.Load(ctx, id)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,7 +197,7 @@ func TestUnchangedDirectoryKeepsTreeID(t *testing.T) {
 				}
 			}
 		}
-		root, err := a.loadTree(ctx, snap.Snapshot.Tree)
+		root, err := a.trees.Load(ctx, snap.Snapshot.Tree)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +227,7 @@ func TestUnchangedDirectoryKeepsTreeID(t *testing.T) {
 			t.Errorf("%s: tree changed %v, want %v", dir, got, changed)
 		}
 	}
-	ta, err := a.loadTree(ctx, after["a"])
+	ta, err := a.trees.Load(ctx, after["a"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,124 +332,4 @@ func TestHardlinksAcrossDirectories(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, filepath.Join(target, "src"))
-}
-
-// TestTreeCacheCleansUp checks what a commit removes (the layout before packs and stale
-// temporary files) and keeps (a recent temporary file, which may be another backup's),
-// and that a backup that ends without a commit leaves no temporary file.
-func TestTreeCacheCleansUp(t *testing.T) {
-	src := filepath.Join(t.TempDir(), "src")
-	makeManyFiles(t, src, 10)
-	c := newCacheEnv(t)
-	c.backup(t, src)
-	sets := filepath.Dir(packOf(t, c.cfg.CacheDir))
-	vaultDir := filepath.Dir(sets)
-	legacy := filepath.Join(vaultDir, "trees", "ab", "ab01")
-	writeFile(t, legacy, []byte("old tree"), 0o600)
-	writeFile(t, filepath.Join(sets, "0123.json"), []byte("{}"), 0o600)
-	now := c.cfg.Now()
-	for name, age := range map[string]time.Duration{".tmp-pack-stale": 2 * staleTempAge, ".tmp-pack-recent": time.Minute} {
-		p := filepath.Join(sets, name)
-		writeFile(t, p, []byte("x"), 0o600)
-		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.backup(t, src)
-	var names []string
-	// Filed after the commit: nothing is written.
-	tc := c.a.openTreeCache([]string{"/committed"})
-	tc.putPlain(chunk.ID{1}, []byte("tree"))
-	tc.commit(meta.Snapshot{}, []chunk.ID{{1}})
-	tc.putPlain(chunk.ID{2}, []byte("tree"))
-	if tc.mu.w != nil {
-		t.Error("a tree filed after the commit started another pack")
-	}
-	tc.close()
-	if err := os.Remove(tc.packFile); err != nil {
-		t.Fatalf("no pack after a commit: %v", err)
-	}
-	ents, err := os.ReadDir(sets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if len(names) != 2 || names[0] != ".tmp-pack-recent" || !strings.HasSuffix(names[1], ".pack") {
-		t.Errorf("sets directory holds %q, want the recent temporary file and the pack", names)
-	}
-	if _, err := os.Stat(filepath.Join(vaultDir, "trees")); !os.IsNotExist(err) {
-		t.Errorf("legacy trees directory kept: %v", err)
-	}
-
-	// Filed but never committed: close removes the temporary file.
-	tc = c.a.openTreeCache([]string{"/elsewhere"})
-	tc.putPlain(chunk.ID{1}, []byte("tree"))
-	tc.close()
-	tc.putPlain(chunk.ID{2}, []byte("tree")) // after close: files nothing
-	ents, err = os.ReadDir(sets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ents) != len(names) {
-		t.Errorf("after an uncommitted cache: %d files in the sets directory, want %d", len(ents), len(names))
-	}
-}
-
-// TestTreePackReadModes writes a pack and reads every entry back, with the pack in
-// memory and one pread per entry; IDs it does not index (among them one it holds but
-// was not told to index) are not found.
-func TestTreePackReadModes(t *testing.T) {
-	dir := t.TempDir()
-	w, err := newPackWriter(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make(map[chunk.ID][]byte)
-	var ids []chunk.ID
-	for i := range 50 {
-		id := chunk.ID{byte(i), 0xaa}
-		b := randBytes(uint64(i), 1+i*37)
-		if err := w.add(id, b); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.add(id, []byte("again")); err != nil { // a second add of an ID is ignored
-			t.Fatal(err)
-		}
-		if i != 7 {
-			want[id] = b
-			ids = append(ids, id, id)
-		}
-	}
-	p := filepath.Join(dir, "s.pack")
-	rec := setRecord{Host: "h", Paths: []string{"/x"}, Snapshot: "s", Tree: "t"}
-	missing, err := w.finish(p, rec, append(ids, chunk.ID{0xff}))
-	if err != nil || missing != 1 {
-		t.Fatalf("finish: %d missing, %v; want 1 missing", missing, err)
-	}
-	for _, readAll := range []int64{0, packReadAll} {
-		pk, err := openPack(p, readAll)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if (pk.data != nil) != (readAll > 0) || pk.rec.Host != "h" || len(pk.index) != len(want) {
-			t.Errorf("readAll %d: in memory %v, record %+v, %d entries", readAll, pk.data != nil, pk.rec, len(pk.index))
-		}
-		for id, b := range want {
-			got, err := pk.read(id)
-			if err != nil || !slices.Equal(got, b) {
-				t.Errorf("readAll %d: tree %x: %d bytes, %v; want %d bytes", readAll, id[:2], len(got), err, len(b))
-			}
-		}
-		for _, id := range []chunk.ID{{7, 0xaa}, {0xff}} {
-			if _, err := pk.read(id); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("readAll %d: tree %x not indexed: %v", readAll, id[:2], err)
-			}
-		}
-		pk.close()
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Errorf("%d files after finish, want the pack alone", len(ents))
-	}
 }

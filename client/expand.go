@@ -124,7 +124,7 @@ func (m *measurer) along(ctx context.Context, id chunk.ID, dir string, sel func(
 	}
 	// NB: only this tree, not what is below it (the walk loads it again: the trees
 	// along the way to the wanted paths are few).
-	t, err := m.a.loadTree(ctx, id)
+	t, err := m.a.trees.Load(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 		g.SetLimit(max(1, m.a.cfg.Fetches/2))
 		for i, id := range level {
 			g.Go(func() (err error) {
-				got[i], sizes[i], err = m.a.loadTreeSized(gctx, id)
+				got[i], sizes[i], err = m.a.trees.LoadSized(gctx, id)
 				return err
 			})
 		}

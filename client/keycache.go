@@ -103,3 +103,23 @@ func saveKeyCache(cfg Config, v meta.Vault, wrapping []byte, mk crypt.MasterKey,
 		cfg.Logger.Warn("local key cache not written", "file", p, "err", err)
 	}
 }
+
+// writeFileAtomic writes b to p through a temporary file and a rename, so readers see
+// the old content or the new, never a part.
+func writeFileAtomic(p string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}

@@ -19,29 +19,6 @@ type Entry struct {
 	Node tree.Node
 }
 
-// loadTree fetches, opens (verifying the ID) and decodes one tree chunk.
-func (a *Agent) loadTree(ctx context.Context, id chunk.ID) (*tree.Tree, error) {
-	t, _, err := a.loadTreeSized(ctx, id)
-	return t, err
-}
-
-// loadTreeSized is loadTree that also returns the sealed chunk's size.
-func (a *Agent) loadTreeSized(ctx context.Context, id chunk.ID) (*tree.Tree, int, error) {
-	sealed, err := a.cfg.Chunks.Get(ctx, id)
-	if err != nil {
-		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
-	}
-	plain, err := a.keys.Open(nil, id, sealed)
-	if err != nil {
-		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
-	}
-	t, err := tree.Decode(plain)
-	if err != nil {
-		return nil, 0, fmt.Errorf("client: tree %s: %w", id.Str(), err)
-	}
-	return t, len(sealed), nil
-}
-
 // cleanPath turns a user-given snapshot path into "/a/b" form; "" and "/" give "/".
 func cleanPath(p string) string {
 	return path.Clean("/" + p)
@@ -57,7 +34,7 @@ func (a *Agent) lookup(ctx context.Context, snap meta.Snapshot, p string) (*tree
 	var node *tree.Node
 	parts := strings.Split(p[1:], "/")
 	for i, name := range parts {
-		t, err := a.loadTree(ctx, id)
+		t, err := a.trees.Load(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +93,7 @@ func (a *Agent) listTree(ctx context.Context, x *expansion, id chunk.ID, prefix 
 	t := x.tree(id)
 	if t == nil {
 		var err error
-		if t, err = a.loadTree(ctx, id); err != nil {
+		if t, err = a.trees.Load(ctx, id); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/meta"
 )
@@ -83,7 +84,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 		return RestoreResult{}, fmt.Errorf("%w: restore: empty include list", ErrInvalid)
 	}
 	r := &restorer{a: a, target: target, includes: includes, links: make(map[inodeKey]linkName), root: os.Geteuid() == 0,
-		trees: newTreePrefetch(a, a.cfg.Fetches/2), chunks: newChunkCache(restoreCacheBytes)}
+		trees: a.trees.Prefetch(a.cfg.Fetches / 2), chunks: newChunkCache(restoreCacheBytes)}
 	var sel func(string) (bool, bool)
 	if includes != nil {
 		sel = r.selected
@@ -174,7 +175,7 @@ type restorer struct {
 	files, dirs, bytes atomic.Int64
 	current            atomic.Pointer[string]
 
-	trees  *treePrefetch
+	trees  *snapshot.Prefetch
 	chunks *chunkCache
 
 	// Used by the tree walker goroutine only (run reads them after the walk).
@@ -285,7 +286,7 @@ func (r *restorer) run(ctx context.Context, root chunk.ID, top *dirHandle) error
 		return r.restoreTree(gctx, root, top, "", files)
 	})
 	err := g.Wait()
-	r.trees.wait()
+	r.trees.Wait()
 	// Every goroutine has returned and files and jobs are closed; files still queued
 	// after a failure will never be created, chunks never written: release and close.
 	for ft := range files {
@@ -358,14 +359,14 @@ func (r *restorer) restoreTree(ctx context.Context, id chunk.ID, dir *dirHandle,
 	t := r.x.tree(id)
 	if t == nil {
 		var err error
-		if t, err = r.trees.get(ctx, id); err != nil {
+		if t, err = r.trees.Get(ctx, id); err != nil {
 			return err
 		}
 	}
 	for i := range t.Nodes {
 		if n := &t.Nodes[i]; n.Type == tree.TypeDir && n.Subtree != nil && r.x.tree(*n.Subtree) == nil {
 			if wanted, along := r.selected(snapDir + "/" + n.Name); wanted || along {
-				r.trees.start(ctx, *n.Subtree)
+				r.trees.Start(ctx, *n.Subtree)
 			}
 		}
 	}

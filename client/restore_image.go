@@ -39,7 +39,7 @@ func (a *Agent) RestoreImage(ctx context.Context, snap meta.Snapshot, opts Image
 	}
 	var n *tree.Node
 	if opts.Path == "" {
-		t, err := a.loadTree(ctx, snap.Tree)
+		t, err := a.trees.Load(ctx, snap.Tree)
 		if err != nil {
 			return RestoreResult{}, err
 		}

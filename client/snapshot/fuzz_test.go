@@ -1,10 +1,11 @@
-package client
+package snapshot
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,7 +51,7 @@ func FuzzPack(f *testing.F) {
 	f.Add(writeTestPack(f, dir, nil), []byte{}, []byte{})
 	// A trailer announcing 2^32-1 entries at an offset beyond the file.
 	bad := writeTestPack(f, dir, [][]byte{[]byte("t")})
-	binary.BigEndian.PutUint32(bad[len(bad)-packTrailerSize+8:], ^uint32(0))
+	binary.BigEndian.PutUint32(bad[len(bad)-PackTrailerSize+8:], ^uint32(0))
 	f.Add(bad, []byte("a"), []byte("b"))
 	f.Fuzz(func(t *testing.T, file, tree1, tree2 []byte) {
 		if len(file) > 1<<20 {
@@ -133,6 +134,16 @@ func mustRead(t *testing.T, pk *pack, id chunk.ID) []byte {
 	b, err := pk.read(id)
 	if err != nil {
 		t.Fatalf("read %x: %v", id[:2], err)
+	}
+	return b
+}
+
+// randBytes returns n pseudo-random bytes from seed.
+func randBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for i := range b {
+		b[i] = byte(r.Uint32())
 	}
 	return b
 }
