@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -485,61 +482,3 @@ type fatalError struct{ err error }
 
 func (e *fatalError) Error() string { return e.err.Error() }
 func (e *fatalError) Unwrap() error { return e.err }
-
-// nodeFromInfo builds a node's metadata from lstat information.
-func nodeFromInfo(name, path string, fi fs.FileInfo) (tree.Node, error) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return tree.Node{}, fmt.Errorf("no stat information for %s", path)
-	}
-	n := tree.Node{
-		Name:       name,
-		Mode:       uint32(fi.Mode()),
-		UID:        st.Uid,
-		GID:        st.Gid,
-		ModTime:    fi.ModTime().UnixNano(),
-		ChangeTime: time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec)).UnixNano(),
-		Inode:      st.Ino,
-		Links:      uint64(st.Nlink),
-		DeviceID:   uint64(st.Dev),
-	}
-	switch m := fi.Mode(); {
-	case m.IsRegular():
-		n.Type = tree.TypeFile
-	case m.IsDir():
-		n.Type = tree.TypeDir
-		n.Links = 0 // directory link counts change with subdirectories; not recorded
-	case m&fs.ModeSymlink != 0:
-		n.Type = tree.TypeSymlink
-		target, err := os.Readlink(path)
-		if err != nil {
-			return tree.Node{}, err
-		}
-		if target == "" {
-			return tree.Node{}, fmt.Errorf("%s: empty symlink target", path)
-		}
-		n.LinkTarget = target
-		n.Size = int64(len(target))
-	case m&fs.ModeNamedPipe != 0:
-		n.Type = tree.TypeFIFO
-	case m&fs.ModeSocket != 0:
-		n.Type = tree.TypeSocket
-	case m&fs.ModeCharDevice != 0:
-		n.Type = tree.TypeCharDev
-		n.Rdev = uint64(st.Rdev)
-	case m&fs.ModeDevice != 0:
-		n.Type = tree.TypeDev
-		n.Rdev = uint64(st.Rdev)
-	default:
-		return tree.Node{}, fmt.Errorf("%s: unsupported file type %v", path, m.Type())
-	}
-	if n.Links <= 1 {
-		// NB: st_dev is only needed to group hardlinks, and it is not stable across
-		// reboots on every file system; recording it elsewhere would defeat tree dedup.
-		n.DeviceID = 0
-	}
-	if err := tree.ValidName(name); err != nil && name != "" {
-		return tree.Node{}, err
-	}
-	return n, nil
-}
