@@ -3,7 +3,8 @@
 //
 // It reaches the cluster only through meta.Service and chunkstore.Store; it encrypts
 // everything (client/crypt), chunks files (client/chunker), stores directories as trees
-// (client/tree) and uploads through a bounded pipeline (client/upload).
+// (client/tree), loads and caches trees through client/snapshot and uploads through a
+// bounded pipeline (client/upload).
 //
 // Snapshot layout (restic-like): every backup path argument becomes one top-level entry
 // of the snapshot's root tree, named by its base name: `coffer backup /usr/local/go/src
