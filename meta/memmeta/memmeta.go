@@ -1,9 +1,9 @@
-// Package memmeta is an in-memory meta.Service: vaults, snapshots and the cluster map in
-// maps, no Raft, no network, for the client pipeline benchmark and the client's tests
-// (meta/server links Raft and Pebble, which the coffer binary must not). It makes the
-// leader's decisions (authorization by the context's principal, validation, the commit
-// check against a chunk store) so that meta/metatest holds it and the real server to one
-// contract.
+// Package memmeta is an in-memory meta.Service and meta.RetentionService: vaults,
+// snapshots, the cluster map and an audit log in maps, no Raft, no network, for the
+// client pipeline benchmark and the client's tests (meta/server links Raft and Pebble,
+// which the coffer binary must not). It makes the leader's decisions (authorization by
+// the context's principal, validation, the commit check against a chunk store, locks,
+// holds and deletes) so that meta/metatest holds it and the real server to one contract.
 package memmeta
 
 import (
@@ -39,6 +39,7 @@ type Service struct {
 		snaps  map[meta.VaultID][]meta.Snapshot // in commit order (by time)
 		cmap   *placement.Map
 		last   time.Time // the latest time handed out: times never go back
+		audit  []meta.AuditEntry
 	}
 }
 
@@ -76,13 +77,23 @@ func (s *Service) nowLocked() time.Time {
 
 // CreateVault records v (see meta.Service). A zero Profile takes the cluster map's
 // profile (placement.DefaultProfile without a map); a vault may not arrive with a
-// retention policy or a deletion (ErrInvalid).
+// retention policy or a deletion (ErrInvalid). The attempt is audited with its outcome.
 func (s *Service) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, error) {
-	if err := meta.PrincipalFrom(ctx).Authorize(meta.ActCreateVault, v.ID); err != nil {
-		return meta.Vault{}, fmt.Errorf("memmeta: create vault: %w", err)
-	}
+	p := meta.PrincipalFrom(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	v, err := s.createLocked(p, v)
+	s.auditLocked(s.nowLocked(), meta.AuditEntry{Principal: p.Name, Role: p.Role, Action: "vault create", Vault: v.ID}, err, "")
+	if err != nil {
+		return meta.Vault{}, fmt.Errorf("memmeta: create vault: %w", err)
+	}
+	return v, nil
+}
+
+func (s *Service) createLocked(p meta.Principal, v meta.Vault) (meta.Vault, error) {
+	if err := p.Authorize(meta.ActCreateVault, v.ID); err != nil {
+		return v, err
+	}
 	if v.Profile == (placement.Profile{}) {
 		v.Profile = placement.DefaultProfile
 		if s.mu.cmap != nil {
@@ -90,13 +101,13 @@ func (s *Service) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, er
 		}
 	}
 	if v.Retention != nil || v.Deleted != nil {
-		return meta.Vault{}, fmt.Errorf("memmeta: create vault: %w: vault %s: a new vault carries no retention policy or deletion", meta.ErrInvalid, v.ID)
+		return v, fmt.Errorf("%w: vault %s: a new vault carries no retention policy or deletion", meta.ErrInvalid, v.ID)
 	}
 	if err := meta.ValidateVault(v); err != nil {
-		return meta.Vault{}, fmt.Errorf("memmeta: create vault: %w", err)
+		return v, err
 	}
 	if _, ok := s.mu.vaults[v.ID]; ok {
-		return meta.Vault{}, fmt.Errorf("memmeta: vault %s: %w", v.ID, meta.ErrExists)
+		return v, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
 	}
 	v.KeyWraps = cloneWraps(v.KeyWraps)
 	v.Created = s.nowLocked()

@@ -41,13 +41,12 @@ func TestServiceConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return overQUIC(t, svc, nil, chunks, false)
+		return overQUIC(t, svc, nil, chunks)
 	})
 }
 
 // TestServiceConformanceRaft is TestServiceConformance in front of a one-server meta
-// group (meta/server on raft's in-memory transport), which brings the retention cases:
-// locks, holds, deletes and forget over the wire.
+// group (meta/server on raft's in-memory transport).
 func TestServiceConformanceRaft(t *testing.T) {
 	metatest.RunService(t, func(t *testing.T) metatest.Fixture {
 		chunks := memstore.NewChunks()
@@ -72,14 +71,14 @@ func TestServiceConformanceRaft(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		return overQUIC(t, srv, srv, chunks, true)
+		return overQUIC(t, srv, srv, chunks)
 	})
 }
 
-// overQUIC serves svc with metarpc on a loopback QUIC endpoint and returns a fixture
-// whose principals call it as metarpc clients holding their own certificates (with
-// their retention calls too when retention is set).
-func overQUIC(t *testing.T, svc meta.Service, auth metarpc.Authority, chunks *memstore.Chunks, retention bool) metatest.Fixture {
+// overQUIC serves svc (a meta.RetentionService too) with metarpc on a loopback QUIC
+// endpoint and returns a fixture whose principals call it as metarpc clients holding
+// their own certificates.
+func overQUIC(t *testing.T, svc meta.Service, auth metarpc.Authority, chunks *memstore.Chunks) metatest.Fixture {
 	ca, err := pki.NewCA("conformance", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -122,14 +121,11 @@ func overQUIC(t *testing.T, svc meta.Service, auth metarpc.Authority, chunks *me
 		clients[key] = metarpc.NewClient(ep, []string{srv.Addr()})
 		return clients[key]
 	}
-	f := metatest.Fixture{
+	return metatest.Fixture{
 		As: func(p meta.Principal) meta.Service { return client(p) },
 		Put: func(ctx context.Context, id chunk.ID, data []byte) error {
 			return chunks.Put(ctx, []chunkstore.Chunk{{ID: id, Data: data}})
 		},
+		Retention: func(p meta.Principal) meta.RetentionService { return client(p) },
 	}
-	if retention {
-		f.Retention = func(p meta.Principal) meta.RetentionService { return client(p) }
-	}
-	return f
 }
