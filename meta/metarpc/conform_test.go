@@ -18,6 +18,7 @@ import (
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
+	"github.com/cofferhq/coffer/transport/pki/pkitest"
 	"github.com/cofferhq/coffer/transport/quic"
 	"github.com/hashicorp/raft"
 )
@@ -79,20 +80,9 @@ func TestServiceConformanceRaft(t *testing.T) {
 // endpoint and returns a fixture whose principals call it as metarpc clients holding
 // their own certificates.
 func overQUIC(t *testing.T, svc meta.Service, auth metarpc.Authority, chunks *memstore.Chunks) metatest.Fixture {
-	ca, err := pki.NewCA("conformance", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := pkitest.NewCA(t)
 	identity := func(name string, role transport.Role, vaults []string) *pki.Identity {
-		cert, key, err := ca.Issue(pki.IssueRequest{CommonName: name, Role: role, Vaults: vaults}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := pki.NewIdentity(ca.CertPEM(), cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return id
+		return pkitest.IdentityFor(t, ca, pki.IssueRequest{CommonName: name, Role: role, Vaults: vaults})
 	}
 	srv, err := quic.New(quic.Config{ListenAddr: "127.0.0.1:0", Identity: identity("meta-0", transport.RoleMeta, nil)})
 	if err != nil {

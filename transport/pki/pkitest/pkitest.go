@@ -23,7 +23,14 @@ func NewCA(t testing.TB) *pki.CA {
 // Identity issues a certificate for name with role from ca and returns it as an identity.
 func Identity(t testing.TB, ca *pki.CA, name string, role transport.Role) *pki.Identity {
 	t.Helper()
-	cert, key, err := ca.Issue(pki.IssueRequest{CommonName: name, Role: role}, time.Now())
+	return IdentityFor(t, ca, pki.IssueRequest{CommonName: name, Role: role})
+}
+
+// IdentityFor issues the certificate req asks for (a vault scope, say) from ca and
+// returns it as an identity.
+func IdentityFor(t testing.TB, ca *pki.CA, req pki.IssueRequest) *pki.Identity {
+	t.Helper()
+	cert, key, err := ca.Issue(req, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
