@@ -57,7 +57,7 @@ func TestServiceConformanceRaft(t *testing.T) {
 			Bootstrap: []meta.Server{{ID: "m0", Addr: "m0", Voter: true}},
 			Chunks:    chunks, Now: time.Now,
 			InitialMap:       &placement.Map{PGCount: 16, Profile: placement.DefaultProfile},
-			HeartbeatTimeout: 250 * time.Millisecond, ElectionTimeout: 250 * time.Millisecond, LeaderLeaseTimeout: 120 * time.Millisecond,
+			HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 			TickInterval: 100 * time.Millisecond,
 		})
 		if err != nil {
