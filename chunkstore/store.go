@@ -2,7 +2,7 @@
 //
 // Two contracts live here:
 //   - Store holds whole sealed chunks keyed by chunk ID. It is what agents and meta nodes
-//     use. Implementations: chunkstore/dist (coordinates over the shard stores of the PG's
+//     use. Implementations: chunkstore/coord (coordinates over the shard stores of the PG's
 //     nodes) and the chunkrpc client (a Store on a remote coordinator).
 //   - ShardStore holds the shards of one node. Implementations: chunkstore/memstore (tests,
 //     caches) and chunkstore/segstore (Pebble index + append-only segment files).

@@ -13,7 +13,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
-	"github.com/cofferhq/coffer/chunkstore/dist"
+	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/repair"
@@ -57,7 +57,7 @@ type Node struct {
 	// shard traffic goes over QUIC.
 	tcp    *tcp.Endpoint
 	shards *segstore.Store // nil without the chunk role
-	chunks *dist.Store     // coordinator; every node has one (meta nodes use it for commit checks)
+	chunks *coord.Store    // coordinator; every node has one (meta nodes use it for commit checks)
 	meta   *metaserver.Server
 	metaC  *metarpc.Client
 	gossip *gossip
@@ -176,7 +176,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		local = n.shards
 	}
 	pr := newPeers(placement.NodeID(cfg.ID), local, shardCaller, n.gossip.alive, deps.Now)
-	n.chunks, err = dist.New(dist.Config{
+	n.chunks, err = coord.New(coord.Config{
 		Principal: cfg.ID,
 		Map:       n.cmap.Load,
 		Shards:    pr.store,

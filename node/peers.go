@@ -131,7 +131,7 @@ func (s *peerStore) GetShards(ctx context.Context, keys []chunkstore.ShardKey) [
 }
 
 // TouchShards asks like HasShards and has the peer record the answer as a touch (see
-// chunkstore.GCStore), so that dist.Has protects every node's shards of a chunk it
+// chunkstore.GCStore), so that coord.Has protects every node's shards of a chunk it
 // reports, not only this node's: garbage collection spares what a backup was told exists.
 func (s *peerStore) TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
 	if err := s.check(); err != nil {

@@ -17,7 +17,7 @@ import (
 )
 
 // TestPeerStoresTouchAndBatch: the shard stores a node uses for its peers pass existence
-// checks on as touches (dist.Has must protect every node's shards of a chunk it reports
+// checks on as touches (coord.Has must protect every node's shards of a chunk it reports
 // from garbage collection, not only the local node's) and read batches in one call.
 func TestPeerStoresTouchAndBatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -60,7 +60,7 @@ func TestPeerStoresTouchAndBatch(t *testing.T) {
 	if n := candidates(); n != 1 {
 		t.Fatalf("%d candidates before the touch, want 1", n)
 	}
-	// NB: the interface dist.Has looks for.
+	// NB: the interface coord.Has looks for.
 	toucher, ok := st.(interface {
 		TouchShards(context.Context, []chunkstore.ShardKey) ([]bool, error)
 	})

@@ -142,7 +142,7 @@ func (s *ShardClient) HasShards(ctx context.Context, keys []chunkstore.ShardKey)
 }
 
 // TouchShards is HasShards that also records the answer as a touch on the node (see
-// chunkstore.GCStore): dist.Has uses it, so garbage collection spares what a backup
+// chunkstore.GCStore): coord.Has uses it, so garbage collection spares what a backup
 // was told exists. A node whose store keeps no touch times answers like HasShards.
 func (s *ShardClient) TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error) {
 	return s.has(ctx, MethodShardTouch, keys)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/chunkstore/dist"
+	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
 	"github.com/cofferhq/coffer/placement"
@@ -108,7 +108,7 @@ func TestDeepScrubFindsBitRot(t *testing.T) {
 	}
 	getMap := func() *placement.Map { return m }
 	shards := func(n placement.Node) chunkstore.ShardStore { return stores[n.ID] }
-	ds, err := dist.New(dist.Config{Principal: "test", Map: getMap, Shards: shards})
+	ds, err := coord.New(coord.Config{Principal: "test", Map: getMap, Shards: shards})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestDeepScrubFindsBitRot(t *testing.T) {
 	if err := ds.Put(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	// dist.Put returns after every node answered: all k+m shards are on disk.
+	// coord.Put returns after every node answered: all k+m shards are on disk.
 	locs := map[placement.NodeID]map[chunkstore.ShardKey]shardLoc{}
 	total := 0
 	for id, d := range dirs {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/chunkstore/dist"
+	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/placement"
@@ -55,7 +55,7 @@ type cluster struct {
 	mu     sync.Mutex
 	m      *placement.Map
 	stores map[placement.NodeID]*rotStore
-	dist   *dist.Store
+	coord  *coord.Store
 }
 
 func (c *cluster) getMap() *placement.Map {
@@ -91,7 +91,7 @@ func newCluster(t *testing.T, nodes, domains int, pgs uint32) *cluster {
 		t.Fatal(err)
 	}
 	c.m = m
-	c.dist, err = dist.New(dist.Config{Principal: "test", Map: c.getMap, Shards: c.shards})
+	c.coord, err = coord.New(coord.Config{Principal: "test", Map: c.getMap, Shards: c.shards})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func putChunks(t *testing.T, c *cluster, n int) map[chunk.ID][]byte {
 		out[id] = data
 		batch = append(batch, chunkstore.Chunk{ID: id, Data: data})
 	}
-	if err := c.dist.Put(context.Background(), batch); err != nil {
+	if err := c.coord.Put(context.Background(), batch); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -173,7 +173,7 @@ func checkPlaced(t *testing.T, c *cluster, data map[chunk.ID][]byte) {
 				}
 			}
 		}
-		got, err := c.dist.Get(ctx, id)
+		got, err := c.coord.Get(ctx, id)
 		if err != nil || string(got) != string(want) {
 			t.Fatalf("get %s: %v", id.Str(), err)
 		}
@@ -228,7 +228,7 @@ func TestDrainMovesAndDrops(t *testing.T) {
 	c.setMap(m)
 	// Reads work during the movement: shards still sit on the draining node.
 	for id := range data {
-		if _, err := c.dist.Get(context.Background(), id); err != nil {
+		if _, err := c.coord.Get(context.Background(), id); err != nil {
 			t.Fatalf("read during drain: %v", err)
 		}
 		break
@@ -280,12 +280,12 @@ func TestDeepScrubRepairsCorruption(t *testing.T) {
 	if len(r.Unreadable) != 1 || !strings.Contains(r.Unreadable[0], lost.String()) {
 		t.Fatalf("unreadable stripes: %v (want %s named)", r.Unreadable, lost)
 	}
-	if _, err := c.dist.Get(context.Background(), lost); !errors.Is(err, chunkstore.ErrCorrupt) {
+	if _, err := c.coord.Get(context.Background(), lost); !errors.Is(err, chunkstore.ErrCorrupt) {
 		t.Fatalf("read of the lost stripe: %v, want ErrCorrupt", err)
 	}
 	delete(data, lost)
 	for _, id := range ids[:50] {
-		if got, err := c.dist.Get(context.Background(), id); err != nil || string(got) != string(data[id]) {
+		if got, err := c.coord.Get(context.Background(), id); err != nil || string(got) != string(data[id]) {
 			t.Fatalf("after scrub %s: %v", id.Str(), err)
 		}
 	}
@@ -295,7 +295,7 @@ func TestDeepScrubRepairsCorruption(t *testing.T) {
 }
 
 // TestReadsDuringMovement doubles the cluster: most positions move to nodes that hold
-// nothing yet. Every chunk reads before, during (dist falls back to the previous
+// nothing yet. Every chunk reads before, during (coord falls back to the previous
 // owners) and after the backfill, and the backfill leaves every shard on its owner.
 func TestReadsDuringMovement(t *testing.T) {
 	c := newCluster(t, 12, 12, 16)
@@ -324,7 +324,7 @@ func TestReadsDuringMovement(t *testing.T) {
 		if moved > 2 {
 			short++
 		}
-		got, err := c.dist.Get(context.Background(), id)
+		got, err := c.coord.Get(context.Background(), id)
 		if err != nil || string(got) != string(want) {
 			t.Fatalf("read during movement: %v", err)
 		}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/chunkstore/dist"
+	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/meta"
@@ -31,7 +31,7 @@ type gcWorld struct {
 	shards map[placement.NodeID]*memstore.Shards
 	gcn    map[placement.NodeID]*gcnode.Node
 	m      *placement.Map
-	store  *dist.Store
+	store  *coord.Store
 	grace  time.Duration
 	// refused counts orders the chunk nodes refused.
 	refused atomic.Int64
@@ -49,7 +49,7 @@ func newGCWorld(t *testing.T) *gcWorld {
 	}
 	w.m = m
 	var err error
-	w.store, err = dist.New(dist.Config{Map: func() *placement.Map { return w.m }, Shards: func(n placement.Node) chunkstore.ShardStore { return w.shards[n.ID] }, HedgeDelay: -1})
+	w.store, err = coord.New(coord.Config{Map: func() *placement.Map { return w.m }, Shards: func(n placement.Node) chunkstore.ShardStore { return w.shards[n.ID] }, HedgeDelay: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package dist
+package coord
 
 import (
 	"context"
@@ -34,7 +34,7 @@ type nodeBatch struct {
 func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 	for i := range chunks {
 		if err := chunks[i].Validate(); err != nil {
-			return fmt.Errorf("dist: put: chunk %d of %d: %w", i, len(chunks), err)
+			return fmt.Errorf("coord: put: chunk %d of %d: %w", i, len(chunks), err)
 		}
 	}
 	if len(chunks) == 0 {
@@ -45,7 +45,7 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 	}
 	l, err := s.current()
 	if err != nil {
-		return fmt.Errorf("dist: put: %w", err)
+		return fmt.Errorf("coord: put: %w", err)
 	}
 	// Place every chunk before writing anything.
 	type placed struct {
@@ -62,7 +62,7 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 		seen[c.ID] = struct{}{}
 		nodes, err := s.place(l, c.ID)
 		if err != nil {
-			return fmt.Errorf("dist: put: %w", err)
+			return fmt.Errorf("coord: put: %w", err)
 		}
 		todo = append(todo, placed{c, nodes})
 	}
@@ -76,7 +76,7 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 	for j, p := range todo {
 		shards, err := s.cfg.Codec.Encode(k, m, p.c.Data)
 		if err != nil {
-			return fmt.Errorf("dist: put %s: %w", p.c.ID.Str(), err)
+			return fmt.Errorf("coord: put %s: %w", p.c.ID.Str(), err)
 		}
 		meta := chunkstore.ShardMeta{
 			K: uint8(k), M: uint8(m),
@@ -123,7 +123,7 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 		if err := erasure.ReduceQuorum(errs, l.quorum()); err != nil {
 			failed++
 			if firstErr == nil {
-				firstErr = fmt.Errorf("dist: put %s: %w", p.c.ID.Str(), err)
+				firstErr = fmt.Errorf("coord: put %s: %w", p.c.ID.Str(), err)
 			}
 		}
 	}

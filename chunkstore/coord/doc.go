@@ -1,4 +1,4 @@
-// Package dist is a chunkstore.Store of shard stores: it erasure-codes every chunk and
+// Package coord is the coordinator: a chunkstore.Store of shard stores: it erasure-codes every chunk and
 // spreads its shards over the nodes that the cluster map places its PG on.
 //
 // Writes: each chunk of a batch is encoded (profile k+m from the map) and its shard i
@@ -13,9 +13,9 @@
 //
 // Example:
 //
-//	st, err := dist.New(dist.Config{
+//	st, err := coord.New(coord.Config{
 //		Principal: "node-1",
 //		Map:       func() *placement.Map { return current.Load() },
 //		Shards:    func(n placement.Node) chunkstore.ShardStore { return peers.Shards(n) },
 //	})
-package dist
+package coord

@@ -1,4 +1,4 @@
-package dist
+package coord
 
 import (
 	"context"
@@ -44,7 +44,7 @@ type toucher interface {
 func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 	for i, id := range ids {
 		if id.IsZero() {
-			return nil, fmt.Errorf("dist: has: id %d is the zero chunk id: %w", i, chunkstore.ErrInvalid)
+			return nil, fmt.Errorf("coord: has: id %d is the zero chunk id: %w", i, chunkstore.ErrInvalid)
 		}
 	}
 	out := make([]bool, len(ids))
@@ -56,14 +56,14 @@ func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 	}
 	l, err := s.current()
 	if err != nil {
-		return nil, fmt.Errorf("dist: has: %w", err)
+		return nil, fmt.Errorf("coord: has: %w", err)
 	}
 	var batches []*hasBatch
 	byNode := make(map[placement.NodeID]*hasBatch)
 	for j, id := range ids {
 		nodes, err := s.place(l, id)
 		if err != nil {
-			return nil, fmt.Errorf("dist: has: %w", err)
+			return nil, fmt.Errorf("coord: has: %w", err)
 		}
 		for i, nd := range nodes {
 			b := byNode[nd.ID]
@@ -90,7 +90,7 @@ func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 			got, err = st.HasShards(ctx, b.keys)
 		}
 		if err != nil || len(got) != len(b.keys) {
-			s.cfg.Logger.Debug("dist: has: node did not answer", "node", string(b.node.ID), "err", err)
+			s.cfg.Logger.Debug("coord: has: node did not answer", "node", string(b.node.ID), "err", err)
 			return
 		}
 		present[i] = got

@@ -1,4 +1,4 @@
-package dist
+package coord
 
 import (
 	"context"
@@ -69,18 +69,18 @@ type readResult struct {
 // returns its error.
 func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 	if id.IsZero() {
-		return nil, fmt.Errorf("dist: get: zero chunk id: %w", chunkstore.ErrInvalid)
+		return nil, fmt.Errorf("coord: get: zero chunk id: %w", chunkstore.ErrInvalid)
 	}
 	if err := ctxErr(ctx, "get "+id.Str()); err != nil {
 		return nil, err
 	}
 	l, err := s.current()
 	if err != nil {
-		return nil, fmt.Errorf("dist: get %s: %w", id.Str(), err)
+		return nil, fmt.Errorf("coord: get %s: %w", id.Str(), err)
 	}
 	nodes, err := s.place(l, id)
 	if err != nil {
-		return nil, fmt.Errorf("dist: get: %w", err)
+		return nil, fmt.Errorf("coord: get: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx) // ends reads that fetch abandoned
 	defer cancel()
@@ -152,7 +152,7 @@ func (g *getter) run() ([]byte, error) {
 			}
 			if data, ok := g.decode(st, sub); ok {
 				found = data
-				g.s.cfg.Logger.Warn("dist: chunk rebuilt around silently damaged shards",
+				g.s.cfg.Logger.Warn("coord: chunk rebuilt around silently damaged shards",
 					"chunk", g.id.String(), "used", sub, "candidates", members)
 				return false
 			}
@@ -311,7 +311,7 @@ func (g *getter) fallback() bool {
 		}
 	}
 	if found {
-		g.s.cfg.Logger.Debug("dist: shards found off the current placement", "chunk", g.id.String())
+		g.s.cfg.Logger.Debug("coord: shards found off the current placement", "chunk", g.id.String())
 	}
 	return found
 }
@@ -378,11 +378,11 @@ func (g *getter) report(used stripeKey) {
 		switch {
 		case !f.tried:
 		case f.err == nil && f.key != used:
-			g.s.cfg.Logger.Warn("dist: shard belongs to another stripe", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID))
+			g.s.cfg.Logger.Warn("coord: shard belongs to another stripe", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID))
 		case isCorrupt(f.err):
-			g.s.cfg.Logger.Warn("dist: damaged shard", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID), "err", f.err)
+			g.s.cfg.Logger.Warn("coord: damaged shard", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID), "err", f.err)
 		case f.err != nil:
-			g.s.cfg.Logger.Debug("dist: shard unavailable", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID), "err", f.err)
+			g.s.cfg.Logger.Debug("coord: shard unavailable", "chunk", g.id.String(), "shard", i, "node", string(g.nodes[i].ID), "err", f.err)
 		}
 	}
 }
@@ -424,7 +424,7 @@ func (g *getter) failure(crcFailed bool) error {
 	default:
 		kind = chunkstore.ErrUnavailable
 	}
-	msg := fmt.Sprintf("dist: get %s: %d of %d shards usable, need %d (not found %d, corrupt %d, unavailable %d)",
+	msg := fmt.Sprintf("coord: get %s: %d of %d shards usable, need %d (not found %d, corrupt %d, unavailable %d)",
 		g.id.Str(), ok, g.l.n, g.l.k, notFound, corrupt, unavailable)
 	if crcFailed {
 		msg += "; no combination of shards matches the chunk CRC"

@@ -1,4 +1,4 @@
-package dist
+package coord
 
 import (
 	"context"
@@ -123,13 +123,13 @@ func (s *Store) silentNodes(nodes []placement.Node) []bool {
 func New(cfg Config) (*Store, error) {
 	switch {
 	case cfg.Map == nil:
-		return nil, fmt.Errorf("dist: config: Map is nil: %w", chunkstore.ErrInvalid)
+		return nil, fmt.Errorf("coord: config: Map is nil: %w", chunkstore.ErrInvalid)
 	case cfg.Shards == nil:
-		return nil, fmt.Errorf("dist: config: Shards is nil: %w", chunkstore.ErrInvalid)
+		return nil, fmt.Errorf("coord: config: Shards is nil: %w", chunkstore.ErrInvalid)
 	case cfg.MaxParallel < 0:
-		return nil, fmt.Errorf("dist: config: MaxParallel %d is negative: %w", cfg.MaxParallel, chunkstore.ErrInvalid)
+		return nil, fmt.Errorf("coord: config: MaxParallel %d is negative: %w", cfg.MaxParallel, chunkstore.ErrInvalid)
 	case len(cfg.Principal) > chunkstore.MaxWriterLen:
-		return nil, fmt.Errorf("dist: config: Principal of %d bytes exceeds %d (it is every shard's ShardMeta.Writer): %w", len(cfg.Principal), chunkstore.MaxWriterLen, chunkstore.ErrInvalid)
+		return nil, fmt.Errorf("coord: config: Principal of %d bytes exceeds %d (it is every shard's ShardMeta.Writer): %w", len(cfg.Principal), chunkstore.MaxWriterLen, chunkstore.ErrInvalid)
 	}
 	if cfg.Codec == nil {
 		cfg.Codec = erasure.NewCodec()
@@ -160,11 +160,11 @@ func (l layout) quorum() int { return min(l.k+1, l.n) }
 func (s *Store) current() (layout, error) {
 	m := s.cfg.Map()
 	if m == nil {
-		return layout{}, fmt.Errorf("dist: no cluster map: %w", chunkstore.ErrUnavailable)
+		return layout{}, fmt.Errorf("coord: no cluster map: %w", chunkstore.ErrUnavailable)
 	}
 	p := m.Profile
 	if p.K < 1 || p.M < 0 || p.K > 255 || p.M > 255 || p.K+p.M > erasure.MaxShards {
-		return layout{}, fmt.Errorf("dist: map epoch %d: profile %d+%d: %w", m.Epoch, p.K, p.M, chunkstore.ErrInvalid)
+		return layout{}, fmt.Errorf("coord: map epoch %d: profile %d+%d: %w", m.Epoch, p.K, p.M, chunkstore.ErrInvalid)
 	}
 	return layout{m: m, k: p.K, n: p.K + p.M}, nil
 }
@@ -184,7 +184,7 @@ func (s *Store) place(l layout, id chunk.ID) ([]placement.Node, error) {
 	}
 	nodes, err := l.m.Place(pg, l.n)
 	if err != nil {
-		return nil, fmt.Errorf("dist: place %s (pg %d, map epoch %d): %w: %w", id.Str(), pg, l.m.Epoch, err, chunkstore.ErrUnavailable)
+		return nil, fmt.Errorf("coord: place %s (pg %d, map epoch %d): %w: %w", id.Str(), pg, l.m.Epoch, err, chunkstore.ErrUnavailable)
 	}
 	s.mu.Lock()
 	if s.mu.m == l.m && len(s.mu.pgs) < maxCachedPGs {
@@ -266,7 +266,7 @@ func (s *Store) crc(data []byte) uint32 { return crc32.Checksum(data, s.crcTab) 
 // ctxErr returns ctx's error wrapped for op, or nil.
 func ctxErr(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("dist: %s: %w", op, err)
+		return fmt.Errorf("coord: %s: %w", op, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package dist
+package coord
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func (s *Store) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetRes
 	l, err := s.current()
 	if err != nil {
 		for i := range out {
-			out[i].Err = fmt.Errorf("dist: get: %w", err)
+			out[i].Err = fmt.Errorf("coord: get: %w", err)
 		}
 		return out
 	}
@@ -73,7 +73,7 @@ func (s *Store) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetRes
 	byNode := map[placement.NodeID]*nodeBatchRead{}
 	for i, id := range ids {
 		if id.IsZero() {
-			out[i].Err = fmt.Errorf("dist: get: zero chunk id: %w", chunkstore.ErrInvalid)
+			out[i].Err = fmt.Errorf("coord: get: zero chunk id: %w", chunkstore.ErrInvalid)
 			continue
 		}
 		if c := byID[id]; c != nil {
@@ -82,7 +82,7 @@ func (s *Store) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetRes
 		}
 		nodes, err := s.place(l, id)
 		if err != nil {
-			out[i].Err = fmt.Errorf("dist: get: %w", err)
+			out[i].Err = fmt.Errorf("coord: get: %w", err)
 			continue
 		}
 		c := &batchChunk{id: id, pos: []int{i}, nodes: nodes, res: make([]fetched, l.n)}
