@@ -183,8 +183,9 @@ type Agent struct {
 // wrappings gives ErrWrongPassphrase. Nothing in the cluster is changed either way; with
 // the local key cache on (Config.KeyCacheSecret) the key comes from its entry when that
 // opens and the vault still holds the wrapping it stands for, and a key unwrapped from
-// the vault is written to it. A vault that does not exist (purged) or is soft-deleted has
-// its cache entry removed and never gets one.
+// the vault is written to it. A vault that is soft-deleted has its cache entry removed and
+// never gets one; for a vault that does not exist (purged) everything the agent caches for it
+// (key entry and tree packs) is removed.
 func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte) (*Agent, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -192,7 +193,7 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	}
 	v, err := cfg.Meta.GetVault(ctx, vault)
 	if errors.Is(err, meta.ErrNotFound) {
-		dropKeyCache(cfg, vault, "the vault does not exist (purged, or never created)")
+		dropVaultCache(cfg, vault, "the vault does not exist (purged, or never created)")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: open vault %s: %w", vault, err)

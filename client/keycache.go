@@ -51,6 +51,25 @@ func dropKeyCache(cfg Config, vault meta.VaultID, why string) {
 	}
 }
 
+// dropVaultCache removes everything the agent keeps locally for vault (the key cache entry
+// and the tree packs of its backup sets, which hold its file names and metadata in the
+// clear) because the vault no longer exists: a purge is a crypto-erase, and the agent's
+// copies must not outlive it.
+func dropVaultCache(cfg Config, vault meta.VaultID, why string) {
+	if cfg.CacheDir == "" {
+		return
+	}
+	dir := filepath.Dir(keyCachePath(cfg, vault))
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		cfg.Logger.Warn("local cache of a vault that no longer exists not removed", "dir", dir, "reason", why, "err", err)
+		return
+	}
+	cfg.Logger.Info("local cache of a vault that no longer exists removed", "vault", vault, "dir", dir, "reason", why)
+}
+
 func keyCacheOn(cfg Config) bool { return cfg.CacheDir != "" && len(cfg.KeyCacheSecret) > 0 }
 
 // openKeyCache returns the master key from v's cache entry, or false.

@@ -174,6 +174,22 @@ func TestKeyCacheRefusesPurgedVault(t *testing.T) {
 		t.Fatalf("no key cache entry after Open: %v", err)
 	}
 
+	// A backup fills the tree cache: the vault's file names and metadata in the clear.
+	src := filepath.Join(dir, "src")
+	writeFile(t, filepath.Join(src, "secret-plans.txt"), []byte("x"), 0o644)
+	a0, err := Open(ctx, cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a0.Backup(ctx, BackupOptions{Paths: []string{src}}); err != nil {
+		t.Fatal(err)
+	}
+	a0.Close()
+	vaultDir := filepath.Dir(entry)
+	if packs, _ := filepath.Glob(filepath.Join(vaultDir, "sets", "*")); len(packs) == 0 {
+		t.Fatalf("no tree pack under %s after a backup", vaultDir)
+	}
+
 	// Purge: the vault record with its wrappings is gone from meta.
 	old, _ := e.meta.PurgeVault("v1")
 	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, meta.ErrNotFound) {
@@ -182,11 +198,17 @@ func TestKeyCacheRefusesPurgedVault(t *testing.T) {
 	if _, err := os.Stat(entry); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the purged vault's key cache entry survives Open: %v", err)
 	}
+	if _, err := os.Stat(vaultDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the purged vault's tree cache survives Open: %v", err)
+	}
 
 	// The same name again, even with the very same wrapping: another vault.
 	again := old
 	again.Created = e.meta.now()
 	e.meta.SetVault(again)
+	if err := os.MkdirAll(vaultDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(entry, saved, 0o600); err != nil {
 		t.Fatal(err)
 	}
