@@ -105,7 +105,7 @@ func TestQueryNodesUpAndDown(t *testing.T) {
 			Shards: chunkstore.ShardStats{Shards: 10, Bytes: 4096, Capacity: 1 << 30},
 			Repair: &repair.Status{Node: "c1", Running: true, PGsLed: 40, PGsDone: 12, ShardsRebuilt: 77,
 				Unreadable: []string{"pg 9: chunk abc: 3 of 6 shards usable, need 4"}}},
-		"10.0.0.9:7000":  {ID: "m1", Roles: []string{"meta", "chunk"}, Domain: "rack3", Shards: chunkstore.ShardStats{Shards: 2, Bytes: 100}},
+		"10.0.0.9:7000":  {ID: "m1", Roles: []string{"meta", "chunk"}, Domain: "rack3", Shards: chunkstore.ShardStats{Shards: 2, Bytes: 100, Corrupt: 3}},
 		"10.0.0.10:7000": {ID: "m2", Roles: []string{"meta"}},
 	}}
 	rows := queryNodes(context.Background(), f, statusTargets(testMap(), testRaft()))
@@ -121,10 +121,10 @@ func TestQueryNodesUpAndDown(t *testing.T) {
 			t.Errorf("%s state %q, want %q", id, got[id].State, want)
 		}
 	}
-	if r := got["c1"]; r.Shards != 10 || r.Bytes != 4096 || r.Capacity != 1<<30 || r.Error != "" {
+	if r := got["c1"]; r.Shards != 10 || r.Bytes != 4096 || r.Capacity != 1<<30 || r.Error != "" || r.Damaged != 0 {
 		t.Errorf("c1 %+v", r)
 	}
-	if r := got["m1"]; !reflect.DeepEqual(r.Roles, []string{"meta", "chunk"}) {
+	if r := got["m1"]; !reflect.DeepEqual(r.Roles, []string{"meta", "chunk"}) || r.Damaged != 3 {
 		t.Errorf("m1 roles from its own status: %+v", r)
 	}
 	if r := got["c2"]; !strings.Contains(r.Error, "unreachable") || r.MapState != "draining" {
@@ -144,6 +144,7 @@ func TestQueryNodesUpAndDown(t *testing.T) {
 		"c1    repair  12/40",
 		"UNREADABLE pg 9: chunk abc: 3 of 6 shards usable, need 4 (led by c1)",
 		"Nodes:",
+		"m1: 3 damaged segment records since it started (left to repair",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

@@ -100,7 +100,10 @@ type nodeRow struct {
 	Shards   int64    `json:"shards"`
 	Bytes    int64    `json:"bytes"`
 	Capacity int64    `json:"capacity"`
-	Error    string   `json:"error,omitempty"` // why the node is down
+	// Damaged counts the segment records the node's store found damaged since it opened
+	// (reported as corruption and left to repair, never guessed past).
+	Damaged int64  `json:"damaged_records"`
+	Error   string `json:"error,omitempty"` // why the node is down
 	// Repair is the chunk node's repair worker progress.
 	Repair *repair.Status `json:"repair,omitempty"`
 }
@@ -183,7 +186,7 @@ func applyNodeStatus(r *nodeRow, st meta.NodeStatus) {
 	if st.Domain != "" {
 		r.Domain = st.Domain
 	}
-	r.Shards, r.Bytes, r.Capacity = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity
+	r.Shards, r.Bytes, r.Capacity, r.Damaged = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity, st.Shards.Corrupt
 	r.Repair = st.Repair
 }
 
@@ -240,6 +243,9 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 	for _, n := range st.Nodes {
 		if n.Error != "" {
 			fmt.Fprintf(w, "  %s: %s\n", n.ID, n.Error)
+		}
+		if n.Damaged > 0 {
+			fmt.Fprintf(w, "  %s: %d damaged segment records since it started (left to repair; the node's log names segment and offset)\n", n.ID, n.Damaged)
 		}
 	}
 	var reps []repair.Status
