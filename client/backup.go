@@ -19,6 +19,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/client/upload"
@@ -176,7 +177,7 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 	for id := range b.refs {
 		ids = append(ids, id)
 	}
-	refChunks := meta.EncodeRefList(ids)
+	refChunks := reflist.Encode(ids)
 	refIDs := make([]chunk.ID, len(refChunks))
 	for i, c := range refChunks {
 		refIDs[i] = c.ID
@@ -189,7 +190,7 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 	var missing []chunkstore.Chunk
 	for i, c := range refChunks {
 		if !have[i] {
-			missing = append(missing, c)
+			missing = append(missing, chunkstore.Chunk(c))
 			upStats.ChunksAdded++
 			upStats.BytesAdded += int64(len(c.Data))
 		}

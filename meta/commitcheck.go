@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 )
 
 // CommitChunks is what the commit check reads: which chunks are stored, and the
@@ -73,9 +74,9 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 			miss(ref)
 			continue
 		}
-		ids, err := OpenRefList(ref, data)
+		ids, err := reflist.Open(ref, data)
 		if err != nil {
-			return fmt.Errorf("reference list %d: %w", i, err)
+			return fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)
 		}
 		if _, ok := slices.BinarySearchFunc(ids, snap.Tree, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }); ok {
 			treeListed = true

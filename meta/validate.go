@@ -3,30 +3,18 @@ package meta
 import (
 	"fmt"
 
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/placement"
 )
 
 // MaxVaultIDLen bounds a vault ID.
-const MaxVaultIDLen = 128
+const MaxVaultIDLen = grant.MaxVaultLen
 
 // ValidateVaultID checks that id is a usable vault name: 1..MaxVaultIDLen characters from
 // [A-Za-z0-9._-], not starting with '.'. The error wraps ErrInvalid and names the problem.
 func ValidateVaultID(id VaultID) error {
-	if id == "" {
-		return fmt.Errorf("%w: empty vault ID", ErrInvalid)
-	}
-	if len(id) > MaxVaultIDLen {
-		return fmt.Errorf("%w: vault ID has %d characters, at most %d allowed", ErrInvalid, len(id), MaxVaultIDLen)
-	}
-	if id[0] == '.' {
-		return fmt.Errorf("%w: vault ID %q starts with '.'", ErrInvalid, id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
-		if !ok {
-			return fmt.Errorf("%w: vault ID %q: character %q at %d not allowed (use A-Z a-z 0-9 . _ -)", ErrInvalid, id, c, i)
-		}
+	if err := grant.CheckVaultName(string(id)); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return nil
 }

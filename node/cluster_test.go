@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/meta"
@@ -319,7 +320,10 @@ func TestBadInput(t *testing.T) {
 	t.Run("commit with missing chunk", func(t *testing.T) {
 		var ghost chunk.ID
 		_, _ = rand.Read(ghost[:])
-		refs := meta.EncodeRefList([]chunk.ID{snap.Tree, ghost})
+		var refs []chunkstore.Chunk
+		for _, c := range reflist.Encode([]chunk.ID{snap.Tree, ghost}) {
+			refs = append(refs, chunkstore.Chunk(c))
+		}
 		if err := cfg.Chunks.Put(ctx, refs); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
 	"github.com/cofferhq/coffer/meta"
@@ -196,7 +197,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 
 	mux := transport.NewMux()
 	cs := chunkrpc.NewServer(local, n.chunks)
-	grantKey := meta.GrantKey(secret)
+	grantKey := grant.Key(secret)
 	cs.EnableGrants(grantKey, n.clusterNow)
 	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 	if n.shards != nil {

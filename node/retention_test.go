@@ -12,6 +12,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/meta"
@@ -239,7 +240,7 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	}
 	gs := restCfg.Meta.(meta.GrantService)
 	tok, g, err := gs.IssueGrant(ctx, "web01", s2.ID, 0)
-	if err != nil || g.Vault != "web01" || g.Principal != "oncall" || time.Until(g.Expires) > meta.MaxGrantTTL+time.Minute {
+	if err != nil || g.Vault != "web01" || g.Principal != "oncall" || time.Until(g.Expires) > grant.MaxTTL+time.Minute {
 		t.Fatalf("grant %+v %v", g, err)
 	}
 	rc.SetGrant(tok)

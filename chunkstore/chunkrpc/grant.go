@@ -6,14 +6,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/chunkstore/grant"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/transport"
 )
 
@@ -39,12 +39,12 @@ type grantGate struct {
 // the vault, the snapshot and the hash of the signed reference-list IDs: a grant finds
 // only the lists its own signed references name.
 type grantListKey struct {
-	vault meta.VaultID
-	snap  meta.SnapshotID
+	vault string
+	snap  chunk.ID
 	refs  [sha256.Size]byte
 }
 
-func grantListKeyOf(g meta.Grant) grantListKey {
+func grantListKeyOf(g grant.Grant) grantListKey {
 	h := sha256.New()
 	for _, r := range g.Refs {
 		h.Write(r[:])
@@ -59,7 +59,7 @@ func grantListKeyOf(g meta.Grant) grantListKey {
 type ClusterClock func() (time.Time, error)
 
 // EnableGrants makes the server serve restore-operator peers through restore grants
-// signed with key (meta.GrantKey of the cluster secret), expiry judged by the cluster
+// signed with key (grant.Key of the cluster secret), expiry judged by the cluster
 // clock now: a node whose own clock is set back cannot extend a grant. While now has no
 // reading, grant reads are answered Unavailable. Without EnableGrants, restore-operator
 // peers are refused everything. Call before serving.
@@ -80,44 +80,26 @@ func (gg *grantGate) authorize(ctx context.Context, store chunkstore.Store, peer
 		return transport.Errorf(transport.Unavailable, "chunkrpc: cannot judge restore grants: %v", err)
 	}
 	gg.verified.Add(1)
-	g, err := meta.VerifyGrant(gg.key, token, now)
+	g, err := grant.Verify(gg.key, token, now)
 	if err != nil {
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: %v", peer.Role, peer.Principal, err)
 	}
-	if g.Principal != peer.Principal {
-		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: the restore grant for snapshot %s was issued to %q, not to this certificate's principal", peer.Role, peer.Principal, g.Snapshot.Str(), g.Principal)
-	}
-	if len(peer.Vaults) > 0 && !slices.Contains(peer.Vaults, string(g.Vault)) {
-		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: the restore grant names vault %q, outside the certificate's vault scope %q", peer.Role, peer.Principal, g.Vault, peer.Vaults)
+	if err := g.CheckHolder(peer.Principal, peer.Vaults); err != nil {
+		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: %v", peer.Role, peer.Principal, err)
 	}
 	lists, err := gg.refLists(ctx, store, g)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		if !covers(g, lists, id) {
-			return transport.Errorf(transport.PermissionDenied, "chunkrpc: grant for snapshot %s of vault %s does not cover chunk %s", g.Snapshot.Str(), g.Vault, id.Str())
-		}
+	if err := g.CheckCovers(lists, ids); err != nil {
+		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %v", err)
 	}
 	return nil
 }
 
-// covers reports whether id is one of g's reference-list chunks or listed in lists.
-func covers(g meta.Grant, lists [][]chunk.ID, id chunk.ID) bool {
-	if slices.Contains(g.Refs, id) {
-		return true
-	}
-	for _, l := range lists {
-		if _, ok := slices.BinarySearchFunc(l, id, cmpChunkID); ok {
-			return true
-		}
-	}
-	return false
-}
-
 // refLists returns the granted snapshot's decoded reference lists, loading and checking
 // them (each must hash to its ID) on first use.
-func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g meta.Grant) ([][]chunk.ID, error) {
+func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g grant.Grant) ([][]chunk.ID, error) {
 	key := grantListKeyOf(g)
 	gg.mu.Lock()
 	l, ok := gg.lists[key]
@@ -137,7 +119,7 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g met
 			}
 			return nil, fmt.Errorf("chunkrpc: reference list %s of snapshot %s: %w", ref.Str(), g.Snapshot.Str(), err)
 		}
-		ids, err := meta.OpenRefList(ref, data)
+		ids, err := reflist.Open(ref, data)
 		if err != nil {
 			return nil, fmt.Errorf("chunkrpc: %v: %w", err, chunkstore.ErrCorrupt)
 		}
@@ -151,8 +133,6 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g met
 	gg.mu.Unlock()
 	return lists, nil
 }
-
-func cmpChunkID(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }
 
 // SetGrant makes every later chunk.Get and chunk.GetMany carry the restore grant token (a
 // restore operator's client). A nil token stops sending one.

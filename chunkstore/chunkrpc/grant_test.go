@@ -12,8 +12,9 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
-	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
 	"github.com/cofferhq/coffer/transport/wire"
@@ -27,10 +28,10 @@ type grantNode struct {
 	addr string
 	key  []byte
 	now  time.Time
-	snap meta.SnapshotID
+	snap chunk.ID
 	// refs are each vault's reference-list chunk IDs; data each vault's one data chunk.
-	refs map[meta.VaultID][]chunk.ID
-	data map[meta.VaultID]chunk.ID
+	refs map[string][]chunk.ID
+	data map[string]chunk.ID
 
 	mu      sync.Mutex
 	refused []string // "method: reason" of each refusal the audit hook saw
@@ -40,20 +41,20 @@ func newGrantNode(t *testing.T) *grantNode {
 	t.Helper()
 	g := &grantNode{
 		n:    newNet(t),
-		key:  meta.GrantKey([]byte("cluster secret")),
+		key:  grant.Key([]byte("cluster secret")),
 		now:  time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
 		snap: id(7000),
-		refs: map[meta.VaultID][]chunk.ID{},
-		data: map[meta.VaultID]chunk.ID{},
+		refs: map[string][]chunk.ID{},
+		data: map[string]chunk.ID{},
 	}
 	chunks := memstore.NewChunks()
-	for i, v := range []meta.VaultID{"A", "B"} {
+	for i, v := range []string{"A", "B"} {
 		d := id(100 + i)
 		g.data[v] = d
 		put := []chunkstore.Chunk{{ID: d, Data: []byte("data of vault " + string(v))}}
-		for _, c := range meta.EncodeRefList([]chunk.ID{d}) {
+		for _, c := range reflist.Encode([]chunk.ID{d}) {
 			g.refs[v] = append(g.refs[v], c.ID)
-			put = append(put, c)
+			put = append(put, chunkstore.Chunk(c))
 		}
 		if err := chunks.Put(context.Background(), put); err != nil {
 			t.Fatal(err)
@@ -71,9 +72,9 @@ func newGrantNode(t *testing.T) *grantNode {
 }
 
 // grant signs a grant for vault's snapshot issued to principal.
-func (g *grantNode) grant(t *testing.T, vault meta.VaultID, principal string) []byte {
+func (g *grantNode) grant(t *testing.T, vault string, principal string) []byte {
 	t.Helper()
-	tok, err := meta.SignGrant(g.key, meta.Grant{Vault: vault, Snapshot: g.snap, Refs: g.refs[vault], Principal: principal, Expires: g.now.Add(time.Hour)})
+	tok, err := grant.Sign(g.key, grant.Grant{Vault: vault, Snapshot: g.snap, Refs: g.refs[vault], Principal: principal, Expires: g.now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
 )
@@ -494,7 +495,7 @@ func (s *session) grantFor(ctx context.Context, snap meta.Snapshot) error {
 	if s.role != transport.RoleRestore {
 		return nil
 	}
-	tok, _, err := s.meta.IssueGrant(ctx, snap.Vault, snap.ID, meta.MaxGrantTTL)
+	tok, _, err := s.meta.IssueGrant(ctx, snap.Vault, snap.ID, grant.MaxTTL)
 	if err != nil {
 		return retentionErr(err, "obtain a restore grant for snapshot %s", snap.ID.Str())
 	}

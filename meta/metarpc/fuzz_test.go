@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
@@ -41,8 +42,8 @@ func (fuzzSvc) UndeleteVault(context.Context, meta.VaultID) (meta.Vault, error) 
 func (fuzzSvc) SetVaultPolicy(context.Context, meta.VaultID, meta.VaultPolicy) (meta.Vault, error) {
 	return meta.Vault{}, nil
 }
-func (fuzzSvc) IssueGrant(context.Context, meta.VaultID, meta.SnapshotID, time.Duration) ([]byte, meta.Grant, error) {
-	return nil, meta.Grant{}, nil
+func (fuzzSvc) IssueGrant(context.Context, meta.VaultID, meta.SnapshotID, time.Duration) ([]byte, grant.Grant, error) {
+	return nil, grant.Grant{}, nil
 }
 func (fuzzSvc) NodeAction(context.Context, meta.NodeActionRequest) (placement.Map, error) {
 	return placement.Map{}, nil

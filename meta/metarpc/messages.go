@@ -1,6 +1,7 @@
 package metarpc
 
 import (
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
@@ -186,8 +187,8 @@ type (
 		As    *meta.Principal `cbor:"as,omitempty"`
 	}
 	issueGrantResp struct {
-		Token []byte     `cbor:"token"`
-		Grant meta.Grant `cbor:"grant"`
+		Token []byte      `cbor:"token"`
+		Grant grant.Grant `cbor:"grant"`
 	}
 )
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
 )
@@ -187,7 +188,7 @@ func (cl *Client) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.Va
 var _ meta.GrantService = (*Client)(nil)
 
 // IssueGrant implements meta.GrantService.
-func (cl *Client) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, ttl time.Duration) ([]byte, meta.Grant, error) {
+func (cl *Client) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, ttl time.Duration) ([]byte, grant.Grant, error) {
 	var out issueGrantResp
 	err := cl.call(ctx, MethodIssueGrant, issueGrantReq{Vault: vault, ID: id, TTL: int64(ttl)}, &out)
 	return out.Token, out.Grant, err

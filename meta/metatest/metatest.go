@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 )
@@ -163,7 +164,7 @@ func (e *env) stored(vault meta.VaultID, n, skip int) meta.Snapshot {
 	}
 	tree := ids[n] // the last one stands for the root tree
 	var refs []chunk.ID
-	for _, r := range meta.EncodeRefList(ids) {
+	for _, r := range reflist.Encode(ids) {
 		e.put(ctx, r.ID, r.Data)
 		refs = append(refs, r.ID)
 	}
@@ -482,7 +483,7 @@ func testCommitInvalid(e *env) {
 	good := e.stored(v, 3, 0)
 	zero := chunk.ID{}
 	forged := e.stored(v, 3, 0)
-	list := meta.EncodeRefList([]chunk.ID{forged.Tree})[0]
+	list := reflist.Encode([]chunk.ID{forged.Tree})[0]
 	forgedRef := randID(e.t)
 	e.put(ctx, forgedRef, list.Data) // a valid list stored under an ID it does not hash to
 	for name, edit := range map[string]func(*meta.Snapshot){

@@ -11,6 +11,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/hashicorp/raft"
@@ -156,8 +157,10 @@ func storedSnapshot(t *testing.T, store chunkstore.Store, vault meta.VaultID, n,
 		}
 	}
 	tree := ids[n] // the last one stands for the root tree
-	refs := meta.EncodeRefList(ids)
-	put = append(put, refs...)
+	refs := reflist.Encode(ids)
+	for _, c := range refs {
+		put = append(put, chunkstore.Chunk(c))
+	}
 	if err := store.Put(ctx, put); err != nil {
 		t.Fatal(err)
 	}

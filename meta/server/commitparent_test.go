@@ -9,6 +9,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 )
 
@@ -64,14 +65,17 @@ func TestCommitTrustsCommittedParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids, err := meta.DecodeRefList(refData)
+	ids, err := reflist.Decode(refData)
 	if err != nil {
 		t.Fatal(err)
 	}
 	extra := storedSnapshot(t, st, "v", 10, 0)
 	extraData, _ := st.Get(ctx, extra.Refs[0])
-	extraIDs, _ := meta.DecodeRefList(extraData)
-	childRefs := meta.EncodeRefList(append(append([]chunk.ID{}, ids...), extraIDs...))
+	extraIDs, _ := reflist.Decode(extraData)
+	var childRefs []chunkstore.Chunk
+	for _, c := range reflist.Encode(append(append([]chunk.ID{}, ids...), extraIDs...)) {
+		childRefs = append(childRefs, chunkstore.Chunk(c))
+	}
 	if err := st.Put(ctx, childRefs); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/placement"
@@ -259,9 +260,9 @@ func (s *Server) mark(ctx context.Context, live map[chunk.ID]struct{}, marked ma
 				if err != nil {
 					return fmt.Errorf("mark: snapshot %s in vault %s: reference list %d (%s): %w", snap.ID.Str(), v.ID, i, ref.Str(), err)
 				}
-				ids, err := meta.OpenRefList(ref, data)
+				ids, err := reflist.Open(ref, data)
 				if err != nil {
-					return fmt.Errorf("mark: snapshot %s: reference list %d: %w", snap.ID.Str(), i, err)
+					return fmt.Errorf("mark: snapshot %s: reference list %d: %w: %w", snap.ID.Str(), i, meta.ErrInvalid, err)
 				}
 				for _, id := range ids {
 					live[id] = struct{}{}

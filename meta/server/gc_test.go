@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	sha256 "github.com/minio/sha256-simd"
@@ -123,8 +124,11 @@ func (w *gcWorld) backup(ctx context.Context, l *Server, vault meta.VaultID, chu
 		ids[i] = c.ID
 	}
 	tree := chunks[len(chunks)-1].ID
-	refs := meta.EncodeRefList(ids)
-	all := append(slices.Clone(chunks), refs...)
+	refs := reflist.Encode(ids)
+	all := slices.Clone(chunks)
+	for _, c := range refs {
+		all = append(all, chunkstore.Chunk(c))
+	}
 	var run agentRun
 	var sid chunk.ID
 	sid[0], sid[1] = byte(len(chunks)), 1
@@ -198,7 +202,7 @@ func (w *gcWorld) referenced(ctx context.Context, l *Server, vault meta.VaultID)
 			if err != nil {
 				w.t.Fatalf("snapshot %s: reference list %s: %v", s.ID.Str(), r.Str(), err)
 			}
-			ids, err := meta.DecodeRefList(data)
+			ids, err := reflist.Decode(data)
 			if err != nil {
 				w.t.Fatal(err)
 			}

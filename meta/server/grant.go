@@ -5,37 +5,38 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
 )
 
 var _ meta.GrantService = (*Server)(nil)
 
 // IssueGrant implements meta.GrantService (on the leader; audited).
-func (s *Server) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, ttl time.Duration) ([]byte, meta.Grant, error) {
+func (s *Server) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, ttl time.Duration) ([]byte, grant.Grant, error) {
 	if len(s.cfg.GrantKey) == 0 {
-		return nil, meta.Grant{}, fmt.Errorf("%w: server: this cluster issues no restore grants (no grant key)", meta.ErrUnavailable)
+		return nil, grant.Grant{}, fmt.Errorf("%w: server: this cluster issues no restore grants (no grant key)", meta.ErrUnavailable)
 	}
-	if ttl < 0 || ttl > meta.MaxGrantTTL {
-		return nil, meta.Grant{}, fmt.Errorf("%w: grant lifetime %v not in (0, %v]", meta.ErrInvalid, ttl, meta.MaxGrantTTL)
+	if ttl < 0 || ttl > grant.MaxTTL {
+		return nil, grant.Grant{}, fmt.Errorf("%w: grant lifetime %v not in (0, %v]", meta.ErrInvalid, ttl, grant.MaxTTL)
 	}
 	if ttl == 0 {
-		ttl = meta.MaxGrantTTL
+		ttl = grant.MaxTTL
 	}
 	if err := s.leaderRead(); err != nil {
-		return nil, meta.Grant{}, err
+		return nil, grant.Grant{}, err
 	}
 	p := meta.PrincipalFrom(ctx)
 	if err := p.Authorize(meta.ActRead, vault); err != nil {
-		return nil, meta.Grant{}, fmt.Errorf("server: issue grant: %w", err)
+		return nil, grant.Grant{}, fmt.Errorf("server: issue grant: %w", err)
 	}
 	snap, err := s.fsm.GetSnapshot(vault, id)
 	if err != nil {
-		return nil, meta.Grant{}, err
+		return nil, grant.Grant{}, err
 	}
-	g := meta.Grant{Vault: vault, Snapshot: id, Refs: snap.Refs, Principal: p.Name, Expires: s.fsm.Now().Add(ttl)}
-	tok, err := meta.SignGrant(s.cfg.GrantKey, g)
+	g := grant.Grant{Vault: string(vault), Snapshot: id, Refs: snap.Refs, Principal: p.Name, Expires: s.fsm.Now().Add(ttl)}
+	tok, err := grant.Sign(s.cfg.GrantKey, g)
 	if err != nil {
-		return nil, meta.Grant{}, err
+		return nil, grant.Grant{}, fmt.Errorf("%w: server: issue grant: %w", meta.ErrInvalid, err)
 	}
 	s.auditOK(ctx, p, "restore grant", vault, id.String(), fmt.Sprintf("read-only until %s", g.Expires.Format(time.RFC3339)))
 	return tok, g, nil

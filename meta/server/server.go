@@ -54,7 +54,7 @@ type Config struct {
 	TrailingLogs uint64
 	// TickInterval is how often the leader advances cluster time; zero = 1 s.
 	TickInterval time.Duration
-	// GrantKey signs restore grants (meta.GrantKey of the cluster secret); nil disables
+	// GrantKey signs restore grants (grant.Key of the cluster secret); nil disables
 	// IssueGrant.
 	GrantKey []byte
 	// PeerApplied reports a peer's raft applied index (metarpc.PeerApplied does this over

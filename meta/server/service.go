@@ -11,6 +11,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/placement"
@@ -162,7 +163,7 @@ func (s *Server) parentRefs(ctx context.Context, snap meta.Snapshot) map[chunk.I
 		if err != nil {
 			return nil
 		}
-		ids, err := meta.OpenRefList(ref, data)
+		ids, err := reflist.Open(ref, data)
 		if err != nil {
 			return nil
 		}

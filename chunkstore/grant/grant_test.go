@@ -1,4 +1,4 @@
-package meta
+package grant
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func testGrants(now time.Time) []Grant {
 	return []Grant{
 		{Vault: "web01", Snapshot: randIDs(r, 1)[0], Refs: randIDs(r, 1), Principal: "oncall", Expires: now.Add(time.Hour)},
 		{Vault: "v", Snapshot: randIDs(r, 1)[0], Refs: randIDs(r, 40), Principal: "op", Expires: now.Add(time.Second)},
-		{Vault: VaultID(strings.Repeat("v", MaxVaultIDLen)), Snapshot: randIDs(r, 1)[0], Refs: randIDs(r, 2), Principal: strings.Repeat("p", MaxGrantPrincipalLen), Expires: now.Add(time.Hour)},
+		{Vault: strings.Repeat("v", MaxVaultLen), Snapshot: randIDs(r, 1)[0], Refs: randIDs(r, 2), Principal: strings.Repeat("p", MaxPrincipalLen), Expires: now.Add(time.Hour)},
 	}
 }
 
@@ -41,16 +41,16 @@ func legacyGrantToken(tb testing.TB, key []byte, g Grant) []byte {
 
 func TestGrantRoundTrip(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	key := GrantKey([]byte("secret"))
+	key := Key([]byte("secret"))
 	for i, g := range testGrants(now) {
-		tok, err := SignGrant(key, g)
+		tok, err := Sign(key, g)
 		if err != nil {
 			t.Fatalf("grant %d: %v", i, err)
 		}
 		if tok[0] != grantVersion {
 			t.Fatalf("grant %d: version byte %d, want %d", i, tok[0], grantVersion)
 		}
-		got, err := VerifyGrant(key, tok, now)
+		got, err := Verify(key, tok, now)
 		if err != nil {
 			t.Fatalf("grant %d: %v", i, err)
 		}
@@ -61,12 +61,12 @@ func TestGrantRoundTrip(t *testing.T) {
 }
 
 // TestVerifyGrantRefuses: forged, altered, expired, truncated and old-version tokens are
-// refused with an error wrapping ErrBadGrant that says which.
+// refused with an error wrapping ErrBad that says which.
 func TestVerifyGrantRefuses(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	key := GrantKey([]byte("secret"))
+	key := Key([]byte("secret"))
 	g := testGrants(now)[0]
-	tok, err := SignGrant(key, g)
+	tok, err := Sign(key, g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestVerifyGrantRefuses(t *testing.T) {
 		{"version 1", key, legacyGrantToken(t, key, g), now, "version 1 grant is not bound to its holder"},
 		{"unknown version", key, mod(func(b []byte) []byte { b[0] = 3; return b }), now, "unknown version 3"},
 		{"short", key, tok[:20], now, "shorter than its 33-byte header"},
-		{"other key", GrantKey([]byte("other")), tok, now, "signature does not verify"},
+		{"other key", Key([]byte("other")), tok, now, "signature does not verify"},
 		{"principal altered", key, mod(func(b []byte) []byte {
 			copy(b[bytes.Index(b, []byte("oncall")):], "intrud")
 			return b
@@ -91,21 +91,21 @@ func TestVerifyGrantRefuses(t *testing.T) {
 		{"expired", key, tok, g.Expires, "expired at"},
 	}
 	for _, c := range cases {
-		_, err := VerifyGrant(c.key, c.token, c.at)
-		if !errors.Is(err, ErrBadGrant) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v, want ErrBadGrant saying %q", c.name, err, c.want)
+		_, err := Verify(c.key, c.token, c.at)
+		if !errors.Is(err, ErrBad) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrBad saying %q", c.name, err, c.want)
 		}
 	}
 }
 
-// TestSignGrantRefuses: a grant without a holder, vault, snapshot or references, or with
+// TestSignRefuses: a grant without a holder, vault, snapshot or references, or with
 // an expiry the token cannot carry, is not signed.
-func TestSignGrantRefuses(t *testing.T) {
+func TestSignRefuses(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	good := testGrants(now)[0]
 	cases := map[string]func(g *Grant){
 		"no principal":   func(g *Grant) { g.Principal = "" },
-		"long principal": func(g *Grant) { g.Principal = strings.Repeat("p", MaxGrantPrincipalLen+1) },
+		"long principal": func(g *Grant) { g.Principal = strings.Repeat("p", MaxPrincipalLen+1) },
 		"no vault":       func(g *Grant) { g.Vault = "" },
 		"zero snapshot":  func(g *Grant) { g.Snapshot = chunk.ID{} },
 		"no references":  func(g *Grant) { g.Refs = nil },
@@ -114,8 +114,18 @@ func TestSignGrantRefuses(t *testing.T) {
 	for name, f := range cases {
 		g := good
 		f(&g)
-		if _, err := SignGrant(GrantKey([]byte("secret")), g); !errors.Is(err, ErrInvalid) {
+		if _, err := Sign(Key([]byte("secret")), g); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
 	}
+}
+
+func randIDs(r *rand.Rand, n int) []chunk.ID {
+	ids := make([]chunk.ID, n)
+	for i := range ids {
+		for j := range ids[i] {
+			ids[i][j] = byte(r.UintN(256))
+		}
+	}
+	return ids
 }
