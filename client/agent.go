@@ -231,6 +231,20 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	return &Agent{cfg: cfg, vault: v, keys: keys, trees: snapshot.New(cfg.Chunks, keys), chunker: params, keyFromCache: fromCache}, nil
 }
 
+// WithChunks returns an agent on the same vault and keys that reads and writes chunks
+// through chunks instead of Config.Chunks: a restore operator's agent reads through a
+// chunk client carrying its restore grant (chunkrpc.Client.WithGrant), so the grant is a
+// value fixed when the agent is made, not state changed under it. a is unchanged; each
+// agent is closed on its own. A nil chunks panics.
+func (a *Agent) WithChunks(chunks chunkstore.Store) *Agent {
+	if chunks == nil {
+		panic("client: WithChunks(nil)")
+	}
+	cfg := a.cfg
+	cfg.Chunks = chunks
+	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: snapshot.New(chunks, a.keys), chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead}
+}
+
 // Vault returns the vault the agent was opened on.
 func (a *Agent) Vault() meta.Vault { return a.vault }
 

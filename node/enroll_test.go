@@ -322,8 +322,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	if st, err := es.SecurityState(ctx, 0); err == nil {
 		t.Logf("cluster time is %v behind the test's wall clock", time.Since(st.Now).Round(time.Millisecond))
 	}
-	rc := rest.Chunks.(*chunkrpc.Client)
-	rc.SetGrant(gtok)
+	rc := rest.Chunks.(*chunkrpc.Client).WithGrant(gtok)
 	if _, err := rc.Get(ctx, snap.Tree); err != nil {
 		t.Fatalf("grant read before expiry: %v", err)
 	}

@@ -243,26 +243,30 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	if err != nil || g.Vault != "web01" || g.Principal != "oncall" || time.Until(g.Expires) > grant.MaxTTL+time.Minute {
 		t.Fatalf("grant %+v %v", g, err)
 	}
-	rc.SetGrant(tok)
+	// As coffer does: the agent is opened without a grant, and the restore runs on an
+	// agent reading through one (rc itself still reads without a grant).
 	ra, err := client.Open(ctx, restCfg, "web01", passphrase)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ra.Close()
-	restoreAndCompare(t, ra, s2, src)
-	if _, err := rc.Get(ctx, otherSnap.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), "does not cover") {
+	grc := rc.WithGrant(tok)
+	rga := ra.WithChunks(grc)
+	defer rga.Close()
+	restoreAndCompare(t, rga, s2, src)
+	if _, err := grc.Get(ctx, otherSnap.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), "does not cover") {
 		t.Fatalf("grant reading another vault's chunk: %v, want PermissionDenied", err)
 	}
 	// A batch read is refused whole when the grant does not cover one of its chunks.
-	for i, r := range rc.GetMany(ctx, []chunk.ID{s2.Tree, otherSnap.Tree}) {
+	for i, r := range grc.GetMany(ctx, []chunk.ID{s2.Tree, otherSnap.Tree}) {
 		if transport.CodeOf(r.Err) != transport.PermissionDenied || r.Data != nil {
 			t.Fatalf("batch read %d with a chunk the grant does not cover: %v, want PermissionDenied", i, r.Err)
 		}
 	}
-	if r := rc.GetMany(ctx, []chunk.ID{s2.Tree, s2.Tree}); r[0].Err != nil || r[1].Err != nil || len(r[0].Data) == 0 {
+	if r := grc.GetMany(ctx, []chunk.ID{s2.Tree, s2.Tree}); r[0].Err != nil || r[1].Err != nil || len(r[0].Data) == 0 {
 		t.Fatalf("batch read of granted chunks: %v, %v", r[0].Err, r[1].Err)
 	}
-	if err := rc.Put(ctx, []chunkstore.Chunk{{ID: otherSnap.Tree, Data: []byte("x")}}); err == nil {
+	if err := grc.Put(ctx, []chunkstore.Chunk{{ID: otherSnap.Tree, Data: []byte("x")}}); err == nil {
 		t.Fatal("restore operator wrote a chunk")
 	}
 	scoped := nodetest.ConnectWith(t, identityFor(t, c, pki.IssueRequest{CommonName: "scoped", Role: transport.RoleRestore, Vaults: []string{"other"}}), metas, c.ChunkAddrs())
@@ -270,8 +274,7 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 		t.Fatalf("grant for a vault outside the operator's scope: %v, want ErrDenied", err)
 	}
 	// Nor can it borrow oncall's grant: chunk nodes honour a grant only for its principal.
-	borrower := scoped.Chunks.(*chunkrpc.Client)
-	borrower.SetGrant(tok)
+	borrower := scoped.Chunks.(*chunkrpc.Client).WithGrant(tok)
 	if _, err := borrower.Get(ctx, s2.Tree); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(fmt.Sprint(err), `issued to "oncall"`) {
 		t.Fatalf("another operator presenting oncall's grant: %v, want PermissionDenied", err)
 	}
@@ -279,12 +282,12 @@ func TestAppendOnlyAgentAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.SetGrant(short)
+	grc = rc.WithGrant(short)
 	// NB: nodes judge expiry by cluster time, which can lag the wall clock on a loaded
 	// machine (TestEnrollRevokeAndGrantClock checks it against the cluster clock).
 	deadline := time.Now().Add(time.Minute)
 	for {
-		_, err := rc.Get(ctx, s2.Tree)
+		_, err := grc.Get(ctx, s2.Tree)
 		if err != nil && strings.Contains(err.Error(), "expired") {
 			break
 		}

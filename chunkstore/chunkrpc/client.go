@@ -38,7 +38,6 @@ type Client struct {
 	now   func() time.Time
 	next  atomic.Uint64
 	hedge *hedge.Delay
-	grant atomic.Pointer[[]byte] // restore grant sent with chunk.Get (SetGrant)
 	mu    struct {
 		sync.RWMutex
 		addrs   []string
@@ -306,7 +305,12 @@ func (cl *Client) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 // Get returns the chunk's bytes: ErrNotFound, ErrCorrupt, or ErrUnavailable when no
 // coordinator could answer.
 func (cl *Client) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
-	resp, err := hedged[chunkGetResp](ctx, cl, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id, Grant: cl.grantToken()})
+	return cl.get(ctx, id, nil)
+}
+
+// get is Get sending the restore grant token (none when nil).
+func (cl *Client) get(ctx context.Context, id chunk.ID, token []byte) ([]byte, error) {
+	resp, err := hedged[chunkGetResp](ctx, cl, cl.addrs(), MethodChunkGet, chunkGetReq{ID: id, Grant: token})
 	if err != nil {
 		return nil, err
 	}
@@ -319,18 +323,24 @@ func (cl *Client) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 var _ chunkstore.BatchGetter = (*Client)(nil)
 
 // GetMany reads many chunks in chunk.GetMany calls of at most MaxGetManyItems ids, hedged
-// like Get (with the restore grant, if set). The coordinator answers as many ids per call
+// like Get. The coordinator answers as many ids per call
 // as fit in MaxCallData bytes and the rest are asked again. A coordinator without
 // chunk.GetMany is asked with Get, a few ids at a time. A failed call is the error of
 // every id not answered yet. Per-id errors mean what Get's do.
 func (cl *Client) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetResult {
+	return cl.getMany(ctx, cl, ids, nil)
+}
+
+// getMany is GetMany sending the restore grant token (none when nil); a coordinator
+// without chunk.GetMany is asked through one, whose Get sends the same token.
+func (cl *Client) getMany(ctx context.Context, one chunkstore.Store, ids []chunk.ID, token []byte) []chunkstore.GetResult {
 	out := make([]chunkstore.GetResult, len(ids))
 	addrs := cl.addrs()
 	for done := 0; done < len(ids); {
 		part := ids[done:min(done+MaxGetManyItems, len(ids))]
-		resp, err := hedged[chunkGetManyResp](ctx, cl, addrs, MethodChunkGetMany, chunkGetManyReq{IDs: part, Grant: cl.grantToken()})
+		resp, err := hedged[chunkGetManyResp](ctx, cl, addrs, MethodChunkGetMany, chunkGetManyReq{IDs: part, Grant: token})
 		if transport.CodeOf(err) == transport.UnknownMethod {
-			copy(out[done:], chunkstore.GetEach(ctx, cl, ids[done:]))
+			copy(out[done:], chunkstore.GetEach(ctx, one, ids[done:]))
 			return out
 		}
 		if err == nil && (len(resp.Results) == 0 || len(resp.Results) > len(part)) {

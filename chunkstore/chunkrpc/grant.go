@@ -134,16 +134,44 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g gra
 	return lists, nil
 }
 
-// SetGrant makes every later chunk.Get and chunk.GetMany carry the restore grant token (a
-// restore operator's client). A nil token stops sending one.
-func (cl *Client) SetGrant(token []byte) {
-	t := bytes.Clone(token)
-	cl.grant.Store(&t)
+// Granted reads chunks through a restore grant: every chunk.Get and chunk.GetMany it
+// sends carries the token, as a restore operator's reads must. It shares its Client's
+// connections and coordinator health; the Client itself sends no grant, so one
+// connection serves several grants without shared mutable state. Put and Has go out as
+// the Client's (chunk nodes refuse both to restore operators). It is safe for concurrent
+// use.
+type Granted struct {
+	cl    *Client
+	token []byte
 }
 
-func (cl *Client) grantToken() []byte {
-	if p := cl.grant.Load(); p != nil {
-		return *p
-	}
-	return nil
+var (
+	_ chunkstore.Store       = (*Granted)(nil)
+	_ chunkstore.BatchGetter = (*Granted)(nil)
+)
+
+// WithGrant returns a reader on cl whose chunk reads carry the restore grant token
+// (copied; grant.Sign makes it). cl is unchanged.
+func (cl *Client) WithGrant(token []byte) *Granted {
+	return &Granted{cl: cl, token: bytes.Clone(token)}
+}
+
+// Get is Client.Get with the grant.
+func (g *Granted) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	return g.cl.get(ctx, id, g.token)
+}
+
+// GetMany is Client.GetMany with the grant.
+func (g *Granted) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetResult {
+	return g.cl.getMany(ctx, g, ids, g.token)
+}
+
+// Put is Client.Put.
+func (g *Granted) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
+	return g.cl.Put(ctx, chunks)
+}
+
+// Has is Client.Has.
+func (g *Granted) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
+	return g.cl.Has(ctx, ids)
 }

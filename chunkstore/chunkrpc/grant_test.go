@@ -83,12 +83,10 @@ func (g *grantNode) grant(t *testing.T, vault string, principal string) []byte {
 
 // operator returns a client of a restore operator whose certificate is scoped to vaults
 // (none: every vault), presenting grant.
-func (g *grantNode) operator(t *testing.T, name string, grant []byte, vaults ...string) *chunkrpc.Client {
+func (g *grantNode) operator(t *testing.T, name string, grant []byte, vaults ...string) *chunkrpc.Granted {
 	t.Helper()
 	ep := g.n.endpointFor(pki.IssueRequest{CommonName: name, Role: transport.RoleRestore, Vaults: vaults}, false, nil)
-	cl := chunkrpc.NewClient(ep, []string{g.addr})
-	cl.SetGrant(grant)
-	return cl
+	return chunkrpc.NewClient(ep, []string{g.addr}).WithGrant(grant)
 }
 
 // lastRefusal returns the newest refusal the audit hook saw.
@@ -143,7 +141,7 @@ func TestGrantCrossVault(t *testing.T) {
 
 	// A grant naming vault A, issued to op-b, presented with op-b's certificate scoped
 	// to vault B only.
-	opB.SetGrant(g.grant(t, "A", "op-b"))
+	opB = g.operator(t, "op-b", g.grant(t, "A", "op-b"), "B")
 	_, err = opB.Get(ctx, g.data["A"])
 	g.wantDenied(t, "grant for vault A under a certificate scoped to vault B", err, `vault "A"`, "scope")
 }
@@ -204,8 +202,7 @@ func TestGetManyGrantOncePerRequest(t *testing.T) {
 
 	atCap := huge[:chunkrpc.MaxGetManyItems]
 	before = chunkrpc.GrantVerifications(g.srv)
-	cl := chunkrpc.NewClient(ep, []string{g.addr})
-	cl.SetGrant(tok)
+	cl := chunkrpc.NewClient(ep, []string{g.addr}).WithGrant(tok)
 	for i, r := range cl.GetMany(ctx, atCap) {
 		if r.Err != nil || string(r.Data) != "data of vault A" {
 			t.Fatalf("GetMany at the limit, id %d: %q, %v", i, r.Data, r.Err)
@@ -240,5 +237,24 @@ func TestGetManyOverLimitAllocatesLittle(t *testing.T) {
 	t.Logf("refusing a %d-byte GetMany of a million ids allocated %d bytes", len(body), got)
 	if got > 4<<20 {
 		t.Fatalf("refusing a %d-byte GetMany allocated %d bytes, want under 4 MiB", len(body), got)
+	}
+}
+
+// TestGrantIsAValue: a grant travels with the reader WithGrant made, not with the Client:
+// the Client it came from still reads without one and is refused.
+func TestGrantIsAValue(t *testing.T) {
+	g := newGrantNode(t)
+	ctx := ctxT(t)
+	ep := g.n.endpointFor(pki.IssueRequest{CommonName: "op-a", Role: transport.RoleRestore, Vaults: []string{"A"}}, false, nil)
+	cl := chunkrpc.NewClient(ep, []string{g.addr})
+	granted := cl.WithGrant(g.grant(t, "A", "op-a"))
+	if data, err := granted.Get(ctx, g.data["A"]); err != nil || string(data) != "data of vault A" {
+		t.Fatalf("reading through the grant: %q, %v", data, err)
+	}
+	if r := granted.GetMany(ctx, []chunk.ID{g.data["A"]}); r[0].Err != nil || string(r[0].Data) != "data of vault A" {
+		t.Fatalf("batch read through the grant: %q, %v", r[0].Data, r[0].Err)
+	}
+	if _, err := cl.Get(ctx, g.data["A"]); transport.CodeOf(err) != transport.PermissionDenied || !strings.Contains(err.Error(), "needs a restore grant") {
+		t.Fatalf("the Client a grant was taken from: %v, want PermissionDenied without a grant", err)
 	}
 }

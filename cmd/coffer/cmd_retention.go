@@ -11,9 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/meta"
-	"github.com/cofferhq/coffer/transport"
 )
 
 func forgetSpec() *cmdSpec {
@@ -486,19 +484,4 @@ func parseLongDuration(s string) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("%q is not a duration (30d, 12h, 2w, 1y)", s)
-}
-
-// grantFor obtains a restore grant for snap when the session's certificate is a restore
-// operator's (chunk nodes serve such peers only through a grant for one snapshot) and
-// attaches it to every later chunk read. Other roles read with their own rights.
-func (s *session) grantFor(ctx context.Context, snap meta.Snapshot) error {
-	if s.role != transport.RoleRestore {
-		return nil
-	}
-	tok, _, err := s.meta.IssueGrant(ctx, snap.Vault, snap.ID, grant.MaxTTL)
-	if err != nil {
-		return retentionErr(err, "obtain a restore grant for snapshot %s", snap.ID.Str())
-	}
-	s.chunks.SetGrant(tok)
-	return nil
 }

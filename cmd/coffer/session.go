@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/client/crypt"
@@ -198,6 +199,21 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 	return s, ag, nil
 }
 
+// grantFor returns ag for reading snap: when the session's certificate is a restore
+// operator's (chunk nodes serve such peers only through a grant for one snapshot), an
+// agent whose chunk reads carry a restore grant for snap; other roles read with their own
+// rights and get ag itself.
+func (s *session) grantFor(ctx context.Context, ag *client.Agent, snap meta.Snapshot) (*client.Agent, error) {
+	if s.role != transport.RoleRestore {
+		return ag, nil
+	}
+	tok, _, err := s.meta.IssueGrant(ctx, snap.Vault, snap.ID, grant.MaxTTL)
+	if err != nil {
+		return nil, retentionErr(err, "obtain a restore grant for snapshot %s", snap.ID.Str())
+	}
+	return ag.WithChunks(s.chunks.WithGrant(tok)), nil
+}
+
 // openSnapshot opens the vault and resolves ref (an ID, a unique prefix or "latest") to
 // a snapshot the caller may read: for a restore-operator certificate it also obtains the
 // restore grant the chunk nodes ask for. opts adjust the session before the vault is
@@ -207,16 +223,20 @@ func openSnapshot(ctx context.Context, a *app, ref string, opts ...func(*session
 	if err != nil {
 		return nil, meta.Snapshot{}, nil, err
 	}
+	var reader *client.Agent // ag, or ag reading through a restore grant
 	done = func() {
+		if reader != nil && reader != ag {
+			reader.Close()
+		}
 		ag.Close()
 		s.Close()
 	}
 	if snap, err = ag.FindSnapshot(ctx, ref); err == nil {
-		err = s.grantFor(ctx, snap)
+		reader, err = s.grantFor(ctx, ag, snap)
 	}
 	if err != nil {
 		done()
 		return nil, meta.Snapshot{}, nil, err
 	}
-	return ag, snap, done, nil
+	return reader, snap, done, nil
 }
