@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; they survive wrapping and
@@ -137,13 +138,9 @@ type GCStore interface {
 	SweepChunks(ctx context.Context, ids []chunk.ID, cutoff time.Time) (SweepResult, error)
 }
 
-// SweepResult reports what SweepChunks did.
-type SweepResult struct {
-	Chunks int64 // chunks whose shards were deleted
-	Shards int64 // shards deleted
-	Bytes  int64 // shard bytes deleted
-	Spared int64 // chunks kept because they were written or touched at or after the cutoff
-}
+// SweepResult reports what SweepChunks did. It is the GC order vocabulary's type
+// (chunkstore/gcorder), which the meta leader reads too.
+type SweepResult = gcorder.SweepResult
 
 // Less orders shard keys by chunk ID, then index.
 func (k ShardKey) Less(o ShardKey) bool {

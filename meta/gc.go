@@ -2,23 +2,21 @@ package meta
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 )
 
-// Garbage collection phases (GCState.Phase).
+// Garbage collection phases (GCState.Phase): the order vocabulary's (chunkstore/gcorder).
 const (
 	// GCIdle: no collection in progress.
-	GCIdle = "idle"
+	GCIdle = gcorder.PhaseIdle
 	// GCMark: the leader is marking (reading live snapshots' reference lists) and
 	// listing candidates; no chunk node deletes anything.
-	GCMark = "mark"
+	GCMark = gcorder.PhaseMark
 	// GCSweep: the leader is sending sweep orders for the epoch.
-	GCSweep = "sweep"
+	GCSweep = gcorder.PhaseSweep
 )
 
 // DefaultGCGrace is how long before a collection's mark began a chunk must have gone
@@ -68,14 +66,9 @@ type GCOptions struct {
 	Grace time.Duration `cbor:"grace,omitempty" json:"grace,omitempty"`
 }
 
-// GCCandidate is a chunk a node holds that was not written or touched since its cutoff.
-type GCCandidate struct {
-	ID    chunk.ID `cbor:"id"`
-	Bytes int64    `cbor:"bytes"`
-}
-
 // GCPeer is the meta leader's handle on one chunk node for garbage collection. The node
-// checks every call against the FSM (the caller must be the leader; the epoch current).
+// checks every call against the FSM (the caller must be the leader; the epoch current;
+// gcorder.Check). node supplies the implementations (chunkrpc's client, gcnode in-process).
 type GCPeer interface {
 	// Prepare tells the node that collection epoch is about to begin: it records its own
 	// clock now, and its cutoff for the epoch becomes that time minus grace.
@@ -83,9 +76,9 @@ type GCPeer interface {
 	// Candidates lists, in chunk-ID order after after (nil: from the start), at most
 	// limit chunks the node holds whose last write or touch is before its cutoff. next
 	// is nil when the listing is complete.
-	Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) (out []GCCandidate, next *chunk.ID, err error)
+	Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) (out []gcorder.Candidate, next *chunk.ID, err error)
 	// Sweep deletes the listed chunks' shards that are still before the cutoff.
-	Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (chunkstore.SweepResult, error)
+	Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (gcorder.SweepResult, error)
 }
 
 // GCStatus is the answer to a GC status query: the FSM state and the meta server that
@@ -105,44 +98,7 @@ type GCAdmin interface {
 	GCStatus(ctx context.Context) (GCStatus, error)
 }
 
-// GC order operations, as chunk nodes check them (CheckGCOrder).
-const (
-	GCOpPrepare    = "prepare"
-	GCOpCandidates = "candidates"
-	GCOpSweep      = "sweep"
-)
-
-// CheckGCOrder decides whether a chunk node obeys a GC call op for epoch from the meta
-// server named from (the principal of the caller's node certificate), given st, the
-// GC status the current leader reports. Prepare must come from the current leader for
-// the next epoch; candidate listings from the leader that began the current epoch while
-// it is in progress; sweep orders from that leader, for the current epoch, in its sweep
-// phase. Refusals wrap ErrDenied and say why.
-func CheckGCOrder(st GCStatus, from, op string, epoch uint64) error {
-	if from == "" || from != st.Leader {
-		return fmt.Errorf("%w: gc %s for epoch %d from %q: not the meta leader (%q is)", ErrDenied, op, epoch, from, st.Leader)
-	}
-	switch op {
-	case GCOpPrepare:
-		if epoch != st.State.Epoch+1 {
-			return fmt.Errorf("%w: gc prepare for epoch %d: the next epoch is %d", ErrDenied, epoch, st.State.Epoch+1)
-		}
-		return nil
-	case GCOpCandidates, GCOpSweep:
-		if epoch != st.State.Epoch {
-			return fmt.Errorf("%w: gc %s for epoch %d: the current epoch is %d", ErrDenied, op, epoch, st.State.Epoch)
-		}
-		if from != st.State.Leader {
-			return fmt.Errorf("%w: gc %s for epoch %d from %q: the epoch was begun by %q", ErrDenied, op, epoch, from, st.State.Leader)
-		}
-		want := []string{GCMark, GCSweep}
-		if op == GCOpSweep {
-			want = want[1:]
-		}
-		if !slices.Contains(want, st.State.Phase) {
-			return fmt.Errorf("%w: gc %s for epoch %d: the epoch is in the %s phase", ErrDenied, op, epoch, st.State.Phase)
-		}
-		return nil
-	}
-	return fmt.Errorf("%w: unknown gc operation %q", ErrInvalid, op)
+// Order returns what a chunk node checks a GC order against (gcorder.Check).
+func (s GCStatus) Order() gcorder.Status {
+	return gcorder.Status{Leader: s.Leader, Epoch: s.State.Epoch, Phase: s.State.Phase, EpochLeader: s.State.Leader}
 }

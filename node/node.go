@@ -15,7 +15,6 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
-	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
@@ -201,24 +200,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	cs.EnableGrants(grantKey, n.clusterNow)
 	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 	if n.shards != nil {
-		gcn, err := gcnode.New(gcnode.Config{
-			Store: n.shards,
-			Now:   time.Now, // the clock segstore stamps touches with
-			Authorize: func(ctx context.Context, from, op string, epoch uint64) error {
-				st, err := n.metaC.GCStatus(ctx)
-				if err != nil {
-					return fmt.Errorf("%w: ask the meta leader for the GC state: %v", meta.ErrUnavailable, err)
-				}
-				return meta.CheckGCOrder(st, from, op, epoch)
-			},
-			// The node's context, not the request's: the report outlives the refused call.
-			Refused: func(_ context.Context, from, op string, epoch uint64, err error) {
-				if errors.Is(err, meta.ErrDenied) {
-					n.auditRefusal(ctx, transport.Peer{Principal: from, Role: transport.RoleNode}, "gc."+op, err.Error())
-				}
-			},
-			Logger: n.log,
-		})
+		gcn, err := n.newGCNode(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("node: gc: %w", err)
 		}
@@ -255,9 +237,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			PGHealth:    n.gatherPGHealth,
 			GrantKey:    grantKey,
 			CA:          ca,
-			GCPeer: func(nd placement.Node) meta.GCPeer {
-				return chunkrpc.NewGCClient(n.ep, nd.Addr)
-			},
+			GCPeer: n.gcPeer,
 			GCGrace:    cfg.GC.Grace,
 			GCInterval: cfg.GC.Interval,
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
-	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 	"github.com/cofferhq/coffer/transport"
 )
 
@@ -57,14 +57,15 @@ type gcSweepResp struct {
 // before serving.
 func (s *Server) EnableGC(n *gcnode.Node) { s.gc = n }
 
-// gcErr maps a gcnode error to a wire error: refusals are PermissionDenied.
+// gcErr maps a gcnode error to its wire error (the codes gcorder's errors document):
+// refusals are PermissionDenied.
 func gcErr(method string, err error) error {
 	switch {
-	case errors.Is(err, meta.ErrDenied):
+	case errors.Is(err, gcorder.ErrDenied):
 		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %v", method, err)
-	case errors.Is(err, meta.ErrInvalid):
+	case errors.Is(err, gcorder.ErrInvalid):
 		return transport.Errorf(transport.Invalid, "chunkrpc: %s: %v", method, err)
-	case errors.Is(err, meta.ErrUnavailable), errors.Is(err, meta.ErrNotLeader):
+	case errors.Is(err, gcorder.ErrUnavailable):
 		return transport.Errorf(transport.Unavailable, "chunkrpc: %s: %v", method, err)
 	}
 	return err
@@ -112,25 +113,24 @@ func (s *Server) serveGC(ctx context.Context, peer transport.Peer, method string
 	return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: unknown method %q", method)
 }
 
-// GCClient is meta.GCPeer for one remote chunk node. The caller's certificate must be
+// GCClient is the meta leader's GC peer (meta.GCPeer, asserted in node) for one remote
+// chunk node. The caller's certificate must be
 // the meta leader's node certificate, or the node refuses.
 type GCClient struct {
 	c    transport.Caller
 	addr string
 }
 
-var _ meta.GCPeer = (*GCClient)(nil)
-
 // NewGCClient returns a GC peer for the node at addr.
 func NewGCClient(c transport.Caller, addr string) *GCClient { return &GCClient{c: c, addr: addr} }
 
-// Prepare implements meta.GCPeer.
+// Prepare sends the order to the node.
 func (g *GCClient) Prepare(ctx context.Context, epoch uint64, grace time.Duration) error {
 	return call(ctx, g.c, g.addr, MethodGCPrepare, gcPrepareReq{Epoch: epoch, Grace: int64(grace)}, nil)
 }
 
-// Candidates implements meta.GCPeer.
-func (g *GCClient) Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) ([]meta.GCCandidate, *chunk.ID, error) {
+// Candidates sends the order to the node.
+func (g *GCClient) Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) ([]gcorder.Candidate, *chunk.ID, error) {
 	var resp gcCandidatesResp
 	if err := call(ctx, g.c, g.addr, MethodGCCandidates, gcCandidatesReq{Epoch: epoch, After: after, Limit: limit}, &resp); err != nil {
 		return nil, nil, err
@@ -138,18 +138,18 @@ func (g *GCClient) Candidates(ctx context.Context, epoch uint64, after *chunk.ID
 	if len(resp.Candidates) > limit {
 		return nil, nil, fmt.Errorf("chunkrpc: %s on %s: %d candidates for a limit of %d: %w", MethodGCCandidates, g.addr, len(resp.Candidates), limit, chunkstore.ErrCorrupt)
 	}
-	out := make([]meta.GCCandidate, len(resp.Candidates))
+	out := make([]gcorder.Candidate, len(resp.Candidates))
 	for i, c := range resp.Candidates {
-		out[i] = meta.GCCandidate{ID: c.ID, Bytes: c.Bytes}
+		out[i] = gcorder.Candidate{ID: c.ID, Bytes: c.Bytes}
 	}
 	return out, resp.Next, nil
 }
 
-// Sweep implements meta.GCPeer.
-func (g *GCClient) Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (chunkstore.SweepResult, error) {
+// Sweep sends the order to the node.
+func (g *GCClient) Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (gcorder.SweepResult, error) {
 	var resp gcSweepResp
 	if err := call(ctx, g.c, g.addr, MethodGCSweep, gcSweepReq{Epoch: epoch, IDs: ids}, &resp); err != nil {
-		return chunkstore.SweepResult{}, err
+		return gcorder.SweepResult{}, err
 	}
-	return chunkstore.SweepResult{Chunks: resp.Chunks, Shards: resp.Shards, Bytes: resp.Bytes, Spared: resp.Spared}, nil
+	return gcorder.SweepResult{Chunks: resp.Chunks, Shards: resp.Shards, Bytes: resp.Bytes, Spared: resp.Spared}, nil
 }

@@ -1,7 +1,7 @@
 // Package gcnode is a chunk node's side of garbage collection: it records when each
 // collection epoch began on this node's clock, lists the chunks untouched since the
 // epoch's cutoff, and carries out sweep orders, each checked against the meta leader's
-// GC state first (meta.CheckGCOrder). Nothing here deletes a shard without such an order.
+// GC state first (gcorder.Check). Nothing here deletes a shard without such an order.
 //
 // Times are the node's own clock throughout (the store's touch times and the epoch's
 // start), so clock skew between nodes and the meta leader does not matter; the grace
@@ -18,7 +18,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 )
 
 // MaxCandidates bounds one Candidates answer.
@@ -31,8 +31,9 @@ type Config struct {
 	// Now is the node's clock, the same one the store stamps touches with. Required.
 	Now func() time.Time
 	// Authorize checks that from (the caller's principal) may issue op for epoch: the
-	// node asks the meta leader for its GC status and applies meta.CheckGCOrder. It
-	// returns an error wrapping meta.ErrDenied to refuse. Required.
+	// node asks the meta leader for its GC status and applies gcorder.Check. It
+	// returns an error wrapping gcorder.ErrDenied to refuse, gcorder.ErrUnavailable when
+	// it cannot learn the GC status. Required.
 	Authorize func(ctx context.Context, from, op string, epoch uint64) error
 	// Refused, when set, is told of every refused order (for the audit log).
 	Refused func(ctx context.Context, from, op string, epoch uint64, err error)
@@ -79,9 +80,9 @@ func (n *Node) authorize(ctx context.Context, from, op string, epoch uint64) err
 // minus grace. Preparing the same epoch again keeps the earlier (smaller) cutoff.
 func (n *Node) Prepare(ctx context.Context, from string, epoch uint64, grace time.Duration) error {
 	if grace < 0 {
-		return fmt.Errorf("gcnode: prepare epoch %d: %w: negative grace %v", epoch, meta.ErrInvalid, grace)
+		return fmt.Errorf("gcnode: prepare epoch %d: %w: negative grace %v", epoch, gcorder.ErrInvalid, grace)
 	}
-	if err := n.authorize(ctx, from, meta.GCOpPrepare, epoch); err != nil {
+	if err := n.authorize(ctx, from, gcorder.OpPrepare, epoch); err != nil {
 		return err
 	}
 	cutoff := n.cfg.Now().Add(-grace)
@@ -91,7 +92,7 @@ func (n *Node) Prepare(ctx context.Context, from string, epoch uint64, grace tim
 		return nil
 	}
 	if epoch < n.epoch {
-		return fmt.Errorf("gcnode: prepare epoch %d: %w: epoch %d is already prepared", epoch, meta.ErrInvalid, n.epoch)
+		return fmt.Errorf("gcnode: prepare epoch %d: %w: epoch %d is already prepared", epoch, gcorder.ErrInvalid, n.epoch)
 	}
 	n.epoch, n.cutoff = epoch, cutoff
 	return nil
@@ -103,7 +104,7 @@ func (n *Node) cutoffOf(epoch uint64) (time.Time, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if epoch == 0 || epoch != n.epoch {
-		return time.Time{}, fmt.Errorf("gcnode: epoch %d: %w: not prepared on this node (prepared: %d)", epoch, meta.ErrInvalid, n.epoch)
+		return time.Time{}, fmt.Errorf("gcnode: epoch %d: %w: not prepared on this node (prepared: %d)", epoch, gcorder.ErrInvalid, n.epoch)
 	}
 	return n.cutoff, nil
 }
@@ -111,18 +112,18 @@ func (n *Node) cutoffOf(epoch uint64) (time.Time, error) {
 // Candidates lists at most limit chunks after after (nil: from the start), in ID order,
 // whose shards here were not written or touched since epoch's cutoff. next is nil when
 // the listing is complete.
-func (n *Node) Candidates(ctx context.Context, from string, epoch uint64, after *chunk.ID, limit int) ([]meta.GCCandidate, *chunk.ID, error) {
+func (n *Node) Candidates(ctx context.Context, from string, epoch uint64, after *chunk.ID, limit int) ([]gcorder.Candidate, *chunk.ID, error) {
 	if limit <= 0 || limit > MaxCandidates {
-		return nil, nil, fmt.Errorf("gcnode: candidates: %w: limit %d not in 1..%d", meta.ErrInvalid, limit, MaxCandidates)
+		return nil, nil, fmt.Errorf("gcnode: candidates: %w: limit %d not in 1..%d", gcorder.ErrInvalid, limit, MaxCandidates)
 	}
-	if err := n.authorize(ctx, from, meta.GCOpCandidates, epoch); err != nil {
+	if err := n.authorize(ctx, from, gcorder.OpCandidates, epoch); err != nil {
 		return nil, nil, err
 	}
 	cutoff, err := n.cutoffOf(epoch)
 	if err != nil {
 		return nil, nil, err
 	}
-	var out []meta.GCCandidate
+	var out []gcorder.Candidate
 	var next *chunk.ID
 	errFull := errors.New("gcnode: page full")
 	err = n.cfg.Store.GCCandidates(ctx, after, cutoff, func(id chunk.ID, bytes int64) error {
@@ -131,7 +132,7 @@ func (n *Node) Candidates(ctx context.Context, from string, epoch uint64, after 
 			next = &last
 			return errFull
 		}
-		out = append(out, meta.GCCandidate{ID: id, Bytes: bytes})
+		out = append(out, gcorder.Candidate{ID: id, Bytes: bytes})
 		return nil
 	})
 	if err != nil && err != errFull {
@@ -142,16 +143,16 @@ func (n *Node) Candidates(ctx context.Context, from string, epoch uint64, after 
 
 // Sweep carries out a sweep order: after checking it with the meta leader, it deletes
 // the shards here of every listed chunk not written or touched since epoch's cutoff.
-func (n *Node) Sweep(ctx context.Context, from string, epoch uint64, ids []chunk.ID) (chunkstore.SweepResult, error) {
+func (n *Node) Sweep(ctx context.Context, from string, epoch uint64, ids []chunk.ID) (gcorder.SweepResult, error) {
 	if len(ids) > MaxCandidates {
-		return chunkstore.SweepResult{}, fmt.Errorf("gcnode: sweep: %w: %d chunks exceed the limit of %d per order", meta.ErrInvalid, len(ids), MaxCandidates)
+		return gcorder.SweepResult{}, fmt.Errorf("gcnode: sweep: %w: %d chunks exceed the limit of %d per order", gcorder.ErrInvalid, len(ids), MaxCandidates)
 	}
-	if err := n.authorize(ctx, from, meta.GCOpSweep, epoch); err != nil {
-		return chunkstore.SweepResult{}, err
+	if err := n.authorize(ctx, from, gcorder.OpSweep, epoch); err != nil {
+		return gcorder.SweepResult{}, err
 	}
 	cutoff, err := n.cutoffOf(epoch)
 	if err != nil {
-		return chunkstore.SweepResult{}, err
+		return gcorder.SweepResult{}, err
 	}
 	r, err := n.cfg.Store.SweepChunks(ctx, ids, cutoff)
 	if err != nil {
@@ -161,23 +162,27 @@ func (n *Node) Sweep(ctx context.Context, from string, epoch uint64, ids []chunk
 	return r, nil
 }
 
-// Peer adapts a Node to meta.GCPeer for a caller in the same process (tests, a
-// single-process cluster), calling as principal from.
-func (n *Node) Peer(from string) meta.GCPeer { return localPeer{n: n, from: from} }
+// Peer adapts a Node to the meta leader's GC peer interface (meta.GCPeer) for a caller
+// in the same process (tests, a single-process cluster), calling as principal from.
+func (n *Node) Peer(from string) *LocalPeer { return &LocalPeer{n: n, from: from} }
 
-type localPeer struct {
+// LocalPeer is a Node called in-process as one principal.
+type LocalPeer struct {
 	n    *Node
 	from string
 }
 
-func (p localPeer) Prepare(ctx context.Context, epoch uint64, grace time.Duration) error {
+// Prepare calls Node.Prepare as the peer's principal.
+func (p *LocalPeer) Prepare(ctx context.Context, epoch uint64, grace time.Duration) error {
 	return p.n.Prepare(ctx, p.from, epoch, grace)
 }
 
-func (p localPeer) Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) ([]meta.GCCandidate, *chunk.ID, error) {
+// Candidates calls Node.Candidates as the peer's principal.
+func (p *LocalPeer) Candidates(ctx context.Context, epoch uint64, after *chunk.ID, limit int) ([]gcorder.Candidate, *chunk.ID, error) {
 	return p.n.Candidates(ctx, p.from, epoch, after, limit)
 }
 
-func (p localPeer) Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (chunkstore.SweepResult, error) {
+// Sweep calls Node.Sweep as the peer's principal.
+func (p *LocalPeer) Sweep(ctx context.Context, epoch uint64, ids []chunk.ID) (gcorder.SweepResult, error) {
 	return p.n.Sweep(ctx, p.from, epoch, ids)
 }

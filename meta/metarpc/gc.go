@@ -66,7 +66,7 @@ func (cl *Client) RunGC(ctx context.Context, opts meta.GCOptions) (meta.GCReport
 }
 
 // GCStatus implements meta.GCAdmin. Leader is the meta server that answered, the
-// leader: chunk nodes use it to check GC orders (meta.CheckGCOrder).
+// leader: chunk nodes use it to check GC orders (gcorder.Check on GCStatus.Order).
 func (cl *Client) GCStatus(ctx context.Context) (meta.GCStatus, error) {
 	var st meta.GCStatus
 	err := cl.call(ctx, MethodGCStatus, gcStatusReq{}, &st)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
@@ -88,7 +89,7 @@ func (s *Server) RunGC(ctx context.Context, opts meta.GCOptions) (meta.GCReport,
 type gcNode struct {
 	node  placement.Node
 	peer  meta.GCPeer
-	cands []meta.GCCandidate
+	cands []gcorder.Candidate
 }
 
 func (s *Server) runGC(ctx context.Context, dryRun bool, grace time.Duration) (meta.GCReport, error) {
@@ -167,7 +168,7 @@ func (s *Server) runGC(ctx context.Context, dryRun bool, grace time.Duration) (m
 	}
 	seen := make(map[chunk.ID]struct{})
 	for _, n := range nodes {
-		n.cands = slices.DeleteFunc(n.cands, func(c meta.GCCandidate) bool {
+		n.cands = slices.DeleteFunc(n.cands, func(c gcorder.Candidate) bool {
 			_, ok := live[c.ID]
 			return ok
 		})

@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/gcnode"
+	"github.com/cofferhq/coffer/chunkstore/gcorder"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
@@ -62,7 +63,7 @@ func newGCWorld(t *testing.T) *gcWorld {
 				if err != nil {
 					return err
 				}
-				return meta.CheckGCOrder(st, from, op, epoch)
+				return gcorder.Check(st.Order(), from, op, epoch)
 			},
 			Refused: func(context.Context, string, string, uint64, error) { w.refused.Add(1) },
 		})
@@ -413,15 +414,15 @@ func TestGCOrdersOnlyFromLeaderInSweepPhase(t *testing.T) {
 	node := w.gcn["c1"]
 	leader := l.cfg.ID
 	// Not the leader: refused at every step.
-	if err := node.Prepare(ctx, "c2", 1, 0); !errors.Is(err, meta.ErrDenied) {
+	if err := node.Prepare(ctx, "c2", 1, 0); !errors.Is(err, gcorder.ErrDenied) {
 		t.Fatalf("prepare from a non-leader: %v, want ErrDenied", err)
 	}
 	// The leader, but an epoch that is not the next one.
-	if err := node.Prepare(ctx, leader, 5, 0); !errors.Is(err, meta.ErrDenied) {
+	if err := node.Prepare(ctx, leader, 5, 0); !errors.Is(err, gcorder.ErrDenied) {
 		t.Fatalf("prepare for a future epoch: %v, want ErrDenied", err)
 	}
 	// A sweep for epoch 1 before it began (state: epoch 0, idle).
-	if _, err := node.Sweep(ctx, leader, 1, []chunk.ID{junk.ID}); !errors.Is(err, meta.ErrDenied) {
+	if _, err := node.Sweep(ctx, leader, 1, []chunk.ID{junk.ID}); !errors.Is(err, gcorder.ErrDenied) {
 		t.Fatalf("sweep before the epoch: %v, want ErrDenied", err)
 	}
 	// A dry run leaves epoch 1 ended: sweeps for it are refused afterwards, from anyone.
@@ -430,7 +431,7 @@ func TestGCOrdersOnlyFromLeaderInSweepPhase(t *testing.T) {
 		t.Fatalf("dry run: %+v, %v; want 1 candidate, none swept", rep, err)
 	}
 	for _, from := range []string{leader, "c2", ""} {
-		if _, err := node.Sweep(ctx, from, 1, []chunk.ID{junk.ID}); !errors.Is(err, meta.ErrDenied) {
+		if _, err := node.Sweep(ctx, from, 1, []chunk.ID{junk.ID}); !errors.Is(err, gcorder.ErrDenied) {
 			t.Fatalf("sweep from %q after the epoch ended: %v, want ErrDenied", from, err)
 		}
 	}
