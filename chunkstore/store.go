@@ -17,6 +17,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/gcorder"
+	"github.com/cofferhq/coffer/chunkstore/nodestat"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; they survive wrapping and
@@ -90,14 +91,9 @@ type ShardInfo struct {
 	Len  uint32
 }
 
-// ShardStats summarises one node's shard store.
-type ShardStats struct {
-	Shards   int64 // live shards
-	Bytes    int64 // live shard bytes
-	Segments int   // segment files (0 for memory stores)
-	Capacity int64 // bytes available to the store (0 if unknown)
-	Corrupt  int64 // damaged records found since the store was opened (0 if not tracked)
-}
+// ShardStats summarises one node's shard store (nodestat.Shards, the type the node.Status
+// answer carries).
+type ShardStats = nodestat.Shards
 
 // ShardStore is one node's shard storage. All methods are safe for concurrent use.
 type ShardStore interface {

@@ -237,9 +237,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			PGHealth:    n.gatherPGHealth,
 			GrantKey:    grantKey,
 			CA:          ca,
-			GCPeer: n.gcPeer,
-			GCGrace:    cfg.GC.Grace,
-			GCInterval: cfg.GC.Interval,
+			GCPeer:      n.gcPeer,
+			GCGrace:     cfg.GC.Grace,
+			GCInterval:  cfg.GC.Interval,
 		}
 		switch {
 		case mcfg.GCInterval == 0:

@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/nodestat"
 	"github.com/cofferhq/coffer/placement"
 )
 
@@ -51,34 +52,9 @@ type Config struct {
 	DeepInterval time.Duration
 }
 
-// Status is a worker's progress, shown by `coffer admin status`.
-type Status struct {
-	Node       placement.NodeID `cbor:"node" json:"node"`
-	Running    bool             `cbor:"running" json:"running"`
-	Deep       bool             `cbor:"deep" json:"deep"` // the running or last pass was a deep scrub
-	Epoch      uint64           `cbor:"epoch" json:"epoch"`
-	Passes     int              `cbor:"passes" json:"passes"`
-	DeepPasses int              `cbor:"deep_passes" json:"deep_passes"`
-	PGsLed     int              `cbor:"pgs_led" json:"pgs_led"`
-	PGsDone    int              `cbor:"pgs_done" json:"pgs_done"` // in the running pass
-	// Totals since the worker started.
-	ShardsRebuilt int64 `cbor:"shards_rebuilt" json:"shards_rebuilt"`
-	ShardsCopied  int64 `cbor:"shards_copied" json:"shards_copied"`
-	ShardsDropped int64 `cbor:"shards_dropped" json:"shards_dropped"`
-	BytesWritten  int64 `cbor:"bytes_written" json:"bytes_written"`
-	// Scrub findings since the worker started: shards found missing at their owner or
-	// damaged (bad CRC, or differing from the re-encoded stripe).
-	FoundMissing int64 `cbor:"found_missing" json:"found_missing"`
-	FoundCorrupt int64 `cbor:"found_corrupt" json:"found_corrupt"`
-	// Unreadable names stripes of the last pass with fewer than k good shards.
-	Unreadable []string `cbor:"unreadable,omitempty" json:"unreadable,omitempty"`
-	LastPass   string   `cbor:"last_pass,omitempty" json:"last_pass,omitempty"` // duration
-	// Last is what the last completed pass did and found.
-	Last PassSummary `cbor:"last" json:"last"`
-	// LastDeep is the last completed deep scrub pass (zero before the first).
-	LastDeep  PassSummary `cbor:"last_deep" json:"last_deep"`
-	LastError string      `cbor:"last_error,omitempty" json:"last_error,omitempty"`
-}
+// Status is a worker's progress, shown by `coffer admin status` (nodestat.Repair, the
+// type the node.Status answer carries).
+type Status = nodestat.Repair
 
 // Worker repairs the PGs its node leads. Safe for concurrent use.
 type Worker struct {
@@ -222,18 +198,9 @@ type pgWork struct {
 	risk    int // fewest healthy shards over its stripes before the pass
 }
 
-// PassSummary is the counts of one completed pass.
-type PassSummary struct {
-	Deep       bool   `cbor:"deep" json:"deep"`
-	Epoch      uint64 `cbor:"epoch" json:"epoch"`
-	Stripes    int    `cbor:"stripes" json:"stripes"`
-	Rebuilt    int64  `cbor:"rebuilt" json:"rebuilt"`
-	Copied     int64  `cbor:"copied" json:"copied"`
-	Dropped    int64  `cbor:"dropped" json:"dropped"`
-	Missing    int64  `cbor:"missing" json:"missing"`
-	Corrupt    int64  `cbor:"corrupt" json:"corrupt"`
-	Unreadable int    `cbor:"unreadable" json:"unreadable"`
-}
+// PassSummary is the counts of one completed pass (nodestat.Pass, the type admin status
+// shows).
+type PassSummary = nodestat.Pass
 
 // PassResult summarises one pass.
 type PassResult struct {

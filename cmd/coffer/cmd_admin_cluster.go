@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore/repair"
+	"github.com/cofferhq/coffer/chunkstore/nodestat"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport/wire"
@@ -353,7 +353,7 @@ func (c *adminScrubStatusCmd) addFlags(*flag.FlagSet) {}
 
 // scrubStatusJSON is `coffer admin scrub status --json`.
 type scrubStatusJSON struct {
-	Nodes  []repair.Status   `json:"nodes"`
+	Nodes  []nodestat.Repair `json:"nodes"`
 	Errors map[string]string `json:"errors,omitempty"`
 }
 
@@ -402,7 +402,7 @@ func (c *adminScrubStatusCmd) run(ctx context.Context, a *app, args []string) er
 
 // printRepairStatus writes one line per chunk node's repair worker and lists the
 // unreadable stripes.
-func printRepairStatus(w io.Writer, sts []repair.Status) {
+func printRepairStatus(w io.Writer, sts []nodestat.Repair) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tPASS\tPGS\tPASSES\tDEEP\tREBUILT\tCOPIED\tDROPPED\tWRITTEN\tMISSING\tCORRUPT\tUNREADABLE\tLAST")
 	for _, st := range sts {

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore/repair"
+	"github.com/cofferhq/coffer/chunkstore/nodestat"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
@@ -105,7 +105,7 @@ type nodeRow struct {
 	Damaged int64  `json:"damaged_records"`
 	Error   string `json:"error,omitempty"` // why the node is down
 	// Repair is the chunk node's repair worker progress.
-	Repair *repair.Status `json:"repair,omitempty"`
+	Repair *nodestat.Repair `json:"repair,omitempty"`
 }
 
 // Node liveness as shown by admin status.
@@ -248,7 +248,7 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 			fmt.Fprintf(w, "  %s: %d damaged segment records since it started (left to repair; the node's log names segment and offset)\n", n.ID, n.Damaged)
 		}
 	}
-	var reps []repair.Status
+	var reps []nodestat.Repair
 	for _, n := range st.Nodes {
 		if n.Repair != nil {
 			reps = append(reps, *n.Repair)
