@@ -241,6 +241,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,
 		}
+		// The commit check tells a missing reference list from an unreadable one by the
+		// coordinator's not-found error.
+		mcfg.ChunkNotFound = func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) }
 		switch {
 		case mcfg.GCInterval == 0:
 			mcfg.GCInterval = 24 * time.Hour

@@ -2,6 +2,7 @@ package metarpc_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -56,6 +57,7 @@ func TestServiceConformanceRaft(t *testing.T) {
 			ID: "m0", Addr: "m0", Dir: t.TempDir(), Transport: trans,
 			Bootstrap: []meta.Server{{ID: "m0", Addr: "m0", Voter: true}},
 			Chunks:    chunks, Now: time.Now,
+			ChunkNotFound:    func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
 			InitialMap:       &placement.Map{PGCount: 16, Profile: placement.DefaultProfile},
 			HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 			TickInterval: 100 * time.Millisecond,

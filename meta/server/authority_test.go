@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
@@ -50,6 +51,7 @@ func newQUICMeta(t *testing.T) *quicMeta {
 		ID: "meta-0", Addr: ep.Addr(), Dir: t.TempDir(), Layer: raftlayer.New(ep),
 		Bootstrap: []meta.Server{{ID: "meta-0", Addr: ep.Addr(), Voter: true}},
 		Chunks:    q.chunks, Now: time.Now,
+		ChunkNotFound:    func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
 		HeartbeatTimeout: 250 * time.Millisecond, ElectionTimeout: 250 * time.Millisecond, LeaderLeaseTimeout: 120 * time.Millisecond,
 		TickInterval: time.Hour,
 	})

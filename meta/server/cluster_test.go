@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -69,6 +70,7 @@ func (c *cluster) config(i int) Config {
 	cfg := Config{
 		ID: addrOf(i), Addr: addrOf(i), Dir: c.dirs[i], Transport: c.trans[i], Bootstrap: boot,
 		Chunks: c.chunks, Now: time.Now,
+		ChunkNotFound:    func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
 		InitialMap:       &placement.Map{PGCount: 16, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "c1", Addr: "x:1", State: placement.StateActive}}},
 		HeartbeatTimeout: 250 * time.Millisecond, ElectionTimeout: 250 * time.Millisecond, LeaderLeaseTimeout: 120 * time.Millisecond,
 		TickInterval: 100 * time.Millisecond,

@@ -16,7 +16,8 @@
 //		Dir:        "/var/lib/coffer/meta",
 //		Layer:      raftlayer.New(ep),
 //		Bootstrap:  []meta.Server{{ID: "m1", Addr: "10.0.0.1:7000"}, ...},
-//		Chunks:     chunks,                // for the commit check
+//		Chunks:     chunks,                // for the commit check and GC marking
+//		ChunkNotFound: func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
 //		Logger:     log,
 //		Now:        time.Now,
 //		InitialMap: initialMap,

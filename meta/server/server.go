@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/meta/fsm"
@@ -38,9 +37,14 @@ type Config struct {
 	// Bootstrap lists the initial voters, identical on every initial node; empty when
 	// joining an existing cluster.
 	Bootstrap []meta.Server
-	// Chunks is read by the commit check. Required.
-	Chunks chunkstore.Store
-	Logger *slog.Logger
+	// Chunks is read by the commit check and by GC marking (existence queries and
+	// reference-list reads); node passes its chunk coordinator. Required.
+	Chunks meta.CommitChunks
+	// ChunkNotFound reports whether an error of Chunks.Get means the chunk is not stored
+	// (node: chunkstore.ErrNotFound) rather than unreadable. Nil: a reference list is
+	// missing when its read fails and Chunks.Has did not find it.
+	ChunkNotFound func(error) bool
+	Logger        *slog.Logger
 	// Now is the leader's stamping clock. Required.
 	Now func() time.Time
 	// InitialMap is proposed (as epoch 1) by the first leader when no map exists.

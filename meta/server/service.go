@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
@@ -141,8 +140,7 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 // run again, without the parent. (An unchanged re-backup then costs the leader a few
 // reference-list reads instead of one existence query per chunk.)
 func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
-	check := meta.CommitCheck{Chunks: s.cfg.Chunks, HasBatch: hasBatch,
-		NotStored: func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) }}
+	check := meta.CommitCheck{Chunks: s.cfg.Chunks, HasBatch: hasBatch, NotStored: s.cfg.ChunkNotFound}
 	return check.Run(ctx, snap, s.parentRefs(ctx, snap))
 }
 
