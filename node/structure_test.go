@@ -176,8 +176,8 @@ func TestImportRules(t *testing.T) {
 		"chunkstore/chunk",    // chunk IDs
 		"chunkstore/gcorder",  // GC orders: phases, ops, candidates, sweep result, Check
 		"chunkstore/nodestat", // shard and repair figures of node.Status
-		"chunkstore/grant",    // grant tokens (issue 12, with the reference-list move)
-		"chunkstore/reflist",  // the reference-list format (issue 12)
+		"chunkstore/grant",    // restore grant tokens and the check of a read against one
+		"chunkstore/reflist",  // the snapshot reference-list format
 		"placement",
 	}
 	rules := []importRule{
@@ -188,25 +188,17 @@ func TestImportRules(t *testing.T) {
 		{from: []string{"meta"}, forbid: []string{"chunkstore"}, allow: leaves},
 		{from: leaves, forbid: []string{""}, allow: leaves},
 	}
-	// Known exceptions, each an import edge to remove: the grant token and the
-	// reference-list format still live in meta until issue 12's move to
-	// chunkstore/grant and chunkstore/reflist lands. Delete these entries then.
-	exceptions := map[[2]string]string{
-		{"chunkstore/chunkrpc", "meta"}: "issue 12: chunkrpc/grant.go's Grant, VerifyGrant and OpenRefList",
-		{"meta", "chunkstore"}:          "issue 12: meta/reflist.go's []chunkstore.Chunk",
-	}
 	imports := make(map[string][]string) // module-relative path -> its non-test imports
 	for _, p := range goList(t, "./...") {
 		imports[rel(p.ImportPath)] = p.Imports
 	}
-	used := make(map[[2]string]bool)
 	reported := make(map[string]bool) // a package under two rules is reported once
 	for _, r := range rules {
 		for pkg := range imports {
 			if !within(pkg, true, r.from) {
 				continue
 			}
-			for _, v := range violations(pkg, imports, exceptions, used, func(imp string) bool {
+			for _, v := range violations(pkg, imports, func(imp string) bool {
 				_, ours := imports[imp]
 				return within(imp, ours, r.forbid) && !within(imp, ours, r.allow)
 			}) {
@@ -215,11 +207,6 @@ func TestImportRules(t *testing.T) {
 					t.Error(v)
 				}
 			}
-		}
-	}
-	for e, why := range exceptions {
-		if !used[e] {
-			t.Logf("exception %s -> %s (%s) is no longer needed: delete it", e[0], e[1], why)
 		}
 	}
 }
@@ -247,9 +234,9 @@ func within(path string, ours bool, subtrees []string) bool {
 	return false
 }
 
-// violations walks the Coffer packages pkg imports, directly or not (skipping excepted
-// edges, which it records in used), and describes every import bad reports.
-func violations(pkg string, imports map[string][]string, exceptions map[[2]string]string, used map[[2]string]bool, bad func(string) bool) []string {
+// violations walks the Coffer packages pkg imports, directly or not, and describes every
+// import bad reports.
+func violations(pkg string, imports map[string][]string, bad func(string) bool) []string {
 	var out []string
 	via := map[string]string{pkg: ""} // package -> the package it was reached from
 	queue := []string{pkg}
@@ -258,10 +245,6 @@ func violations(pkg string, imports map[string][]string, exceptions map[[2]strin
 		queue = queue[1:]
 		for _, full := range imports[p] {
 			imp := rel(full)
-			if _, ok := exceptions[[2]string{p, imp}]; ok {
-				used[[2]string{p, imp}] = true
-				continue
-			}
 			if bad(imp) {
 				chain := []string{imp}
 				for q := p; q != ""; q = via[q] {
