@@ -265,3 +265,37 @@ func violations(pkg string, imports map[string][]string, bad func(string) bool) 
 	}
 	return out
 }
+
+// TestPackageMap fails when docs/architecture.md's package map and the module's packages
+// differ: a package missing from the map, or a mapped one that no longer exists.
+func TestPackageMap(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "architecture.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "### Package map")
+	if !ok {
+		t.Fatal("docs/architecture.md has no \"### Package map\" section")
+	}
+	mapped := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			if len(mapped) > 0 && !strings.HasPrefix(line, "|") {
+				break // the table ended
+			}
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `"), "`")
+		mapped[name] = true
+	}
+	for _, p := range goList(t, "./...") {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		if !mapped[rel] {
+			t.Errorf("package %s is not in docs/architecture.md's package map", rel)
+		}
+		delete(mapped, rel)
+	}
+	for name := range mapped {
+		t.Errorf("docs/architecture.md's package map lists %s, which is not a package of the module", name)
+	}
+}
