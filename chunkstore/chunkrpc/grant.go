@@ -17,8 +17,13 @@ import (
 	"github.com/cofferhq/coffer/transport"
 )
 
-// grantCacheSize bounds how many granted snapshots' reference lists a node keeps.
-const grantCacheSize = 16
+// grantCacheSize bounds how many granted snapshots' reference lists a node keeps, and
+// grantCacheIDs how many reference IDs they hold in all (32 bytes each: 128 MiB). A
+// snapshot whose lists alone exceed grantCacheIDs is served but not kept.
+const (
+	grantCacheSize = 16
+	grantCacheIDs  = 4 << 20
+)
 
 // grantGate checks restore grants: restore-operator peers may only chunk.Get and
 // chunk.GetMany, with a grant signed by the meta leader for their own principal and a
@@ -32,6 +37,9 @@ type grantGate struct {
 
 	mu    sync.Mutex
 	lists map[grantListKey][][]chunk.ID // sorted reference lists per granted snapshot
+	ids   int                           // reference IDs held in lists
+	// maxIDs bounds ids (grantCacheIDs; tests lower it).
+	maxIDs int
 }
 
 // grantListKey names one granted snapshot's reference lists. Agents choose snapshot IDs
@@ -64,7 +72,7 @@ type ClusterClock func() (time.Time, error)
 // reading, grant reads are answered Unavailable. Without EnableGrants, restore-operator
 // peers are refused everything. Call before serving.
 func (s *Server) EnableGrants(key []byte, now ClusterClock) {
-	s.grants = &grantGate{key: bytes.Clone(key), now: now, lists: map[grantListKey][][]chunk.ID{}}
+	s.grants = &grantGate{key: bytes.Clone(key), now: now, lists: map[grantListKey][][]chunk.ID{}, maxIDs: grantCacheIDs}
 }
 
 // authorize checks a restore operator's read of ids under token: the grant is verified
@@ -125,11 +133,19 @@ func (gg *grantGate) refLists(ctx context.Context, store chunkstore.Store, g gra
 		}
 		lists = append(lists, ids)
 	}
-	gg.mu.Lock()
-	if len(gg.lists) >= grantCacheSize {
-		clear(gg.lists)
+	n := 0
+	for _, l := range lists {
+		n += len(l)
 	}
-	gg.lists[key] = lists
+	gg.mu.Lock()
+	if _, ok := gg.lists[key]; !ok && n <= gg.maxIDs {
+		if len(gg.lists) >= grantCacheSize || gg.ids+n > gg.maxIDs {
+			clear(gg.lists)
+			gg.ids = 0
+		}
+		gg.lists[key] = lists
+		gg.ids += n
+	}
 	gg.mu.Unlock()
 	return lists, nil
 }
