@@ -6,7 +6,8 @@ BIN     ?= bin
 GOFLAGS ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short test-faults test-ext4 vet lint bench bench-suite bench-quick demo clean fuzz fuzz-short
+.PHONY: all build test test-short test-faults test-ext4 vet lint bench bench-suite bench-quick demo clean fuzz fuzz-short \
+	image cluster-up cluster-down cluster-status test-cluster
 
 all: build
 
@@ -65,6 +66,40 @@ test-ext4:
 # Build, start the dev cluster, back up the Go toolchain's src, restore, verify, print stats.
 demo: build
 	BIN=$(BIN) GO=$(GO) ./deploy/demo.sh
+
+# Containers (docs/deploy.md): need Docker Engine and docker-compose (v1, or the v2 plugin);
+# nothing is pulled from a registry. None of these run in `make test`.
+#   image         the FROM-scratch image $(IMAGE) from the static binaries (deploy/container)
+#   cluster-up    3 meta + 7 chunk containers and an agent on a private network, bootstrapped
+#                 with the production commands (deploy/cluster.sh); waits for `coffer admin
+#                 status` to answer on the admin side and prints it. The CA key and the admin
+#                 key stay in the host's bootstrap directory $(CLUSTER_DIR).
+#   cluster-down  removes the containers, their network and volumes, and $(CLUSTER_DIR)
+#   test-cluster  cluster-up, the key-separation check, a backup and restore from the agent
+#                 container, cluster-down
+IMAGE       ?= coffer:dev
+CLUSTER_DIR ?= $(BIN)/cluster
+CLUSTER_ENV  = COFFER_IMAGE=$(IMAGE) COFFER_CLUSTER_DIR=$(CLUSTER_DIR)
+
+image:
+	rm -rf $(BIN)/container
+	mkdir -p $(BIN)/container/rootfs/tmp $(BIN)/container/data
+	chmod 1777 $(BIN)/container/rootfs/tmp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/container/ ./cmd/coffer ./cmd/cofferd
+	cp deploy/container/passwd deploy/container/group $(BIN)/container/
+	docker build -t $(IMAGE) -f deploy/container/Dockerfile $(BIN)/container
+
+cluster-up: image
+	$(CLUSTER_ENV) ./deploy/cluster.sh up
+
+cluster-status:
+	$(CLUSTER_ENV) ./deploy/cluster.sh status
+
+cluster-down:
+	$(CLUSTER_ENV) ./deploy/cluster.sh down
+
+test-cluster: image
+	$(CLUSTER_ENV) ./deploy/cluster-test.sh
 
 clean:
 	rm -rf $(BIN)
