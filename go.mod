@@ -13,6 +13,7 @@ require (
 	github.com/klauspost/reedsolomon v1.14.2
 	github.com/minio/sha256-simd v1.0.1
 	github.com/quic-go/quic-go v0.65.0
+	github.com/robfig/cron/v3 v3.0.1
 	go.etcd.io/bbolt v1.3.6
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sync v0.24.0

@@ -57,6 +57,10 @@ type EnrollToken struct {
 	RevokedAt    time.Time `cbor:"revoked_at,omitempty" json:"revoked_at,omitzero"`
 	RevokedBy    string    `cbor:"revoked_by,omitempty" json:"revoked_by,omitempty"`
 	RevokeReason string    `cbor:"revoke_reason,omitempty" json:"revoke_reason,omitempty"`
+
+	// Labels are given to the agent that uses the token (backup policies select hosts
+	// by label, so a new host is protected from its first minute; issue 15).
+	Labels map[string]string `cbor:"labels,omitempty" json:"labels,omitempty"`
 }
 
 // Enrollment token states (EnrollToken.State).

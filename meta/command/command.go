@@ -89,6 +89,20 @@ func (t Type) String() string {
 		return "RevokeCert"
 	case TypeRevokeEnrollToken:
 		return "RevokeEnrollToken"
+	case TypePutPolicy:
+		return "PutPolicy"
+	case TypeDeletePolicy:
+		return "DeletePolicy"
+	case TypeStartJob:
+		return "StartJob"
+	case TypeReportJob:
+		return "ReportJob"
+	case TypeHeartbeat:
+		return "Heartbeat"
+	case TypeExpireJobs:
+		return "ExpireJobs"
+	case TypeCompactJobs:
+		return "CompactJobs"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -217,6 +231,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	case CreateVault, CommitSnapshot, SetClusterMap, Tick, TickV1, DeleteSnapshots, SetLock, SetHold, RecordAudit,
 		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
 		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
+	case PutPolicy, DeletePolicy, StartJob, ReportJob, Heartbeat, ExpireJobs, CompactJobs:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -324,6 +339,8 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		var v RevokeEnrollToken
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
+	case TypePutPolicy, TypeDeletePolicy, TypeStartJob, TypeReportJob, TypeHeartbeat, TypeExpireJobs, TypeCompactJobs:
+		body, err = c.decodeJobs(t, env.Body)
 	default:
 		return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
 	}

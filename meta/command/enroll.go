@@ -18,6 +18,8 @@ type CreateEnrollToken struct {
 	Name  string         `cbor:"name,omitempty"`
 	TTL   int64          `cbor:"ttl"` // nanoseconds, > 0
 	By    meta.Principal `cbor:"by"`
+	// Labels are given to the enrolled agent (issue 15).
+	Labels map[string]string `cbor:"labels,omitempty"`
 }
 
 // ConsumeEnrollToken marks a token used for an enrollment (meta.ConsumeEnrollToken

@@ -133,6 +133,9 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyGC(b, cmd.Body, now)
 	case command.CreateEnrollToken, command.ConsumeEnrollToken, command.RevokeCert, command.RevokeEnrollToken:
 		return f.applyEnroll(b, index, cmd.Body, now)
+	case command.PutPolicy, command.DeletePolicy, command.StartJob, command.ReportJob, command.Heartbeat,
+		command.ExpireJobs, command.CompactJobs:
+		return f.applyJobs(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

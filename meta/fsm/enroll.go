@@ -58,7 +58,7 @@ func (f *FSM) applyEnroll(b *pebble.Batch, index uint64, body command.Body, now 
 		entry = meta.AuditEntry{Principal: who, Role: anonymousEnrollee, Action: "agent enroll",
 			Target: "token " + meta.EnrollTokenID(c.Hash)}
 		var t meta.EnrollToken
-		t, err = f.consumeEnrollToken(b, c, now)
+		t, err = f.consumeEnrollToken(b, index, c, now)
 		if err == nil {
 			entry.Principal, entry.Vault = t.Principal, t.Vault
 			entry.Reason = fmt.Sprintf("backup-agent certificate serial %s", t.Serial)
@@ -120,17 +120,20 @@ func (f *FSM) createEnrollToken(b *pebble.Batch, c command.CreateEnrollToken, no
 	} else if ok {
 		return meta.EnrollToken{}, fmt.Errorf("enrollment token %s: %w", meta.EnrollTokenID(c.Hash), meta.ErrExists)
 	}
+	if err := meta.ValidateLabels(c.Labels); err != nil {
+		return meta.EnrollToken{}, err
+	}
 	if err := f.checkAgentNameFree(b, c.Name, c.Hash, now); err != nil {
 		return meta.EnrollToken{}, err
 	}
 	t := meta.EnrollToken{ID: meta.EnrollTokenID(c.Hash), Hash: c.Hash, Vault: c.Vault, Name: c.Name,
-		Created: now, Expires: now.Add(time.Duration(c.TTL)), By: c.By.Name}
+		Created: now, Expires: now.Add(time.Duration(c.TTL)), By: c.By.Name, Labels: c.Labels}
 	return t, f.put(b, key, t)
 }
 
 // consumeEnrollToken marks the token used. On refusal it still returns the token when it
 // exists (for the audit record's vault), with nothing written.
-func (f *FSM) consumeEnrollToken(b *pebble.Batch, c command.ConsumeEnrollToken, now time.Time) (meta.EnrollToken, error) {
+func (f *FSM) consumeEnrollToken(b *pebble.Batch, index uint64, c command.ConsumeEnrollToken, now time.Time) (meta.EnrollToken, error) {
 	var t meta.EnrollToken
 	key := enrollTokenKey(c.Hash)
 	raw, ok, err := getCopy(b, key)
@@ -155,6 +158,9 @@ func (f *FSM) consumeEnrollToken(b *pebble.Batch, c command.ConsumeEnrollToken, 
 		return t, err
 	}
 	t.Used, t.UsedAt, t.Principal, t.Serial = true, now, name, c.Serial
+	if len(t.Labels) > 0 {
+		f.setPolicyVersion(b, index) // the host's labels may select policies
+	}
 	return t, f.put(b, key, t)
 }
 

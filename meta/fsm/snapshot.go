@@ -316,6 +316,8 @@ func knownKey(k string) bool {
 	switch {
 	case knownEnrollKey(k):
 		return true
+	case knownJobKey(k):
+		return true
 	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit, k == keyGC:
 		return true
 	case strings.HasPrefix(k, prefixAudit):
