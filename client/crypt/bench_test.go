@@ -115,7 +115,7 @@ func BenchmarkChunkAEAD(b *testing.B) {
 		}
 	})
 	b.Run("fixed-key", func(b *testing.B) {
-		block, _ := aes.NewCipher(k.dataPRK[:])
+		block, _ := aes.NewCipher(k.cur.prk[:])
 		aead, _ := cipher.NewGCM(block)
 		b.ReportAllocs()
 		for b.Loop() {

@@ -9,6 +9,11 @@ var (
 	// version, key generation or compression, failed authentication (tampered bytes or a
 	// different vault's key), bad compressed stream, or content that does not match its ID.
 	ErrCorrupt = errors.New("crypt: corrupt")
+	// ErrNoEpochKey: a well-formed envelope is sealed under a key epoch (data key
+	// generation) the keys do not hold: the chunk was written after the holder whose
+	// keyring these keys came from lost its key wrap (a revoked host), or its header is
+	// damaged. It is not ErrCorrupt: the bytes may well be intact.
+	ErrNoEpochKey = errors.New("crypt: no key for the chunk's key epoch")
 	// ErrWrongPassphrase: a well-formed key wrapping did not open with the passphrase.
 	// A garbled ciphertext or tag inside an otherwise well-formed wrapping cannot be told
 	// apart from a wrong passphrase and reports this error too.

@@ -2,6 +2,7 @@ package crypt
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"testing"
 
@@ -28,8 +29,8 @@ func FuzzOpen(f *testing.F) {
 		id := ids[int(which)%len(ids)]
 		out, err := k.Open(nil, id, sealed)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error is not ErrCorrupt: %v", err)
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNoEpochKey) {
+				t.Fatalf("error is not ErrCorrupt or ErrNoEpochKey: %v", err)
 			}
 			return
 		}
@@ -68,6 +69,71 @@ func FuzzSealOpen(f *testing.F) {
 		bad[int(flip)%len(bad)] ^= 0x01
 		if _, err := k.Open(nil, id, bad); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("open of a damaged envelope (byte %d): %v, want ErrCorrupt", int(flip)%len(bad), err)
+		}
+	})
+}
+
+// FuzzParseKeyring: ParseKeyring never panics; what it accepts re-encodes to the input.
+func FuzzParseKeyring(f *testing.F) {
+	r := NewKeyring("v", testMaster(3))
+	b, _ := r.MarshalBinary()
+	f.Add(b)
+	r.Epochs = []EpochKey{{Epoch: 1, Key: testMaster(4)}}
+	b, _ = r.MarshalBinary()
+	f.Add(b)
+	f.Add([]byte("CFKR\x01\x00\x01v"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := ParseKeyring(b, "v")
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error is not ErrInvalid: %v", err)
+			}
+			return
+		}
+		again, err := got.MarshalBinary()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted keyring does not re-encode to its input: %v", err)
+		}
+	})
+}
+
+// FuzzOpenIdentity: a passphrase identity blob from the vault record never panics the
+// decoder; errors are ErrInvalid or ErrWrongPassphrase.
+func FuzzOpenIdentity(f *testing.F) {
+	id, err := NewIdentity()
+	if err != nil {
+		f.Fatal(err)
+	}
+	blob, _, err := SealIdentity(id, []byte("pw"), TestArgon2Params(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(blob)
+	f.Add([]byte("CFKI\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, err := OpenIdentity(b, []byte("pw"))
+		if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrWrongPassphrase) {
+			t.Fatalf("unexpected error class: %v", err)
+		}
+	})
+}
+
+// FuzzOpenKeyring: a sealed keyring from the vault record never panics the decoder.
+func FuzzOpenKeyring(f *testing.F) {
+	id, err := NewIdentity()
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := SealKeyring(NewKeyring("v", testMaster(2)), id.Recipient())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(s)
+	f.Add([]byte("age-encryption.org/v1\n-> X25519 \n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := OpenKeyring(b, "v", id)
+		if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrWrongKey) {
+			t.Fatalf("unexpected error class: %v", err)
 		}
 	})
 }

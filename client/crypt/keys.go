@@ -48,20 +48,34 @@ func NewMasterKey(rand io.Reader) (MasterKey, error) {
 	return mk, nil
 }
 
-// Keys is a vault's derived key set: the ID key, the data key of key generation 0 and the
-// gear seed. Build it with DeriveKeys. A *Keys is safe for concurrent use; it must not be
+// Keys is a vault's derived key set: the ID key, the gear seed and the data key of every
+// key generation (epoch) it holds, sealing under the newest. Build it with DeriveKeys
+// (generation 0 only) or Keyring.Keys. A *Keys is safe for concurrent use; it must not be
 // copied after first use.
 type Keys struct {
 	idKey    [KeySize]byte
-	dataPRK  [KeySize]byte // HKDF-Extract(salt = none, data key): the PRK of per-chunk keys
 	gearSeed [KeySize]byte
-	gen      uint32
+	gen      uint32             // the generation Seal writes
+	cur      *dataKey           // data[gen]
+	data     map[uint32]*dataKey // read-only after construction
 
-	idMACs    sync.Pool // *macState keyed with idKey
-	chunkMACs sync.Pool // *macState keyed with dataPRK
-	scratch   sync.Pool // *[]byte, decrypted compressed bodies in Open
+	idMACs  sync.Pool // *macState keyed with idKey
+	scratch sync.Pool // *[]byte, decrypted compressed bodies in Open
 
 	comp *compressor
+}
+
+// dataKey is one generation's data key, as the PRK of its per-chunk keys.
+type dataKey struct {
+	prk  [KeySize]byte // HKDF-Extract(salt = none, data key)
+	macs sync.Pool     // *macState keyed with prk
+}
+
+func newDataKey(key *[KeySize]byte) *dataKey {
+	d := &dataKey{}
+	copy(d.prk[:], hkdf.Extract(sha256.New, key[:], nil))
+	d.macs.New = func() any { return &macState{h: hmac.New(sha256simd.New, d.prk[:])} }
+	return d
 }
 
 // macState is a pooled HMAC-SHA-256 with its own output buffer, so that computing a sum
@@ -75,14 +89,25 @@ type macState struct {
 // DeriveKeys expands mk into the vault's keys with HKDF-SHA-256 (no salt), one info label
 // per key: "coffer id v1", "coffer data v1", "coffer gear v1".
 func DeriveKeys(mk MasterKey) *Keys {
-	k := &Keys{comp: newCompressor(MaxPlaintextSize)}
+	return deriveKeys(mk, nil)
+}
+
+// deriveKeys is DeriveKeys plus the random data keys of generations 1.. (epochs, in
+// ascending order, as a validated Keyring holds them); Seal uses the last generation.
+func deriveKeys(mk MasterKey, epochs []EpochKey) *Keys {
+	k := &Keys{comp: newCompressor(MaxPlaintextSize), data: make(map[uint32]*dataKey, 1+len(epochs))}
 	derive(mk[:], infoID, k.idKey[:])
-	var dataKey [KeySize]byte
-	derive(mk[:], infoData, dataKey[:])
-	copy(k.dataPRK[:], hkdf.Extract(sha256.New, dataKey[:], nil))
+	var gen0 [KeySize]byte
+	derive(mk[:], infoData, gen0[:])
+	k.data[0] = newDataKey(&gen0)
+	clear(gen0[:])
+	for i := range epochs {
+		k.data[epochs[i].Epoch] = newDataKey(&epochs[i].Key)
+		k.gen = epochs[i].Epoch
+	}
+	k.cur = k.data[k.gen]
 	derive(mk[:], infoGear, k.gearSeed[:])
 	k.idMACs.New = func() any { return &macState{h: hmac.New(sha256simd.New, k.idKey[:])} }
-	k.chunkMACs.New = func() any { return &macState{h: hmac.New(sha256simd.New, k.dataPRK[:])} }
 	return k
 }
 
@@ -97,7 +122,8 @@ func derive(secret []byte, info string, out []byte) {
 // GearSeed returns the seed of the vault's chunker gear table (see client/chunker).
 func (k *Keys) GearSeed() [32]byte { return k.gearSeed }
 
-// Generation returns the data key generation these keys seal under (0 for now).
+// Generation returns the data key generation (key epoch) these keys seal under: 0 for
+// DeriveKeys, the keyring's newest epoch for Keyring.Keys.
 func (k *Keys) Generation() uint32 { return k.gen }
 
 // ChunkID returns HMAC-SHA-256(ID key, data): the chunk's keyed ID. data is only read.
@@ -112,17 +138,20 @@ func (k *Keys) ChunkID(data []byte) chunk.ID {
 	return id
 }
 
+// chunkKey is the per-chunk key of id under the generation Seal writes.
+func (k *Keys) chunkKey(id chunk.ID, out *[KeySize]byte) { k.cur.chunkKey(id, out) }
+
 // chunkKey returns the per-chunk key HKDF-SHA-256(data key, info = "coffer chunk v1" || id)
-// into out. With the extract step precomputed in dataPRK, the 32-byte HKDF-Expand output
+// into out. With the extract step precomputed in prk, the 32-byte HKDF-Expand output
 // is T(1) = HMAC(PRK, info || 0x01), computed here on a pooled HMAC state
 // (TestChunkKeyMatchesHKDF checks it against x/crypto/hkdf).
-func (k *Keys) chunkKey(id chunk.ID, out *[KeySize]byte) {
-	m := k.chunkMACs.Get().(*macState)
+func (d *dataKey) chunkKey(id chunk.ID, out *[KeySize]byte) {
+	m := d.macs.Get().(*macState)
 	m.h.Reset()
 	copy(m.info[:], infoChunk)
 	copy(m.info[len(infoChunk):], id[:])
 	m.info[len(m.info)-1] = 1
 	m.h.Write(m.info[:])
 	copy(out[:], m.h.Sum(m.sum[:0]))
-	k.chunkMACs.Put(m)
+	d.macs.Put(m)
 }

@@ -18,8 +18,14 @@ import (
 // the AES-256-GCM ciphertext and tag of the (maybe compressed) plaintext. The header is
 // the additional authenticated data.
 const (
-	envMagic   = 0xC0
-	envVersion = 1
+	envMagic = 0xC0
+	// envVersion is the envelope of key generation 0, the data key derived from the
+	// master key; envVersionEpoch the envelope of generations ≥ 1, random data keys of
+	// a Keyring's epochs. The layout is the same; the version says where the key
+	// generation's data key comes from, so that a reader that predates epochs refuses
+	// such an envelope by its version rather than mistaking it for damage.
+	envVersion      = 1
+	envVersionEpoch = 2
 
 	compNone = 0
 	compZstd = 1
@@ -63,6 +69,9 @@ func (k *Keys) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
 	hdr := out[start:]
 	hdr[offMagic] = envMagic
 	hdr[offVersion] = envVersion
+	if k.gen != 0 {
+		hdr[offVersion] = envVersionEpoch
+	}
 	binary.BigEndian.PutUint32(hdr[offGen:], k.gen)
 	hdr[offComp] = compNone
 	body := plain
@@ -107,11 +116,18 @@ func (k *Keys) Open(dst []byte, id chunk.ID, sealed []byte) ([]byte, error) {
 	if hdr[offMagic] != envMagic {
 		return nil, fmt.Errorf("crypt: open chunk %s: %w: bad magic byte 0x%02x, want 0x%02x", id.Str(), ErrCorrupt, hdr[offMagic], envMagic)
 	}
-	if hdr[offVersion] != envVersion {
-		return nil, fmt.Errorf("crypt: open chunk %s: %w: unknown envelope version %d (this build reads %d)", id.Str(), ErrCorrupt, hdr[offVersion], envVersion)
+	g := binary.BigEndian.Uint32(hdr[offGen:])
+	switch v := hdr[offVersion]; {
+	case v == envVersion && g != 0:
+		return nil, fmt.Errorf("crypt: open chunk %s: %w: envelope version %d with key generation %d (version %d holds generation 0 only)", id.Str(), ErrCorrupt, v, g, envVersion)
+	case v == envVersionEpoch && g == 0:
+		return nil, fmt.Errorf("crypt: open chunk %s: %w: envelope version %d with key generation 0 (version %d holds epochs from 1)", id.Str(), ErrCorrupt, v, envVersionEpoch)
+	case v != envVersion && v != envVersionEpoch:
+		return nil, fmt.Errorf("crypt: open chunk %s: %w: unknown envelope version %d (this build reads %d and %d)", id.Str(), ErrCorrupt, v, envVersion, envVersionEpoch)
 	}
-	if g := binary.BigEndian.Uint32(hdr[offGen:]); g != k.gen {
-		return nil, fmt.Errorf("crypt: open chunk %s: %w: unknown key generation %d (keys have %d)", id.Str(), ErrCorrupt, g, k.gen)
+	dk := k.data[g]
+	if dk == nil {
+		return nil, fmt.Errorf("crypt: open chunk %s: %w: sealed under key epoch %d, which these keys do not hold (newest %d): written after this holder's key wrap was removed, or a damaged header", id.Str(), ErrNoEpochKey, g, k.gen)
 	}
 	comp := hdr[offComp]
 	if comp != compNone && comp != compZstd {
@@ -119,7 +135,7 @@ func (k *Keys) Open(dst []byte, id chunk.ID, sealed []byte) ([]byte, error) {
 	}
 	nonce := hdr[offNonce:headerSize]
 	ct := sealed[headerSize:]
-	aead, err := k.chunkAEAD(id)
+	aead, err := chunkAEAD(dk, id)
 	if err != nil {
 		return nil, fmt.Errorf("crypt: open chunk %s: %w", id.Str(), err)
 	}
@@ -166,10 +182,13 @@ func (k *Keys) putScratch(sp *[]byte, z []byte) {
 	}
 }
 
-// chunkAEAD returns AES-256-GCM under the chunk's own key.
-func (k *Keys) chunkAEAD(id chunk.ID) (cipher.AEAD, error) {
+// chunkAEAD returns AES-256-GCM under the chunk's own key of the generation Seal writes.
+func (k *Keys) chunkAEAD(id chunk.ID) (cipher.AEAD, error) { return chunkAEAD(k.cur, id) }
+
+// chunkAEAD returns AES-256-GCM under the chunk's own key of generation d.
+func chunkAEAD(d *dataKey, id chunk.ID) (cipher.AEAD, error) {
 	var key [KeySize]byte
-	k.chunkKey(id, &key)
+	d.chunkKey(id, &key)
 	return newGCM(&key)
 }
 
