@@ -73,7 +73,7 @@ func (p Principal) Can(act Action, vault VaultID) bool {
 		return true
 	case RoleBackupAgent:
 		switch act {
-		case ActRead, ActCreateVault, ActCommit, ActLock:
+		case ActRead, ActCreateVault, ActCommit, ActLock, ActKeys:
 			return p.inScope(vault)
 		}
 	case RoleRestoreOperator:
@@ -132,6 +132,7 @@ func (p Principal) SeesKeyWraps() bool {
 func VaultFor(p Principal, v Vault) Vault {
 	if !p.SeesKeyWraps() {
 		v.KeyWraps = nil
+		v.Keys = nil
 	}
 	return v
 }

@@ -43,6 +43,10 @@ type Vault struct {
 	// KeyWraps holds the vault master key wrapped by recovery passphrases or keys. Opaque
 	// to the cluster (see client/crypt FORMAT.md).
 	KeyWraps [][]byte `cbor:"key_wraps" json:"-"`
+	// Keys is the vault's key record (wraps per holder, key epochs; see keys.go). Vaults
+	// made before it have only KeyWraps (legacy passphrase wrappings of the master key)
+	// until an admin converts them; a vault with Keys has no KeyWraps.
+	Keys *VaultKeys `cbor:"keys,omitempty" json:"-"`
 	// Chunker names the chunking algorithm and parameters, part of the vault's format.
 	Chunker string `cbor:"chunker" json:"chunker"`
 	// Deleted is set while the vault is soft-deleted (nil otherwise): it takes no new

@@ -36,6 +36,15 @@ func ValidateVault(v Vault) error {
 	if err := ValidateProfile(v.Profile); err != nil {
 		return fmt.Errorf("vault %s: %w", v.ID, err)
 	}
+	if v.Keys != nil {
+		if len(v.KeyWraps) != 0 {
+			return fmt.Errorf("%w: vault %s: both legacy key wrappings and a key record", ErrInvalid, v.ID)
+		}
+		if err := ValidateVaultKeys(*v.Keys); err != nil {
+			return fmt.Errorf("vault %s: %w", v.ID, err)
+		}
+		return nil
+	}
 	if len(v.KeyWraps) == 0 {
 		return fmt.Errorf("%w: vault %s: missing key wraps (at least one wrapped master key is required)", ErrInvalid, v.ID)
 	}

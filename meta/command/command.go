@@ -103,6 +103,10 @@ func (t Type) String() string {
 		return "ExpireJobs"
 	case TypeCompactJobs:
 		return "CompactJobs"
+	case TypeSetVaultKeys:
+		return "SetVaultKeys"
+	case TypeTouchKeyWrap:
+		return "TouchKeyWrap"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -232,6 +236,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
 		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
 	case PutPolicy, DeletePolicy, StartJob, ReportJob, Heartbeat, ExpireJobs, CompactJobs:
+	case SetVaultKeys, TouchKeyWrap:
 	default:
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
@@ -341,6 +346,14 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypePutPolicy, TypeDeletePolicy, TypeStartJob, TypeReportJob, TypeHeartbeat, TypeExpireJobs, TypeCompactJobs:
 		body, err = c.decodeJobs(t, env.Body)
+	case TypeSetVaultKeys:
+		var v SetVaultKeys
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeTouchKeyWrap:
+		var v TouchKeyWrap
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
 	default:
 		return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
 	}

@@ -136,6 +136,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.PutPolicy, command.DeletePolicy, command.StartJob, command.ReportJob, command.Heartbeat,
 		command.ExpireJobs, command.CompactJobs:
 		return f.applyJobs(b, index, cmd.Body, now)
+	case command.SetVaultKeys, command.TouchKeyWrap:
+		return f.applyKeys(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

@@ -85,7 +85,18 @@ func (f *FSM) applyEnroll(b *pebble.Batch, index uint64, body command.Body, now 
 			target = "principal " + r.Principal
 		}
 		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "cert revoke", Target: target, Reason: r.Reason}
-		v, err = f.revokeCert(b, index, c, now)
+		// A revoked host loses its vault key wraps, and a key rotation becomes due
+		// (keys.go); computed before anything is written, so a failure writes nothing.
+		var unwrap []meta.Vault
+		if unwrap, err = f.hostWrapRemovals(b, r); err == nil {
+			v, err = f.revokeCert(b, index, c, now)
+		}
+		if err == nil {
+			var note string
+			if note, err = f.removeHostWraps(b, unwrap); note != "" {
+				entry.Target += "; " + note
+			}
+		}
 	default:
 		return nil, fmt.Errorf("%w: unhandled enrollment command %T", meta.ErrInvalid, body)
 	}

@@ -106,6 +106,7 @@ func (f *FSM) purgeVault(b *pebble.Batch, c command.PurgeVault, now time.Time) (
 	}
 	must(b.Delete([]byte(vaultKey(v.ID)), nil))
 	v.KeyWraps = nil
+	v.Keys = nil
 	return v, nil
 }
 

@@ -9,6 +9,7 @@ package memmeta
 import (
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,6 +29,8 @@ type Config struct {
 	// Map is the initial cluster map (nil: none, and ClusterMap answers ErrNotFound
 	// until one is set).
 	Map *placement.Map
+	// PlatformKey is the platform key (nil: none; no vault can be platform-managed).
+	PlatformKey *age.X25519Identity
 }
 
 // Service is an in-memory meta.Service. It is safe for concurrent use.
@@ -109,7 +112,7 @@ func (s *Service) createLocked(p meta.Principal, v meta.Vault) (meta.Vault, erro
 	if _, ok := s.mu.vaults[v.ID]; ok {
 		return v, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
 	}
-	v.KeyWraps = cloneWraps(v.KeyWraps)
+	v.KeyWraps, v.Keys = cloneWraps(v.KeyWraps), v.Keys.Clone()
 	v.Created = s.nowLocked()
 	s.mu.vaults[v.ID] = v
 	return v, nil
@@ -128,7 +131,7 @@ func (s *Service) GetVault(ctx context.Context, id meta.VaultID) (meta.Vault, er
 	if !ok {
 		return meta.Vault{}, fmt.Errorf("memmeta: vault %s: %w", id, meta.ErrNotFound)
 	}
-	v.KeyWraps = cloneWraps(v.KeyWraps)
+	v.KeyWraps, v.Keys = cloneWraps(v.KeyWraps), v.Keys.Clone()
 	return meta.VaultFor(p, v), nil
 }
 
@@ -141,7 +144,7 @@ func (s *Service) ListVaults(ctx context.Context) ([]meta.Vault, error) {
 	out := make([]meta.Vault, 0, len(s.mu.vaults))
 	for _, v := range s.mu.vaults {
 		if p.Can(meta.ActRead, v.ID) {
-			v.KeyWraps = cloneWraps(v.KeyWraps)
+			v.KeyWraps, v.Keys = cloneWraps(v.KeyWraps), v.Keys.Clone()
 			out = append(out, meta.VaultFor(p, v))
 		}
 	}
@@ -299,7 +302,7 @@ func (s *Service) SetClusterMap(ctx context.Context, m placement.Map) error {
 func (s *Service) SetVault(v meta.Vault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v.KeyWraps = cloneWraps(v.KeyWraps)
+	v.KeyWraps, v.Keys = cloneWraps(v.KeyWraps), v.Keys.Clone()
 	s.mu.vaults[v.ID] = v
 }
 

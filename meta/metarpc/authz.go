@@ -79,5 +79,14 @@ func AuthzRules() []authz.Rule {
 			Admin: authz.Allow, Meta: fwd},
 		{Method: MethodSecurityState, Doc: "the revocation list and the cluster time",
 			Admin: authz.Allow, Node: authz.Allow, Meta: authz.Allow},
+		{Method: MethodUpdateVaultKeys, Destructive: true, Audit: "vault keys", Doc: "replace a vault's key wraps (rotate, add, remove, passphrase change, key management)",
+			Agent: authz.If("its vaults: add wraps and rotate only (removals and management switches are refused)"),
+			Admin: authz.Allow, Meta: fwd},
+		{Method: MethodTouchKeyWrap, Doc: "record that a key wrap was used (last used, at most once an hour)",
+			Agent: ownVaults, Restore: ownVaults, Admin: authz.Allow, Meta: fwd},
+		{Method: MethodPlatformRecipient, Doc: "the public half of the platform key (to wrap a platform-managed vault)",
+			Agent: authz.Allow, Restore: authz.Allow, Admin: authz.Allow, Meta: fwd},
+		{Method: MethodPlatformUnwrap, Destructive: true, Audit: "vault keys platform-unwrap", Doc: "a platform-managed vault's keyring, sealed to the caller's one-time key (restore without a passphrase)",
+			Admin: authz.If("platform-managed vaults only"), Meta: fwd},
 	}
 }

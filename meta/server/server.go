@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"log/slog"
@@ -85,6 +86,11 @@ type Config struct {
 	// CA signs the certificates of enrolling agents; nil makes Enroll answer that this
 	// server cannot sign (see EnrollService).
 	CA *pki.CA
+	// PlatformKey is the cluster's platform key (node: platform_key_file): platform-managed
+	// vaults are also wrapped to it, and PlatformUnwrap opens them with it. nil: no vault
+	// can be platform-managed. It lives in a file outside the data directory; the Raft log
+	// and the FSM hold only what is sealed to it.
+	PlatformKey *age.X25519Identity
 	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
 	// means pki.DefaultValidity (a year).
 	AgentCertValidity time.Duration
