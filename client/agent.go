@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/meta"
-	"github.com/cofferhq/coffer/placement"
 )
 
 // Sentinel errors; match with errors.Is.
@@ -122,45 +120,10 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// InitVault creates vault with a new random master key wrapped by passphrase, the
-// default chunker and the default erasure profile. It fails with meta.ErrExists when the
-// vault exists (nothing is changed) and with crypt.ErrInvalid for an empty passphrase.
-// With the local key cache on, the new key is cached as an Open would cache it, so the
-// first backup does not derive the passphrase's key a second time.
+// InitVault creates a customer-managed vault with a new random master key wrapped by
+// passphrase: InitVaultWith(InitOptions{Passphrase: passphrase}).
 func InitVault(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte) (meta.Vault, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return meta.Vault{}, err
-	}
-	if vault == "" {
-		return meta.Vault{}, fmt.Errorf("%w: empty vault id", ErrInvalid)
-	}
-	mk, err := crypt.NewMasterKey(cfg.Rand)
-	if err != nil {
-		return meta.Vault{}, fmt.Errorf("client: init vault %s: %w", vault, err)
-	}
-	wrapped, err := crypt.WrapKey(mk, passphrase, cfg.Argon2, cfg.Rand)
-	if err != nil {
-		return meta.Vault{}, fmt.Errorf("client: init vault %s: %w", vault, err)
-	}
-	v, err := cfg.Meta.CreateVault(ctx, meta.Vault{
-		ID:       vault,
-		Profile:  placement.DefaultProfile,
-		KeyWraps: [][]byte{wrapped},
-		Chunker:  chunker.DefaultParams().Name(),
-	})
-	if errors.Is(err, meta.ErrExists) {
-		// A retried create whose first attempt was committed (its reply lost to a
-		// leader change) finds its own vault: the same freshly wrapped key says so.
-		if got, gerr := cfg.Meta.GetVault(ctx, vault); gerr == nil && len(got.KeyWraps) == 1 && bytes.Equal(got.KeyWraps[0], wrapped) {
-			v, err = got, nil
-		}
-	}
-	if err != nil {
-		return meta.Vault{}, fmt.Errorf("client: init vault %s: %w", vault, err)
-	}
-	saveKeyCache(cfg, v, wrapped, mk, passphrase)
-	return v, nil
+	return InitVaultWith(ctx, cfg, vault, InitOptions{Passphrase: passphrase})
 }
 
 // Agent backs up to and restores from one vault. Its methods are safe for concurrent
@@ -174,19 +137,32 @@ type Agent struct {
 	closed  atomic.Bool
 	// keyFromCache says the master key came from the local key cache.
 	keyFromCache bool
+	// ks is the vault's key record and keyring, for key changes (keys.go).
+	ks *keyState
 
 	// beforeRead, when set (tests only), runs before a file is opened for reading.
 	beforeRead func(path string)
 }
 
-// Open opens vault with passphrase. A passphrase that opens none of the vault's key
-// wrappings gives ErrWrongPassphrase. Nothing in the cluster is changed either way; with
-// the local key cache on (Config.KeyCacheSecret) the key comes from its entry when that
-// opens and the vault still holds the wrapping it stands for, and a key unwrapped from
-// the vault is written to it. A vault that is soft-deleted has its cache entry removed and
-// never gets one; for a vault that does not exist (purged) everything the agent caches for it
-// (key entry and tree packs) is removed.
+// Open opens vault with passphrase: OpenWith(Unlock{Passphrase: passphrase}).
 func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte) (*Agent, error) {
+	return OpenWith(ctx, cfg, vault, Unlock{Passphrase: passphrase})
+}
+
+// OpenWith opens vault, unlocking its key as u says (see Unlock). A passphrase that opens
+// none of the vault's wraps gives ErrWrongPassphrase; no wrap for this host's key, no
+// passphrase or a customer-managed vault for a platform unlock ErrNoWrap. With the local
+// key cache on (Config.KeyCacheSecret) a passphrase unlock uses the cache entry when it
+// opens and the vault still holds the wrap it stands for, and a key unwrapped from the
+// vault is written to it. A vault that is soft-deleted has its cache entry removed and
+// never gets one; for a vault that does not exist (purged) everything the agent caches for
+// it (key entry and tree packs) is removed.
+//
+// When a key rotation is due (a host's wrap was removed by a certificate revocation),
+// OpenWith performs it before returning, so the agent seals under an epoch the removed
+// host never held; a principal that may not rotate (a restore operator) opens the vault
+// for reading as it is. An unwrap is recorded as the wrap's last use (at most hourly).
+func OpenWith(ctx context.Context, cfg Config, vault meta.VaultID, u Unlock) (*Agent, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -198,29 +174,42 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	if err != nil {
 		return nil, fmt.Errorf("client: open vault %s: %w", vault, err)
 	}
-	if len(v.KeyWraps) == 0 {
-		return nil, fmt.Errorf("client: open vault %s: %w: no key wrappings", vault, ErrInvalid)
-	}
-	mk, opened := openKeyCache(cfg, v, passphrase)
-	fromCache := opened
-	for i, w := range v.KeyWraps {
-		if opened {
-			break
+	var (
+		kr        *crypt.Keyring
+		fromCache bool
+	)
+	if v.Keys != nil {
+		var wid string
+		if kr, wid, fromCache, err = unlockKeyring(ctx, cfg, v, u); err != nil {
+			return nil, err
 		}
-		k, err := crypt.UnwrapKey(w, passphrase)
-		if errors.Is(err, crypt.ErrWrongPassphrase) {
-			continue
+		if kr.Epoch() != v.Keys.Epoch {
+			return nil, fmt.Errorf("client: open vault %s: %w: the key wrap holds epochs up to %d, the vault is at %d", vault, ErrInvalid, kr.Epoch(), v.Keys.Epoch)
 		}
+		ks := &keyState{cfg: cfg, vault: v, kr: kr}
+		if v.Keys.RotateBy > v.Keys.Epoch {
+			if nv, err := ks.change(ctx, "rotate-key", "due: a holder's wrap was removed (certificate revocation)", true, nil); err == nil {
+				cfg.Logger.Info("vault key rotated: a holder's wrap was removed", "vault", vault, "epoch", nv.Keys.Epoch)
+				v, kr = nv, ks.kr
+			} else if !errors.Is(err, meta.ErrDenied) {
+				return nil, fmt.Errorf("client: open vault %s: due key rotation: %w", vault, err)
+			}
+		}
+		if w, ok := v.Keys.Wrap(wid); ok && cfg.Now().Sub(w.LastUsed) >= meta.KeyUseInterval {
+			if svc, ok := cfg.Meta.(meta.KeyService); ok {
+				if err := svc.TouchKeyWrap(ctx, vault, wid); err != nil {
+					cfg.Logger.Debug("key wrap use not recorded", "vault", vault, "wrap", wid, "err", err)
+				}
+			}
+		}
+	} else {
+		mk, cached, err := openLegacy(cfg, v, u.Passphrase)
 		if err != nil {
-			return nil, fmt.Errorf("client: open vault %s: key wrapping %d: %w", vault, i, err)
+			return nil, err
 		}
-		mk, opened = k, true
-		saveKeyCache(cfg, v, w, mk, passphrase)
+		kr, fromCache = crypt.NewKeyring(string(vault), mk), cached
 	}
-	if !opened {
-		return nil, fmt.Errorf("client: open vault %s: %w", vault, ErrWrongPassphrase)
-	}
-	keys := crypt.DeriveKeys(mk)
+	keys := kr.Keys()
 	params, err := chunker.ParseName(v.Chunker)
 	if err != nil {
 		return nil, fmt.Errorf("client: open vault %s: chunker %q: %w", vault, v.Chunker, err)
@@ -228,7 +217,34 @@ func Open(ctx context.Context, cfg Config, vault meta.VaultID, passphrase []byte
 	if _, err := chunker.New(params, keys.GearSeed()); err != nil {
 		return nil, fmt.Errorf("client: open vault %s: chunker %q: %w", vault, v.Chunker, err)
 	}
-	return &Agent{cfg: cfg, vault: v, keys: keys, trees: snapshot.New(cfg.Chunks, keys), chunker: params, keyFromCache: fromCache}, nil
+	return &Agent{cfg: cfg, vault: v, keys: keys, trees: snapshot.New(cfg.Chunks, keys), chunker: params, keyFromCache: fromCache,
+		ks: &keyState{cfg: cfg, vault: v, kr: kr}}, nil
+}
+
+// openLegacy unwraps the master key of a vault that has only legacy passphrase
+// wrappings (Vault.KeyWraps), from the local key cache when it can.
+func openLegacy(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey, bool, error) {
+	if len(v.KeyWraps) == 0 {
+		return crypt.MasterKey{}, false, fmt.Errorf("client: open vault %s: %w: no key wrappings", v.ID, ErrInvalid)
+	}
+	if len(passphrase) == 0 {
+		return crypt.MasterKey{}, false, fmt.Errorf("%w: vault %s has only a passphrase wrapping, and no passphrase was given", ErrNoWrap, v.ID)
+	}
+	if mk, ok := openKeyCache(cfg, v, passphrase); ok {
+		return mk, true, nil
+	}
+	for i, w := range v.KeyWraps {
+		k, err := crypt.UnwrapKey(w, passphrase)
+		if errors.Is(err, crypt.ErrWrongPassphrase) {
+			continue
+		}
+		if err != nil {
+			return crypt.MasterKey{}, false, fmt.Errorf("client: open vault %s: key wrapping %d: %w", v.ID, i, err)
+		}
+		saveKeyCache(cfg, v, w, k, passphrase)
+		return k, false, nil
+	}
+	return crypt.MasterKey{}, false, fmt.Errorf("client: open vault %s: %w", v.ID, ErrWrongPassphrase)
 }
 
 // WithChunks returns an agent on the same vault and keys that reads and writes chunks
@@ -242,7 +258,7 @@ func (a *Agent) WithChunks(chunks chunkstore.Store) *Agent {
 	}
 	cfg := a.cfg
 	cfg.Chunks = chunks
-	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: snapshot.New(chunks, a.keys), chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead}
+	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: snapshot.New(chunks, a.keys), chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}
 }
 
 // Vault returns the vault the agent was opened on.

@@ -74,23 +74,31 @@ func keyCacheOn(cfg Config) bool { return cfg.CacheDir != "" && len(cfg.KeyCache
 
 // openKeyCache returns the master key from v's cache entry, or false.
 func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey, bool) {
+	mk, _, ok := openKeyCacheOf(cfg, v, v.KeyWraps, passphrase)
+	return mk, ok
+}
+
+// openKeyCacheOf returns the key in v's cache entry, which stands for one of wrappings
+// (legacy wrappings of the master key, or the sealed identities of passphrase wraps,
+// whose holder key it then holds), and that wrapping's index; or false.
+func openKeyCacheOf(cfg Config, v meta.Vault, wrappings [][]byte, passphrase []byte) (crypt.MasterKey, int, bool) {
 	if v.Deleted != nil {
 		dropKeyCache(cfg, v.ID, "the vault is deleted")
-		return crypt.MasterKey{}, false
+		return crypt.MasterKey{}, 0, false
 	}
 	if !keyCacheOn(cfg) {
-		return crypt.MasterKey{}, false
+		return crypt.MasterKey{}, 0, false
 	}
 	p := keyCachePath(cfg, v.ID)
 	e, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return crypt.MasterKey{}, false
+		return crypt.MasterKey{}, 0, false
 	}
 	if err != nil {
 		cfg.Logger.Warn("local key cache unreadable", "file", p, "err", err)
-		return crypt.MasterKey{}, false
+		return crypt.MasterKey{}, 0, false
 	}
-	mk, _, err := crypt.OpenKeyCache(e, cacheIdentity(v), v.KeyWraps, passphrase, cfg.KeyCacheSecret)
+	mk, i, err := crypt.OpenKeyCache(e, cacheIdentity(v), wrappings, passphrase, cfg.KeyCacheSecret)
 	if err != nil {
 		// Another passphrase or host secret, a removed wrapping, or a damaged entry: the
 		// full unwrap decides, and replaces the entry when it succeeds.
@@ -98,10 +106,10 @@ func openKeyCache(cfg Config, v meta.Vault, passphrase []byte) (crypt.MasterKey,
 		if errors.Is(err, crypt.ErrStale) || errors.Is(err, crypt.ErrInvalid) {
 			_ = os.Remove(p)
 		}
-		return crypt.MasterKey{}, false
+		return crypt.MasterKey{}, 0, false
 	}
 	cfg.Logger.Debug("vault key from the local key cache", "vault", v.ID)
-	return mk, true
+	return mk, i, true
 }
 
 // saveKeyCache writes v's cache entry for mk, opened from wrapping with passphrase.

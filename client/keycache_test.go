@@ -2,14 +2,12 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/meta"
 )
 
@@ -76,22 +74,23 @@ func TestKeyCacheOpen(t *testing.T) {
 		t.Fatalf("Open with the rewritten entry: err %v", err)
 	}
 
-	// Rotate the passphrase: the vault's only wrapping is replaced.
-	v, err := e.meta.GetVault(ctx, "v1")
+	// Change the passphrase: the vault's only passphrase wrap is replaced.
+	ag, err := Open(ctx, cfg, "v1", testPass)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk, err := crypt.UnwrapKey(v.KeyWraps[0], testPass)
+	staleEntry, err := os.ReadFile(entry) // stands for the old passphrase wrap
 	if err != nil {
 		t.Fatal(err)
 	}
 	newPass := []byte("rotated passphrase")
-	w, err := crypt.WrapKey(mk, newPass, crypt.TestArgon2Params(), rand.Reader)
-	if err != nil {
+	if _, err := ag.ChangePassphrase(ctx, newPass, "test"); err != nil {
 		t.Fatal(err)
 	}
-	v.KeyWraps = [][]byte{w}
-	e.meta.SetVault(v)
+	// ChangePassphrase caches the new wrap's key: drop it to see the stale entry go.
+	if err := os.WriteFile(entry, staleEntry, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(ctx, cfg, "v1", testPass); !errors.Is(err, ErrWrongPassphrase) {
 		t.Fatalf("old passphrase after rotation: %v, want ErrWrongPassphrase", err)
 	}

@@ -292,15 +292,15 @@ func TestAuthzMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: get vault: %v", cl.role, err)
 			}
-			if got := len(v.KeyWraps) > 0; got != wantWraps {
-				t.Errorf("%s: get vault returned %d key wraps, want wraps: %v", cl.role, len(v.KeyWraps), wantWraps)
+			if got := len(v.KeyWraps) > 0 || v.Keys != nil; got != wantWraps {
+				t.Errorf("%s: get vault returned %d key wraps and key record %v, want wraps: %v", cl.role, len(v.KeyWraps), v.Keys != nil, wantWraps)
 			}
 			vs, err := mc.ListVaults(ctx)
 			if err != nil || len(vs) == 0 {
 				t.Fatalf("%s: list vaults: %v %v", cl.role, vs, err)
 			}
 			for _, v := range vs {
-				if got := len(v.KeyWraps) > 0; got != wantWraps {
+				if got := len(v.KeyWraps) > 0 || v.Keys != nil; got != wantWraps {
 					t.Errorf("%s: list vaults: vault %s with %d key wraps, want wraps: %v", cl.role, v.ID, len(v.KeyWraps), wantWraps)
 				}
 			}

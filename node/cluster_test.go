@@ -258,7 +258,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("got %v, want ErrWrongPassphrase", err)
 		}
 		after, err := cfg.Meta.GetVault(ctx, "default")
-		if err != nil || len(after.KeyWraps) != len(v.KeyWraps) || !bytes.Equal(after.KeyWraps[0], v.KeyWraps[0]) {
+		if err != nil || after.Keys == nil || after.Keys.Revision != v.Keys.Revision || !bytes.Equal(after.Keys.Wraps[0].Keyring, v.Keys.Wraps[0].Keyring) {
 			t.Fatalf("vault changed after a wrong passphrase: %v", err)
 		}
 	})
