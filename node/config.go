@@ -83,6 +83,14 @@ type Config struct {
 	ShardTransport string `yaml:"shard_transport,omitempty"`
 	// GC schedules garbage collection (meta role; the leader runs it).
 	GC GCConfig `yaml:"gc,omitempty"`
+	// PlatformKeyFile, optional and for meta nodes only, is the platform key: an age
+	// X25519 identity file (age-keygen's format), the same on every meta server.
+	// Platform-managed vaults (`coffer init --key-management platform`) are also wrapped
+	// to it, and an admin restores them through it with no passphrase. Keep it outside
+	// the data directory: the Raft log and state hold only what is sealed to it, so a
+	// stolen data directory alone opens no vault. Without it no vault can be
+	// platform-managed.
+	PlatformKeyFile string `yaml:"platform_key_file,omitempty"`
 }
 
 // GCConfig schedules garbage collection. Zero fields mean the defaults.
@@ -183,6 +191,9 @@ func (c Config) Validate() error {
 	if c.TLS.CAKey != "" && !c.Has(RoleMeta) {
 		return bad("tls: ca_key is for meta nodes (they sign enrolled agents' certificates); node %q has no meta role", c.ID)
 	}
+	if c.PlatformKeyFile != "" && !c.Has(RoleMeta) {
+		return bad("platform_key_file is for meta nodes (a chunk node must never hold a key that opens vaults); node %q has no meta role", c.ID)
+	}
 	if c.ClusterSecretFile == "" {
 		return bad("cluster_secret_file is empty")
 	}
@@ -234,7 +245,7 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("node: %s: %w: %v", path, ErrConfig, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.CAKey, &c.ClusterSecretFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.CAKey, &c.ClusterSecretFile, &c.PlatformKeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"net"
@@ -102,6 +103,13 @@ func DevInit(o DevOptions, now time.Time) error {
 	if err := write(filepath.Join(pkiDir, "ca-key.pem"), ca.KeyPEM()); err != nil {
 		return err
 	}
+	pk, err := age.GenerateX25519Identity()
+	if err != nil {
+		return fmt.Errorf("node: dev: platform key: %w", err)
+	}
+	if err := write(filepath.Join(pkiDir, "platform-key.txt"), []byte("# coffer platform key (age X25519); public key: "+pk.Recipient().String()+"\n"+pk.String()+"\n")); err != nil {
+		return err
+	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return fmt.Errorf("node: dev: %w", err)
@@ -193,6 +201,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		if s.roles[0] == RoleMeta {
 			c.Bootstrap = boot
 			c.TLS.CAKey = "../../pki/ca-key.pem"
+			c.PlatformKeyFile = "../../pki/platform-key.txt"
 		}
 		if err := SaveConfig(filepath.Join(dir, "node.yaml"), c); err != nil {
 			return err

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"log/slog"
 	"os"
@@ -129,6 +130,12 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	var platformKey *age.X25519Identity
+	if cfg.PlatformKeyFile != "" {
+		if platformKey, err = loadPlatformKey(cfg.PlatformKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	ecfg := cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log, CheckPeer: n.checkPeer}
 	if cfg.Has(RoleMeta) {
 		ecfg.AnonymousMethods = n.authz.Anonymous()
@@ -237,6 +244,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			PGHealth:    n.gatherPGHealth,
 			GrantKey:    grantKey,
 			CA:          ca,
+			PlatformKey: platformKey,
 			GCPeer:      n.gcPeer,
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,

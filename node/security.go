@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io/fs"
 	"os"
@@ -262,3 +263,25 @@ func (n *Node) RevocationVersion() uint64 { return n.sec.rev.Load().Version }
 // list at least as new as the one it persisted before its start: until then it serves
 // only cluster nodes.
 func (n *Node) RevocationCurrent() bool { return n.sec.rev.Load().current }
+
+// loadPlatformKey reads the platform key file: an age identity file holding exactly one
+// X25519 identity. Errors name the file, never the key.
+func loadPlatformKey(path string) (*age.X25519Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("node: platform key: %w", err)
+	}
+	defer f.Close()
+	ids, err := age.ParseIdentities(f)
+	if err != nil {
+		return nil, fmt.Errorf("node: platform key %s: not an age identity file: %w", path, err)
+	}
+	if len(ids) != 1 {
+		return nil, fmt.Errorf("node: platform key %s: %d identities, want exactly one", path, len(ids))
+	}
+	x, ok := ids[0].(*age.X25519Identity)
+	if !ok {
+		return nil, fmt.Errorf("node: platform key %s: not an X25519 identity", path)
+	}
+	return x, nil
+}
