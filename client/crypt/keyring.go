@@ -29,7 +29,9 @@ type EpochKey struct {
 }
 
 // String redacts the key.
-func (e EpochKey) String() string { return fmt.Sprintf("crypt.EpochKey{Epoch: %d, Key: redacted}", e.Epoch) }
+func (e EpochKey) String() string {
+	return fmt.Sprintf("crypt.EpochKey{Epoch: %d, Key: redacted}", e.Epoch)
+}
 
 // GoString redacts the key.
 func (e EpochKey) GoString() string { return e.String() }

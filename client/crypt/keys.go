@@ -55,8 +55,8 @@ func NewMasterKey(rand io.Reader) (MasterKey, error) {
 type Keys struct {
 	idKey    [KeySize]byte
 	gearSeed [KeySize]byte
-	gen      uint32             // the generation Seal writes
-	cur      *dataKey           // data[gen]
+	gen      uint32              // the generation Seal writes
+	cur      *dataKey            // data[gen]
 	data     map[uint32]*dataKey // read-only after construction
 
 	idMACs  sync.Pool // *macState keyed with idKey
