@@ -108,6 +108,9 @@ func (t Type) String() string {
 	case TypeTouchKeyWrap:
 		return "TouchKeyWrap"
 	}
+	if name, ok := opsName(t); ok {
+		return name
+	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
 
@@ -238,6 +241,9 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	case PutPolicy, DeletePolicy, StartJob, ReportJob, Heartbeat, ExpireJobs, CompactJobs:
 	case SetVaultKeys, TouchKeyWrap:
 	default:
+		if isOps(cmd.Body) {
+			break
+		}
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
 	body, err := c.enc.Marshal(cmd.Body)
@@ -355,7 +361,10 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:
-		return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
+		var ok bool
+		if body, ok, err = c.decodeOps(t, env.Body); !ok {
+			return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
+		}
 	}
 	if err != nil {
 		return Command{}, fmt.Errorf("%w: %s body: %v", ErrDecode, Type(env.Type), err)

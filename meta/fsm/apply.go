@@ -138,6 +138,9 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyJobs(b, index, cmd.Body, now)
 	case command.SetVaultKeys, command.TouchKeyWrap:
 		return f.applyKeys(b, index, cmd.Body, now)
+	case command.ApplyRetention, command.RetentionRound, command.SetAlertSink, command.RemoveAlertSink,
+		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt:
+		return f.applyOps(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

@@ -11,7 +11,7 @@ func AuthzRules() []authz.Rule {
 	fwd := authz.If("forwarding a caller's request (checked as that caller)")
 	// ownVaults is an agent's or restore operator's right to read its vaults.
 	ownVaults := authz.If("vaults in its certificate's scope")
-	return []authz.Rule{
+	return append([]authz.Rule{
 		{Method: MethodCreateVault, Audit: "vault create", Doc: "create a vault (init)",
 			Agent: authz.If("a vault in its certificate's scope"), Admin: authz.Allow, Meta: fwd},
 		{Method: MethodGetVault, Doc: "read one vault record, with its key wraps",
@@ -88,5 +88,5 @@ func AuthzRules() []authz.Rule {
 			Agent: authz.Allow, Restore: authz.Allow, Admin: authz.Allow, Meta: fwd},
 		{Method: MethodPlatformUnwrap, Destructive: true, Audit: "vault keys platform-unwrap", Doc: "a platform-managed vault's keyring, sealed to the caller's one-time key (restore without a passphrase)",
 			Admin: authz.If("platform-managed vaults only"), Meta: fwd},
-	}
+	}, opsRules()...)
 }

@@ -91,6 +91,12 @@ type Config struct {
 	// can be platform-managed. It lives in a file outside the data directory; the Raft log
 	// and the FSM hold only what is sealed to it.
 	PlatformKey *age.X25519Identity
+	// RetentionInterval is how often (cluster time) the leader applies every vault's
+	// stored retention policy (autoretention.go); zero = meta.DefaultRetentionInterval,
+	// negative disables it (`coffer forget` and `coffer admin retention run` still work).
+	RetentionInterval time.Duration
+	// Alerts configures alert delivery (alerts.go).
+	Alerts AlertConfig
 	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
 	// means pki.DefaultValidity (a year).
 	AgentCertValidity time.Duration
@@ -118,6 +124,12 @@ type Server struct {
 
 	readyTerm atomic.Uint64 // term in which a Barrier completed on this leader
 	gcMu      sync.Mutex    // held while this server runs a collection
+	retMu     sync.Mutex    // held while this server runs a retention round
+	alertMu   sync.Mutex    // held while this server delivers alerts
+	// alertPasses counts delivery passes over the alerts (tests wait on it).
+	alertPasses atomic.Int64
+	// probedAt is when this server last probed alert conditions (guarded by alertMu).
+	probedAt time.Time
 	// gcFirstSeen is the cluster time the loop first checked for a due collection (only
 	// the loop goroutine touches it).
 	gcFirstSeen time.Time
@@ -324,6 +336,8 @@ func (s *Server) loop() {
 			s.purgeDue()
 			s.followLiveness()
 			s.gcDue()
+			s.retentionDue()
+			s.alertsDue()
 		}
 		select {
 		case <-s.stop:
