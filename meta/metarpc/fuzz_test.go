@@ -104,6 +104,8 @@ func FuzzServeRPC(f *testing.F) {
 		MethodEnroll:          enrollReq{Req: meta.EnrollRequest{Token: "t", CSR: []byte{0x30}}},
 		MethodRevokeCert:      revokeCertReq{Revocation: meta.Revocation{Serial: "1f"}},
 		MethodSecurityState:   securityStateReq{Known: 7},
+		MethodAlertSinkSet:    opsReq[meta.AlertSink]{Arg: meta.AlertSink{Name: "p", Kind: meta.SinkWebhook, URL: "http://h/"}},
+		MethodAlerts:          opsReq[meta.AlertFilter]{Arg: meta.AlertFilter{Open: true, Limit: 3}},
 	}
 	for i, r := range rules {
 		f.Add(uint8(i), []byte{0xa0})
