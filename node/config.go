@@ -91,6 +91,15 @@ type Config struct {
 	// stolen data directory alone opens no vault. Without it no vault can be
 	// platform-managed.
 	PlatformKeyFile string `yaml:"platform_key_file,omitempty"`
+	// StatusListen, when set, is the TCP address of the read-only status page (HTTPS
+	// with mutual TLS under the node's identity: admin client certificates only).
+	StatusListen string `yaml:"status_listen,omitempty"`
+	// StatusLoopback serves the status page as plain HTTP without certificates instead;
+	// StatusListen must then be a loopback IP address.
+	StatusLoopback bool `yaml:"status_loopback,omitempty"`
+	// StatusSampleInterval is how often the status page samples capacity and throughput
+	// for its charts (a day of samples is kept in memory); 0 means 1 minute.
+	StatusSampleInterval time.Duration `yaml:"status_sample_interval,omitempty"`
 }
 
 // GCConfig schedules garbage collection. Zero fields mean the defaults.
@@ -228,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if c.SegmentSize < 1<<20 {
 		return bad("segment_size %d is below 1 MiB", c.SegmentSize)
+	}
+	if err := c.validateStatus(); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }

@@ -67,7 +67,8 @@ func DevClientConfig(dir string) string { return filepath.Join(dir, "coffer.yaml
 // the CA (pki/ca.pem, pki/ca-key.pem, which the meta nodes use to enroll agents), a
 // certificate per node, an admin client certificate,
 // the cluster secret, nodes/<id>/node.yaml for each node (runnable with
-// `cofferd run --config`), and coffer.yaml for clients. Ports are chosen free now and
+// `cofferd run --config`; the first meta node's serves the status page on a loopback
+// port), and coffer.yaml for clients. Ports are chosen free now and
 // then fixed, so the cluster restarts from the same directory on the same ports.
 func DevInit(o DevOptions, now time.Time) error {
 	o = o.withDefaults()
@@ -203,6 +204,16 @@ func DevInit(o DevOptions, now time.Time) error {
 			c.TLS.CAKey = "../../pki/ca-key.pem"
 			c.PlatformKeyFile = "../../pki/platform-key.txt"
 		}
+		if s.id == specs[0].id {
+			// The first meta node serves the status page to this host (plain HTTP on
+			// loopback: a dev cluster's admin has the whole directory anyway).
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return fmt.Errorf("node: dev: pick port: %w", err)
+			}
+			held = append(held, l)
+			c.StatusListen, c.StatusLoopback = l.Addr().String(), true
+		}
 		if err := SaveConfig(filepath.Join(dir, "node.yaml"), c); err != nil {
 			return err
 		}
@@ -334,6 +345,22 @@ func (d *Dev) WaitReady(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// StatusURL returns the URL of the first status page a running node of the cluster
+// serves, or "" when none does.
+func (d *Dev) StatusURL() string {
+	for _, n := range d.Nodes {
+		if n.closed.Load() || n.status == nil {
+			continue
+		}
+		scheme := "https"
+		if n.cfg.StatusLoopback {
+			scheme = "http"
+		}
+		return scheme + "://" + n.StatusAddr() + "/"
+	}
+	return ""
 }
 
 // Node returns the running node with the given ID, or nil.

@@ -46,6 +46,8 @@ type Deps struct {
 	DownOut time.Duration
 	// RepairInterval, when non-zero, overrides the config's repair interval (tests).
 	RepairInterval time.Duration
+	// StatusSample, when non-zero, overrides the config's status_sample_interval (tests).
+	StatusSample time.Duration
 }
 
 // Node is one running Coffer node.
@@ -66,6 +68,7 @@ type Node struct {
 	repair *repair.Worker // nil without the chunk role
 	sec    securityState  // revocations and cluster time from the meta leader
 	authz  *authz.Table   // checked for every request (checkPeer)
+	status *statusPage    // nil without status_listen
 	// auditSlots bounds the refusal reports in flight to the audit log (see auditRefusal).
 	auditSlots chan struct{}
 
@@ -292,6 +295,11 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.refreshSecurity(ctx)
 	}()
+	if cfg.StatusListen != "" {
+		if err := n.startStatus(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip)
 	return n, nil
 }
@@ -412,6 +420,7 @@ func (n *Node) close(graceful bool) error {
 	if n.cancel != nil {
 		n.cancel()
 	}
+	errs = append(errs, n.closeStatus())
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
 	}

@@ -173,6 +173,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "cofferd: dev cluster ready: %s\nclient config: %s  (export COFFER_CONFIG=%s)\n",
 		strings.Join(ids, " "), node.DevClientConfig(*dir), node.DevClientConfig(*dir))
+	if u := d.StatusURL(); u != "" {
+		fmt.Fprintf(stdout, "status page: %s\n", u)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "cofferd: stopping")
 	if err := d.Close(); err != nil {

@@ -38,6 +38,9 @@ type Opts struct {
 	// DownOut shortens the down→out interval; RepairInterval the time between repair
 	// passes (zero: the node defaults).
 	DownOut, RepairInterval time.Duration
+	// StatusSample, when non-zero, is how often the status page (served by the first
+	// meta node) samples capacity (node.Deps.StatusSample).
+	StatusSample time.Duration
 	// Clock, when set, gives the wall clock (node.Deps.Now) of each node by ID; nil
 	// results and a nil Clock mean time.Now.
 	Clock func(id string) func() time.Time
@@ -85,7 +88,7 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
-		DownOut: o.DownOut, RepairInterval: o.RepairInterval}, clock: o.Clock}
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample}, clock: o.Clock}
 	// NB: ports are picked free at init and bound at start; another process (tests of
 	// other packages run in parallel) may take one in between. Then init again with
 	// fresh ports, a few times.

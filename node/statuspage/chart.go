@@ -102,8 +102,11 @@ func (c LineChart) SVG() template.HTML {
 		fmt.Fprintf(&b, `<text x="%s" y="%s" text-anchor="end" class="tick">%s</text>`, f1(x0-6), f1(y+4), html.EscapeString(format(v)))
 	}
 	layout := "15:04"
-	if span > 24*3600 {
+	switch {
+	case span > 24*3600:
 		layout = "Jan 2 15:04"
+	case span < 3600:
+		layout = "15:04:05"
 	}
 	for i := range 4 {
 		t := from.Add(time.Duration(float64(to.Sub(from)) * float64(i) / 3))

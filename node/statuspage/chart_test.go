@@ -21,9 +21,20 @@ func TestLineChartIsDeterministicAndScaled(t *testing.T) {
 	if !strings.Contains(svg, `points="72.0,178.0 350.0,100.0 628.0,22.0"`) {
 		t.Errorf("polyline not where expected:\n%s", svg)
 	}
-	for _, tick := range []string{">0 B<", ">20 B<", ">100 B<", ">04:00<", ">06:00<"} {
+	for _, tick := range []string{">0 B<", ">20 B<", ">100 B<", ">04:00<", ">06:00<"} { // two hours: minutes
 		if !strings.Contains(svg, tick) {
 			t.Errorf("axis label %s missing", tick)
+		}
+	}
+}
+
+func TestLineChartTimeLabels(t *testing.T) {
+	for span, want := range map[time.Duration]string{
+		10 * time.Minute: ">04:10:00<", 2 * time.Hour: ">06:00<", 48 * time.Hour: ">Dec 8 04:00<",
+	} {
+		svg := string(LineChart{Series: []Series{{Points: []Point{{T: t0, V: 1}, {T: t0.Add(span), V: 2}}}}}.SVG())
+		if !strings.Contains(svg, want) {
+			t.Errorf("a %s chart lacks the label %s", span, want)
 		}
 	}
 }

@@ -90,8 +90,11 @@ func formatTime(t time.Time) string {
 }
 
 func formatDuration(d time.Duration) string {
-	if d <= 0 {
+	switch {
+	case d <= 0:
 		return "-"
+	case d < time.Second:
+		return d.String()
 	}
 	return d.Round(time.Second).String()
 }
