@@ -38,9 +38,13 @@ func (n *Node) reportAudit(ctx context.Context, peer transport.Peer, e meta.Audi
 	if ctx.Err() != nil {
 		return // closing
 	}
+	if !ok {
+		n.counters.auditRefusals.Add(1)
+	}
 	select {
 	case n.auditSlots <- struct{}{}:
 	default:
+		n.counters.auditDropped.Add(1)
 		n.log.Warn("too many audit reports in flight to the audit log; this one is only logged here", "peer", peer.Principal, "action", e.Action, "reason", e.Reason, "ok", ok)
 		return
 	}

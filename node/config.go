@@ -100,6 +100,11 @@ type Config struct {
 	// StatusSampleInterval is how often the status page samples capacity and throughput
 	// for its charts (a day of samples is kept in memory); 0 means 1 minute.
 	StatusSampleInterval time.Duration `yaml:"status_sample_interval,omitempty"`
+	// MetricsListen, when set, is the TCP address ("host:port") where the node serves
+	// Prometheus metrics over plain HTTP at /metrics (docs/operations.md, "Metrics").
+	// Bind it to a loopback or management address: the series name nodes and counts, but
+	// carry no secrets. Empty: no metrics listener.
+	MetricsListen string `yaml:"metrics_listen,omitempty"`
 }
 
 // GCConfig schedules garbage collection. Zero fields mean the defaults.
@@ -190,6 +195,11 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Gossip); err != nil {
 		return bad("gossip %q: %v", c.Gossip, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return bad("metrics_listen %q: %v (want host:port, e.g. 127.0.0.1:9450)", c.MetricsListen, err)
+		}
 	}
 	if c.DataDir == "" {
 		return bad("data_dir is empty")

@@ -36,6 +36,10 @@ type DevOptions struct {
 	// Joining, when > 0, puts the last Joining chunk nodes in the initial map as
 	// joining: running, but holding no PG until `coffer admin rebalance apply`.
 	Joining int
+	// MetricsPort, when > 0, gives the nodes consecutive metrics ports from it (in node
+	// order: meta-1.., then chunk-1..); zero picks a free port for each. Every dev node
+	// serves metrics (metrics_listen) on Host.
+	MetricsPort int
 }
 
 func (o DevOptions) withDefaults() DevOptions {
@@ -120,10 +124,11 @@ func DevInit(o DevOptions, now time.Time) error {
 	}
 
 	type spec struct {
-		id     string
-		roles  []Role
-		listen string
-		gossip string
+		id      string
+		roles   []Role
+		listen  string
+		gossip  string
+		metrics string
 	}
 	var specs []spec
 	for i := 1; i <= o.Meta; i++ {
@@ -147,6 +152,13 @@ func DevInit(o DevOptions, now time.Time) error {
 		}
 		specs[i].listen = net.JoinHostPort(o.Host, fmt.Sprint(q))
 		specs[i].gossip = net.JoinHostPort(o.Host, fmt.Sprint(g))
+		mp := o.MetricsPort + i
+		if o.MetricsPort <= 0 {
+			if mp, err = freeTCPPort(o.Host, &held); err != nil {
+				return err
+			}
+		}
+		specs[i].metrics = net.JoinHostPort(o.Host, fmt.Sprint(mp))
 	}
 	var metas []MetaServer
 	var seeds []string
@@ -198,6 +210,7 @@ func DevInit(o DevOptions, now time.Time) error {
 			MetaServers:       metas,
 			MemTableSize:      4 << 20,
 			SegmentSize:       64 << 20,
+			MetricsListen:     s.metrics,
 		}
 		if s.roles[0] == RoleMeta {
 			c.Bootstrap = boot
@@ -236,6 +249,17 @@ func DevInit(o DevOptions, now time.Time) error {
 	return clientconfig.Save(DevClientConfig(o.Dir), clientconfig.File{
 		Meta: metaAddrs, CA: "pki/ca.pem", Cert: "pki/client.pem", Key: "pki/client-key.pem", Vault: "default",
 	})
+}
+
+// freeTCPPort picks a free TCP port (a metrics listener), keeping it bound in held
+// until every port is picked.
+func freeTCPPort(host string, held *[]io.Closer) (int, error) {
+	t, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("node: dev: pick port: %w", err)
+	}
+	*held = append(*held, t)
+	return t.Addr().(*net.TCPAddr).Port, nil
 }
 
 // freePorts picks a free UDP port (QUIC) and a port free on both TCP and UDP (gossip).

@@ -12,10 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
 	"github.com/cofferhq/coffer/chunkstore/coord"
 	"github.com/cofferhq/coffer/chunkstore/erasure"
+	"github.com/cofferhq/coffer/chunkstore/gcnode"
 	"github.com/cofferhq/coffer/chunkstore/grant"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/chunkstore/segstore"
@@ -25,6 +28,7 @@ import (
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/authz"
+	"github.com/cofferhq/coffer/transport/metricsrv"
 	"github.com/cofferhq/coffer/transport/pki"
 	cquic "github.com/cofferhq/coffer/transport/quic"
 	"github.com/cofferhq/coffer/transport/raftlayer"
@@ -71,6 +75,12 @@ type Node struct {
 	status *statusPage    // nil without status_listen
 	// auditSlots bounds the refusal reports in flight to the audit log (see auditRefusal).
 	auditSlots chan struct{}
+	gcn        *gcnode.Node // nil without the chunk role
+	// counters and metrics are the node's observability (figures.go, metrics.go);
+	// metricsSrv serves them on cfg.MetricsListen (nil when unset).
+	counters   counters
+	metrics    *nodeMetrics
+	metricsSrv *metricsrv.Server
 
 	// ctx is the node's lifetime (cancelled by Close); background reports use it.
 	ctx    context.Context
@@ -204,8 +214,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		}
 	}
 
+	n.metrics = newNodeMetrics(n)
 	mux := transport.NewMux()
-	cs := chunkrpc.NewServer(local, n.chunks)
+	cs := chunkrpc.NewServer(local, countingStore{s: n.chunks, c: &n.counters})
 	grantKey := grant.Key(secret)
 	cs.EnableGrants(grantKey, n.clusterNow)
 	cs.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
@@ -214,6 +225,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: gc: %w", err)
 		}
+		n.gcn = gcn
 		cs.EnableGC(gcn)
 		cs.GuardDeletes(n.guardDelete)
 	}
@@ -251,6 +263,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			GCPeer:      n.gcPeer,
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,
+			OnCommit:    n.metrics.observeCommit,
 		}
 		// The commit check tells a missing reference list from an unreadable one by the
 		// coordinator's not-found error.
@@ -275,9 +288,16 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		ms.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 		mux.Handle("meta", ms)
 	}
-	n.ep.SetHandler(mux)
+	handler := n.metrics.instrument(n.authz, mux)
+	n.ep.SetHandler(handler)
 	if n.tcp != nil {
-		n.tcp.SetHandler(mux) // node certificates only (the tcp endpoint refuses others)
+		n.tcp.SetHandler(handler) // node certificates only (the tcp endpoint refuses others)
+	}
+	if cfg.MetricsListen != "" {
+		n.metricsSrv, err = metricsrv.Start(cfg.MetricsListen, n.metrics.reg, n.log.With("component", "metrics"))
+		if err != nil {
+			return nil, fmt.Errorf("node: metrics_listen: %w", err)
+		}
 	}
 
 	n.wg.Add(1)
@@ -300,7 +320,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip)
+	n.log.Info("node started", "addr", n.ep.Addr(), "roles", cfg.Roles, "gossip", cfg.Gossip, "metrics", n.MetricsAddr())
 	return n, nil
 }
 
@@ -392,6 +412,18 @@ func (n *Node) Shards() *segstore.Store { return n.shards }
 // Chunks returns this node's chunk coordinator.
 func (n *Node) Chunks() chunkstore.Store { return n.chunks }
 
+// Metrics returns the node's Prometheus registry (what its metrics listener serves).
+func (n *Node) Metrics() prometheus.Gatherer { return n.metrics.reg }
+
+// MetricsAddr returns the address the metrics listener is bound to, or "" when the
+// node serves no metrics (metrics_listen unset).
+func (n *Node) MetricsAddr() string {
+	if n.metricsSrv == nil {
+		return ""
+	}
+	return n.metricsSrv.Addr()
+}
+
 // Map returns the node's current cluster map, or nil before the first one arrived.
 func (n *Node) Map() *placement.Map { return n.cmap.Load() }
 
@@ -414,6 +446,11 @@ func (n *Node) close(graceful bool) error {
 		return nil
 	}
 	var errs []error
+	if n.metricsSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		errs = append(errs, n.metricsSrv.Close(ctx))
+		cancel()
+	}
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.leave(graceful))
 	}

@@ -218,6 +218,7 @@ func (n *Node) checkPeer(ctx context.Context, peer transport.Peer, method string
 		}
 		err := transport.Errorf(transport.PermissionDenied, "node %s: %s: %s %q (serial %s) is refused: %s revoked at %s by %s",
 			n.cfg.ID, method, peer.Role, peer.Principal, peer.Serial, what, r.At.Format(time.RFC3339), r.By)
+		n.counters.revokedRequests.Add(1)
 		n.log.Warn("refused request from a revoked certificate", "peer", peer.Principal, "serial", peer.Serial, "method", method, "addr", peer.Addr)
 		n.auditRefusal(n.ctx, peer, method, err.Error())
 		return err

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -47,6 +48,18 @@ type Node struct {
 	mu     sync.Mutex
 	epoch  uint64    // the latest prepared epoch (0: none)
 	cutoff time.Time // its cutoff
+
+	// swept sums the results of every sweep this node carried out (Totals).
+	swept struct {
+		chunks, shards, bytes, spared atomic.Int64
+	}
+}
+
+// Totals sums what every sweep order carried out by this node since New deleted and
+// spared: for metrics.
+func (n *Node) Totals() gcorder.SweepResult {
+	return gcorder.SweepResult{Chunks: n.swept.chunks.Load(), Shards: n.swept.shards.Load(),
+		Bytes: n.swept.bytes.Load(), Spared: n.swept.spared.Load()}
 }
 
 // New returns a Node.
@@ -155,6 +168,10 @@ func (n *Node) Sweep(ctx context.Context, from string, epoch uint64, ids []chunk
 		return gcorder.SweepResult{}, err
 	}
 	r, err := n.cfg.Store.SweepChunks(ctx, ids, cutoff)
+	n.swept.chunks.Add(r.Chunks) // a failed sweep may have deleted some
+	n.swept.shards.Add(r.Shards)
+	n.swept.bytes.Add(r.Bytes)
+	n.swept.spared.Add(r.Spared)
 	if err != nil {
 		return r, fmt.Errorf("gcnode: sweep: %w", err)
 	}

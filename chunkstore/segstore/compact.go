@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -22,6 +23,27 @@ type CompactResult struct {
 	Segments  int   // segment files removed
 	Copied    int64 // bytes appended to the current segment (live records, carried deletes)
 	Reclaimed int64 // bytes of the removed files; the disk space freed is Reclaimed - Copied
+}
+
+// CompactTotals is what every compaction (Compact and the background compactor) did
+// since the store was opened: for metrics.
+type CompactTotals struct {
+	Runs      int64 // compactions started (including those that found nothing to do)
+	Segments  int64 // segment files removed
+	Copied    int64 // bytes appended to the current segment
+	Reclaimed int64 // bytes of the removed files
+}
+
+// compactCounters hold CompactTotals (Store.compacted).
+type compactCounters struct {
+	runs, segments, copied, reclaimed atomic.Int64
+}
+
+// CompactTotals returns what compaction did since Open. Safe to call at any time, also
+// after Close.
+func (s *Store) CompactTotals() CompactTotals {
+	c := &s.compacted
+	return CompactTotals{Runs: c.runs.Load(), Segments: c.segments.Load(), Copied: c.copied.Load(), Reclaimed: c.reclaimed.Load()}
 }
 
 // Compact rewrites the segments whose live bytes are below Options.CompactThreshold of
@@ -53,6 +75,7 @@ func (s *Store) Compact(ctx context.Context) (CompactResult, error) {
 // compact does Compact's work; the caller holds compactMu and an enter.
 func (s *Store) compact(ctx context.Context) (CompactResult, error) {
 	var res CompactResult
+	s.compacted.runs.Add(1)
 	for _, v := range s.victims() {
 		st := &compactStep{victim: v, from: fileHeaderSize}
 		for {
@@ -65,10 +88,13 @@ func (s *Store) compact(ctx context.Context) (CompactResult, error) {
 			}
 			st = req.compact
 			res.Copied += st.copied
+			s.compacted.copied.Add(st.copied)
 			if st.done {
 				if st.removed {
 					res.Segments++
 					res.Reclaimed += st.freed
+					s.compacted.segments.Add(1)
+					s.compacted.reclaimed.Add(st.freed)
 				}
 				break
 			}

@@ -71,9 +71,11 @@ type Store struct {
 
 	salt []byte // key of record tags (dir/salt); set by Open, never changed
 
-	corrupt  atomic.Int64 // damaged records found since Open (Stats.Corrupt)
-	damageMu sync.Mutex
-	damage   []Damage // guarded by damageMu; the first maxDamage found since Open
+	corrupt atomic.Int64 // damaged records found since Open (Stats.Corrupt)
+	// compacted counts what compactions did since Open (CompactTotals).
+	compacted compactCounters
+	damageMu  sync.Mutex
+	damage    []Damage // guarded by damageMu; the first maxDamage found since Open
 }
 
 // maxDamage bounds the damage reports a store keeps in memory (Store.Damage).

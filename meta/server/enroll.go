@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -48,11 +49,13 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	}
 	pub, err := pki.ParseCSR(req.CSR)
 	if err != nil {
+		s.figs.enrollInvalid.Add(1)
 		return meta.EnrollResult{}, fmt.Errorf("%w: server: enroll: %v", meta.ErrInvalid, err)
 	}
 	hash := meta.EnrollTokenHash(req.Token)
 	if req.Name != "" {
 		if err := meta.ValidateAgentName(req.Name); err != nil {
+			s.figs.enrollInvalid.Add(1)
 			return meta.EnrollResult{}, err
 		}
 	}
@@ -71,12 +74,16 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 			if first {
 				s.log.Warn("failed enrollment attempts refused until the allowance refills", "from", src, "err", err)
 			}
+			s.figs.enrollLimited.Add(1)
 			return meta.EnrollResult{}, err
 		}
 	}
 	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: hash, Name: req.Name,
 		Serial: pki.SerialString(serial), From: req.From})
 	if err != nil {
+		if errors.Is(err, meta.ErrDenied) {
+			s.figs.enrollToken.Add(1)
+		}
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
 	t := res.(meta.EnrollToken)

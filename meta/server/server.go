@@ -100,6 +100,9 @@ type Config struct {
 	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
 	// means pki.DefaultValidity (a year).
 	AgentCertValidity time.Duration
+	// OnCommit, when set, is called (synchronously, keep it short) with every snapshot
+	// this server committed as leader (node: backup metrics).
+	OnCommit func(meta.Snapshot)
 }
 
 // Server is one meta voter. All methods are safe for concurrent use.
@@ -134,6 +137,7 @@ type Server struct {
 	// the loop goroutine touches it).
 	gcFirstSeen time.Time
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
+	figs        figureCounters // behind Figures (figures.go)
 	stop        chan struct{}  // closed by Close; stops loop
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
@@ -274,6 +278,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: start raft: %w", err)
 	}
 	s.started.Store(s.raft)
+	s.countLeaders()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

@@ -125,6 +125,9 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 		if err != nil {
 			return meta.Snapshot{}, err
 		}
+		if s.cfg.OnCommit != nil {
+			s.cfg.OnCommit(res.(meta.Snapshot))
+		}
 		return res.(meta.Snapshot), nil
 	}
 }
