@@ -32,6 +32,10 @@ type File struct {
 	Key  string `yaml:"key"`
 	// Vault is the default vault for commands that take --vault.
 	Vault string `yaml:"vault,omitempty"`
+	// HostKey, optional, is this host's own key pair (an age X25519 identity file,
+	// written at enrollment): it opens the vault's host wrap, so the host needs no
+	// passphrase (coffer vault keys add-host).
+	HostKey string `yaml:"host_key,omitempty"`
 }
 
 // ErrInvalid marks a configuration that cannot be used.
@@ -48,7 +52,7 @@ func Load(path string) (File, error) {
 		return f, fmt.Errorf("clientconfig: %s: %w: %v", path, ErrInvalid, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&f.CA, &f.Cert, &f.Key} {
+	for _, p := range []*string{&f.CA, &f.Cert, &f.Key, &f.HostKey} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

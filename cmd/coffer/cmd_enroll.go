@@ -354,6 +354,7 @@ func (c *agentEnrollCmd) run(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "enrolled as backup agent %q of vault %q (certificate serial %s)\nconfiguration: %s\nback up with: coffer --config %s backup PATH\n",
 		res.Principal, res.Vault, res.Serial, cfgPath, cfgPath)
+	printHostKeyHint(a, cfgPath)
 	return nil
 }
 

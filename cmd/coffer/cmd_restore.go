@@ -56,10 +56,12 @@ type restoreCmd struct {
 	image      string
 	cache      cacheFlags
 	maxEntries maxEntriesFlag
+	platform   bool
 }
 
 func (c *restoreCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "restore into directory `DIR` (required; must not exist or be empty)")
+	fs.BoolVar(&c.platform, "platform", false, "unlock a platform-managed vault through the platform key, without a passphrase (admin certificate; audited)")
 	fs.Var(&c.include, "include", "restore only snapshot path `PATH` and what is below it (repeatable)")
 	c.maxEntries.add(fs)
 	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
@@ -82,7 +84,7 @@ func (c *restoreCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir) }, limit)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir); s.platformUnlock = c.platform }, limit)
 	if err != nil {
 		return err
 	}

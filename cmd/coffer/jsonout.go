@@ -20,6 +20,7 @@ type initSummary struct {
 	Created     time.Time `json:"created"`
 	Profile     string    `json:"profile"` // "k+m"
 	Chunker     string    `json:"chunker"`
+	Management  string    `json:"key_management"` // customer or platform
 }
 
 // backupSummary is `coffer backup --json`.

@@ -42,6 +42,26 @@ type session struct {
 	chunkAddrs []string
 	agent      client.Config
 	role       transport.Role // the certificate's role
+	principal  string         // the certificate's name
+	// platformUnlock opens the vault through the platform key (restore --platform).
+	platformUnlock bool
+}
+
+// hostKey loads this host's own key pair (host_key in the client configuration; nil
+// when none is configured).
+func (s *session) hostKey() (*crypt.Identity, error) {
+	if s.cfg.HostKey == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(s.cfg.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	id, err := crypt.ParseIdentity(b)
+	if err != nil {
+		return nil, fmt.Errorf("host key %s: %w", s.cfg.HostKey, err)
+	}
+	return id, nil
 }
 
 // connect builds a session: load config → identity → endpoint → meta client → cluster map
@@ -56,7 +76,7 @@ func connect(ctx context.Context, a *app) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %w", err)
 	}
-	s.role = id.Role()
+	s.role, s.principal = id.Role(), id.Principal()
 	ep, err := cquic.New(cquic.Config{Identity: id, Logger: s.logger})
 	if err != nil {
 		return nil, fmt.Errorf("open endpoint: %w", err)
@@ -176,16 +196,32 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 		s.Close()
 		return nil, nil, err
 	}
-	pass, err := a.passphrase(ctx, false)
-	if err != nil {
-		s.Close()
-		return nil, nil, err
-	}
 	for _, o := range opts {
 		o(s)
 	}
-	ag, err := client.Open(ctx, s.agent, s.vault, pass)
-	clear(pass)
+	// This host's own key (or the platform key) first; the passphrase when the vault
+	// holds no wrap for them.
+	var u client.Unlock
+	u.Platform = s.platformUnlock
+	if u.Identity, err = s.hostKey(); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	var ag *client.Agent
+	err = client.ErrNoWrap
+	if u.Identity != nil || u.Platform {
+		ag, err = client.OpenWith(ctx, s.agent, s.vault, u)
+	}
+	if errors.Is(err, client.ErrNoWrap) && !u.Platform {
+		pass, perr := a.passphrase(ctx, false)
+		if perr != nil {
+			s.Close()
+			return nil, nil, perr
+		}
+		u.Passphrase = pass
+		ag, err = client.OpenWith(ctx, s.agent, s.vault, u)
+		clear(pass)
+	}
 	if err != nil {
 		s.Close()
 		switch {
@@ -193,6 +229,8 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 			return nil, nil, plainf(err, "wrong passphrase for vault %q", s.vault)
 		case errors.Is(err, meta.ErrNotFound):
 			return nil, nil, plainf(err, "vault %q does not exist (create it with \"coffer init\")", s.vault)
+		case errors.Is(err, client.ErrNoWrap), errors.Is(err, meta.ErrDenied), errors.Is(err, meta.ErrInvalid) && u.Platform:
+			return nil, nil, plainf(err, "open vault %q: %s", s.vault, errorMessage(err))
 		}
 		return nil, nil, fmt.Errorf("open vault %q: %w", s.vault, err)
 	}
