@@ -48,10 +48,10 @@ func commands() []*cmdSpec {
 		vaultDeleteSpec(),
 		vaultUndeleteSpec(),
 		vaultPolicySpec(),
-		vaultKeysSpec(),
-		vaultKeysAddHostSpec(),
+		vaultKeysAddHostSpec(), // before "vault keys": the longest name matches first
 		vaultKeysRemoveSpec(),
 		vaultKeysManagementSpec(),
+		vaultKeysSpec(),
 		vaultRotateKeySpec(),
 		vaultPassphraseChangeSpec(),
 		adminStatusSpec(),
