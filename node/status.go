@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +30,13 @@ const (
 	// calls in flight.
 	statusNodeTimeout = 2 * time.Second
 	statusParallel    = 16
-	// statusAuditEntries and statusJobWindow bound what the page lists.
+	// What the page lists: audit entries, the job timeline's window and jobs, alerts
+	// shown and alerts scanned for anomaly flags.
 	statusAuditEntries = 25
 	statusJobWindow    = 24 * time.Hour
+	statusJobs         = 500
+	statusAlertRows    = 20
+	statusAlertScan    = 500
 )
 
 // validateStatus checks the status page settings: a loopback listener must be bound to
@@ -237,17 +242,88 @@ func (n *Node) statusView(ctx context.Context) statuspage.View {
 			v.PGs = statuspage.SummarisePGs(m, reps)
 		}
 	}
-	v.Jobs = statuspage.JobSection{From: now.Add(-statusJobWindow), To: now,
-		Note: "This cluster keeps no job records yet: backups run by agents and cron are not tracked by the meta group."}
-	v.Alerts = statuspage.AlertSection{Note: "No alerts: this cluster does not raise alerts yet."}
+	alerts, err := n.metaC.Alerts(ctx, meta.AlertFilter{Limit: statusAlertScan})
+	if err != nil {
+		v.Alerts.Error = fmt.Sprintf("alerts: %v", err)
+	}
+	v.Alerts.Alerts = alertRows(alerts, statusAlertRows)
+	v.Jobs = statuspage.JobSection{From: now.Add(-statusJobWindow), To: now}
 	if n.meta == nil {
+		v.Jobs.Note = "Job records are kept by the meta servers: this node (" + n.cfg.ID + ") has none. Open a meta node's status page for the timeline."
 		v.Audit.Note = "The audit log is kept by the meta servers: this node (" + n.cfg.ID + ") has none. Open a meta node's status page for it."
-	} else if es, err := n.meta.RecentAudit(ctx, statusAuditEntries); err != nil {
+		return v
+	}
+	if js, err := n.meta.RecentJobs(ctx, v.Jobs.From, statusJobs); err != nil {
+		v.Jobs.Error = fmt.Sprintf("jobs: %v", err)
+	} else {
+		v.Jobs.Jobs = jobRows(js, anomalies(alerts))
+		if len(js) == 0 {
+			v.Jobs.Note = "No backup job ran or ended in the last 24 hours (jobs are recorded by agents running policies: coffer agent run)."
+		}
+	}
+	if es, err := n.meta.RecentAudit(ctx, statusAuditEntries); err != nil {
 		v.Audit.Error = fmt.Sprintf("audit log: %v", err)
 	} else {
 		v.Audit.Entries = es
 	}
 	return v
+}
+
+// anomalies maps job IDs to the message of the anomaly alert raised about them (the
+// alert's "job" detail, or its key "anomaly/<job ID>").
+func anomalies(alerts []meta.Alert) map[string]string {
+	out := map[string]string{}
+	for _, a := range alerts {
+		if a.Kind != meta.AlertAnomaly {
+			continue
+		}
+		id := a.Details["job"]
+		if id == "" {
+			if rest, ok := strings.CutPrefix(a.Key, string(meta.AlertAnomaly)+"/"); ok {
+				id = rest
+			}
+		}
+		if id != "" && out[id] == "" {
+			out[id] = a.Message
+		}
+	}
+	return out
+}
+
+// jobRows turns job records into the page's rows, newest first; the timeline lane is
+// host and policy.
+func jobRows(js []meta.Job, anomaly map[string]string) []statuspage.Job {
+	out := make([]statuspage.Job, 0, len(js))
+	for i := len(js) - 1; i >= 0; i-- {
+		j := js[i]
+		lane := j.Host
+		if j.Policy != "" {
+			lane += " · " + j.Policy
+		}
+		kind := j.Kind
+		if j.Trigger != "" {
+			kind += " (" + j.Trigger + ")"
+		}
+		out = append(out, statuspage.Job{ID: j.ID, Name: lane, Kind: kind, Status: j.Status, Start: j.Start, End: j.End,
+			Bytes: j.Stats.BytesAdded, Error: j.Error, Anomaly: anomaly[j.ID]})
+	}
+	return out
+}
+
+// alertRows turns the newest alerts (newest first) into at most n page rows.
+func alertRows(as []meta.Alert, n int) []statuspage.Alert {
+	var out []statuspage.Alert
+	for _, a := range as {
+		if len(out) == n {
+			break
+		}
+		name := string(a.Kind)
+		if a.Subject != "" {
+			name += " " + a.Subject
+		}
+		out = append(out, statuspage.Alert{Time: a.Raised, Severity: a.Severity, Name: name, Message: a.Message, Resolved: a.Resolved != nil})
+	}
+	return out
 }
 
 // statusNodes lists every node of the map and every meta server with its own status

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cofferhq/coffer/meta"
 )
 
 // Chart geometry (SVG user units).
@@ -203,19 +205,12 @@ func niceTicks(lo, hi float64, n int) []float64 {
 	return out
 }
 
-// Job statuses as the timeline colours them.
-const (
-	JobRunning   = "running"
-	JobSucceeded = "succeeded"
-	JobFailed    = "failed"
-)
-
 // Span is one job on the timeline.
 type Span struct {
 	Lane   string // the row: the job's name (vault, host, schedule)
 	Start  time.Time
 	End    time.Time // zero while running
-	Status string    // JobRunning, JobSucceeded, JobFailed; others are drawn grey
+	Status string    // meta.JobRunning, JobCompleted, JobPartial, JobFailed; others are grey
 	// Anomaly, when not empty, is why the job's figures look wrong (an anomaly flag); the
 	// bar gets a warning marker with this text as its tooltip.
 	Anomaly string
@@ -238,19 +233,20 @@ const (
 
 func statusColor(status string) string {
 	switch status {
-	case JobRunning:
+	case meta.JobRunning:
 		return "#1565c0"
-	case JobSucceeded:
+	case meta.JobCompleted:
 		return "#2e7d32"
-	case JobFailed:
+	case meta.JobPartial:
+		return "#ef6c00"
+	case meta.JobFailed:
 		return "#c62828"
 	}
 	return "#9e9e9e"
 }
 
 // SVG draws the timeline: one lane per Lane (sorted, at most 30; the rest are counted in
-// a note), bars from start to end (running jobs to To), failed jobs red with a ✕ marker,
-// anomalies with a ⚠ marker. Deterministic like LineChart.SVG.
+// a note), bars from start to end (running jobs to To), failed failed jobs red and orange with a ✕ marker, anomalies with a ⚠ marker. Deterministic like LineChart.SVG.
 func (tl Timeline) SVG() template.HTML {
 	var lanes []string
 	seen := map[string]bool{}
@@ -291,10 +287,10 @@ func (tl Timeline) SVG() template.HTML {
 	}
 	// Legend.
 	lx := x0
-	for _, st := range []string{JobSucceeded, JobRunning, JobFailed} {
+	for _, st := range []string{meta.JobCompleted, meta.JobRunning, meta.JobPartial, meta.JobFailed} {
 		fmt.Fprintf(&b, `<rect x="%s" y="6" width="10" height="10" fill="%s"/><text x="%s" y="15" class="legend">%s</text>`,
 			f1(lx), statusColor(st), f1(lx+14), st)
-		lx += 90
+		lx += 24 + 6.5*float64(len(st))
 	}
 	fmt.Fprintf(&b, `<text x="%s" y="15" class="legend"><tspan class="anomaly">⚠</tspan> anomaly</text>`, f1(lx))
 	for _, s := range tl.Spans {
@@ -318,9 +314,9 @@ func (tl Timeline) SVG() template.HTML {
 		}
 		fmt.Fprintf(&b, `<rect x="%s" y="%s" width="%s" height="%d" rx="2" fill="%s" class="job %s"><title>%s</title></rect>`,
 			f1(xa), f1(y+5), f1(w), laneHeight-10, statusColor(s.Status), html.EscapeString(s.Status), html.EscapeString(s.Lane+" — "+tip))
-		if s.Status == JobFailed {
+		if s.Status == meta.JobFailed || s.Status == meta.JobPartial {
 			fmt.Fprintf(&b, `<text x="%s" y="%s" text-anchor="middle" class="failmark">✕<title>%s</title></text>`,
-				f1(xa+w), f1(y+17), html.EscapeString("failed: "+s.Detail))
+				f1(xa+w), f1(y+17), html.EscapeString(s.Status+": "+s.Detail))
 		}
 		if s.Anomaly != "" {
 			fmt.Fprintf(&b, `<text x="%s" y="%s" text-anchor="middle" class="anomaly">⚠<title>%s</title></text>`,

@@ -2,6 +2,7 @@ package statuspage
 
 import (
 	"fmt"
+	"github.com/cofferhq/coffer/meta"
 	"math"
 	"regexp"
 	"strings"
@@ -100,9 +101,9 @@ func TestNiceTicks(t *testing.T) {
 
 func TestTimelineMarksFailuresAndAnomalies(t *testing.T) {
 	tl := Timeline{From: t0, To: t0.Add(4 * time.Hour), Spans: []Span{
-		{Lane: "web-1", Start: t0.Add(time.Hour), End: t0.Add(2 * time.Hour), Status: JobSucceeded},
-		{Lane: "db-1", Start: t0.Add(time.Hour), End: t0.Add(90 * time.Minute), Status: JobFailed, Detail: "disk full"},
-		{Lane: "db-1", Start: t0.Add(3 * time.Hour), Status: JobRunning, Anomaly: "size dropped 90%"},
+		{Lane: "web-1", Start: t0.Add(time.Hour), End: t0.Add(2 * time.Hour), Status: meta.JobCompleted},
+		{Lane: "db-1", Start: t0.Add(time.Hour), End: t0.Add(90 * time.Minute), Status: meta.JobFailed, Detail: "disk full"},
+		{Lane: "db-1", Start: t0.Add(3 * time.Hour), Status: meta.JobRunning, Anomaly: "size dropped 90%"},
 	}}
 	svg := string(tl.SVG())
 	if n := strings.Count(svg, `class="job `); n != 3 {
@@ -134,7 +135,7 @@ func TestTimelineMarksFailuresAndAnomalies(t *testing.T) {
 func TestTimelineCapsLanes(t *testing.T) {
 	tl := Timeline{From: t0, To: t0.Add(time.Hour)}
 	for i := range 40 {
-		tl.Spans = append(tl.Spans, Span{Lane: string(rune('A'+i%26)) + string(rune('a'+i/26)), Start: t0, End: t0.Add(time.Minute), Status: JobSucceeded})
+		tl.Spans = append(tl.Spans, Span{Lane: string(rune('A'+i%26)) + string(rune('a'+i/26)), Start: t0, End: t0.Add(time.Minute), Status: meta.JobCompleted})
 	}
 	svg := string(tl.SVG())
 	if n := strings.Count(svg, `class="job `); n != maxLanes {

@@ -36,9 +36,9 @@ func sampleView() View {
 		PGs:         SummarisePGs(m, reps),
 		SampleEvery: time.Minute,
 		Jobs: JobSection{From: t0, To: t0.Add(time.Hour), Jobs: []Job{
-			{ID: "j1", Name: "web-1", Kind: "backup", Status: JobSucceeded, Start: t0, End: t0.Add(5 * time.Minute), Bytes: 5 << 20},
-			{ID: "j2", Name: "db-1", Kind: "backup", Status: JobFailed, Start: t0.Add(10 * time.Minute), End: t0.Add(11 * time.Minute), Error: "hook failed"},
-			{ID: "j3", Name: "db-1", Kind: "backup", Status: JobRunning, Start: t0.Add(50 * time.Minute), Anomaly: "changed 80% of files"},
+			{ID: "j1", Name: "web-1", Kind: "backup", Status: meta.JobCompleted, Start: t0, End: t0.Add(5 * time.Minute), Bytes: 5 << 20},
+			{ID: "j2", Name: "db-1", Kind: "backup", Status: meta.JobFailed, Start: t0.Add(10 * time.Minute), End: t0.Add(11 * time.Minute), Error: "hook failed"},
+			{ID: "j3", Name: "db-1", Kind: "backup", Status: meta.JobRunning, Start: t0.Add(50 * time.Minute), Anomaly: "changed 80% of files"},
 		}},
 		Alerts: AlertSection{Alerts: []Alert{{Time: t0, Severity: "critical", Name: "PGDegraded", Message: "1 PG degraded"}}},
 		Audit:  AuditSection{Entries: []meta.AuditEntry{{Seq: 7, Time: t0, Principal: "dev-admin", Role: meta.RoleAdmin, Action: "vault create", Outcome: meta.AuditOK}}},

@@ -113,7 +113,7 @@ type Job struct {
 	ID     string
 	Name   string // vault, host or schedule: the timeline's lane
 	Kind   string // backup, restore, verify, …
-	Status string // JobRunning, JobSucceeded, JobFailed, or another word
+	Status string // meta.JobRunning, JobCompleted, JobPartial, JobFailed
 	Start  time.Time
 	End    time.Time // zero while running
 	Bytes  int64

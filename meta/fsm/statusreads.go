@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -36,6 +37,25 @@ func (f *FSM) RecentAudit(limit int) ([]meta.AuditEntry, error) {
 	}
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("fsm: recent audit: %w", err)
+	}
+	return out, nil
+}
+
+// RecentJobs returns the jobs still running or ended at or after since, oldest first, at
+// most limit (the newest ones; limit <= 0: all): the status page's job timeline.
+func (f *FSM) RecentJobs(since time.Time, limit int) ([]meta.Job, error) {
+	all, err := f.Jobs()
+	if err != nil {
+		return nil, fmt.Errorf("fsm: recent jobs: %w", err)
+	}
+	var out []meta.Job
+	for _, j := range all {
+		if !j.Done() || !j.End.Before(since) {
+			out = append(out, j)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
 	}
 	return out, nil
 }
