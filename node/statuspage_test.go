@@ -104,6 +104,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("backup: %v", err)
 	}
 
+	// An alert, as `coffer admin alert test` raises one.
+	if _, err := c.Leader().Meta().TestAlert(ctxT(t, 30*time.Second), "status page browser test"); err != nil {
+		t.Fatalf("test alert: %v", err)
+	}
+
 	// Wait (polling, 60 s at most) for samples taken after the backup, and PG reports.
 	deadline := time.Now().Add(60 * time.Second)
 	var body string
@@ -129,7 +134,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	dom := string(headless(t, bin, url, "--dump-dom", "--virtual-time-budget=2000"))
 	for _, want := range []string{"meta-1", "chunk-1", "chunk-6", `id="pgs"`, `id="jobs"`, "Job timeline",
-		"job timeline", `id="capacity"`, `id="throughput"`, `id="audit"`, "vault create", "7 of 7 nodes up"} {
+		"job timeline", "status page browser test", `id="capacity"`, `id="throughput"`, `id="audit"`, "vault create", "7 of 7 nodes up"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)
 		}

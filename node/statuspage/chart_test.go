@@ -104,10 +104,14 @@ func TestTimelineMarksFailuresAndAnomalies(t *testing.T) {
 		{Lane: "web-1", Start: t0.Add(time.Hour), End: t0.Add(2 * time.Hour), Status: meta.JobCompleted},
 		{Lane: "db-1", Start: t0.Add(time.Hour), End: t0.Add(90 * time.Minute), Status: meta.JobFailed, Detail: "disk full"},
 		{Lane: "db-1", Start: t0.Add(3 * time.Hour), Status: meta.JobRunning, Anomaly: "size dropped 90%"},
+		{Lane: "mail", Start: t0, End: t0.Add(time.Hour), Status: meta.JobPartial, Detail: "3 files unreadable"},
 	}}
 	svg := string(tl.SVG())
-	if n := strings.Count(svg, `class="job `); n != 3 {
-		t.Errorf("%d bars, want 3", n)
+	if n := strings.Count(svg, `class="job `); n != 4 {
+		t.Errorf("%d bars, want 4", n)
+	}
+	if !strings.Contains(svg, "✕<title>partially failed: 3 files unreadable</title>") {
+		t.Error("the partially failed job has no ✕ marker")
 	}
 	if !strings.Contains(svg, "✕<title>failed: disk full</title>") {
 		t.Error("the failed job has no ✕ marker")

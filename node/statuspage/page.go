@@ -29,6 +29,7 @@ func NewPage() (*Page, error) {
 		"dur":        formatDuration,
 		"pct":        pct,
 		"capacity":   CapacityChart,
+		"capnote":    CapacityNote,
 		"throughput": ThroughputChart,
 		"healthbar":  HealthBar,
 		"timeline":   func(s JobSection) template.HTML { return s.Timeline().SVG() },
@@ -63,10 +64,38 @@ func CapacityChart(v View) template.HTML {
 		}
 	}
 	c.Series = []Series{used}
-	if len(capa.Points) > 0 {
+	if showCapacity(v.History) {
 		c.Series = append(c.Series, capa)
 	}
 	return c.SVG()
+}
+
+// showCapacity reports whether the capacity line belongs on the chart: when stored
+// bytes reach a tenth of it. Below that the capacity line would flatten the stored one
+// to the axis; the note under the chart gives the figure instead.
+func showCapacity(ss []Sample) bool {
+	for _, s := range ss {
+		if s.Capacity > 0 && s.Used*10 >= s.Capacity {
+			return true
+		}
+	}
+	return false
+}
+
+// CapacityNote states the latest sample's stored bytes and capacity.
+func CapacityNote(v View) string {
+	if len(v.History) == 0 {
+		return ""
+	}
+	s := v.History[len(v.History)-1]
+	if s.Capacity <= 0 {
+		return fmt.Sprintf("Stored %s; the stores report no capacity.", FormatBytes(float64(s.Used)))
+	}
+	note := fmt.Sprintf("Stored %s of %s (%s).", FormatBytes(float64(s.Used)), FormatBytes(float64(s.Capacity)), pct(s.Used, s.Capacity))
+	if !showCapacity(v.History) {
+		note += " The capacity line is left out below 10% use."
+	}
+	return note
 }
 
 // ThroughputChart draws the growth of stored bytes and the repair traffic per second.
@@ -100,8 +129,11 @@ func formatDuration(d time.Duration) string {
 }
 
 func pct(part, whole int64) string {
-	if whole <= 0 {
+	switch {
+	case whole <= 0:
 		return "-"
+	case part > 0 && part*100 < whole:
+		return "<1%"
 	}
 	return fmt.Sprintf("%.0f%%", 100*float64(part)/float64(whole))
 }

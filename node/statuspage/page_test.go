@@ -83,7 +83,7 @@ func TestRenderShowsEverySection(t *testing.T) {
 		`id="nodes"`, `id="pgs"`, `id="capacity"`, `id="throughput"`, `id="jobs"`, `id="alerts"`, `id="audit"`,
 		"chunk-1", "1 of 2 nodes up", `class="num pg-degraded">1<`, `class="num pg-unknown">2<`,
 		"✕<title>failed: backup, hook failed</title>", "⚠ changed 80% of files", "PGDegraded", "dev-admin",
-		"10 samples, one every 1m0s", "<polyline",
+		"10 samples, one every 1m0s", "<polyline", "Stored 9.0 MiB of 8.0 GiB (&lt;1%). The capacity line is left out",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("page lacks %q", want)
@@ -94,6 +94,17 @@ func TestRenderShowsEverySection(t *testing.T) {
 	}
 	if strings.Contains(out, "<script") {
 		t.Error("the page carries a script")
+	}
+}
+
+func TestCapacityLineShownFromATenth(t *testing.T) {
+	v := View{History: []Sample{{Time: t0, Used: 99, Capacity: 1000}, {Time: t0.Add(time.Minute), Used: 100, Capacity: 1000}}}
+	if !strings.Contains(string(CapacityChart(v)), ">capacity<") {
+		t.Error("capacity line missing at 10% use")
+	}
+	v.History = v.History[:1]
+	if strings.Contains(string(CapacityChart(v)), ">capacity<") {
+		t.Error("capacity line drawn below 10% use")
 	}
 }
 
