@@ -105,6 +105,17 @@ type Config struct {
 	// Bind it to a loopback or management address: the series name nodes and counts, but
 	// carry no secrets. Empty: no metrics listener.
 	MetricsListen string `yaml:"metrics_listen,omitempty"`
+	// Jobs bounds backup job records (meta role; the leader enforces it).
+	Jobs JobsConfig `yaml:"jobs,omitempty"`
+}
+
+// JobsConfig bounds backup job records. Zero fields mean the defaults.
+type JobsConfig struct {
+	// Timeout is how long a running job may go without its agent's heartbeat or
+	// progress before the leader marks it failed; 0 means 5 minutes.
+	Timeout time.Duration `yaml:"timeout,omitempty"`
+	// Retention is how long job records are kept after they end; 0 means 90 days.
+	Retention time.Duration `yaml:"retention,omitempty"`
 }
 
 // GCConfig schedules garbage collection. Zero fields mean the defaults.

@@ -52,6 +52,8 @@ type Deps struct {
 	RepairInterval time.Duration
 	// StatusSample, when non-zero, overrides the config's status_sample_interval (tests).
 	StatusSample time.Duration
+	// JobTimeout, when non-zero, overrides the config's jobs.timeout (tests).
+	JobTimeout time.Duration
 }
 
 // Node is one running Coffer node.
@@ -264,6 +266,10 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,
 			OnCommit:    n.metrics.observeCommit,
+		}
+		mcfg.JobTimeout, mcfg.JobRetention = cfg.Jobs.Timeout, cfg.Jobs.Retention
+		if deps.JobTimeout > 0 {
+			mcfg.JobTimeout = deps.JobTimeout
 		}
 		// The commit check tells a missing reference list from an unreadable one by the
 		// coordinator's not-found error.

@@ -72,6 +72,22 @@ func (fuzzSvc) SecurityState(context.Context, uint64) (meta.SecurityState, error
 	return meta.SecurityState{}, nil
 }
 
+func (fuzzSvc) PutPolicy(context.Context, meta.BackupPolicy, bool) (meta.BackupPolicy, error) {
+	return meta.BackupPolicy{}, nil
+}
+func (fuzzSvc) DeletePolicy(context.Context, string) error                { return nil }
+func (fuzzSvc) ListPolicies(context.Context) ([]meta.BackupPolicy, error) { return nil, nil }
+func (fuzzSvc) HostPolicies(context.Context, string, uint64) (meta.HostPolicies, error) {
+	return meta.HostPolicies{}, nil
+}
+func (fuzzSvc) StartJob(context.Context, meta.JobStart) (meta.Job, error)   { return meta.Job{}, nil }
+func (fuzzSvc) ReportJob(context.Context, meta.JobReport) (meta.Job, error) { return meta.Job{}, nil }
+func (fuzzSvc) Heartbeat(context.Context, meta.Heartbeat) error             { return nil }
+func (fuzzSvc) ListJobs(context.Context, meta.JobFilter) ([]meta.Job, error) {
+	return nil, nil
+}
+func (fuzzSvc) ListAgents(context.Context) ([]meta.Agent, error) { return nil, nil }
+
 var (
 	_ meta.RetentionService = fuzzSvc{}
 	_ meta.VaultService     = fuzzSvc{}
@@ -79,6 +95,7 @@ var (
 	_ meta.ClusterAdmin     = fuzzSvc{}
 	_ meta.GCAdmin          = fuzzSvc{}
 	_ meta.EnrollService    = fuzzSvc{}
+	_ meta.JobService       = fuzzSvc{}
 )
 
 // FuzzServeRPC feeds arbitrary bodies to every meta.* method of AuthzRules on a Server
@@ -106,6 +123,10 @@ func FuzzServeRPC(f *testing.F) {
 		MethodSecurityState:   securityStateReq{Known: 7},
 		MethodAlertSinkSet:    opsReq[meta.AlertSink]{Arg: meta.AlertSink{Name: "p", Kind: meta.SinkWebhook, URL: "http://h/"}},
 		MethodAlerts:          opsReq[meta.AlertFilter]{Arg: meta.AlertFilter{Open: true, Limit: 3}},
+		MethodPutPolicy:       putPolicyReq{Policy: meta.BackupPolicy{Name: "p", Schedule: "@daily", Paths: []string{"/a"}, Hosts: []string{"h"}}, Create: true},
+		MethodReportJob:       reportJobReq{Report: meta.JobReport{ID: "j0000000000000001", Final: true, Status: meta.JobFailed}},
+		MethodHeartbeat:       heartbeatReq{Heartbeat: meta.Heartbeat{Running: []string{"j0000000000000001"}}},
+		MethodListJobs:        listJobsReq{Filter: meta.JobFilter{Host: "h", Failed: true}},
 	}
 	for i, r := range rules {
 		f.Add(uint8(i), []byte{0xa0})

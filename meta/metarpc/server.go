@@ -127,6 +127,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	if out, fwd, ok, err := h.serveKeys(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
+	if out, fwd, ok, err := h.serveJobs(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	switch method {
 	case MethodCreateVault:
 		var r createVaultReq

@@ -103,6 +103,16 @@ type Config struct {
 	// OnCommit, when set, is called (synchronously, keep it short) with every snapshot
 	// this server committed as leader (node: backup metrics).
 	OnCommit func(meta.Snapshot)
+	// JobTimeout is how long a running job may go without progress or a heartbeat of
+	// its agent before the leader marks it failed; zero = meta.DefaultJobTimeout.
+	JobTimeout time.Duration
+	// JobRetention is how long job records are kept after they end; zero =
+	// meta.DefaultJobRetention.
+	JobRetention time.Duration
+	// OnJobEnd, when set, is called on the leader with each job that ended: a final
+	// report (ReportJob) or an expiry by the leader. It runs on the caller's goroutine
+	// (a request handler or the leader loop) and must not block long.
+	OnJobEnd func(meta.Job)
 }
 
 // Server is one meta voter. All methods are safe for concurrent use.
@@ -138,6 +148,7 @@ type Server struct {
 	gcFirstSeen time.Time
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
 	figs        figureCounters // behind Figures (figures.go)
+	jobs        jobLoop        // the leader loop's job duties (jobs.go)
 	stop        chan struct{}  // closed by Close; stops loop
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
@@ -182,6 +193,12 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if cfg.GCGrace <= 0 {
 		cfg.GCGrace = meta.DefaultGCGrace
+	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = meta.DefaultJobTimeout
+	}
+	if cfg.JobRetention <= 0 {
+		cfg.JobRetention = meta.DefaultJobRetention
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "meta", "id", cfg.ID), codec: command.NewCodec(), stop: make(chan struct{}),
 		enrollLimit: newEnrollLimiter(cfg.Now())}
@@ -343,6 +360,7 @@ func (s *Server) loop() {
 			s.gcDue()
 			s.retentionDue()
 			s.alertsDue()
+			s.jobsDue()
 		}
 		select {
 		case <-s.stop:

@@ -41,6 +41,8 @@ type Opts struct {
 	// StatusSample, when non-zero, is how often the status page (served by the first
 	// meta node) samples capacity (node.Deps.StatusSample).
 	StatusSample time.Duration
+	// JobTimeout shortens how long a silent agent's job runs before the leader fails it.
+	JobTimeout time.Duration
 	// Clock, when set, gives the wall clock (node.Deps.Now) of each node by ID; nil
 	// results and a nil Clock mean time.Now.
 	Clock func(id string) func() time.Time
@@ -88,7 +90,7 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
-		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample}, clock: o.Clock}
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample, JobTimeout: o.JobTimeout}, clock: o.Clock}
 	// NB: ports are picked free at init and bound at start; another process (tests of
 	// other packages run in parallel) may take one in between. Then init again with
 	// fresh ports, a few times.
