@@ -141,12 +141,16 @@ EOF
   done
 
   say "6. seven chunk nodes: join with a one-time token, then enter the map"
+  # The chunk machines are independent: their tokens and joins run side by side.
+  local pids=() n=0
   for id in "${CHUNK_IDS[@]}"; do
-    tok=$(token chunk "$id")
-    on_node "$id" join --token "$tok" --meta "$(addr meta-1)" --ca /carry/ca.pem --id "$id" \
-      --listen "$(addr "$id")" --data "$DATA"
-    dc up -d "$id"
+    ( tok=$(token chunk "$id") && on_node "$id" join --token "$tok" --meta "$(addr meta-1)" \
+        --ca /carry/ca.pem --id "$id" --listen "$(addr "$id")" --data "$DATA" ) &
+    pids+=($!)
   done
+  for id in "${pids[@]}"; do wait "$id" || n=$((n + 1)); done
+  [ "$n" = 0 ] || die "$n chunk node joins failed"
+  dc up -d "${CHUNK_IDS[@]}"
   for id in "${CHUNK_IDS[@]}"; do
     local deadline=$((SECONDS + WAIT))
     until coffer_admin admin node add "$id" --reason "cluster bootstrap"; do
