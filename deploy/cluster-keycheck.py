@@ -132,18 +132,19 @@ def main():
             bad.append("%s holds no private key of its own" % owner)
 
     # 4. Raw search: each key's DER and base64 body in every other owner's files.
-    needles = []   # (owner, path, [byte strings])
+    needles = []   # (owner, path, owners of that key, [byte strings])
     for where in keys.values():
+        holders = {o for o, _, _ in where}   # a key held twice is reported above already
         for owner, path, pem in where:
             body = PEM_KEY.search(pem).group(2)
             b64 = b"".join(body.split())
             forms = [b64, base64.b64decode(b64)]
             forms += [line for line in body.split() if len(line) >= 40]
-            needles.append((owner, path, forms))
+            needles.append((owner, path, holders, forms))
     for owner, files in sources.items():
         for path, data in files():
-            for o, p, forms in needles:
-                if o == owner:
+            for o, p, holders, forms in needles:
+                if owner in holders:
                     continue
                 if any(f in data for f in forms):
                     bad.append("%s:%s contains the private key of %s (%s)" % (owner, path, o, p))

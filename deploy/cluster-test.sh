@@ -73,6 +73,19 @@ for svc in meta-1 meta-2 meta-3 chunk-1 chunk-2 chunk-3 chunk-4 chunk-5 chunk-6 
   args+=("$svc=docker cp $(dc ps -q "$svc"):/var/lib/coffer -")
 done
 python3 "$HERE/cluster-keycheck.py" "$COFFER_CLUSTER_DIR" "${args[@]}"
+# The check can fail: a machine whose files hold a copy of the CA key (planted in a tar
+# stream, no volume is touched) and one holding chunk-1's key inside a log line.
+keyline=$(docker cp "$(dc ps -q chunk-1):/var/lib/coffer/node-key.pem" - | tar -xO | sed -n 2p)
+mkdir -p "$WORK/planted/logs" && echo "debug: loaded key $keyline" >"$WORK/planted/logs/node.log"
+cp "$COFFER_CLUSTER_DIR/ca/ca-key.pem" "$WORK/planted/backup.pem"
+if python3 "$HERE/cluster-keycheck.py" "$COFFER_CLUSTER_DIR" "${args[@]}" \
+     "planted=tar -cf - -C $WORK/planted ." >"$WORK/planted.txt"; then
+  fail "the key check passed with the CA key and chunk-1's key planted on another machine"
+fi
+grep -q "the CA key is held by planted" "$WORK/planted.txt" &&
+  grep -q "planted:./logs/node.log contains the private key of chunk-1" "$WORK/planted.txt" ||
+  { cat "$WORK/planted.txt"; fail "the key check did not name the planted keys"; }
+echo "keycheck refuses planted keys:"; sed 's/^/  /' "$WORK/planted.txt"
 
 say "4. backup and restore from the agent container ($COFFER_AGENT_DATA mounted at /data)"
 agent() { dc run --rm --no-deps -T -e COFFER_PASSPHRASE=cluster-test-passphrase agent "$@"; }

@@ -56,7 +56,11 @@ addr() {
 domain() { echo "rack-${1#*-}"; }
 # On a node's machine: a one-off container of that service (its volume, its address), with
 # the operator's carry/ directory mounted read-only at /carry (a USB stick, or scp).
-on_node() { local svc=$1; shift; dc run --rm --no-deps -T -v "$STATE/carry:/carry:ro" "$svc" "$@"; }
+# A join token is passed in the environment (COFFER_JOIN_TOKEN), not on a command line.
+on_node() {
+  local svc=$1; shift
+  dc run --rm --no-deps -T -v "$STATE/carry:/carry:ro" ${COFFER_JOIN_TOKEN:+-e COFFER_JOIN_TOKEN} "$svc" "$@"
+}
 # On the CA host and on the admin's workstation.
 on_ca() { dc run --rm -T ca "$@"; }
 coffer_admin() { dc run --rm -T admin "$@"; }
@@ -96,7 +100,8 @@ token() { # token ROLE ID: a one-time node join token from the admin
 }
 
 bootstrap() {
-  mkdir -p "$STATE/ca" "$STATE/admin" "$STATE/carry"
+  mkdir -p -m 0700 "$STATE/ca" "$STATE/admin"
+  mkdir -p "$STATE/carry"
   say "1. the CA (on the CA host; its key stays there)"
   on_ca ca init --out /ca
   cp "$STATE/ca/ca.pem" "$STATE/carry/ca.pem"
@@ -131,7 +136,7 @@ EOF
   local id tok
   for id in meta-2 meta-3; do
     tok=$(token meta "$id")
-    on_node "$id" join --token "$tok" --meta "$(addr meta-1)" --ca /carry/ca.pem --id "$id" \
+    COFFER_JOIN_TOKEN=$tok on_node "$id" join --meta "$(addr meta-1)" --ca /carry/ca.pem --id "$id" \
       --listen "$(addr "$id")" --data "$DATA"
     carry_out "$id" issuer.csr
     on_ca ca sign --ca-dir /ca --csr "$id/issuer.csr" --role issuer --id "$id" --out "$id/issuer.pem"
@@ -144,7 +149,7 @@ EOF
   # The chunk machines are independent: their tokens and joins run side by side.
   local pids=() n=0
   for id in "${CHUNK_IDS[@]}"; do
-    ( tok=$(token chunk "$id") && on_node "$id" join --token "$tok" --meta "$(addr meta-1)" \
+    ( tok=$(token chunk "$id") && COFFER_JOIN_TOKEN=$tok on_node "$id" join --meta "$(addr meta-1)" \
         --ca /carry/ca.pem --id "$id" --listen "$(addr "$id")" --data "$DATA" ) &
     pids+=($!)
   done
