@@ -79,6 +79,16 @@ carry_in() { # carry_in SVC FILE...: carry/SVC/FILE into the node's data directo
   done
 }
 
+# The operator's additions to the node.yaml that bootstrap or join wrote: Prometheus
+# metrics on the node's address of the private network (its management network here).
+configure_node() { # configure_node SVC
+  local svc=$1 ip
+  ip=$(addr "$svc"); ip=${ip%:*}
+  carry_out "$svc" node.yaml
+  printf 'metrics_listen: %s:9450\n' "$ip" >>"$STATE/carry/$svc/node.yaml"
+  carry_in "$svc" node.yaml
+}
+
 status() { coffer_admin admin status "$@"; }
 # The agent container runs the agent daemon (`coffer agent run`) when this build has it.
 start_agent() {
@@ -117,6 +127,7 @@ bootstrap() {
   carry_in meta-1 node.pem issuer.pem
   on_node meta-1 bootstrap --id meta-1 --data "$DATA" --ca /carry/ca.pem \
     --listen "$(addr meta-1)" --domain "$(domain meta-1)"
+  configure_node meta-1
   dc up -d meta-1
 
   say "4. the first admin: key made on the workstation, certificate signed on the CA host"
@@ -141,6 +152,7 @@ EOF
     carry_out "$id" issuer.csr
     on_ca ca sign --ca-dir /ca --csr "$id/issuer.csr" --role issuer --id "$id" --out "$id/issuer.pem"
     carry_in "$id" issuer.pem
+    configure_node "$id"
     dc up -d "$id"
     coffer_admin admin meta add "$id" "$(addr "$id")" --reason "cluster bootstrap"
   done
@@ -150,7 +162,8 @@ EOF
   local pids=() n=0
   for id in "${CHUNK_IDS[@]}"; do
     ( tok=$(token chunk "$id") && COFFER_JOIN_TOKEN=$tok on_node "$id" join --meta "$(addr meta-1)" \
-        --ca /carry/ca.pem --id "$id" --listen "$(addr "$id")" --data "$DATA" ) &
+        --ca /carry/ca.pem --id "$id" --listen "$(addr "$id")" --data "$DATA" &&
+      configure_node "$id" ) &
     pids+=($!)
   done
   for id in "${pids[@]}"; do wait "$id" || n=$((n + 1)); done
