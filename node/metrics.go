@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,18 +80,36 @@ func (m *nodeMetrics) observeCommit(s meta.Snapshot) {
 
 // instrument wraps the node's RPC handler: it times every RPC and counts failures.
 // Methods are labelled only when the authorization table knows them (checkPeer refuses
-// the rest before they get here), so peers cannot grow the label set.
-func (m *nodeMetrics) instrument(table *authz.Table, h transport.Handler) transport.Handler {
+// the rest before they get here), so peers cannot grow the label set. Each RPC is logged
+// at debug level with a "request" group (a per-node sequence number, method, peer,
+// role, duration, wire code), an internal error at warn level; bodies never.
+func (m *nodeMetrics) instrument(table *authz.Table, h transport.Handler, log *slog.Logger) transport.Handler {
+	var seq atomic.Uint64
 	return transport.HandlerFunc(func(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
+		id := seq.Add(1)
 		start := time.Now()
 		out, err := h.ServeRPC(ctx, peer, method, body)
+		d := time.Since(start)
 		label := method
 		if _, ok := table.Rule(method); !ok {
 			label = "other"
 		}
-		m.rpcDuration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		m.rpcDuration.WithLabelValues(label).Observe(d.Seconds())
+		code := transport.CodeOf(err)
 		if err != nil {
-			m.rpcErrors.WithLabelValues(label, strings.ReplaceAll(transport.CodeOf(err).String(), " ", "_")).Inc()
+			m.rpcErrors.WithLabelValues(label, strings.ReplaceAll(code.String(), " ", "_")).Inc()
+		}
+		level := slog.LevelDebug
+		if code == transport.Internal {
+			level = slog.LevelWarn
+		}
+		if log.Enabled(ctx, level) {
+			attrs := []any{slog.Group("request", "id", id, "method", method, "peer", peer.Principal, "role", string(peer.Role),
+				"duration", d, "code", code.String())}
+			if err != nil {
+				attrs = append(attrs, "err", err.Error())
+			}
+			log.Log(ctx, level, "rpc", attrs...)
 		}
 		return out, err
 	})

@@ -101,7 +101,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID), auditSlots: make(chan struct{}, maxAuditInFlight),
+	n := &Node{cfg: cfg, deps: deps, log: deps.Logger.With("node", cfg.ID, "component", "node"), auditSlots: make(chan struct{}, maxAuditInFlight),
 		authz: AuthzTable()}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.ctx, n.cancel = ctx, cancel
@@ -151,7 +151,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	ecfg := cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log, CheckPeer: n.checkPeer}
+	ecfg := cquic.Config{ListenAddr: cfg.Listen, Identity: id, Logger: n.log.With("component", "quic"), CheckPeer: n.checkPeer}
 	if cfg.Has(RoleMeta) {
 		ecfg.AnonymousMethods = n.authz.Anonymous()
 	}
@@ -183,7 +183,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		n.shards, err = segstore.Open(filepath.Join(cfg.DataDir, "shards"), segstore.Options{
 			SegmentSize:  cfg.SegmentSize,
 			MemTableSize: cfg.MemTableSize,
-			Logger:       n.log,
+			Logger:       n.log.With("component", "segstore"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: shard store: %w", err)
@@ -204,7 +204,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		Shards:    pr.store,
 		Alive:     n.gossip.alive, // the same view peers fail fast by
 		Codec:     erasure.NewCodec(),
-		Logger:    n.log,
+		Logger:    n.log.With("component", "coord"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
@@ -294,7 +294,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		ms.OnRefused(func(peer transport.Peer, method, reason string) { n.auditRefusal(ctx, peer, method, reason) })
 		mux.Handle("meta", ms)
 	}
-	handler := n.metrics.instrument(n.authz, mux)
+	handler := n.metrics.instrument(n.authz, mux, n.log.With("component", "rpc"))
 	n.ep.SetHandler(handler)
 	if n.tcp != nil {
 		n.tcp.SetHandler(handler) // node certificates only (the tcp endpoint refuses others)

@@ -103,6 +103,9 @@ func TestCompactReclaimsSpace(t *testing.T) {
 	segsBefore, _ := s.Segments()
 
 	res := mustCompact(t, s)
+	if tot := s.CompactTotals(); tot != (CompactTotals{Runs: 1, Segments: int64(res.Segments), Copied: res.Copied, Reclaimed: res.Reclaimed}) {
+		t.Errorf("CompactTotals after one Compact = %+v, result %+v", tot, res)
+	}
 	after := segmentBytes(t, dir)
 	segsAfter, _ := s.Segments()
 	drop := 1 - float64(after)/float64(before)

@@ -31,6 +31,7 @@ type globals struct {
 	json           bool
 	passphraseFile string
 	quiet          bool
+	logFormat      string // "text" (default, for terminals) or "json"
 }
 
 // flagDoc is one line of flag help.
@@ -44,6 +45,7 @@ func globalFlagDocs() []flagDoc {
 		{"json", "", "print machine-readable JSON instead of text"},
 		{"passphrase-file", "FILE", "read the vault passphrase from FILE, or \"-\" for stdin (else env " + envPassphrase + ", else a terminal prompt)"},
 		{"-q, --quiet", "", "print no progress or summaries, only results and errors"},
+		{"log-format", "FORMAT", "diagnostics on stderr as \"text\" (default: \"coffer: warning: ...\" lines) or \"json\" (one object per line)"},
 		{"help", "", "show help"},
 	}
 }
@@ -57,6 +59,7 @@ func (g *globals) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&g.passphraseFile, "passphrase-file", g.passphraseFile, "")
 	fs.BoolVar(&g.quiet, "q", g.quiet, "")
 	fs.BoolVar(&g.quiet, "quiet", g.quiet, "")
+	fs.StringVar(&g.logFormat, "log-format", g.logFormat, "")
 }
 
 // errNoConfig: no configuration file was named and none is in the working directory.

@@ -9,6 +9,25 @@ import (
 	"sync"
 )
 
+// Values of --log-format.
+const (
+	logFormatText = "text"
+	logFormatJSON = "json"
+)
+
+// redactSecrets (the JSON handler's ReplaceAttr) replaces the value of an attribute
+// whose key names a secret with "[redacted]": nothing logs one on purpose; this is the
+// net under a mistake.
+func redactSecrets(_ []string, a slog.Attr) slog.Attr {
+	k := strings.ToLower(a.Key)
+	for _, w := range []string{"passphrase", "password", "secret", "private", "credential"} {
+		if strings.Contains(k, w) {
+			return slog.String(a.Key, "[redacted]")
+		}
+	}
+	return a
+}
+
 // cliHandler is a slog.Handler for a terminal user rather than a log collector: each
 // record becomes one line "coffer: warning: message key=value ...", without time stamps.
 // It is safe for concurrent use.
@@ -65,6 +84,7 @@ func writeAttr(b *strings.Builder, prefix string, a slog.Attr) {
 		}
 		return
 	}
+	a = redactSecrets(nil, a)
 	v := a.Value.String()
 	if v == "" || strings.ContainsAny(v, " \t\n\"=") {
 		v = fmt.Sprintf("%q", v)

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +37,41 @@ func TestQuietLoggerShowsOnlyErrors(t *testing.T) {
 	l.Error("e")
 	if got := stderr.String(); got != "coffer: error: e\n" {
 		t.Errorf("quiet logger wrote %q", got)
+	}
+}
+
+func TestLogFormatJSON(t *testing.T) {
+	a, _, stderr := newTestApp(nil)
+	a.g.logFormat = logFormatJSON
+	l := a.logger()
+	l.Info("hidden")
+	l.Warn("skipped", "path", "/a b", "passphrase", "hunter2")
+	l.Error("failed", "code", 6)
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2: %q", len(lines), stderr.String())
+	}
+	for _, line := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("not one JSON object: %q: %v", line, err)
+		}
+		if obj["component"] != "coffer" || obj["msg"] == nil || obj["level"] == nil || obj["time"] == nil {
+			t.Errorf("record lacks component, msg, level or time: %q", line)
+		}
+	}
+	if strings.Contains(stderr.String(), "hunter2") || !strings.Contains(stderr.String(), `"passphrase":"[redacted]"`) {
+		t.Errorf("passphrase not redacted: %q", stderr.String())
+	}
+}
+
+func TestLogFormatRefusesUnknown(t *testing.T) {
+	code, _, stderr := runCLI(t, nil, "version", "--log-format", "xml")
+	if code != exitUsage || !strings.Contains(stderr, `--log-format "xml": want text or json`) {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runCLI(t, nil, "--log-format", "json", "version")
+	if code != exitOK {
+		t.Errorf("--log-format json version: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -110,6 +110,9 @@ func (a *app) exec(ctx context.Context, spec *cmdSpec, args []string) int {
 		}
 		return a.fail(&usageError{spec: spec, msg: err.Error()})
 	}
+	if f := a.g.logFormat; f != "" && f != logFormatText && f != logFormatJSON {
+		return a.fail(&usageError{spec: spec, msg: fmt.Sprintf("--log-format %q: want text or json", f)})
+	}
 	return a.fail(cmd.run(ctx, a, pos))
 }
 

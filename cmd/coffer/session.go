@@ -174,12 +174,17 @@ func chunkAddrs(m placement.Map) []string {
 }
 
 // logger returns the slog logger for library diagnostics: warnings (such as each file a
-// backup skips) as "coffer: warning: ..." lines on stderr, errors only with --quiet.
+// backup skips) as "coffer: warning: ..." lines on stderr, errors only with --quiet;
+// with --log-format json, one JSON object per line instead (component "coffer").
 // Command output never goes through it.
 func (a *app) logger() *slog.Logger {
 	level := slog.LevelWarn
 	if a.g.quiet {
 		level = slog.LevelError
+	}
+	if a.g.logFormat == logFormatJSON {
+		return slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactSecrets})).
+			With("component", "coffer")
 	}
 	return slog.New(newCLIHandler(a.stderr, level))
 }

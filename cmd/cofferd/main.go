@@ -1,7 +1,8 @@
 // Command cofferd runs Coffer cluster nodes.
 //
-//	cofferd run --config FILE            run one node from its config file
-//	cofferd dev --dir D [--meta 3 --chunk 6] [--init-only]
+//	cofferd run --config FILE [--log-format text|json]
+//	                                     run one node from its config file
+//	cofferd dev --dir D [--meta 3 --chunk 6] [--init-only] [--metrics-port N]
 //	                                     run a whole dev cluster in this process
 //	cofferd bench-stages [--json] [--quick] [--dir D]
 //	                                     node-side stage micro-benchmarks
@@ -73,19 +74,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cofferd run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", os.Getenv("COFFER_NODE_CONFIG"), "node config `file` (env COFFER_NODE_CONFIG)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", logText, "log format: text (key=value) or json (one object per line)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -93,11 +87,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cofferd run: --config FILE is required and no arguments are taken")
 		return 2
 	}
-	logger, err := newLogger(stderr, *level)
+	logger, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		fmt.Fprintln(stderr, "cofferd run:", err)
 		return 2
 	}
+	// Libraries that write through the standard log package (quic-go) go through it too,
+	// so that every line on stderr has the chosen format.
+	slog.SetDefault(logger)
 	cfg, err := node.LoadConfig(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "cofferd:", err)
@@ -124,6 +121,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	chunkN := fs.Int("chunk", 6, "chunk nodes (at init)")
 	initOnly := fs.Bool("init-only", false, "write CA, certificates and configs, then exit")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	format := fs.String("log-format", logText, "log format: text (key=value) or json (one object per line)")
+	metricsPort := fs.Int("metrics-port", 0, "at init: serve the nodes' metrics on consecutive ports from `N` (default: free ports)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -131,12 +130,15 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cofferd dev: --dir DIR is required and no arguments are taken")
 		return 2
 	}
-	logger, err := newLogger(stderr, *level)
+	logger, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		fmt.Fprintln(stderr, "cofferd dev:", err)
 		return 2
 	}
-	err = node.DevInit(node.DevOptions{Dir: *dir, Meta: *metaN, Chunk: *chunkN}, time.Now())
+	// Libraries that write through the standard log package (quic-go) go through it too,
+	// so that every line on stderr has the chosen format.
+	slog.SetDefault(logger)
+	err = node.DevInit(node.DevOptions{Dir: *dir, Meta: *metaN, Chunk: *chunkN, MetricsPort: *metricsPort}, time.Now())
 	switch {
 	case errors.Is(err, node.ErrDevExists):
 		if *initOnly {
@@ -173,6 +175,15 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "cofferd: dev cluster ready: %s\nclient config: %s  (export COFFER_CONFIG=%s)\n",
 		strings.Join(ids, " "), node.DevClientConfig(*dir), node.DevClientConfig(*dir))
+	var metrics []string
+	for _, n := range d.Nodes {
+		if a := n.MetricsAddr(); a != "" {
+			metrics = append(metrics, a)
+		}
+	}
+	if len(metrics) > 0 {
+		fmt.Fprintf(stdout, "metrics (Prometheus targets, /metrics): %s\n", strings.Join(metrics, " "))
+	}
 	if u := d.StatusURL(); u != "" {
 		fmt.Fprintf(stdout, "status page: %s\n", u)
 	}
