@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -182,4 +183,63 @@ func TestPlatformManagement(t *testing.T) {
 	if _, err := OpenWith(ctx, cfg, "p", Unlock{Platform: true}); err != nil {
 		t.Fatalf("platform unlock after switching back: %v", err)
 	}
+}
+
+// TestLegacyVaultConversion: a vault made before key wraps (one passphrase wrapping of
+// the master key) still opens and backs up; rotation asks for the conversion first; a
+// passphrase change converts it, after which it rotates, and the snapshot made under the
+// legacy wrapping restores with the new passphrase.
+func TestLegacyVaultConversion(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	mk, err := crypt.NewMasterKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := crypt.WrapKey(mk, testPass, crypt.TestArgon2Params(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.meta.GetVault(ctx, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.ID, v.Keys, v.KeyWraps = "old", nil, [][]byte{w}
+	e.meta.SetVault(v)
+	a, err := Open(ctx, e.cfg, "old", testPass)
+	if err != nil {
+		t.Fatalf("legacy open: %v", err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	writeFile(t, filepath.Join(src, "f"), randBytes(3, 80<<10), 0o644)
+	res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RotateKey(ctx, ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("rotating a legacy vault: %v, want a request to convert first", err)
+	}
+	newPass := []byte("converted")
+	if v, err = a.ChangePassphrase(ctx, newPass, "convert"); err != nil || v.Keys == nil || len(v.KeyWraps) != 0 {
+		t.Fatalf("conversion: %v", err)
+	}
+	if _, err := Open(ctx, e.cfg, "old", testPass); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("old passphrase after conversion: %v", err)
+	}
+	b, err := Open(ctx, e.cfg, "old", newPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RotateKey(ctx, ""); err != nil {
+		t.Fatalf("rotate after conversion: %v", err)
+	}
+	c, err := Open(ctx, e.cfg, "old", newPass)
+	if err != nil || c.KeyEpoch() != 1 {
+		t.Fatalf("reopen: epoch %d, %v", c.KeyEpoch(), err)
+	}
+	if _, err := c.Restore(ctx, res.Snapshot, RestoreOptions{Target: filepath.Join(dir, "r")}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, filepath.Join(dir, "r", "src"))
 }
