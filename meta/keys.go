@@ -349,6 +349,20 @@ func ApplyKeysChange(p Principal, v *Vault, c KeysChange, now time.Time) (string
 
 func describeWrap(w KeyWrap) string { return fmt.Sprintf("%s wrap %s (%s)", w.Kind, w.ID, w.Holder) }
 
+// InitVaultKeys sets what the servers own in a new vault's key record: revision 0, no
+// rotation due, and every wrap created now by principal by (not yet used).
+func InitVaultKeys(v *Vault, by string, now time.Time) {
+	if v.Keys == nil {
+		return
+	}
+	v.Keys = v.Keys.Clone()
+	v.Keys.Revision, v.Keys.RotateBy = 0, 0
+	for i := range v.Keys.Wraps {
+		w := &v.Keys.Wraps[i]
+		w.Created, w.CreatedBy, w.LastUsed = now, by, time.Time{}
+	}
+}
+
 // RemoveHostWraps returns k without the host wraps of principal and with a rotation due
 // (RotateBy = Epoch+1), and whether any was removed: what a certificate revocation of
 // that principal does to every vault. A vault left with no wrap keeps none (it cannot

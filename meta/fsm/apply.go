@@ -224,6 +224,11 @@ func (f *FSM) createVault(b *pebble.Batch, c command.CreateVault, now time.Time)
 		return meta.Vault{}, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
 	}
 	v.Created = now
+	by := ""
+	if c.By != nil {
+		by = c.By.Name
+	}
+	meta.InitVaultKeys(&v, by, now)
 	return v, f.put(b, key, v)
 }
 

@@ -112,8 +112,9 @@ func (s *Service) createLocked(p meta.Principal, v meta.Vault) (meta.Vault, erro
 	if _, ok := s.mu.vaults[v.ID]; ok {
 		return v, fmt.Errorf("vault %s: %w", v.ID, meta.ErrExists)
 	}
-	v.KeyWraps, v.Keys = cloneWraps(v.KeyWraps), v.Keys.Clone()
+	v.KeyWraps = cloneWraps(v.KeyWraps)
 	v.Created = s.nowLocked()
+	meta.InitVaultKeys(&v, p.Name, v.Created)
 	s.mu.vaults[v.ID] = v
 	return v, nil
 }

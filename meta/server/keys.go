@@ -27,25 +27,34 @@ func (s *Server) UpdateVaultKeys(ctx context.Context, vault meta.VaultID, c meta
 		return meta.Vault{}, err
 	}
 	p := meta.PrincipalFrom(ctx)
-	for _, w := range c.Keys.Wraps {
-		if w.Kind != meta.WrapPlatform {
-			continue
+	if err := s.checkPlatformWraps(c.Keys.Wraps); err != nil {
+		if errors.Is(err, meta.ErrInvalid) {
+			s.auditRefusal(ctx, p, "vault keys "+c.Event, vault, "", err)
 		}
-		if s.cfg.PlatformKey == nil {
-			err := fmt.Errorf("%w: server: meta server %s holds no platform key (set platform_key_file in its cofferd config), so no vault can be platform-managed", meta.ErrUnavailable, s.cfg.ID)
-			return meta.Vault{}, err
-		}
-		if want := s.cfg.PlatformKey.Recipient().String(); w.Recipient != want {
-			err := fmt.Errorf("%w: server: platform wrap %s is sealed to %.80s, not to this cluster's platform key %s", meta.ErrInvalid, w.ID, w.Recipient, want)
-			s.auditRefusal(ctx, p, "vault keys "+c.Event, vault, "platform wrap "+w.ID, err)
-			return meta.Vault{}, err
-		}
+		return meta.Vault{}, err
 	}
 	res, err := s.propose(timeoutOf(ctx), command.SetVaultKeys{Vault: vault, Change: c, By: p})
 	if err != nil {
 		return meta.Vault{}, fmt.Errorf("server: update keys of vault %s: %w", vault, err)
 	}
 	return meta.VaultFor(p, res.(meta.Vault)), nil
+}
+
+// checkPlatformWraps checks that every platform wrap is sealed to this server's platform
+// key: ErrUnavailable without one, ErrInvalid for another recipient.
+func (s *Server) checkPlatformWraps(wraps []meta.KeyWrap) error {
+	for _, w := range wraps {
+		if w.Kind != meta.WrapPlatform {
+			continue
+		}
+		if s.cfg.PlatformKey == nil {
+			return fmt.Errorf("%w: server: meta server %s holds no platform key (set platform_key_file in its cofferd config), so no vault can be platform-managed", meta.ErrUnavailable, s.cfg.ID)
+		}
+		if want := s.cfg.PlatformKey.Recipient().String(); w.Recipient != want {
+			return fmt.Errorf("%w: server: platform wrap %s is sealed to %.80s, not to this cluster's platform key %s", meta.ErrInvalid, w.ID, w.Recipient, want)
+		}
+	}
+	return nil
 }
 
 // TouchKeyWrap implements meta.KeyService; a use within meta.KeyUseInterval of the last

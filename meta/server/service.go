@@ -43,6 +43,12 @@ func (s *Server) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, err
 		s.auditRefusal(ctx, p, "vault create", v.ID, "", err)
 		return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
 	}
+	if v.Keys != nil {
+		if err := s.checkPlatformWraps(v.Keys.Wraps); err != nil {
+			s.auditRefusal(ctx, p, "vault create", v.ID, "", err)
+			return meta.Vault{}, fmt.Errorf("server: create vault: %w", err)
+		}
+	}
 	res, err := s.propose(timeoutOf(ctx), command.CreateVault{Vault: v, By: &p})
 	if err != nil {
 		return meta.Vault{}, err
