@@ -83,6 +83,10 @@ type Config struct {
 	ShardTransport string `yaml:"shard_transport,omitempty"`
 	// GC schedules garbage collection (meta role; the leader runs it).
 	GC GCConfig `yaml:"gc,omitempty"`
+	// Retention schedules automatic retention (meta role; the leader runs it).
+	Retention RetentionConfig `yaml:"retention,omitempty"`
+	// Alerts configures alert delivery (meta role; the leader delivers).
+	Alerts AlertsConfig `yaml:"alerts,omitempty"`
 	// PlatformKeyFile, optional and for meta nodes only, is the platform key: an age
 	// X25519 identity file (age-keygen's format), the same on every meta server.
 	// Platform-managed vaults (`coffer init --key-management platform`) are also wrapped
@@ -261,6 +265,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateStatus(); err != nil {
 		return bad("%v", err)
+	}
+	for _, p := range c.Alerts.Commands {
+		if !filepath.IsAbs(p) {
+			return bad("alerts.commands: %q is not an absolute path", p)
+		}
 	}
 	return nil
 }

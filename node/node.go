@@ -71,6 +71,7 @@ type Node struct {
 	metaC  *metarpc.Client
 	gossip *gossip
 	cmap   atomic.Pointer[placement.Map]
+	id     *pki.Identity  // this node's certificate (alert probe: its expiry)
 	repair *repair.Worker // nil without the chunk role
 	sec    securityState  // revocations and cluster time from the meta leader
 	authz  *authz.Table   // checked for every request (checkPeer)
@@ -129,6 +130,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: identity: %w", err)
 	}
+	n.id = id
 	if cfg.Has(RoleMeta) != (id.Role() == transport.RoleMeta) {
 		return nil, fmt.Errorf("%w: node %s has roles %v and a %q certificate: meta servers, and only they, hold a %q certificate",
 			ErrConfig, cfg.ID, cfg.Roles, id.Role(), transport.RoleMeta)
@@ -271,6 +273,8 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		if deps.JobTimeout > 0 {
 			mcfg.JobTimeout = deps.JobTimeout
 		}
+		mcfg.RetentionInterval = cfg.Retention.Interval
+		mcfg.Alerts = metaserver.AlertConfig{Commands: cfg.Alerts.Commands, RetryBase: cfg.Alerts.RetryBase, Probe: n.alertProbe}
 		// The commit check tells a missing reference list from an unreadable one by the
 		// coordinator's not-found error.
 		mcfg.ChunkNotFound = func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) }

@@ -81,7 +81,8 @@ func TestDocsListEveryJSONField(t *testing.T) {
 		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{},
 		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{},
-		vaultKeysJSON{}, meta.KeyWrap{}} {
+		vaultKeysJSON{}, meta.KeyWrap{},
+		meta.RetentionStatus{}, meta.RetentionReport{}, meta.HeldSnapshot{}, meta.AlertSink{}, meta.Alert{}, meta.AlertDelivery{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
