@@ -12,6 +12,9 @@ const (
 	NodeUndrain      = "undrain"
 	NodeDecommission = "decommission"
 	NodeActivate     = "activate"
+	// NodeAdd puts a chunk node that runs and gossips, but is not in the map yet, in the
+	// map as joining (its address and failure domain as it advertises them).
+	NodeAdd = "add"
 	// RebalanceApply activates every joining node in one map change (Node is empty).
 	RebalanceApply = "rebalance-apply"
 	// RebalanceCancel returns the nodes of the last RebalanceApply that are still
@@ -24,6 +27,8 @@ type NodeActionRequest struct {
 	Node   placement.NodeID `cbor:"node" json:"node"`
 	Action string           `cbor:"action" json:"action"` // NodeDrain, ...
 	Reason string           `cbor:"reason,omitempty" json:"reason,omitempty"`
+	// Weight is the relative capacity of a node being added (NodeAdd); 0 means 1.
+	Weight float64 `cbor:"weight,omitempty" json:"weight,omitempty"`
 }
 
 // ClusterAdmin is the cluster-administration side of the metadata service. Every

@@ -20,4 +20,9 @@ type Member struct {
 	Name  string `cbor:"name" json:"name"`
 	Addr  string `cbor:"addr" json:"addr"`
 	State string `cbor:"state" json:"state"` // alive, suspect, dead, left
+	// RPCAddr, Roles and Domain are what the member advertises: its QUIC address, its
+	// node roles and its failure domain (empty when it advertises nothing).
+	RPCAddr string   `cbor:"rpc_addr,omitempty" json:"rpc_addr,omitempty"`
+	Roles   []string `cbor:"roles,omitempty" json:"roles,omitempty"`
+	Domain  string   `cbor:"domain,omitempty" json:"domain,omitempty"`
 }

@@ -63,10 +63,14 @@ type Config struct {
 	TLS     TLSFiles `yaml:"tls"`
 	// ClusterSecretFile holds the cluster secret; memberlist's keyring is derived from it.
 	ClusterSecretFile string `yaml:"cluster_secret_file"`
-	// MetaServers are the meta voters. Meta nodes bootstrap Raft with exactly this list;
-	// every node uses it to reach the metadata service.
+	// MetaServers is the seed list of meta servers: every node reaches the metadata
+	// service through it first and then follows the group's current servers (which
+	// `coffer admin meta add|remove` change). A meta node listed here is an initial
+	// voter: with no Raft state yet it bootstraps Raft with exactly this list. A meta
+	// node not listed here joins a running group: it waits, without bootstrapping, until
+	// `coffer admin meta add` adds it.
 	MetaServers []MetaServer `yaml:"meta_servers"`
-	// Bootstrap is the initial map, needed on meta nodes only.
+	// Bootstrap is the initial map, needed on the initial meta voters only.
 	Bootstrap *InitialMap `yaml:"bootstrap,omitempty"`
 	// SegmentSize is the shard segment file size in bytes (chunk role).
 	SegmentSize int64 `yaml:"segment_size,omitempty"`
@@ -185,6 +189,12 @@ const (
 	ShardTransportQUIC = "quic"
 )
 
+// initialVoter reports whether the node is a meta server listed in its own meta_servers:
+// one of the voters the group was bootstrapped with.
+func (c Config) initialVoter() bool {
+	return c.Has(RoleMeta) && slices.ContainsFunc(c.MetaServers, func(m MetaServer) bool { return m.ID == c.ID })
+}
+
 // Has reports whether the node has role r.
 func (c Config) Has(r Role) bool { return slices.Contains(c.Roles, r) }
 
@@ -248,12 +258,9 @@ func (c Config) Validate() error {
 			self = true
 		}
 	}
-	if c.Has(RoleMeta) {
-		if !self {
-			return bad("node %q has the meta role but is not in meta_servers", c.ID)
-		}
+	if c.Has(RoleMeta) && self {
 		if c.Bootstrap == nil {
-			return bad("meta node %q needs bootstrap (the initial cluster map)", c.ID)
+			return bad("meta node %q is in meta_servers (an initial voter) and needs bootstrap (the initial cluster map); a meta server joining a running group is not listed in its own meta_servers", c.ID)
 		}
 		m := placement.Map{Epoch: 1, PGCount: c.Bootstrap.PGCount, Profile: c.Bootstrap.Profile, Nodes: c.Bootstrap.Nodes}
 		if _, err := placement.NewMap(m.Epoch, m.PGCount, m.Profile, m.Nodes); err != nil {

@@ -35,7 +35,6 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"bad role", func(c *Config) { c.Roles = []Role{"storage"} }, `unknown role "storage"`},
 		{"bad listen", func(c *Config) { c.Listen = "nohostport" }, "listen"},
 		{"no tls", func(c *Config) { c.TLS.Key = "" }, "tls"},
-		{"meta not listed", func(c *Config) { c.ID = "meta-9" }, "not in meta_servers"},
 		{"dup meta", func(c *Config) { c.MetaServers = append(c.MetaServers, c.MetaServers[0]) }, "duplicate id"},
 		{"meta without map", func(c *Config) { c.Bootstrap = nil }, "needs bootstrap"},
 		{"bad pg count", func(c *Config) { b := *c.Bootstrap; b.PGCount = 1000; c.Bootstrap = &b }, "bootstrap map"},
@@ -49,6 +48,26 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Validate() = %v, want ErrConfig mentioning %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestJoiningMetaConfig: a meta node not in its own meta_servers list joins a running
+// group and needs no initial map; an initial voter does.
+func TestJoiningMetaConfig(t *testing.T) {
+	c, err := LoadConfig("../deploy/examples/meta-1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ID, c.Bootstrap = "meta-9", nil
+	if err := c.Validate(); err != nil {
+		t.Fatalf("joining meta server: %v", err)
+	}
+	if c.initialVoter() {
+		t.Fatal("meta-9 counted as an initial voter")
+	}
+	c.ID = c.MetaServers[0].ID
+	if err := c.Validate(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "needs bootstrap") {
+		t.Fatalf("initial voter without a map: %v", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -48,14 +49,20 @@ type revokedFunc func(name, serial string, issued time.Time) (meta.Revocation, b
 // memberInfo decodes what m advertises (zero values when it does not parse: a member
 // that says nothing is matched by name alone, so a principal revocation still applies).
 func memberInfo(m *memberlist.Node) (serial string, issued time.Time) {
-	var gm gossipMeta
-	if json.Unmarshal(m.Meta, &gm) != nil {
-		return "", time.Time{}
-	}
+	gm := memberMeta(m)
 	if gm.Issued != 0 {
 		issued = time.Unix(gm.Issued, 0)
 	}
 	return gm.Serial, issued
+}
+
+// memberMeta decodes what m advertises (the zero value when it does not parse).
+func memberMeta(m *memberlist.Node) gossipMeta {
+	var gm gossipMeta
+	if json.Unmarshal(m.Meta, &gm) != nil {
+		return gossipMeta{}
+	}
+	return gm
 }
 
 // gossipAlive is memberlist's AliveDelegate: an alive message (a join, a refutation, or
@@ -107,12 +114,18 @@ type member struct {
 
 func (e *gossipEvents) set(n *memberlist.Node, st string) {
 	serial, issued := memberInfo(n)
+	gm := memberMeta(n)
+	var roles []string
+	for _, r := range gm.Roles {
+		roles = append(roles, string(r))
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.mu.state == nil {
 		e.mu.state = map[string]member{}
 	}
-	e.mu.state[n.Name] = member{Member: meta.Member{Name: n.Name, Addr: n.Address(), State: st}, serial: serial, issued: issued}
+	e.mu.state[n.Name] = member{Member: meta.Member{Name: n.Name, Addr: n.Address(), State: st,
+		RPCAddr: gm.Addr, Roles: roles, Domain: gm.Domain}, serial: serial, issued: issued}
 }
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n, "alive") }
@@ -273,6 +286,23 @@ func (g *gossip) liveness(id placement.NodeID) placement.Liveness {
 		return placement.LiveAlive
 	}
 	return placement.LiveDead
+}
+
+// candidate reports chunk node id as it advertises itself (QUIC address, failure
+// domain) when gossip sees it alive, not revoked, with the chunk role: what `coffer
+// admin node add` puts in the map (meta server Config.Candidate).
+//
+// NB: what a member advertises is its own word (gossip is keyed by the cluster secret,
+// see revokedFunc): the admin names the node to add, and every shard exchanged with it
+// afterwards goes over the certificate-checked transport.
+func (g *gossip) candidate(id placement.NodeID) (placement.Node, bool) {
+	g.events.mu.Lock()
+	defer g.events.mu.Unlock()
+	m, ok := g.events.mu.state[string(id)]
+	if !ok || g.isRevoked(m) || m.State != "alive" || m.RPCAddr == "" || !slices.Contains(m.Roles, string(RoleChunk)) {
+		return placement.Node{}, false
+	}
+	return placement.Node{ID: id, Addr: m.RPCAddr, Domain: m.Domain}, true
 }
 
 // members reports the gossip view, including dead, left and revoked members, sorted by

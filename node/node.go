@@ -239,13 +239,17 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	mux.Handle("node", transport.HandlerFunc(n.serveNode))
 
 	if cfg.Has(RoleMeta) {
+		// An initial voter bootstraps Raft with the seed list and proposes the initial
+		// map; a joining meta server does neither and waits to be added (meta add).
 		var boot []meta.Server
-		for _, m := range cfg.MetaServers {
-			boot = append(boot, meta.Server{ID: m.ID, Addr: m.Addr, Voter: true})
-		}
-		im, err := placement.NewMap(1, cfg.Bootstrap.PGCount, cfg.Bootstrap.Profile, cfg.Bootstrap.Nodes)
-		if err != nil {
-			return nil, fmt.Errorf("node: bootstrap map: %w", err)
+		var im *placement.Map
+		if cfg.initialVoter() {
+			for _, m := range cfg.MetaServers {
+				boot = append(boot, meta.Server{ID: m.ID, Addr: m.Addr, Voter: true})
+			}
+			if im, err = placement.NewMap(1, cfg.Bootstrap.PGCount, cfg.Bootstrap.Profile, cfg.Bootstrap.Nodes); err != nil {
+				return nil, fmt.Errorf("node: bootstrap map: %w", err)
+			}
 		}
 		mcfg := metaserver.Config{
 			ID:          cfg.ID,
@@ -258,6 +262,8 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			Now:         deps.Now,
 			InitialMap:  im,
 			PeerApplied: metarpc.PeerApplied(n.ep),
+			PeerStatus:  metarpc.PeerStatus(n.ep),
+			Candidate:   n.gossip.candidate,
 			Liveness:    n.gossip.liveness,
 			DownOut:     cfg.DownOutInterval,
 			PGHealth:    n.gatherPGHealth,
@@ -341,6 +347,13 @@ func (n *Node) refreshMap(ctx context.Context) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		m, err := n.metaC.ClusterMap(cctx)
+		if err == nil {
+			// Follow the meta group as it changes (meta add|remove); the seeds stay
+			// behind as a fallback.
+			if _, rerr := n.metaC.RefreshServers(cctx); rerr != nil {
+				n.log.Debug("meta servers not refreshed", "err", rerr)
+			}
+		}
 		cancel()
 		if err == nil {
 			if cur := n.cmap.Load(); cur == nil || cur.Epoch < m.Epoch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -25,16 +26,38 @@ import (
 // Safe for concurrent use.
 type Client struct {
 	c     transport.Caller
-	addrs []string
-	last  atomic.Int64 // index of the address that last answered
+	seeds []string                 // the addresses the client was made with
+	addrs atomic.Pointer[[]string] // the addresses tried, in order (RefreshServers)
+	last  atomic.Int64             // index of the address that last answered
 }
 
 var _ meta.Service = (*Client)(nil)
 
 // NewClient returns a client for the meta servers at addrs. addrs is copied.
 func NewClient(c transport.Caller, addrs []string) *Client {
-	return &Client{c: c, addrs: append([]string(nil), addrs...)}
+	cl := &Client{c: c, seeds: append([]string(nil), addrs...)}
+	cl.addrs.Store(&cl.seeds)
+	return cl
 }
+
+// setAddrs makes current the addresses tried first, followed by the seeds not among them.
+func (cl *Client) setAddrs(current []string) {
+	list := append([]string(nil), current...)
+	for _, s := range cl.seeds {
+		if !slices.Contains(list, s) {
+			list = append(list, s)
+		}
+	}
+	if slices.Equal(list, *cl.addrs.Load()) {
+		return
+	}
+	cl.addrs.Store(&list)
+	cl.last.Store(0)
+}
+
+// Addrs returns the meta addresses the client tries, in order: the current servers
+// learned by RefreshServers, then the seeds.
+func (cl *Client) Addrs() []string { return slices.Clone(*cl.addrs.Load()) }
 
 // retryable reports whether another meta server (or a later attempt) may succeed where
 // err failed. A refused TLS handshake is final: every server would refuse it.
@@ -53,17 +76,18 @@ func retryable(err error) bool {
 }
 
 func (cl *Client) call(ctx context.Context, method string, req, resp any) error {
-	n := len(cl.addrs)
+	addrs := *cl.addrs.Load()
+	n := len(addrs)
 	if n == 0 {
 		return fmt.Errorf("metarpc: %s: %w: no meta addresses configured", method, meta.ErrUnavailable)
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		start := int(cl.last.Load())
+		start := int(cl.last.Load()) % n
 		var lastErr error
 		for k := range n {
 			i := (start + k) % n
-			err := wire.Call(ctx, cl.c, cl.addrs[i], method, req, resp)
+			err := wire.Call(ctx, cl.c, addrs[i], method, req, resp)
 			if err == nil {
 				cl.last.Store(int64(i))
 				return nil
@@ -73,7 +97,7 @@ func (cl *Client) call(ctx context.Context, method string, req, resp any) error 
 				if ctx.Err() == nil {
 					cl.last.Store(int64(i))
 				}
-				return fmt.Errorf("metarpc: %s on %s: %w", method, cl.addrs[i], err)
+				return fmt.Errorf("metarpc: %s on %s: %w", method, addrs[i], err)
 			}
 			lastErr = err
 		}

@@ -233,6 +233,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	if out, fwd, err, ok := h.serveOps(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
+	if out, fwd, err, ok := h.serveMembership(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	return nil, nil, &transport.Error{Code: transport.UnknownMethod, Msg: fmt.Sprintf("metarpc: unknown method %q", method)}
 }
 

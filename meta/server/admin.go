@@ -91,6 +91,8 @@ func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 			strs = append(strs, string(id))
 		}
 		target = strings.Join(strs, ",")
+	case meta.NodeAdd:
+		m, err = s.addNode(ctx, req)
 	default:
 		m, err = s.nodeAction(ctx, req)
 	}
@@ -148,6 +150,39 @@ func (s *Server) rebalance(ctx context.Context, action string) (placement.Map, [
 	return res.(placement.Map), ids, nil
 }
 
+// addNode puts a running chunk node that the failure detector sees alive, and that is
+// not in the map, in the map as joining.
+func (s *Server) addNode(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {
+	cur, ok, err := s.fsm.ClusterMap()
+	if err != nil {
+		return placement.Map{}, err
+	}
+	if !ok {
+		return placement.Map{}, fmt.Errorf("server: add node %s: no cluster map: %w", req.Node, meta.ErrNotFound)
+	}
+	if nd, ok := cur.Node(req.Node); ok {
+		return placement.Map{}, fmt.Errorf("%w: server: node %s is already in the cluster map (epoch %d) as %s", meta.ErrExists, req.Node, cur.Epoch, nd.State)
+	}
+	var cand placement.Node
+	if s.cfg.Candidate != nil {
+		cand, ok = s.cfg.Candidate(req.Node)
+	}
+	if s.cfg.Candidate == nil || !ok {
+		return placement.Map{}, fmt.Errorf("server: node %q: %w: no running chunk node of that name is known to the cluster (start it with a node.yaml whose join list reaches this cluster, and check \"coffer admin nodes\" lists it as pending)",
+			req.Node, meta.ErrNotFound)
+	}
+	cand.Weight = req.Weight
+	nm, err := cur.AddNode(cand, s.fsm.Now())
+	if err != nil {
+		return placement.Map{}, fmt.Errorf("%w: server: %v", meta.ErrInvalid, err)
+	}
+	res, err := s.propose(timeoutOf(ctx), command.SetClusterMap{Map: *nm})
+	if err != nil {
+		return placement.Map{}, err
+	}
+	return res.(placement.Map), nil
+}
+
 func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (placement.Map, error) {
 	var to placement.State
 	switch req.Action {
@@ -158,7 +193,7 @@ func (s *Server) nodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 	case meta.NodeDecommission:
 		to = placement.StateDecommissioned
 	default:
-		return placement.Map{}, fmt.Errorf("%w: server: unknown node action %q (want drain, undrain, activate or decommission)", meta.ErrInvalid, req.Action)
+		return placement.Map{}, fmt.Errorf("%w: server: unknown node action %q (want add, drain, undrain, activate or decommission)", meta.ErrInvalid, req.Action)
 	}
 	cur, ok, err := s.fsm.ClusterMap()
 	if err != nil {

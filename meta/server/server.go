@@ -66,10 +66,19 @@ type Config struct {
 	// the network). AddVoter uses it to wait until a new non-voter has caught up; when nil,
 	// AddVoter cannot observe progress and refuses to promote.
 	PeerApplied func(ctx context.Context, id, addr string) (uint64, error)
+	// PeerStatus asks the meta server at addr for its own Raft view (metarpc.PeerStatus
+	// does this over the network). ChangeMeta uses it to check, before adding a server,
+	// that the server at the address is the one named and belongs to no Raft
+	// configuration yet; nil skips that check.
+	PeerStatus func(ctx context.Context, addr string) (meta.RaftStatus, error)
 	// Liveness reports the failure detector's view of a chunk node (the node's gossip).
 	// The leader marks nodes down, out and active again from it (see
 	// placement.Map.FollowLiveness); nil disables automatic state changes.
 	Liveness func(id placement.NodeID) placement.Liveness
+	// Candidate reports a chunk node that is alive in the failure detector's view, as it
+	// advertises itself there (ID, address, failure domain): `coffer admin node add`
+	// puts it in the map from this. Nil, or false, refuses the addition.
+	Candidate func(id placement.NodeID) (placement.Node, bool)
 	// DownOut is how long a node stays down before it is marked out; zero = 10 min.
 	DownOut time.Duration
 	// PGHealth gathers the chunk nodes' latest PG health reports (decommission check,
@@ -149,10 +158,12 @@ type Server struct {
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
 	figs        figureCounters // behind Figures (figures.go)
 	jobs        jobLoop        // the leader loop's job duties (jobs.go)
-	stop        chan struct{}  // closed by Close; stops loop
-	wg          sync.WaitGroup
-	closeOnce   sync.Once
-	closeErr    error
+	// memberMu is held while this server makes a membership change (membership.go).
+	memberMu  sync.Mutex
+	stop      chan struct{} // closed by Close; stops loop
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ meta.Service = (*Server)(nil)
