@@ -260,4 +260,6 @@ func TestNodeAddFromCandidates(t *testing.T) {
 	}
 }
 
-func metaPeer(id string) transport.Peer { return transport.Peer{Principal: id, Role: transport.RoleMeta} }
+func metaPeer(id string) transport.Peer {
+	return transport.Peer{Principal: id, Role: transport.RoleMeta}
+}
