@@ -65,12 +65,13 @@ type Config struct {
 	ClusterSecretFile string `yaml:"cluster_secret_file"`
 	// MetaServers is the seed list of meta servers: every node reaches the metadata
 	// service through it first and then follows the group's current servers (which
-	// `coffer admin meta add|remove` change). A meta node listed here is an initial
-	// voter: with no Raft state yet it bootstraps Raft with exactly this list. A meta
-	// node not listed here joins a running group: it waits, without bootstrapping, until
-	// `coffer admin meta add` adds it.
+	// `coffer admin meta add|remove` change). An initial voter (a meta node with a
+	// bootstrap section) must be listed here and, with no Raft state yet, bootstraps
+	// Raft with exactly this list.
 	MetaServers []MetaServer `yaml:"meta_servers"`
-	// Bootstrap is the initial map, needed on the initial meta voters only.
+	// Bootstrap is the initial map. On a meta node it marks an initial voter; a meta
+	// node without it joins a running group: it waits, without bootstrapping Raft,
+	// until `coffer admin meta add` adds it.
 	Bootstrap *InitialMap `yaml:"bootstrap,omitempty"`
 	// SegmentSize is the shard segment file size in bytes (chunk role).
 	SegmentSize int64 `yaml:"segment_size,omitempty"`
@@ -189,11 +190,9 @@ const (
 	ShardTransportQUIC = "quic"
 )
 
-// initialVoter reports whether the node is a meta server listed in its own meta_servers:
-// one of the voters the group was bootstrapped with.
-func (c Config) initialVoter() bool {
-	return c.Has(RoleMeta) && slices.ContainsFunc(c.MetaServers, func(m MetaServer) bool { return m.ID == c.ID })
-}
+// initialVoter reports whether the node is a meta server with a bootstrap section: one
+// of the voters the group is bootstrapped with (Validate: listed in meta_servers).
+func (c Config) initialVoter() bool { return c.Has(RoleMeta) && c.Bootstrap != nil }
 
 // Has reports whether the node has role r.
 func (c Config) Has(r Role) bool { return slices.Contains(c.Roles, r) }
@@ -258,9 +257,9 @@ func (c Config) Validate() error {
 			self = true
 		}
 	}
-	if c.Has(RoleMeta) && self {
-		if c.Bootstrap == nil {
-			return bad("meta node %q is in meta_servers (an initial voter) and needs bootstrap (the initial cluster map); a meta server joining a running group is not listed in its own meta_servers", c.ID)
+	if c.Has(RoleMeta) && c.Bootstrap != nil {
+		if !self {
+			return bad("meta node %q has a bootstrap section (an initial voter) but is not in meta_servers", c.ID)
 		}
 		m := placement.Map{Epoch: 1, PGCount: c.Bootstrap.PGCount, Profile: c.Bootstrap.Profile, Nodes: c.Bootstrap.Nodes}
 		if _, err := placement.NewMap(m.Epoch, m.PGCount, m.Profile, m.Nodes); err != nil {
