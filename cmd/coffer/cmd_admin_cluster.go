@@ -25,10 +25,13 @@ func adminNodesSpec() *cmdSpec {
 		short: "list the cluster map's nodes and their lifecycle states",
 		long: `Prints the cluster map's chunk nodes: ID, address, failure domain, weight and
 state (joining, active, draining, decommissioned, down, out), with the time
-of the last state change.
+of the last state change, then the pending nodes: chunk nodes that run and
+gossip with the cluster but are not in the map yet ("coffer admin node add"
+puts them there).
 
 With --json: {"epoch", "pg_count", "profile", "nodes": [{"id", "addr",
-"domain", "weight", "state", "since"}]}.`,
+"domain", "weight", "state", "since"}], "pending": [{"name", "addr",
+"rpc_addr", "roles", "domain", "state"}]}.`,
 		examples: []string{"coffer admin nodes", "coffer admin nodes --json | jq -r '.nodes[] | select(.state != \"active\") | .id'"},
 		new:      func() command { return &adminNodesCmd{} },
 	}
@@ -44,6 +47,8 @@ type nodesJSON struct {
 	PGCount uint32           `json:"pg_count"`
 	Profile string           `json:"profile"`
 	Nodes   []placement.Node `json:"nodes"`
+	// Pending are the chunk nodes alive in gossip that are not in the map.
+	Pending []meta.Member `json:"pending"`
 }
 
 func (c *adminNodesCmd) run(ctx context.Context, a *app, args []string) error {
@@ -56,8 +61,12 @@ func (c *adminNodesCmd) run(ctx context.Context, a *app, args []string) error {
 	}
 	defer s.Close()
 	m := s.clusterMap
+	pending, perr := pendingNodes(ctx, s, m)
+	if perr != nil {
+		fmt.Fprintf(a.stderr, "warning: pending nodes not known: %v\n", perr)
+	}
 	if a.g.json {
-		return writeJSON(a.stdout, nodesJSON{Epoch: m.Epoch, PGCount: m.PGCount, Profile: m.Profile.String(), Nodes: m.Nodes})
+		return writeJSON(a.stdout, nodesJSON{Epoch: m.Epoch, PGCount: m.PGCount, Profile: m.Profile.String(), Nodes: m.Nodes, Pending: pending})
 	}
 	fmt.Fprintf(a.stdout, "Map epoch %d, %d PGs, erasure coding %s\n", m.Epoch, m.PGCount, m.Profile)
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
@@ -69,7 +78,16 @@ func (c *adminNodesCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%s\t%s\n", n.ID, n.Addr, dash(n.Domain), n.EffectiveWeight(), n.State, since)
 	}
-	return tw.Flush()
+	for _, p := range pending {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t-\t%s\t-\n", p.Name, p.RPCAddr, dash(p.Domain), mapStatePending)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(pending) > 0 {
+		fmt.Fprintf(a.stdout, "%d pending: add with \"coffer admin node add ID\", then \"coffer admin rebalance apply\"\n", len(pending))
+	}
+	return nil
 }
 
 // adminNodeSpec builds the spec of `admin node drain|undrain|decommission|activate`.

@@ -33,7 +33,9 @@ func adminStatusSpec() *cmdSpec {
 2 s timeout. A node that does not answer is shown as "down".
 
 The node table shows ID, address, roles, failure domain, state (up/down), the
-node's state in the cluster map, shards and bytes stored, and capacity.
+node's state in the cluster map ("pending" for a chunk node that joined but
+is not in the map yet: see "coffer admin node add"), shards and bytes
+stored, and capacity.
 
 With --json one object is printed: raft (leader, leader_addr, term,
 commit_index, applied_index, servers), map_epoch, pg_count, profile ("k+m")
@@ -72,7 +74,14 @@ func (c *adminStatusCmd) run(ctx context.Context, a *app, args []string) error {
 		PGCount:  s.clusterMap.PGCount,
 		Profile:  fmt.Sprintf("%d+%d", s.clusterMap.Profile.K, s.clusterMap.Profile.M),
 	}
-	st.Nodes = queryNodes(ctx, s.caller, statusTargets(s.clusterMap, rs))
+	rows := statusTargets(s.clusterMap, rs)
+	// Chunk nodes that joined but are not in the map yet show with map state "pending".
+	if pending, err := pendingNodes(ctx, s, s.clusterMap); err == nil {
+		for _, p := range pending {
+			rows = append(rows, nodeRow{ID: p.Name, Addr: p.RPCAddr, Roles: p.Roles, Domain: p.Domain, State: nodeDown, MapState: mapStatePending})
+		}
+	}
+	st.Nodes = queryNodes(ctx, s.caller, rows)
 	if a.g.json {
 		return writeJSON(a.stdout, st)
 	}

@@ -78,7 +78,7 @@ func TestDocsListEveryJSONField(t *testing.T) {
 	doc := readCLIDoc(t)["JSON output"]
 	for _, v := range []any{initSummary{}, backupSummary{}, skippedJSON{}, snapshotJSON{}, entryJSON{},
 		restoreSummary{}, statusJSON{}, clusterStatus{}, nodeRow{}, versionInfo{},
-		nodesJSON{}, nodeActionJSON{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
+		nodesJSON{}, nodeActionJSON{}, metaListJSON{}, metaChangeJSON{}, meta.Server{}, meta.Member{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{},
 		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{},
 		vaultKeysJSON{}, meta.KeyWrap{},

@@ -85,6 +85,11 @@ func connect(ctx context.Context, a *app) (*session, error) {
 	s.meta = metarpc.NewClient(ep, cfg.Meta)
 	mctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	m, err := s.meta.ClusterMap(mctx)
+	if err == nil {
+		// The configured addresses are seeds: follow the meta group as it is now (meta
+		// add|remove). A group that cannot say keeps the seeds.
+		_, _ = s.meta.RefreshServers(mctx)
+	}
 	cancel()
 	if err != nil {
 		s.Close()
