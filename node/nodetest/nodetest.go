@@ -223,3 +223,19 @@ func (c *Cluster) DataDir(id string) string { return filepath.Join(c.Dir, "nodes
 
 // Discard is a logger that drops everything.
 func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// AddNode writes a new node's configuration the way `cofferd join` does (node.DevAddNode:
+// its own key and certificate, the meta servers as seeds, no bootstrap section), starts
+// it and returns it. It is not in the cluster map or the Raft group yet: `admin node add`
+// and `admin meta add` bring it in.
+func (c *Cluster) AddNode(t testing.TB, id string, roles []node.Role, domain string) *node.Node {
+	t.Helper()
+	if _, err := node.DevAddNode(c.Dir, id, roles, domain, time.Now()); err != nil {
+		t.Fatalf("nodetest: add node: %v", err)
+	}
+	n, err := c.StartNode(id)
+	if err != nil {
+		t.Fatalf("nodetest: start %s: %v", id, err)
+	}
+	return n
+}
