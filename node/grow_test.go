@@ -32,11 +32,15 @@ type backupLoop struct {
 }
 
 func (l *backupLoop) run(t *testing.T, a *client.Agent, mc *metarpc.Client, dir string, stop <-chan struct{}) {
+	// One backup starts at most every 500 ms (pacing, so that the cluster's own work
+	// keeps some CPU on a loaded machine).
+	pace := time.NewTicker(500 * time.Millisecond)
+	defer pace.Stop()
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
-		default:
+		case <-pace.C:
 		}
 		src := filepath.Join(dir, fmt.Sprintf("src-%d", i))
 		nodetest.MakeTree(t, src, nodetest.TreeOpts{Seed: uint64(100 + i)})
@@ -82,10 +86,10 @@ func TestGrowAndShrink(t *testing.T) {
 	}
 	c := nodetest.New(t, nodetest.Opts{Meta: 3, Chunk: 6, PGCount: 32, RepairInterval: time.Second})
 	cfg := c.Connect(t)
-	if _, err := client.InitVault(ctxT(t, time.Minute), cfg, "default", passphrase); err != nil && !errors.Is(err, meta.ErrExists) {
+	if _, err := client.InitVault(ctxT(t, 3*time.Minute), cfg, "default", passphrase); err != nil && !errors.Is(err, meta.ErrExists) {
 		t.Fatal(err)
 	}
-	a, err := client.Open(ctxT(t, time.Minute), cfg, "default", passphrase)
+	a, err := client.Open(ctxT(t, 3*time.Minute), cfg, "default", passphrase)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +103,7 @@ func TestGrowAndShrink(t *testing.T) {
 
 	// Backups run throughout, on their own client.
 	lcfg := c.Connect(t)
-	la, err := client.Open(ctxT(t, time.Minute), lcfg, "default", passphrase)
+	la, err := client.Open(ctxT(t, 3*time.Minute), lcfg, "default", passphrase)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +149,13 @@ func TestGrowAndShrink(t *testing.T) {
 		t.Fatal("chunk-7 is in the map before node add")
 	}
 	// Refusals first: unknown ID, non-admin caller.
-	if _, err := admin.NodeAction(ctxT(t, time.Minute), meta.NodeActionRequest{Node: "chunk-99", Action: meta.NodeAdd}); !errors.Is(err, meta.ErrNotFound) {
+	if _, err := admin.NodeAction(ctxT(t, 3*time.Minute), meta.NodeActionRequest{Node: "chunk-99", Action: meta.NodeAdd}); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("node add of an unknown ID: %v, want ErrNotFound", err)
 	}
-	if _, err := agent.NodeAction(ctxT(t, time.Minute), meta.NodeActionRequest{Node: "chunk-7", Action: meta.NodeAdd}); !errors.Is(err, meta.ErrDenied) {
+	if _, err := agent.NodeAction(ctxT(t, 3*time.Minute), meta.NodeActionRequest{Node: "chunk-7", Action: meta.NodeAdd}); !errors.Is(err, meta.ErrDenied) {
 		t.Fatalf("node add by an agent: %v, want ErrDenied", err)
 	}
-	m, err := admin.NodeAction(ctxT(t, time.Minute), meta.NodeActionRequest{Node: "chunk-7", Action: meta.NodeAdd, Reason: "grow"})
+	m, err := admin.NodeAction(ctxT(t, 3*time.Minute), meta.NodeActionRequest{Node: "chunk-7", Action: meta.NodeAdd, Reason: "grow"})
 	if err != nil {
 		t.Fatalf("node add: %v", err)
 	}
@@ -159,7 +163,7 @@ func TestGrowAndShrink(t *testing.T) {
 		t.Fatalf("chunk-7 after node add: %+v", n)
 	}
 	loop.waitBackups(t, 1)
-	m, err = admin.NodeAction(ctxT(t, time.Minute), meta.NodeActionRequest{Action: meta.RebalanceApply})
+	m, err = admin.NodeAction(ctxT(t, 3*time.Minute), meta.NodeActionRequest{Action: meta.RebalanceApply})
 	if err != nil {
 		t.Fatalf("rebalance apply: %v", err)
 	}
@@ -169,10 +173,10 @@ func TestGrowAndShrink(t *testing.T) {
 
 	// A meta server joins the group: started without bootstrap, then meta add.
 	m4 := c.AddNode(t, "meta-4", []node.Role{node.RoleMeta}, "")
-	if _, err := agent.ChangeMeta(ctxT(t, time.Minute), meta.MetaChange{Action: meta.MetaAdd, ID: "meta-4", Addr: m4.Addr()}); !errors.Is(err, meta.ErrDenied) {
+	if _, err := agent.ChangeMeta(ctxT(t, 3*time.Minute), meta.MetaChange{Action: meta.MetaAdd, ID: "meta-4", Addr: m4.Addr()}); !errors.Is(err, meta.ErrDenied) {
 		t.Fatalf("meta add by an agent: %v, want ErrDenied", err)
 	}
-	if _, err := admin.ChangeMeta(ctxT(t, time.Minute), meta.MetaChange{Action: meta.MetaAdd, ID: "meta-5", Addr: m4.Addr()}); !errors.Is(err, meta.ErrInvalid) {
+	if _, err := admin.ChangeMeta(ctxT(t, 3*time.Minute), meta.MetaChange{Action: meta.MetaAdd, ID: "meta-5", Addr: m4.Addr()}); !errors.Is(err, meta.ErrInvalid) {
 		t.Fatalf("meta add naming the wrong server: %v, want ErrInvalid", err)
 	}
 	rs, err := admin.ChangeMeta(ctxT(t, 5*time.Minute), meta.MetaChange{Action: meta.MetaAdd, ID: "meta-4", Addr: m4.Addr(), Reason: "grow"})
@@ -185,7 +189,7 @@ func TestGrowAndShrink(t *testing.T) {
 	loop.waitBackups(t, 1)
 
 	// Remove meta-1 (a seed of every config), then stop it.
-	if _, err := admin.ChangeMeta(ctxT(t, time.Minute), meta.MetaChange{Action: meta.MetaRemove, ID: "meta-99"}); !errors.Is(err, meta.ErrNotFound) {
+	if _, err := admin.ChangeMeta(ctxT(t, 3*time.Minute), meta.MetaChange{Action: meta.MetaRemove, ID: "meta-99"}); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("meta remove of an unknown ID: %v, want ErrNotFound", err)
 	}
 	rs, err = admin.ChangeMeta(ctxT(t, 2*time.Minute), meta.MetaChange{Action: meta.MetaRemove, ID: "meta-1", Reason: "retire"})
@@ -216,7 +220,7 @@ func TestGrowAndShrink(t *testing.T) {
 	if err := c.Kill(down); err != nil {
 		t.Fatal(err)
 	}
-	_, err = admin.ChangeMeta(ctxT(t, time.Minute), meta.MetaChange{Action: meta.MetaRemove, ID: target})
+	_, err = admin.ChangeMeta(ctxT(t, 3*time.Minute), meta.MetaChange{Action: meta.MetaRemove, ID: target})
 	if !errors.Is(err, meta.ErrInvalid) || !strings.Contains(err.Error(), "would lose the quorum") || !strings.Contains(err.Error(), down) {
 		t.Fatalf("quorum-losing remove of %s with %s down: %v", target, down, err)
 	}
@@ -228,7 +232,7 @@ func TestGrowAndShrink(t *testing.T) {
 	// The new chunk node holds its share and the data restores.
 	waitFor(t, 3*time.Minute, "every PG healthy with chunk-7", func() (bool, string) { return allHealthy(t, c) })
 	checkPlacement(t, c)
-	if st, err := c.Node("chunk-7").Shards().Stats(ctxT(t, time.Minute)); err != nil || st.Shards == 0 {
+	if st, err := c.Node("chunk-7").Shards().Stats(ctxT(t, 3*time.Minute)); err != nil || st.Shards == 0 {
 		t.Fatalf("chunk-7 holds no shard after the rebalance: %+v %v", st, err)
 	}
 	close(stop)

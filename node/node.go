@@ -39,6 +39,10 @@ import (
 // mapRefresh is how often a node re-reads the cluster map from the meta service.
 const mapRefresh = 2 * time.Second
 
+// metaRefreshRounds is how many map reads apart a node re-reads the meta group's servers
+// (every 10 s): the first read learns them, and the addresses of the seeds stay behind.
+const metaRefreshRounds = 5
+
 // Deps are the process-level dependencies a node is given instead of reaching for globals.
 type Deps struct {
 	Logger *slog.Logger     // required
@@ -341,18 +345,22 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 }
 
 // refreshMap keeps n.cmap current: it retries quickly until the first map arrives, then
-// polls every mapRefresh. Owned by New; stops when ctx is cancelled.
+// polls every mapRefresh; every metaRefreshRounds maps it also re-reads the meta servers. Owned by New; stops when ctx is cancelled.
 func (n *Node) refreshMap(ctx context.Context) {
 	wait := 100 * time.Millisecond
+	rounds := 0 // maps read so far
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		m, err := n.metaC.ClusterMap(cctx)
-		if err == nil {
+		if err == nil && rounds%metaRefreshRounds == 0 {
 			// Follow the meta group as it changes (meta add|remove); the seeds stay
 			// behind as a fallback.
 			if _, rerr := n.metaC.RefreshServers(cctx); rerr != nil {
 				n.log.Debug("meta servers not refreshed", "err", rerr)
 			}
+		}
+		if err == nil {
+			rounds++
 		}
 		cancel()
 		if err == nil {

@@ -87,8 +87,13 @@ func (fuzzSvc) ListJobs(context.Context, meta.JobFilter) ([]meta.Job, error) {
 	return nil, nil
 }
 func (fuzzSvc) ListAgents(context.Context) ([]meta.Agent, error) { return nil, nil }
+func (fuzzSvc) ChangeMeta(context.Context, meta.MetaChange) (meta.RaftStatus, error) {
+	return meta.RaftStatus{}, nil
+}
+func (fuzzSvc) MetaServers(context.Context) ([]meta.Server, error) { return nil, nil }
 
 var (
+	_ meta.MembershipAdmin  = fuzzSvc{}
 	_ meta.RetentionService = fuzzSvc{}
 	_ meta.VaultService     = fuzzSvc{}
 	_ meta.GrantService     = fuzzSvc{}
@@ -127,6 +132,8 @@ func FuzzServeRPC(f *testing.F) {
 		MethodReportJob:       reportJobReq{Report: meta.JobReport{ID: "j0000000000000001", Final: true, Status: meta.JobFailed}},
 		MethodHeartbeat:       heartbeatReq{Heartbeat: meta.Heartbeat{Running: []string{"j0000000000000001"}}},
 		MethodListJobs:        listJobsReq{Filter: meta.JobFilter{Host: "h", Failed: true}},
+		MethodChangeMeta:      changeMetaReq{Req: meta.MetaChange{Action: meta.MetaAdd, ID: "m4", Addr: "h:1"}},
+		MethodMetaServers:     metaServersReq{},
 	}
 	for i, r := range rules {
 		f.Add(uint8(i), []byte{0xa0})
