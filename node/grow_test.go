@@ -263,7 +263,7 @@ func TestGrowAndShrink(t *testing.T) {
 		seen[e.Action+" "+e.Target+" "+e.Outcome] = true
 	}
 	for _, want := range []string{"node.add chunk-7 ok", "node.add chunk-99 refused", "meta.add meta-4 ok", "meta.remove meta-1 ok",
-		"meta.remove " + target + " refused", "meta.add meta-4 refused"} {
+		"meta.remove " + target + " refused", "meta.add meta-5 refused"} {
 		if !seen[want] {
 			t.Errorf("audit list lacks %q", want)
 		}

@@ -42,7 +42,7 @@ func TestAdminGrowCLI(t *testing.T) {
 	if code, out, _ := cli("admin", "nodes"); code != 0 || !strings.Contains(out, "pending") {
 		t.Fatalf("admin nodes: %d %s", code, out)
 	}
-	if code, out, _ := cli("admin", "status", "--json"); code != 0 || !strings.Contains(out, `"map_state": "pending"`) {
+	if code, out, _ := cli("admin", "status", "--json"); code != 0 || !strings.Contains(out, `"map_state":"pending"`) {
 		t.Fatalf("admin status does not show chunk-7 pending: %d %s", code, out)
 	}
 	if code, _, errOut := cli("admin", "node", "add", "chunk-99"); code != 1 || !strings.Contains(errOut, "no running chunk node of that name") {

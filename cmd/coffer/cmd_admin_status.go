@@ -80,6 +80,7 @@ func (c *adminStatusCmd) run(ctx context.Context, a *app, args []string) error {
 		for _, p := range pending {
 			rows = append(rows, nodeRow{ID: p.Name, Addr: p.RPCAddr, Roles: p.Roles, Domain: p.Domain, State: nodeDown, MapState: mapStatePending})
 		}
+		sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
 	}
 	st.Nodes = queryNodes(ctx, s.caller, rows)
 	if a.g.json {
