@@ -257,6 +257,7 @@ func (n *Node) statusView(ctx context.Context) statuspage.View {
 		v.Jobs.Error = fmt.Sprintf("jobs: %v", err)
 	} else {
 		v.Jobs.Jobs = jobRows(js, anomalies(alerts))
+		v.Jobs.From = timelineStart(js, v.Jobs.From, now)
 		if len(js) == 0 {
 			v.Jobs.Note = "No backup job ran or ended in the last 24 hours (jobs are recorded by agents running policies: coffer agent run)."
 		}
@@ -267,6 +268,34 @@ func (n *Node) statusView(ctx context.Context) statuspage.View {
 		v.Audit.Entries = es
 	}
 	return v
+}
+
+// timelineStart narrows the timeline's window [from, now] to the jobs in it: it starts a
+// tenth of the span before the earliest job's start (at least a minute before now), so a
+// few recent jobs are not squeezed against the right edge of a day.
+func timelineStart(js []meta.Job, from, now time.Time) time.Time {
+	if len(js) == 0 {
+		return from
+	}
+	first := now
+	for _, j := range js {
+		if j.Start.Before(first) {
+			first = j.Start
+		}
+	}
+	start := first.Add(-now.Sub(first) / 10)
+	start = minTime(start, now.Add(-time.Minute))
+	if start.Before(from) {
+		return from
+	}
+	return start
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // anomalies maps job IDs to the message of the anomaly alert raised about them (the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 	"github.com/cofferhq/coffer/node/statuspage"
@@ -104,6 +105,36 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("backup: %v", err)
 	}
 
+	// Job records as agents report them (web01 completed, db01 failed, mail01 partially
+	// failed, files01 still running) and an anomaly alert naming web01's job.
+	ms := c.Leader().Meta()
+	jobs := map[string]string{"web01": meta.JobCompleted, "db01": meta.JobFailed, "mail01": meta.JobPartial, "files01": meta.JobRunning}
+	var webJob string
+	for _, host := range []string{"web01", "db01", "mail01", "files01"} {
+		actx := meta.WithPrincipal(ctxT(t, 30*time.Second), meta.Principal{Name: host, Role: meta.RoleBackupAgent})
+		j, err := ms.StartJob(actx, meta.JobStart{Policy: "", Vault: "default", Trigger: meta.TriggerManual, Version: "test"})
+		if err != nil {
+			t.Fatalf("start job on %s: %v", host, err)
+		}
+		if host == "web01" {
+			webJob = j.ID
+		}
+		if jobs[host] == meta.JobRunning {
+			continue
+		}
+		r := meta.JobReport{ID: j.ID, Final: true, Status: jobs[host], Stats: meta.JobStats{BytesAdded: 3 << 20}}
+		if jobs[host] != meta.JobCompleted {
+			r.Error = "pre-hook exited 1"
+		}
+		if _, err := ms.ReportJob(actx, r); err != nil {
+			t.Fatalf("report job on %s: %v", host, err)
+		}
+	}
+	if _, err := ms.RaiseAlert(ctxT(t, 30*time.Second), meta.Alert{Key: "anomaly/" + webJob, Kind: meta.AlertAnomaly, Severity: meta.SeverityWarning,
+		Subject: "web01", Message: "bytes added 41x the mean", Details: map[string]string{"job": webJob}}); err != nil {
+		t.Fatalf("anomaly alert: %v", err)
+	}
+
 	// An alert, as `coffer admin alert test` raises one.
 	if _, err := c.Leader().Meta().TestAlert(ctxT(t, 30*time.Second), "status page browser test"); err != nil {
 		t.Fatalf("test alert: %v", err)
@@ -133,6 +164,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	dom := string(headless(t, bin, url, "--dump-dom", "--virtual-time-budget=2000"))
+	// The timeline: a bar per job, ✕ on the failed and partially failed ones, ⚠ on web01's.
+	if n := len(regexp.MustCompile(`<rect[^>]*class="job `).FindAllString(dom, -1)); n != 4 {
+		t.Errorf("the timeline draws %d job bars, want 4", n)
+	}
+	for _, want := range []string{"✕<title>failed: ", "✕<title>partially failed: ", "⚠<title>anomaly: bytes added 41x the mean</title>"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the timeline lacks %q", want)
+		}
+	}
 	for _, want := range []string{"meta-1", "chunk-1", "chunk-6", `id="pgs"`, `id="jobs"`, "Job timeline",
 		"job timeline", "status page browser test", `id="capacity"`, `id="throughput"`, `id="audit"`, "vault create", "7 of 7 nodes up"} {
 		if !strings.Contains(dom, want) {

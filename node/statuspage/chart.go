@@ -224,11 +224,12 @@ type Timeline struct {
 	Spans    []Span
 }
 
-// Timeline geometry.
+// Timeline geometry: twice a chart's width, as the page gives it the whole row.
 const (
-	laneHeight = 24
-	laneLabel  = 150
-	maxLanes   = 30
+	timelineWidth = 2 * chartWidth
+	laneHeight    = 24
+	laneLabel     = 150
+	maxLanes      = 30
 )
 
 func statusColor(status string) string {
@@ -264,13 +265,13 @@ func (tl Timeline) SVG() template.HTML {
 	}
 	height := marginTop + marginBottom + laneHeight*max(len(lanes), 1)
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart timeline" viewBox="0 0 %d %d" role="img" aria-label="job timeline">`, chartWidth, height)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart timeline" viewBox="0 0 %d %d" role="img" aria-label="job timeline">`, timelineWidth, height)
 	if len(lanes) == 0 || !tl.To.After(tl.From) {
-		fmt.Fprintf(&b, `<rect x="0.5" y="0.5" width="%d" height="%d" fill="none" stroke="#ccc"/>`, chartWidth-1, height-1)
-		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle" class="empty">no jobs in this window</text></svg>`, chartWidth/2, height/2+4)
+		fmt.Fprintf(&b, `<rect x="0.5" y="0.5" width="%d" height="%d" fill="none" stroke="#ccc"/>`, timelineWidth-1, height-1)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle" class="empty">no jobs in this window</text></svg>`, timelineWidth/2, height/2+4)
 		return template.HTML(b.String())
 	}
-	x0, x1 := float64(laneLabel), float64(chartWidth-marginRight)
+	x0, x1 := float64(laneLabel), float64(timelineWidth-marginRight)
 	span := tl.To.Sub(tl.From).Seconds()
 	xOf := func(t time.Time) float64 {
 		v := x0 + (x1-x0)*t.Sub(tl.From).Seconds()/span
@@ -281,7 +282,7 @@ func (tl Timeline) SVG() template.HTML {
 		row[l] = i
 		y := float64(marginTop + i*laneHeight)
 		if i%2 == 0 {
-			fmt.Fprintf(&b, `<rect x="0" y="%s" width="%d" height="%d" class="lane"/>`, f1(y), chartWidth, laneHeight)
+			fmt.Fprintf(&b, `<rect x="0" y="%s" width="%d" height="%d" class="lane"/>`, f1(y), timelineWidth, laneHeight)
 		}
 		fmt.Fprintf(&b, `<text x="4" y="%s" class="tick">%s</text>`, f1(y+16), html.EscapeString(ellipsis(l, 22)))
 	}
@@ -327,7 +328,7 @@ func (tl Timeline) SVG() template.HTML {
 	fmt.Fprintf(&b, `<text x="%s" y="%s" class="tick">%s</text>`, f1(x0), f1(yb), tl.From.UTC().Format("Jan 2 15:04"))
 	fmt.Fprintf(&b, `<text x="%s" y="%s" text-anchor="end" class="tick">%s</text>`, f1(x1), f1(yb), tl.To.UTC().Format("Jan 2 15:04"))
 	if hidden > 0 {
-		fmt.Fprintf(&b, `<text x="%d" y="%s" text-anchor="middle" class="tick">and %d more</text>`, chartWidth/2, f1(yb), hidden)
+		fmt.Fprintf(&b, `<text x="%d" y="%s" text-anchor="middle" class="tick">and %d more</text>`, timelineWidth/2, f1(yb), hidden)
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

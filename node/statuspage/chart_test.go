@@ -119,7 +119,7 @@ func TestTimelineMarksFailuresAndAnomalies(t *testing.T) {
 	if !strings.Contains(svg, "⚠<title>anomaly: size dropped 90%</title>") {
 		t.Error("the anomalous job has no ⚠ marker")
 	}
-	// Lanes are sorted: db-1 first. The running job's bar runs from 3/4 of the lane area (150..628) to its end.
+	// Lanes are sorted: db-1 first. The running job's bar runs from 3/4 of the lane area (150..1268) to its end.
 	if strings.Index(svg, ">db-1<") > strings.Index(svg, ">web-1<") {
 		t.Error("lanes not sorted")
 	}
@@ -128,8 +128,8 @@ func TestTimelineMarksFailuresAndAnomalies(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no running bar: %s", svg)
 	}
-	if m[1] != "508.5" || m[2] != "119.5" {
-		t.Errorf("running bar at x=%s width=%s, want 508.5 and 119.5 (to the window's end)", m[1], m[2])
+	if m[1] != "988.5" || m[2] != "279.5" {
+		t.Errorf("running bar at x=%s width=%s, want 988.5 and 279.5 (to the window's end)", m[1], m[2])
 	}
 	if !strings.Contains(string(Timeline{From: t0, To: t0.Add(time.Hour)}.SVG()), "no jobs in this window") {
 		t.Error("an empty timeline does not say so")
