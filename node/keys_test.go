@@ -256,8 +256,18 @@ func TestRevokedHostCannotReadNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := first.AddHostWrap(ctx, "web01", hostKey.Recipient(), "enrolled"); err != nil {
+	v, err := first.AddHostWrap(ctx, "web01", hostKey.Recipient(), "enrolled")
+	if err != nil {
 		t.Fatalf("host adds its own wrap: %v", err)
+	}
+	// Attack: a backup agent may add wraps and rotate, never remove another holder's
+	// wrap (it would lock the others out); refused by the cluster and audited.
+	for _, w := range v.Keys.Wraps {
+		if w.Kind == meta.WrapPassphrase {
+			if _, err := first.RemoveWrap(ctx, w.ID, "lock them out"); !errors.Is(err, meta.ErrDenied) {
+				t.Fatalf("agent removing the passphrase wrap: %v, want ErrDenied", err)
+			}
+		}
 	}
 	first.Close()
 	host, err := client.OpenWith(ctx, hostCfg, "web", client.Unlock{Identity: hostKey})
@@ -277,7 +287,7 @@ func TestRevokedHostCannotReadNewEpoch(t *testing.T) {
 	if _, err := client.OpenWith(ctx, hostCfg, "web", client.Unlock{Identity: hostKey}); err == nil {
 		t.Fatal("revoked host still opens its vault")
 	}
-	v, err := admin.Meta.GetVault(ctx, "web")
+	v, err = admin.Meta.GetVault(ctx, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,11 +323,17 @@ func TestRevokedHostCannotReadNewEpoch(t *testing.T) {
 	}
 	restoreAndCompare(t, reinstated, before, src)
 	waitAudit(t, admin.Meta.(meta.RetentionService), func(es []meta.AuditEntry) string {
+		var revoked, refused bool
 		for _, e := range es {
-			if e.Action == "cert revoke" && bytes.Contains([]byte(e.Target), []byte("host key wraps removed from vault web")) {
-				return ""
-			}
+			revoked = revoked || e.Action == "cert revoke" && bytes.Contains([]byte(e.Target), []byte("host key wraps removed from vault web"))
+			refused = refused || e.Action == "vault keys remove wrap" && e.Outcome == meta.AuditRefused && e.Principal == "web01"
 		}
-		return "no revocation entry naming the removed host wrap"
+		switch {
+		case !revoked:
+			return "no revocation entry naming the removed host wrap"
+		case !refused:
+			return "no refused wrap removal by web01"
+		}
+		return ""
 	})
 }
