@@ -127,7 +127,7 @@ func TestGrowAndShrink(t *testing.T) {
 
 	// A chunk node joins: it gossips but is not in the map (pending) until node add.
 	c.AddNode(t, "chunk-7", []node.Role{node.RoleChunk}, "chunk-7")
-	waitFor(t, time.Minute, "chunk-7 pending in the leader's gossip view", func() (bool, string) {
+	waitFor(t, 3*time.Minute, "chunk-7 pending in the leader's gossip view", func() (bool, string) {
 		l := c.Leader()
 		if l == nil {
 			return false, "no leader"
@@ -206,7 +206,7 @@ func TestGrowAndShrink(t *testing.T) {
 
 	// Quorum: with one of the three voters down, removing a live one is refused.
 	l := c.Leader()
-	waitFor(t, time.Minute, "a leader", func() (bool, string) { l = c.Leader(); return l != nil, "none" })
+	waitFor(t, 3*time.Minute, "a leader", func() (bool, string) { l = c.Leader(); return l != nil, "none" })
 	var down, target string
 	for _, id := range []string{"meta-2", "meta-3", "meta-4"} {
 		switch {

@@ -58,3 +58,38 @@ func TestAddNode(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanFromEmptyMap: a cluster bootstrapped with an empty map brings its first
+// nodes in with a plan in which every position comes in and nothing goes out.
+func TestPlanFromEmptyMap(t *testing.T) {
+	empty := mustMap(t, 8, Profile{K: 2, M: 1}, nil)
+	m := empty
+	for _, n := range mkNodes(4, 4) {
+		var err error
+		if m, err = m.AddNode(n, time.Unix(1, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to, ids := m.ActivateJoining(2)
+	if len(ids) != 4 {
+		t.Fatalf("activated %v", ids)
+	}
+	p, err := PlanMove(m, to, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PGs != 8 || p.Positions != 8*3 || p.Bytes != 0 {
+		t.Fatalf("plan %+v", p)
+	}
+	for _, nm := range p.Nodes {
+		if nm.PGsOut != 0 || nm.PGsIn == 0 {
+			t.Fatalf("node move %+v", nm)
+		}
+	}
+	// Too few nodes to place in the target map is still an error.
+	small, _ := empty.AddNode(Node{ID: "a", Addr: "a:1"}, time.Unix(1, 0))
+	smallTo, _ := small.ActivateJoining(2)
+	if _, err := PlanMove(small, smallTo, nil); !errors.Is(err, ErrNotEnoughNodes) {
+		t.Fatalf("plan onto one node: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,7 +29,9 @@ type Plan struct {
 // shard bytes that moves, given the shard bytes stored per PG (pgBytes[pg]: the sum
 // over the PG's stripes of one shard per position times k+m, i.e. all shards of the
 // PG). Positions of a PG hold equal shares of its bytes. Both maps must have the same
-// PG count and profile; errors wrap ErrInvalid or ErrNotEnoughNodes.
+// PG count and profile; errors wrap ErrInvalid or ErrNotEnoughNodes (to cannot place).
+// When from cannot place a PG (fewer nodes hold PGs than k+m, as in a cluster
+// bootstrapped with an empty map), every position of it counts as coming in, from no one.
 func PlanMove(from, to *Map, pgBytes map[uint32]int64) (Plan, error) {
 	if from.PGCount != to.PGCount || from.Profile != to.Profile {
 		return Plan{}, fmt.Errorf("%w: plan: maps differ in PG count or profile (%d %s vs %d %s)",
@@ -44,8 +47,12 @@ func PlanMove(from, to *Map, pgBytes map[uint32]int64) (Plan, error) {
 		return byNode[id]
 	}
 	for pg := range from.PGCount {
+		// A map that cannot place a PG (too few nodes hold PGs: a cluster bootstrapped
+		// with an empty map) has stored nothing: every position comes in new.
 		a, err := from.Place(pg, n)
-		if err != nil {
+		if errors.Is(err, ErrNotEnoughNodes) {
+			a = nil
+		} else if err != nil {
 			return Plan{}, fmt.Errorf("plan: %w", err)
 		}
 		b, err := to.Place(pg, n)
@@ -55,17 +62,20 @@ func PlanMove(from, to *Map, pgBytes map[uint32]int64) (Plan, error) {
 		share := pgBytes[pg] / int64(n)
 		moved := false
 		for i := range n {
-			if a[i].ID == b[i].ID {
+			if a != nil && a[i].ID == b[i].ID {
 				continue
 			}
 			moved = true
 			p.Positions++
 			p.Bytes += share
-			in, out := get(b[i].ID), get(a[i].ID)
+			in := get(b[i].ID)
 			in.PGsIn++
 			in.BytesIn += share
-			out.PGsOut++
-			out.BytesOut += share
+			if a != nil {
+				out := get(a[i].ID)
+				out.PGsOut++
+				out.BytesOut += share
+			}
 		}
 		if moved {
 			p.PGs++
