@@ -34,6 +34,10 @@ type delegation struct {
 	As  *meta.Principal `cbor:"as,omitempty"`
 }
 
+// delegationRefused is in the message of every checkDelegation refusal; a follower whose
+// forwarded request gets it knows the leader no longer counts it in the group (forward).
+const delegationRefused = "may not forward requests or act for another principal"
+
 // checkDelegation refuses a request that is marked forwarded or names a principal unless
 // its peer has meta authority. It runs before any method's handler, so no method can
 // forget it.
@@ -50,8 +54,8 @@ func (h *Server) checkDelegation(peer transport.Peer, method string, body []byte
 		return nil
 	}
 	return &transport.Error{Code: transport.PermissionDenied, Msg: fmt.Sprintf(
-		"metarpc: %s: %s %q may not forward requests or act for another principal: only a meta server in the current Raft configuration may (%v)",
-		method, peer.Role, peer.Principal, denied)}
+		"metarpc: %s: %s %q %s: only a meta server in the current Raft configuration may (%v)",
+		method, peer.Role, peer.Principal, delegationRefused, denied)}
 }
 
 // PrincipalOf maps a verified peer to the principal the meta server authorizes: admin

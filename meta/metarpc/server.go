@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
@@ -101,6 +102,12 @@ func (h *Server) forward(ctx context.Context, leader, method string, req any) ([
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) {
+			if te.Code == transport.PermissionDenied && strings.Contains(te.Msg, delegationRefused) {
+				// This server was removed from the group (meta remove) and does not know
+				// it yet: the caller is not refused, this server is; it should ask another.
+				return nil, &transport.Error{Code: transport.Unavailable,
+					Msg: fmt.Sprintf("metarpc: forward %s: the leader %s no longer counts this server as a meta server (removed from the group?): %s", method, leader, te.Msg)}
+			}
 			return nil, te // the leader's own answer, NotLeader included
 		}
 		return nil, &transport.Error{Code: transport.Unavailable, Msg: fmt.Sprintf("metarpc: forward %s to leader %s: %v", method, leader, err)}
