@@ -56,6 +56,9 @@ type BackupResult struct {
 	BytesRead int64
 	// Blocks is filled by BackupBlock.
 	Blocks BlockStats
+	// PlainAdded is the plaintext size of the chunks this backup stored (the sealed size
+	// is Snapshot.Stats.BytesAdded): their ratio is the new data's compression ratio.
+	PlainAdded int64
 }
 
 // Status values of SnapshotStats.Status.
@@ -193,6 +196,7 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 			missing = append(missing, chunkstore.Chunk(c))
 			upStats.ChunksAdded++
 			upStats.BytesAdded += int64(len(c.Data))
+			upStats.PlainAdded += int64(len(c.Data))
 		}
 	}
 	if len(missing) > 0 {
@@ -242,7 +246,7 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 	b.cache.Commit(committed, b.treeIDs)
 	a.cfg.Logger.Info("backup committed", "snapshot", ci.id.Str(), "files", b.files.Load(), "bytes", stats.BytesProcessed,
 		"bytes_added", stats.BytesAdded, "chunks_added", stats.ChunksAdded, "skipped", stats.Skipped)
-	return BackupResult{Snapshot: committed, Skipped: b.skipped, BytesRead: b.bytesRead.Load()}, nil
+	return BackupResult{Snapshot: committed, Skipped: b.skipped, BytesRead: b.bytesRead.Load(), PlainAdded: upStats.PlainAdded}, nil
 }
 
 // resolveParent returns the snapshot named by ref, or with ref empty the latest one of

@@ -270,6 +270,10 @@ type JobStats struct {
 	BytesRead       int64 `cbor:"bytes_read,omitempty" json:"bytes_read"`
 	BytesAdded      int64 `cbor:"bytes_added,omitempty" json:"bytes_added"`
 	ChunksAdded     int64 `cbor:"chunks_added,omitempty" json:"chunks_added"`
+	// BytesNew is the plaintext size of the chunks the job stored (BytesAdded is their
+	// size sealed, after compression): BytesNew/BytesAdded is the compression ratio of
+	// the new data that the anomaly check watches (issue 15, step 4).
+	BytesNew int64 `cbor:"bytes_new,omitempty" json:"bytes_new"`
 }
 
 // Files is the number of files the job saw (new, changed and unmodified).
@@ -299,6 +303,10 @@ type Job struct {
 	Scheduled time.Time `cbor:"scheduled,omitempty" json:"scheduled,omitzero"`
 	// AgentVersion is the version of the agent that ran it.
 	AgentVersion string `cbor:"agent_version,omitempty" json:"agent_version,omitempty"`
+	// Anomaly, set by the meta leader after the job ended, says how the job's figures
+	// fall outside its host and policy's history ("bytes added 41x the mean;
+	// compression ratio 1.01 vs 2.6"); empty when they do not (meta/anomaly).
+	Anomaly string `cbor:"anomaly,omitempty" json:"anomaly,omitempty"`
 }
 
 // Done reports whether the job has ended.

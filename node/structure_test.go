@@ -89,7 +89,7 @@ func TestOnlyCmdImportsNode(t *testing.T) {
 }
 
 // deterministic packages must not read the wall clock or global randomness.
-var deterministic = []string{"placement", "meta/fsm", "meta/command", "client/chunker", "client/tree", "chunkstore/erasure"}
+var deterministic = []string{"placement", "meta/fsm", "meta/command", "meta/anomaly", "client/chunker", "client/tree", "chunkstore/erasure"}
 
 // TestSourceRules checks every non-test Go file: package documentation exists; no
 // package-level mutable state (a package-level var must be a sentinel error (Err*/err*),

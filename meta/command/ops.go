@@ -16,6 +16,7 @@ const (
 	TypeRaiseAlert      Type = 144
 	TypeResolveAlert    Type = 145
 	TypeAlertAttempt    Type = 146
+	TypeFlagJob         Type = 147
 )
 
 // ApplyRetention applies the vault's stored retention policy (meta.Vault.Retention.Keep)
@@ -65,6 +66,15 @@ type AlertAttempt struct {
 	Error string `cbor:"error,omitempty"`
 }
 
+// FlagJob records the leader's anomaly verdict on an ended job (meta.Job.Anomaly).
+type FlagJob struct {
+	ID      string `cbor:"id"`
+	Anomaly string `cbor:"anomaly"`
+}
+
+// Type implements Body.
+func (FlagJob) Type() Type { return TypeFlagJob }
+
 // Type implements Body.
 func (ApplyRetention) Type() Type { return TypeApplyRetention }
 
@@ -103,6 +113,8 @@ func opsName(t Type) (string, bool) {
 		return "ResolveAlert", true
 	case TypeAlertAttempt:
 		return "AlertAttempt", true
+	case TypeFlagJob:
+		return "FlagJob", true
 	}
 	return "", false
 }
@@ -110,7 +122,7 @@ func opsName(t Type) (string, bool) {
 // isOps reports whether b is one of the operations commands.
 func isOps(b Body) bool {
 	switch b.(type) {
-	case ApplyRetention, RetentionRound, SetAlertSink, RemoveAlertSink, RaiseAlert, ResolveAlert, AlertAttempt:
+	case ApplyRetention, RetentionRound, SetAlertSink, RemoveAlertSink, RaiseAlert, ResolveAlert, AlertAttempt, FlagJob:
 		return true
 	}
 	return false
@@ -133,6 +145,8 @@ func (c Codec) decodeOps(t Type, raw []byte) (body Body, ok bool, err error) {
 		return decodeAs[ResolveAlert](c, raw)
 	case TypeAlertAttempt:
 		return decodeAs[AlertAttempt](c, raw)
+	case TypeFlagJob:
+		return decodeAs[FlagJob](c, raw)
 	}
 	return nil, false, nil
 }

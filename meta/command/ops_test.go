@@ -21,6 +21,7 @@ func TestOpsRoundTrip(t *testing.T) {
 		ResolveAlert{Key: "node-down/n1"},
 		AlertAttempt{Seq: 7, Sink: "pager", Error: "503"},
 		AlertAttempt{Seq: 7, Sink: "pager", OK: true},
+		FlagJob{ID: "j0000000000000007", Anomaly: "bytes added 41x the mean"},
 	} {
 		cmd := Command{Time: 1700000000123456789, Body: b}
 		enc, err := Encode(cmd)

@@ -139,7 +139,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.SetVaultKeys, command.TouchKeyWrap:
 		return f.applyKeys(b, index, cmd.Body, now)
 	case command.ApplyRetention, command.RetentionRound, command.SetAlertSink, command.RemoveAlertSink,
-		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt:
+		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt, command.FlagJob:
 		return f.applyOps(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil

@@ -83,6 +83,16 @@ func (f *FSM) applyOps(b *pebble.Batch, index uint64, body command.Body, now tim
 		return f.resolveAlert(b, c.Key, now)
 	case command.AlertAttempt:
 		return f.alertAttempt(b, index, c, now)
+	case command.FlagJob:
+		j, err := f.ownJob(b, meta.SystemPrincipal(), c.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !j.Done() {
+			return nil, fmt.Errorf("%w: job %s is still running: only an ended job is checked for anomalies", meta.ErrInvalid, c.ID)
+		}
+		j.Anomaly = c.Anomaly
+		return j, f.put(b, jobKey(j.ID), j)
 	}
 	return nil, fmt.Errorf("%w: unhandled operations command %T", meta.ErrInvalid, body)
 }

@@ -30,6 +30,10 @@ type AlertConfig struct {
 	// RetryBase is the wait after a first failed delivery, doubled after each further
 	// one (cluster time); zero = 5 s.
 	RetryBase time.Duration
+	// MissedRunGrace is how long after its scheduled time a policy's run may start
+	// (agents add a random delay) before the leader raises a missed-run alert (cluster
+	// time); zero = 15 min.
+	MissedRunGrace time.Duration
 	// Client posts webhooks; nil = an http.Client that follows no redirects.
 	Client *http.Client
 	// ProbeInterval is how often (real time) the leader looks at node states, PG health
@@ -53,6 +57,13 @@ func (c AlertConfig) retryBase() time.Duration {
 		return 5 * time.Second
 	}
 	return c.RetryBase
+}
+
+func (c AlertConfig) missedRunGrace() time.Duration {
+	if c.MissedRunGrace <= 0 {
+		return 15 * time.Minute
+	}
+	return c.MissedRunGrace
 }
 
 func (c AlertConfig) probeInterval() time.Duration {
@@ -187,6 +198,7 @@ func (s *Server) probe(ctx context.Context) {
 			s.raiseAll(ctx, active, []meta.AlertKind{meta.AlertPGDegraded})
 		}
 	}
+	s.missedRuns(ctx)
 	if s.cfg.Alerts.Probe != nil {
 		active, covered, err := s.cfg.Alerts.Probe(ctx)
 		if err != nil {

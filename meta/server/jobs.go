@@ -176,6 +176,7 @@ func (s *Server) ListAgents(ctx context.Context) ([]meta.Agent, error) {
 
 // jobEnded hands an ended job to Config.OnJobEnd.
 func (s *Server) jobEnded(j meta.Job) {
+	s.opsJobEnded(j)
 	if s.cfg.OnJobEnd != nil {
 		s.cfg.OnJobEnd(j)
 	}

@@ -274,3 +274,128 @@ func TestAlertSinksAdminOnlyAndValidated(t *testing.T) {
 func isDenied(err error) bool   { return errors.Is(err, meta.ErrDenied) }
 func isInvalid(err error) bool  { return errors.Is(err, meta.ErrInvalid) }
 func isNotFound(err error) bool { return errors.Is(err, meta.ErrNotFound) }
+
+// TestAnomalyFlaggedAndAlertedOnce is issue 15's anomaly acceptance at the meta layer:
+// ten ordinary backup jobs of a host and policy, then one whose files were all replaced
+// by random bytes (everything changed, added in full, incompressible). The job is flagged
+// with the reason and the webhook receiver gets the anomaly alert exactly once; a failed
+// job raises its own alert once, even when its end is handled twice.
+func TestAnomalyFlaggedAndAlertedOnce(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.TickInterval = 50 * time.Millisecond })
+	rcv, hs := newReceiver(t)
+	l := c.srv[c.leader()]
+	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+	if _, err := l.SetAlertSink(admin, meta.AlertSink{Name: "pager", Kind: meta.SinkWebhook, URL: hs.URL}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(st meta.JobStats, status string) meta.Job {
+		t.Helper()
+		j, err := l.StartJob(admin, meta.JobStart{Host: "web01", Policy: "nightly", Kind: meta.JobBackup, Trigger: meta.TriggerSchedule})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err = l.ReportJob(admin, meta.JobReport{ID: j.ID, Final: true, Status: status, Stats: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	for i := range 10 {
+		run(meta.JobStats{FilesNew: 1, FilesChanged: int64(5 + i%3), FilesUnmodified: 200, BytesAdded: int64(300<<10 + i*10<<10),
+			BytesNew: int64(800<<10 + i*25<<10), BytesProcessed: 40 << 20}, meta.JobCompleted)
+	}
+	bad := run(meta.JobStats{FilesChanged: 206, BytesAdded: 41 << 20, BytesNew: 40 << 20, BytesProcessed: 40 << 20}, meta.JobCompleted)
+	var flagged meta.Job
+	waitFor(t, "the job to be flagged", func() bool {
+		j, err := c.srv[c.leader()].fsm.Job(bad.ID)
+		flagged = j
+		return err == nil && j.Anomaly != ""
+	})
+	for _, want := range []string{"bytes added", "x the mean", "files changed", "compression ratio 0.98 vs 2.6"} {
+		if !strings.Contains(flagged.Anomaly, want) {
+			t.Errorf("anomaly %q does not say %q", flagged.Anomaly, want)
+		}
+	}
+	key := "anomaly/" + bad.ID
+	waitFor(t, "the anomaly alert's delivery", func() bool {
+		a, ok, _ := c.srv[c.leader()].fsm.OpenAlert(key)
+		return ok && rcv.count(a.ID()) == 1
+	})
+	failed := run(meta.JobStats{}, meta.JobFailed)
+	l.opsJobEnded(failed) // handled a second time (a retried hook): still one alert
+	waitFor(t, "the failed job's alert", func() bool {
+		a, ok, _ := c.srv[c.leader()].fsm.OpenAlert("job-failed/" + failed.ID)
+		return ok && rcv.count(a.ID()) == 1
+	})
+	passes := l.alertPasses.Load()
+	waitFor(t, "more delivery passes", func() bool { return l.alertPasses.Load() >= passes+5 })
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	kinds := map[meta.AlertKind]int{}
+	for _, b := range rcv.bodies {
+		kinds[b.Kind]++
+	}
+	if kinds[meta.AlertAnomaly] != 1 || kinds[meta.AlertJobFailed] != 1 || len(rcv.bodies) != 2 {
+		t.Errorf("receiver got %v (%d alerts), want one anomaly and one job-failed", kinds, len(rcv.bodies))
+	}
+	for _, b := range rcv.bodies {
+		if b.Kind == meta.AlertAnomaly && (b.Subject != "web01" || !strings.Contains(b.Message, flagged.Anomaly) || b.Details["job"] != bad.ID) {
+			t.Errorf("anomaly alert %+v", b)
+		}
+	}
+	// Ten ordinary jobs were not flagged.
+	jobs, _ := l.fsm.Jobs()
+	for _, j := range jobs {
+		if j.ID != bad.ID && j.Anomaly != "" {
+			t.Errorf("ordinary job %s flagged: %s", j.ID, j.Anomaly)
+		}
+	}
+}
+
+// TestMissedRunAlertedOnce: a policy due every second for a host that never runs it
+// raises one missed-run alert (RPO breach) for the gap, not one per missed second; a
+// run closes the gap, and the next missed run is a new alert.
+func TestMissedRunAlertedOnce(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) {
+		cfg.TickInterval = 50 * time.Millisecond
+		cfg.Alerts.ProbeInterval = 50 * time.Millisecond
+		cfg.Alerts.MissedRunGrace = 300 * time.Millisecond
+	})
+	l := c.srv[c.leader()]
+	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
+	if _, err := l.PutPolicy(admin, meta.BackupPolicy{Name: "often", Schedule: "* * * * * *", Paths: []string{"/srv"}, Hosts: []string{"web01"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	agent := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "web01", Role: meta.RoleBackupAgent})
+	if err := l.Heartbeat(agent, meta.Heartbeat{}); err != nil {
+		t.Fatal(err)
+	}
+	missed := func() []meta.Alert {
+		all, _ := l.fsm.Alerts(meta.AlertFilter{}, nil)
+		var out []meta.Alert
+		for _, a := range all {
+			if a.Kind == meta.AlertMissedRun {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	waitFor(t, "a missed-run alert", func() bool { return len(missed()) == 1 })
+	first := missed()[0]
+	if first.Subject != "web01" || first.Details["policy"] != "often" || !strings.Contains(first.Message, "has not run") {
+		t.Errorf("missed-run alert %+v", first)
+	}
+	at := l.fsm.Now()
+	waitFor(t, "two seconds of cluster time", func() bool { return l.fsm.Now().Sub(at) > 2*time.Second })
+	if n := len(missed()); n != 1 {
+		t.Fatalf("%d missed-run alerts for one gap, want 1", n)
+	}
+	j, err := l.StartJob(agent, meta.JobStart{Policy: "often", Kind: meta.JobBackup, Trigger: meta.TriggerSchedule, Scheduled: l.fsm.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.ReportJob(agent, meta.JobReport{ID: j.ID, Final: true, Status: meta.JobCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a second missed-run alert after the run", func() bool { return len(missed()) == 2 })
+}
