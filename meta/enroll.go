@@ -61,6 +61,11 @@ type EnrollToken struct {
 	// Labels are given to the agent that uses the token (backup policies select hosts
 	// by label, so a new host is protected from its first minute; issue 15).
 	Labels map[string]string `cbor:"labels,omitempty" json:"labels,omitempty"`
+	// Kind is "" for an agent's enrollment token and TokenKindNode for a node join
+	// token, which also fixes Role (meta or chunk) and Domain; Name is then the node ID.
+	Kind   string `cbor:"kind,omitempty" json:"kind,omitempty"`
+	Role   string `cbor:"role,omitempty" json:"role,omitempty"`
+	Domain string `cbor:"domain,omitempty" json:"domain,omitempty"`
 }
 
 // Enrollment token states (EnrollToken.State).
@@ -159,6 +164,9 @@ func ValidateAgentName(name string) error {
 // it. It returns the name the certificate gets, or an error wrapping ErrDenied (used,
 // revoked, expired, names no agent, or another name requested) saying why.
 func ConsumeEnrollToken(t EnrollToken, requested string, now time.Time) (string, error) {
+	if t.Kind != "" {
+		return "", fmt.Errorf("%w: token %s is a node join token (for node %q); it joins a node with cofferd join, it enrolls no agent", ErrDenied, t.ID, t.Name)
+	}
 	if t.Used {
 		return "", fmt.Errorf("%w: enrollment token %s was already used at %s (by agent %q); ask an admin for a new one",
 			ErrDenied, t.ID, t.UsedAt.Format(time.RFC3339), t.Principal)

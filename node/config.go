@@ -32,10 +32,16 @@ type TLSFiles struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
-	// CAKey, optional and for meta nodes only, is the cluster CA's private key: with it
-	// the meta server signs the certificates of enrolling agents (`coffer agent
-	// enroll`); without it enrollment is answered with an error. Guard it like the CA.
+	// CAKey was the cluster CA's private key on meta servers. It is refused: the root
+	// key stays on the CA host; meta servers sign with their own issuer (IssuerCert).
 	CAKey string `yaml:"ca_key,omitempty"`
+	// IssuerCert and IssuerKey, optional and for meta nodes only, are this meta server's
+	// issuing CA (signed by the cluster root with `cofferd ca sign --role issuer`) and its
+	// key, generated on this host. With them the server signs the certificates of
+	// enrolling agents, joining nodes, admins and renewals. A missing IssuerCert file
+	// (its CSR not signed yet) leaves the server without one; others sign.
+	IssuerCert string `yaml:"issuer_cert,omitempty"`
+	IssuerKey  string `yaml:"issuer_key,omitempty"`
 }
 
 // MetaServer is one initial Raft voter.
@@ -231,8 +237,14 @@ func (c Config) Validate() error {
 	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
 		return bad("tls: ca, cert and key are all required")
 	}
-	if c.TLS.CAKey != "" && !c.Has(RoleMeta) {
-		return bad("tls: ca_key is for meta nodes (they sign enrolled agents' certificates); node %q has no meta role", c.ID)
+	if c.TLS.CAKey != "" {
+		return bad("tls: ca_key is no longer accepted: the cluster root key stays on the CA host; a meta server signs with its own issuing CA (tls.issuer_cert, tls.issuer_key; see docs/security.md, Credentials)")
+	}
+	if (c.TLS.IssuerCert == "") != (c.TLS.IssuerKey == "") {
+		return bad("tls: issuer_cert and issuer_key go together")
+	}
+	if c.TLS.IssuerCert != "" && !c.Has(RoleMeta) {
+		return bad("tls: issuer_cert is for meta nodes (they sign certificates); node %q has no meta role", c.ID)
 	}
 	if c.PlatformKeyFile != "" && !c.Has(RoleMeta) {
 		return bad("platform_key_file is for meta nodes (a chunk node must never hold a key that opens vaults); node %q has no meta role", c.ID)
@@ -293,7 +305,7 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("node: %s: %w: %v", path, ErrConfig, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.CAKey, &c.ClusterSecretFile, &c.PlatformKeyFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.CAKey, &c.TLS.IssuerCert, &c.TLS.IssuerKey, &c.ClusterSecretFile, &c.PlatformKeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

@@ -68,8 +68,9 @@ var ErrDevExists = errors.New("node: dev cluster already initialised")
 func DevClientConfig(dir string) string { return filepath.Join(dir, "coffer.yaml") }
 
 // DevInit writes a whole cluster's configuration under o.Dir without starting anything:
-// the CA (pki/ca.pem, pki/ca-key.pem, which the meta nodes use to enroll agents), a
-// certificate per node, an admin client certificate,
+// the root CA (pki/ca.pem, pki/ca-key.pem: a dev cluster keeps the root key beside it),
+// a certificate per node, an issuing CA per meta node (nodes/<id>/issuer.pem and
+// issuer-key.pem, with which it signs enrolled agents), an admin client certificate,
 // the cluster secret, nodes/<id>/node.yaml for each node (runnable with
 // `cofferd run --config`; the first meta node's serves the status page on a loopback
 // port), and coffer.yaml for clients. Ports are chosen free now and
@@ -214,7 +215,23 @@ func DevInit(o DevOptions, now time.Time) error {
 		}
 		if s.roles[0] == RoleMeta {
 			c.Bootstrap = boot
-			c.TLS.CAKey = "../../pki/ca-key.pem"
+			// Each meta server signs with its own issuing CA, as in production; only the
+			// dev cluster keeps the root key beside it (pki/ca-key.pem).
+			ikey, ikeyPEM, err := pki.NewKey()
+			if err != nil {
+				return fmt.Errorf("node: dev: %w", err)
+			}
+			icert, err := ca.SignIssuer(ikey.Public(), s.id, 0, now)
+			if err != nil {
+				return fmt.Errorf("node: dev: %w", err)
+			}
+			if err := write(filepath.Join(dir, IssuerCertFile), icert); err != nil {
+				return err
+			}
+			if err := write(filepath.Join(dir, IssuerKeyFile), ikeyPEM); err != nil {
+				return err
+			}
+			c.TLS.IssuerCert, c.TLS.IssuerKey = IssuerCertFile, IssuerKeyFile
 			c.PlatformKeyFile = "../../pki/platform-key.txt"
 		}
 		if s.id == specs[0].id {

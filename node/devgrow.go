@@ -92,6 +92,23 @@ func DevAddNode(dir, id string, roles []Role, domain string, now time.Time) (Con
 		MemTableSize:      4 << 20,
 		SegmentSize:       64 << 20,
 	}
+	if role == transport.RoleMeta {
+		// Its own issuing CA, as every dev meta server has (DevInit).
+		ikey, ikeyPEM, err := pki.NewKey()
+		if err != nil {
+			return Config{}, fmt.Errorf("node: dev: %w", err)
+		}
+		icert, err := ca.SignIssuer(ikey.Public(), id, 0, now)
+		if err != nil {
+			return Config{}, fmt.Errorf("node: dev: %w", err)
+		}
+		for name, b := range map[string][]byte{IssuerCertFile: icert, IssuerKeyFile: ikeyPEM} {
+			if err := os.WriteFile(filepath.Join(nd, name), b, 0o600); err != nil {
+				return Config{}, fmt.Errorf("node: dev: %w", err)
+			}
+		}
+		c.TLS.IssuerCert, c.TLS.IssuerKey = IssuerCertFile, IssuerKeyFile
+	}
 	p := filepath.Join(nd, "node.yaml")
 	if err := SaveConfig(p, c); err != nil {
 		return Config{}, err

@@ -146,9 +146,13 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			ErrConfig, cfg.ID, id.Principal())
 	}
 	var ca *pki.CA
-	if cfg.TLS.CAKey != "" {
-		if ca, err = loadCA(cfg.TLS.CA, cfg.TLS.CAKey); err != nil {
+	if cfg.TLS.IssuerCert != "" {
+		if ca, err = loadIssuer(cfg.TLS.CA, cfg.TLS.IssuerCert, cfg.TLS.IssuerKey); err != nil {
 			return nil, err
+		}
+		if ca == nil {
+			n.log.Warn("this meta server holds no issuing CA yet: it signs no certificates (sign its issuer.csr on the CA host with cofferd ca sign --role issuer and put the result at tls.issuer_cert)",
+				"issuer_cert", cfg.TLS.IssuerCert)
 		}
 	}
 	var platformKey *age.X25519Identity
@@ -274,6 +278,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			GrantKey:    grantKey,
 			CA:          ca,
 			PlatformKey: platformKey,
+			JoinInfo:    func() meta.JoinInfo { return joinInfo(cfg, secret) },
 			GCPeer:      n.gcPeer,
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -239,7 +241,8 @@ func (n *Node) memberRevoked(name, serial string, issued time.Time) (meta.Revoca
 	return meta.Revoked(n.sec.rev.Load().Revocations, serial, name, issued)
 }
 
-// loadCA reads the cluster CA and its key for signing enrolled agents' certificates.
+// loadCA reads a CA certificate and its key (the dev cluster's root, which stays in its
+// directory; production nodes never hold it).
 func loadCA(certFile, keyFile string) (*pki.CA, error) {
 	cert, err := os.ReadFile(certFile)
 	if err != nil {
@@ -251,9 +254,50 @@ func loadCA(certFile, keyFile string) (*pki.CA, error) {
 	}
 	ca, err := pki.LoadCA(cert, key)
 	if err != nil {
-		return nil, fmt.Errorf("node: CA key %s: %w", keyFile, err)
+		return nil, fmt.Errorf("node: CA: %w", err)
 	}
 	return ca, nil
+}
+
+// loadIssuer reads a meta server's issuing CA (its certificate, signed by the cluster
+// root in rootFile, and its key). A missing certificate file (not signed yet) gives nil
+// and no error; a missing key or a certificate the root did not sign is an error.
+func loadIssuer(rootFile, certFile, keyFile string) (*pki.CA, error) {
+	cert, err := os.ReadFile(certFile)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, kerr := os.Stat(keyFile); kerr != nil {
+			return nil, fmt.Errorf("node: issuer key: %w", kerr)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: issuer: %w", err)
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: issuer key: %w", err)
+	}
+	root, err := os.ReadFile(rootFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: CA: %w", err)
+	}
+	ca, err := pki.LoadIssuer(root, cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("node: issuer %s: %w", certFile, err)
+	}
+	return ca, nil
+}
+
+// joinInfo is what this meta node hands a joining node: the cluster secret and gossip
+// seeds (its own gossip address and its seeds).
+func joinInfo(cfg Config, secret []byte) meta.JoinInfo {
+	seeds := []string{cfg.Gossip}
+	for _, j := range cfg.Join {
+		if !slices.Contains(seeds, j) {
+			seeds = append(seeds, j)
+		}
+	}
+	return meta.JoinInfo{ClusterSecret: bytes.Clone(secret), GossipSeeds: seeds}
 }
 
 // RevocationVersion returns the version (the Seq of the newest revocation) of the list

@@ -107,6 +107,12 @@ func (t Type) String() string {
 		return "SetVaultKeys"
 	case TypeTouchKeyWrap:
 		return "TouchKeyWrap"
+	case TypeCreateNodeToken:
+		return "CreateNodeToken"
+	case TypeConsumeNodeToken:
+		return "ConsumeNodeToken"
+	case TypeRecordCert:
+		return "RecordCert"
 	}
 	if name, ok := opsName(t); ok {
 		return name
@@ -240,6 +246,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
 	case PutPolicy, DeletePolicy, StartJob, ReportJob, Heartbeat, ExpireJobs, CompactJobs:
 	case SetVaultKeys, TouchKeyWrap:
+	case CreateNodeToken, ConsumeNodeToken, RecordCert:
 	default:
 		if isOps(cmd.Body) {
 			break
@@ -358,6 +365,18 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		body = v
 	case TypeTouchKeyWrap:
 		var v TouchKeyWrap
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeCreateNodeToken:
+		var v CreateNodeToken
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeConsumeNodeToken:
+		var v ConsumeNodeToken
+		err = c.dec.Unmarshal(env.Body, &v)
+		body = v
+	case TypeRecordCert:
+		var v RecordCert
 		err = c.dec.Unmarshal(env.Body, &v)
 		body = v
 	default:

@@ -141,6 +141,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.ApplyRetention, command.RetentionRound, command.SetAlertSink, command.RemoveAlertSink,
 		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt, command.FlagJob:
 		return f.applyOps(b, index, cmd.Body, now)
+	case command.CreateNodeToken, command.ConsumeNodeToken, command.RecordCert:
+		return f.applyPKI(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

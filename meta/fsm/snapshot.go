@@ -314,7 +314,7 @@ func readStream(src io.Reader, db *pebble.DB) error {
 
 func knownKey(k string) bool {
 	switch {
-	case knownEnrollKey(k), knownOpsKey(k):
+	case knownEnrollKey(k), knownOpsKey(k), knownCertKey(k):
 		return true
 	case knownJobKey(k):
 		return true

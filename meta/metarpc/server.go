@@ -55,8 +55,8 @@ const raftStatusForwardTimeout = 3 * time.Second
 // (as) is refused PermissionDenied unless its peer has meta authority (Authority);
 // SetClusterMap needs an admin or a peer with meta authority.
 func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
-	if peer.Anonymous() && method != MethodEnroll {
-		return nil, &transport.Error{Code: transport.Unauthenticated, Msg: fmt.Sprintf("metarpc: %s: a caller without a certificate may only enroll", method)}
+	if peer.Anonymous() && method != MethodEnroll && method != MethodJoinNode {
+		return nil, &transport.Error{Code: transport.Unauthenticated, Msg: fmt.Sprintf("metarpc: %s: a caller without a certificate may only enroll or join", method)}
 	}
 	if err := h.checkDelegation(peer, method, body); err != nil {
 		if transport.CodeOf(err) == transport.PermissionDenied {
@@ -135,6 +135,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 		return out, fwd, err
 	}
 	if out, fwd, ok, err := h.serveJobs(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
+	if out, fwd, ok, err := h.serveCerts(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
 	switch method {

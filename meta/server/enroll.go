@@ -43,9 +43,9 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	if err := s.leaderWrite(); err != nil {
 		return meta.EnrollResult{}, err
 	}
-	if s.cfg.CA == nil {
-		return meta.EnrollResult{}, fmt.Errorf("%w: server: meta server %s holds no CA signing key, so it cannot enroll agents (set tls.ca_key in its cofferd config)",
-			meta.ErrUnavailable, s.cfg.ID)
+	ca, err := s.issuer("enroll agents")
+	if err != nil {
+		return meta.EnrollResult{}, err
 	}
 	pub, err := pki.ParseCSR(req.CSR)
 	if err != nil {
@@ -96,8 +96,8 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 	if t.UsedAt.Before(issued) {
 		issued = t.UsedAt
 	}
-	cert, err := s.cfg.CA.Sign(pub, serial, pki.IssueRequest{CommonName: t.Principal, Role: transport.RoleAgent,
-		Vaults: []string{string(t.Vault)}, Validity: s.cfg.AgentCertValidity}, issued)
+	cert, _, err := s.signAndRecord(ctx, ca, pub, serial, pki.IssueRequest{CommonName: t.Principal, Role: transport.RoleAgent,
+		Vaults: []string{string(t.Vault)}, Validity: s.cfg.AgentCertValidity}, issued, meta.IssuedByEnroll, "token "+t.ID, "")
 	if err != nil {
 		// NB: the token is spent; the operator creates a new one. Signing fails only on a
 		// broken CA, which every enrollment would hit.
@@ -105,7 +105,7 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll %s: sign: %w", t.Principal, err)
 	}
 	s.log.Info("agent enrolled", "agent", t.Principal, "vault", t.Vault, "serial", t.Serial, "token", t.ID)
-	return meta.EnrollResult{Cert: cert, CA: s.cfg.CA.CertPEM(), Vault: t.Vault, Principal: t.Principal, Serial: t.Serial}, nil
+	return meta.EnrollResult{Cert: cert, CA: ca.RootPEM(), Vault: t.Vault, Principal: t.Principal, Serial: t.Serial}, nil
 }
 
 // ListEnrollTokens implements meta.EnrollService (a current read on the leader, whose

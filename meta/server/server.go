@@ -92,8 +92,10 @@ type Config struct {
 	// GCInterval is how often (cluster time) the leader collects on its own; zero
 	// disables scheduled collections (`coffer admin gc` still runs one).
 	GCInterval time.Duration
-	// CA signs the certificates of enrolling agents; nil makes Enroll answer that this
-	// server cannot sign (see EnrollService).
+	// CA is this meta server's issuing CA (pki.LoadIssuer; a root only in tests): it
+	// signs the certificates of enrolling agents, joining nodes, admins and renewals. Nil
+	// makes those calls answer that this server cannot sign. The cluster's root key is
+	// never here.
 	CA *pki.CA
 	// PlatformKey is the cluster's platform key (node: platform_key_file): platform-managed
 	// vaults are also wrapped to it, and PlatformUnwrap opens them with it. nil: no vault
@@ -106,6 +108,9 @@ type Config struct {
 	RetentionInterval time.Duration
 	// Alerts configures alert delivery (alerts.go).
 	Alerts AlertConfig
+	// JoinInfo returns what a joining node receives besides its certificate (the cluster
+	// secret and gossip seeds; the meta servers come from Raft). Nil refuses JoinNode.
+	JoinInfo func() meta.JoinInfo
 	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
 	// means pki.DefaultValidity (a year).
 	AgentCertValidity time.Duration

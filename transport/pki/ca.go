@@ -37,10 +37,17 @@ type CA struct {
 	key     *ecdsa.PrivateKey
 	certPEM []byte
 	keyPEM  []byte
+	// rootPEM is the cluster root CA certificate: certPEM itself for a root, the root
+	// that signed it for an issuer (LoadIssuer). Issued certificates carry certPEM after
+	// the leaf when the CA is an issuer, so peers that trust only the root verify them.
+	rootPEM []byte
+	issuer  bool
 }
 
-// NewCA creates a self-signed ECDSA P-256 CA named commonName, valid from now (backdated
-// by a few minutes for clock skew) for CAValidity.
+// NewCA creates a self-signed ECDSA P-256 root CA named commonName, valid from now
+// (backdated by a few minutes for clock skew) for CAValidity. Its path length is 1: it
+// signs leaf certificates and the issuing CAs of meta servers (SignIssuer), which sign
+// only leaves.
 func NewCA(commonName string, now time.Time) (*CA, error) {
 	if commonName == "" {
 		return nil, fmt.Errorf("pki: new CA: %w: empty common name", ErrInvalid)
@@ -61,8 +68,7 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
+		MaxPathLen:            1,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -103,8 +109,18 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 		key:     key,
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
 		keyPEM:  bytes.Clone(keyPEM),
+		rootPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
 	}, nil
 }
+
+// RootPEM returns the cluster root CA certificate in PEM form (a fresh copy): the CA's
+// own certificate for a root, the root that signed it for an issuer. It is what every
+// node, agent and admin trusts.
+func (ca *CA) RootPEM() []byte { return bytes.Clone(ca.rootPEM) }
+
+// IsIssuer reports whether the CA is a meta server's issuing CA (LoadIssuer) rather than
+// the cluster root.
+func (ca *CA) IsIssuer() bool { return ca.issuer }
 
 // CertPEM returns the CA certificate in PEM form (a fresh copy).
 func (ca *CA) CertPEM() []byte { return bytes.Clone(ca.certPEM) }
@@ -153,7 +169,17 @@ func (ca *CA) Issue(req IssueRequest, now time.Time) (certPEM, keyPEM []byte, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: issue %s: %w", req.CommonName, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+	return ca.withChain(der), keyPEM, nil
+}
+
+// withChain returns the PEM of the certificate der followed, when the CA is an issuer,
+// by the issuer's own certificate: the chain a peer trusting only the root verifies.
+func (ca *CA) withChain(der []byte) []byte {
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if ca.issuer {
+		out = append(out, ca.certPEM...)
+	}
+	return out
 }
 
 // template validates req and returns the certificate template for it, without serial.

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -94,7 +93,8 @@ func ParseCSR(der []byte) (crypto.PublicKey, error) {
 
 // Sign issues a certificate for pub (a key the CA never sees the private half of) with
 // the given serial, like Issue otherwise: role in the OU, principal in the CN, vault
-// scopes as URI SANs. Bad requests fail with ErrInvalid.
+// scopes as URI SANs, followed by the issuer's certificate when the CA is an issuer.
+// Bad requests fail with ErrInvalid.
 func (ca *CA) Sign(pub crypto.PublicKey, serial *big.Int, req IssueRequest, now time.Time) (certPEM []byte, err error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, fmt.Errorf("pki: sign %s: %w: serial must be positive", req.CommonName, ErrInvalid)
@@ -108,7 +108,7 @@ func (ca *CA) Sign(pub crypto.PublicKey, serial *big.Int, req IssueRequest, now 
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign %s: %w", req.CommonName, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return ca.withChain(der), nil
 }
 
 // NewAnonymousIdentity returns an identity with no certificate that trusts the CAs in
