@@ -1,6 +1,10 @@
 package meta
 
-import "github.com/cofferhq/coffer/chunkstore/nodestat"
+import (
+	"time"
+
+	"github.com/cofferhq/coffer/chunkstore/nodestat"
+)
 
 // NodeStatus is what one node reports about itself (RPC "node.Status"), for
 // `coffer admin status`. Its chunk-node figures are chunkstore/nodestat's (a leaf).
@@ -13,6 +17,8 @@ type NodeStatus struct {
 	Members []Member         `cbor:"members" json:"members"` // gossip view
 	Raft    *RaftStatus      `cbor:"raft,omitempty" json:"raft,omitempty"`
 	Repair  *nodestat.Repair `cbor:"repair,omitempty" json:"repair,omitempty"` // chunk nodes
+	// CertNotAfter is when the node's own certificate expires (`cofferd renew` before).
+	CertNotAfter time.Time `cbor:"cert_not_after,omitempty" json:"cert_not_after,omitzero"`
 }
 
 // Member is one gossip member as seen by the reporting node.

@@ -94,6 +94,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+
+	// certNotAfter is when this node's certificate expires (node.Status reports it).
+	certNotAfter time.Time
 }
 
 // New builds and starts a node: its endpoint serves RPCs as soon as New returns. On error
@@ -135,6 +138,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: identity: %w", err)
 	}
 	n.id = id
+	n.certNotAfter = id.Leaf().NotAfter
 	if cfg.Has(RoleMeta) != (id.Role() == transport.RoleMeta) {
 		return nil, fmt.Errorf("%w: node %s has roles %v and a %q certificate: meta servers, and only they, hold a %q certificate",
 			ErrConfig, cfg.ID, cfg.Roles, id.Role(), transport.RoleMeta)
@@ -408,7 +412,7 @@ func (n *Node) serveNode(ctx context.Context, peer transport.Peer, method string
 
 // Status reports this node's view of itself.
 func (n *Node) Status(ctx context.Context) (meta.NodeStatus, error) {
-	st := meta.NodeStatus{ID: n.cfg.ID, Addr: n.ep.Addr(), Domain: n.cfg.Domain, Members: n.gossip.members()}
+	st := meta.NodeStatus{ID: n.cfg.ID, Addr: n.ep.Addr(), Domain: n.cfg.Domain, Members: n.gossip.members(), CertNotAfter: n.certNotAfter}
 	for _, r := range n.cfg.Roles {
 		st.Roles = append(st.Roles, string(r))
 	}

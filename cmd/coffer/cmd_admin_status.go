@@ -83,6 +83,7 @@ func (c *adminStatusCmd) run(ctx context.Context, a *app, args []string) error {
 		sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
 	}
 	st.Nodes = queryNodes(ctx, s.caller, rows)
+	st.Warnings = certWarnings(ctx, s, st.Nodes, a.now())
 	if a.g.json {
 		return writeJSON(a.stdout, st)
 	}
@@ -97,6 +98,8 @@ type clusterStatus struct {
 	PGCount  uint32          `json:"pg_count"`
 	Profile  string          `json:"profile"`
 	Nodes    []nodeRow       `json:"nodes"`
+	// Warnings name certificates (of nodes, and issued ones) that expire within 30 days.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // nodeRow is one node of the status table.
@@ -116,6 +119,8 @@ type nodeRow struct {
 	Error   string `json:"error,omitempty"` // why the node is down
 	// Repair is the chunk node's repair worker progress.
 	Repair *nodestat.Repair `json:"repair,omitempty"`
+	// CertNotAfter is when the node's certificate expires.
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
 }
 
 // Node liveness as shown by admin status.
@@ -198,6 +203,7 @@ func applyNodeStatus(r *nodeRow, st meta.NodeStatus) {
 	}
 	r.Shards, r.Bytes, r.Capacity, r.Damaged = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity, st.Shards.Corrupt
 	r.Repair = st.Repair
+	r.CertNotAfter = st.CertNotAfter
 }
 
 // printClusterStatus writes the human overview.
@@ -268,6 +274,7 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 		fmt.Fprintln(w, "\nRepair:")
 		printRepairStatus(w, reps)
 	}
+	printCertWarnings(w, st.Warnings)
 }
 
 func yesNo(b bool) string {

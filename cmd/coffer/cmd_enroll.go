@@ -432,19 +432,25 @@ func revocationTarget(r meta.Revocation) string {
 func adminCertListSpec() *cmdSpec {
 	return &cmdSpec{
 		name:  "admin cert list",
-		short: "show certificate revocations",
-		long: `Lists every revocation recorded in the cluster, oldest first: sequence
-number, cluster time, the revoked serial or principal, who revoked it and why.
-Admin certificate only.
+		short: "show issued certificates with their lifetimes, and revocations",
+		long: `Lists the certificates the meta servers' issuers signed (enrollments, node
+joins, "admin cert issue", renewals), oldest first: serial, principal, role,
+not-before and not-after, state (valid; expiring: within 30 days; expired;
+revoked), the meta server whose issuer signed it and how it came to be. Then
+every revocation recorded in the cluster, oldest first: sequence number,
+cluster time, the revoked serial or principal, who revoked it and why.
+Certificates signed by the root on the CA host (the first meta server, the
+first admin) are not in the list. Admin certificate only.
 
-With --json an array is printed; each element has seq, serial or principal,
-at, by and reason.`,
+With --json an object is printed: certificates (each with serial, principal,
+role, vaults, not_before, not_after, issuer, how, by, renews, at, state) and
+revocations (each with seq, serial or principal, at, by and reason).`,
 		examples: []string{"coffer admin cert list", "coffer admin cert list --json"},
 		new:      func() command { return &certListCmd{} },
 	}
 }
 
-// certListCmd lists revocations.
+// certListCmd lists issued certificates and revocations.
 type certListCmd struct{}
 
 func (c *certListCmd) addFlags(*flag.FlagSet) {}
@@ -458,25 +464,11 @@ func (c *certListCmd) run(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.Close()
-	st, err := s.meta.SecurityState(ctx, 0)
+	certs, revs, now, err := s.meta.ListCerts(ctx)
 	if err != nil {
-		return retentionErr(err, "list revocations")
+		return retentionErr(err, "list certificates")
 	}
-	list := st.Revocations
-	if list == nil {
-		list = []meta.Revocation{}
-	}
-	if a.g.json {
-		return writeJSON(a.stdout, list)
-	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tREVOKED\tBY\tREASON")
-	for _, r := range list {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.Seq, r.At.In(a.loc).Format("2006-01-02 15:04:05"), revocationTarget(r), r.By, r.Reason)
-	}
-	tw.Flush()
-	fmt.Fprintf(a.stdout, "%d %s\n", len(list), plural(len(list), "revocation", "revocations"))
-	return nil
+	return printCertList(a, certs, revs, now)
 }
 
 // readAllLimited reads r to the end, failing when it holds more than limit bytes.

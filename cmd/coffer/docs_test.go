@@ -82,7 +82,8 @@ func TestDocsListEveryJSONField(t *testing.T) {
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{},
 		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{},
 		vaultKeysJSON{}, meta.KeyWrap{},
-		meta.RetentionStatus{}, meta.RetentionReport{}, meta.HeldSnapshot{}, meta.AlertSink{}, meta.Alert{}, meta.AlertDelivery{}} {
+		meta.RetentionStatus{}, meta.RetentionReport{}, meta.HeldSnapshot{}, meta.AlertSink{}, meta.Alert{}, meta.AlertDelivery{},
+		nodeTokenJSON{}, certJSON{}, certListJSON{}, certListEntryJSON{}, meta.IssuedCert{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

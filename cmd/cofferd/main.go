@@ -2,6 +2,10 @@
 //
 //	cofferd run --config FILE [--log-format text|json]
 //	                                     run one node from its config file
+//	cofferd ca init|request|sign         the root CA and key requests (production bootstrap)
+//	cofferd bootstrap --id ID ...        configure the first meta server
+//	cofferd join --token T ...           join a host to a running cluster
+//	cofferd renew --config FILE          renew this node's certificate
 //	cofferd dev --dir D [--meta 3 --chunk 6] [--init-only] [--metrics-port N]
 //	                                     run a whole dev cluster in this process
 //	cofferd bench-stages [--json] [--quick] [--dir D]
@@ -43,6 +47,10 @@ const usage = `cofferd runs Coffer cluster nodes.
 
 Usage:
   cofferd run --config FILE      run one node from its YAML config
+  cofferd ca init|request|sign   the cluster root CA (CA host) and node key requests
+  cofferd bootstrap [flags]      configure the first meta server from its signed certificates
+  cofferd join [flags]           join this host to a running cluster with a node join token
+  cofferd renew --config FILE    renew this node's certificate (new key, same identity)
   cofferd dev --dir DIR [flags]  run a whole cluster in this process (initialises DIR if empty)
   cofferd bench-stages [flags]   node-side stage micro-benchmarks (used by coffer bench)
   cofferd version
@@ -60,6 +68,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "dev":
 		return cmdDev(ctx, args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
+	case "bootstrap":
+		return cmdBootstrap(args[1:], stdout, stderr)
+	case "join":
+		return cmdJoin(ctx, args[1:], stdout, stderr)
+	case "renew":
+		return cmdRenew(ctx, args[1:], stdout, stderr)
 	case "bench-stages":
 		return cmdBenchStages(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
 	"math/big"
 	"slices"
@@ -164,11 +165,26 @@ func (s *Server) JoinNode(ctx context.Context, req meta.NodeJoinRequest) (meta.N
 		ClusterSecret: info.ClusterSecret, MetaServers: metas, GossipSeeds: info.GossipSeeds}, nil
 }
 
-// IssueCert implements meta.CertService.
+// IssueCert implements meta.CertService. Refusals are audited; an issued certificate is
+// audited by its record.
 func (s *Server) IssueCert(ctx context.Context, req meta.IssueCertRequest) (meta.CertResult, error) {
 	if err := s.leaderWrite(); err != nil {
 		return meta.CertResult{}, err
 	}
+	res, err := s.issueCert(ctx, req)
+	if err != nil && !isNotLeader(err) {
+		s.auditRefusal(ctx, meta.PrincipalFrom(ctx), "cert issue", "", fmt.Sprintf("%s %q", req.Role, req.Principal), err)
+	}
+	return res, err
+}
+
+// isNotLeader reports a refusal for want of leadership (the request goes elsewhere).
+func isNotLeader(err error) bool {
+	var nl *meta.NotLeaderError
+	return errors.As(err, &nl)
+}
+
+func (s *Server) issueCert(ctx context.Context, req meta.IssueCertRequest) (meta.CertResult, error) {
 	p := meta.PrincipalFrom(ctx)
 	if err := p.Authorize(meta.ActIssueCert, ""); err != nil {
 		return meta.CertResult{}, fmt.Errorf("server: issue certificate: %w", err)
@@ -228,10 +244,19 @@ func (s *Server) IssueCert(ctx context.Context, req meta.IssueCertRequest) (meta
 
 // RenewCert implements meta.CertService. The identity comes from the certificate the
 // caller presented (as the receiving server observed it), never from the request.
+// Refusals are audited; a renewal is audited by its record.
 func (s *Server) RenewCert(ctx context.Context, req meta.RenewRequest) (meta.CertResult, error) {
 	if err := s.leaderWrite(); err != nil {
 		return meta.CertResult{}, err
 	}
+	res, err := s.renewCert(ctx, req)
+	if err != nil && !isNotLeader(err) {
+		s.auditRefusal(ctx, meta.PrincipalFrom(ctx), "cert renew", "", "serial "+req.Presented.Serial, err)
+	}
+	return res, err
+}
+
+func (s *Server) renewCert(ctx context.Context, req meta.RenewRequest) (meta.CertResult, error) {
 	pr := req.Presented
 	if pr.Serial == "" || pr.Principal == "" {
 		return meta.CertResult{}, fmt.Errorf("%w: server: renew: no certificate was presented", meta.ErrDenied)

@@ -39,7 +39,7 @@ func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
 		}
 		res, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr})
 		if !withCA {
-			if !errors.Is(err, meta.ErrUnavailable) || !strings.Contains(err.Error(), "no CA signing key") {
+			if !errors.Is(err, meta.ErrUnavailable) || !strings.Contains(err.Error(), "holds no issuing CA") {
 				t.Fatalf("enroll without the CA key: %v, want ErrUnavailable naming the key", err)
 			}
 			if tk, err := l.fsm.EnrollToken(meta.EnrollTokenHash(tok)); err != nil || tk.Used {
