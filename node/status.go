@@ -320,7 +320,8 @@ func anomalies(alerts []meta.Alert) map[string]string {
 }
 
 // jobRows turns job records into the page's rows, newest first; the timeline lane is
-// host and policy.
+// host and policy. A job's anomaly is its own flag (meta.Job.Anomaly, set by the
+// leader), else the message of an anomaly alert naming it.
 func jobRows(js []meta.Job, anomaly map[string]string) []statuspage.Job {
 	out := make([]statuspage.Job, 0, len(js))
 	for i := len(js) - 1; i >= 0; i-- {
@@ -334,7 +335,10 @@ func jobRows(js []meta.Job, anomaly map[string]string) []statuspage.Job {
 			kind += " (" + j.Trigger + ")"
 		}
 		out = append(out, statuspage.Job{ID: j.ID, Name: lane, Kind: kind, Status: j.Status, Start: j.Start, End: j.End,
-			Bytes: j.Stats.BytesAdded, Error: j.Error, Anomaly: anomaly[j.ID]})
+			Bytes: j.Stats.BytesAdded, Error: j.Error, Anomaly: j.Anomaly})
+		if out[len(out)-1].Anomaly == "" {
+			out[len(out)-1].Anomaly = anomaly[j.ID] // the alert, before the flag's record is read
+		}
 	}
 	return out
 }
