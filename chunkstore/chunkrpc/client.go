@@ -219,7 +219,9 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 			running--
 			delete(pending, r.addr)
 			if ctx.Err() != nil {
-				return zero, r.err
+				// The caller's context ended: an answer that still arrived is good, a
+				// failure is reported as it is (no other address is tried).
+				return r.resp, r.err
 			}
 			failed := r.err != nil && retryable(r.err)
 			cl.mark(r.addr, failed)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -74,7 +75,10 @@ func TestGetManySplitsLargeReplies(t *testing.T) {
 	srv := chunkrpc.NewServer(nil, chunks)
 	lc := &loopCaller{srv: map[string]transport.Handler{"a": srv}, calls: map[string]int{}}
 	cl := chunkrpc.NewClient(lc, []string{"a"})
-	ctx := ctxT(t)
+	// 20 MiB through CBOR under -race on a loaded machine can take tens of seconds: the
+	// deadline only guards against a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	var batch []chunkstore.Chunk
 	var ids []chunk.ID
 	for i := range 20 {
