@@ -11,7 +11,8 @@ streams are read twice and never written to disk.
 It fails (exit 1, naming every violation) unless:
   1. the CA key is in CLUSTER_DIR/ca and nowhere else: no ca-key.pem file, and no private
      key whose public key is the CA certificate's, on any node or on the admin's side;
-  2. every private key is held by exactly one owner (same public key => same key);
+  2. every private key is held by exactly one owner (same public key => same key); age
+     identities (AGE-SECRET-KEY-1..., an agent's host key) count as private keys too;
   3. every node holds its own key: node-key.pem matches the public key of node.pem's leaf
      certificate, issuer-key.pem (meta servers) that of issuer.pem, agent-key.pem (the
      agent) that of agent.pem;
@@ -27,6 +28,7 @@ import sys
 import tarfile
 
 PEM_KEY = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----\r?\n(.*?)-----END \1-----", re.S)
+AGE_KEY = re.compile(rb"AGE-SECRET-KEY-1[02-9ACDEFGHJKLMNPQRSTUVWXYZ]{58}")
 PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", re.S)
 
 
@@ -92,6 +94,9 @@ def main():
                 named[owner][base] = data
             if base == "ca-key.pem" and owner != "ca":
                 bad.append("%s holds a CA key file: %s" % (owner, path))
+            for m in AGE_KEY.finditer(data):
+                # An age identity (an agent's host key, a platform key) is its own name.
+                keys.setdefault(b"age:" + m.group(0), []).append((owner, path, m.group(0)))
             for m in PEM_KEY.finditer(data):
                 pem = m.group(0)
                 try:
@@ -136,6 +141,9 @@ def main():
     for where in keys.values():
         holders = {o for o, _, _ in where}   # a key held twice is reported above already
         for owner, path, pem in where:
+            if AGE_KEY.fullmatch(pem):
+                needles.append((owner, path, holders, [pem, pem.lower()]))
+                continue
             body = PEM_KEY.search(pem).group(2)
             b64 = b"".join(body.split())
             forms = [b64, base64.b64decode(b64)]
