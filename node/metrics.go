@@ -189,6 +189,8 @@ var (
 	dGCLastBytes   = desc("coffer_gc_last_reclaimed_bytes", "Shard bytes the last finished collection swept, cluster-wide (meta state).")
 	dGCLastChunks  = desc("coffer_gc_last_swept_chunks", "Chunks the last finished collection swept, cluster-wide (meta state).")
 	dGCLastEnded   = desc("coffer_gc_last_end_timestamp_seconds", "Cluster time the last collection ended (0: none yet).")
+	dJobs          = desc("coffer_jobs", "Job records the meta state holds (within the job retention), by kind and status; recounted at most every 30 s.", "kind", "status")
+	dJobsEnded     = desc("coffer_jobs_ended_total", "Jobs that ended while this meta server led, by kind and status.", "kind", "status")
 )
 
 func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -200,7 +202,7 @@ func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
 		dRepairLastDur, dRepairUnread, dScrubRunning, dScrubFindings, dScrubLastStrip,
 		dGCSweptBytes, dGCSweptChunks, dGCSweptShards, dGCSpared,
 		dRaftState, dRaftTerm, dRaftCommit, dRaftApplied, dRaftLastLog, dRaftLeaderChg, dEnrollRefused,
-		dGCEpoch, dGCRunning, dGCLastBytes, dGCLastChunks, dGCLastEnded,
+		dGCEpoch, dGCRunning, dGCLastBytes, dGCLastChunks, dGCLastEnded, dJobs, dJobsEnded,
 	} {
 		ch <- d
 	}
@@ -307,5 +309,11 @@ func (c *figureCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dGCLastBytes, lastBytes)
 		gauge(dGCLastChunks, lastChunks)
 		gauge(dGCLastEnded, lastEnded)
+		for jc, v := range m.Jobs {
+			gauge(dJobs, float64(v), jc.Kind, jc.Status)
+		}
+		for jc, v := range m.JobsEnded {
+			counter(dJobsEnded, float64(v), jc.Kind, jc.Status)
+		}
 	}
 }

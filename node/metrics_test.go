@@ -58,6 +58,7 @@ var (
 		"coffer_gc_epoch", "coffer_gc_running", "coffer_gc_last_reclaimed_bytes", "coffer_gc_last_swept_chunks",
 		"coffer_gc_last_end_timestamp_seconds",
 		"coffer_backup_duration_seconds",
+		"coffer_jobs", "coffer_jobs_ended_total",
 	}
 	familiesAgent = []string{
 		"coffer_agent_backup_read_bytes_total", "coffer_agent_backup_added_bytes_total", "coffer_agent_backup_chunks_total",
@@ -143,13 +144,11 @@ func TestMetricsOnEveryNode(t *testing.T) {
 
 	// The agent's side, recorded as the agent daemon records its runs.
 	am := agentmetrics.New()
-	start := time.Now()
 	bres, err := a.Backup(ctxT(t, 5*time.Minute), client.BackupOptions{Paths: []string{src}})
-	am.Backup(bres, time.Since(start), time.Now(), err)
 	if err != nil {
 		t.Fatalf("backup: %v", err)
 	}
-	am.Job(bres.Snapshot.Stats.Status)
+	start := time.Now()
 	target := filepath.Join(t.TempDir(), "restore")
 	start = time.Now()
 	rres, err := a.Restore(ctxT(t, 5*time.Minute), bres.Snapshot, client.RestoreOptions{Target: target})
@@ -159,6 +158,23 @@ func TestMetricsOnEveryNode(t *testing.T) {
 	}
 	nodetest.CompareTrees(t, src, filepath.Join(target, filepath.Base(src)))
 
+	leader := c.Leader()
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	// The backup recorded as a job, as the agent daemon records its runs (through the
+	// agent's metrics).
+	jobs := am.WrapJobs(leader.Meta())
+	job, err := jobs.StartJob(ctxT(t, time.Minute), meta.JobStart{Host: "nodetest", Vault: "default",
+		Kind: meta.JobBackup, Trigger: meta.TriggerManual})
+	if err != nil {
+		t.Fatalf("start job: %v", err)
+	}
+	if _, err := jobs.ReportJob(ctxT(t, time.Minute), meta.JobReport{ID: job.ID, Final: true, Status: meta.JobCompleted,
+		Stats: meta.JobStats{BytesRead: bres.BytesRead}}); err != nil {
+		t.Fatalf("report job: %v", err)
+	}
+
 	// A read of a chunk that does not exist fails (an RPC error by method and code).
 	var missing chunk.ID
 	missing[0] = 1
@@ -167,10 +183,6 @@ func TestMetricsOnEveryNode(t *testing.T) {
 	}
 
 	// An enrollment with a malformed request is refused and counted by the leader.
-	leader := c.Leader()
-	if leader == nil {
-		t.Fatal("no leader")
-	}
 	if _, err := leader.Meta().Enroll(ctxT(t, 10*time.Second), meta.EnrollRequest{Token: "not-a-token"}); !errors.Is(err, meta.ErrInvalid) {
 		t.Fatalf("an enrollment without a CSR: %v, want ErrInvalid", err)
 	}
@@ -210,7 +222,7 @@ func TestMetricsOnEveryNode(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	var backupBytes, restoreBytes, leaders, putCalls, notFound, commits, invalidEnrolls float64
+	var backupBytes, restoreBytes, leaders, putCalls, notFound, commits, invalidEnrolls, jobsEnded float64
 	for _, n := range c.Nodes {
 		fams := scraped[n.ID()]
 		note(fams)
@@ -272,12 +284,19 @@ func TestMetricsOnEveryNode(t *testing.T) {
 		}
 		commits += value(fams, "coffer_backup_duration_seconds", "status", "completed")
 		invalidEnrolls += value(fams, "coffer_enroll_refusals_total", "reason", "invalid")
+		jobsEnded += value(fams, "coffer_jobs_ended_total", "kind", "backup", "status", "completed")
+		if n == leader && value(fams, "coffer_jobs", "kind", "backup", "status", "completed") != 1 {
+			t.Errorf("leader: %v completed backup jobs held, want 1", value(fams, "coffer_jobs", "kind", "backup", "status", "completed"))
+		}
 	}
 	if backupBytes <= 0 || restoreBytes <= 0 {
 		t.Errorf("cluster: backup bytes %v, restore bytes %v", backupBytes, restoreBytes)
 	}
 	if putCalls < 1 {
 		t.Errorf("no chunk.Put in the RPC latency histograms")
+	}
+	if jobsEnded != 1 {
+		t.Errorf("%v completed backup jobs ended, want 1", jobsEnded)
 	}
 	if invalidEnrolls != 1 {
 		t.Errorf("%v invalid enrollments counted, want 1", invalidEnrolls)
@@ -308,10 +327,11 @@ func TestMetricsOnEveryNode(t *testing.T) {
 	}
 	if value(afams, "coffer_agent_backup_read_bytes_total") <= 0 || value(afams, "coffer_agent_restore_bytes_total") <= 0 ||
 		value(afams, "coffer_agent_restore_duration_seconds", "status", "completed") != 1 ||
-		value(afams, "coffer_agent_jobs_total", "status", "completed") != 1 {
+		value(afams, "coffer_agent_jobs_total", "kind", "backup", "status", "completed") != 1 ||
+		value(afams, "coffer_agent_backup_duration_seconds", "status", "completed") != 1 {
 		t.Errorf("agent: read %v, restored %v, restores %v, jobs %v", value(afams, "coffer_agent_backup_read_bytes_total"),
 			value(afams, "coffer_agent_restore_bytes_total"), value(afams, "coffer_agent_restore_duration_seconds", "status", "completed"),
-			value(afams, "coffer_agent_jobs_total", "status", "completed"))
+			value(afams, "coffer_agent_jobs_total", "kind", "backup", "status", "completed"))
 	}
 
 	if t.Failed() {

@@ -177,6 +177,7 @@ func (s *Server) ListAgents(ctx context.Context) ([]meta.Agent, error) {
 // jobEnded hands an ended job to Config.OnJobEnd.
 func (s *Server) jobEnded(j meta.Job) {
 	s.opsJobEnded(j)
+	s.figs.jobEnded(j) // figures.go
 	if s.cfg.OnJobEnd != nil {
 		s.cfg.OnJobEnd(j)
 	}
