@@ -122,6 +122,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "cofferd: node %s listening on %s\n", n.ID(), n.Addr())
+	if a := n.MetricsAddr(); a != "" {
+		fmt.Fprintf(stdout, "cofferd: metrics on http://%s/metrics\n", a)
+	}
 	if err := n.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "cofferd:", err)
 		return 1
