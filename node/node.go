@@ -58,6 +58,11 @@ type Deps struct {
 	StatusSample time.Duration
 	// JobTimeout, when non-zero, overrides the config's jobs.timeout (tests).
 	JobTimeout time.Duration
+	// Approvals, when set, is the approval policy in force while the cluster stored none
+	// (tests; nil: meta.DefaultApprovalPolicy).
+	Approvals *meta.ApprovalPolicy
+	// ApprovalTTL, when non-zero, is how long approval requests wait (tests; zero: 24 h).
+	ApprovalTTL time.Duration
 }
 
 // Node is one running Coffer node.
@@ -289,6 +294,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			OnCommit:    n.metrics.observeCommit,
 		}
 		mcfg.JobTimeout, mcfg.JobRetention = cfg.Jobs.Timeout, cfg.Jobs.Retention
+		mcfg.Approvals, mcfg.ApprovalTTL = deps.Approvals, deps.ApprovalTTL
 		if deps.JobTimeout > 0 {
 			mcfg.JobTimeout = deps.JobTimeout
 		}

@@ -117,6 +117,9 @@ func (t Type) String() string {
 	if name, ok := opsName(t); ok {
 		return name
 	}
+	if name, ok := approvalName(t); ok {
+		return name
+	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
 
@@ -248,7 +251,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	case SetVaultKeys, TouchKeyWrap:
 	case CreateNodeToken, ConsumeNodeToken, RecordCert:
 	default:
-		if isOps(cmd.Body) {
+		if isOps(cmd.Body) || isApproval(cmd.Body) {
 			break
 		}
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
@@ -382,6 +385,9 @@ func (c Codec) Decode(b []byte) (Command, error) {
 	default:
 		var ok bool
 		if body, ok, err = c.decodeOps(t, env.Body); !ok {
+			body, ok, err = c.decodeApproval(t, env.Body)
+		}
+		if !ok {
 			return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
 		}
 	}

@@ -143,6 +143,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyOps(b, index, cmd.Body, now)
 	case command.CreateNodeToken, command.ConsumeNodeToken, command.RecordCert:
 		return f.applyPKI(b, index, cmd.Body, now)
+	case command.RequestApproval, command.DecideApproval, command.FinishApproval, command.SetApprovalPolicy, command.SetMFA:
+		return f.applyApproval(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

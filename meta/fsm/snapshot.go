@@ -316,7 +316,7 @@ func knownKey(k string) bool {
 	switch {
 	case knownEnrollKey(k), knownOpsKey(k), knownCertKey(k):
 		return true
-	case knownJobKey(k):
+	case knownJobKey(k), knownApprovalKey(k):
 		return true
 	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit, k == keyGC:
 		return true

@@ -52,6 +52,7 @@ func TestServiceConformance(t *testing.T) {
 func TestServiceConformanceRaft(t *testing.T) {
 	metatest.RunService(t, func(t *testing.T) metatest.Fixture {
 		chunks := memstore.NewChunks()
+		minimalApprovals := meta.MinimalApprovalPolicy()
 		_, trans := raft.NewInmemTransport("m0")
 		srv, err := server.New(server.Config{
 			ID: "m0", Addr: "m0", Dir: t.TempDir(), Transport: trans,
@@ -61,6 +62,7 @@ func TestServiceConformanceRaft(t *testing.T) {
 			InitialMap:       &placement.Map{PGCount: 16, Profile: placement.DefaultProfile},
 			HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 			TickInterval: 100 * time.Millisecond,
+			Approvals:    &minimalApprovals,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -88,6 +88,9 @@ var Errors = transport.SentinelTable{
 	{Err: meta.ErrInvalid, Code: transport.Invalid},
 	{Err: meta.ErrLocked, Code: transport.Locked},
 	{Err: meta.ErrDenied, Code: transport.PermissionDenied},
+	// Stored for a second admin: not done, the text names the request ID
+	// (meta.ApprovalIDFrom); arrives as ErrDenied.
+	{Err: meta.ErrApprovalRequired, Code: transport.PermissionDenied},
 	{Err: meta.ErrUnavailable, Code: transport.Unavailable},
 	// A commit that kept racing new GC epochs: retry later.
 	{Err: meta.ErrGCEpoch, Code: transport.Unavailable},

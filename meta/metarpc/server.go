@@ -140,6 +140,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	if out, fwd, ok, err := h.serveCerts(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
+	if out, fwd, ok, err := h.serveApproval(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	switch method {
 	case MethodCreateVault:
 		var r createVaultReq

@@ -75,6 +75,8 @@ func (c *cluster) config(i int) Config {
 		HeartbeatTimeout: 250 * time.Millisecond, ElectionTimeout: 250 * time.Millisecond, LeaderLeaseTimeout: 120 * time.Millisecond,
 		TickInterval: 100 * time.Millisecond,
 	}
+	minimal := meta.MinimalApprovalPolicy()
+	cfg.Approvals = &minimal
 	if c.tweak != nil {
 		c.tweak(&cfg)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
@@ -16,6 +17,14 @@ var _ meta.RetentionService = (*Server)(nil)
 func (s *Server) DeleteSnapshots(ctx context.Context, vault meta.VaultID, ids []meta.SnapshotID, b meta.Bypass) ([]meta.Snapshot, error) {
 	if err := s.leaderWrite(); err != nil {
 		return nil, err
+	}
+	if b.Governance && s.bypassNeeded(ctx, vault, ids, func(p meta.Principal, snap meta.Snapshot, now time.Time, b meta.Bypass) error {
+		return meta.CheckDelete(p, snap, now, b)
+	}, b) {
+		args := apDeleteSnapshotsArgs{Vault: vault, IDs: ids, Bypass: b}
+		if err := s.gate(ctx, meta.OpGovernanceBypass, apDeleteSnapshots, args, vault, fmt.Sprintf("delete %d snapshot(s) bypassing governance: %s", len(ids), b.Reason)); err != nil {
+			return nil, err
+		}
 	}
 	res, err := s.propose(timeoutOf(ctx), command.DeleteSnapshots{Vault: vault, IDs: ids, By: meta.PrincipalFrom(ctx), Bypass: b, Action: "delete"})
 	if err != nil {
@@ -77,6 +86,14 @@ func (s *Server) Forget(ctx context.Context, vault meta.VaultID, policy meta.Pol
 func (s *Server) SetLock(ctx context.Context, vault meta.VaultID, id meta.SnapshotID, l meta.Lock, b meta.Bypass) (meta.Snapshot, error) {
 	if err := s.leaderWrite(); err != nil {
 		return meta.Snapshot{}, err
+	}
+	if b.Governance && s.bypassNeeded(ctx, vault, []meta.SnapshotID{id}, func(p meta.Principal, snap meta.Snapshot, now time.Time, b meta.Bypass) error {
+		return meta.CheckSetLock(p, snap, l, now, b)
+	}, b) {
+		args := apSetLockArgs{Vault: vault, ID: id, Lock: l, Bypass: b}
+		if err := s.gate(ctx, meta.OpGovernanceBypass, apSetLock, args, vault, fmt.Sprintf("lock %s until %s bypassing governance: %s", l.Mode, l.Until.UTC().Format(time.RFC3339), b.Reason)); err != nil {
+			return meta.Snapshot{}, err
+		}
 	}
 	res, err := s.propose(timeoutOf(ctx), command.SetLock{Vault: vault, ID: id, Lock: l, By: meta.PrincipalFrom(ctx), Bypass: b})
 	if err != nil {

@@ -111,6 +111,13 @@ type Config struct {
 	// JoinInfo returns what a joining node receives besides its certificate (the cluster
 	// secret and gossip seeds; the meta servers come from Raft). Nil refuses JoinNode.
 	JoinInfo func() meta.JoinInfo
+	// ApprovalTTL is how long a request under the two-person rule waits for its
+	// approval (cluster time); zero = meta.DefaultApprovalTTL.
+	ApprovalTTL time.Duration
+	// Approvals is the approval policy in force while the cluster has stored none; nil =
+	// meta.DefaultApprovalPolicy() (tests that are not about the two-person rule pass
+	// meta.MinimalApprovalPolicy()).
+	Approvals *meta.ApprovalPolicy
 	// AgentCertValidity is how long an enrolled agent's certificate is valid; zero
 	// means pki.DefaultValidity (a year).
 	AgentCertValidity time.Duration
@@ -161,6 +168,7 @@ type Server struct {
 	// the loop goroutine touches it).
 	gcFirstSeen time.Time
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
+	mfaFails    mfaLimiter     // wrong TOTP codes per principal (approval.go)
 	figs        figureCounters // behind Figures (figures.go)
 	jobs        jobLoop        // the leader loop's job duties (jobs.go)
 	// memberMu is held while this server makes a membership change (membership.go).

@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/metarpc"
 	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/transport/pki"
@@ -43,6 +44,12 @@ type Opts struct {
 	StatusSample time.Duration
 	// JobTimeout shortens how long a silent agent's job runs before the leader fails it.
 	JobTimeout time.Duration
+	// TwoPerson puts the cluster under meta.DefaultApprovalPolicy (the production
+	// default); without it only changes of the approval policy need a second admin, so
+	// tests of other features run gated operations directly.
+	TwoPerson bool
+	// ApprovalTTL shortens how long approval requests wait (zero: 24 h).
+	ApprovalTTL time.Duration
 	// Clock, when set, gives the wall clock (node.Deps.Now) of each node by ID; nil
 	// results and a nil Clock mean time.Now.
 	Clock func(id string) func() time.Time
@@ -90,7 +97,11 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
-		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample, JobTimeout: o.JobTimeout}, clock: o.Clock}
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample, JobTimeout: o.JobTimeout, ApprovalTTL: o.ApprovalTTL}, clock: o.Clock}
+	if !o.TwoPerson {
+		minimal := meta.MinimalApprovalPolicy()
+		c.deps.Approvals = &minimal
+	}
 	// NB: ports are picked free at init and bound at start; another process (tests of
 	// other packages run in parallel) may take one in between. Then init again with
 	// fresh ports, a few times.

@@ -1,0 +1,123 @@
+package command
+
+import "github.com/cofferhq/coffer/meta"
+
+// Two-person rule and admin MFA (issue 17, steps 6-7): tags 180..199.
+const (
+	TypeRequestApproval   Type = 180
+	TypeDecideApproval    Type = 181
+	TypeFinishApproval    Type = 182
+	TypeSetApprovalPolicy Type = 183
+	TypeSetMFA            Type = 184
+)
+
+// RequestApproval stores a gated operation. The FSM sets Created to the entry's cluster
+// time and Expires to Created+TTL; the request is pending. Audited.
+type RequestApproval struct {
+	Request meta.ApprovalRequest `cbor:"request"`
+	TTL     int64                `cbor:"ttl"` // nanoseconds
+}
+
+// DecideApproval approves or denies a pending request (meta.CheckDecision at the entry's
+// cluster time). Step is the TOTP time step of the decider's code, which the leader
+// checked: it must be after the decider's last accepted step (no replay), and becomes
+// it. Audited, refusals too (self-approval, expired, replay).
+type DecideApproval struct {
+	ID      string         `cbor:"id"`
+	Approve bool           `cbor:"approve"`
+	By      meta.Principal `cbor:"by"`
+	Step    uint64         `cbor:"step"`
+	Reason  string         `cbor:"reason,omitempty"`
+}
+
+// FinishApproval records the execution of an approved request: executed, or failed with
+// the operation's error. Only an approved request can finish, so a request is executed
+// at most once. Audited.
+type FinishApproval struct {
+	ID  string `cbor:"id"`
+	Err string `cbor:"err,omitempty"`
+}
+
+// SetApprovalPolicy replaces the cluster's approval policy (only ever proposed when an
+// approved request executes). Audited.
+type SetApprovalPolicy struct {
+	Policy meta.ApprovalPolicy `cbor:"policy"`
+	By     meta.Principal      `cbor:"by"`
+}
+
+// SetMFA stores a principal's TOTP enrollment (the secret sealed). Audited, without the
+// secret.
+type SetMFA struct {
+	Enrollment meta.MFAEnrollment `cbor:"enrollment"`
+	By         meta.Principal     `cbor:"by"`
+}
+
+// Type implements Body.
+func (RequestApproval) Type() Type { return TypeRequestApproval }
+
+// Type implements Body.
+func (DecideApproval) Type() Type { return TypeDecideApproval }
+
+// Type implements Body.
+func (FinishApproval) Type() Type { return TypeFinishApproval }
+
+// Type implements Body.
+func (SetApprovalPolicy) Type() Type { return TypeSetApprovalPolicy }
+
+// Type implements Body.
+func (SetMFA) Type() Type { return TypeSetMFA }
+
+// approvalName names the approval command types; ok is false for others.
+func approvalName(t Type) (string, bool) {
+	switch t {
+	case TypeRequestApproval:
+		return "RequestApproval", true
+	case TypeDecideApproval:
+		return "DecideApproval", true
+	case TypeFinishApproval:
+		return "FinishApproval", true
+	case TypeSetApprovalPolicy:
+		return "SetApprovalPolicy", true
+	case TypeSetMFA:
+		return "SetMFA", true
+	}
+	return "", false
+}
+
+// isApproval reports whether b is an approval command.
+func isApproval(b Body) bool {
+	switch b.(type) {
+	case RequestApproval, DecideApproval, FinishApproval, SetApprovalPolicy, SetMFA:
+		return true
+	}
+	return false
+}
+
+// decodeApproval decodes an approval command body; ok is false for other tags.
+func (c Codec) decodeApproval(t Type, raw []byte) (body Body, ok bool, err error) {
+	switch t {
+	case TypeRequestApproval:
+		var v RequestApproval
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	case TypeDecideApproval:
+		var v DecideApproval
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	case TypeFinishApproval:
+		var v FinishApproval
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	case TypeSetApprovalPolicy:
+		var v SetApprovalPolicy
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	case TypeSetMFA:
+		var v SetMFA
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	default:
+		return nil, false, nil
+	}
+	return body, true, err
+}

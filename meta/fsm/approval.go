@@ -1,0 +1,229 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
+)
+
+// Keys of the two-person rule and admin MFA.
+const (
+	prefixApproval    = "apr/"       // + request ID: meta.ApprovalRequest
+	keyApprovalPolicy = "apr-policy" // meta.ApprovalPolicy (absent: the default)
+	prefixMFA         = "mfa/"       // + principal name: meta.MFAEnrollment
+)
+
+// applyApproval applies the approval and MFA commands; every outcome, refusals too, is
+// in the audit log.
+func (f *FSM) applyApproval(b *pebble.Batch, index uint64, body command.Body, now time.Time) (any, error) {
+	var (
+		entry meta.AuditEntry
+		v     any
+		err   error
+	)
+	switch c := body.(type) {
+	case command.RequestApproval:
+		r := c.Request
+		entry = meta.AuditEntry{Principal: r.Requester.Name, Role: r.Requester.Role, Action: "approval request " + r.Operation,
+			Vault: r.Vault, Target: r.ID, Reason: r.Summary}
+		v, err = f.requestApproval(b, c, now)
+	case command.DecideApproval:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "approval deny", Target: c.ID, Reason: c.Reason}
+		if c.Approve {
+			entry.Action = "approval approve"
+		}
+		var r meta.ApprovalRequest
+		r, err = f.decideApproval(b, c, now)
+		entry.Vault = r.Vault
+		if err == nil {
+			v = r
+		} else if r.ID != "" && r.StateAt(now) == meta.ApprovalExpired {
+			entry.Action = "approval expired (" + strings.TrimPrefix(entry.Action, "approval ") + " refused)"
+		}
+	case command.FinishApproval:
+		var r meta.ApprovalRequest
+		r, err = f.finishApproval(b, c, now)
+		entry = meta.AuditEntry{Principal: r.Requester.Name, Role: r.Requester.Role, Action: "approval execute " + r.Operation,
+			Vault: r.Vault, Target: c.ID, Reason: r.Result}
+		if r.Decider != nil {
+			entry.Reason = strings.TrimSpace("approved by " + r.Decider.Name + "; " + r.Result)
+		}
+		v = r
+	case command.SetApprovalPolicy:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "approval policy", Reason: strings.Join(c.Policy.Operations, ",")}
+		if err = meta.ValidateApprovalPolicy(c.Policy); err == nil {
+			err = f.put(b, keyApprovalPolicy, c.Policy)
+			v = c.Policy
+		}
+	case command.SetMFA:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "mfa enroll", Target: c.Enrollment.Principal}
+		v, err = f.setMFA(b, c, now)
+	default:
+		return nil, fmt.Errorf("%w: unhandled approval command %T", meta.ErrInvalid, body)
+	}
+	if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
+		return nil, aerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (f *FSM) requestApproval(b *pebble.Batch, c command.RequestApproval, now time.Time) (meta.ApprovalRequest, error) {
+	r := c.Request
+	if c.TTL <= 0 {
+		return r, fmt.Errorf("%w: approval request %s: expiry %v not positive", meta.ErrInvalid, r.ID, time.Duration(c.TTL))
+	}
+	r.Created, r.Expires, r.State = now, now.Add(time.Duration(c.TTL)), meta.ApprovalPending
+	r.Decider, r.DecidedAt, r.Result = nil, time.Time{}, ""
+	if err := meta.ValidateApprovalRequest(r); err != nil {
+		return r, err
+	}
+	if _, ok, err := getCopy(b, prefixApproval+r.ID); err != nil {
+		return r, err
+	} else if ok {
+		return r, fmt.Errorf("approval request %s: %w", r.ID, meta.ErrExists)
+	}
+	return r, f.put(b, prefixApproval+r.ID, r)
+}
+
+func (f *FSM) readApproval(b *pebble.Batch, id string) (meta.ApprovalRequest, error) {
+	var r meta.ApprovalRequest
+	raw, ok, err := getCopy(b, prefixApproval+id)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, fmt.Errorf("approval request %s: %w", id, meta.ErrNotFound)
+	}
+	if err := f.codec.Unmarshal(raw, &r); err != nil {
+		return r, fmt.Errorf("fsm: decode approval request %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// decideApproval checks the decision (meta.CheckDecision) and the decider's TOTP step
+// (enrolled, after the last one accepted), then records both.
+func (f *FSM) decideApproval(b *pebble.Batch, c command.DecideApproval, now time.Time) (meta.ApprovalRequest, error) {
+	r, err := f.readApproval(b, c.ID)
+	if err != nil {
+		return r, err
+	}
+	if err := meta.CheckDecision(c.By, r, c.Approve, now); err != nil {
+		return r, err
+	}
+	var e meta.MFAEnrollment
+	raw, ok, err := getCopy(b, prefixMFA+c.By.Name)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, fmt.Errorf("%w: %s has no MFA enrollment (coffer admin mfa enroll)", meta.ErrDenied, c.By)
+	}
+	if err := f.codec.Unmarshal(raw, &e); err != nil {
+		return r, fmt.Errorf("fsm: decode MFA enrollment of %q: %w", c.By.Name, err)
+	}
+	if c.Step <= e.LastStep {
+		return r, fmt.Errorf("%w: TOTP code of %s already used (replay refused)", meta.ErrDenied, c.By)
+	}
+	e.LastStep = c.Step
+	if err := f.put(b, prefixMFA+c.By.Name, e); err != nil {
+		return r, err
+	}
+	by := c.By
+	r.Decider, r.DecidedAt = &by, now
+	if c.Approve {
+		r.State = meta.ApprovalApproved
+	} else {
+		r.State, r.Result = meta.ApprovalDenied, c.Reason
+	}
+	return r, f.put(b, prefixApproval+r.ID, r)
+}
+
+// finishApproval moves an approved request to executed or failed, once.
+func (f *FSM) finishApproval(b *pebble.Batch, c command.FinishApproval, _ time.Time) (meta.ApprovalRequest, error) {
+	r, err := f.readApproval(b, c.ID)
+	if err != nil {
+		return r, err
+	}
+	if r.State != meta.ApprovalApproved {
+		return r, fmt.Errorf("%w: approval request %s is %s, not approved", meta.ErrExists, r.ID, r.State)
+	}
+	r.State, r.Result = meta.ApprovalExecuted, "executed"
+	if c.Err != "" {
+		r.State, r.Result = meta.ApprovalFailed, c.Err
+	}
+	return r, f.put(b, prefixApproval+r.ID, r)
+}
+
+func (f *FSM) setMFA(b *pebble.Batch, c command.SetMFA, now time.Time) (meta.MFAEnrollment, error) {
+	e := c.Enrollment
+	if c.By.Role != meta.RoleAdmin || c.By.Name != e.Principal {
+		return e, fmt.Errorf("%w: %s may not enroll MFA for %q (admins enroll themselves)", meta.ErrDenied, c.By, e.Principal)
+	}
+	if len(e.Sealed) == 0 || len(e.Sealed) > 1024 {
+		return e, fmt.Errorf("%w: MFA enrollment of %q: sealed secret of %d bytes", meta.ErrInvalid, e.Principal, len(e.Sealed))
+	}
+	e.Enrolled = now
+	return e, f.put(b, prefixMFA+e.Principal, e)
+}
+
+// Approval returns one stored request.
+func (f *FSM) Approval(id string) (meta.ApprovalRequest, error) {
+	var r meta.ApprovalRequest
+	ok, err := f.getValue(prefixApproval+id, &r)
+	if err != nil {
+		return r, err
+	}
+	if !ok {
+		return r, fmt.Errorf("approval request %s: %w", id, meta.ErrNotFound)
+	}
+	return r, nil
+}
+
+// Approvals returns every stored request, newest first.
+func (f *FSM) Approvals() ([]meta.ApprovalRequest, error) {
+	out := []meta.ApprovalRequest{}
+	err := f.scan(prefixApproval, func(val []byte) error {
+		var r meta.ApprovalRequest
+		if err := f.codec.Unmarshal(val, &r); err != nil {
+			return fmt.Errorf("fsm: decode approval request: %w", err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	slices.SortFunc(out, func(a, b meta.ApprovalRequest) int { return b.Created.Compare(a.Created) })
+	return out, err
+}
+
+// ApprovalPolicy returns the stored approval policy; ok is false when none was stored.
+func (f *FSM) ApprovalPolicy() (p meta.ApprovalPolicy, ok bool, err error) {
+	ok, err = f.getValue(keyApprovalPolicy, &p)
+	return p, ok, err
+}
+
+// MFA returns a principal's enrollment; ok is false when it has none.
+func (f *FSM) MFA(principal string) (meta.MFAEnrollment, bool, error) {
+	var e meta.MFAEnrollment
+	ok, err := f.getValue(prefixMFA+principal, &e)
+	return e, ok, err
+}
+
+// knownApprovalKey reports whether k is a key of this file (snapshot restore).
+func knownApprovalKey(k string) bool {
+	switch {
+	case k == keyApprovalPolicy:
+		return true
+	case strings.HasPrefix(k, prefixApproval):
+		return meta.ValidApprovalID(k[len(prefixApproval):]) == nil
+	case strings.HasPrefix(k, prefixMFA):
+		return len(k) > len(prefixMFA) && len(k) <= len(prefixMFA)+256
+	}
+	return false
+}
