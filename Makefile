@@ -34,10 +34,10 @@ fuzz-short:
 	GO=$(GO) FUZZTIME=3s ./deploy/fuzz.sh
 
 # Long cluster fault scenarios (issue 5: re-protection after losing 2 of 8 nodes,
-# rebalance after adding nodes), skipped by `make test`.
+# rebalance after adding nodes, growing and shrinking a running cluster), skipped by `make test`.
 test-faults:
 	COFFER_FAULTS=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m -count=1 -v \
-		-run 'TestHealAfterNodeLoss|TestAdminRebalanceAddNodes' ./node/ ./cmd/coffer/
+		-run 'TestHealAfterNodeLoss|TestAdminRebalanceAddNodes|TestGrowAndShrink' ./node/ ./cmd/coffer/
 
 # Stage micro-benchmarks (benchstat-readable output).
 bench:

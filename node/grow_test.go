@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -81,8 +82,8 @@ func (l *backupLoop) waitBackups(t *testing.T, n int) {
 // restores. It also checks the refusals: unknown IDs, a quorum-losing removal,
 // non-admin callers.
 func TestGrowAndShrink(t *testing.T) {
-	if testing.Short() {
-		t.Skip("whole-cluster scenario")
+	if testing.Short() || os.Getenv("COFFER_FAULTS") == "" {
+		t.Skip("cluster scenario: make test-faults (COFFER_FAULTS=1)")
 	}
 	c := nodetest.New(t, nodetest.Opts{Meta: 3, Chunk: 6, PGCount: 32, RepairInterval: time.Second})
 	cfg := c.Connect(t)
