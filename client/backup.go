@@ -39,6 +39,10 @@ type BackupOptions struct {
 	// OnOpen, when set, is called (from any worker goroutine, concurrently) before a
 	// file's content is opened for reading. Unchanged files are never opened.
 	OnOpen func(path string)
+	// Exclude, when set, leaves out every entry below a path argument for which it
+	// returns true (given the entry's absolute path), and everything beneath it; see
+	// ExcludeMatcher. Called from several goroutines.
+	Exclude func(path string) bool
 }
 
 // Skipped is a path left out of a snapshot, with the reason.

@@ -180,6 +180,9 @@ func (b *backup) walkDir(ctx context.Context, d *dirState, jobs chan<- fileJob) 
 	if err != nil {
 		return err // the caller skips the directory
 	}
+	if b.opts.Exclude != nil {
+		ents = slices.DeleteFunc(ents, func(e dirEntry) bool { return b.opts.Exclude(filepath.Join(d.path, e.name)) })
+	}
 	b.dirs.Add(1)
 	d.nodes = make([]tree.Node, len(ents))
 	d.skip = make([]bool, len(ents))

@@ -308,8 +308,9 @@ type EnrollService interface {
 	// name, valid for ttl of cluster time (0: DefaultEnrollTTL, at most MaxEnrollTTL).
 	// The name is required and fixed: the enrollee cannot choose another. A name bound
 	// to another live token, enrolled and not revoked, or a node's ID is refused
-	// (ErrExists; see CheckAgentNameFree). Admin only.
-	CreateEnrollToken(ctx context.Context, vault VaultID, name string, ttl time.Duration) (string, EnrollToken, error)
+	// (ErrExists; see CheckAgentNameFree). labels are given to the enrolled agent (backup
+	// policies select hosts by label). Admin only.
+	CreateEnrollToken(ctx context.Context, vault VaultID, name string, ttl time.Duration, labels map[string]string) (string, EnrollToken, error)
 	// Enroll consumes the token (atomically, in the log) and returns a backup-agent
 	// certificate for the CSR's key, scoped to the token's vault. A used, expired or
 	// unknown token is refused (ErrDenied); a server without the CA key answers

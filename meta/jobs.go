@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -198,6 +199,9 @@ func ValidateBackupPolicy(p BackupPolicy) error {
 	for _, e := range p.Excludes {
 		if e == "" {
 			return fmt.Errorf("%w: policy %s: empty exclude pattern", ErrInvalid, p.Name)
+		}
+		if _, err := filepath.Match(e, ""); err != nil {
+			return fmt.Errorf("%w: policy %s: exclude pattern %q: %v", ErrInvalid, p.Name, e, err)
 		}
 	}
 	for _, h := range p.Hosts {

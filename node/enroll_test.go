@@ -135,7 +135,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	}
 
 	// Enrollment.
-	tok, rec, err := es.CreateEnrollToken(ctx, "web", "web01", 0)
+	tok, rec, err := es.CreateEnrollToken(ctx, "web", "web01", 0, nil)
 	if err != nil || rec.Vault != "web" || rec.Used || !strings.HasPrefix(tok, "coffer-enroll-") || len(tok) < 50 {
 		t.Fatalf("token %q %+v %v", tok, rec, err)
 	}
@@ -185,7 +185,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	if _, err := enroll.Enroll(ctx, req); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("token reuse: %v, want ErrDenied (already used)", err)
 	}
-	expTok, _, err := es.CreateEnrollToken(ctx, "web", "web02", time.Nanosecond)
+	expTok, _, err := es.CreateEnrollToken(ctx, "web", "web02", time.Nanosecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	if _, err := enroll.Enroll(ctx, enroll.Request{CA: req.CA, Meta: metas, Token: tok + "x", Name: "web03"}); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("unknown token: %v, want ErrDenied (unknown)", err)
 	}
-	if _, _, err := agentCfg.Meta.(meta.EnrollService).CreateEnrollToken(ctx, "web", "", 0); !errors.Is(err, meta.ErrDenied) {
+	if _, _, err := agentCfg.Meta.(meta.EnrollService).CreateEnrollToken(ctx, "web", "", 0, nil); !errors.Is(err, meta.ErrDenied) {
 		t.Fatalf("agent creating a token: %v, want ErrDenied", err)
 	}
 	audit := waitAudit(t, adm, func(es []meta.AuditEntry) string {
@@ -236,7 +236,7 @@ func TestEnrollRevokeAndGrantClock(t *testing.T) {
 	}
 
 	// A second agent, enrolled by a token that names it.
-	tok2, _, err := es.CreateEnrollToken(ctx, "web", "web02", time.Hour)
+	tok2, _, err := es.CreateEnrollToken(ctx, "web", "web02", time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

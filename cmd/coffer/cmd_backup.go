@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/client/hooks"
+	"github.com/cofferhq/coffer/meta"
 )
 
 func backupSpec() *cmdSpec {
@@ -168,6 +169,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 	defer s.Close()
 	defer ag.Close()
 
+	job := recordManualJob(ctx, a, s)
 	prog := newProgress(a)
 	progress := prog.callback()
 	if jp := newJSONProgress(a); jp != nil {
@@ -192,10 +194,24 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		return err
 	})
 	if err != nil && !saved {
+		finishManualJob(ctx, a, s, job, meta.JobReport{Status: meta.JobFailed, Error: err.Error()})
 		return fmt.Errorf("backup: %w", err)
 	}
 	hookErr := err
 	sum := newBackupSummary(res, a.now().Sub(start))
+	rep := meta.JobReport{Status: meta.JobCompleted, Snapshot: res.Snapshot.ID.String(), Stats: meta.JobStats{
+		FilesNew: sum.FilesNew, FilesChanged: sum.FilesChanged, FilesUnmodified: sum.FilesUnmodified,
+		FilesSkipped: int64(len(sum.Skipped)), Dirs: sum.DirsTotal, BytesProcessed: sum.BytesProcessed,
+		BytesRead: sum.BytesRead, BytesAdded: sum.BytesAdded, ChunksAdded: sum.ChunksAdded}}
+	if hookErr != nil || sum.Status == statusPartial {
+		rep.Status = meta.JobPartial
+		if hookErr != nil {
+			rep.Error = hookErr.Error()
+		} else {
+			rep.Error = fmt.Sprintf("%d unreadable paths skipped", len(sum.Skipped))
+		}
+	}
+	finishManualJob(ctx, a, s, job, rep)
 	if a.g.json {
 		if err := writeJSON(a.stdout, sum); err != nil {
 			return err

@@ -35,10 +35,15 @@ The cluster keeps only the token's SHA-256; the token is shown once, here.
 Treat it like a password. Admin certificate only; audited (by token ID, never
 the token).
 
+Each --label KEY=VALUE is given to the enrolled host: backup policies
+assigned by label (coffer admin policy create --label) apply to it from its
+first minute.
+
 With --json an object is printed: token, id, vault, name, expires.`,
 		examples: []string{
 			"coffer admin enroll-token create --vault web01 --name web01",
 			"coffer admin enroll-token create --vault db --name db01 --ttl 2h",
+			"coffer admin enroll-token create --vault web --name web02 --label role=web --label env=prod",
 		},
 		new: func() command { return &enrollTokenCmd{} },
 	}
@@ -46,13 +51,15 @@ With --json an object is printed: token, id, vault, name, expires.`,
 
 // enrollTokenCmd creates an enrollment token.
 type enrollTokenCmd struct {
-	ttl  string
-	name string
+	ttl    string
+	name   string
+	labels labelFlag
 }
 
 func (c *enrollTokenCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ttl, "ttl", "24h", "how long the token is valid (`DURATION`: 30m, 24h, 7d; at most 30d)")
 	fs.StringVar(&c.name, "name", "", "the agent's `NAME` (its certificate principal; required, fixed by the token)")
+	fs.Var(&c.labels, "label", "give the enrolled host label `KEY=VALUE` (repeatable; backup policies select hosts by label)")
 }
 
 // enrollTokenJSON is `coffer admin enroll-token create --json`.
@@ -90,7 +97,7 @@ func (c *enrollTokenCmd) run(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.Close()
-	tok, rec, err := s.meta.CreateEnrollToken(ctx, meta.VaultID(a.g.vault), c.name, ttl)
+	tok, rec, err := s.meta.CreateEnrollToken(ctx, meta.VaultID(a.g.vault), c.name, ttl, c.labels.m)
 	if err != nil {
 		return retentionErr(err, "create an enrollment token")
 	}

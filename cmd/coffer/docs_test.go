@@ -83,7 +83,8 @@ func TestDocsListEveryJSONField(t *testing.T) {
 		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{},
 		vaultKeysJSON{}, meta.KeyWrap{},
 		meta.RetentionStatus{}, meta.RetentionReport{}, meta.HeldSnapshot{}, meta.AlertSink{}, meta.Alert{}, meta.AlertDelivery{},
-		nodeTokenJSON{}, certJSON{}, certListJSON{}, certListEntryJSON{}, meta.IssuedCert{}} {
+		nodeTokenJSON{}, certJSON{}, certListJSON{}, certListEntryJSON{}, meta.IssuedCert{},
+		jobJSON{}, meta.Job{}, meta.JobStats{}, meta.Agent{}, meta.NextRun{}, meta.BackupPolicy{}, meta.PolicyLock{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

@@ -33,6 +33,8 @@ type (
 		TTL   int64           `cbor:"ttl"`
 		Fwd   bool            `cbor:"fwd,omitempty"`
 		As    *meta.Principal `cbor:"as,omitempty"`
+		// Labels are the host labels the token gives its agent (issue 15).
+		Labels map[string]string `cbor:"labels,omitempty"`
 	}
 	createEnrollTokenResp struct {
 		Token  string           `cbor:"token"`
@@ -90,7 +92,7 @@ func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method st
 			return nil, nil, true, err
 		}
 		ctx := h.authenticate(ctx, peer, &r.As)
-		tok, rec, err := svc.CreateEnrollToken(ctx, r.Vault, r.Name, time.Duration(r.TTL))
+		tok, rec, err := svc.CreateEnrollToken(ctx, r.Vault, r.Name, time.Duration(r.TTL), r.Labels)
 		return createEnrollTokenResp{Token: tok, Record: rec}, markFwd(&r, &r.Fwd), true, err
 	case MethodEnroll:
 		var r enrollReq
@@ -149,9 +151,9 @@ func (h *Server) serveEnroll(ctx context.Context, peer transport.Peer, method st
 var _ meta.EnrollService = (*Client)(nil)
 
 // CreateEnrollToken implements meta.EnrollService.
-func (cl *Client) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name string, ttl time.Duration) (string, meta.EnrollToken, error) {
+func (cl *Client) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name string, ttl time.Duration, labels map[string]string) (string, meta.EnrollToken, error) {
 	var out createEnrollTokenResp
-	err := cl.call(ctx, MethodCreateEnrollToken, createEnrollTokenReq{Vault: vault, Name: name, TTL: int64(ttl)}, &out)
+	err := cl.call(ctx, MethodCreateEnrollToken, createEnrollTokenReq{Vault: vault, Name: name, TTL: int64(ttl), Labels: labels}, &out)
 	return out.Token, out.Record, err
 }
 

@@ -53,7 +53,7 @@ func (fuzzSvc) RunGC(context.Context, meta.GCOptions) (meta.GCReport, error) {
 	return meta.GCReport{}, nil
 }
 func (fuzzSvc) GCStatus(context.Context) (meta.GCStatus, error) { return meta.GCStatus{}, nil }
-func (fuzzSvc) CreateEnrollToken(context.Context, meta.VaultID, string, time.Duration) (string, meta.EnrollToken, error) {
+func (fuzzSvc) CreateEnrollToken(context.Context, meta.VaultID, string, time.Duration, map[string]string) (string, meta.EnrollToken, error) {
 	return "", meta.EnrollToken{}, nil
 }
 func (fuzzSvc) Enroll(context.Context, meta.EnrollRequest) (meta.EnrollResult, error) {

@@ -17,7 +17,7 @@ var _ meta.EnrollService = (*Server)(nil)
 
 // CreateEnrollToken implements meta.EnrollService: the leader draws the token, the log
 // records only its hash (and the audit entry only the token's ID).
-func (s *Server) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name string, ttl time.Duration) (string, meta.EnrollToken, error) {
+func (s *Server) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name string, ttl time.Duration, labels map[string]string) (string, meta.EnrollToken, error) {
 	if err := s.leaderWrite(); err != nil {
 		return "", meta.EnrollToken{}, err
 	}
@@ -29,7 +29,7 @@ func (s *Server) CreateEnrollToken(ctx context.Context, vault meta.VaultID, name
 		return "", meta.EnrollToken{}, err
 	}
 	res, err := s.propose(timeoutOf(ctx), command.CreateEnrollToken{Hash: meta.EnrollTokenHash(tok), Vault: vault, Name: name,
-		TTL: int64(ttl), By: meta.PrincipalFrom(ctx)})
+		TTL: int64(ttl), By: meta.PrincipalFrom(ctx), Labels: labels})
 	if err != nil {
 		return "", meta.EnrollToken{}, fmt.Errorf("server: create enrollment token: %w", err)
 	}

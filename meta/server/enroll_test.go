@@ -29,7 +29,7 @@ func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
 		})
 		l := c.srv[c.leader()]
 		ctx := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
-		tok, rec, err := l.CreateEnrollToken(ctx, "web", "db01", time.Hour)
+		tok, rec, err := l.CreateEnrollToken(ctx, "web", "db01", time.Hour, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestFailedEnrollmentsAreLimited(t *testing.T) {
 		t.Fatalf("a refused attempt reached the log: %d audit entries", n)
 	}
 	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
-	tok, _, err := l.CreateEnrollToken(admin, "web", "db02", time.Hour)
+	tok, _, err := l.CreateEnrollToken(admin, "web", "db02", time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestPrincipalRevocationCoversCertsFromAnAheadLeader(t *testing.T) {
 	})
 	l := c.srv[c.leader()]
 	admin := meta.WithPrincipal(ctxT(t), meta.Principal{Name: "ops", Role: meta.RoleAdmin})
-	tok, _, err := l.CreateEnrollToken(admin, "web", "db01", time.Hour) // cluster time starts here
+	tok, _, err := l.CreateEnrollToken(admin, "web", "db01", time.Hour, nil) // cluster time starts here
 	if err != nil {
 		t.Fatal(err)
 	}
