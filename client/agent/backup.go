@@ -73,7 +73,7 @@ func (r BackupRunner) Run(ctx context.Context, p meta.BackupPolicy) (Outcome, er
 	o := Outcome{Status: meta.JobCompleted, Snapshot: s.ID.String(), Stats: meta.JobStats{
 		FilesNew: s.Stats.FilesNew, FilesChanged: s.Stats.FilesChanged, FilesUnmodified: s.Stats.FilesUnmodified,
 		FilesSkipped: int64(len(res.Skipped)), Dirs: s.Stats.DirsTotal, BytesProcessed: s.Stats.BytesProcessed,
-		BytesRead: res.BytesRead, BytesAdded: s.Stats.BytesAdded, ChunksAdded: s.Stats.ChunksAdded}}
+		BytesRead: res.BytesRead, BytesAdded: s.Stats.BytesAdded, BytesNew: res.PlainAdded, ChunksAdded: s.Stats.ChunksAdded}}
 	var warns []string
 	if s.Stats.Status == client.StatusPartiallyFailed || len(res.Skipped) > 0 {
 		o.Status = meta.JobPartial

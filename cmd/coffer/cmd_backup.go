@@ -202,7 +202,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 	rep := meta.JobReport{Status: meta.JobCompleted, Snapshot: res.Snapshot.ID.String(), Stats: meta.JobStats{
 		FilesNew: sum.FilesNew, FilesChanged: sum.FilesChanged, FilesUnmodified: sum.FilesUnmodified,
 		FilesSkipped: int64(len(sum.Skipped)), Dirs: sum.DirsTotal, BytesProcessed: sum.BytesProcessed,
-		BytesRead: sum.BytesRead, BytesAdded: sum.BytesAdded, ChunksAdded: sum.ChunksAdded}}
+		BytesRead: sum.BytesRead, BytesAdded: sum.BytesAdded, BytesNew: res.PlainAdded, ChunksAdded: sum.ChunksAdded}}
 	if hookErr != nil || sum.Status == statusPartial {
 		rep.Status = meta.JobPartial
 		if hookErr != nil {
