@@ -319,7 +319,7 @@ func TestProductionBootstrap(t *testing.T) {
 		t.Fatalf("issued admin certificate does not work: %v", err)
 	}
 	// An agent enrolls through meta-1's issuer.
-	etok, _, err := b.admin.CreateEnrollToken(ctx, "web", "web01", time.Hour)
+	etok, _, err := b.admin.CreateEnrollToken(ctx, "web", "web01", time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestBootstrapAttacks(t *testing.T) {
 		t.Fatalf("chunk token joined another ID: %v", err)
 	}
 	// An agent enrollment token never joins a node, a node token never enrolls an agent.
-	etok, _, err := b.admin.CreateEnrollToken(ctx, "web", "web02", time.Hour)
+	etok, _, err := b.admin.CreateEnrollToken(ctx, "web", "web02", time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
