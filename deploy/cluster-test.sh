@@ -13,7 +13,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-export COFFER_CLUSTER_DIR=${COFFER_CLUSTER_DIR:-$ROOT/bin/cluster}
+COFFER_CLUSTER_DIR=${COFFER_CLUSTER_DIR:-$ROOT/bin/cluster}
+case $COFFER_CLUSTER_DIR in /*) ;; *) COFFER_CLUSTER_DIR=$PWD/$COFFER_CLUSTER_DIR ;; esac
+export COFFER_CLUSTER_DIR  # absolute: compose reads a relative path as a volume name
 export COFFER_IMAGE=${COFFER_IMAGE:-coffer:dev}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-coffer}
 export COFFER_AGENT_DATA=${COFFER_AGENT_DATA:-$ROOT/docs}
