@@ -100,6 +100,8 @@ type BackupPolicy struct {
 	Updated time.Time `cbor:"updated" json:"updated"`
 	By      string    `cbor:"by" json:"by"`
 	Version uint64    `cbor:"version" json:"version"`
+	// Verify, when set, schedules verification of the snapshots the policy makes.
+	Verify *VerifySchedule `cbor:"verify,omitempty" json:"verify,omitempty"`
 }
 
 // cronParser accepts an optional seconds field and descriptors.
@@ -212,6 +214,11 @@ func ValidateBackupPolicy(p BackupPolicy) error {
 	if err := ValidateLabels(p.Labels); err != nil {
 		return fmt.Errorf("policy %s: %w", p.Name, err)
 	}
+	if p.Verify != nil {
+		if err := ValidateVerifySchedule(*p.Verify); err != nil {
+			return fmt.Errorf("policy %s: %w", p.Name, err)
+		}
+	}
 	if len(p.Hosts) == 0 && len(p.Labels) == 0 {
 		return fmt.Errorf("%w: policy %s is assigned to no host: give --host NAME or --label key=value", ErrInvalid, p.Name)
 	}
@@ -311,6 +318,9 @@ type Job struct {
 	// fall outside its host and policy's history ("bytes added 41x the mean;
 	// compression ratio 1.01 vs 2.6"); empty when they do not (meta/anomaly).
 	Anomaly string `cbor:"anomaly,omitempty" json:"anomaly,omitempty"`
+	// Report is a verify job's report (Kind JobVerify), set by its final report and never
+	// changed by another job.
+	Report *VerifyReport `cbor:"report,omitempty" json:"report,omitempty"`
 }
 
 // Done reports whether the job has ended.
@@ -348,6 +358,8 @@ type JobReport struct {
 	Attempts int      `cbor:"attempts,omitempty"`
 	Stats    JobStats `cbor:"stats"`
 	Snapshot string   `cbor:"snapshot,omitempty"`
+	// Report is a verify job's report (final reports only).
+	Report *VerifyReport `cbor:"report,omitempty"`
 }
 
 // ValidateJobStart checks a job start: a known kind and trigger, a valid host (when
@@ -401,6 +413,14 @@ func ValidateJobReport(r JobReport) error {
 	s := r.Stats
 	if min(s.FilesNew, s.FilesChanged, s.FilesUnmodified, s.FilesSkipped, s.Dirs, s.BytesProcessed, s.BytesRead, s.BytesAdded, s.ChunksAdded) < 0 || r.Attempts < 0 {
 		return fmt.Errorf("%w: job %s: negative count in report", ErrInvalid, r.ID)
+	}
+	if r.Report != nil {
+		if !r.Final {
+			return fmt.Errorf("%w: job %s: a progress report carries stats only", ErrInvalid, r.ID)
+		}
+		if err := ValidateVerifyReport(*r.Report); err != nil {
+			return fmt.Errorf("job %s: %w", r.ID, err)
+		}
 	}
 	if r.Snapshot != "" && (len(r.Snapshot) != 64 || strings.Trim(r.Snapshot, "0123456789abcdef") != "") {
 		return fmt.Errorf("%w: job %s: snapshot ID %q is not 64 lower-case hex digits", ErrInvalid, r.ID, r.Snapshot)

@@ -239,6 +239,9 @@ func (f *FSM) reportJob(b *pebble.Batch, c command.ReportJob, now time.Time) (me
 	}
 	if r.Final {
 		j.Status, j.Error, j.Snapshot, j.End = r.Status, truncateJobError(r.Error), r.Snapshot, now
+		if r.Report != nil && j.Kind == meta.JobVerify {
+			j.Report = r.Report
+		}
 	}
 	return j, f.put(b, jobKey(j.ID), j)
 }
