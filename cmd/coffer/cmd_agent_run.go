@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client/agent"
+	"github.com/cofferhq/coffer/client/agentmetrics"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
+	"github.com/cofferhq/coffer/transport/metricsrv"
 )
 
 func agentRunSpec() *cmdSpec {
@@ -33,11 +35,14 @@ jobs timeout (default 5m).
 
 It needs a backup-agent certificate (coffer agent enroll) and the vault
 passphrase without a terminal: --passphrase-file FILE or COFFER_PASSPHRASE.
-Logs go to stderr (info level; -q: errors only). A systemd unit for it is in
+Logs go to stderr (info level; -q: errors only; --log-format json: one JSON
+object per line). With --metrics-listen ADDR it serves Prometheus metrics of its
+jobs at http://ADDR/metrics (off by default). A systemd unit for it is in
 deploy/systemd.`,
 		examples: []string{
 			"coffer agent run --passphrase-file /etc/coffer/passphrase",
 			"coffer --config /etc/coffer/agent.json agent run --poll 1m --max-jitter 10m",
+			"coffer agent run --metrics-listen 127.0.0.1:9451",
 		},
 		new: func() command { return &agentRunCmd{} },
 	}
@@ -48,6 +53,7 @@ type agentRunCmd struct {
 	poll, heartbeat, maxJitter time.Duration
 	backoff                    time.Duration
 	retries                    int
+	metricsListen              string
 }
 
 func (c *agentRunCmd) addFlags(fs *flag.FlagSet) {
@@ -57,6 +63,7 @@ func (c *agentRunCmd) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.maxJitter, "max-jitter", agent.DefaultMaxJitter, "delay each scheduled run by a random time of at most `D` (0: none)")
 	fs.IntVar(&c.retries, "retries", agent.DefaultRetries, "retry a transient failure `N` times")
 	fs.DurationVar(&c.backoff, "backoff", agent.DefaultBackoff, "wait `D` before the first retry (doubling)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port; off by default)")
 }
 
 func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
@@ -80,7 +87,24 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 	if a.g.quiet {
 		level = slog.LevelError
 	}
-	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	var log *slog.Logger
+	if a.g.logFormat == logFormatJSON {
+		log = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redactSecrets})).
+			With("component", "agent")
+	} else {
+		log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	}
+	var jobs meta.JobService = s.meta
+	if c.metricsListen != "" {
+		m := agentmetrics.New()
+		jobs = m.WrapJobs(s.meta)
+		srv, err := metricsrv.Start(c.metricsListen, m.Registry(), log)
+		if err != nil {
+			return usagef(spec, "--metrics-listen: %v", err)
+		}
+		defer srv.Close(context.WithoutCancel(ctx))
+		log.Info("serving metrics", "url", "http://"+srv.Addr()+metricsrv.Path)
+	}
 	hostname, _ := os.Hostname()
 	jitter := c.maxJitter
 	if jitter == 0 {
@@ -91,7 +115,7 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 		retries = -1 // none
 	}
 	runner := agent.BackupRunner{Agent: ag, Locker: s.meta, Vault: s.vault, Output: a.stderr, Now: a.now}
-	d, err := agent.New(agent.Config{Jobs: s.meta, Run: runner.Run, Hostname: hostname, Version: version, Vault: s.vault,
+	d, err := agent.New(agent.Config{Jobs: jobs, Run: runner.Run, Hostname: hostname, Version: version, Vault: s.vault,
 		Logger: log, Poll: c.poll, Heartbeat: c.heartbeat, MaxJitter: jitter, Retries: retries, Backoff: c.backoff})
 	if err != nil {
 		return err
