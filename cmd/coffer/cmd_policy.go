@@ -46,6 +46,7 @@ type policyFlags struct {
 	within   string
 	lockMode string
 	lockFor  string
+	verify   meta.VerifySchedule
 }
 
 func (f *policyFlags) add(fs *flag.FlagSet) {
@@ -67,6 +68,9 @@ func (f *policyFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.within, "keep-within", "", "retention: keep every snapshot within `DURATION` of the newest")
 	fs.StringVar(&f.lockMode, "lock-mode", "", "lock each new snapshot in `MODE` governance or compliance (with --lock-for)")
 	fs.StringVar(&f.lockFor, "lock-for", "", "lock each new snapshot for `DURATION` (30d, 1y)")
+	fs.StringVar(&f.verify.Schedule, "verify-schedule", "", "cron `EXPR` (UTC) of a sampled verify of the snapshots made since the last one")
+	fs.IntVar(&f.verify.Sample, "verify-sample", 0, "a sampled verify reads `N` data chunks of each new snapshot (default 16)")
+	fs.StringVar(&f.verify.Full, "verify-full", "", "cron `EXPR` (UTC) of a full verify (every chunk of every snapshot)")
 	fs.Var(&f.hosts, "host", "apply to the agent named `NAME` (repeatable)")
 	fs.Var(&f.labels, "label", "apply to hosts labelled `KEY=VALUE` (repeatable; all must match)")
 }
@@ -134,6 +138,25 @@ func (f *policyFlags) apply(spec *cmdSpec, p *meta.BackupPolicy) error {
 			return usagef(spec, "--lock-for: %v", err)
 		}
 		p.Lock = &meta.PolicyLock{Mode: meta.LockMode(f.lockMode), For: d}
+	}
+	if set["verify-schedule"] || set["verify-sample"] || set["verify-full"] {
+		v := meta.VerifySchedule{}
+		if p.Verify != nil {
+			v = *p.Verify
+		}
+		if set["verify-schedule"] {
+			v.Schedule = f.verify.Schedule
+		}
+		if set["verify-sample"] {
+			v.Sample = f.verify.Sample
+		}
+		if set["verify-full"] {
+			v.Full = f.verify.Full
+		}
+		p.Verify = &v
+		if v == (meta.VerifySchedule{}) {
+			p.Verify = nil // all cleared: no verification
+		}
 	}
 	if err := meta.ValidateBackupPolicy(*p); err != nil {
 		return usagef(spec, "%v", err)
