@@ -250,26 +250,27 @@ func TestGrowAndShrink(t *testing.T) {
 		restoreAndCompare(t, a, s, loop.srcs[i])
 	}
 
-	// The audit list holds each change.
-	var audit []meta.AuditEntry
-	waitFor(t, 30*time.Second, "the audit log", func() (bool, string) {
-		a, err := admin.AuditLog(ctxT(t, 10*time.Second), 0, 0)
+	// The audit list holds each change. It is read from whichever meta server answers,
+	// which may be the one just restarted and still catching up: poll until it shows all.
+	wants := []string{"node.add chunk-7 ok", "node.add chunk-99 refused", "meta.add meta-4 ok", "meta.remove meta-1 ok",
+		"meta.remove " + target + " refused", "meta.add meta-5 refused"}
+	waitFor(t, time.Minute, "every change in the audit log", func() (bool, string) {
+		audit, err := admin.AuditLog(ctxT(t, 10*time.Second), 0, 0)
 		if err != nil {
 			return false, err.Error()
 		}
-		audit = a
-		return true, ""
-	})
-	seen := map[string]bool{}
-	for _, e := range audit {
-		seen[e.Action+" "+e.Target+" "+e.Outcome] = true
-	}
-	for _, want := range []string{"node.add chunk-7 ok", "node.add chunk-99 refused", "meta.add meta-4 ok", "meta.remove meta-1 ok",
-		"meta.remove " + target + " refused", "meta.add meta-5 refused"} {
-		if !seen[want] {
-			t.Errorf("audit list lacks %q", want)
+		seen := map[string]bool{}
+		for _, e := range audit {
+			seen[e.Action+" "+e.Target+" "+e.Outcome] = true
 		}
-	}
+		var missing []string
+		for _, want := range wants {
+			if !seen[want] {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("audit list lacks %q", missing)
+	})
 }
 
 func voters(rs meta.RaftStatus) []string {
