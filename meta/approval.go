@@ -38,7 +38,8 @@ const (
 	approvalRequiredAt = "approval required: " // prefix of the refusal, see ApprovalIDFrom
 )
 
-// DefaultApprovalOperations is the approval policy of a cluster that never set one.
+// defaultApprovalOperations is the approval policy of a cluster that never set one.
+// Immutable: read only through copies (slices.Clone), never written.
 var defaultApprovalOperations = []string{OpGovernanceBypass, OpVaultDelete, OpPolicyWeaken, OpKeyWrapRemove,
 	OpRevokeAdmin, OpMetaMembership, OpDecommission, OpLockedRestore, OpApprovalPolicy}
 
@@ -125,6 +126,7 @@ func (r ApprovalRequest) StateAt(now time.Time) string {
 	return r.State
 }
 
+// approvalIDRe matches a request ID; immutable (a compiled regexp is safe for concurrent use).
 var approvalIDRe = regexp.MustCompile(approvalIDPattern)
 
 // ValidApprovalID reports whether id has the form of a request ID.
@@ -195,6 +197,7 @@ func (e *ApprovalRequiredError) Is(target error) bool { return target == ErrAppr
 // ErrApprovalRequired marks an operation stored for a second admin's approval.
 var ErrApprovalRequired = errors.New("meta: approval required")
 
+// approvalRequiredRe finds the request ID in a refusal's text; immutable.
 var approvalRequiredRe = regexp.MustCompile(`approval required: request ID (ap-[0-9a-f]{16})`)
 
 // ApprovalIDFrom returns the request ID of an approval-required answer, also after it

@@ -30,6 +30,7 @@ const (
 	totpSkew   = 1 // one step either side of the leader's clock
 )
 
+// totpOpts are the TOTP parameters codes are checked with; immutable (passed by value).
 var totpOpts = totp.ValidateOpts{Period: totpPeriod, Skew: totpSkew, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
 
 // approvedKey marks a context executing an approved request: the gate lets it through.
