@@ -423,10 +423,11 @@ func TestClientFailsOver(t *testing.T) {
 			t.Fatalf("get %d: %q %v", i, got, err)
 		}
 	}
-	// No address is tried twice within one call.
+	// With no retry window, no address is tried twice within one call.
 	lc.calls = map[string]int{}
 	lc.callBytes = nil
 	cl.SetAddrs([]string{"down", "busy"})
+	cl.SetRetryWindow(0)
 	_, err := cl.Get(ctx, c.ID)
 	if !errors.Is(err, chunkstore.ErrUnavailable) {
 		t.Fatalf("all coordinators failing: %v, want ErrUnavailable", err)
@@ -502,6 +503,7 @@ func TestClientTriesSuspectsLast(t *testing.T) {
 	lc.unreachable["down"] = true
 	lc.mu.Unlock()
 	cl.SetAddrs([]string{"down"})
+	cl.SetRetryWindow(0)
 	for range 2 {
 		if err := cl.Put(ctx, []chunkstore.Chunk{c}); !errors.Is(err, chunkstore.ErrUnavailable) {
 			t.Fatalf("only a dead coordinator: %v, want ErrUnavailable", err)

@@ -27,7 +27,10 @@ const probeTimeout = 15 * time.Second
 
 // Client is a chunkstore.Store on a set of coordinator nodes, through a transport.Caller.
 // Calls are spread round-robin over the addresses; a call that finds its node unreachable
-// or unavailable is retried on the next address, each address at most once.
+// (dead, or stalled: see transport/quic Liveness) or unavailable is retried on the next
+// address. When every address failed so, the call tries them again in rounds for up to
+// RetryWindow, and then fails with an AllFailedError naming a live coordinator's answer
+// first.
 //
 // A coordinator that failed becomes suspect: calls try it only after every healthy
 // address has failed, and a background probe (an empty chunk.Has, at most one at a time
@@ -42,6 +45,7 @@ type Client struct {
 		sync.RWMutex
 		addrs   []string
 		suspect map[string]*suspect
+		window  time.Duration // SetRetryWindow
 	}
 }
 
@@ -57,6 +61,7 @@ var _ chunkstore.Store = (*Client)(nil)
 func NewClient(c transport.Caller, addrs []string) *Client {
 	cl := &Client{c: c, now: time.Now, hedge: hedge.New(HedgeDelay)}
 	cl.mu.suspect = map[string]*suspect{}
+	cl.mu.window = RetryWindow
 	cl.SetAddrs(addrs)
 	return cl
 }
@@ -140,25 +145,66 @@ func (cl *Client) mark(addr string, failed bool) {
 	}
 }
 
+// roundOrder is order for round round of a call: from the second round on, suspects are
+// left out unless there is no one else.
+func (cl *Client) roundOrder(addrs []string, round int) []string {
+	all := cl.order(addrs)
+	if round == 1 {
+		return all
+	}
+	cl.mu.RLock()
+	defer cl.mu.RUnlock()
+	var out []string
+	for _, a := range all {
+		if cl.mu.suspect[a] == nil {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return all
+	}
+	return out
+}
+
+// pause waits d before the next round; false when ctx ended first.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // do runs one call, starting at the next address round-robin (suspects last) and moving
-// on while the failure is retryable.
+// on while the failure is retryable; when every address failed, again in rounds for up
+// to the retry window.
 func (cl *Client) do(ctx context.Context, addrs []string, method string, req, resp any) error {
 	if len(addrs) == 0 {
 		return fmt.Errorf("chunkrpc: %s: no coordinator addresses: %w", method, chunkstore.ErrUnavailable)
 	}
-	var err error
-	for _, addr := range cl.order(addrs) {
-		err = call(ctx, cl.c, addr, method, req, resp)
-		if ctx.Err() != nil {
-			return err
+	window, start, backoff := cl.retryWindow(), time.Now(), retryBackoff
+	for round := 1; ; round++ {
+		var atts []attempt
+		for _, addr := range cl.roundOrder(addrs, round) {
+			err := call(ctx, cl.c, addr, method, req, resp)
+			if ctx.Err() != nil {
+				return err
+			}
+			failed := err != nil && retryable(err)
+			cl.mark(addr, failed)
+			if !failed {
+				return err
+			}
+			atts = append(atts, attempt{addr, err})
 		}
-		failed := err != nil && retryable(err)
-		cl.mark(addr, failed)
-		if !failed {
-			return err
+		if time.Since(start) >= window || !pause(ctx, backoff) {
+			return allFailed(method, round, atts)
 		}
+		backoff = min(2*backoff, maxRetryBackoff)
 	}
-	return err
 }
 
 // HedgeDelay is the least a read (Get, Has) waits for one coordinator before asking the
@@ -182,7 +228,23 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 		return zero, fmt.Errorf("chunkrpc: %s: encode request: %v: %w", method, err, chunkstore.ErrInvalid)
 	}
 	body := cbor.RawMessage(enc)
-	order := cl.order(addrs)
+	window, start, backoff := cl.retryWindow(), time.Now(), retryBackoff
+	for round := 1; ; round++ {
+		resp, atts, err := hedgedRound[R](ctx, cl, cl.roundOrder(addrs, round), method, body)
+		if atts == nil {
+			return resp, err
+		}
+		if time.Since(start) >= window || !pause(ctx, backoff) {
+			return zero, allFailed(method, round, atts)
+		}
+		backoff = min(2*backoff, maxRetryBackoff)
+	}
+}
+
+// hedgedRound is one round of hedged over order. It returns the failures, in the order
+// they came, when every address failed retryably; otherwise nil failures and the outcome.
+func hedgedRound[R any](ctx context.Context, cl *Client, order []string, method string, body cbor.RawMessage) (R, []attempt, error) {
+	var zero R
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -212,7 +274,7 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 	delay := cl.hedge.Get()
 	hedge := time.NewTimer(delay)
 	defer hedge.Stop()
-	var lastErr error
+	var atts []attempt
 	for running > 0 {
 		select {
 		case r := <-results:
@@ -221,14 +283,14 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 			if ctx.Err() != nil {
 				// The caller's context ended: an answer that still arrived is good, a
 				// failure is reported as it is (no other address is tried).
-				return r.resp, r.err
+				return r.resp, nil, r.err
 			}
 			failed := r.err != nil && retryable(r.err)
 			cl.mark(r.addr, failed)
 			if !failed {
-				return r.resp, r.err
+				return r.resp, nil, r.err
 			}
-			lastErr = r.err
+			atts = append(atts, attempt{r.addr, r.err})
 			if next < len(order) {
 				launch()
 				hedge.Reset(delay)
@@ -245,7 +307,7 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 			}
 		}
 	}
-	return zero, lastErr
+	return zero, atts, nil
 }
 
 // Put stores the chunks durably through the coordinators. The batch is checked first:

@@ -91,6 +91,9 @@ type Config struct {
 	// Anonymous bounds what peers without a certificate may hold (body size, read time,
 	// streams, connections); zero fields take defaults.
 	Anonymous AnonymousLimits
+	// Liveness is how calls notice a peer that went silent; zero fields take defaults
+	// (DefaultLivenessAfter, DefaultLivenessTimeout).
+	Liveness Liveness
 }
 
 // Endpoint is one QUIC endpoint: an RPC server and client and a carrier for extra stream
@@ -107,6 +110,8 @@ type Endpoint struct {
 	check   transport.PeerCheck // nil: every authenticated peer is served
 	anon    map[string]bool     // methods anonymous peers may call
 	anonLim AnonymousLimits     // with defaults filled in
+	// liveness is Config.Liveness with defaults filled in.
+	liveness Liveness
 
 	anonConns anonConns
 	refusals  *logLimiter // refusals of traffic before authentication, per address
@@ -123,6 +128,7 @@ type Endpoint struct {
 		dials     map[dialKey]*dialEntry
 		accepted  map[*quicgo.Conn]struct{}
 		listeners map[string]*streamListener
+		live      map[*quicgo.Conn]*connLive // outgoing connections calls have used
 	}
 }
 
@@ -159,6 +165,10 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic: new endpoint: %w", err)
 	}
+	liveness, err := cfg.Liveness.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("quic: new endpoint: %w", err)
+	}
 	listen := cfg.ListenAddr != ""
 	if listen && cfg.Identity.Anonymous() {
 		return nil, errors.New("quic: new endpoint: an identity without a certificate cannot listen")
@@ -187,6 +197,7 @@ func New(cfg Config) (*Endpoint, error) {
 		check:     cfg.CheckPeer,
 		anon:      anon,
 		anonLim:   anonLim,
+		liveness:  liveness,
 		anonConns: anonConns{byAddr: make(map[string]int)},
 		refusals:  newLogLimiter(anonLim.LogInterval, time.Now),
 		// NB: a stateless-reset key derived from the node's private key survives restarts,
@@ -209,6 +220,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e.mu.dials = make(map[dialKey]*dialEntry)
 	e.mu.accepted = make(map[*quicgo.Conn]struct{})
 	e.mu.listeners = make(map[string]*streamListener)
+	e.mu.live = make(map[*quicgo.Conn]*connLive)
 	if cfg.Handler != nil {
 		e.handler.Store(&handlerBox{cfg.Handler})
 	}
@@ -377,6 +389,17 @@ func (e *Endpoint) serveConn(conn *quicgo.Conn) {
 			str.CancelWrite(streamRefused)
 		}
 	}
+}
+
+// Abort closes the endpoint the way a crash (kill -9) looks to its peers: the socket is
+// closed first, so no CONNECTION_CLOSE leaves and they hear nothing more, then
+// everything is released as by Close. Fault tests use it; a running node closes with
+// Close.
+func (e *Endpoint) Abort() error {
+	if err := e.udp.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("quic: abort: %w", err)
+	}
+	return e.Close()
 }
 
 // Close stops accepting, closes every listener and connection, cancels the contexts of

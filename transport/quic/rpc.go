@@ -35,7 +35,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		if err != nil {
 			return nil, fmt.Errorf("quic: call %s: %w", method, err)
 		}
-		reply, written, err := e.roundTrip(ctx, str, method, body)
+		reply, written, err := e.watchedRoundTrip(ctx, str, conn, method, body)
 		if err == nil {
 			return reply, nil
 		}
@@ -45,6 +45,11 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("quic: call %s on %s: %w", method, addr, ctx.Err())
+		}
+		if errors.Is(err, ErrStalled) {
+			// NB: not retried here: the connection still looks open, and the same silence
+			// would cost the next attempt the same wait. The caller may go elsewhere.
+			return nil, fmt.Errorf("quic: call %s on %s: %w", method, addr, err)
 		}
 		dead := conn.Context().Err() != nil
 		if dead {
@@ -56,6 +61,37 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		}
 		return nil, fmt.Errorf("quic: call %s on %s: %w: %w", method, addr, unreachable(err), err)
 	}
+}
+
+// watchedRoundTrip is roundTrip under the liveness watch of conn (see Liveness): a peer
+// that answers neither the call nor a probe ends it with an error matching ErrStalled
+// and transport.ErrUnreachable. Any answer on the stream counts as hearing from the
+// peer. Calls of an identity without a certificate (enrollment) are not watched.
+func (e *Endpoint) watchedRoundTrip(ctx context.Context, str *quicgo.Stream, conn *quicgo.Conn, method string, body []byte) ([]byte, bool, error) {
+	if e.liveness.Off || e.id.Anonymous() {
+		return e.roundTrip(ctx, str, method, body)
+	}
+	l := e.live(conn)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.watch(wctx, cancel, conn, l)
+	}()
+	reply, written, err := e.roundTrip(wctx, str, method, body)
+	var te *transport.Error
+	if err == nil || errors.As(err, &te) {
+		l.heardFrom()
+	}
+	cancel(nil)
+	<-done
+	if err != nil && ctx.Err() == nil {
+		if cause := context.Cause(wctx); errors.Is(cause, ErrStalled) {
+			return nil, written, cause
+		}
+	}
+	return reply, written, err
 }
 
 // rpcALPN is the protocol this endpoint's calls use: ALPNEnroll for an identity without
@@ -167,6 +203,15 @@ func (e *Endpoint) serveStream(str *quicgo.Stream, peer transport.Peer, done fun
 	}
 	str.SetReadDeadline(time.Now().Add(readTimeout))
 	h, err := wire.ReadRequestHeader(str)
+	if err == nil && h.Method == pingMethod && h.BodyLen == 0 && !anonymous {
+		// A liveness probe (see Liveness), answered by the endpoint itself: before
+		// CheckPeer, so probes are neither counted nor logged as requests, and before
+		// any handler is installed. It carries nothing and says only that this endpoint
+		// reads its connections.
+		str.SetReadDeadline(time.Time{})
+		e.respond(str, transport.OK, "", nil)
+		return
+	}
 	if err == nil {
 		if aerr := e.admit(ctx, peer, h); aerr != nil {
 			str.CancelRead(streamRefused)
