@@ -58,6 +58,10 @@ type cofferTool struct {
 	// current one).
 	profileDir, profile string
 	vault               string // "" = the config's default vault
+	// pin and clusterPin, when set, are taskset CPU lists for the agent's processes
+	// and for the cluster (host-budget mode); extra are added to every backup.
+	pin, clusterPin string
+	backupArgs      []string
 }
 
 // args prefixes a coffer command line with --vault when the tool uses its own vault.
@@ -72,8 +76,24 @@ func (c *cofferTool) args(a ...string) []string {
 // per vault, so nothing dedups against the earlier scenarios) and creates it.
 func (c *cofferTool) useVault(ctx context.Context, name string) error {
 	c.vault = name
-	_, err := runProc(ctx, c.dir, c.env, nil, c.coffer, c.args("init")...)
+	_, err := c.run(ctx, c.env, nil, c.args("init")...)
 	return err
+}
+
+// run runs one coffer command in the tool's directory, on the pinned CPUs if any.
+func (c *cofferTool) run(ctx context.Context, env []string, out io.Writer, args ...string) (procResult, error) {
+	name, a := pinned(c.pin, c.coffer, args)
+	return runProc(ctx, c.dir, env, out, name, a...)
+}
+
+// pinned returns the command line that runs bin with args on the CPUs of list (taskset
+// -c, which execs bin: the child's PID, rusage and RSS are bin's own), or unchanged when
+// list is empty.
+func pinned(list, bin string, args []string) (string, []string) {
+	if list == "" {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", list, bin}, args...)
 }
 
 // agentEnv is the environment of one coffer invocation.
@@ -93,7 +113,8 @@ func (c *cofferTool) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.cmd = exec.Command(c.cofferd, "dev", "--dir", cluster)
+	name, args := pinned(c.clusterPin, c.cofferd, []string{"dev", "--dir", cluster})
+	c.cmd = exec.Command(name, args...)
 	c.cmd.Stdout, c.cmd.Stderr = lf, lf
 	if c.profileDir != "" {
 		c.cmd.Env = append(os.Environ(), "COFFER_CPUPROFILE="+filepath.Join(c.profileDir, "cofferd.pprof"))
@@ -127,12 +148,12 @@ func (c *cofferTool) setup(ctx context.Context) error {
 	// the same name, so an entry one run writes makes another run's stale.
 	c.env = []string{"COFFER_CONFIG=" + filepath.Join(cluster, "coffer.yaml"), "COFFER_PASSPHRASE=" + benchPassphrase,
 		"COFFER_CACHE_DIR=" + filepath.Join(c.dir, "agent-cache")}
-	_, err = runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("init")...)
+	_, err = c.run(ctx, c.agentEnv(), nil, c.args("init")...)
 	return err
 }
 
 func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) {
-	p, err := runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("--json", "backup", src)...)
+	p, err := c.run(ctx, c.agentEnv(), nil, c.args(append(append([]string{"--json", "backup"}, c.backupArgs...), src)...)...)
 	if err != nil {
 		return backupOut{proc: p}, err
 	}
@@ -148,11 +169,11 @@ func (c *cofferTool) backup(ctx context.Context, src string) (backupOut, error) 
 }
 
 func (c *cofferTool) restore(ctx context.Context, target string) (procResult, error) {
-	return runProc(ctx, c.dir, c.agentEnv(), nil, c.coffer, c.args("--json", "restore", "latest", "--target", target)...)
+	return c.run(ctx, c.agentEnv(), nil, c.args("--json", "restore", "latest", "--target", target)...)
 }
 
 func (c *cofferTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
-	return runProc(ctx, c.dir, c.agentEnv(), w, c.coffer, c.args("dump", "latest", "/"+filepath.Base(src)+"/"+rel)...)
+	return c.run(ctx, c.agentEnv(), w, c.args("dump", "latest", "/"+filepath.Base(src)+"/"+rel)...)
 }
 
 func (c *cofferTool) stored() int64 {
@@ -190,19 +211,31 @@ func (c *cofferTool) close() error {
 type resticTool struct {
 	bin, dir string
 	env      []string
+	name     string // "" = "restic"
+	pin      string // taskset CPU list (host-budget mode)
 }
 
-func (r *resticTool) Name() string { return "restic" }
+func (r *resticTool) Name() string {
+	if r.name != "" {
+		return r.name
+	}
+	return "restic"
+}
+
+func (r *resticTool) run(ctx context.Context, dir string, out io.Writer, args ...string) (procResult, error) {
+	name, a := pinned(r.pin, r.bin, args)
+	return runProc(ctx, dir, r.env, out, name, a...)
+}
 
 func (r *resticTool) setup(ctx context.Context) error {
 	r.env = []string{"RESTIC_REPOSITORY=" + filepath.Join(r.dir, "repo"), "RESTIC_PASSWORD=" + benchPassphrase,
 		"RESTIC_CACHE_DIR=" + filepath.Join(r.dir, "cache")}
-	_, err := runProc(ctx, r.dir, r.env, nil, r.bin, "init")
+	_, err := r.run(ctx, r.dir, nil, "init")
 	return err
 }
 
 func (r *resticTool) backup(ctx context.Context, src string) (backupOut, error) {
-	p, err := runProc(ctx, r.dir, r.env, nil, r.bin, "backup", "--json", src)
+	p, err := r.run(ctx, r.dir, nil, "backup", "--json", src)
 	if err != nil {
 		return backupOut{proc: p}, err
 	}
@@ -221,11 +254,11 @@ func (r *resticTool) backup(ctx context.Context, src string) (backupOut, error) 
 }
 
 func (r *resticTool) restore(ctx context.Context, target string) (procResult, error) {
-	return runProc(ctx, r.dir, r.env, nil, r.bin, "restore", "latest", "--target", target)
+	return r.run(ctx, r.dir, nil, "restore", "latest", "--target", target)
 }
 
 func (r *resticTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
-	return runProc(ctx, r.dir, r.env, w, r.bin, "dump", "latest", filepath.Join(src, rel))
+	return r.run(ctx, r.dir, w, "dump", "latest", filepath.Join(src, rel))
 }
 
 func (r *resticTool) stored() int64  { return dirBytes(filepath.Join(r.dir, "repo")) }
@@ -238,6 +271,12 @@ type borgTool struct {
 	bin, dir string
 	env      []string
 	n        int
+	pin      string // taskset CPU list (host-budget mode)
+}
+
+func (b *borgTool) run(ctx context.Context, dir string, out io.Writer, args ...string) (procResult, error) {
+	name, a := pinned(b.pin, b.bin, args)
+	return runProc(ctx, dir, b.env, out, name, a...)
 }
 
 func (b *borgTool) Name() string { return "borg" }
@@ -247,13 +286,13 @@ func (b *borgTool) repo() string { return filepath.Join(b.dir, "repo") }
 func (b *borgTool) setup(ctx context.Context) error {
 	b.env = []string{"BORG_PASSPHRASE=" + benchPassphrase, "BORG_BASE_DIR=" + filepath.Join(b.dir, "base"),
 		"BORG_RELOCATED_REPO_ACCESS_IS_OK=yes"}
-	_, err := runProc(ctx, b.dir, b.env, nil, b.bin, "init", "--encryption=repokey-blake2", b.repo())
+	_, err := b.run(ctx, b.dir, nil, "init", "--encryption=repokey-blake2", b.repo())
 	return err
 }
 
 func (b *borgTool) backup(ctx context.Context, src string) (backupOut, error) {
 	b.n++
-	p, err := runProc(ctx, b.dir, b.env, nil, b.bin, "create", "--json", fmt.Sprintf("%s::s%d", b.repo(), b.n), src)
+	p, err := b.run(ctx, b.dir, nil, "create", "--json", fmt.Sprintf("%s::s%d", b.repo(), b.n), src)
 	if err != nil {
 		return backupOut{proc: p}, err
 	}
@@ -275,12 +314,12 @@ func (b *borgTool) restore(ctx context.Context, target string) (procResult, erro
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return procResult{}, err
 	}
-	return runProc(ctx, target, b.env, nil, b.bin, "extract", fmt.Sprintf("%s::s%d", b.repo(), b.n))
+	return b.run(ctx, target, nil, "extract", fmt.Sprintf("%s::s%d", b.repo(), b.n))
 }
 
 func (b *borgTool) restoreFile(ctx context.Context, src, rel string, w io.Writer) (procResult, error) {
 	p := strings.TrimPrefix(filepath.Join(src, rel), "/")
-	return runProc(ctx, b.dir, b.env, w, b.bin, "extract", "--stdout", fmt.Sprintf("%s::s%d", b.repo(), b.n), p)
+	return b.run(ctx, b.dir, w, "extract", "--stdout", fmt.Sprintf("%s::s%d", b.repo(), b.n), p)
 }
 
 func (b *borgTool) stored() int64  { return dirBytes(b.repo()) }
