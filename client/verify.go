@@ -24,6 +24,9 @@ type VerifyOptions struct {
 	Since time.Time
 	// Seed picks the sample (deterministic for a given seed).
 	Seed uint64
+	// Tag, when set, limits the check to the snapshots carrying it (a policy's
+	// "policy-NAME").
+	Tag string
 }
 
 // VerifyChunks reads chunks of the vault's snapshots back through the chunk store as a
@@ -84,7 +87,7 @@ func (a *Agent) VerifyChunks(ctx context.Context, opts VerifyOptions) (meta.Veri
 		return nil, false
 	}
 	for _, snap := range snaps {
-		if !opts.Full && !snap.Time.After(opts.Since) {
+		if !opts.Full && !snap.Time.After(opts.Since) || opts.Tag != "" && !slices.Contains(snap.Tags, opts.Tag) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -161,14 +164,8 @@ func (a *Agent) RunVerifyJob(ctx context.Context, jobs meta.JobService, start me
 		return meta.Job{}, fmt.Errorf("client: start verify job: %w", err)
 	}
 	rep, verr := a.VerifyChunks(ctx, opts)
-	r := meta.JobReport{ID: j.ID, Final: true, Status: meta.JobCompleted, Report: &rep,
-		Stats: meta.JobStats{BytesRead: rep.Bytes}}
-	switch {
-	case verr != nil:
-		r.Status, r.Error = meta.JobFailed, verr.Error()
-	case rep.Bad > 0:
-		r.Status, r.Error = meta.JobFailed, fmt.Sprintf("%d of %d chunks bad (first: chunk %s: %s)", rep.Bad, rep.Chunks, shortID(rep.Findings[0].Chunk), rep.Findings[0].Error)
-	}
+	r := VerifyJobEnd(rep, verr)
+	r.ID = j.ID
 	// The report goes in even when ctx ended, so the job does not stay running.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -177,6 +174,24 @@ func (a *Agent) RunVerifyJob(ctx context.Context, jobs meta.JobService, start me
 		return j, fmt.Errorf("client: report verify job %s: %w", j.ID, err)
 	}
 	return ended, verr
+}
+
+// VerifyJobEnd is the final report of a verify job that found rep (verr: the check
+// could not run): completed, or failed when a chunk is bad or the check did not run;
+// the report is on it either way.
+func VerifyJobEnd(rep meta.VerifyReport, verr error) meta.JobReport {
+	r := meta.JobReport{Final: true, Status: meta.JobCompleted, Report: &rep, Stats: meta.JobStats{BytesRead: rep.Bytes}}
+	switch {
+	case verr != nil:
+		r.Status, r.Error = meta.JobFailed, verr.Error()
+	case rep.Bad > 0:
+		first := "?"
+		if len(rep.Findings) > 0 {
+			first = fmt.Sprintf("chunk %s: %s", shortID(rep.Findings[0].Chunk), rep.Findings[0].Error)
+		}
+		r.Status, r.Error = meta.JobFailed, fmt.Sprintf("%d of %d chunks bad (first: %s)", rep.Bad, rep.Chunks, first)
+	}
+	return r
 }
 
 func shortID(hex string) string {

@@ -432,6 +432,9 @@ func ValidateJobReport(r JobReport) error {
 type NextRun struct {
 	Policy string    `cbor:"policy" json:"policy"`
 	At     time.Time `cbor:"at" json:"at"` // the agent's clock
+	// Kind is "" for the policy's backup, "verify" or "verify-full" for its verify
+	// schedules.
+	Kind string `cbor:"kind,omitempty" json:"kind,omitempty"`
 }
 
 // Heartbeat is what an agent sends periodically: who and what it is, the jobs it is

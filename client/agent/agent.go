@@ -1,9 +1,10 @@
 // Package agent is the backup agent daemon (`coffer agent run`): it fetches its host's
 // backup policies from the cluster (re-read when their version changes), schedules them
 // with cron expressions (github.com/robfig/cron/v3) and a random delay, runs each due
-// policy with a Runner, records every run as a job (meta.JobService), retries transient
-// failures with backoff, never runs two jobs of one policy at once, and sends heartbeats
-// that keep its running jobs alive.
+// policy with a Runner (and each due verify schedule of a policy with a Verifier),
+// records every run as a job (meta.JobService), retries transient failures with backoff,
+// never runs two jobs of one schedule at once, and sends heartbeats that keep its running
+// jobs alive.
 package agent
 
 import (
@@ -14,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,19 +44,30 @@ type Outcome struct {
 	// Warning, when set, is recorded as the job's error while the status stands (a
 	// post-hook that failed after the snapshot was saved).
 	Warning string
+	// Report is a verify run's report, kept on its job record also when the run failed
+	// (bad chunks).
+	Report *meta.VerifyReport
 }
 
 // Runner runs one policy once. An error means the attempt failed; Transient (or an
 // error the agent classifies as transient) makes the agent try again.
 type Runner func(ctx context.Context, p meta.BackupPolicy) (Outcome, error)
 
+// Verifier runs one verification of a policy's snapshots: sampled (full false, by
+// p.Verify.Sample) or of every chunk (full true). Bad chunks are an error that is not
+// transient, with the report in the Outcome.
+type Verifier func(ctx context.Context, p meta.BackupPolicy, full bool) (Outcome, error)
+
 // Config configures an Agent.
 type Config struct {
-	Jobs     meta.JobService // required: the cluster
-	Run      Runner          // required
-	Hostname string          // reported in heartbeats
-	Version  string          // the agent's version
-	Vault    meta.VaultID    // recorded on jobs
+	Jobs meta.JobService // required: the cluster
+	Run  Runner          // required
+	// Verify runs the policies' verify schedules (meta.BackupPolicy.Verify); nil: they
+	// are not scheduled (logged once per policy version).
+	Verify   Verifier
+	Hostname string       // reported in heartbeats
+	Version  string       // the agent's version
+	Vault    meta.VaultID // recorded on jobs
 	Logger   *slog.Logger
 	// Now is the clock of the schedule (default time.Now).
 	Now func() time.Time
@@ -74,19 +87,30 @@ type Agent struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	policies map[string]*entry // by name
+	policies map[string][]*entry // by policy name: its backup and verify schedules
 	version  uint64
-	running  map[string]string // policy name → job ID (while running)
+	running  map[string]string // entry key → job ID (while running)
 	wg       sync.WaitGroup
 }
 
-// entry is one scheduled policy.
+// Kinds of scheduled runs (entry.kind, meta.NextRun.Kind).
+const (
+	RunBackup     = meta.JobBackup // the policy's backup
+	RunVerify     = "verify"       // its sampled verify
+	RunVerifyFull = "verify-full"  // its full verify
+)
+
+// entry is one schedule of a policy: its backup, sampled verify or full verify.
 type entry struct {
 	p     meta.BackupPolicy
+	kind  string // RunBackup, RunVerify, RunVerifyFull
 	sched cron.Schedule
 	next  time.Time // next fire (with jitter)
 	want  time.Time // the schedule's time for next
 }
+
+// key names the entry in Agent.running: one job of an entry at a time.
+func (e *entry) key() string { return e.p.Name + "/" + e.kind }
 
 // New checks cfg and returns an agent.
 func New(cfg Config) (*Agent, error) {
@@ -117,7 +141,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = DefaultBackoff
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), policies: map[string]*entry{}, running: map[string]string{}}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), policies: map[string][]*entry{}, running: map[string]string{}}, nil
 }
 
 // Run schedules and runs the host's policies until ctx is done, then waits for the jobs
@@ -189,18 +213,19 @@ func (a *Agent) refresh(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, p := range hp.Policies {
 		seen[p.Name] = true
-		if old, ok := a.policies[p.Name]; ok && old.p.Version == p.Version {
+		if old := a.policies[p.Name]; len(old) > 0 && old[0].p.Version == p.Version {
 			continue
 		}
-		sched, err := meta.ParseSchedule(p.Schedule)
-		if err != nil {
-			a.log.Error("policy with a bad schedule skipped", "policy", p.Name, "err", err)
+		es := a.entries(p)
+		for _, e := range es {
+			a.plan(e, now)
+			a.log.Info("policy scheduled", "policy", p.Name, "run", e.kind, "next", e.next)
+		}
+		if len(es) == 0 {
+			delete(a.policies, p.Name)
 			continue
 		}
-		e := &entry{p: p, sched: sched}
-		a.plan(e, now)
-		a.policies[p.Name] = e
-		a.log.Info("policy scheduled", "policy", p.Name, "schedule", p.Schedule, "next", e.next)
+		a.policies[p.Name] = es
 	}
 	for name := range a.policies {
 		if !seen[name] {
@@ -209,6 +234,33 @@ func (a *Agent) refresh(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// entries returns p's schedules: its backup, and its sampled and full verify when it
+// has them and the agent has a Verifier. A bad spec is logged and skipped (the cluster
+// validates them, so only a newer cluster's syntax gets here).
+func (a *Agent) entries(p meta.BackupPolicy) []*entry {
+	specs := []struct{ kind, spec string }{{RunBackup, p.Schedule}}
+	if v := p.Verify; v != nil {
+		if a.cfg.Verify == nil {
+			a.log.Warn("policy's verify schedule not run: this agent has no verifier", "policy", p.Name)
+		} else {
+			specs = append(specs, struct{ kind, spec string }{RunVerify, v.Schedule}, struct{ kind, spec string }{RunVerifyFull, v.Full})
+		}
+	}
+	var out []*entry
+	for _, s := range specs {
+		if s.spec == "" && s.kind != RunBackup {
+			continue
+		}
+		sched, err := meta.ParseSchedule(s.spec)
+		if err != nil {
+			a.log.Error("policy with a bad schedule skipped", "policy", p.Name, "run", s.kind, "err", err)
+			continue
+		}
+		out = append(out, &entry{p: p, kind: s.kind, sched: sched})
+	}
+	return out
 }
 
 // plan sets e's next run after now: the schedule's next time plus a random delay of at
@@ -225,43 +277,52 @@ func (a *Agent) plan(e *entry, now time.Time) {
 	}
 }
 
-// startDue starts the due policies and returns the earliest next run.
+// startDue starts the due runs and returns the earliest next run.
 func (a *Agent) startDue(ctx context.Context, now time.Time) time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var wake time.Time
-	for _, e := range a.policies {
-		if !now.Before(e.next) {
-			if id, busy := a.running[e.p.Name]; busy {
-				a.log.Warn("scheduled run skipped: the previous job of the policy still runs", "policy", e.p.Name, "job", id, "scheduled", e.want)
-			} else {
-				a.running[e.p.Name] = ""
-				a.wg.Add(1)
-				go a.runJob(ctx, e.p, e.want)
+	for _, es := range a.policies {
+		for _, e := range es {
+			if !now.Before(e.next) {
+				if id, busy := a.running[e.key()]; busy {
+					a.log.Warn("scheduled run skipped: the previous job of the schedule still runs", "policy", e.p.Name, "run", e.kind, "job", id, "scheduled", e.want)
+				} else {
+					a.running[e.key()] = ""
+					a.wg.Add(1)
+					go a.runJob(ctx, e.p, e.kind, e.want)
+				}
+				a.plan(e, now)
 			}
-			a.plan(e, now)
+			wake = minTime(wake, e.next)
 		}
-		wake = minTime(wake, e.next)
 	}
 	return wake
 }
 
-// NextRuns returns the next scheduled run of each policy, sorted by policy.
+// NextRuns returns the next scheduled run of each policy's schedules, sorted by policy
+// and kind.
 func (a *Agent) NextRuns() []meta.NextRun {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]meta.NextRun, 0, len(a.policies))
-	for _, e := range a.policies {
-		out = append(out, meta.NextRun{Policy: e.p.Name, At: e.next.UTC()})
+	var out []meta.NextRun
+	for _, es := range a.policies {
+		for _, e := range es {
+			r := meta.NextRun{Policy: e.p.Name, At: e.next.UTC()}
+			if e.kind != RunBackup {
+				r.Kind = e.kind
+			}
+			out = append(out, r)
+		}
+	}
+	if out == nil {
+		out = []meta.NextRun{}
 	}
 	slices.SortFunc(out, func(x, y meta.NextRun) int {
-		switch {
-		case x.Policy < y.Policy:
-			return -1
-		case x.Policy > y.Policy:
-			return 1
+		if c := strings.Compare(x.Policy, y.Policy); c != 0 {
+			return c
 		}
-		return 0
+		return strings.Compare(x.Kind, y.Kind)
 	})
 	return out
 }
@@ -282,26 +343,33 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	}
 }
 
-// runJob records and runs one scheduled run of p.
-func (a *Agent) runJob(ctx context.Context, p meta.BackupPolicy, scheduled time.Time) {
+// runJob records and runs one scheduled run of p: its backup, or a verify.
+func (a *Agent) runJob(ctx context.Context, p meta.BackupPolicy, kind string, scheduled time.Time) {
 	defer a.wg.Done()
+	key := p.Name + "/" + kind
 	defer func() {
 		a.mu.Lock()
-		delete(a.running, p.Name)
+		delete(a.running, key)
 		a.mu.Unlock()
 	}()
-	job, err := a.cfg.Jobs.StartJob(ctx, meta.JobStart{Policy: p.Name, Vault: a.cfg.Vault, Trigger: meta.TriggerSchedule,
-		Scheduled: scheduled.UTC(), Version: a.cfg.Version})
+	st := meta.JobStart{Policy: p.Name, Vault: a.cfg.Vault, Trigger: meta.TriggerSchedule, Scheduled: scheduled.UTC(), Version: a.cfg.Version}
+	run := a.cfg.Run
+	if kind != RunBackup {
+		st.Kind = meta.JobVerify
+		full := kind == RunVerifyFull
+		run = func(ctx context.Context, p meta.BackupPolicy) (Outcome, error) { return a.cfg.Verify(ctx, p, full) }
+	}
+	job, err := a.cfg.Jobs.StartJob(ctx, st)
 	if err != nil {
-		a.log.Error("scheduled run not started: the job could not be recorded", "policy", p.Name, "err", err)
+		a.log.Error("scheduled run not started: the job could not be recorded", "policy", p.Name, "run", kind, "err", err)
 		return
 	}
 	a.mu.Lock()
-	a.running[p.Name] = job.ID
+	a.running[key] = job.ID
 	a.mu.Unlock()
-	log := a.log.With("policy", p.Name, "job", job.ID)
+	log := a.log.With("policy", p.Name, "run", kind, "job", job.ID)
 	log.Info("job started")
-	rep := Execute(ctx, a.cfg.Run, p, a.cfg.Retries, a.cfg.Backoff, log)
+	rep := Execute(ctx, run, p, a.cfg.Retries, a.cfg.Backoff, log)
 	rep.ID = job.ID
 	if _, err := Report(context.WithoutCancel(ctx), a.cfg.Jobs, rep, a.cfg.Backoff); err != nil {
 		log.Error("job end not recorded", "status", rep.Status, "err", err)
@@ -317,10 +385,10 @@ func Execute(ctx context.Context, run Runner, p meta.BackupPolicy, retries int, 
 	for attempt := 1; ; attempt++ {
 		out, err := run(ctx, p)
 		if err == nil {
-			return meta.JobReport{Final: true, Status: out.Status, Error: out.Warning, Attempts: attempt, Stats: out.Stats, Snapshot: out.Snapshot}
+			return meta.JobReport{Final: true, Status: out.Status, Error: out.Warning, Attempts: attempt, Stats: out.Stats, Snapshot: out.Snapshot, Report: out.Report}
 		}
 		if attempt > retries || !Transient(err) || ctx.Err() != nil {
-			return meta.JobReport{Final: true, Status: meta.JobFailed, Error: err.Error(), Attempts: attempt, Stats: out.Stats}
+			return meta.JobReport{Final: true, Status: meta.JobFailed, Error: err.Error(), Attempts: attempt, Stats: out.Stats, Report: out.Report}
 		}
 		log.Warn("transient failure; retrying", "attempt", attempt, "wait", wait, "err", err)
 		select {

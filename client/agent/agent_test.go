@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,7 +46,11 @@ func (s *twin) HostPolicies(_ context.Context, _ string, known uint64) (meta.Hos
 func (s *twin) StartJob(_ context.Context, st meta.JobStart) (meta.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := meta.Job{ID: meta.JobID(uint64(len(s.jobs) + 1)), Policy: st.Policy, Trigger: st.Trigger, Status: meta.JobRunning}
+	kind := st.Kind
+	if kind == "" {
+		kind = meta.JobBackup
+	}
+	j := meta.Job{ID: meta.JobID(uint64(len(s.jobs) + 1)), Policy: st.Policy, Kind: kind, Trigger: st.Trigger, Status: meta.JobRunning}
 	s.jobs = append(s.jobs, j)
 	return j, nil
 }
@@ -55,6 +60,9 @@ func (s *twin) ReportJob(_ context.Context, r meta.JobReport) (meta.Job, error) 
 	for i := range s.jobs {
 		if s.jobs[i].ID == r.ID {
 			s.jobs[i].Status, s.jobs[i].Error, s.jobs[i].Attempts = r.Status, r.Error, r.Attempts
+			if r.Final && r.Report != nil && s.jobs[i].Kind == meta.JobVerify {
+				s.jobs[i].Report = r.Report
+			}
 			return s.jobs[i], nil
 		}
 	}
@@ -219,5 +227,90 @@ func TestJitterBounds(t *testing.T) {
 	}
 	if !sawDelay {
 		t.Fatal("no jitter at all")
+	}
+}
+
+// TestVerifySchedules: a policy's sampled and full verify schedules run as verify jobs
+// beside its backup schedule, each with its report on its record; a run that finds bad
+// chunks is a failed job that keeps its report and is not retried; the next runs list
+// each schedule; a policy without verify schedules, or an agent without a Verifier,
+// schedules its backup only.
+func TestVerifySchedules(t *testing.T) {
+	js := &twin{}
+	js.set(1, meta.BackupPolicy{Name: "nightly", Schedule: "@daily", Version: 1,
+		Verify: &meta.VerifySchedule{Schedule: "* * * * * *", Sample: 4, Full: "*/2 * * * * *"}})
+	var mu sync.Mutex
+	calls := map[bool]int{}
+	samples := map[int]bool{}
+	verify := func(_ context.Context, p meta.BackupPolicy, full bool) (Outcome, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[full]++
+		samples[p.Verify.Sample] = true
+		if full {
+			rep := meta.VerifyReport{Full: true, Snapshots: 3, Chunks: 40, Bad: 1,
+				Findings: []meta.VerifyFinding{{Snapshot: "aa", Chunk: "bb", Error: "chunk bb: unreadable"}}}
+			return Outcome{Status: meta.JobFailed, Report: &rep}, errors.New("1 of 40 chunks bad (first: chunk bb: unreadable)")
+		}
+		return Outcome{Status: meta.JobCompleted, Report: &meta.VerifyReport{Snapshots: 1, Chunks: 5}}, nil
+	}
+	backups := atomic.Int32{}
+	run := func(context.Context, meta.BackupPolicy) (Outcome, error) {
+		backups.Add(1)
+		return Outcome{Status: meta.JobCompleted}, nil
+	}
+	a, err := New(Config{Jobs: js, Run: run, Verify: verify, Poll: 50 * time.Millisecond, Heartbeat: 50 * time.Millisecond, MaxJitter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nr := func() []meta.NextRun { _ = a.refresh(context.Background()); return a.NextRuns() }(); len(nr) != 3 ||
+		nr[0].Kind != "" || nr[1].Kind != RunVerify || nr[2].Kind != RunVerifyFull {
+		t.Fatalf("next runs %+v, want the backup, the sampled and the full verify", nr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var jobs []meta.Job
+	waitFor(t, "a completed sampled verify and a failed full verify", func() bool {
+		jobs, _ = js.ListJobs(ctx, meta.JobFilter{})
+		ok, bad := false, false
+		for _, j := range jobs {
+			ok = ok || j.Kind == meta.JobVerify && j.Status == meta.JobCompleted && j.Report != nil && !j.Report.Full
+			bad = bad || j.Kind == meta.JobVerify && j.Status == meta.JobFailed && j.Report != nil && j.Report.Bad == 1
+		}
+		return ok && bad
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if j.Policy != "nightly" || j.Kind != meta.JobVerify || j.Trigger != meta.TriggerSchedule {
+			t.Errorf("job %+v: want verify jobs of nightly by the schedule only", j)
+		}
+		if j.Status == meta.JobFailed && (j.Attempts != 1 || !strings.Contains(j.Error, "chunks bad")) {
+			t.Errorf("failed verify job %+v: want one attempt and the bad chunks as its error", j)
+		}
+	}
+	mu.Lock()
+	if !samples[4] || len(samples) != 1 {
+		t.Errorf("verifier saw samples %v, want the policy's 4", samples)
+	}
+	mu.Unlock()
+	if backups.Load() != 0 {
+		t.Errorf("the daily backup ran %d times", backups.Load())
+	}
+
+	// Without a Verifier only the backup is scheduled.
+	plain, err := New(Config{Jobs: js, Run: run, MaxJitter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.set(2, meta.BackupPolicy{Name: "nightly", Schedule: "@daily", Version: 2, Verify: &meta.VerifySchedule{Schedule: "@hourly"}})
+	if err := plain.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if nr := plain.NextRuns(); len(nr) != 1 || nr[0].Kind != "" {
+		t.Fatalf("next runs without a verifier: %+v", nr)
 	}
 }

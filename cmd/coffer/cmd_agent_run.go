@@ -33,6 +33,14 @@ logged. A heartbeat every --heartbeat keeps the running jobs alive; when the
 agent dies, the meta leader marks its running job failed after the cluster's
 jobs timeout (default 5m).
 
+A policy's verify schedules (--verify-schedule, --verify-full of "coffer admin
+policy") run here too, as jobs of kind verify: the chunks of the policy's
+snapshots (tagged policy-NAME) are read back, decrypted and checked against their
+IDs (a sample of each snapshot made since the last completed verify, or every
+chunk); the report is kept on the job, and a bad chunk fails it (a verify-failed
+alert). A verify and a backup of one policy may run at once; two runs of one
+schedule never do.
+
 It needs a backup-agent certificate (coffer agent enroll) and the vault
 passphrase without a terminal: --passphrase-file FILE or COFFER_PASSPHRASE.
 Logs go to stderr (info level; -q: errors only; --log-format json: one JSON
@@ -115,7 +123,8 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 		retries = -1 // none
 	}
 	runner := agent.BackupRunner{Agent: ag, Locker: s.meta, Vault: s.vault, Output: a.stderr, Now: a.now}
-	d, err := agent.New(agent.Config{Jobs: jobs, Run: runner.Run, Hostname: hostname, Version: version, Vault: s.vault,
+	verifier := agent.ChunkVerifier{Agent: ag, Jobs: jobs}
+	d, err := agent.New(agent.Config{Jobs: jobs, Run: runner.Run, Verify: verifier.Verify, Hostname: hostname, Version: version, Vault: s.vault,
 		Logger: log, Poll: c.poll, Heartbeat: c.heartbeat, MaxJitter: jitter, Retries: retries, Backoff: c.backoff})
 	if err != nil {
 		return err

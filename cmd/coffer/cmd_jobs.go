@@ -30,7 +30,8 @@ With --json an array of jobs is printed: id, host, policy, vault, kind,
 trigger, status, error, attempts, start, end, updated, stats (files_new,
 files_changed, files_unmodified, files_skipped, dirs, bytes_processed,
 bytes_read, bytes_added, chunks_added), snapshot_id, scheduled,
-agent_version, duration_s.`,
+agent_version, anomaly, report (verify jobs), duration_s. A verify job's
+policy shows as "NAME (verify)" in the table.`,
 		examples: []string{"coffer jobs", "coffer jobs --failed --host web01", "coffer jobs --policy nightly --last 10 --json"},
 		new:      func() command { return &jobsCmd{} },
 	}
@@ -83,6 +84,9 @@ func (c *jobsCmd) run(ctx context.Context, a *app, args []string) error {
 		if pol == "" {
 			pol = "-"
 		}
+		if j.Kind == meta.JobVerify {
+			pol += " (verify)"
+		}
 		if j.Done() {
 			dur = formatDuration(j.Duration())
 		}
@@ -109,7 +113,7 @@ version it reported, when it was last seen (cluster time), its newest job and
 that job's status, and its next scheduled run. Admin certificate only.
 
 With --json an array is printed: host, principal, hostname, version, labels,
-first_seen, last_seen, next_runs [{policy, at}], last_job, last_status.`,
+first_seen, last_seen, next_runs [{policy, at, kind}], last_job, last_status.`,
 		examples: []string{"coffer admin agents", "coffer admin agents --json"},
 		new:      func() command { return &agentsCmd{} },
 	}
@@ -149,7 +153,11 @@ func (c *agentsCmd) run(ctx context.Context, a *app, args []string) error {
 					n = r
 				}
 			}
-			next = timeOrDash(a, n.At) + " (" + n.Policy + ")"
+			what := n.Policy
+			if n.Kind != "" {
+				what += " " + n.Kind
+			}
+			next = timeOrDash(a, n.At) + " (" + what + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ag.Host, ag.Principal, orDash(ag.Hostname), orDash(ag.Version),
 			timeOrDash(a, ag.LastSeen), orDash(ag.LastJob), orDash(ag.LastStatus), next)

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/agent"
+	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/transport"
 )
 
 // maxCheckOutput bounds the check command's output kept in the report.
@@ -33,6 +36,13 @@ check, or interruption. The check's output (its first 64 KiB) goes into the
 report. The restore is refused, before anything is written, when the snapshot
 expands to more than --max-entries entries (as for restore).
 
+With --record the verification is also a job in the cluster ("coffer jobs"), as
+a manual backup is: kind verify, trigger manual, the snapshot's ID, a report
+(snapshots 1, bytes restored) and status completed, or failed with the reason
+(the restore's error, or the check's exit status and last line of output);
+a failed one raises a verify-failed alert. It needs a backup-agent or admin
+certificate (an admin's job is recorded under the machine's host name).
+
 Exit status 0 when the restore and the check succeed, 1 otherwise (the report
 says which failed). With --json the report is printed too: snapshot_id,
 started, duration_s, restore (files, dirs, bytes, error), check (command,
@@ -40,6 +50,7 @@ exit_code, output, error), ok, report_json, report_md.`,
 		examples: []string{
 			"coffer verify latest --check 'pg_restore --list db.dump > /dev/null'",
 			"coffer verify 4f2a9c1e --report-dir /var/log/coffer",
+			"coffer verify latest --record --check './selftest.sh'",
 		},
 		new: func() command { return &verifyCmd{} },
 	}
@@ -51,6 +62,7 @@ type verifyCmd struct {
 	sandbox    string
 	reportDir  string
 	maxEntries maxEntriesFlag
+	record     bool
 }
 
 func (c *verifyCmd) addFlags(fs *flag.FlagSet) {
@@ -58,6 +70,7 @@ func (c *verifyCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.sandbox, "sandbox", "", "create the sandbox under `DIR` (default: the temporary directory)")
 	fs.StringVar(&c.reportDir, "report-dir", ".", "write the JSON and markdown report into `DIR`")
 	c.maxEntries.add(fs)
+	fs.BoolVar(&c.record, "record", false, "record the verification as a job of kind verify (trigger manual) in the cluster")
 }
 
 // verifyReport is the report `coffer verify` writes (and prints with --json).
@@ -94,11 +107,18 @@ func (c *verifyCmd) run(ctx context.Context, a *app, args []string) (err error) 
 	if err != nil {
 		return err
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit)
+	var sess *session
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit, func(s *session) { sess = s })
 	if err != nil {
 		return err
 	}
 	defer done()
+	var job *meta.Job
+	if c.record {
+		if job, err = startVerifyJob(ctx, sess); err != nil {
+			return err
+		}
+	}
 	rep := verifyReport{SnapshotID: snap.ID.String(), Started: a.now().UTC()}
 	start := time.Now()
 	sandbox, err := os.MkdirTemp(c.sandbox, "coffer-verify-")
@@ -120,8 +140,14 @@ func (c *verifyCmd) run(ctx context.Context, a *app, args []string) (err error) 
 	}
 	rep.OK = rerr == nil && (rep.Check == nil || (rep.Check.ExitCode == 0 && rep.Check.Error == ""))
 	rep.DurationS = time.Since(start).Seconds()
-	if err := writeVerifyReport(c.reportDir, &rep); err != nil {
-		return err
+	werr := writeVerifyReport(c.reportDir, &rep)
+	if job != nil {
+		if err := finishVerifyJob(ctx, a, sess, job, snap, rep, werr); err != nil {
+			return err
+		}
+	}
+	if werr != nil {
+		return werr
 	}
 	if a.g.json {
 		if err := writeJSON(a.stdout, rep); err != nil {
@@ -206,4 +232,55 @@ func writeVerifyReport(dir string, rep *verifyReport) error {
 		return fmt.Errorf("verify: write report: %w", err)
 	}
 	return nil
+}
+
+// startVerifyJob opens the job of `verify --record` (kind verify, trigger manual). Unlike
+// a manual backup's job, a failure to record is an error: --record asked for it.
+func startVerifyJob(ctx context.Context, s *session) (*meta.Job, error) {
+	st := meta.JobStart{Kind: meta.JobVerify, Trigger: meta.TriggerManual, Vault: s.vault, Version: version}
+	if s.role != transport.RoleAgent {
+		st.Host = s.agent.Host // an admin verifies as the machine's host name
+		if err := meta.ValidateAgentName(st.Host); err != nil {
+			return nil, plainf(err, "verify --record: this machine's host name %q cannot name a job: %v", st.Host, err)
+		}
+	}
+	j, err := s.meta.StartJob(ctx, st)
+	if err != nil {
+		return nil, fmt.Errorf("verify --record: %w", err)
+	}
+	return &j, nil
+}
+
+// finishVerifyJob records the end of `verify --record`'s job: completed when the restore
+// and the check passed, failed otherwise (the reason as the error), with a report of
+// the one snapshot restored (every chunk of it read) and the snapshot's ID.
+func finishVerifyJob(ctx context.Context, a *app, s *session, j *meta.Job, snap meta.Snapshot, rep verifyReport, werr error) error {
+	vr := meta.VerifyReport{Full: true, Snapshots: 1, Bytes: rep.Restore.Bytes}
+	r := meta.JobReport{ID: j.ID, Final: true, Attempts: 1, Status: meta.JobCompleted, Snapshot: snap.ID.String(), Report: &vr,
+		Stats: meta.JobStats{BytesRead: rep.Restore.Bytes}}
+	switch {
+	case rep.Restore.Error != "":
+		r.Status, r.Error = meta.JobFailed, "restore: "+rep.Restore.Error
+	case !rep.OK:
+		r.Status, r.Error = meta.JobFailed, fmt.Sprintf("check %q exited %d%s: %s", rep.Check.Command, rep.Check.ExitCode, errSuffix(rep.Check.Error), lastLine(rep.Check.Output))
+	case werr != nil:
+		r.Status, r.Error = meta.JobPartial, werr.Error()
+	}
+	if _, err := agent.Report(context.WithoutCancel(ctx), s.meta, r, time.Second); err != nil {
+		return fmt.Errorf("verify --record: job %s: %w", j.ID, err)
+	}
+	if !a.g.json && !a.g.quiet {
+		fmt.Fprintf(a.stderr, "recorded as job %s (%s)\n", j.ID, r.Status)
+	}
+	return nil
+}
+
+// lastLine is the last non-empty line of s, at most 512 bytes.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if len(l) > 512 {
+		l = l[len(l)-512:]
+	}
+	return l
 }

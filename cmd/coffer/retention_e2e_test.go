@@ -66,7 +66,7 @@ func TestCLIRetentionAndVerify(t *testing.T) {
 		}
 	}
 	check := `test "$(cat "$(find . -name db.dump)")" = "PGDMP dump"`
-	code, out, stderr = cli(t, env, "--json", "verify", "latest", "--check", check, "--sandbox", sandboxes, "--report-dir", reports)
+	code, out, stderr = cli(t, env, "--json", "verify", "latest", "--record", "--check", check, "--sandbox", sandboxes, "--report-dir", reports)
 	rep := lastJSON(t, out)
 	if code != exitOK || rep["ok"] != true {
 		t.Fatalf("verify with a passing check: exit %d: %s %s", code, out, stderr)
@@ -74,7 +74,7 @@ func TestCLIRetentionAndVerify(t *testing.T) {
 	if _, err := os.Stat(rep["report_md"].(string)); err != nil {
 		t.Fatalf("markdown report: %v", err)
 	}
-	code, out, _ = cli(t, env, "--json", "verify", "latest", "--check", "echo broken; exit 3", "--sandbox", sandboxes, "--report-dir", reports)
+	code, out, _ = cli(t, env, "--json", "verify", "latest", "--record", "--check", "echo broken; exit 3", "--sandbox", sandboxes, "--report-dir", reports)
 	rep = lastJSON(t, out)
 	ch, _ := rep["check"].(map[string]any)
 	if code != exitFailure || rep["ok"] != false || ch["exit_code"] != 3.0 || !strings.Contains(ch["output"].(string), "broken") {
@@ -86,5 +86,27 @@ func TestCLIRetentionAndVerify(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(sandboxes); len(left) != 0 {
 		t.Fatalf("sandboxes left behind: %v", left)
+	}
+
+	// verify --record: both verifications are jobs beside the two manual backups.
+	var backups, passed, failed int
+	for _, j := range cliJobs(t, env) {
+		switch {
+		case j.Kind == "backup" && j.Trigger == "manual" && j.Status == "completed":
+			backups++
+		case j.Kind == "verify" && j.Trigger == "manual" && j.Status == "completed":
+			passed++
+			if j.Snapshot != ids[1] || j.Report == nil || j.Report.Snapshots != 1 || j.Report.Bytes != int64(len("PGDMP dump")) {
+				t.Errorf("recorded passing verify %+v (report %+v)", j, j.Report)
+			}
+		case j.Kind == "verify" && j.Trigger == "manual" && j.Status == "failed":
+			failed++
+			if !strings.Contains(j.Error, "exited 3") || !strings.Contains(j.Error, "broken") {
+				t.Errorf("recorded failing verify's error %q", j.Error)
+			}
+		}
+	}
+	if backups != 2 || passed != 1 || failed != 1 {
+		t.Fatalf("jobs: %d manual backups, %d passed and %d failed verifies; want 2, 1, 1", backups, passed, failed)
 	}
 }

@@ -264,6 +264,11 @@ func (f *FSM) heartbeat(b *pebble.Batch, c command.Heartbeat, now time.Time) err
 	if len(hb.Running) > 1024 || len(hb.NextRuns) > 1024 || len(hb.Version) > 64 || len(hb.Hostname) > 255 {
 		return fmt.Errorf("%w: heartbeat of %s too large", meta.ErrInvalid, host)
 	}
+	for _, r := range hb.NextRuns {
+		if len(r.Kind) > 16 {
+			return fmt.Errorf("%w: heartbeat of %s: next run kind %.20q too long", meta.ErrInvalid, host, r.Kind)
+		}
+	}
 	jobs := make([]meta.Job, 0, len(hb.Running))
 	for _, id := range hb.Running {
 		j, err := f.ownJob(b, c.By, id)

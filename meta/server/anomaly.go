@@ -130,6 +130,9 @@ func (s *Server) missedRuns(ctx context.Context) {
 	type hp struct{ host, policy string }
 	last := map[hp]time.Time{}
 	for _, j := range jobs {
+		if j.Kind != meta.JobBackup && j.Kind != "" {
+			continue // a verify run is not the policy's backup
+		}
 		t := j.Scheduled
 		if t.IsZero() {
 			t = j.Start
