@@ -217,12 +217,14 @@ func ApprovalIDFrom(err error) (id string, ok bool) {
 	return m[1], true
 }
 
-// MFAEnrollment is a principal's TOTP enrollment. Sealed is the secret sealed with the
-// meta servers' MFA key (never the secret itself); LastStep is the last accepted time
-// step, so a code is accepted at most once.
+// MFAEnrollment is a principal's TOTP enrollment. Sealed is the secret sealed under a key
+// derived from the cluster seal key that only meta servers hold (never the secret
+// itself), SealKey that key's ID; LastStep is the last accepted time step, so a code is
+// accepted at most once.
 type MFAEnrollment struct {
 	Principal string    `cbor:"principal" json:"principal"`
 	Sealed    []byte    `cbor:"sealed" json:"-"`
+	SealKey   string    `cbor:"seal_key,omitempty" json:"-"`
 	Enrolled  time.Time `cbor:"enrolled" json:"enrolled"`
 	LastStep  uint64    `cbor:"last_step" json:"-"`
 }

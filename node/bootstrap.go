@@ -15,6 +15,7 @@ import (
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/metarpc"
+	metaserver "github.com/cofferhq/coffer/meta/server"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
@@ -37,6 +38,7 @@ const (
 	IssuerCSRFile  = "issuer.csr"     // its request, signed by the root on the CA host
 	IssuerCertFile = "issuer.pem"     // the issuing CA certificate
 	SecretFile     = "secret"         // the cluster secret
+	SealKeyFile    = "seal.key"       // the cluster seal key: meta servers' data directories only
 	ConfigFile     = "node.yaml"      // the node's configuration
 )
 
@@ -286,6 +288,11 @@ func Bootstrap(o BootstrapOptions) (string, error) {
 		if err := pki.WriteFile(secretPath, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
 			return "", fmt.Errorf("node: bootstrap: %w", err)
 		}
+	}
+	// The cluster seal key (TOTP secrets are sealed under it): made here for the first
+	// meta server; meta servers joining later fetch it from a peer (meta.SealKey).
+	if err := metaserver.NewSealKeyFile(filepath.Join(o.DataDir, c.DataDir, SealKeyFile)); err != nil {
+		return "", fmt.Errorf("node: bootstrap: %w", err)
 	}
 	if err := SaveConfig(cfgPath, c); err != nil {
 		return "", err

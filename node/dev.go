@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client/clientconfig"
+	metaserver "github.com/cofferhq/coffer/meta/server"
 	"github.com/cofferhq/coffer/placement"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
@@ -118,6 +119,10 @@ func DevInit(o DevOptions, now time.Time) error {
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
+		return fmt.Errorf("node: dev: %w", err)
+	}
+	sealKey := make([]byte, 32)
+	if _, err := rand.Read(sealKey); err != nil {
 		return fmt.Errorf("node: dev: %w", err)
 	}
 	if err := write(filepath.Join(o.Dir, "secret"), []byte(hex.EncodeToString(secret))); err != nil {
@@ -233,6 +238,11 @@ func DevInit(o DevOptions, now time.Time) error {
 			}
 			c.TLS.IssuerCert, c.TLS.IssuerKey = IssuerCertFile, IssuerKeyFile
 			c.PlatformKeyFile = "../../pki/platform-key.txt"
+			// Every first meta server holds the cluster seal key in its data directory, as
+			// after cofferd bootstrap and a join (which fetches it from a peer).
+			if err := metaserver.WriteSealKeyFile(filepath.Join(dir, c.DataDir, SealKeyFile), sealKey); err != nil {
+				return fmt.Errorf("node: dev: %w", err)
+			}
 		}
 		if s.id == specs[0].id {
 			// The first meta node serves the status page to this host (plain HTTP on

@@ -287,6 +287,8 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			GrantKey:    grantKey,
 			CA:          ca,
 			PlatformKey: platformKey,
+			SealKeyFile: filepath.Join(cfg.DataDir, SealKeyFile),
+			PeerSealKey: metarpc.PeerSealKey(n.ep, cfg.ID),
 			JoinInfo:    func() meta.JoinInfo { return joinInfo(cfg, secret) },
 			GCPeer:      n.gcPeer,
 			GCGrace:     cfg.GC.Grace,

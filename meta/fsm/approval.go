@@ -167,8 +167,8 @@ func (f *FSM) setMFA(b *pebble.Batch, c command.SetMFA, now time.Time) (meta.MFA
 	if c.By.Role != meta.RoleAdmin || c.By.Name != e.Principal {
 		return e, fmt.Errorf("%w: %s may not enroll MFA for %q (admins enroll themselves)", meta.ErrDenied, c.By, e.Principal)
 	}
-	if len(e.Sealed) == 0 || len(e.Sealed) > 1024 {
-		return e, fmt.Errorf("%w: MFA enrollment of %q: sealed secret of %d bytes", meta.ErrInvalid, e.Principal, len(e.Sealed))
+	if len(e.Sealed) == 0 || len(e.Sealed) > 1024 || len(e.SealKey) > 64 {
+		return e, fmt.Errorf("%w: MFA enrollment of %q: sealed secret of %d bytes, seal key ID of %d", meta.ErrInvalid, e.Principal, len(e.Sealed), len(e.SealKey))
 	}
 	e.Enrolled = now
 	return e, f.put(b, prefixMFA+e.Principal, e)
@@ -213,6 +213,13 @@ func (f *FSM) MFA(principal string) (meta.MFAEnrollment, bool, error) {
 	var e meta.MFAEnrollment
 	ok, err := f.getValue(prefixMFA+principal, &e)
 	return e, ok, err
+}
+
+// MFAEnrolled returns how many principals have enrolled MFA.
+func (f *FSM) MFAEnrolled() (int, error) {
+	n := 0
+	err := f.scan(prefixMFA, func([]byte) error { n++; return nil })
+	return n, err
 }
 
 // knownApprovalKey reports whether k is a key of this file (snapshot restore).

@@ -92,6 +92,13 @@ func (s *Server) gate(ctx context.Context, op, method string, args any, vault me
 	if !pol.Requires(op) {
 		return nil
 	}
+	if armed, err := s.twoPersonArmed(); err != nil {
+		return err
+	} else if !armed {
+		// Nobody could ever approve: the rule is armed from the second MFA enrollment
+		// on (docs/security.md). Enrollments are never removed, so it stays armed.
+		return nil
+	}
 	body, err := s.codec.Marshal(args)
 	if err != nil {
 		return fmt.Errorf("%w: server: encode %s for approval: %v", meta.ErrInvalid, method, err)
@@ -112,6 +119,13 @@ func (s *Server) gate(ctx context.Context, op, method string, args any, vault me
 	}
 	stored := res.(meta.ApprovalRequest)
 	return &meta.ApprovalRequiredError{ID: stored.ID, Operation: op, Expires: stored.Expires}
+}
+
+// twoPersonArmed reports whether at least two admin principals have enrolled MFA: only
+// then can a second admin approve anything, and only then does gate queue operations.
+func (s *Server) twoPersonArmed() (bool, error) {
+	n, err := s.fsm.MFAEnrolled()
+	return n >= 2, err
 }
 
 // execute runs an approved request's stored operation in ctx (which carries the
@@ -285,11 +299,11 @@ func (s *Server) EnrollMFA(ctx context.Context, secret, code string) error {
 	if !ok {
 		return fmt.Errorf("%w: server: mfa enroll: the code does not match the secret at %s (check the device's clock)", meta.ErrDenied, s.cfg.Now().UTC().Format(time.RFC3339))
 	}
-	sealed, err := s.sealMFA(p.Name, []byte(secret))
+	sealed, keyID, err := s.sealMFA(ctx, p.Name, []byte(secret))
 	if err != nil {
 		return err
 	}
-	_, err = s.propose(timeoutOf(ctx), command.SetMFA{Enrollment: meta.MFAEnrollment{Principal: p.Name, Sealed: sealed, LastStep: step}, By: p})
+	_, err = s.propose(timeoutOf(ctx), command.SetMFA{Enrollment: meta.MFAEnrollment{Principal: p.Name, Sealed: sealed, SealKey: keyID, LastStep: step}, By: p})
 	return err
 }
 
@@ -360,7 +374,7 @@ func (s *Server) checkTOTP(ctx context.Context, p meta.Principal, code string) (
 		s.auditRefusal(ctx, p, "mfa code", "", p.Name, err)
 		return 0, err
 	}
-	secret, err := s.openMFA(p.Name, e.Sealed)
+	secret, err := s.openMFA(ctx, e)
 	if err != nil {
 		return 0, err
 	}
@@ -389,39 +403,42 @@ func matchTOTP(secret, code string, now time.Time) (uint64, bool) {
 	return 0, false
 }
 
-// mfaKey derives the MFA sealing key from the cluster CA's private key, which meta
-// servers hold (node: tls.ca_key, meta nodes only) and chunk nodes never do.
-func (s *Server) mfaKey() ([]byte, error) {
-	if s.cfg.CA == nil {
-		return nil, fmt.Errorf("%w: server: this meta server holds no CA key, so it cannot seal or open MFA secrets", meta.ErrUnavailable)
+// mfaKey derives the MFA sealing key from the cluster seal key (sealkey.go), which every
+// meta server holds and no chunk node ever does; want is the ID of the seal key a stored
+// secret names ("" when sealing). It returns the key and the seal key's ID.
+func (s *Server) mfaKey(ctx context.Context, want string) ([]byte, string, error) {
+	sk, err := s.clusterSealKey(ctx, want)
+	if err != nil {
+		return nil, "", err
 	}
 	k := make([]byte, chacha20poly1305.KeySize)
-	if _, err := io.ReadFull(hkdf.New(sha256.New, s.cfg.CA.KeyPEM(), nil, []byte("coffer mfa seal v1")), k); err != nil {
-		return nil, fmt.Errorf("server: derive MFA key: %w", err)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, sk, nil, []byte("coffer mfa seal v2")), k); err != nil {
+		return nil, "", fmt.Errorf("server: derive MFA key: %w", err)
 	}
-	return k, nil
+	return k, SealKeyID(sk), nil
 }
 
 // sealMFA seals a TOTP secret to the principal (XChaCha20-Poly1305, the name as
-// associated data, so a sealed secret cannot be moved to another principal).
-func (s *Server) sealMFA(principal string, secret []byte) ([]byte, error) {
-	k, err := s.mfaKey()
+// associated data, so a sealed secret cannot be moved to another principal). It returns
+// the sealed secret and the ID of the seal key.
+func (s *Server) sealMFA(ctx context.Context, principal string, secret []byte) ([]byte, string, error) {
+	k, id, err := s.mfaKey(ctx, "")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	aead, err := chacha20poly1305.NewX(k)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(secret)+aead.Overhead())
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return nil, fmt.Errorf("server: seal MFA secret: %w", err)
+		return nil, "", fmt.Errorf("server: seal MFA secret: %w", err)
 	}
-	return aead.Seal(nonce, nonce, secret, []byte(principal)), nil
+	return aead.Seal(nonce, nonce, secret, []byte(principal)), id, nil
 }
 
-func (s *Server) openMFA(principal string, sealed []byte) ([]byte, error) {
-	k, err := s.mfaKey()
+func (s *Server) openMFA(ctx context.Context, e meta.MFAEnrollment) ([]byte, error) {
+	k, _, err := s.mfaKey(ctx, e.SealKey)
 	if err != nil {
 		return nil, err
 	}
@@ -429,12 +446,12 @@ func (s *Server) openMFA(principal string, sealed []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(sealed) < aead.NonceSize()+aead.Overhead() {
+	if len(e.Sealed) < aead.NonceSize()+aead.Overhead() {
 		return nil, errors.New("server: sealed MFA secret too short")
 	}
-	out, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(principal))
+	out, err := aead.Open(nil, e.Sealed[:aead.NonceSize()], e.Sealed[aead.NonceSize():], []byte(e.Principal))
 	if err != nil {
-		return nil, fmt.Errorf("server: open MFA secret of %q (sealed under another CA key?): %w", principal, err)
+		return nil, fmt.Errorf("server: open MFA secret of %q: %w", e.Principal, err)
 	}
 	return out, nil
 }

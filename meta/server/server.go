@@ -111,6 +111,13 @@ type Config struct {
 	// JoinInfo returns what a joining node receives besides its certificate (the cluster
 	// secret and gossip seeds; the meta servers come from Raft). Nil refuses JoinNode.
 	JoinInfo func() meta.JoinInfo
+	// SealKeyFile is the cluster seal key's file (node: <data dir>/seal.key, 0600), under
+	// which TOTP secrets are sealed; "" = no MFA on this server. A server without the
+	// file fetches it from a peer (PeerSealKey) the first time it needs it.
+	SealKeyFile string
+	// PeerSealKey asks the meta server id at addr for its own seal key (metarpc.PeerSealKey
+	// does this over mTLS; only a meta server of the Raft configuration is answered).
+	PeerSealKey func(ctx context.Context, id, addr string) ([]byte, error)
 	// ApprovalTTL is how long a request under the two-person rule waits for its
 	// approval (cluster time); zero = meta.DefaultApprovalTTL.
 	ApprovalTTL time.Duration
@@ -169,6 +176,7 @@ type Server struct {
 	gcFirstSeen time.Time
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
 	mfaFails    mfaLimiter     // wrong TOTP codes per principal (approval.go)
+	sealKey     sealKeyStore   // the cluster seal key once read (sealkey.go)
 	figs        figureCounters // behind Figures (figures.go)
 	jobs        jobLoop        // the leader loop's job duties (jobs.go)
 	// memberMu is held while this server makes a membership change (membership.go).
