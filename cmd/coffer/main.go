@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/meta"
 	"golang.org/x/term"
 )
 
@@ -20,6 +21,7 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitPartial = 3
+	exitQueued  = 4 // stored for a second admin's approval (two-person rule), not done
 )
 
 func main() {
@@ -122,6 +124,12 @@ func (a *app) fail(err error) int {
 	if err == nil {
 		return code
 	}
+	if id, ok := meta.ApprovalIDFrom(err); ok {
+		// Not a failure to retry: the operation waits in Raft for a second admin.
+		fmt.Fprintf(a.stderr, "coffer: queued for a second admin's approval as %s (two-person rule); nothing was done yet.\n"+
+			"  Another admin runs: coffer admin approvals approve %s --otp CODE\n  (%s)\n", id, id, errorMessage(err))
+		return code
+	}
 	fmt.Fprintf(a.stderr, "coffer: %s\n", errorMessage(err))
 	var ue *usageError
 	if errors.As(err, &ue) && ue.spec != nil {
@@ -182,9 +190,18 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.As(err, &pe):
 		return exitPartial
+	case queuedForApproval(err):
+		return exitQueued
 	default:
 		return exitFailure
 	}
+}
+
+// queuedForApproval reports whether the cluster stored the operation for a second admin's
+// approval (meta.ApprovalIDFrom) instead of doing it.
+func queuedForApproval(err error) bool {
+	_, ok := meta.ApprovalIDFrom(err)
+	return ok
 }
 
 // errorMessage renders err for the "coffer: " line, naming interruption plainly.
