@@ -244,3 +244,68 @@ type ApprovalService interface {
 	// SetApprovalPolicy replaces it (itself gated: the answer is an approval request).
 	SetApprovalPolicy(ctx context.Context, p ApprovalPolicy) (ApprovalPolicy, error)
 }
+
+// PolicyWeakens reports whether replacing a vault's retention policy old (nil: none) by
+// next keeps less or locks shorter, and says how: pruning where there was none, a
+// pruning rule lowered or dropped, a default lock removed, shortened or moved from
+// compliance to governance. Keeping more (a rule raised or added, pruning removed) or
+// locking longer is not a weakening. The agent lock limit is not retention.
+func PolicyWeakens(old *VaultPolicy, next VaultPolicy) (bool, string) {
+	var o VaultPolicy
+	if old != nil {
+		o = *old
+	}
+	var why []string
+	switch {
+	case next.Keep.Empty():
+	case o.Keep.Empty():
+		why = append(why, "pruning where there was none")
+	default:
+		type rule struct {
+			name      string
+			old, next int64
+		}
+		for _, r := range []rule{{"last", int64(o.Keep.Last), int64(next.Keep.Last)}, {"hourly", int64(o.Keep.Hourly), int64(next.Keep.Hourly)},
+			{"daily", int64(o.Keep.Daily), int64(next.Keep.Daily)}, {"weekly", int64(o.Keep.Weekly), int64(next.Keep.Weekly)},
+			{"monthly", int64(o.Keep.Monthly), int64(next.Keep.Monthly)}, {"yearly", int64(o.Keep.Yearly), int64(next.Keep.Yearly)},
+			{"within", int64(o.Keep.Within), int64(next.Keep.Within)}} {
+			if r.next < r.old {
+				why = append(why, fmt.Sprintf("keep %s lowered", r.name))
+			}
+		}
+	}
+	if o.Lock != nil {
+		switch {
+		case next.Lock == nil:
+			why = append(why, "default lock removed")
+		case next.Lock.For < o.Lock.For:
+			why = append(why, "default lock shortened")
+		case o.Lock.Mode == Compliance && next.Lock.Mode != Compliance:
+			why = append(why, "default lock from compliance to governance")
+		}
+	}
+	return len(why) > 0, strings.Join(why, ", ")
+}
+
+// KeysChangeGated reports whether replacing a vault's key record old (nil: legacy
+// wrappings only) by next removes a wrap or switches key management (the two-person
+// rule's key-wrap-remove), and names the removed wraps.
+func KeysChangeGated(old *VaultKeys, next VaultKeys) (bool, string) {
+	if old == nil {
+		return false, ""
+	}
+	var why []string
+	if old.Management != next.Management {
+		why = append(why, fmt.Sprintf("key management %s -> %s", old.Management, next.Management))
+	}
+	kept := map[string]bool{}
+	for _, w := range next.Wraps {
+		kept[w.ID] = true
+	}
+	for _, w := range old.Wraps {
+		if !kept[w.ID] {
+			why = append(why, fmt.Sprintf("remove wrap %s (%s %s)", w.ID, w.Kind, w.Holder))
+		}
+	}
+	return len(why) > 0, strings.Join(why, ", ")
+}

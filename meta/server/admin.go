@@ -78,6 +78,9 @@ func (s *Server) NodeAction(ctx context.Context, req meta.NodeActionRequest) (pl
 		s.audit(p, "node."+req.Action, string(req.Node), req.Reason, err)
 		return placement.Map{}, fmt.Errorf("server: node action: %w", err)
 	}
+	if err := s.gateNodeAction(ctx, req); err != nil {
+		return placement.Map{}, err
+	}
 	var m placement.Map
 	var err error
 	action, target := "node."+req.Action, string(req.Node)

@@ -181,6 +181,9 @@ func (s *Server) execute(ctx context.Context, r meta.ApprovalRequest) error {
 		_, err := s.RevokeCert(ctx, a.Revocation)
 		return err
 	}
+	if ok, err := s.executeGated(ctx, r, dec); ok {
+		return err
+	}
 	return fmt.Errorf("%w: server: stored request %s: unknown method %q", meta.ErrInvalid, r.ID, r.Method)
 }
 

@@ -160,6 +160,12 @@ func (s *Server) RevokeCert(ctx context.Context, r meta.Revocation) (meta.Revoca
 		r.Serial = norm
 	}
 	r.Seq, r.At, r.By = 0, time.Time{}, ""
+	if err := meta.ValidateRevocation(r); err != nil {
+		return meta.Revocation{}, err
+	}
+	if err := s.gateRevokeCert(ctx, r); err != nil {
+		return meta.Revocation{}, err
+	}
 	res, err := s.propose(timeoutOf(ctx), command.RevokeCert{Revocation: r, By: meta.PrincipalFrom(ctx)})
 	if err != nil {
 		return meta.Revocation{}, fmt.Errorf("server: revoke: %w", err)

@@ -33,6 +33,9 @@ func (s *Server) UpdateVaultKeys(ctx context.Context, vault meta.VaultID, c meta
 		}
 		return meta.Vault{}, err
 	}
+	if err := s.gateVaultKeys(ctx, vault, c); err != nil {
+		return meta.Vault{}, err
+	}
 	res, err := s.propose(timeoutOf(ctx), command.SetVaultKeys{Vault: vault, Change: c, By: p})
 	if err != nil {
 		return meta.Vault{}, fmt.Errorf("server: update keys of vault %s: %w", vault, err)

@@ -34,6 +34,9 @@ func (s *Server) ChangeMeta(ctx context.Context, req meta.MetaChange) (meta.Raft
 	}
 	p := meta.PrincipalFrom(ctx)
 	action := "meta." + req.Action
+	if err := s.gateChangeMeta(ctx, req); err != nil {
+		return meta.RaftStatus{}, err
+	}
 	err := s.changeMeta(ctx, p, req)
 	var nl *meta.NotLeaderError
 	if errors.As(err, &nl) {

@@ -18,6 +18,9 @@ func (s *Server) DeleteVault(ctx context.Context, id meta.VaultID, window time.D
 	if window <= 0 {
 		window = meta.DefaultRecoveryWindow
 	}
+	if err := s.gateDeleteVault(ctx, id, window, reason); err != nil {
+		return meta.Vault{}, err
+	}
 	res, err := s.propose(timeoutOf(ctx), command.DeleteVault{Vault: id, Window: int64(window), By: meta.PrincipalFrom(ctx), Reason: reason})
 	if err != nil {
 		return meta.Vault{}, err
@@ -40,6 +43,9 @@ func (s *Server) UndeleteVault(ctx context.Context, id meta.VaultID) (meta.Vault
 // SetVaultPolicy implements meta.VaultService.
 func (s *Server) SetVaultPolicy(ctx context.Context, id meta.VaultID, p meta.VaultPolicy) (meta.Vault, error) {
 	if err := s.leaderWrite(); err != nil {
+		return meta.Vault{}, err
+	}
+	if err := s.gateVaultPolicy(ctx, id, p); err != nil {
 		return meta.Vault{}, err
 	}
 	res, err := s.propose(timeoutOf(ctx), command.SetVaultPolicy{Vault: id, Policy: p, By: meta.PrincipalFrom(ctx)})

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+)
+
+// Gates of the two-person rule beyond the governance bypass (issue 17, step 6): each is
+// called by its operation on the leader after the caller's own checks and before the
+// operation's entry is proposed; it answers *meta.ApprovalRequiredError when the request
+// was stored, nil when the operation runs now (see gate).
+
+// Methods of stored requests, besides those in approval.go.
+const (
+	apSetVaultPolicy  = "meta.SetVaultPolicy"
+	apNodeAction      = "meta.NodeAction"
+	apUpdateVaultKeys = "meta.UpdateVaultKeys"
+)
+
+type (
+	apSetVaultPolicyArgs struct {
+		Vault  meta.VaultID     `cbor:"vault"`
+		Policy meta.VaultPolicy `cbor:"policy"`
+	}
+	apNodeActionArgs struct {
+		Req meta.NodeActionRequest `cbor:"req"`
+	}
+	apUpdateVaultKeysArgs struct {
+		Vault  meta.VaultID    `cbor:"vault"`
+		Change meta.KeysChange `cbor:"change"`
+	}
+)
+
+// gateDeleteVault: vault delete (any recovery window) is meta.OpVaultDelete.
+func (s *Server) gateDeleteVault(ctx context.Context, id meta.VaultID, window time.Duration, reason string) error {
+	if _, err := s.fsm.Vault(id); err != nil {
+		return nil // nothing to approve: the operation refuses (and audits) it
+	}
+	return s.gate(ctx, meta.OpVaultDelete, apDeleteVault, apDeleteVaultArgs{Vault: id, Window: int64(window), Reason: reason}, id,
+		fmt.Sprintf("delete vault %s (recovery window %v): %s", id, window, reason))
+}
+
+// gateVaultPolicy: a retention policy that keeps less or locks shorter
+// (meta.PolicyWeakens) is meta.OpPolicyWeaken.
+func (s *Server) gateVaultPolicy(ctx context.Context, id meta.VaultID, p meta.VaultPolicy) error {
+	v, err := s.fsm.Vault(id)
+	if err != nil || meta.ValidateVaultPolicy(p) != nil {
+		return nil // the operation refuses (and audits) it
+	}
+	weaker, why := meta.PolicyWeakens(v.Retention, p)
+	if !weaker {
+		return nil
+	}
+	return s.gate(ctx, meta.OpPolicyWeaken, apSetVaultPolicy, apSetVaultPolicyArgs{Vault: id, Policy: p}, id,
+		fmt.Sprintf("retention policy of %s weakened: %s", id, why))
+}
+
+// gateRevokeCert: revoking an admin's certificate (by serial of an admin certificate the
+// cluster issued, or by the name of a principal holding one) is meta.OpRevokeAdmin. A
+// serial or principal the cluster has no record of (a certificate signed on the CA host,
+// as the first admin's) counts as an admin's: the cluster cannot tell its role.
+func (s *Server) gateRevokeCert(ctx context.Context, r meta.Revocation) error {
+	certs, err := s.fsm.IssuedCerts()
+	if err != nil {
+		return err
+	}
+	known, admin := false, false
+	for _, c := range certs {
+		if (r.Serial != "" && c.Serial == r.Serial) || (r.Principal != "" && c.Principal == r.Principal) {
+			known = true
+			admin = admin || c.Role == string(meta.RoleAdmin)
+		}
+	}
+	if known && !admin {
+		return nil
+	}
+	target := r.Serial
+	if target == "" {
+		target = "principal " + r.Principal
+	}
+	return s.gate(ctx, meta.OpRevokeAdmin, apRevokeCert, apRevokeCertArgs{Revocation: r}, "",
+		fmt.Sprintf("revoke admin certificate %s: %s", target, r.Reason))
+}
+
+// gateChangeMeta: adding or removing a meta server is meta.OpMetaMembership.
+func (s *Server) gateChangeMeta(ctx context.Context, req meta.MetaChange) error {
+	if req.ID == "" || (req.Action != meta.MetaAdd && req.Action != meta.MetaRemove) {
+		return nil // the operation refuses (and audits) it
+	}
+	return s.gate(ctx, meta.OpMetaMembership, apChangeMeta, apChangeMetaArgs{Change: req}, "",
+		fmt.Sprintf("meta %s %s %s: %s", req.Action, req.ID, req.Addr, req.Reason))
+}
+
+// gateNodeAction: decommissioning a chunk node is meta.OpDecommission.
+func (s *Server) gateNodeAction(ctx context.Context, req meta.NodeActionRequest) error {
+	if req.Action != meta.NodeDecommission {
+		return nil
+	}
+	return s.GateDecommission(ctx, apNodeAction, apNodeActionArgs{Req: req}, fmt.Sprintf("decommission node %s: %s", req.Node, req.Reason))
+}
+
+// GateDecommission stores a decommission (meta.OpDecommission) for a second admin's
+// approval when the policy names it: method names the operation (a case of execute) and
+// args its canonical parameters. Operations that decommission (chunk nodes here, hosts
+// elsewhere) call it after their own checks; nil means: run now.
+func (s *Server) GateDecommission(ctx context.Context, method string, args any, summary string) error {
+	return s.gate(ctx, meta.OpDecommission, method, args, "", summary)
+}
+
+// gateVaultKeys: removing a key wrap or switching key management
+// (meta.KeysChangeGated) is meta.OpKeyWrapRemove. A backup agent's change (it may only
+// add wraps and rotate, meta.CheckKeysChange) is never gated.
+func (s *Server) gateVaultKeys(ctx context.Context, vault meta.VaultID, c meta.KeysChange) error {
+	v, err := s.fsm.Vault(vault)
+	if err != nil {
+		return nil // the operation refuses (and audits) it
+	}
+	gated, why := meta.KeysChangeGated(v.Keys, c.Keys)
+	if !gated {
+		return nil
+	}
+	return s.gate(ctx, meta.OpKeyWrapRemove, apUpdateVaultKeys, apUpdateVaultKeysArgs{Vault: vault, Change: c}, vault,
+		fmt.Sprintf("vault keys %s of %s: %s: %s", c.Event, vault, why, c.Reason))
+}
+
+// executeGated runs the stored operations of this file; ok is false for other methods.
+func (s *Server) executeGated(ctx context.Context, r meta.ApprovalRequest, dec func(any) error) (ok bool, err error) {
+	switch r.Method {
+	case apSetVaultPolicy:
+		var a apSetVaultPolicyArgs
+		if err := dec(&a); err != nil {
+			return true, err
+		}
+		_, err = s.SetVaultPolicy(ctx, a.Vault, a.Policy)
+	case apNodeAction:
+		var a apNodeActionArgs
+		if err := dec(&a); err != nil {
+			return true, err
+		}
+		_, err = s.NodeAction(ctx, a.Req)
+	case apUpdateVaultKeys:
+		var a apUpdateVaultKeysArgs
+		if err := dec(&a); err != nil {
+			return true, err
+		}
+		_, err = s.UpdateVaultKeys(ctx, a.Vault, a.Change)
+	default:
+		return false, nil
+	}
+	return true, err
+}
