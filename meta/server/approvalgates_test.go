@@ -1,0 +1,219 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/meta"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// gateFixture is a one-server meta group under the default approval policy with two
+// admins enrolled (the rule armed); the leader's wall clock moves on a TOTP step per
+// approval so one approver can decide many requests.
+type gateFixture struct {
+	t          *testing.T
+	s          *Server
+	alice, bob context.Context
+	bobKey     *otp.Key
+	skew       *atomic.Int64
+}
+
+func newGateFixture(t *testing.T) *gateFixture {
+	skew := &atomic.Int64{}
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	c := newCluster(t, 1, func(cfg *Config) {
+		cfg.Approvals = nil // the production default
+		cfg.Now = now
+		cfg.SealKeyFile = filepath.Join(cfg.Dir, "seal.key")
+		if err := NewSealKeyFile(cfg.SealKeyFile); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s := c.srv[c.leader()]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	f := &gateFixture{t: t, s: s, skew: skew,
+		alice: meta.WithPrincipal(ctx, meta.Principal{Name: "alice", Role: meta.RoleAdmin}),
+		bob:   meta.WithPrincipal(ctx, meta.Principal{Name: "bob", Role: meta.RoleAdmin})}
+	for _, who := range []context.Context{f.alice, f.bob} {
+		key, err := totp.Generate(totp.GenerateOpts{Issuer: "coffer", AccountName: meta.PrincipalFrom(who).Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnrollMFA(who, key.Secret(), f.code(key)); err != nil {
+			t.Fatal(err)
+		}
+		f.bobKey = key
+	}
+	return f
+}
+
+// code is key's code at the leader's clock.
+func (f *gateFixture) code(key *otp.Key) string {
+	c, err := totp.GenerateCodeCustom(key.Secret(), f.s.cfg.Now(), totpOpts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// queued checks that err is an approval-required answer for op and returns the ID.
+func (f *gateFixture) queued(what string, err error, op string) string {
+	f.t.Helper()
+	id, ok := meta.ApprovalIDFrom(err)
+	if !ok || !errors.Is(err, meta.ErrApprovalRequired) {
+		f.t.Fatalf("%s by one admin: %v, want queued for approval", what, err)
+	}
+	r, err := f.s.fsm.Approval(id)
+	if err != nil || r.Operation != op || r.State != meta.ApprovalPending || r.Requester.Name != "alice" {
+		f.t.Fatalf("%s: stored request %+v (%v), want alice's pending %s", what, r, err, op)
+	}
+	if _, err := f.s.DecideApproval(f.alice, id, true, "123456", ""); !errors.Is(err, meta.ErrDenied) {
+		f.t.Fatalf("%s: approval by the requester: %v, want ErrDenied", what, err)
+	}
+	return id
+}
+
+// approve has bob approve id with a fresh code and returns the final request.
+func (f *gateFixture) approve(id string) meta.ApprovalRequest {
+	f.t.Helper()
+	f.skew.Add(int64(31 * time.Second)) // the next TOTP step: each step is accepted once
+	r, err := f.s.DecideApproval(f.bob, id, true, f.code(f.bobKey), "checked")
+	if err != nil {
+		f.t.Fatalf("approve %s: %v", id, err)
+	}
+	return r
+}
+
+// TestTwoPersonGates: every operation kind the default approval policy names beyond the
+// governance bypass is refused and queued for one admin (the requester cannot approve
+// it), and runs once, with its stored parameters, when a second admin approves; what
+// the policy does not name (strengthening retention, adding a wrap, revoking a
+// non-admin) runs at once.
+func TestTwoPersonGates(t *testing.T) {
+	f := newGateFixture(t)
+	s := f.s
+	for _, v := range []meta.VaultID{"del", "pol", "keys"} {
+		nv := newVault(v)
+		if v == "keys" {
+			nv.KeyWraps = nil
+			nv.Keys = &meta.VaultKeys{Management: meta.KeyCustomer, Epoch: 1, Wraps: []meta.KeyWrap{
+				{ID: "aaaaaaaaaaaaaaaa", Kind: meta.WrapPassphrase, Holder: meta.WrapPassphrase, Recipient: "age1aa", Identity: []byte{2}, Keyring: []byte{1}},
+				{ID: "bbbbbbbbbbbbbbbb", Kind: meta.WrapHost, Holder: "web01", Recipient: "age1bb", Keyring: []byte{1}}}}
+		}
+		if _, err := s.CreateVault(f.alice, nv); err != nil {
+			t.Fatalf("create %s: %v", v, err)
+		}
+	}
+
+	// vault-delete
+	_, err := s.DeleteVault(f.alice, "del", time.Hour, "retired")
+	id := f.queued("vault delete", err, meta.OpVaultDelete)
+	if v, _ := s.fsm.Vault("del"); v.Deleted != nil {
+		t.Fatal("a queued vault delete deleted the vault")
+	}
+	if r := f.approve(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("approved vault delete: %+v", r)
+	}
+	if v, _ := s.fsm.Vault("del"); v.Deleted == nil || v.Deleted.By != "alice" || v.Deleted.Reason != "retired" {
+		t.Fatalf("after approval the vault is %+v, want deleted by alice as requested", v.Deleted)
+	}
+
+	// retention-weaken: pruning where there was none; strengthening runs at once.
+	_, err = s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 3}})
+	id = f.queued("retention weakening", err, meta.OpPolicyWeaken)
+	if r := f.approve(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("approved policy: %+v", r)
+	}
+	if v, _ := s.fsm.Vault("pol"); v.Retention == nil || v.Retention.Keep.Last != 3 {
+		t.Fatalf("policy after approval: %+v", v.Retention)
+	}
+	if _, err := s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 5}}); err != nil {
+		t.Fatalf("keeping more: %v, want done at once", err)
+	}
+	_, err = s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 4}})
+	f.queued("keep last lowered", err, meta.OpPolicyWeaken)
+
+	// key-wrap-remove: removing the host wrap (with a new epoch) is gated, adding is not.
+	v, _ := s.fsm.Vault("keys")
+	next := *v.Keys.Clone()
+	next.Wraps, next.Epoch = next.Wraps[:1], 2
+	_, err = s.UpdateVaultKeys(f.alice, "keys", meta.KeysChange{Revision: v.Keys.Revision, Keys: next, Event: "remove wrap", Reason: "host retired"})
+	id = f.queued("key wrap removal", err, meta.OpKeyWrapRemove)
+	if r := f.approve(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("approved wrap removal: %+v", r)
+	}
+	if v, _ := s.fsm.Vault("keys"); len(v.Keys.Wraps) != 1 || v.Keys.Epoch != 2 {
+		t.Fatalf("keys after approval: %+v", v.Keys)
+	}
+
+	// revoke-admin: a principal the cluster issued no certificate to may be an admin.
+	_, err = s.RevokeCert(f.alice, meta.Revocation{Principal: "mallory", Reason: "left"})
+	id = f.queued("revocation of an unknown (admin) principal", err, meta.OpRevokeAdmin)
+	if r := f.approve(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("approved revocation: %+v", r)
+	}
+	if rs, _, err := s.fsm.Revocations(); err != nil || !revoked(rs, "mallory") {
+		t.Fatalf("revocations after approval: %+v (%v)", rs, err)
+	}
+
+	// meta-membership: queued; executed once (the test group cannot reach m9, so the
+	// operation itself refuses and the request ends failed, never pending).
+	_, err = s.ChangeMeta(f.alice, meta.MetaChange{Action: meta.MetaAdd, ID: "m9", Addr: "m9", Reason: "grow"})
+	id = f.queued("meta add", err, meta.OpMetaMembership)
+	if r := f.approve(id); r.State != meta.ApprovalExecuted && r.State != meta.ApprovalFailed {
+		t.Fatalf("approved meta add: %+v", r)
+	}
+
+	// decommission: a chunk node's.
+	_, err = s.NodeAction(f.alice, meta.NodeActionRequest{Node: "c1", Action: meta.NodeDecommission, Reason: "old disk"})
+	id = f.queued("decommission", err, meta.OpDecommission)
+	if m, _, _ := s.fsm.ClusterMap(); m.Nodes[0].State != "active" {
+		t.Fatalf("a queued decommission changed the node: %+v", m.Nodes[0])
+	}
+	if r := f.approve(id); r.State != meta.ApprovalExecuted && r.State != meta.ApprovalFailed {
+		t.Fatalf("approved decommission: %+v", r)
+	}
+	// A drain is not gated.
+	if _, err := s.NodeAction(f.alice, meta.NodeActionRequest{Node: "c1", Action: meta.NodeDrain}); errors.Is(err, meta.ErrApprovalRequired) {
+		t.Fatalf("drain: %v, want not gated", err)
+	}
+
+	// Every request executed once: one execute entry each, all audited.
+	es, err := s.AuditLog(f.alice, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	executes := map[string]int{}
+	for _, e := range es {
+		if strings.HasPrefix(e.Action, "approval execute ") {
+			executes[e.Target]++
+		}
+	}
+	rs, _ := s.ListApprovals(f.alice)
+	for _, r := range rs {
+		want := 0
+		if r.State == meta.ApprovalExecuted || r.State == meta.ApprovalFailed {
+			want = 1
+		}
+		if executes[r.ID] != want {
+			t.Errorf("request %s (%s, %s) executed %d times in the audit log, want %d", r.ID, r.Operation, r.State, executes[r.ID], want)
+		}
+	}
+}
+
+func revoked(rs []meta.Revocation, principal string) bool {
+	for _, r := range rs {
+		if r.Principal == principal {
+			return true
+		}
+	}
+	return false
+}
