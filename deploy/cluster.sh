@@ -17,7 +17,9 @@
 #
 # Environment: COFFER_CLUSTER_DIR (default bin/cluster), COFFER_IMAGE (default coffer:dev,
 # built by `make image`), COMPOSE_PROJECT_NAME (default coffer), COFFER_SUBNET_PREFIX
-# (default 10.213.0), COMPOSE (default: `docker compose` if present, else docker-compose).
+# (default 10.213.0), COMPOSE (default: `docker compose` if present, else docker-compose),
+# COFFER_COMPOSE_OVERRIDE (a second compose file merged over compose.yaml: the chaos suite's
+# deploy/chaos/compose.chaos.yaml).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +46,7 @@ WAIT=${COFFER_WAIT:-180}
 
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { echo "cluster: $*" >&2; exit 1; }
-dc() { $COMPOSE -f "$HERE/compose.yaml" --profile tools "$@"; }
+dc() { $COMPOSE -f "$HERE/compose.yaml" ${COFFER_COMPOSE_OVERRIDE:+-f "$COFFER_COMPOSE_OVERRIDE"} --profile tools "$@"; }
 # The address of a service on the private network.
 addr() {
   case $1 in
