@@ -665,11 +665,11 @@ type listedSnapshot struct {
 	Time time.Time `json:"time"`
 }
 
-// listSnapshots lists the vault as agent-1.
+// listSnapshots lists the vault as the first agent.
 func (r *run) listSnapshots(ctx context.Context, n int) ([]listedSnapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	out, stderr, code, err := r.agentRun(ctx, "agent-1", fmt.Sprintf("%s-list-%d", r.project, n), nil, "--json", "snapshots")
+	out, stderr, code, err := r.agentRun(ctx, agentName(1), fmt.Sprintf("%s-list-%d", r.project, n), nil, "--json", "snapshots")
 	if err != nil || code != 0 {
 		return nil, fmt.Errorf("snapshots: exit %d %v: %s", code, err, lastLine(stderr))
 	}
@@ -760,7 +760,7 @@ func (r *run) setup(ctx context.Context, agents int) error {
 	// step 7 does for the compose agent.
 	metas := strings.Join([]string{r.addr("meta-1") + ":7000", r.addr("meta-2") + ":7000", r.addr("meta-3") + ":7000"}, ",")
 	for i := 1; i <= agents; i++ {
-		name := fmt.Sprintf("agent-%d", i)
+		name := agentName(i)
 		if err := os.MkdirAll(filepath.Join(r.dir, "trees", name), 0o755); err != nil {
 			return err
 		}
@@ -779,7 +779,7 @@ func (r *run) setup(ctx context.Context, agents int) error {
 	}
 	var lastErr string
 	for try := 0; try < 10; try++ {
-		_, stderr, code, err := r.agentRun(ctx, "agent-1", r.project+"-init", nil, "init")
+		_, stderr, code, err := r.agentRun(ctx, agentName(1), r.project+"-init", nil, "init")
 		if err == nil && code == 0 {
 			r.logf("setup: %d agents enrolled, vault %s initialised", agents, vault)
 			return nil
@@ -798,7 +798,7 @@ func (r *run) teardown(agents int) {
 			r.t.Errorf("teardown: %v", err)
 		}
 		for i := 1; i <= agents; i++ {
-			_ = r.docker(ctx, "volume", "rm", "-f", r.agentVolume(fmt.Sprintf("agent-%d", i)))
+			_ = r.docker(ctx, "volume", "rm", "-f", r.agentVolume(agentName(i)))
 		}
 		if err := syscall.Unmount(r.small, 0); err != nil {
 			r.t.Errorf("teardown: unmount %s: %v", r.small, err)
@@ -1010,7 +1010,7 @@ func TestChaos(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 1; i <= *agentsFlag; i++ {
-		name := fmt.Sprintf("agent-%d", i)
+		name := agentName(i)
 		tree := &agentTree{dir: filepath.Join(dir, "trees", name), rng: rand.New(rand.NewSource(seed*31 + int64(i)))}
 		wg.Add(1)
 		go func() { defer wg.Done(); r.backupLoop(ctx, name, i-1, tree, stop) }()
@@ -1235,8 +1235,12 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// agentName is the enrolled name and host name of the suite's agent i (the compose
+// file's own agent is agent-1).
+func agentName(i int) string { return fmt.Sprintf("chaos-%d", i) }
+
 func clientOf(agent string) int {
-	n, _ := strconv.Atoi(strings.TrimPrefix(agent, "agent-"))
+	n, _ := strconv.Atoi(strings.TrimPrefix(agent, "chaos-"))
 	return n - 1
 }
 

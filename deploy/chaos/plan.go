@@ -63,7 +63,7 @@ const (
 func ChunkNode(i int) string { return fmt.Sprintf("chunk-%d", i) }
 
 // NewPlan draws the fault schedule for seed: pairRounds rounds of one chunk-lane and
-// (usually) one meta-lane fault, plus the exclusive faults, each kind at least once.
+// one meta-lane fault, plus the exclusive faults, each kind at least once.
 // The same seed gives the same plan.
 func NewPlan(seed int64, pairRounds int, exclusive []Kind) Plan {
 	r := rand.New(rand.NewSource(seed))
@@ -104,13 +104,11 @@ func NewPlan(seed int64, pairRounds int, exclusive []Kind) Plan {
 			ck = chunkKinds[i]
 		}
 		rd.Faults = append(rd.Faults, chunkFault(ck))
-		if i < len(metaKinds) || r.Intn(5) > 0 {
-			mk := metaKinds[r.Intn(len(metaKinds))]
-			if i < len(metaKinds) {
-				mk = metaKinds[i]
-			}
-			rd.Faults = append(rd.Faults, metaFault(mk))
+		mk := metaKinds[r.Intn(len(metaKinds))]
+		if i < len(metaKinds) {
+			mk = metaKinds[i]
 		}
+		rd.Faults = append(rd.Faults, metaFault(mk))
 		p.Rounds = append(p.Rounds, rd)
 	}
 	r.Shuffle(len(p.Rounds), func(i, j int) { p.Rounds[i], p.Rounds[j] = p.Rounds[j], p.Rounds[i] })
