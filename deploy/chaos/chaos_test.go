@@ -901,6 +901,7 @@ type Summary struct {
 	LoadStart       float64        `json:"load_avg_start"`
 	LoadMax         float64        `json:"load_avg_max"`
 	Commit          string         `json:"commit"`
+	Image           string         `json:"image"`
 	Faults          int            `json:"faults"`
 	FaultsByKind    map[Kind]int   `json:"faults_by_kind"`
 	Backups         int            `json:"backups"`
@@ -968,7 +969,7 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("project %s already has containers: COMPOSE_PROJECT_NAME=%s deploy/cluster.sh down", r.project, r.project)
 	}
 	plan := NewPlan(seed, v.pairRounds, v.exclusive)
-	sum := Summary{Seed: seed, Mode: *modeFlag, Started: r.t0.UTC(), LoadStart: loadavg(), FaultsByKind: map[Kind]int{},
+	sum := Summary{Seed: seed, Mode: *modeFlag, Image: r.image, Started: r.t0.UTC(), LoadStart: loadavg(), FaultsByKind: map[Kind]int{},
 		FailureMessages: map[string]int{}, Phantoms: []string{}, Panics: []string{}}
 	if out, _, _, _ := r.cmd(context.Background(), "git", "rev-parse", "--short", "HEAD"); out != "" {
 		sum.Commit = strings.TrimSpace(out)
@@ -1162,7 +1163,7 @@ func TestChaos(t *testing.T) {
 	}
 	sort.Strings(ids)
 	var rmu sync.Mutex
-	sem := make(chan struct{}, 3)
+	sem := make(chan struct{}, 4)
 	var rwg sync.WaitGroup
 	for _, id := range ids {
 		a := acked[id]

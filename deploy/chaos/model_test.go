@@ -65,7 +65,7 @@ func TestEnvelope(t *testing.T) {
 		{ID: 3, Kind: KillChunk, Chunks: []string{"chunk-3"}, Start: 25 * s, Recovered: 30 * s},
 		{ID: 4, Kind: PartitionChunks, Chunks: []string{"chunk-4", "chunk-5", "chunk-6"}, Start: 40 * s, Recovered: 50 * s},
 	}
-	e := DefaultEnvelope()
+	e := Envelope{MaxChunks: 2, MaxMeta: 1}
 	cases := []struct {
 		start, end time.Duration
 		want       Exposure
@@ -79,6 +79,10 @@ func TestEnvelope(t *testing.T) {
 		if got := e.Expose(w, c.start, c.end); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("[%v, %v]: got %+v, want %+v", c.start, c.end, got, c.want)
 		}
+	}
+	// With the default 5 s to settle, chunk-1 and chunk-2 still count when chunk-3 goes.
+	if got := DefaultEnvelope().Expose(w, 19*s, 26*s); got.Inside || got.MaxChunks != 3 {
+		t.Errorf("settle: got %+v, want 3 chunk nodes, outside", got)
 	}
 }
 
