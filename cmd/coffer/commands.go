@@ -40,6 +40,7 @@ func commands() []*cmdSpec {
 		lsSpec(),
 		restoreSpec(),
 		dumpSpec(),
+		mountSpec(),
 		verifySpec(),
 		forgetSpec(),
 		lockSpec(),

@@ -252,14 +252,22 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 // agent whose chunk reads carry a restore grant for snap; other roles read with their own
 // rights and get ag itself.
 func (s *session) grantFor(ctx context.Context, ag *client.Agent, snap meta.Snapshot) (*client.Agent, error) {
+	r, _, err := s.readerFor(ctx, ag, snap)
+	return r, err
+}
+
+// readerFor is grantFor that also returns how long the reader's access lasts from
+// when it was asked for: the grant's lifetime (grant.MaxTTL, which the leader grants
+// exactly), or zero for a reader that needs no grant.
+func (s *session) readerFor(ctx context.Context, ag *client.Agent, snap meta.Snapshot) (*client.Agent, time.Duration, error) {
 	if s.role != transport.RoleRestore {
-		return ag, nil
+		return ag, 0, nil
 	}
 	tok, _, err := s.meta.IssueGrant(ctx, snap.Vault, snap.ID, grant.MaxTTL)
 	if err != nil {
-		return nil, retentionErr(err, "obtain a restore grant for snapshot %s", snap.ID.Str())
+		return nil, 0, retentionErr(err, "obtain a restore grant for snapshot %s", snap.ID.Str())
 	}
-	return ag.WithChunks(s.chunks.WithGrant(tok)), nil
+	return ag.WithChunks(s.chunks.WithGrant(tok)), grant.MaxTTL, nil
 }
 
 // openSnapshot opens the vault and resolves ref (an ID, a unique prefix or "latest") to
