@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/tree"
 )
@@ -40,6 +41,27 @@ func (a *Agent) LoadTree(ctx context.Context, id chunk.ID) (*tree.Tree, error) {
 		return nil, err
 	}
 	return a.trees.Load(ctx, id)
+}
+
+// LoadTrees loads trees ids of the agent's vault in one batched read
+// (chunkstore.GetMany): each verified against its ID and decoded. The results are in
+// the order of ids, each with its own error.
+func (a *Agent) LoadTrees(ctx context.Context, ids []chunk.ID) ([]*tree.Tree, []error) {
+	trees, errs := make([]*tree.Tree, len(ids)), make([]error, len(ids))
+	if err := a.check(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return trees, errs
+	}
+	for i, r := range chunkstore.GetMany(ctx, a.cfg.Chunks, ids) {
+		if r.Err != nil {
+			errs[i] = fmt.Errorf("snapshot: tree %s: %w", ids[i].Str(), r.Err)
+			continue
+		}
+		trees[i], errs[i] = a.trees.Open(ids[i], r.Data)
+	}
+	return trees, errs
 }
 
 // readAheadExtents is how many data extents past the one a sequential read reached a

@@ -46,6 +46,13 @@ const (
 	listTimeout    = time.Second
 )
 
+// Tree prefetches: batched reads of up to prefetchBatch subdirectory trees, at most
+// prefetchTrees batches at once.
+const (
+	prefetchBatch = 64
+	prefetchTrees = 4
+)
+
 // Defaults of Options.
 const (
 	DefaultCacheBytes = 64 << 20
@@ -92,9 +99,12 @@ type FS struct {
 	uid    uint32
 	gid    uint32
 
-	// ctx bounds the background reads of open files; cancelled by Unmount.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx bounds the background reads (open files' read-ahead, tree prefetches);
+	// cancelled by Unmount, which waits for bg.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+	prefetch chan struct{} // a slot per tree prefetch in flight
 
 	mu     sync.Mutex
 	listed time.Time // when list was read; zero: never
@@ -142,7 +152,8 @@ func Mount(ctx context.Context, dir string, o Options) (*FS, error) {
 		return nil, fmt.Errorf("%w: mount point %s is not a directory", ErrInvalid, abs)
 	}
 	m := &FS{o: o, dir: abs, cache: client.NewReadCache(o.CacheBytes), trees: newTreeCache(o.TreeNodes),
-		start: o.Now(), uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), byID: map[meta.SnapshotID]*snap{}}
+		start: o.Now(), uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), byID: map[meta.SnapshotID]*snap{},
+		prefetch: make(chan struct{}, prefetchTrees)}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	snapTimeout := contentTimeout
 	opts := &fs.Options{
@@ -152,7 +163,10 @@ func Mount(ctx context.Context, dir string, o Options) (*FS, error) {
 			Name:        "coffer",
 			MaxWrite:    1 << 20,
 			DirectMount: true, // as root no fusermount is needed; otherwise it falls back to it
-			Debug:       o.Debug,
+			// Snapshots record no extended attributes: ENOSYS, so the kernel stops asking
+			// (ls -l would ask for ACLs of every file).
+			DisableXAttrs: true,
+			Debug:         o.Debug,
 		},
 		EntryTimeout:    &snapTimeout,
 		AttrTimeout:     &snapTimeout,
@@ -185,6 +199,7 @@ func (m *FS) Unmount() error {
 	}
 	m.server.Wait()
 	m.cancel()
+	m.bg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true

@@ -358,24 +358,72 @@ func (e *entry) dirLinks(ctx context.Context, id chunk.ID) (uint32, syscall.Errn
 // tree returns tree id of snapshot s, having first obtained s's reader: a snapshot that
 // may not be read shows nothing, even what the cache holds from another one.
 func (m *FS) tree(ctx context.Context, s *snap, id chunk.ID) (*tree.Tree, syscall.Errno) {
+	t, _, en := m.treeAndReader(ctx, s, id)
+	return t, en
+}
+
+// treeAndReader is tree that also returns the reader it was read with.
+func (m *FS) treeAndReader(ctx context.Context, s *snap, id chunk.ID) (*tree.Tree, *client.Agent, syscall.Errno) {
 	ag, err := m.reader(ctx, s)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, syscall.EINTR
+			return nil, nil, syscall.EINTR
 		}
-		return nil, syscall.EACCES
+		return nil, nil, syscall.EACCES
 	}
-	if t := m.trees.get(id); t != nil {
-		return t, 0
-	}
-	t, err := ag.LoadTree(ctx, id)
+	t, err := m.trees.load(ctx, id, func() (*tree.Tree, error) { return ag.LoadTree(ctx, id) })
 	if err != nil {
 		m.o.Logger.Warn("mount: load tree", "snapshot", s.name, "tree", id.Str(), "err", err)
-		return nil, errno(ctx, err)
+		return nil, nil, errno(ctx, err)
 	}
-	m.trees.put(id, t)
-	return t, 0
+	return t, ag, 0
 }
+
+// prefetchSubtrees loads, in the background, the trees of t's subdirectories that are
+// neither cached nor loading, in batched reads of up to prefetchBatch trees: a listing
+// with attributes (ls -l, READDIRPLUS) looks each of them up next, and a directory's
+// link count needs its tree. It is called for a directory that is listed. At most
+// prefetchTrees batches run at once in the mount; they stop when it is unmounted.
+func (m *FS) prefetchSubtrees(ag *client.Agent, t *tree.Tree) {
+	var ids []chunk.ID
+	for i := range t.Nodes {
+		if n := &t.Nodes[i]; n.Type == tree.TypeDir && n.Subtree != nil {
+			ids = append(ids, *n.Subtree)
+		}
+	}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), prefetchBatch)]
+		ids = ids[len(batch):]
+		mine, loads := m.trees.begin(batch)
+		if len(mine) == 0 {
+			continue
+		}
+		select {
+		case m.prefetch <- struct{}{}:
+		default:
+			// Enough in flight: these load when they are looked up.
+			for i, id := range mine {
+				m.trees.end(id, loads[i], nil, errPrefetchSkipped)
+			}
+			continue
+		}
+		m.bg.Add(1)
+		go func() {
+			defer m.bg.Done()
+			defer func() { <-m.prefetch }()
+			// NB: a failed load is not cached; the lookup that needs the tree loads it
+			// again and reports its own error.
+			trees, errs := ag.LoadTrees(m.ctx, mine)
+			for i, id := range mine {
+				m.trees.end(id, loads[i], trees[i], errs[i])
+			}
+		}()
+	}
+}
+
+// errPrefetchSkipped ends a prefetch that was not started; whoever waited for it loads
+// the tree itself.
+var errPrefetchSkipped = errors.New("mount: prefetch skipped")
 
 // unixMode is n's st_mode: type, permission, setuid, setgid and sticky bits.
 func unixMode(n *tree.Node) uint32 {
@@ -454,10 +502,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	t, en := d.m.tree(ctx, d.s, d.tree)
+	t, ag, en := d.m.treeAndReader(ctx, d.s, d.tree)
 	if en != 0 {
 		return nil, en
 	}
+	d.m.prefetchSubtrees(ag, t)
 	out := make([]fuse.DirEntry, len(t.Nodes))
 	for i := range t.Nodes {
 		n := &t.Nodes[i]

@@ -2,6 +2,7 @@ package mount
 
 import (
 	"container/list"
+	"context"
 	"sync"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -17,10 +18,18 @@ import (
 type treeCache struct {
 	max int
 
-	mu    sync.Mutex
-	byID  map[chunk.ID]*list.Element // of *cachedTree
-	lru   *list.List                 // most recent first
-	nodes int
+	mu      sync.Mutex
+	byID    map[chunk.ID]*list.Element // of *cachedTree
+	lru     *list.List                 // most recent first
+	nodes   int
+	loading map[chunk.ID]*treeLoad // loads in flight
+}
+
+// treeLoad is a load of one tree in flight; done is closed when t and err are set.
+type treeLoad struct {
+	done chan struct{}
+	t    *tree.Tree
+	err  error
 }
 
 type cachedTree struct {
@@ -29,18 +38,69 @@ type cachedTree struct {
 }
 
 func newTreeCache(maxNodes int) *treeCache {
-	return &treeCache{max: maxNodes, byID: map[chunk.ID]*list.Element{}, lru: list.New()}
+	return &treeCache{max: maxNodes, byID: map[chunk.ID]*list.Element{}, lru: list.New(), loading: map[chunk.ID]*treeLoad{}}
 }
 
-func (c *treeCache) get(id chunk.ID) *tree.Tree {
+// load returns tree id from the cache, by waiting for a load in flight, or by calling
+// fetch (and caching what it returns). A failed load is not cached.
+func (c *treeCache) load(ctx context.Context, id chunk.ID, fetch func() (*tree.Tree, error)) (*tree.Tree, error) {
+	c.mu.Lock()
+	if el, ok := c.byID[id]; ok {
+		c.lru.MoveToFront(el)
+		c.mu.Unlock()
+		return el.Value.(*cachedTree).t, nil
+	}
+	if l, ok := c.loading[id]; ok {
+		c.mu.Unlock()
+		select {
+		case <-l.done:
+			if l.err == nil {
+				return l.t, nil
+			}
+			return fetch() // NB: its error is the one to report, not another load's
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	l := &treeLoad{done: make(chan struct{})}
+	c.loading[id] = l
+	c.mu.Unlock()
+	t, err := fetch()
+	c.end(id, l, t, err)
+	return t, err
+}
+
+// begin registers loads of those of ids that are neither cached nor loading, and
+// returns them: the caller loads them and calls end for each.
+func (c *treeCache) begin(ids []chunk.ID) ([]chunk.ID, []*treeLoad) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.byID[id]
-	if !ok {
-		return nil
+	var mine []chunk.ID
+	var loads []*treeLoad
+	for _, id := range ids {
+		_, cached := c.byID[id]
+		_, loading := c.loading[id]
+		if cached || loading {
+			continue
+		}
+		l := &treeLoad{done: make(chan struct{})}
+		c.loading[id] = l
+		mine, loads = append(mine, id), append(loads, l)
 	}
-	c.lru.MoveToFront(el)
-	return el.Value.(*cachedTree).t
+	return mine, loads
+}
+
+// end records the outcome of load l of tree id (begun by load or begin) and wakes its
+// waiters; a tree is cached, an error is not.
+func (c *treeCache) end(id chunk.ID, l *treeLoad, t *tree.Tree, err error) {
+	l.t, l.err = t, err
+	c.mu.Lock()
+	delete(c.loading, id)
+	c.mu.Unlock()
+	close(l.done)
+	if err == nil {
+		c.put(id, t)
+	}
 }
 
 // put files t under id; a tree larger than the bound is not kept.

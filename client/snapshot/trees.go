@@ -65,6 +65,12 @@ func (s *Trees) LoadSized(ctx context.Context, id chunk.ID) (*tree.Tree, int, er
 	return t, len(sealed), nil
 }
 
+// Open opens and decodes sealed, the sealed chunk of tree id read by the caller (in a
+// batch, say): as Load does with what it fetches, without the cache.
+func (s *Trees) Open(id chunk.ID, sealed []byte) (*tree.Tree, error) {
+	return openTree(s.keys, id, sealed)
+}
+
 // Encode encodes t and returns its chunk ID and encoding, which the caller uploads (and
 // must not modify); with a cache the tree is also filed in it. Encoding errors are
 // tree.Encode's, unwrapped.

@@ -103,15 +103,21 @@ func startMount(t *testing.T, env map[string]string, mnt string, want int, extra
 // everything but directories (whose size the snapshot does not record), size.
 func statLines(t *testing.T, root string) []string {
 	t.Helper()
-	cmd := exec.Command("sh", "-c", `find . -mindepth 1 | LC_ALL=C sort | while IFS= read -r p; do
-  if [ -d "$p" ] && [ ! -L "$p" ]; then stat -c '%n %f %h %u %g %.9Y' "$p"; else stat -c '%n %f %h %u %g %.9Y %s' "$p"; fi
-done`)
+	cmd := exec.Command("sh", "-c", `find . -mindepth 1 -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%F|%n %f %h %u %g %.9Y %s'`)
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("stat below %s: %v", root, err)
 	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		typ, rest, _ := strings.Cut(l, "|")
+		if typ == "directory" {
+			rest = rest[:strings.LastIndexByte(rest, ' ')]
+		}
+		lines = append(lines, rest)
+	}
+	return lines
 }
 
 // TestCLIMount backs up a mixed tree (sparse file, symlinks, hardlinks, a FIFO, 10,000
