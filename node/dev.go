@@ -451,6 +451,15 @@ func (d *Dev) Kill(id string) error {
 	return n.Kill()
 }
 
+// Crash stops one node the way kill -9 looks to its peers: silent at once (Node.Crash).
+func (d *Dev) Crash(id string) error {
+	n := d.Node(id)
+	if n == nil {
+		return fmt.Errorf("node: dev: no node %q", id)
+	}
+	return n.Crash()
+}
+
 // Restart starts a stopped node again from its directory and configuration.
 func (d *Dev) Restart(id string) error {
 	cfgs, err := DevConfigs(d.Dir)

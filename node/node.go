@@ -489,6 +489,22 @@ func (n *Node) Close() error { return n.close(true) }
 // (they detect it by failed probes). Storage is still closed cleanly.
 func (n *Node) Kill() error { return n.close(false) }
 
+// Crash stops the node the way kill -9 looks to its peers: its QUIC socket closes first,
+// so they hear nothing more from it (no CONNECTION_CLOSE, no gossip leave, no Raft
+// goodbye) and must notice the silence; then everything is closed as by Kill. Fault
+// tests use it; Kill's peers learn at once that its QUIC connections are closed.
+func (n *Node) Crash() error {
+	if n.closed.Load() {
+		return nil
+	}
+	var errs []error
+	if n.ep != nil {
+		errs = append(errs, n.ep.Silence())
+	}
+	errs = append(errs, n.close(false))
+	return errors.Join(errs...)
+}
+
 func (n *Node) close(graceful bool) error {
 	if n.closed.Swap(true) {
 		return nil

@@ -17,7 +17,11 @@ import (
 // Client implements meta.Service over the transport. It tries the meta addresses in
 // order, starting from the last one that answered; NotLeader, Unavailable and unreachable
 // peers move it on to the next, and after a full round it backs off (50 ms doubling to
-// 1 s) and starts again until ctx is done. Any other error (NotFound, Exists, Invalid,
+// 1 s) and starts again until ctx is done. A server found unreachable is not where the
+// next round starts. A call to a server that died or stalled with the call in flight
+// ends after the transport's liveness watch (about 3 s over transport/quic, not the 8 s
+// idle timeout), and a follower forwarding to a dead leader answers Unavailable as soon
+// as its own forward call ends so, so a leader change costs a call about one election. Any other error (NotFound, Exists, Invalid,
 // MissingChunks, PermissionDenied, ...) is definite and returned at once, never retried.
 //
 // NB: a write that fails with Unavailable (the leader lost leadership after proposing)
@@ -98,6 +102,12 @@ func (cl *Client) call(ctx context.Context, method string, req, resp any) error 
 					cl.last.Store(int64(i))
 				}
 				return fmt.Errorf("metarpc: %s on %s: %w", method, addrs[i], err)
+			}
+			if errors.Is(err, transport.ErrUnreachable) {
+				// NB: a server that is dead or stalled (no answer to the transport's
+				// liveness probe) is not where the next round or call starts: it would cost
+				// them the same wait again.
+				cl.last.CompareAndSwap(int64(i), int64((i+1)%n))
 			}
 			lastErr = err
 		}

@@ -396,10 +396,21 @@ func (e *Endpoint) serveConn(conn *quicgo.Conn) {
 // everything is released as by Close. Fault tests use it; a running node closes with
 // Close.
 func (e *Endpoint) Abort() error {
-	if err := e.udp.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("quic: abort: %w", err)
+	if err := e.Silence(); err != nil {
+		return err
 	}
 	return e.Close()
+}
+
+// Silence closes the endpoint's socket and nothing else: from then on it neither sends
+// nor receives, as if its process had died, while its goroutines run on until Close.
+// A node crashing in a fault test silences its endpoint before it tears down the rest,
+// so that no peer hears of the teardown.
+func (e *Endpoint) Silence() error {
+	if err := e.udp.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("quic: silence: %w", err)
+	}
+	return nil
 }
 
 // Close stops accepting, closes every listener and connection, cancels the contexts of
