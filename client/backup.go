@@ -244,6 +244,16 @@ func (b *backup) commit(ctx context.Context, ci commitInfo, upStats upload.Stats
 		snap.Parent = &p
 	}
 	committed, err := a.cfg.Meta.CommitSnapshot(ctx, snap)
+	if errors.Is(err, meta.ErrExists) {
+		// NB: the ID is this backup's own random one. A meta client that retried the
+		// commit after its first attempt went through (the leader crashed or stalled
+		// before answering) hears ErrExists for it: the snapshot is there, and if it
+		// holds this tree it is this backup's.
+		if got, gerr := a.cfg.Meta.GetSnapshot(ctx, a.vault.ID, ci.id); gerr == nil && got.Tree == snap.Tree {
+			a.cfg.Logger.Info("commit retried after it went through: the snapshot is there", "snapshot", ci.id.Str())
+			committed, err = got, nil
+		}
+	}
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("client: backup: commit snapshot %s: %w", ci.id.Str(), err)
 	}

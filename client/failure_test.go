@@ -8,6 +8,7 @@ import (
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/crypt"
+	"github.com/cofferhq/coffer/meta"
 )
 
 // corruptingStore flips a byte of every chunk it returns for one ID.
@@ -81,5 +82,42 @@ func TestBackupCancelledCommitsNothing(t *testing.T) {
 	}
 	if s, _ := a.Snapshots(context.Background()); len(s) != 0 {
 		t.Fatalf("cancelled backup committed %d snapshots", len(s))
+	}
+}
+
+// retriedMeta answers every commit the way a meta client does that retried it after
+// the first attempt went through (the leader crashed before answering): it commits,
+// then commits again and returns that second answer, ErrExists.
+type retriedMeta struct{ *probeMeta }
+
+func (m retriedMeta) CommitSnapshot(ctx context.Context, s meta.Snapshot) (meta.Snapshot, error) {
+	if _, err := m.probeMeta.CommitSnapshot(ctx, s); err != nil {
+		return meta.Snapshot{}, err
+	}
+	return m.probeMeta.CommitSnapshot(ctx, s)
+}
+
+// TestBackupAcknowledgedWhenRetriedCommitExists: a commit that went through but whose
+// answer was lost, retried and answered ErrExists, is this backup's own snapshot (its ID
+// is fresh and random, the tree the same): the backup succeeds instead of failing
+// although its snapshot was committed.
+func TestBackupAcknowledgedWhenRetriedCommitExists(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "src", "a"), randBytes(3, 64<<10), 0o644)
+	e := newEnv(t)
+	cfg := e.cfg
+	cfg.Meta = retriedMeta{e.meta}
+	a, err := Open(context.Background(), cfg, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	res, err := a.Backup(context.Background(), BackupOptions{Paths: []string{filepath.Join(dir, "src")}})
+	if err != nil {
+		t.Fatalf("backup whose retried commit found its snapshot: %v", err)
+	}
+	snaps, err := a.Snapshots(context.Background())
+	if err != nil || len(snaps) != 1 || snaps[0].ID != res.Snapshot.ID {
+		t.Fatalf("snapshots %v (%v), want just %s", snaps, err, res.Snapshot.ID.Str())
 	}
 }
