@@ -197,3 +197,9 @@ var ErrUnreachable = errors.New("transport: peer unreachable")
 // and unlike other unreachable errors it is not worth retrying elsewhere: every node of
 // the cluster would refuse the same certificate.
 var ErrRefused = errors.New("transport: tls handshake refused")
+
+// ErrStalled marks a call abandoned because its peer answered neither the call nor a
+// liveness probe in time (a crashed, paused or cut-off node). It always comes together
+// with ErrUnreachable: another node may answer where this one did not. The request may
+// have run on the peer.
+var ErrStalled = errors.New("transport: peer stalled")

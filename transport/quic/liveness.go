@@ -28,11 +28,8 @@ const (
 // reads its connection. It is not a method of any handler.
 const pingMethod = "quic.Ping"
 
-// ErrStalled marks a call abandoned because its peer answered neither the call nor a
-// liveness probe in time (a crashed, paused or cut-off node). It always comes together
-// with transport.ErrUnreachable: another node may answer where this one did not. The
-// request may have run on the peer.
-var ErrStalled = errors.New("quic: peer stalled")
+// ErrStalled is transport.ErrStalled: a call abandoned by its liveness watch.
+var ErrStalled = transport.ErrStalled
 
 // Liveness configures how a call notices a peer that went silent: without it a call to a
 // crashed or paused node (which sends nothing, not even a CONNECTION_CLOSE) waits out
@@ -191,10 +188,45 @@ func (e *Endpoint) watch(ctx context.Context, cancel context.CancelCauseFunc, co
 	}
 }
 
+// progressPiece is the most a watched call writes at once, so that each piece written
+// (packed and sent, which past the first congestion window needs the peer's
+// acknowledgements) tells the watch the peer is alive.
+const progressPiece = 256 << 10
+
+// progress reads and writes a call's stream, recording on its connection every byte
+// that arrives and every piece that leaves: a call moving data hears from its peer, so a
+// connection busy with bulk transfers (whose probes may queue behind them) is not taken
+// for a silent one.
+type progress struct {
+	str *quicgo.Stream
+	l   *connLive
+}
+
+func (p progress) Read(b []byte) (int, error) {
+	n, err := p.str.Read(b)
+	if n > 0 {
+		p.l.heardFrom()
+	}
+	return n, err
+}
+
+func (p progress) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := p.str.Write(b[done:min(len(b), done+progressPiece)])
+		done += n
+		if err != nil {
+			return done, err
+		}
+		p.l.heardFrom()
+	}
+	return done, nil
+}
+
 // stalledError is the cause of a call abandoned by its liveness watch.
 type stalledError struct{ err error }
 
-func (s stalledError) Error() string { return fmt.Sprintf("%v: %v", ErrStalled, s.err) }
+func (s stalledError) Error() string { return fmt.Sprintf("quic: peer stalled: %v", s.err) }
 
 func (s stalledError) Is(target error) bool {
 	return target == ErrStalled || target == transport.ErrUnreachable

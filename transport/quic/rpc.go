@@ -79,7 +79,8 @@ func (e *Endpoint) watchedRoundTrip(ctx context.Context, str *quicgo.Stream, con
 		defer close(done)
 		e.watch(wctx, cancel, conn, l)
 	}()
-	reply, written, err := e.roundTrip(wctx, str, method, body)
+	pr := progress{str: str, l: l}
+	reply, written, err := e.roundTripVia(wctx, str, pr, pr, method, body)
 	var te *transport.Error
 	if err == nil || errors.As(err, &te) {
 		l.heardFrom()
@@ -106,12 +107,18 @@ func (e *Endpoint) rpcALPN() string {
 // roundTrip writes the request, closes the send side and reads the response. written
 // reports whether the whole request frame was handed to the stream.
 func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method string, body []byte) (reply []byte, written bool, err error) {
+	return e.roundTripVia(ctx, str, str, str, method, body)
+}
+
+// roundTripVia is roundTrip writing the request to w and reading the reply from r (str
+// itself, or str wrapped to record progress: see progress).
+func (e *Endpoint) roundTripVia(ctx context.Context, str *quicgo.Stream, w io.Writer, r io.Reader, method string, body []byte) (reply []byte, written bool, err error) {
 	stop := context.AfterFunc(ctx, func() {
 		str.CancelWrite(streamCancel)
 		str.CancelRead(streamCancel)
 	})
 	defer stop()
-	if err := wire.WriteRequest(str, method, body); err != nil {
+	if err := wire.WriteRequest(w, method, body); err != nil {
 		if refusedEarly(str) {
 			return refusedAnswer(str, err)
 		}
@@ -130,7 +137,7 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 		str.CancelRead(streamCancel)
 		return nil, false, err
 	}
-	reply, code, msg, err := readReply(str)
+	reply, code, msg, err := readReplyFrom(str, r)
 	if err != nil {
 		return nil, true, err
 	}
@@ -143,14 +150,19 @@ func (e *Endpoint) roundTrip(ctx context.Context, str *quicgo.Stream, method str
 // readReply reads the response frame and the FIN after it. A read error cancels the
 // receive side; an empty error message is filled in from the code.
 func readReply(str *quicgo.Stream) (reply []byte, code transport.Code, msg string, err error) {
-	code, msg, reply, err = wire.ReadResponse(str)
+	return readReplyFrom(str, str)
+}
+
+// readReplyFrom is readReply reading through r (str, or str wrapped).
+func readReplyFrom(str *quicgo.Stream, r io.Reader) (reply []byte, code transport.Code, msg string, err error) {
+	code, msg, reply, err = wire.ReadResponse(r)
 	if err != nil {
 		str.CancelRead(streamCancel)
 		return nil, 0, "", err
 	}
 	// Consume the FIN so the stream completes on both sides; anything else is a peer bug.
 	var one [1]byte
-	if n, err := str.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
+	if n, err := r.Read(one[:]); n != 0 || !errors.Is(err, io.EOF) {
 		str.CancelRead(streamCancel)
 	}
 	if code != transport.OK && msg == "" {

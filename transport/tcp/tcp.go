@@ -62,6 +62,9 @@ type Config struct {
 	// header is read and before its body is; its error is the answer, the handler is not
 	// called and the body is read into nothing. Nodes refuse revoked certificates here.
 	CheckPeer transport.PeerCheck
+	// Liveness is how calls notice a peer that stopped answering; zero fields take
+	// defaults (DefaultLivenessAfter, DefaultLivenessTimeout).
+	Liveness Liveness
 }
 
 // Endpoint is a TCP+TLS RPC server and client. It implements transport.Caller. Safe for
@@ -74,6 +77,8 @@ type Endpoint struct {
 	client  *tls.Config
 	server  *tls.Config
 	maxIdle int
+	// liveness is Config.Liveness with defaults filled in.
+	liveness Liveness
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -85,6 +90,7 @@ type Endpoint struct {
 		handler transport.Handler
 		idle    map[string][]idleConn
 		open    map[net.Conn]struct{} // every live connection, both directions
+		live    map[string]*peerLive  // peers calls have gone to
 	}
 }
 
@@ -106,7 +112,11 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = DefaultMaxIdle
 	}
-	e := &Endpoint{log: cfg.Logger.With("component", "tcp"), id: cfg.Identity, maxIdle: cfg.MaxIdle, check: cfg.CheckPeer,
+	liveness, err := cfg.Liveness.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e := &Endpoint{log: cfg.Logger.With("component", "tcp"), id: cfg.Identity, maxIdle: cfg.MaxIdle, check: cfg.CheckPeer, liveness: liveness,
 		client: cfg.Identity.ClientTLS(ALPN)}
 	srv := cfg.Identity.ServerTLS(ALPN)
 	verify := srv.VerifyConnection
@@ -125,6 +135,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e.mu.handler = cfg.Handler
 	e.mu.idle = map[string][]idleConn{}
 	e.mu.open = map[net.Conn]struct{}{}
+	e.mu.live = map[string]*peerLive{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if cfg.ListenAddr != "" {
 		ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -214,6 +225,15 @@ func (e *Endpoint) serveConn(raw net.Conn) {
 		_ = c.SetReadDeadline(time.Now().Add(serverIdle))
 		h, err := wire.ReadRequestHeader(c)
 		var body []byte
+		if err == nil && h.Method == pingMethod && h.BodyLen == 0 {
+			// A liveness probe (see Liveness), answered by the endpoint itself, before
+			// CheckPeer and whatever handler is installed.
+			_ = c.SetWriteDeadline(time.Now().Add(requestReadTimeout))
+			if err := wire.WriteResponse(c, transport.OK, "", nil); err != nil {
+				return
+			}
+			continue
+		}
 		if err == nil {
 			_ = c.SetReadDeadline(time.Now().Add(requestReadTimeout))
 			if e.check != nil {
@@ -298,7 +318,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		if err != nil {
 			return nil, fmt.Errorf("tcp: call %s on %s: %w", method, addr, err)
 		}
-		reply, answered, err := e.roundTrip(ctx, c, method, body)
+		reply, answered, err := e.watchedRoundTrip(ctx, addr, c, method, body)
 		if err == nil {
 			e.release(addr, c)
 			return reply, nil
@@ -316,6 +336,9 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("tcp: call %s on %s: %w", method, addr, ctx.Err())
 		}
+		if errors.Is(err, transport.ErrStalled) {
+			return nil, fmt.Errorf("tcp: call %s on %s: %w", method, addr, err)
+		}
 		if reused && !answered && attempt == 0 {
 			continue
 		}
@@ -326,6 +349,11 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 // roundTrip writes the request and reads the response. answered reports that a whole
 // response frame arrived (the connection is then reusable).
 func (e *Endpoint) roundTrip(ctx context.Context, c *tls.Conn, method string, body []byte) (reply []byte, answered bool, err error) {
+	return e.roundTripVia(ctx, c, c, method, body)
+}
+
+// roundTripVia is roundTrip over rw: c itself, or c wrapped to record progress.
+func (e *Endpoint) roundTripVia(ctx context.Context, c *tls.Conn, rw io.ReadWriter, method string, body []byte) (reply []byte, answered bool, err error) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Time{}
@@ -333,13 +361,13 @@ func (e *Endpoint) roundTrip(ctx context.Context, c *tls.Conn, method string, bo
 	_ = c.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := wire.WriteRequest(c, method, body); err != nil {
+	if err := wire.WriteRequest(rw, method, body); err != nil {
 		if errors.Is(err, wire.ErrFrame) {
 			return nil, false, &transport.Error{Code: transport.Invalid, Msg: err.Error()}
 		}
 		return nil, false, err
 	}
-	code, msg, reply, err := wire.ReadResponse(c)
+	code, msg, reply, err := wire.ReadResponse(rw)
 	if err != nil {
 		return nil, false, err
 	}
