@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/reflist"
+	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/client/snapshot"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/client/upload"
@@ -43,6 +44,10 @@ type BackupOptions struct {
 	// returns true (given the entry's absolute path), and everything beneath it; see
 	// ExcludeMatcher. Called from several goroutines.
 	Exclude func(path string) bool
+	// Compression is the policy new file chunks are sealed with (crypt.Compression; the
+	// zero value is auto). Trees are always sealed with auto. Readers need no setting:
+	// each envelope names its codec.
+	Compression crypt.Compression
 }
 
 // Skipped is a path left out of a snapshot, with the reason.
@@ -124,7 +129,7 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 // backupOnce runs one backup pass and commits it; ci.root is filled in here.
 func (a *Agent) backupOnce(ctx context.Context, opts BackupOptions, roots []root, ci commitInfo) (BackupResult, error) {
 	parent := ci.parent
-	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{})}
+	b := &backup{a: a, opts: opts, refs: make(map[chunk.ID]struct{}), sealer: a.sealer(opts.Compression)}
 	b.links = make(map[inodeKey]*linkGroup)
 	b.openCache(ci.paths, parent)
 	defer b.cache.Close()
@@ -341,13 +346,22 @@ func resolveRoots(args []string) ([]root, error) {
 	return roots, nil
 }
 
+// sealer returns what file chunks are sealed with under compression policy p.
+func (a *Agent) sealer(p crypt.Compression) upload.Sealer {
+	if p == crypt.CompressionAuto {
+		return a.keys
+	}
+	return a.keys.WithCompression(p)
+}
+
 // backup is the state of one Backup call.
 type backup struct {
-	a     *Agent
-	opts  BackupOptions
-	up    *upload.Uploader
-	cache *snapshot.Cache // nil: no local cache
-	trees *snapshot.Trees // reads through cache
+	a      *Agent
+	opts   BackupOptions
+	sealer upload.Sealer // a.keys, or a.keys under opts' compression policy
+	up     *upload.Uploader
+	cache  *snapshot.Cache // nil: no local cache
+	trees  *snapshot.Trees // reads through cache
 
 	files, dirs, bytes                      atomic.Int64
 	filesNew, filesChanged, filesUnmodified atomic.Int64

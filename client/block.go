@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/client/upload"
 	"github.com/cofferhq/coffer/meta"
@@ -45,6 +46,8 @@ type BlockOptions struct {
 	Parent   string
 	Force    bool
 	Progress func(Progress)
+	// Compression is the policy the blocks are sealed with, as in BackupOptions.
+	Compression crypt.Compression
 	// OnRead, when set, is called (from several goroutines) before each read of the
 	// source with the byte range read.
 	OnRead func(off, n int64)
@@ -127,7 +130,7 @@ func (a *Agent) BackupBlock(ctx context.Context, opts BlockOptions) (BackupResul
 	if err != nil {
 		return BackupResult{}, err
 	}
-	b := &backup{a: a, refs: make(map[chunk.ID]struct{})}
+	b := &backup{a: a, refs: make(map[chunk.ID]struct{}), sealer: a.sealer(opts.Compression)}
 	b.openCache(paths, parent)
 	defer b.cache.Close()
 	var prev *tree.Node
@@ -290,7 +293,7 @@ func (r *blockRun) run(ctx context.Context) ([]tree.Extent, upload.Stats, error)
 
 	upCtx, upCancel := context.WithCancel(ctx)
 	defer upCancel()
-	up := upload.New(upCtx, upload.Config{Store: a.cfg.Chunks, Sealer: a.keys, MaxChunk: int(r.bs), Workers: a.cfg.Workers})
+	up := upload.New(upCtx, upload.Config{Store: a.cfg.Chunks, Sealer: r.b.sealer, MaxChunk: int(r.bs), Workers: a.cfg.Workers})
 	r.b.up = up
 	r.b.upPtr.Store(up)
 	g, gctx := errgroup.WithContext(ctx)

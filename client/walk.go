@@ -88,7 +88,7 @@ func (b *backup) run(ctx context.Context, roots []root, prevRoot *tree.Tree, pre
 	g, gctx := errgroup.WithContext(ctx)
 	b.up = upload.New(upCtx, upload.Config{
 		Store:    a.cfg.Chunks,
-		Sealer:   a.keys,
+		Sealer:   b.sealer,
 		MaxChunk: a.chunker.Max,
 		Workers:  a.cfg.Workers,
 	})

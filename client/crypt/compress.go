@@ -1,10 +1,64 @@
 package crypt
 
 import (
+	"errors"
+	"fmt"
 	"runtime"
+	"slices"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
+
+// Compression is a sealing policy: the codec and level Seal compresses bodies with. It
+// is not stored anywhere: Open reads the codec from each envelope's compression byte, so
+// every policy's chunks can be read by every reader of this format (S2 needs a reader
+// that knows compression code 2, FORMAT.md). The stored-bytes cost of each, measured on
+// an unpacked Go toolchain (docs/benchmarks.md, "Compression policy"): auto stores about
+// 4% more than zstd's default level (what restic 0.14 and 0.18 use), fast about 30%
+// more, off about 2.5x; max about 1% less.
+type Compression uint8
+
+// Compression policies.
+const (
+	// CompressionAuto, the default: zstd at its fastest level, and chunks whose first
+	// and last 32 KiB do not compress are stored without trying the rest.
+	CompressionAuto Compression = iota
+	// CompressionFast: S2 (Snappy-compatible, about twice zstd fastest's speed), with
+	// the same sampling.
+	CompressionFast
+	// CompressionMax: zstd at its better-compression level, with the same sampling.
+	CompressionMax
+	// CompressionOff: bodies are stored uncompressed.
+	CompressionOff
+)
+
+// CompressionNames are the policies' names, in order of their values; immutable.
+var CompressionNames = []string{"auto", "fast", "max", "off"}
+
+// String returns the policy's name.
+func (c Compression) String() string {
+	if int(c) < len(CompressionNames) {
+		return CompressionNames[c]
+	}
+	return fmt.Sprintf("compression(%d)", uint8(c))
+}
+
+// ErrUnknownCompression is returned by ParseCompression for a name it does not know.
+var ErrUnknownCompression = errors.New("crypt: unknown compression policy")
+
+// ParseCompression returns the policy named s ("" is auto).
+func ParseCompression(s string) (Compression, error) {
+	if s == "" {
+		return CompressionAuto, nil
+	}
+	for i, n := range CompressionNames {
+		if n == s {
+			return Compression(i), nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q (want auto, fast, max or off)", ErrUnknownCompression, s)
+}
 
 // MaxPlaintextSize bounds the plaintext of one chunk: Seal refuses more and Open never
 // decompresses more (a bound on memory whatever the envelope claims).
@@ -25,64 +79,127 @@ const (
 )
 
 // compressor holds one shared zstd encoder and decoder. Both are safe for concurrent use
-// through EncodeAll/DecodeAll; neither starts goroutines in that mode.
+// through EncodeAll/DecodeAll; neither starts goroutines in that mode. policy picks the
+// encoder: zstd (enc, nil for CompressionOff) or S2 (s2 set).
 type compressor struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
+	policy Compression
+	enc    *zstd.Encoder
+	s2     bool
+	dec    *zstd.Decoder
+	maxOut uint64
 }
 
-// newCompressor returns a compressor whose decoder refuses output beyond maxOut bytes
-// (MaxPlaintextSize in production; tests use less).
+// newCompressor returns a compressor of the default policy whose decoder refuses output
+// beyond maxOut bytes (MaxPlaintextSize in production; tests use less).
 func newCompressor(maxOut uint64) *compressor {
+	return newPolicyCompressor(CompressionAuto, maxOut, nil)
+}
+
+// newPolicyCompressor returns a compressor for policy p; dec, when set, is shared (the
+// decoder does not depend on the policy).
+func newPolicyCompressor(p Compression, maxOut uint64, dec *zstd.Decoder) *compressor {
+	c := &compressor{policy: p, maxOut: maxOut}
 	// NB: EncodeAll and DecodeAll each take one of `concurrency` internal states from a
 	// channel, so concurrency 1 would serialise every Seal of the process behind one
 	// encoder, capping compression at one core (FORMAT.md). One state per P keeps
 	// parallel sealing parallel.
 	n := runtime.GOMAXPROCS(0)
-	// NB: SpeedDefault, not SpeedFastest: on the Go toolchain tree it stores 4.6% fewer
-	// bytes (the level restic uses), which the bytes-added target needs, for about 7%
-	// more CPU on a backup that is not bound by sealing (docs/benchmarks.md).
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(n),
-		zstd.WithEncoderCRC(false), // AES-GCM authenticates the body
-	)
-	if err != nil {
-		panic("crypt: zstd encoder options: " + err.Error()) // static options; cannot fail
+	// NB: auto is SpeedFastest since 2026-12-06: with the agent on the host's own cores
+	// (the cluster elsewhere) zstd is most of the agent's CPU, and the fastest level
+	// compresses about 1.6x faster for about 4% more stored bytes (docs/benchmarks.md,
+	// "Compression policy"); SpeedDefault (restic's level) was the default before.
+	level := zstd.SpeedFastest
+	switch p {
+	case CompressionFast:
+		c.s2 = true
+	case CompressionMax:
+		level = zstd.SpeedBetterCompression
 	}
-	dec, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(n),
-		zstd.WithDecoderMaxMemory(maxOut),
-		zstd.WithDecoderMaxWindow(max(maxOut, zstd.MinWindowSize)),
-	)
-	if err != nil {
-		panic("crypt: zstd decoder options: " + err.Error()) // static options; cannot fail
+	if p != CompressionOff && !c.s2 {
+		enc, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(level),
+			zstd.WithEncoderConcurrency(n),
+			zstd.WithEncoderCRC(false), // AES-GCM authenticates the body
+			// A chunk is at most 4 MiB (the chunker's maximum; MaxPlaintextSize for
+			// callers that seal more): a window beyond that buys nothing and costs
+			// each encoder state twice its size in history.
+			zstd.WithWindowSize(4<<20),
+		)
+		if err != nil {
+			panic("crypt: zstd encoder options: " + err.Error()) // static options; cannot fail
+		}
+		c.enc = enc
 	}
-	return &compressor{enc: enc, dec: dec}
+	if dec == nil {
+		var err error
+		dec, err = zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(n),
+			zstd.WithDecoderMaxMemory(maxOut),
+			zstd.WithDecoderMaxWindow(max(maxOut, zstd.MinWindowSize)),
+		)
+		if err != nil {
+			panic("crypt: zstd decoder options: " + err.Error()) // static options; cannot fail
+		}
+	}
+	c.dec = dec
+	return c
+}
+
+// encode compresses src into dst[:0] with the policy's codec.
+func (c *compressor) encode(dst, src []byte) []byte {
+	if c.s2 {
+		// NB: s2.Encode needs MaxEncodedLen(len(src)) of room or it allocates; the
+		// sealing buffer's compression slack is smaller than S2's worst case, so an
+		// input that would not fit is not compressed (an encoding that large would
+		// not be kept anyway).
+		if m := s2.MaxEncodedLen(len(src)); m < 0 || m > cap(dst) {
+			return nil
+		}
+		return s2.Encode(dst[:cap(dst)], src)
+	}
+	return c.enc.EncodeAll(src, dst[:0])
+}
+
+// code is the envelope's compression byte for what encode produced.
+func (c *compressor) code() byte {
+	if c.s2 {
+		return compS2
+	}
+	return compZstd
 }
 
 // compressBound is the spare room Seal reserves so that an incompressible input's zstd
 // frame (raw blocks: 3 bytes per 128 KiB block plus a frame header) never reallocates.
 func compressBound(n int) int { return n + n>>10 + 64 }
 
+// bound is the spare room Seal reserves for n bytes under this compressor's codec.
+func (c *compressor) bound(n int) int {
+	if c != nil && c.s2 {
+		if m := s2.MaxEncodedLen(n); m > 0 {
+			return max(m, compressBound(n))
+		}
+	}
+	return compressBound(n)
+}
+
 // compress tries to compress plain into space[:0] (cap(space) ≥ compressBound(len(plain))).
 // It returns the compressed form, stored at the start of space, only if it pays: at most
 // 7/8 of len(plain). Otherwise it returns nil, and space's contents are unspecified.
 func (c *compressor) compress(space, plain []byte) []byte {
-	if c == nil || len(plain) < minCompressSize { // nil: never compress (tests)
+	if c == nil || c.policy == CompressionOff || len(plain) < minCompressSize { // nil: never compress (tests)
 		return nil
 	}
 	if len(plain) >= 2*sampleSize {
-		s := c.enc.EncodeAll(plain[:sampleSize], space[:0])
-		if len(s)*sampleDen > sampleSize*sampleKeep {
-			s = c.enc.EncodeAll(plain[len(plain)-sampleSize:], space[:0])
-			if len(s)*sampleDen > sampleSize*sampleKeep {
+		s := c.encode(space, plain[:sampleSize])
+		if s == nil || len(s)*sampleDen > sampleSize*sampleKeep {
+			s = c.encode(space, plain[len(plain)-sampleSize:])
+			if s == nil || len(s)*sampleDen > sampleSize*sampleKeep {
 				return nil
 			}
 		}
 	}
-	z := c.enc.EncodeAll(plain, space[:0])
-	if len(z)*8 > len(plain)*7 {
+	z := c.encode(space, plain)
+	if z == nil || len(z)*8 > len(plain)*7 {
 		return nil
 	}
 	if &z[0] != &space[:1][0] {
@@ -93,7 +210,24 @@ func (c *compressor) compress(space, plain []byte) []byte {
 	return z
 }
 
-// decompress appends the decompressed z to dst, refusing output beyond the bound.
-func (c *compressor) decompress(dst, z []byte) ([]byte, error) {
+// decompress appends the decompressed z (compression code comp) to dst, refusing output
+// beyond the bound.
+func (c *compressor) decompress(dst, z []byte, comp byte) ([]byte, error) {
+	if comp == compS2 {
+		n, err := s2.DecodedLen(z)
+		if err != nil {
+			return nil, err
+		}
+		if uint64(n) > c.maxOut {
+			return nil, fmt.Errorf("s2 block decodes to %d bytes, more than %d", n, c.maxOut)
+		}
+		start := len(dst)
+		dst = slices.Grow(dst, n)
+		out, err := s2.Decode(dst[start:start+n], z)
+		if err != nil {
+			return nil, err
+		}
+		return dst[:start+len(out)], nil
+	}
 	return c.dec.DecodeAll(z, dst)
 }

@@ -29,6 +29,7 @@ const (
 
 	compNone = 0
 	compZstd = 1
+	compS2   = 2
 
 	offMagic   = 0
 	offVersion = 1
@@ -56,11 +57,39 @@ const (
 // The spare capacity of dst must not overlap plain (ErrInvalid). Plaintexts larger than
 // MaxPlaintextSize fail with ErrInvalid. Safe for concurrent use.
 func (k *Keys) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
+	return k.seal(dst, id, plain, k.comp)
+}
+
+// PolicySealer seals with the vault's keys under a compression policy other than the
+// default (Keys.WithCompression). Safe for concurrent use.
+type PolicySealer struct {
+	k    *Keys
+	comp *compressor
+}
+
+// WithCompression returns a sealer that compresses with policy p; the envelopes it makes
+// open with k (or any Keys of the vault) like Seal's.
+func (k *Keys) WithCompression(p Compression) *PolicySealer {
+	if p == CompressionAuto {
+		return &PolicySealer{k: k, comp: k.comp}
+	}
+	return &PolicySealer{k: k, comp: newPolicyCompressor(p, k.comp.maxOut, k.comp.dec)}
+}
+
+// SealCap is the spare capacity of dst with which Seal of n bytes allocates nothing.
+func (s *PolicySealer) SealCap(n int) int { return headerSize + s.comp.bound(n) + tagSize }
+
+// Seal is Keys.Seal under the sealer's compression policy.
+func (s *PolicySealer) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
+	return s.k.seal(dst, id, plain, s.comp)
+}
+
+func (k *Keys) seal(dst []byte, id chunk.ID, plain []byte, comp *compressor) ([]byte, error) {
 	if len(plain) > MaxPlaintextSize {
 		return nil, fmt.Errorf("crypt: seal chunk %s: %w: plaintext is %d bytes, max %d", id.Str(), ErrInvalid, len(plain), MaxPlaintextSize)
 	}
 	start := len(dst)
-	need := headerSize + compressBound(len(plain)) + tagSize
+	need := headerSize + comp.bound(len(plain)) + tagSize
 	out := slices.Grow(dst, need)
 	if overlaps(out[start:start+need], plain) {
 		return nil, fmt.Errorf("crypt: seal chunk %s: %w: dst's spare capacity overlaps the plaintext", id.Str(), ErrInvalid)
@@ -75,8 +104,8 @@ func (k *Keys) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
 	binary.BigEndian.PutUint32(hdr[offGen:], k.gen)
 	hdr[offComp] = compNone
 	body := plain
-	if z := k.comp.compress(out[len(out):cap(out)], plain); z != nil {
-		hdr[offComp] = compZstd
+	if z := comp.compress(out[len(out):cap(out)], plain); z != nil {
+		hdr[offComp] = comp.code()
 		body = z // lives at out[len(out):]: GCM seals it in place
 	}
 	var key [KeySize]byte
@@ -130,7 +159,7 @@ func (k *Keys) Open(dst []byte, id chunk.ID, sealed []byte) ([]byte, error) {
 		return nil, fmt.Errorf("crypt: open chunk %s: %w: sealed under key epoch %d, which these keys do not hold (newest %d): written after this holder's key wrap was removed, or a damaged header", id.Str(), ErrNoEpochKey, g, k.gen)
 	}
 	comp := hdr[offComp]
-	if comp != compNone && comp != compZstd {
+	if comp != compNone && comp != compZstd && comp != compS2 {
 		return nil, fmt.Errorf("crypt: open chunk %s: %w: unknown compression %d", id.Str(), ErrCorrupt, comp)
 	}
 	nonce := hdr[offNonce:headerSize]
@@ -158,7 +187,7 @@ func (k *Keys) Open(dst []byte, id chunk.ID, sealed []byte) ([]byte, error) {
 			k.putScratch(sp, nil)
 			return nil, fmt.Errorf("crypt: open chunk %s: %w: authentication failed (tampered, or another vault's key)", id.Str(), ErrCorrupt)
 		}
-		out, err = k.comp.decompress(dst, z)
+		out, err = k.comp.decompress(dst, z, comp)
 		k.putScratch(sp, z)
 		if err != nil {
 			return nil, fmt.Errorf("crypt: open chunk %s: %w: decompress: %v", id.Str(), ErrCorrupt, err)

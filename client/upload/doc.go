@@ -15,6 +15,7 @@
 //	Add → dedup (batched Store.Has, IDs already seen skipped) → seal workers → put
 //	workers (batches of up to PutBatchBytes / PutBatchChunks, PutInFlight calls at once)
 //
-// The plaintext held inside the pipeline is bounded by MaxInFlight bytes: Add blocks
-// until there is room.
+// The chunk buffers held inside the pipeline, plaintext and sealed alike, are bounded by
+// MaxInFlight bytes: Add blocks until there is room, and a chunk's room is given back
+// when the Put that stores it returns.
 package upload

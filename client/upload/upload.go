@@ -37,8 +37,9 @@ type Config struct {
 	PutBatchChunks int
 	// PutInFlight is the number of concurrent Store.Put calls. Default 4.
 	PutInFlight int
-	// MaxInFlight bounds the plaintext bytes queued inside the pipeline. Default 64 MiB,
-	// raised to at least 2*MaxChunk.
+	// MaxInFlight bounds the chunk buffers held inside the pipeline: a chunk's share
+	// (its plaintext buffer's capacity) is taken by Add and given back when its sealed
+	// envelope's Put returns. Default 64 MiB, raised to at least 2*MaxChunk.
 	MaxInFlight int64
 }
 
@@ -55,7 +56,7 @@ type Stats struct {
 type item struct {
 	id   chunk.ID
 	data []byte // plaintext (from Add) or sealed envelope
-	n    int    // plaintext length, for MaxInFlight accounting
+	n    int    // the chunk's MaxInFlight share, held from Add until its Put returns
 }
 
 // Uploader runs the pipeline. Add may be called from many goroutines; Close must be
@@ -150,6 +151,16 @@ func New(ctx context.Context, cfg Config) *Uploader {
 func (u *Uploader) Buffer(n int) []byte { return u.plainPool.get(n) }
 
 func (u *Uploader) releasePlain(b []byte) { u.plainPool.put(b) }
+
+// sealCap is the capacity the Sealer needs for n plaintext bytes: its own figure when it
+// gives one (a compression policy with a larger worst case, crypt.PolicySealer), else
+// sealCap's.
+func (u *Uploader) sealCap(n int) int {
+	if c, ok := u.cfg.Sealer.(interface{ SealCap(int) int }); ok {
+		return max(c.SealCap(n), sealCap(n))
+	}
+	return sealCap(n)
+}
 
 // sealCap is the capacity Seal needs for n plaintext bytes without growing (crypt's
 // compression bound plus envelope overhead, with slack).
@@ -275,17 +286,24 @@ func (u *Uploader) sealLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		dst := u.sealPool.get(sealCap(len(it.data)))
+		dst := u.sealPool.get(u.sealCap(len(it.data)))
 		sealed, err := u.cfg.Sealer.Seal(dst, it.id, it.data)
 		plainLen := len(it.data)
-		u.done(it)
+		// NB: the plaintext buffer goes back to its pool, but the in-flight share stays
+		// held by the sealed envelope (whose buffer is as large) until its Put returns:
+		// releasing it here let up to PutBatchChunks sealed 4 MiB chunks queue for the
+		// put workers beyond MaxInFlight, 264 MiB of the agent's 440 MiB peak on a large
+		// file (docs/benchmarks.md, 2026-12-06).
+		u.releasePlain(it.data)
 		if err != nil {
+			u.sem.Release(int64(it.n))
 			return fmt.Errorf("upload: seal %s: %w", it.id.Str(), err)
 		}
 		u.stats.plainAdded.Add(int64(plainLen))
 		select {
-		case u.put <- item{id: it.id, data: sealed}:
+		case u.put <- item{id: it.id, data: sealed, n: it.n}:
 		case <-ctx.Done():
+			u.sem.Release(int64(it.n))
 			return ctx.Err()
 		}
 	}
@@ -295,7 +313,7 @@ func (u *Uploader) putLoop(ctx context.Context) error {
 	batch := make([]chunkstore.Chunk, 0, u.cfg.PutBatchChunks)
 	for {
 		batch = batch[:0]
-		size := 0
+		size, held := 0, int64(0)
 		select {
 		case it, ok := <-u.put:
 			if !ok {
@@ -303,6 +321,7 @@ func (u *Uploader) putLoop(ctx context.Context) error {
 			}
 			batch = append(batch, chunkstore.Chunk{ID: it.id, Data: it.data})
 			size += len(it.data)
+			held += int64(it.n)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -315,11 +334,14 @@ func (u *Uploader) putLoop(ctx context.Context) error {
 				}
 				batch = append(batch, chunkstore.Chunk{ID: it.id, Data: it.data})
 				size += len(it.data)
+				held += int64(it.n)
 			default:
 				break drain
 			}
 		}
-		if err := u.cfg.Store.Put(ctx, batch); err != nil {
+		err := u.cfg.Store.Put(ctx, batch)
+		u.sem.Release(held)
+		if err != nil {
 			return fmt.Errorf("upload: put %d chunks (%d bytes, first %s): %w", len(batch), size, batch[0].ID.Str(), err)
 		}
 		u.stats.chunksAdded.Add(int64(len(batch)))

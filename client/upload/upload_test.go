@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,5 +171,79 @@ func TestBufPoolClasses(t *testing.T) {
 	}
 	if classFor(4<<20+4<<10+256) != 22 {
 		t.Errorf("a sealed 4 MiB chunk should fit class 22, got %d", classFor(4<<20+4<<10+256))
+	}
+}
+
+// gateStore blocks every Put until gate is closed.
+type gateStore struct {
+	chunkstore.Store
+	gate chan struct{}
+	puts atomic.Int64 // Put calls that returned
+}
+
+func (g *gateStore) Put(ctx context.Context, cs []chunkstore.Chunk) error {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer g.puts.Add(1)
+	return g.Store.Put(ctx, cs)
+}
+
+// TestInFlightCoversSealedChunks: a chunk's share of MaxInFlight is held until the Put
+// that stores it returns, not only until it is sealed. With every Put stalled, Add
+// blocks once MaxInFlight bytes of chunks are in the pipeline; before the fix, sealed
+// chunks queued for the put workers without bound (the agent's 440 MiB on a large file).
+func TestInFlightCoversSealedChunks(t *testing.T) {
+	ctx := context.Background()
+	st := &gateStore{Store: memstore.NewChunks(), gate: make(chan struct{})}
+	const chunkSize = 1 << 20
+	u := New(ctx, Config{Store: st, Sealer: prefixSealer{}, MaxChunk: chunkSize, MaxInFlight: 4 << 20, Workers: 2})
+	var added atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := range 20 {
+			plain := append(u.Buffer(chunkSize), bytes.Repeat([]byte{byte(i), 7}, chunkSize/2)...)
+			if err := u.Add(ctx, idOf(plain), plain); err != nil {
+				done <- err
+				return
+			}
+			added.Add(1)
+		}
+		done <- nil
+	}()
+	perChunk := int64(cap(u.Buffer(chunkSize)))
+	limit := (4 << 20) / perChunk
+	deadline := time.Now().Add(20 * time.Second)
+	for u.sem.TryAcquire(1) {
+		u.sem.Release(1)
+		if time.Now().After(deadline) {
+			t.Fatalf("the in-flight budget never filled with every Put stalled (%d chunks added)", added.Load())
+		}
+		if added.Load() > limit {
+			t.Fatalf("%d chunks of %d bytes added with every Put stalled; MaxInFlight allows %d", added.Load(), perChunk, limit)
+		}
+		runtime.Gosched()
+	}
+	if n := added.Load(); n > limit {
+		t.Fatalf("%d chunks added with every Put stalled; MaxInFlight allows %d", n, limit)
+	}
+	if st.puts.Load() != 0 {
+		t.Fatal("a Put returned through a closed gate")
+	}
+	close(st.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s, err := u.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ChunksAdded != 20 {
+		t.Fatalf("stored %d chunks, want 20", s.ChunksAdded)
+	}
+	if !u.sem.TryAcquire(4 << 20) {
+		t.Fatal("in-flight budget not fully released after Close")
 	}
 }
