@@ -46,11 +46,11 @@ Restore it with "coffer restore --image FILE SNAP".
 
 Compression (--compression): auto, the default, is zstd's fastest level, and
 chunks whose first and last 32 KiB do not compress are stored as they are;
-it stores about 4% more bytes than zstd's default level (restic's), for about
-1.6x less compression CPU. fast is S2: about 2x faster again, about 30% more
-bytes than zstd's default level. max is zstd's better level: about 1% fewer
-bytes for 3-4x auto's CPU. off stores chunks uncompressed (about 2.5x the
-bytes on source trees). Restores need no setting (figures: docs/benchmarks.md).
+it stores about 5% more bytes than zstd's default level (restic's), for 1.6x
+less compression CPU. fast is S2: 2x auto's speed, about 31% more bytes than
+zstd's default level. max is zstd's better level: about 2% fewer bytes for
+2.8x auto's CPU. off stores chunks uncompressed (2.6x the bytes on source
+trees). Restores need no setting (figures: docs/benchmarks.md).
 
 Consistency: --pre-hook runs before anything is read (a failing pre-hook aborts
 the backup), --fsfreeze freezes file systems while the backup reads (always
@@ -100,7 +100,7 @@ func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.Var(&c.tags, "tag", "add tag `T` to the snapshot (repeatable)")
 	fs.StringVar(&c.parent, "parent", "", "compare with snapshot `SNAP` (default: this host's latest of the same paths)")
 	fs.BoolVar(&c.force, "force", false, "read every file, even those whose metadata is unchanged")
-	fs.StringVar(&c.compression, "compression", "auto", "compression `POLICY`: auto (zstd fastest, about 4% more stored bytes than zstd default), fast (S2, about 30% more), max (zstd better, about 1% less, 3-4x the CPU) or off")
+	fs.StringVar(&c.compression, "compression", "auto", "compression `POLICY`: auto (zstd fastest: about 5% more stored bytes than zstd's default level), fast (S2: about 31% more), max (zstd better: about 2% less, 2.8x auto's CPU) or off")
 	c.cache.add(fs, "use no local cache: download the parent's trees from the cluster and derive the vault key from the passphrase")
 	fs.BoolVar(&c.block, "block", false, "PATH is a block device or disk image: capture it in fixed blocks")
 	fs.Var(&c.blockSize, "block-size", "block size `SIZE` for --block (power of two, 4K to 16M; default 4M)")
