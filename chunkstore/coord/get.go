@@ -92,6 +92,8 @@ func (s *Store) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
 		for i, nd := range nodes {
 			rank := 0
 			switch {
+			case nd.ID == "":
+				continue // a position the map cannot place: no shard there
 			case nd.State == placement.StateDown:
 				rank = 2
 			case silent[i]:

@@ -91,7 +91,7 @@ func (s *Store) GetMany(ctx context.Context, ids []chunk.ID) []chunkstore.GetRes
 		silent := s.silentNodes(nodes)
 		var pick []int
 		for j, nd := range nodes {
-			if len(pick) < l.k && nd.State != placement.StateDown && !silent[j] {
+			if len(pick) < l.k && nd.ID != "" && nd.State != placement.StateDown && !silent[j] {
 				pick = append(pick, j)
 			}
 		}

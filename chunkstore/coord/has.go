@@ -22,10 +22,12 @@ type toucher interface {
 	TouchShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bool, error)
 }
 
-// Has reports for each id whether it is durably stored: whether at least the write
-// quorum (k+1 shards, all of them when m is 0) is present on reachable nodes. It asks
-// each node once (HasShards) for all the shards it should hold, nodes in parallel.
-// Nodes that are marked down (and not alive by Config.Alive) or fail to
+// Has reports for each id whether it is durably stored: whether shards are present on
+// at least the write quorum of distinct reachable nodes (k+1, all k+m when m is 0). It
+// asks each owner once (HasShards) for all the shards it should hold, nodes in
+// parallel; then, for the chunks that some owners hold but fewer than the quorum, the
+// PG's spares (where Put puts the shards of owners that are down) for the positions the
+// owners lacked. Nodes that are marked down (and not alive by Config.Alive) or fail to
 // answer count as holding nothing.
 //
 // Every shard found is touched (TouchShards where the store supports it): a positive
@@ -58,24 +60,90 @@ func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coord: has: %w", err)
 	}
-	var batches []*hasBatch
-	byNode := make(map[placement.NodeID]*hasBatch)
+	pgs := make([]*placed, len(ids))
 	for j, id := range ids {
-		nodes, err := s.place(l, id)
+		p, err := s.placePG(l, l.m.PG(id))
 		if err != nil {
-			return nil, fmt.Errorf("coord: has: %w", err)
+			return nil, fmt.Errorf("coord: has %s: %w", id.Str(), err)
 		}
-		for i, nd := range nodes {
-			b := byNode[nd.ID]
-			if b == nil {
-				b = &hasBatch{node: nd}
-				byNode[nd.ID] = b
-				batches = append(batches, b)
+		pgs[j] = p
+	}
+	// Round 1: the owners.
+	counts := s.hasRound(ctx, ids, func(add func(nd placement.Node, j, i int)) {
+		for j, p := range pgs {
+			for i, nd := range p.nodes {
+				if nd.ID != "" {
+					add(nd, j, i)
+				}
 			}
-			b.keys = append(b.keys, chunkstore.ShardKey{ID: id, Index: uint8(i)})
-			b.owners = append(b.owners, j)
+		}
+	}, nil)
+	if err := ctxErr(ctx, "has"); err != nil {
+		return nil, err
+	}
+	q := l.quorum()
+	// Round 2: a chunk with some shards on its owners but short of quorum may have the
+	// rest on substitutes (Put writes there when owners are down): ask the PG's spares
+	// for the positions the owners lacked. A chunk no owner holds was never written (a
+	// Put reaches at least k+1-m of its owners; see the envelope) and costs no second
+	// call, which keeps the dedup check of new chunks at one call per owner.
+	var again []int
+	for j, c := range counts {
+		if c.n > 0 && c.n < q && len(pgs[j].spares) > 0 {
+			again = append(again, j)
 		}
 	}
+	if len(again) > 0 {
+		s.hasRound(ctx, ids, func(add func(nd placement.Node, j, i int)) {
+			for _, j := range again {
+				for _, sp := range pgs[j].spares {
+					for i := range l.n {
+						if counts[j].held == nil || !counts[j].held[i] {
+							add(sp, j, i)
+						}
+					}
+				}
+			}
+		}, counts)
+		if err := ctxErr(ctx, "has"); err != nil {
+			return nil, err
+		}
+	}
+	for j, c := range counts {
+		out[j] = c.n >= q
+	}
+	return out, nil
+}
+
+// hasCount is what Has found of one chunk: the positions held and the distinct nodes
+// holding at least one of them.
+type hasCount struct {
+	held  []bool
+	nodes map[placement.NodeID]bool
+	n     int
+}
+
+// hasRound asks every node that plan adds (add(node, chunk j, position i)) whether it
+// holds the shards, one TouchShards (or HasShards) call per node, nodes in parallel, and
+// adds the answers to counts (a new slice of n when counts is nil). A node counts once
+// per chunk however many positions it holds. Nodes marked down (and not alive by
+// Config.Alive) or failing to answer count as holding nothing.
+func (s *Store) hasRound(ctx context.Context, ids []chunk.ID, plan func(add func(nd placement.Node, j, i int)), counts []hasCount) []hasCount {
+	if counts == nil {
+		counts = make([]hasCount, len(ids))
+	}
+	var batches []*hasBatch
+	byNode := make(map[placement.NodeID]*hasBatch)
+	plan(func(nd placement.Node, j, i int) {
+		b := byNode[nd.ID]
+		if b == nil {
+			b = &hasBatch{node: nd}
+			byNode[nd.ID] = b
+			batches = append(batches, b)
+		}
+		b.keys = append(b.keys, chunkstore.ShardKey{ID: ids[j], Index: uint8(i)})
+		b.owners = append(b.owners, j)
+	})
 	present := make([][]bool, len(batches))
 	s.forEach(len(batches), func(i int) {
 		b := batches[i]
@@ -95,20 +163,22 @@ func (s *Store) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
 		}
 		present[i] = got
 	})
-	if err := ctxErr(ctx, "has"); err != nil {
-		return nil, err
-	}
-	counts := make([]int, len(ids))
-	for i, b := range batches {
-		for j, ok := range present[i] {
-			if ok {
-				counts[b.owners[j]]++
+	for bi, b := range batches {
+		for x, ok := range present[bi] {
+			if !ok {
+				continue
+			}
+			c := &counts[b.owners[x]]
+			if c.held == nil {
+				c.held = make([]bool, 256)
+				c.nodes = map[placement.NodeID]bool{}
+			}
+			c.held[b.keys[x].Index] = true
+			if !c.nodes[b.node.ID] {
+				c.nodes[b.node.ID] = true
+				c.n++
 			}
 		}
 	}
-	q := l.quorum()
-	for j, c := range counts {
-		out[j] = c >= q
-	}
-	return out, nil
+	return counts
 }

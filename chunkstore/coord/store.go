@@ -74,7 +74,11 @@ type Store struct {
 	mu struct {
 		sync.Mutex
 		m   *placement.Map
-		pgs map[uint32][]placement.Node
+		pgs map[uint32]*placed
+	}
+	// stats counts degraded writes (see Degraded).
+	stats struct {
+		substitutes, reducedDomain, short atomic.Int64
 	}
 	// silent records nodes whose shard reads Get abandoned (no answer within
 	// HedgeDelay), until when they are read last.
@@ -169,29 +173,50 @@ func (s *Store) current() (layout, error) {
 	return layout{m: m, k: p.K, n: p.K + p.M}, nil
 }
 
+// placed is the cached placement of one PG: its owners in shard order (an empty
+// position, ID "", when the map has too few eligible nodes; see placement.PlaceBest),
+// why positions are empty ("" when none is) and its substitute candidates.
+type placed struct {
+	nodes  []placement.Node
+	short  string
+	spares []placement.Node
+}
+
 // place returns the nodes of id's PG in shard order. The slice is shared (cached) and
-// must not be modified. Errors wrap chunkstore.ErrUnavailable.
+// must not be modified. Positions the map cannot place hold the zero Node. Errors wrap
+// chunkstore.ErrUnavailable.
 func (s *Store) place(l layout, id chunk.ID) ([]placement.Node, error) {
-	pg := l.m.PG(id)
+	p, err := s.placePG(l, l.m.PG(id))
+	if err != nil {
+		return nil, fmt.Errorf("coord: place %s: %w", id.Str(), err)
+	}
+	return p.nodes, nil
+}
+
+// placePG returns the cached placement of pg under l's map (owners and spares; shared,
+// must not be modified). The spares are the first n of placement.Map.Spares: writers
+// take substitutes only from them, so Has knows where to look.
+func (s *Store) placePG(l layout, pg uint32) (*placed, error) {
 	s.mu.Lock()
 	if s.mu.m != l.m {
-		s.mu.m, s.mu.pgs = l.m, make(map[uint32][]placement.Node)
+		s.mu.m, s.mu.pgs = l.m, make(map[uint32]*placed)
 	}
-	nodes, ok := s.mu.pgs[pg]
+	p, ok := s.mu.pgs[pg]
 	s.mu.Unlock()
 	if ok {
-		return nodes, nil
+		return p, nil
 	}
-	nodes, err := l.m.Place(pg, l.n)
+	nodes, short, err := l.m.PlaceBest(pg, l.n)
 	if err != nil {
-		return nil, fmt.Errorf("coord: place %s (pg %d, map epoch %d): %w: %w", id.Str(), pg, l.m.Epoch, err, chunkstore.ErrUnavailable)
+		return nil, fmt.Errorf("pg %d, map epoch %d: %w: %w", pg, l.m.Epoch, err, chunkstore.ErrUnavailable)
 	}
+	p = &placed{nodes: nodes, short: short, spares: l.m.Spares(pg, nodes, l.n)}
 	s.mu.Lock()
 	if s.mu.m == l.m && len(s.mu.pgs) < maxCachedPGs {
-		s.mu.pgs[pg] = nodes
+		s.mu.pgs[pg] = p
 	}
 	s.mu.Unlock()
-	return nodes, nil
+	return p, nil
 }
 
 // Locate returns the nodes that hold id's shards under the current map, in shard
