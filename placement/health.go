@@ -28,6 +28,21 @@ type PGHealth struct {
 	// Bytes is the shard bytes of the PG's stripes when complete (k+m shards each):
 	// what moving every position of the PG would copy.
 	Bytes int64 `cbor:"bytes" json:"bytes"`
+	// Reason says why the PG cannot be whole, when the map is the cause: "cannot
+	// place: 6 shards need 6 domains, 5 eligible" (too few nodes hold PGs), or owners
+	// that are down ("owner down: chunk-3; …"). Empty when nothing in the map stands
+	// in the way.
+	Reason string `cbor:"reason,omitempty" json:"reason,omitempty"`
+}
+
+// Describe is State with the reason, as `coffer admin pgs` shows it: "degraded
+// (cannot place: 6 shards need 6 domains, 5 eligible)". A healthy PG has no reason.
+func (h PGHealth) Describe() string {
+	st := h.State()
+	if h.Reason == "" || st == "healthy" {
+		return st
+	}
+	return st + " (" + h.Reason + ")"
 }
 
 // State names the PG's condition the way `coffer admin pgs` shows it: "unreadable",

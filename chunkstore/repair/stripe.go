@@ -46,7 +46,7 @@ func majorityMeta(s *stripe) chunkstore.ShardMeta {
 }
 
 // fixStripe brings one stripe to its desired owners (see the package comment).
-func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placement.Node, k int, s *stripe, deep bool) outcome {
+func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placement.Node, k int, s *stripe, deep bool, peers *peerLog) outcome {
 	var o outcome
 	n := len(desired)
 	mt := majorityMeta(s)
@@ -182,7 +182,7 @@ func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placemen
 			if badAt[i][d.ID] {
 				// First write wins: the damaged copy must go before the good one lands.
 				if err := st.DeleteShards(ctx, []chunkstore.ShardKey{key}); err != nil {
-					w.cfg.Logger.Warn("repair: delete damaged shard", "chunk", s.id.String(), "shard", i, "node", string(d.ID), "err", err)
+					peers.fail(d.ID, "delete", err)
 					continue
 				}
 			}
@@ -191,7 +191,7 @@ func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placemen
 			}
 			err := st.PutShards(ctx, []chunkstore.Shard{{Key: key, Meta: mt, Data: data}})
 			if err != nil {
-				w.cfg.Logger.Warn("repair: put shard", "chunk", s.id.String(), "shard", i, "node", string(d.ID), "err", err)
+				peers.fail(d.ID, "put", err)
 				continue
 			}
 			ownerHas[i] = true

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,6 +197,44 @@ type pgWork struct {
 	desired []placement.Node
 	stripes []*stripe
 	risk    int // fewest healthy shards over its stripes before the pass
+	reason  string
+}
+
+// pgReason says why PG pg, placed on desired (short: PlaceBest's reason), cannot be
+// whole under m, or "": the positions the map cannot place, or owners that are down.
+// Shards of a down owner wait (on the owner, or on a substitute for writes made while
+// it was down) until it returns or is out; with no spare node left to take them even
+// then, the reason is "cannot place".
+func pgReason(m *placement.Map, pg uint32, desired []placement.Node, short string) string {
+	if short != "" {
+		return short
+	}
+	var down []string
+	for _, d := range desired {
+		if d.ID != "" && d.State != placement.StateActive {
+			down = append(down, string(d.ID))
+		}
+	}
+	if len(down) == 0 {
+		return ""
+	}
+	slices.Sort(down)
+	if len(m.Spares(pg, desired, len(down))) < len(down) {
+		live, doms := 0, map[string]bool{}
+		for _, nd := range m.Nodes {
+			if nd.State == placement.StateActive {
+				live++
+				dom := "node:" + string(nd.ID)
+				if nd.Domain != "" {
+					dom = "domain:" + nd.Domain
+				}
+				doms[dom] = true
+			}
+		}
+		return fmt.Sprintf("%s (down: %s)", strings.Replace(placement.ShortReason(len(desired), live, len(doms)), "eligible", "live", 1),
+			strings.Join(down, ", "))
+	}
+	return "owner down: " + strings.Join(down, ", ") + " (its shards return when it does, or are rebuilt once it is out)"
 }
 
 // PassSummary is the counts of one completed pass (nodestat.Pass, the type admin status
@@ -221,19 +260,23 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	n, k := m.Profile.N(), m.Profile.K
 	work := map[uint32]*pgWork{}
 	for pg := range m.PGCount {
-		desired, err := m.Place(pg, n)
+		// A map with too few eligible nodes places what it can (the rest of the
+		// positions are empty): repair still rebuilds and moves those, and the PG
+		// reports why it cannot be whole.
+		desired, short, err := m.PlaceBest(pg, n)
 		if err != nil {
 			return PassResult{}, fmt.Errorf("repair: place pg %d at epoch %d: %w", pg, m.Epoch, err)
 		}
 		for _, d := range desired {
 			if d.State == placement.StateActive {
 				if d.ID == w.cfg.Self {
-					work[pg] = &pgWork{pg: pg, desired: desired}
+					work[pg] = &pgWork{pg: pg, desired: desired, reason: pgReason(m, pg, desired, short)}
 				}
 				break
 			}
 		}
 	}
+	peers := &peerLog{}
 	w.mu.Lock()
 	w.mu.st.Running, w.mu.st.Deep, w.mu.st.Epoch, w.mu.st.PGsLed, w.mu.st.PGsDone = true, deep, m.Epoch, len(work), 0
 	w.mu.Unlock()
@@ -274,6 +317,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				return PassResult{}, fmt.Errorf("repair: %w", ctx.Err())
 			}
 			listErrs = append(listErrs, fmt.Errorf("list shards of %s: %w", nd.ID, err))
+			peers.fail(nd.ID, "list", err)
 		}
 	}
 
@@ -310,7 +354,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					return
 				}
 				pw := pgs[i]
-				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: n}
+				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: n, Reason: pw.reason}
 				var named []string
 				var pr PassResult
 				w.recheck(ctx, pw)
@@ -318,7 +362,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					if ctx.Err() != nil {
 						return
 					}
-					o := w.fixStripe(ctx, m.Epoch, pw.desired, k, s, deep)
+					o := w.fixStripe(ctx, m.Epoch, pw.desired, k, s, deep, peers)
 					h.Stripes++
 					h.Bytes += int64(s.shardLen) * int64(n)
 					h.MinHealthy = min(h.MinHealthy, o.healthy)
@@ -388,6 +432,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 		w.mu.st.LastError = errors.Join(listErrs...).Error()
 	}
 	w.mu.Unlock()
+	peers.log(w.cfg.Logger, m.Epoch)
 	for _, u := range res.Unreadable {
 		w.cfg.Logger.Error("repair: stripe unreadable", "stripe", u)
 	}
