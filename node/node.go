@@ -82,6 +82,7 @@ type Node struct {
 	cmap   atomic.Pointer[placement.Map]
 	id     *pki.Identity  // this node's certificate (alert probe: its expiry)
 	repair *repair.Worker // nil without the chunk role
+	pgRep  pgReports      // the last PG reports gathered (meta leader: admin pgs)
 	sec    securityState  // revocations and cluster time from the meta leader
 	authz  *authz.Table   // checked for every request (checkPeer)
 	status *statusPage    // nil without status_listen

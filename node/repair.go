@@ -1,9 +1,11 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/cofferhq/coffer/chunkstore/erasure"
@@ -83,8 +85,51 @@ const scrubAction = "scrub start"
 // gatherPGHealth asks every reachable chunk node of the current map for its PG
 // reports (meta leader: decommission check, `coffer admin pgs`). Nodes that do not
 // answer are skipped; the error joins their failures.
+//
+// A PG whose reporter did not answer keeps the last report gathered for it: a PG shows
+// "unknown" only until the first report of it arrives, not whenever its reporter (the
+// PG's first active owner) has just died and the next one has not finished its pass.
+// Reports carry their epoch and reporter, so an old one shows for what it is.
 func (n *Node) gatherPGHealth(ctx context.Context) ([]placement.PGHealth, error) {
-	return n.callChunkNodes(ctx, methodPGHealth)
+	reps, err := n.callChunkNodes(ctx, methodPGHealth)
+	var pgs uint32
+	if m := n.cmap.Load(); m != nil {
+		pgs = m.PGCount
+	}
+	return n.pgRep.merge(reps, pgs), err
+}
+
+// pgReports keeps the PG reports gathered last, by PG.
+type pgReports struct {
+	mu   sync.Mutex
+	byPG map[uint32][]placement.PGHealth
+}
+
+// merge files fresh reports (replacing every earlier report of their PGs) and returns
+// all kept reports of PGs below pgCount, by PG.
+func (p *pgReports) merge(fresh []placement.PGHealth, pgCount uint32) []placement.PGHealth {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byPG == nil {
+		p.byPG = map[uint32][]placement.PGHealth{}
+	}
+	now := map[uint32][]placement.PGHealth{}
+	for _, r := range fresh {
+		now[r.PG] = append(now[r.PG], r)
+	}
+	for pg, rs := range now {
+		p.byPG[pg] = rs
+	}
+	out := make([]placement.PGHealth, 0, len(p.byPG))
+	for pg, rs := range p.byPG {
+		if pg >= pgCount {
+			delete(p.byPG, pg)
+			continue
+		}
+		out = append(out, rs...)
+	}
+	slices.SortFunc(out, func(a, b placement.PGHealth) int { return cmp.Compare(a.PG, b.PG) })
+	return out
 }
 
 // StartScrub asks every reachable chunk node to start a deep scrub pass (each audits it).

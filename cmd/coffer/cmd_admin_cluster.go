@@ -180,11 +180,17 @@ PGs they lead and prints the count in each state, then every PG that is not
 healthy (all of them with --all). States: healthy (k+m shards on their
 owners), backfilling (healthy, copies still to move), degraded (fewer than
 k+m healthy shards), inconsistent (a damaged shard found), unreadable (fewer
-than k good shards), unknown (no report at the current epoch yet).
+than k good shards), unknown (no report of the PG has arrived yet). A PG
+that cannot be whole says why: "degraded (cannot place: 6 shards need 6
+domains, 5 eligible)" when the map has too few nodes, "degraded (owner down:
+…)" while an owner is down. A report placed by an older map epoch than the
+current one (its new reporter has not finished a pass yet) shows with its
+epoch.
 
 With --json: {"epoch", "pg_count", "counts": {state: n}, "pgs": [{"pg",
 "epoch", "reporter", "stripes", "min_healthy", "n", "degraded",
-"inconsistent", "unreadable", "misplaced", "bytes"}]}.`,
+"inconsistent", "unreadable", "misplaced", "bytes", "reason"}]} ("reason"
+only when there is one).`,
 		examples: []string{"coffer admin pgs", "coffer admin pgs --all --json"},
 		new:      func() command { return &adminPGsCmd{} },
 	}
@@ -226,7 +232,7 @@ func (c *adminPGsCmd) run(ctx context.Context, a *app, args []string) error {
 	for pg := range m.PGCount {
 		r, ok := seen[pg]
 		state := "unknown"
-		if ok && r.Epoch >= m.Epoch {
+		if ok && r.Reporter != "" {
 			state = r.State()
 		}
 		out.Counts[state]++
@@ -257,8 +263,8 @@ func (c *adminPGsCmd) run(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintln(tw, "PG\tSTATE\tSTRIPES\tMIN HEALTHY\tDEGRADED\tMISPLACED\tINCONSISTENT\tUNREADABLE\tREPORTER\tEPOCH")
 	for _, r := range out.PGs {
 		state := "unknown"
-		if r.Epoch >= m.Epoch && r.Reporter != "" {
-			state = r.State()
+		if r.Reporter != "" {
+			state = r.Describe()
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d/%d\t%d\t%d\t%d\t%d\t%s\t%d\n", r.PG, state, r.Stripes, r.MinHealthy, r.N,
 			r.Degraded, r.Misplaced, r.Inconsistent, r.Unreadable, dash(string(r.Reporter)), r.Epoch)

@@ -83,6 +83,11 @@ func (c *adminStatusCmd) run(ctx context.Context, a *app, args []string) error {
 		sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
 	}
 	st.Nodes = queryNodes(ctx, s.caller, rows)
+	if reps, err := s.meta.PGHealth(ctx); err != nil {
+		st.PGs = &pgStatus{Error: err.Error()}
+	} else {
+		st.PGs = summarisePGs(s.clusterMap, reps)
+	}
 	st.Warnings = certWarnings(ctx, s, st.Nodes, a.now())
 	if a.g.json {
 		return writeJSON(a.stdout, st)
@@ -100,6 +105,76 @@ type clusterStatus struct {
 	Nodes    []nodeRow       `json:"nodes"`
 	// Warnings name certificates (of nodes, and issued ones) that expire within 30 days.
 	Warnings []string `json:"warnings,omitempty"`
+	// PGs counts the placement groups by state (as admin pgs does).
+	PGs *pgStatus `json:"pgs,omitempty"`
+}
+
+// pgStatus is the PG part of `coffer admin status`.
+type pgStatus struct {
+	Counts map[string]int `json:"counts,omitempty"`
+	// Warning says how many PGs are not healthy, and why, most common reason first:
+	// "6 of 256 PGs degraded: 6 cannot place: 6 shards need 6 domains, 5 eligible".
+	Warning string `json:"warning,omitempty"`
+	Error   string `json:"error,omitempty"` // the PG reports could not be gathered
+}
+
+// summarisePGs counts the map's PGs by state, "unknown" only for a PG of which no report
+// has arrived, and words the warning for the PGs that are not healthy.
+func summarisePGs(m placement.Map, reps []placement.PGHealth) *pgStatus {
+	byPG := map[uint32]placement.PGHealth{}
+	for _, r := range reps {
+		byPG[r.PG] = r
+	}
+	out := &pgStatus{Counts: map[string]int{}}
+	reasons := map[string]int{}
+	bad := 0
+	for pg := range m.PGCount {
+		r, ok := byPG[pg]
+		state := "unknown"
+		if ok && r.Reporter != "" {
+			state = r.State()
+		}
+		out.Counts[state]++
+		if state == "healthy" || state == "backfilling" {
+			continue
+		}
+		bad++
+		why := state
+		if r.Reason != "" {
+			why = r.Reason
+		}
+		reasons[why]++
+	}
+	if bad == 0 {
+		return out
+	}
+	var states []string
+	for _, st := range []string{"degraded", "inconsistent", "unreadable", "unknown"} {
+		if out.Counts[st] > 0 {
+			states = append(states, fmt.Sprintf("%d %s", out.Counts[st], st))
+		}
+	}
+	whys := make([]string, 0, len(reasons))
+	for w := range reasons {
+		whys = append(whys, w)
+	}
+	sort.Slice(whys, func(i, j int) bool {
+		if reasons[whys[i]] != reasons[whys[j]] {
+			return reasons[whys[i]] > reasons[whys[j]]
+		}
+		return whys[i] < whys[j]
+	})
+	var parts []string
+	for i, w := range whys {
+		if i == 3 {
+			parts = append(parts, fmt.Sprintf("%d more reasons", len(whys)-3))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d %s", reasons[w], w))
+	}
+	out.Warning = fmt.Sprintf("%d of %d PGs not healthy (%s): %s; see coffer admin pgs", bad, m.PGCount,
+		strings.Join(states, ", "), strings.Join(parts, "; "))
+	return out
 }
 
 // nodeRow is one node of the status table.
@@ -224,6 +299,23 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 		}
 	}
 	fmt.Fprintf(w, "Nodes:    %d up, %d down\n", up, len(st.Nodes)-up)
+	if p := st.PGs; p != nil {
+		switch {
+		case p.Error != "":
+			fmt.Fprintf(w, "PGs:      unknown (%s)\n", p.Error)
+		default:
+			var parts []string
+			for _, state := range []string{"healthy", "backfilling", "degraded", "inconsistent", "unreadable", "unknown"} {
+				if p.Counts[state] > 0 {
+					parts = append(parts, fmt.Sprintf("%d %s", p.Counts[state], state))
+				}
+			}
+			fmt.Fprintf(w, "PGs:      %s\n", strings.Join(parts, ", "))
+		}
+		if p.Warning != "" {
+			fmt.Fprintf(w, "WARNING:  %s\n", p.Warning)
+		}
+	}
 
 	// Only the leader probes every server; a follower's view (given when the leader did
 	// not answer it) knows nothing of the others.

@@ -20,7 +20,7 @@ func sampleView() View {
 	reps := []placement.PGHealth{
 		{PG: 0, Epoch: 3, Reporter: "chunk-1", N: 6, MinHealthy: 6},
 		{PG: 1, Epoch: 3, Reporter: "chunk-2", N: 6, MinHealthy: 5, Degraded: 2},
-		{PG: 2, Epoch: 2, Reporter: "chunk-2", N: 6, MinHealthy: 6}, // an older epoch's report
+		{PG: 2, Epoch: 2, Reporter: "chunk-2", N: 6, MinHealthy: 5, Degraded: 1, Reason: "owner down: chunk-4"}, // an older epoch's report
 		{PG: 3, Epoch: 3, Reporter: "chunk-3", N: 6, MinHealthy: 6, Inconsistent: 1},
 		{PG: 4, Epoch: 3, Reporter: "chunk-1", N: 6, MinHealthy: 6},
 		{PG: 5, Epoch: 3, Reporter: "chunk-1", N: 6, MinHealthy: 6, Misplaced: 3},
@@ -51,7 +51,7 @@ func sampleView() View {
 
 func TestSummarisePGs(t *testing.T) {
 	sec := sampleView().PGs
-	want := map[string]int{"healthy": 3, "backfilling": 1, "degraded": 1, "inconsistent": 1, "unreadable": 0, "unknown": 2}
+	want := map[string]int{"healthy": 3, "backfilling": 1, "degraded": 2, "inconsistent": 1, "unreadable": 0, "unknown": 1}
 	if len(sec.Counts) != len(PGStates()) {
 		t.Fatalf("counts %v: want every state", sec.Counts)
 	}
@@ -60,8 +60,8 @@ func TestSummarisePGs(t *testing.T) {
 			t.Errorf("%s: %d, want %d", c.State, c.N, want[c.State])
 		}
 	}
-	if len(sec.Problems) != 5 || sec.Problems[0].PG != 1 || sec.Problems[1].State != "unknown" {
-		t.Errorf("problems %+v: want PGs 1, 2, 3, 5, 7 with PG 2 unknown (its report is of an older epoch)", sec.Problems)
+	if len(sec.Problems) != 5 || sec.Problems[0].PG != 1 || sec.Problems[1].State != "degraded (owner down: chunk-4)" || sec.Problems[4].State != "unknown" {
+		t.Errorf("problems %+v: want PGs 1, 2, 3, 5, 7 with PG 2 degraded with its reason (an older epoch's report still counts) and PG 7 unknown (no report)", sec.Problems)
 	}
 	many := SummarisePGs(placement.Map{Epoch: 1, PGCount: MaxProblems + 7}, nil)
 	if len(many.Problems) != MaxProblems || many.More != 7 {
@@ -81,7 +81,7 @@ func TestRenderShowsEverySection(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		`id="nodes"`, `id="pgs"`, `id="capacity"`, `id="throughput"`, `id="jobs"`, `id="alerts"`, `id="audit"`,
-		"chunk-1", "1 of 2 nodes up", `class="num pg-degraded">1<`, `class="num pg-unknown">2<`,
+		"chunk-1", "1 of 2 nodes up", `class="num pg-degraded">2<`, `class="num pg-unknown">1<`,
 		"✕<title>failed: backup, hook failed</title>", "⚠ changed 80% of files", "PGDegraded", "dev-admin",
 		"10 samples, one every 1m0s", "<polyline", "Stored 9.0 MiB of 8.0 GiB (&lt;1%). The capacity line is left out",
 	} {

@@ -75,7 +75,8 @@ func PGStates() []string {
 }
 
 // SummarisePGs counts each of the map's PGs by state, as `coffer admin pgs` does: a PG
-// without a report at the map's epoch is "unknown".
+// of which no report has arrived is "unknown"; a report placed by an older epoch still
+// counts (its PG's new reporter has not finished a pass yet).
 func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 	byPG := map[uint32]placement.PGHealth{}
 	for _, r := range reports {
@@ -86,7 +87,7 @@ func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 	for pg := range m.PGCount {
 		r, ok := byPG[pg]
 		state := "unknown"
-		if ok && r.Epoch >= m.Epoch && r.Reporter != "" {
+		if ok && r.Reporter != "" {
 			state = r.State()
 		}
 		counts[state]++
@@ -100,7 +101,11 @@ func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 		if !ok {
 			r = placement.PGHealth{PG: pg}
 		}
-		sec.Problems = append(sec.Problems, PGProblem{PG: pg, State: state, Health: r, Reporter: string(r.Reporter)})
+		desc := state
+		if ok && r.Reporter != "" {
+			desc = r.Describe()
+		}
+		sec.Problems = append(sec.Problems, PGProblem{PG: pg, State: desc, Health: r, Reporter: string(r.Reporter)})
 	}
 	for _, st := range PGStates() {
 		sec.Counts = append(sec.Counts, StateCount{State: st, N: counts[st]})
