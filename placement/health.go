@@ -13,7 +13,8 @@ type PGHealth struct {
 	Reporter NodeID `cbor:"reporter" json:"reporter"`
 	Stripes  int    `cbor:"stripes" json:"stripes"` // chunks seen in the PG
 	// MinHealthy is the fewest healthy shards (StripeHealthy) over the PG's stripes;
-	// N when the PG holds no stripe.
+	// when the PG holds no stripe, the positions a new stripe would fill healthy (N
+	// unless a position cannot be placed or its owner is down).
 	MinHealthy int `cbor:"min_healthy" json:"min_healthy"`
 	N          int `cbor:"n" json:"n"` // k+m of the map's profile
 	// Degraded counts stripes with fewer than N healthy shards; Inconsistent counts

@@ -234,7 +234,7 @@ func TestRepairLogsOncePerPeer(t *testing.T) {
 			continue
 		}
 		leaders++
-		if !strings.Contains(l, "node=n03") || !strings.Contains(l, `by_op="put=`) || !strings.Contains(l, "peer unreachable") {
+		if !strings.Contains(l, "peer=n03") || !strings.Contains(l, `by_op="put=`) || !strings.Contains(l, "peer unreachable") {
 			t.Fatalf("line %q", l)
 		}
 		var n int

@@ -39,7 +39,7 @@ func (p *peerLog) fail(id placement.NodeID, op string, err error) {
 	f.ops[op]++
 }
 
-// log writes one warning per peer that failed a call in the pass: the node, the
+// log writes one warning per peer that failed a call in the pass: the peer, the
 // failures by operation ("put=312 delete=2") and the first error.
 func (p *peerLog) log(l *slog.Logger, epoch uint64) {
 	p.mu.Lock()
@@ -58,7 +58,7 @@ func (p *peerLog) log(l *slog.Logger, epoch uint64) {
 			total += n
 		}
 		slices.Sort(ops)
-		l.Warn("repair: peer failed calls this pass", "node", string(id), "epoch", epoch, "failed", total,
+		l.Warn("repair: peer failed calls this pass", "peer", string(id), "epoch", epoch, "failed", total,
 			"by_op", strings.Join(ops, " "), "first_err", f.first)
 	}
 }

@@ -354,7 +354,10 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					return
 				}
 				pw := pgs[i]
-				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: n, Reason: pw.reason}
+				// An empty PG counts the positions a new stripe would fill: with a
+				// position the map cannot place or an owner down, it is degraded too.
+				placeable := placement.StripeHealthy(pw.desired, allHeld(n))
+				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: placeable, Reason: pw.reason}
 				var named []string
 				var pr PassResult
 				w.recheck(ctx, pw)
@@ -486,6 +489,15 @@ func (w *Worker) recheck(ctx context.Context, pw *pgWork) {
 			}
 		}
 	}
+}
+
+// allHeld returns n true values.
+func allHeld(n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = true
+	}
+	return out
 }
 
 // healthy counts the positions whose active desired owner holds the shard.
