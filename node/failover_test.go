@@ -58,6 +58,9 @@ func waitLeader(t *testing.T, c *nodetest.Cluster) *node.Node {
 // (0.5 s Raft timeouts here), not after the 8 s QUIC idle timeout it used to wait out.
 // The bound asserted is generous for a loaded machine and still below 8 s.
 func TestMetaLeaderCrashCostsAboutAnElection(t *testing.T) {
+	if testing.Short() || os.Getenv("COFFER_FAULTS") == "" {
+		t.Skip("cluster fault scenario: make test-faults (COFFER_FAULTS=1)")
+	}
 	c := nodetest.New(t, nodetest.Opts{Meta: 3, Chunk: 6, PGCount: 16})
 	id := devAdmin(t, c)
 	for _, via := range []string{"leader", "follower"} {
@@ -119,6 +122,9 @@ func (c *crashOnPut) Call(ctx context.Context, addr, method string, body []byte)
 // one, and the coordinators write each stripe to the five live nodes. The snapshot then
 // restores bit-identically with both nodes still down.
 func TestBackupSurvivesCoordinatorAndPeerCrash(t *testing.T) {
+	if testing.Short() || os.Getenv("COFFER_FAULTS") == "" {
+		t.Skip("cluster fault scenario: make test-faults (COFFER_FAULTS=1)")
+	}
 	c := nodetest.New(t, nodetest.Opts{Meta: 3, Chunk: 7, PGCount: 16})
 	id := devAdmin(t, c)
 	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
