@@ -148,8 +148,8 @@ func ValidateApprovalRequest(r ApprovalRequest) error {
 	if r.Method == "" || len(r.Body) > maxApprovalBody {
 		return fmt.Errorf("%w: approval request: method empty or body over %d bytes", ErrInvalid, maxApprovalBody)
 	}
-	if r.Requester.Role != RoleAdmin || r.Requester.Name == "" {
-		return fmt.Errorf("%w: approval request: requester %s is not an admin", ErrDenied, r.Requester)
+	if r.Requester.Name == "" || (r.Requester.Role != RoleAdmin && !(r.Operation == OpLockedRestore && r.Requester.Role == RoleRestoreOperator)) {
+		return fmt.Errorf("%w: approval request: requester %s is not an admin (nor a restore operator asking for a locked restore)", ErrDenied, r.Requester)
 	}
 	if !r.Expires.After(r.Created) {
 		return fmt.Errorf("%w: approval request: expiry %s not after creation", ErrInvalid, r.Expires)
@@ -283,6 +283,9 @@ func PolicyWeakens(old *VaultPolicy, next VaultPolicy) (bool, string) {
 		case o.Lock.Mode == Compliance && next.Lock.Mode != Compliance:
 			why = append(why, "default lock from compliance to governance")
 		}
+	}
+	if o.ApproveLockedRestore && !next.ApproveLockedRestore {
+		why = append(why, "restores of locked or held snapshots no longer need approval")
 	}
 	return len(why) > 0, strings.Join(why, ", ")
 }

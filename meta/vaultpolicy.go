@@ -16,10 +16,15 @@ type VaultPolicy struct {
 	Keep         Policy        `cbor:"keep" json:"keep"`
 	Lock         *DefaultLock  `cbor:"lock,omitempty" json:"lock,omitempty"`
 	MaxAgentLock time.Duration `cbor:"max_agent_lock,omitempty" json:"max_agent_lock_ns,omitempty"`
+	// ApproveLockedRestore makes a restore grant on a snapshot under a compliance lock or
+	// legal hold need a second admin's approval (two-person rule, meta.OpLockedRestore).
+	ApproveLockedRestore bool `cbor:"approve_locked_restore,omitempty" json:"approve_locked_restore,omitempty"`
 }
 
 // Empty reports whether p stores nothing (no rules, no default lock, the default limit).
-func (p VaultPolicy) Empty() bool { return p.Keep.Empty() && p.Lock == nil && p.MaxAgentLock == 0 }
+func (p VaultPolicy) Empty() bool {
+	return p.Keep.Empty() && p.Lock == nil && p.MaxAgentLock == 0 && !p.ApproveLockedRestore
+}
 
 // AgentLockLimit returns the longest lock a backup agent may set in a vault with policy
 // p (nil: no policy stored).

@@ -150,6 +150,9 @@ func (c *adminApprovalDecideCmd) run(ctx context.Context, a *app, args []string)
 	case meta.ApprovalFailed:
 		fmt.Fprintf(a.stdout, "approved %s: %s was executed and refused: %s\n", r.ID, r.Operation, r.Result)
 		return fmt.Errorf("approved %s: the operation failed: %s", r.ID, r.Result)
+	case meta.ApprovalApproved:
+		fmt.Fprintf(a.stdout, "approved %s: %s; it runs when %s asks again (before %s)\n", r.ID, r.Summary, r.Requester.Name,
+			r.Expires.In(a.loc).Format("2006-01-02 15:04:05"))
 	default:
 		fmt.Fprintf(a.stdout, "%s %s: %s\n", verb+"d", r.ID, r.State)
 	}

@@ -126,10 +126,15 @@ a longer one is refused with the limit named. Admins are not bound by it (an
 admin's lock and the --lock-for default lock may be longer). Each call stores
 the whole policy: flags left out take their defaults. --clear removes the
 stored policy. Setting needs an admin certificate (backup agents never change
-policy); audited, with the limit.
+policy); audited, with the limit. With --approve-locked-restore, a restore
+grant on a compliance-locked or held snapshot needs a second admin's approval
+(two-person rule: the restore is queued, exit code 4, and runs when its
+requester asks again after "coffer admin approvals approve"). A policy that
+keeps less or locks shorter, or drops --approve-locked-restore, is itself
+queued for approval once two admins have enrolled MFA.
 
-With --json the vault's id and retention (keep, lock, max_agent_lock_ns) are
-printed.`,
+With --json the vault's id and retention (keep, lock, max_agent_lock_ns,
+approve_locked_restore) are printed.`,
 		examples: []string{
 			"coffer --vault web01 vault policy --keep-daily 14 --keep-monthly 12 --lock-mode compliance --lock-for 30d",
 			"coffer --vault web01 vault policy --keep-daily 14 --max-agent-lock 2y",
@@ -145,6 +150,7 @@ type vaultPolicyCmd struct {
 	lockMode string
 	lockFor  string
 	maxLock  string
+	approve  bool
 	clear    bool
 }
 
@@ -160,6 +166,7 @@ func (c *vaultPolicyCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.lockMode, "lock-mode", "", "lock every new snapshot in `MODE` (governance or compliance)")
 	fs.StringVar(&c.lockFor, "lock-for", "", "for `DURATION` from its commit (30d, 12h, 2w, 1y)")
 	fs.StringVar(&c.maxLock, "max-agent-lock", "", "the longest lock a backup agent may set, `DURATION` ahead (default 1y)")
+	fs.BoolVar(&c.approve, "approve-locked-restore", false, "restore grants on compliance-locked or held snapshots need a second admin's approval")
 	fs.BoolVar(&c.clear, "clear", false, "remove the stored policy")
 }
 
@@ -194,6 +201,7 @@ func (c *vaultPolicyCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		p.MaxAgentLock = d
 	}
+	p.ApproveLockedRestore = c.approve
 	set := c.clear || !p.Empty()
 	if c.clear && !p.Empty() {
 		return usagef(spec, "--clear takes no other policy flags")
@@ -256,4 +264,7 @@ func printVaultPolicy(a *app, v meta.Vault) {
 		fmt.Fprintf(a.stdout, "  lock new snapshots: %s for %s\n", r.Lock.Mode, r.Lock.For)
 	}
 	fmt.Fprintf(a.stdout, "  longest lock an agent may set: %s\n", meta.FormatSpan(r.AgentLockLimit()))
+	if r.ApproveLockedRestore {
+		fmt.Fprintf(a.stdout, "  restores of compliance-locked or held snapshots: need a second admin's approval\n")
+	}
 }

@@ -99,6 +99,12 @@ func (s *Server) gate(ctx context.Context, op, method string, args any, vault me
 		// on (docs/security.md). Enrollments are never removed, so it stays armed.
 		return nil
 	}
+	return s.queue(ctx, p, op, method, args, vault, summary)
+}
+
+// queue stores the operation for p as a pending request and answers with its
+// *meta.ApprovalRequiredError.
+func (s *Server) queue(ctx context.Context, p meta.Principal, op, method string, args any, vault meta.VaultID, summary string) error {
 	body, err := s.codec.Marshal(args)
 	if err != nil {
 		return fmt.Errorf("%w: server: encode %s for approval: %v", meta.ErrInvalid, method, err)
@@ -260,8 +266,8 @@ func (s *Server) DecideApproval(ctx context.Context, id string, approve bool, co
 		return meta.ApprovalRequest{}, err
 	}
 	r = res.(meta.ApprovalRequest)
-	if !approve {
-		return r, nil
+	if !approve || deferredMethod(r.Method) {
+		return r, nil // a deferred request runs when its requester asks again
 	}
 	ectx := meta.WithPrincipal(context.WithValue(ctx, approvedKey{}, id), r.Requester)
 	fin := command.FinishApproval{ID: id}

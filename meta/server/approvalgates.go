@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/meta/command"
 )
 
 // Gates of the two-person rule beyond the governance bypass (issue 17, step 6): each is
@@ -151,4 +152,71 @@ func (s *Server) executeGated(ctx context.Context, r meta.ApprovalRequest, dec f
 		return false, nil
 	}
 	return true, err
+}
+
+// apIssueGrant is a restore grant on a locked or held snapshot (meta.OpLockedRestore). It
+// is deferred: the approval does not run it (the grant must reach the requester, not the
+// approver); the requester's next IssueGrant for the same snapshot, before the request
+// expires, consumes the approval (FinishApproval, once) and receives the grant.
+const apIssueGrant = "meta.IssueGrant"
+
+type apIssueGrantArgs struct {
+	Vault    meta.VaultID    `cbor:"vault"`
+	Snapshot meta.SnapshotID `cbor:"snapshot"`
+}
+
+// deferredMethod reports whether an approved request of method runs when its requester
+// asks again rather than when it is approved.
+func deferredMethod(method string) bool { return method == apIssueGrant }
+
+// gateLockedRestore: with the vault's ApproveLockedRestore, a restore grant on a snapshot
+// under a compliance lock or legal hold needs a second admin's approval (requested by an
+// admin or a restore operator). The requester's first call is queued; after approval its
+// next call consumes the approval once and gets the grant.
+func (s *Server) gateLockedRestore(ctx context.Context, vault meta.VaultID, snap meta.Snapshot) error {
+	p := meta.PrincipalFrom(ctx)
+	if p.Role != meta.RoleAdmin && p.Role != meta.RoleRestoreOperator {
+		return nil
+	}
+	v, err := s.fsm.Vault(vault)
+	if err != nil || v.Retention == nil || !v.Retention.ApproveLockedRestore {
+		return err
+	}
+	now := s.fsm.Now()
+	if !snap.LegalHold && (snap.Lock == nil || snap.Lock.Mode != meta.Compliance || !now.Before(snap.Lock.Until)) {
+		return nil
+	}
+	pol, err := s.approvalPolicy()
+	if err != nil || !pol.Requires(meta.OpLockedRestore) {
+		return err
+	}
+	if armed, err := s.twoPersonArmed(); err != nil || !armed {
+		return err
+	}
+	args := apIssueGrantArgs{Vault: vault, Snapshot: snap.ID}
+	body, err := s.codec.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("%w: server: encode grant request: %v", meta.ErrInvalid, err)
+	}
+	rs, err := s.fsm.Approvals()
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.Method != apIssueGrant || r.State != meta.ApprovalApproved || r.Requester.Name != p.Name ||
+			string(r.Body) != string(body) || !now.Before(r.Expires) {
+			continue
+		}
+		// Consume it: only one FinishApproval moves it from approved, so one grant.
+		if _, err := s.propose(timeoutOf(ctx), command.FinishApproval{ID: r.ID}); err != nil {
+			continue
+		}
+		return nil
+	}
+	what := "compliance-locked"
+	if snap.LegalHold {
+		what = "under legal hold"
+	}
+	return s.queue(ctx, p, meta.OpLockedRestore, apIssueGrant, args, vault,
+		fmt.Sprintf("restore grant for %s on snapshot %s (%s)", p.Name, snap.ID, what))
 }

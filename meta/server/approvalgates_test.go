@@ -19,6 +19,7 @@ import (
 // approval so one approver can decide many requests.
 type gateFixture struct {
 	t          *testing.T
+	c          *cluster
 	s          *Server
 	alice, bob context.Context
 	bobKey     *otp.Key
@@ -31,6 +32,7 @@ func newGateFixture(t *testing.T) *gateFixture {
 	c := newCluster(t, 1, func(cfg *Config) {
 		cfg.Approvals = nil // the production default
 		cfg.Now = now
+		cfg.GrantKey = make([]byte, 32)
 		cfg.SealKeyFile = filepath.Join(cfg.Dir, "seal.key")
 		if err := NewSealKeyFile(cfg.SealKeyFile); err != nil {
 			t.Fatal(err)
@@ -39,7 +41,7 @@ func newGateFixture(t *testing.T) *gateFixture {
 	s := c.srv[c.leader()]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	f := &gateFixture{t: t, s: s, skew: skew,
+	f := &gateFixture{t: t, c: c, s: s, skew: skew,
 		alice: meta.WithPrincipal(ctx, meta.Principal{Name: "alice", Role: meta.RoleAdmin}),
 		bob:   meta.WithPrincipal(ctx, meta.Principal{Name: "bob", Role: meta.RoleAdmin})}
 	for _, who := range []context.Context{f.alice, f.bob} {
@@ -64,18 +66,24 @@ func (f *gateFixture) code(key *otp.Key) string {
 	return c
 }
 
-// queued checks that err is an approval-required answer for op and returns the ID.
+// queued checks that err is an approval-required answer for op by alice and returns the ID.
 func (f *gateFixture) queued(what string, err error, op string) string {
+	f.t.Helper()
+	return f.queuedBy(what, err, op, f.alice)
+}
+
+func (f *gateFixture) queuedBy(what string, err error, op string, requester context.Context) string {
 	f.t.Helper()
 	id, ok := meta.ApprovalIDFrom(err)
 	if !ok || !errors.Is(err, meta.ErrApprovalRequired) {
 		f.t.Fatalf("%s by one admin: %v, want queued for approval", what, err)
 	}
 	r, err := f.s.fsm.Approval(id)
-	if err != nil || r.Operation != op || r.State != meta.ApprovalPending || r.Requester.Name != "alice" {
-		f.t.Fatalf("%s: stored request %+v (%v), want alice's pending %s", what, r, err, op)
+	name := meta.PrincipalFrom(requester).Name
+	if err != nil || r.Operation != op || r.State != meta.ApprovalPending || r.Requester.Name != name {
+		f.t.Fatalf("%s: stored request %+v (%v), want %s's pending %s", what, r, err, name, op)
 	}
-	if _, err := f.s.DecideApproval(f.alice, id, true, "123456", ""); !errors.Is(err, meta.ErrDenied) {
+	if _, err := f.s.DecideApproval(requester, id, true, "123456", ""); !errors.Is(err, meta.ErrDenied) {
 		f.t.Fatalf("%s: approval by the requester: %v, want ErrDenied", what, err)
 	}
 	return id
@@ -216,4 +224,51 @@ func revoked(rs []meta.Revocation, principal string) bool {
 		}
 	}
 	return false
+}
+
+// TestTwoPersonLockedRestore: with the vault policy's ApproveLockedRestore, a restore
+// grant on a held (or compliance-locked) snapshot is queued for a second admin; the
+// approval does not hand the grant to the approver: the requester's next call consumes
+// it once and gets the grant, and another principal cannot use it. Turning the setting
+// off is a retention weakening.
+func TestTwoPersonLockedRestore(t *testing.T) {
+	f := newGateFixture(t)
+	s := f.s
+	if _, err := s.CreateVault(f.alice, newVault("lr")); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.CommitSnapshot(f.alice, storedSnapshot(t, f.c.chunks, "lr", 3, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetHold(f.alice, "lr", snap.ID, true, "litigation"); err != nil {
+		t.Fatal(err)
+	}
+	oncall := meta.WithPrincipal(f.alice, meta.Principal{Name: "oncall", Role: meta.RoleRestoreOperator, Vaults: []meta.VaultID{"lr"}})
+	if _, _, err := s.IssueGrant(oncall, "lr", snap.ID, time.Minute); err != nil {
+		t.Fatalf("grant without the vault setting: %v", err)
+	}
+	if _, err := s.SetVaultPolicy(f.alice, "lr", meta.VaultPolicy{ApproveLockedRestore: true}); err != nil {
+		t.Fatalf("asking for approvals (stronger): %v, want done at once", err)
+	}
+	_, _, err = s.IssueGrant(oncall, "lr", snap.ID, time.Minute)
+	id := f.queuedBy("grant on a held snapshot", err, meta.OpLockedRestore, oncall)
+	r := f.approve(id)
+	if r.State != meta.ApprovalApproved {
+		t.Fatalf("approved locked restore: %+v, want approved (deferred to the requester)", r)
+	}
+	// Another admin's grant is a request of its own.
+	_, _, err = s.IssueGrant(f.alice, "lr", snap.ID, time.Minute)
+	f.queued("alice's grant", err, meta.OpLockedRestore)
+	tok, g, err := s.IssueGrant(oncall, "lr", snap.ID, time.Minute)
+	if err != nil || len(tok) == 0 || g.Principal != "oncall" {
+		t.Fatalf("requester's grant after approval: %+v (%v)", g, err)
+	}
+	if r, _ := s.fsm.Approval(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("consumed request is %s, want executed", r.State)
+	}
+	_, _, err = s.IssueGrant(oncall, "lr", snap.ID, time.Minute)
+	f.queuedBy("a second grant (the approval was used)", err, meta.OpLockedRestore, oncall)
+	_, err = s.SetVaultPolicy(f.alice, "lr", meta.VaultPolicy{})
+	f.queued("turning ApproveLockedRestore off", err, meta.OpPolicyWeaken)
 }

@@ -33,6 +33,9 @@ func (s *Server) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.Sna
 	if err != nil {
 		return nil, grant.Grant{}, err
 	}
+	if err := s.gateLockedRestore(ctx, vault, snap); err != nil {
+		return nil, grant.Grant{}, err
+	}
 	g := grant.Grant{Vault: string(vault), Snapshot: id, Refs: snap.Refs, Principal: p.Name, Expires: s.fsm.Now().Add(ttl)}
 	tok, err := grant.Sign(s.cfg.GrantKey, g)
 	if err != nil {
