@@ -16,7 +16,9 @@ import (
 // fuzz target exercises the decoding of their requests.
 type approvalFuzzSvc struct{ *fakeSvc }
 
-func (approvalFuzzSvc) ListApprovals(context.Context) ([]meta.ApprovalRequest, error) { return nil, nil }
+func (approvalFuzzSvc) ListApprovals(context.Context) ([]meta.ApprovalRequest, error) {
+	return nil, nil
+}
 func (approvalFuzzSvc) DecideApproval(context.Context, string, bool, string, string) (meta.ApprovalRequest, error) {
 	return meta.ApprovalRequest{}, nil
 }
