@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"github.com/cofferhq/coffer/chunkstore/coord"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -132,6 +133,7 @@ var (
 
 	dBackupBytes   = desc("coffer_backup_bytes_total", "Chunk bytes clients wrote through this node's coordinator (chunk.Put, after encryption and compression).")
 	dBackupChunks  = desc("coffer_backup_chunks_total", "Chunks clients wrote through this node's coordinator.")
+	dDegradedWrite = desc("coffer_degraded_writes_total", "Writes this node's coordinator made around missing nodes, by kind (substitute_shards: shards put on a substitute because their owner was down or failed; reduced_domain: such shards in a failure domain the stripe already used; short_stripes: chunks acknowledged with fewer than k+m shards).", "kind")
 	dRestoreBytes  = desc("coffer_restore_bytes_total", "Chunk bytes clients read through this node's coordinator (restore, ls, dump, verify).")
 	dRestoreChunks = desc("coffer_restore_chunks_total", "Chunks clients read through this node's coordinator.")
 
@@ -194,7 +196,7 @@ var (
 )
 
 func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dNodeInfo, dBackupBytes, dBackupChunks, dRestoreBytes, dRestoreChunks,
+	for _, d := range []*prometheus.Desc{dNodeInfo, dBackupBytes, dBackupChunks, dDegradedWrite, dRestoreBytes, dRestoreChunks,
 		dAuditRefusals, dAuditDropped, dRevokedReqs, dRevocations, dRevVersion, dRevCurrent,
 		dMapEpoch, dMapNodes, dMembers,
 		dSegShards, dSegLive, dSegFile, dSegSegments, dSegAvailable, dSegDamaged, dCompactRuns, dCompactSegs, dCompactCopied, dCompactFreed,
@@ -230,6 +232,13 @@ func (c *figureCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dNodeInfo, 1, f.Node, strings.Join(f.Roles, ","), f.Domain)
 	counter(dBackupBytes, float64(f.BackupBytes))
 	counter(dBackupChunks, float64(f.BackupChunks))
+	var dw coord.DegradedWrites
+	if c.n.chunks != nil {
+		dw = c.n.chunks.Degraded()
+	}
+	counter(dDegradedWrite, float64(dw.SubstituteShards), "substitute_shards")
+	counter(dDegradedWrite, float64(dw.ReducedDomain), "reduced_domain")
+	counter(dDegradedWrite, float64(dw.ShortStripes), "short_stripes")
 	counter(dRestoreBytes, float64(f.RestoreBytes))
 	counter(dRestoreChunks, float64(f.RestoreChunks))
 	counter(dAuditRefusals, float64(f.AuditRefusals))

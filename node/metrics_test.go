@@ -31,7 +31,7 @@ import (
 var (
 	familiesAll = []string{
 		"coffer_node_info",
-		"coffer_backup_bytes_total", "coffer_backup_chunks_total",
+		"coffer_backup_bytes_total", "coffer_backup_chunks_total", "coffer_degraded_writes_total",
 		"coffer_restore_bytes_total", "coffer_restore_chunks_total",
 		"coffer_rpc_duration_seconds",
 		"coffer_audit_refusals_total", "coffer_audit_reports_dropped_total",
