@@ -178,11 +178,21 @@ func (s *Server) probe(ctx context.Context) {
 		cancel()
 		if err == nil || len(reps) > 0 {
 			var pgs, stripes, unreadable int
+			reasons := map[string]int{}
 			for _, r := range reps {
-				if r.Degraded > 0 || r.Unreadable > 0 {
+				if st := r.State(); st == "degraded" || st == "unreadable" || st == "inconsistent" {
 					pgs++
 					stripes += r.Degraded
 					unreadable += r.Unreadable
+					if r.Reason != "" {
+						reasons[r.Reason]++
+					}
+				}
+			}
+			why, most := "", 0
+			for r, n := range reasons {
+				if n > most || (n == most && r < why) {
+					why, most = r, n
 				}
 			}
 			var active []meta.Alert
@@ -191,8 +201,12 @@ func (s *Server) probe(ctx context.Context) {
 				if unreadable > 0 {
 					sev = meta.SeverityCritical
 				}
+				msg := fmt.Sprintf("%d placement groups degraded (%d stripes missing shards, %d unreadable)", pgs, stripes, unreadable)
+				if why != "" {
+					msg += fmt.Sprintf("; %d: %s", most, why)
+				}
 				active = append(active, meta.Alert{Key: "pg-degraded/cluster", Kind: meta.AlertPGDegraded, Severity: sev, Subject: "cluster",
-					Message: fmt.Sprintf("%d placement groups degraded (%d stripes missing shards, %d unreadable)", pgs, stripes, unreadable),
+					Message: msg,
 					Details: map[string]string{"pgs": fmt.Sprint(pgs), "stripes": fmt.Sprint(stripes), "unreadable": fmt.Sprint(unreadable)}})
 			}
 			s.raiseAll(ctx, active, []meta.AlertKind{meta.AlertPGDegraded})
