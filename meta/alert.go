@@ -31,6 +31,21 @@ func AlertKinds() []AlertKind {
 		AlertCapacity, AlertCertExpiry, AlertVerifyFailed, AlertTest}
 }
 
+// AlertEvent reports whether alerts of kind k are one-time events (a job, a missed run,
+// a test) rather than conditions that the leader resolves when they end: an event alert
+// stays recorded (its key taken) until it is compacted.
+func AlertEvent(k AlertKind) bool {
+	switch k {
+	case AlertJobFailed, AlertAnomaly, AlertMissedRun, AlertVerifyFailed, AlertTest:
+		return true
+	}
+	return false
+}
+
+// DefaultAlertRetention is how long fired alerts are kept after they were resolved (or,
+// for events, raised) when the configuration does not say.
+const DefaultAlertRetention = 90 * 24 * time.Hour
+
 // AlertCapacityPercent is the used share of a node's disk above which it alerts.
 const AlertCapacityPercent = 85
 

@@ -32,6 +32,76 @@ type RetentionReport struct {
 	Kept    int            `cbor:"kept" json:"kept"`
 	Removed []SnapshotID   `cbor:"removed" json:"removed"`
 	Held    []HeldSnapshot `cbor:"held" json:"held"`
+	// BackupPolicies are the backup policies whose own retention governed their
+	// snapshots in this run (see PlanVaultRetention), by name.
+	BackupPolicies []PolicyRetention `cbor:"backup_policies,omitempty" json:"backup_policies,omitempty"`
+}
+
+// PolicyRetention is a backup policy's own retention as one run applied it: the rules
+// and how many of the policy's snapshots they kept and removed.
+type PolicyRetention struct {
+	Name    string `cbor:"name" json:"name"`
+	Keep    Policy `cbor:"keep" json:"keep"`
+	Kept    int    `cbor:"kept" json:"kept"`
+	Removed int    `cbor:"removed" json:"removed"`
+}
+
+// PolicyTag is the tag a backup policy's snapshots carry ("policy-NAME").
+func PolicyTag(name string) string { return "policy-" + name }
+
+// PlanVaultRetention is what automatic retention decides for one vault at now: each
+// snapshot tagged "policy-NAME" for a backup policy NAME with its own retention
+// (BackupPolicy.Retention, not empty) is governed by that policy's rules (the first such
+// policy by name when it carries several tags), every other snapshot by the vault's
+// stored rules (vault nil or empty: kept). Each set is decided with PlanRetention, the
+// rules of `coffer forget`, so locked and held snapshots are kept and reported. The
+// result is merged, Removed and Held in snapshot-ID order; used lists the backup
+// policies that governed at least one snapshot, by name.
+func PlanVaultRetention(snaps []Snapshot, vault *Policy, policies []BackupPolicy, now time.Time) (plan RetentionPlan, used []PolicyRetention) {
+	own := map[string]Policy{}
+	for _, p := range policies {
+		if p.Retention != nil && !p.Retention.Empty() {
+			own[PolicyTag(p.Name)] = *p.Retention
+		}
+	}
+	byTag := map[string][]Snapshot{}
+	var rest []Snapshot
+	for _, s := range snaps {
+		tag := ""
+		for _, t := range s.Tags {
+			if _, ok := own[t]; ok && (tag == "" || t < tag) {
+				tag = t
+			}
+		}
+		if tag == "" {
+			rest = append(rest, s)
+			continue
+		}
+		byTag[tag] = append(byTag[tag], s)
+	}
+	merge := func(p RetentionPlan) {
+		plan.Kept += p.Kept
+		plan.Removed = append(plan.Removed, p.Removed...)
+		plan.Held = append(plan.Held, p.Held...)
+	}
+	if vault != nil && !vault.Empty() {
+		merge(PlanRetention(rest, *vault, now))
+	} else {
+		plan.Kept += len(rest)
+	}
+	tags := make([]string, 0, len(byTag))
+	for t := range byTag {
+		tags = append(tags, t)
+	}
+	slices.Sort(tags)
+	for _, t := range tags {
+		p := PlanRetention(byTag[t], own[t], now)
+		merge(p)
+		used = append(used, PolicyRetention{Name: strings.TrimPrefix(t, "policy-"), Keep: own[t], Kept: p.Kept, Removed: len(p.Removed)})
+	}
+	slices.SortFunc(plan.Removed, func(a, b SnapshotID) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(plan.Held, func(a, b HeldSnapshot) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	return plan, used
 }
 
 // RetentionPlan is what a vault's stored policy decides at cluster time now: the
@@ -77,6 +147,9 @@ func SameHeld(a, b []HeldSnapshot) bool {
 func (r RetentionReport) Summary() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "policy %s: removed %d, kept %d", r.Policy.Describe(), len(r.Removed), r.Kept)
+	for _, p := range r.BackupPolicies {
+		fmt.Fprintf(&sb, "; backup policy %s's own (%s): removed %d, kept %d", p.Name, p.Keep.Describe(), p.Removed, p.Kept)
+	}
 	if len(r.Held) > 0 {
 		fmt.Fprintf(&sb, "; kept by lock or hold although the policy would remove them:")
 		for _, h := range r.Held {

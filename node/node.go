@@ -58,6 +58,9 @@ type Deps struct {
 	StatusSample time.Duration
 	// JobTimeout, when non-zero, overrides the config's jobs.timeout (tests).
 	JobTimeout time.Duration
+	// RetentionInterval, when non-zero, overrides the config's retention.interval
+	// (tests).
+	RetentionInterval time.Duration
 	// Approvals, when set, is the approval policy in force while the cluster stored none
 	// (tests; nil: meta.DefaultApprovalPolicy).
 	Approvals *meta.ApprovalPolicy
@@ -302,6 +305,9 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			mcfg.JobTimeout = deps.JobTimeout
 		}
 		mcfg.RetentionInterval = cfg.Retention.Interval
+		if deps.RetentionInterval != 0 {
+			mcfg.RetentionInterval = deps.RetentionInterval
+		}
 		mcfg.Alerts = metaserver.AlertConfig{Commands: cfg.Alerts.Commands, RetryBase: cfg.Alerts.RetryBase, Probe: n.alertProbe}
 		// The commit check tells a missing reference list from an unreadable one by the
 		// coordinator's not-found error.

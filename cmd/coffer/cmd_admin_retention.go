@@ -22,13 +22,17 @@ policy --keep-*) on its own every retention.interval of cluster time (default
 removed: a snapshot the policy would remove but a lock or legal hold keeps is
 reported as held. Each round that removes something, or whose held snapshots
 changed, is recorded in the audit log (action "retention", principal system).
+A backup policy's own retention (coffer admin policy create --keep-*) governs
+that policy's snapshots (tagged policy-NAME) in the same round, instead of the
+vault's rules.
 
 This shows the interval, the last and next round, and for each vault its latest
 report: when, the policy, how many snapshots were kept and removed, and the held
 ones with their lock. Admin certificates only.
 
 With --json: {"interval_ns","last_round","next_round","now","reports":[{"vault",
-"seq","time","policy","kept","removed","held":[{"id","time","host","reason"}]}]}.`,
+"seq","time","policy","kept","removed","held":[{"id","time","host","reason"}],
+"backup_policies":[{"name","keep","kept","removed"}]}]}.`,
 		examples: []string{"coffer admin retention status"},
 		new:      func() command { return &adminRetentionStatusCmd{} },
 	}
@@ -79,6 +83,9 @@ func printRetentionReports(a *app, reps []meta.RetentionReport) {
 	}
 	_ = tw.Flush()
 	for _, r := range reps {
+		for _, p := range r.BackupPolicies {
+			fmt.Fprintf(a.stdout, "in %s, backup policy %s's own rules (%s): kept %d, removed %d\n", r.Vault, p.Name, p.Keep.Describe(), p.Kept, p.Removed)
+		}
 		for _, h := range r.Held {
 			fmt.Fprintf(a.stdout, "held in %s: %s (%s, %s): %s\n", r.Vault, h.ID.Str(), h.Host, h.Time.Format(time.RFC3339), h.Reason)
 		}
@@ -90,8 +97,9 @@ func adminRetentionRunSpec() *cmdSpec {
 		name:  "admin retention run",
 		short: "apply every vault's stored retention policy now",
 		long: `Runs a round of automatic retention now instead of waiting for the next one
-(see coffer admin retention status): every vault's stored policy is applied with
-the rules of coffer forget; locked and held snapshots are kept and reported.
+(see coffer admin retention status): every vault's stored policy, and each
+backup policy's own retention to that policy's snapshots, is applied with the
+rules of coffer forget; locked and held snapshots are kept and reported.
 Admin certificates only; recorded in the audit log.
 
 Prints the vaults the round changed (or whose held snapshots changed). With

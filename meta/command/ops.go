@@ -19,6 +19,35 @@ const (
 	TypeFlagJob         Type = 147
 )
 
+// Operations added after tags 140..159 were taken, from 120..139: automatic retention
+// with the backup policies' own rules, and the compaction of fired alerts.
+const (
+	TypeApplyVaultRetention Type = 127
+	TypeCompactAlerts       Type = 128
+)
+
+// ApplyVaultRetention is ApplyRetention with the backup policies' own retention: the
+// FSM applies meta.PlanVaultRetention to the vault at the entry's cluster time (the
+// snapshots of a backup policy with its own retention by its rules, the rest by the
+// vault's stored rules), with the rules of `coffer forget`. Locked and held snapshots
+// are kept and reported. Audited as the system principal.
+type ApplyVaultRetention struct {
+	Vault meta.VaultID `cbor:"vault"`
+}
+
+// CompactAlerts removes the fired alerts that are over Retain nanoseconds of cluster
+// time old: resolved ones by their resolution time, one-time events (meta.AlertEvent)
+// by the time they were raised. An open condition alert stays.
+type CompactAlerts struct {
+	Retain int64 `cbor:"retain"`
+}
+
+// Type implements Body.
+func (ApplyVaultRetention) Type() Type { return TypeApplyVaultRetention }
+
+// Type implements Body.
+func (CompactAlerts) Type() Type { return TypeCompactAlerts }
+
 // ApplyRetention applies the vault's stored retention policy (meta.Vault.Retention.Keep)
 // at the entry's cluster time with the rules of `coffer forget` (meta.PlanRetention): the
 // FSM itself decides, so a lock or hold set since the leader looked is never missed.
@@ -115,6 +144,10 @@ func opsName(t Type) (string, bool) {
 		return "AlertAttempt", true
 	case TypeFlagJob:
 		return "FlagJob", true
+	case TypeApplyVaultRetention:
+		return "ApplyVaultRetention", true
+	case TypeCompactAlerts:
+		return "CompactAlerts", true
 	}
 	return "", false
 }
@@ -122,7 +155,8 @@ func opsName(t Type) (string, bool) {
 // isOps reports whether b is one of the operations commands.
 func isOps(b Body) bool {
 	switch b.(type) {
-	case ApplyRetention, RetentionRound, SetAlertSink, RemoveAlertSink, RaiseAlert, ResolveAlert, AlertAttempt, FlagJob:
+	case ApplyRetention, RetentionRound, SetAlertSink, RemoveAlertSink, RaiseAlert, ResolveAlert, AlertAttempt, FlagJob,
+		ApplyVaultRetention, CompactAlerts:
 		return true
 	}
 	return false
@@ -147,6 +181,10 @@ func (c Codec) decodeOps(t Type, raw []byte) (body Body, ok bool, err error) {
 		return decodeAs[AlertAttempt](c, raw)
 	case TypeFlagJob:
 		return decodeAs[FlagJob](c, raw)
+	case TypeApplyVaultRetention:
+		return decodeAs[ApplyVaultRetention](c, raw)
+	case TypeCompactAlerts:
+		return decodeAs[CompactAlerts](c, raw)
 	}
 	return nil, false, nil
 }

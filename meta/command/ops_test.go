@@ -22,6 +22,8 @@ func TestOpsRoundTrip(t *testing.T) {
 		AlertAttempt{Seq: 7, Sink: "pager", Error: "503"},
 		AlertAttempt{Seq: 7, Sink: "pager", OK: true},
 		FlagJob{ID: "j0000000000000007", Anomaly: "bytes added 41x the mean"},
+		ApplyVaultRetention{Vault: "v1"},
+		CompactAlerts{Retain: int64(90 * 24 * time.Hour)},
 	} {
 		cmd := Command{Time: 1700000000123456789, Body: b}
 		enc, err := Encode(cmd)

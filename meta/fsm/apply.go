@@ -139,7 +139,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 	case command.SetVaultKeys, command.TouchKeyWrap:
 		return f.applyKeys(b, index, cmd.Body, now)
 	case command.ApplyRetention, command.RetentionRound, command.SetAlertSink, command.RemoveAlertSink,
-		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt, command.FlagJob:
+		command.RaiseAlert, command.ResolveAlert, command.AlertAttempt, command.FlagJob,
+		command.ApplyVaultRetention, command.CompactAlerts:
 		return f.applyOps(b, index, cmd.Body, now)
 	case command.CreateNodeToken, command.ConsumeNodeToken, command.RecordCert:
 		return f.applyPKI(b, index, cmd.Body, now)

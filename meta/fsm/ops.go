@@ -83,6 +83,19 @@ func (f *FSM) applyOps(b *pebble.Batch, index uint64, body command.Body, now tim
 		return f.resolveAlert(b, c.Key, now)
 	case command.AlertAttempt:
 		return f.alertAttempt(b, index, c, now)
+	case command.ApplyVaultRetention:
+		sys := meta.SystemPrincipal()
+		entry := meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "retention", Vault: c.Vault}
+		rep, err := f.applyVaultRetention(b, index, c.Vault, now)
+		if err == nil {
+			entry.Target, entry.Reason = idList(rep.Removed), rep.Summary()
+		}
+		if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
+			return nil, aerr
+		}
+		return rep, err
+	case command.CompactAlerts:
+		return f.compactAlerts(b, time.Duration(c.Retain), now)
 	case command.FlagJob:
 		j, err := f.ownJob(b, meta.SystemPrincipal(), c.ID)
 		if err != nil {
@@ -134,6 +147,100 @@ func (f *FSM) applyRetentionPolicy(b *pebble.Batch, index uint64, vault meta.Vau
 		rep.Held = []meta.HeldSnapshot{}
 	}
 	return rep, f.put(b, retentionKey(vault), rep)
+}
+
+// applyVaultRetention removes what meta.PlanVaultRetention does not keep at now (the
+// backup policies' own rules for their snapshots, the vault's stored rules for the rest)
+// and records the report. Locked and held snapshots are never removed (PlanRetention
+// keeps them; CheckDelete checks each again).
+func (f *FSM) applyVaultRetention(b *pebble.Batch, index uint64, vault meta.VaultID, now time.Time) (meta.RetentionReport, error) {
+	v, snaps, err := f.vaultAndSnapshots(b, vault)
+	if err != nil {
+		return meta.RetentionReport{}, err
+	}
+	if v.Deleted != nil {
+		return meta.RetentionReport{}, fmt.Errorf("%w: vault %s is deleted: retention does not run in it", meta.ErrInvalid, vault)
+	}
+	policies, err := decodeAll[meta.BackupPolicy](f, b, prefixPolicy)
+	if err != nil {
+		return meta.RetentionReport{}, fmt.Errorf("fsm: retention in vault %s: read policies: %w", vault, err)
+	}
+	var keep *meta.Policy
+	if v.Retention != nil {
+		keep = &v.Retention.Keep
+	}
+	plan, used := meta.PlanVaultRetention(snaps, keep, policies, now)
+	if (keep == nil || keep.Empty()) && len(used) == 0 {
+		return meta.RetentionReport{}, fmt.Errorf("%w: vault %s stores no retention rules and holds no snapshot of a backup policy with its own", meta.ErrInvalid, vault)
+	}
+	byID := make(map[meta.SnapshotID]meta.Snapshot, len(snaps))
+	for _, s := range snaps {
+		byID[s.ID] = s
+	}
+	sys := meta.SystemPrincipal()
+	for _, id := range plan.Removed {
+		if err := meta.CheckDelete(sys, byID[id], now, meta.Bypass{}); err != nil {
+			return meta.RetentionReport{}, fmt.Errorf("fsm: retention in vault %s: %w", vault, err)
+		}
+	}
+	for _, id := range plan.Removed {
+		must(b.Delete([]byte(snapshotKey(vault, id)), nil))
+	}
+	rep := meta.RetentionReport{Vault: vault, Seq: index, Time: now, Kept: plan.Kept, Removed: plan.Removed, Held: plan.Held, BackupPolicies: used}
+	if keep != nil {
+		rep.Policy = *keep
+	}
+	if rep.Removed == nil {
+		rep.Removed = []meta.SnapshotID{}
+	}
+	if rep.Held == nil {
+		rep.Held = []meta.HeldSnapshot{}
+	}
+	return rep, f.put(b, retentionKey(vault), rep)
+}
+
+// compactAlerts removes the alerts resolved, or (events) raised, more than retain
+// before now, with the key of an event alert; it returns how many went.
+func (f *FSM) compactAlerts(b *pebble.Batch, retain time.Duration, now time.Time) (int, error) {
+	if retain <= 0 {
+		return 0, fmt.Errorf("%w: alert retention %v must be positive", meta.ErrInvalid, retain)
+	}
+	cut := now.Add(-retain)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixAlert), UpperBound: prefixEnd(prefixAlert)})
+	if err != nil {
+		return 0, fmt.Errorf("fsm: compact alerts: %w", err)
+	}
+	var old []meta.Alert
+	for it.First(); it.Valid(); it.Next() {
+		var a meta.Alert
+		val, err := it.ValueAndErr()
+		if err == nil {
+			err = f.codec.Unmarshal(val, &a)
+		}
+		if err != nil {
+			_ = it.Close()
+			return 0, fmt.Errorf("fsm: compact alerts at %q: %w", it.Key(), err)
+		}
+		switch {
+		case a.Resolved != nil && a.Resolved.Before(cut):
+		case a.Resolved == nil && meta.AlertEvent(a.Kind) && a.Raised.Before(cut):
+		default:
+			continue
+		}
+		old = append(old, a)
+	}
+	if err := it.Close(); err != nil {
+		return 0, fmt.Errorf("fsm: compact alerts: %w", err)
+	}
+	for _, a := range old {
+		if seq, ok, err := openAlertSeq(b, a.Key); err != nil {
+			return 0, err
+		} else if ok && seq == a.Seq {
+			must(b.Delete([]byte(prefixAlertKey+a.Key), nil))
+		}
+		must(b.Delete([]byte(alertKey(a.Seq)), nil))
+	}
+	return len(old), nil
 }
 
 // RetentionLast returns the cluster time of the last retention round (zero: none yet).

@@ -70,13 +70,18 @@ func (s *Server) stopContext() (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-// retentionRound applies every live vault's stored policy. A vault is touched (one
-// ApplyRetention entry, audited) only when its policy removes something now or what a
+// retentionRound applies every live vault's stored policy, and the backup policies' own
+// retention to their snapshots (meta.PlanVaultRetention). A vault is touched (one
+// ApplyVaultRetention entry, audited) only when the rules remove something now or what a
 // lock or hold keeps back changed since its last report, so a quiet vault costs no log
 // entry. The FSM decides again at the entry's cluster time. The round ends with a
 // RetentionRound entry that dates it.
 func (s *Server) retentionRound(ctx context.Context) ([]meta.RetentionReport, error) {
 	vaults, err := s.fsm.Vaults()
+	if err != nil {
+		return nil, fmt.Errorf("server: retention: %w", err)
+	}
+	policies, err := s.fsm.BackupPolicies()
 	if err != nil {
 		return nil, fmt.Errorf("server: retention: %w", err)
 	}
@@ -86,15 +91,22 @@ func (s *Server) retentionRound(ctx context.Context) ([]meta.RetentionReport, er
 		if ctx.Err() != nil {
 			return reps, ctx.Err()
 		}
-		if v.Deleted != nil || v.Retention == nil || v.Retention.Keep.Empty() {
+		if v.Deleted != nil {
 			continue
+		}
+		var keep *meta.Policy
+		if v.Retention != nil && !v.Retention.Keep.Empty() {
+			keep = &v.Retention.Keep
 		}
 		snaps, err := s.fsm.Snapshots(v.ID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		plan := meta.PlanRetention(snaps, v.Retention.Keep, s.fsm.Now())
+		plan, used := meta.PlanVaultRetention(snaps, keep, policies, s.fsm.Now())
+		if keep == nil && len(used) == 0 {
+			continue
+		}
 		prev, _, err := s.fsm.RetentionReport(v.ID)
 		if err != nil {
 			errs = append(errs, err)
@@ -103,13 +115,13 @@ func (s *Server) retentionRound(ctx context.Context) ([]meta.RetentionReport, er
 		if len(plan.Removed) == 0 && meta.SameHeld(plan.Held, prev.Held) {
 			continue
 		}
-		res, err := s.propose(timeoutOf(ctx), command.ApplyRetention{Vault: v.ID})
+		res, err := s.propose(timeoutOf(ctx), command.ApplyVaultRetention{Vault: v.ID})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vault %s: %w", v.ID, err))
 			continue
 		}
 		rep := res.(meta.RetentionReport)
-		s.log.Info("retention applied", "vault", v.ID, "removed", len(rep.Removed), "kept", rep.Kept, "held", len(rep.Held))
+		s.log.Info("retention applied", "vault", v.ID, "removed", len(rep.Removed), "kept", rep.Kept, "held", len(rep.Held), "backup_policies", len(rep.BackupPolicies))
 		reps = append(reps, rep)
 	}
 	if _, err := s.propose(timeoutOf(ctx), command.RetentionRound{}); err != nil {

@@ -185,7 +185,8 @@ func (s *Server) jobEnded(j meta.Job) {
 
 // jobsDue runs the leader's job duties from its loop: running jobs not updated for
 // JobTimeout of cluster time are marked failed (every jobExpiryEvery), and ended jobs
-// older than JobRetention are removed (every jobCompactEvery).
+// older than JobRetention are removed, and so are alerts resolved (or, for one-time
+// events, raised) longer ago than that (every jobCompactEvery).
 func (s *Server) jobsDue() {
 	now := time.Now()
 	if now.Sub(s.jobs.lastExpiry) >= min(jobExpiryEvery, s.cfg.JobTimeout/4) {
@@ -199,6 +200,14 @@ func (s *Server) jobsDue() {
 			s.log.Warn("compact job records", "err", err)
 		} else if n := res.(int); n > 0 {
 			s.log.Info("job records past their retention removed", "jobs", n, "retention", s.cfg.JobRetention)
+		}
+		// Fired alerts are kept as long as job records: resolved ones from their
+		// resolution, one-time events from when they were raised.
+		res, err = s.propose(0, command.CompactAlerts{Retain: int64(s.cfg.JobRetention)})
+		if err != nil {
+			s.log.Warn("compact alerts", "err", err)
+		} else if n := res.(int); n > 0 {
+			s.log.Info("alerts past their retention removed", "alerts", n, "retention", s.cfg.JobRetention)
 		}
 	}
 }

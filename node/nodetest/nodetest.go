@@ -44,6 +44,8 @@ type Opts struct {
 	StatusSample time.Duration
 	// JobTimeout shortens how long a silent agent's job runs before the leader fails it.
 	JobTimeout time.Duration
+	// RetentionInterval shortens the time between automatic retention rounds.
+	RetentionInterval time.Duration
 	// TwoPerson puts the cluster under meta.DefaultApprovalPolicy (the production
 	// default); without it only changes of the approval policy need a second admin, so
 	// tests of other features run gated operations directly.
@@ -97,7 +99,8 @@ func Logger(t testing.TB) *slog.Logger {
 func New(t testing.TB, o Opts) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, deps: node.Deps{Logger: Logger(t), Now: time.Now, RaftTimeouts: 500 * time.Millisecond,
-		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample, JobTimeout: o.JobTimeout, ApprovalTTL: o.ApprovalTTL}, clock: o.Clock}
+		DownOut: o.DownOut, RepairInterval: o.RepairInterval, StatusSample: o.StatusSample, JobTimeout: o.JobTimeout, ApprovalTTL: o.ApprovalTTL,
+		RetentionInterval: o.RetentionInterval}, clock: o.Clock}
 	if !o.TwoPerson {
 		minimal := meta.MinimalApprovalPolicy()
 		c.deps.Approvals = &minimal
