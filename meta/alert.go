@@ -225,3 +225,41 @@ type AlertAdmin interface {
 
 // ActAlerts is the permission to manage alert sinks (admins).
 const ActAlerts Action = "alerts"
+
+// CertExpiryAlerts returns a cert-expiry alert for each issued certificate that is within
+// CertExpiryWarning of its end at now (IssuedCert.State expiring) and is its principal's
+// newest for its role: not revoked, not renewed (no record names it in Renews), and no
+// unrevoked certificate of the same principal and role ends later. Keys are
+// "cert-expiry/<serial>" (a node's own certificate raises the same key); severity is
+// critical in the last 7 days.
+func CertExpiryAlerts(certs []IssuedCert, revs []Revocation, now time.Time) []Alert {
+	renewed := map[string]bool{}
+	newest := map[string]time.Time{} // principal + role -> latest NotAfter of an unrevoked cert
+	for _, c := range certs {
+		if c.Renews != "" {
+			renewed[c.Renews] = true
+		}
+		if _, ok := Revoked(revs, c.Serial, c.Principal, c.NotBefore); ok {
+			continue
+		}
+		if k := c.Principal + "\x00" + c.Role; c.NotAfter.After(newest[k]) {
+			newest[k] = c.NotAfter
+		}
+	}
+	var out []Alert
+	for _, c := range certs {
+		if c.State(now, revs) != CertExpiring || renewed[c.Serial] || newest[c.Principal+"\x00"+c.Role].After(c.NotAfter) {
+			continue
+		}
+		left := c.NotAfter.Sub(now)
+		sev := SeverityWarning
+		if left < 7*24*time.Hour {
+			sev = SeverityCritical
+		}
+		out = append(out, Alert{Key: fmt.Sprintf("%s/%s", AlertCertExpiry, c.Serial), Kind: AlertCertExpiry, Severity: sev, Subject: c.Principal,
+			Message: fmt.Sprintf("the %s certificate of %s (serial %s) ends %s (in %s); renew it", c.Role, c.Principal, c.Serial,
+				c.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour)),
+			Details: map[string]string{"serial": c.Serial, "principal": c.Principal, "role": c.Role, "not_after": c.NotAfter.UTC().Format(time.RFC3339)}})
+	}
+	return out
+}

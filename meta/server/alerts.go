@@ -213,14 +213,39 @@ func (s *Server) probe(ctx context.Context) {
 		}
 	}
 	s.missedRuns(ctx)
+	var active []meta.Alert
+	var covered []meta.AlertKind
+	probed := true
 	if s.cfg.Alerts.Probe != nil {
-		active, covered, err := s.cfg.Alerts.Probe(ctx)
+		var err error
+		active, covered, err = s.cfg.Alerts.Probe(ctx)
 		if err != nil {
 			s.log.Warn("alert probe", "err", err)
-			covered = nil // resolve nothing on a failed probe
+			covered, probed = nil, false // resolve nothing on a failed probe
 		}
-		s.raiseAll(ctx, active, covered)
 	}
+	// Every issued certificate close to its end (not only this server's own).
+	if certs, err := s.fsm.IssuedCerts(); err != nil {
+		s.log.Warn("read issued certificates for expiry alerts", "err", err)
+		covered = slices.DeleteFunc(covered, func(k meta.AlertKind) bool { return k == meta.AlertCertExpiry })
+	} else if revs, _, err := s.fsm.Revocations(); err != nil {
+		s.log.Warn("read revocations for expiry alerts", "err", err)
+		covered = slices.DeleteFunc(covered, func(k meta.AlertKind) bool { return k == meta.AlertCertExpiry })
+	} else {
+		seen := map[string]bool{}
+		for _, a := range active {
+			seen[a.Key] = true
+		}
+		for _, a := range meta.CertExpiryAlerts(certs, revs, s.fsm.Now()) {
+			if !seen[a.Key] {
+				active = append(active, a)
+			}
+		}
+		if probed && !slices.Contains(covered, meta.AlertCertExpiry) && s.cfg.Alerts.Probe == nil {
+			covered = append(covered, meta.AlertCertExpiry)
+		}
+	}
+	s.raiseAll(ctx, active, covered)
 }
 
 // deliverAlerts sends every alert raised in the last meta.AlertMaxAge whose delivery to
