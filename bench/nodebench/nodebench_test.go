@@ -2,6 +2,7 @@ package nodebench
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -54,4 +55,35 @@ func BenchmarkPebbleBatch(b *testing.B) {
 			b.ReportMetric(ops, "keys/s")
 		})
 	}
+}
+
+func TestRepairPassSmoke(t *testing.T) {
+	r, err := RepairPass(context.Background(), t.TempDir(), 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node leads about a sixth of the 256 PGs and sees only its own stripes there.
+	if r.PGs == 0 || r.Stripes == 0 || r.Stripes >= 3000 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// TestRepairPassScale measures one repair pass over a node holding
+// COFFER_REPAIR_SHARDS shards (docs/benchmarks.md, "Repair pass at scale"); skipped
+// without it.
+func TestRepairPassScale(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("COFFER_REPAIR_SHARDS"))
+	if n <= 0 {
+		t.Skip("set COFFER_REPAIR_SHARDS")
+	}
+	dir := os.Getenv("COFFER_REPAIR_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	r, err := RepairPass(context.Background(), dir, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("shards %d: generate %s, pass %s (%d PGs led, %d stripes)", r.Shards, r.Generate.Round(time.Millisecond),
+		r.Pass.Round(time.Millisecond), r.PGs, r.Stripes)
 }
