@@ -58,19 +58,21 @@ func BenchmarkPebbleBatch(b *testing.B) {
 }
 
 func TestRepairPassSmoke(t *testing.T) {
-	r, err := RepairPass(context.Background(), t.TempDir(), 3000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The node leads about a sixth of the 256 PGs and sees only its own stripes there.
-	if r.PGs == 0 || r.Stripes == 0 || r.Stripes >= 3000 {
-		t.Fatalf("%+v", r)
+	for _, mirrors := range []bool{false, true} {
+		r, err := RepairPass(context.Background(), t.TempDir(), 3000, mirrors)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The node leads about a sixth of the 256 PGs and sees only their stripes.
+		if r.PGs == 0 || r.Stripes == 0 || r.Stripes >= 3000 {
+			t.Fatalf("mirrors %v: %+v", mirrors, r)
+		}
 	}
 }
 
 // TestRepairPassScale measures one repair pass over a node holding
 // COFFER_REPAIR_SHARDS shards (docs/benchmarks.md, "Repair pass at scale"); skipped
-// without it.
+// without it. COFFER_REPAIR_MIRRORS=1 makes the five other nodes list as many.
 func TestRepairPassScale(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("COFFER_REPAIR_SHARDS"))
 	if n <= 0 {
@@ -80,10 +82,10 @@ func TestRepairPassScale(t *testing.T) {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	r, err := RepairPass(context.Background(), dir, n)
+	r, err := RepairPass(context.Background(), dir, n, os.Getenv("COFFER_REPAIR_MIRRORS") == "1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("shards %d: generate %s, pass %s (%d PGs led, %d stripes)", r.Shards, r.Generate.Round(time.Millisecond),
+	t.Logf("mirrors %q, shards %d: generate %s, pass %s (%d PGs led, %d stripes)", os.Getenv("COFFER_REPAIR_MIRRORS"), r.Shards, r.Generate.Round(time.Millisecond),
 		r.Pass.Round(time.Millisecond), r.PGs, r.Stripes)
 }

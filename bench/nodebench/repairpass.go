@@ -27,11 +27,16 @@ const repairGenBatch = 20000
 
 // RepairPass writes shards tiny shards straight into a segstore under dir (a node
 // holding its position of shards stripes of a 6-node 4+2 cluster with 256 PGs) and
-// times one non-deep repair pass by that node's worker. The other five nodes are
-// stand-ins that list nothing and answer HasShards with true (every stripe is whole),
-// so the pass does no repair work: what is timed is the cost of finding out that
-// nothing needs doing, which is what a pass costs almost always.
-func RepairPass(ctx context.Context, dir string, shards int) (RepairPassResult, error) {
+// times one non-deep repair pass by that node's worker. Every stripe is whole, so the
+// pass does no repair work: what is timed is the cost of finding out that nothing needs
+// doing, which is what a pass costs almost always.
+//
+// The other five nodes are stand-ins. With mirrors false they list nothing and answer
+// HasShards with true (the pass lists one node, then asks the others for the led
+// stripes in batches); with mirrors true each lists the measured node's index with the
+// shard index rewritten to its own position, so the pass lists six nodes of shards
+// shards each, as in a real cluster.
+func RepairPass(ctx context.Context, dir string, shards int, mirrors bool) (RepairPassResult, error) {
 	var nodes []placement.Node
 	for i := range 6 {
 		id := placement.NodeID(fmt.Sprintf("n%d", i))
@@ -79,15 +84,16 @@ func RepairPass(ctx context.Context, dir string, shards int) (RepairPassResult, 
 	}
 	res.Generate = time.Since(start)
 
-	others := wholeStore{}
+	stores := map[placement.NodeID]chunkstore.ShardStore{nodes[0].ID: st}
+	for _, n := range nodes[1:] {
+		stores[n.ID] = wholeStore{}
+		if mirrors {
+			stores[n.ID] = &mirrorStore{wholeStore{}, st, m, n.ID}
+		}
+	}
 	w, err := repair.New(repair.Config{
 		Self: nodes[0].ID, Map: func() *placement.Map { return m }, Now: time.Now,
-		Shards: func(n placement.Node) chunkstore.ShardStore {
-			if n.ID == nodes[0].ID {
-				return st
-			}
-			return others
-		},
+		Shards: func(n placement.Node) chunkstore.ShardStore { return stores[n.ID] },
 	})
 	if err != nil {
 		return RepairPassResult{}, fmt.Errorf("nodebench: %w", err)
@@ -127,4 +133,38 @@ func (wholeStore) EnumerateShards(context.Context, *chunkstore.ShardKey, func(ch
 }
 func (wholeStore) Stats(context.Context) (chunkstore.ShardStats, error) {
 	return chunkstore.ShardStats{}, nil
+}
+
+// mirrorStore is a stand-in node that lists the measured node's shards as its own: each
+// at the position the node holds in the shard's PG.
+type mirrorStore struct {
+	wholeStore
+	src  chunkstore.ShardStore
+	m    *placement.Map
+	self placement.NodeID
+}
+
+func (s *mirrorStore) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if after != nil {
+		return fmt.Errorf("nodebench: mirror lists from the start only: %w", chunkstore.ErrInvalid)
+	}
+	pos := map[uint32]uint8{}
+	return s.src.EnumerateShards(ctx, nil, func(si chunkstore.ShardInfo) error {
+		pg := s.m.PG(si.Key.ID)
+		p, ok := pos[pg]
+		if !ok {
+			desired, err := s.m.Place(pg, s.m.Profile.N())
+			if err != nil {
+				return err
+			}
+			for i, d := range desired {
+				if d.ID == s.self {
+					p = uint8(i)
+				}
+			}
+			pos[pg] = p
+		}
+		si.Key.Index = p
+		return fn(si)
+	})
 }
