@@ -203,3 +203,22 @@ var ErrRefused = errors.New("transport: tls handshake refused")
 // with ErrUnreachable: another node may answer where this one did not. The request may
 // have run on the peer.
 var ErrStalled = errors.New("transport: peer stalled")
+
+// livenessOffKey marks a context whose calls are not watched for liveness.
+type livenessOffKey struct{}
+
+// WithoutLivenessWatch returns ctx marked so that calls made with it are not ended by the
+// transport's liveness watch (transport/quic and transport/tcp Liveness): they wait for
+// their answer, their context or the connection's failure. Callers that hedge (ask
+// another node after a delay and take the first answer) use it: a probe that times out
+// on a starved machine would turn their slow answers into failures, and the hedge
+// already routes around a silent peer.
+func WithoutLivenessWatch(ctx context.Context) context.Context {
+	return context.WithValue(ctx, livenessOffKey{}, true)
+}
+
+// LivenessWatched reports whether calls made with ctx are watched for liveness.
+func LivenessWatched(ctx context.Context) bool {
+	off, _ := ctx.Value(livenessOffKey{}).(bool)
+	return !off
+}

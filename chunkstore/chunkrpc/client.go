@@ -245,7 +245,10 @@ func hedged[R any](ctx context.Context, cl *Client, addrs []string, method strin
 // they came, when every address failed retryably; otherwise nil failures and the outcome.
 func hedgedRound[R any](ctx context.Context, cl *Client, order []string, method string, body cbor.RawMessage) (R, []attempt, error) {
 	var zero R
-	cctx, cancel := context.WithCancel(ctx)
+	// NB: hedged attempts are not watched for liveness: the hedge already asks another
+	// coordinator when one is silent, and a probe timing out on a starved machine would
+	// turn a slow answer into a failure.
+	cctx, cancel := context.WithCancel(transport.WithoutLivenessWatch(ctx))
 	defer cancel()
 	type result struct {
 		addr string

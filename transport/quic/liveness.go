@@ -147,21 +147,37 @@ func isDone(c chan struct{}) bool {
 // runPing sends one ping on conn and waits for any answer up to the liveness timeout. An
 // error answer (an old peer that does not know the ping) is an answer too.
 func (e *Endpoint) runPing(conn *quicgo.Conn) error {
-	ctx, cancel := context.WithTimeout(e.ctx, e.liveness.Timeout)
+	for attempt := 0; ; attempt++ {
+		starved, err := e.pingOnce(conn)
+		// NB: a probe whose own timeout fired late ran in a starved process (every
+		// goroutine, the peer's answer too when it shares the process, waits for a CPU):
+		// that says nothing of the peer, so it is asked again, twice at most.
+		if err == nil || !starved || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// pingOnce is one probe of conn. starved reports that it timed out and that its timeout
+// fired more than a quarter of the timeout late.
+func (e *Endpoint) pingOnce(conn *quicgo.Conn) (starved bool, err error) {
+	deadline := time.Now().Add(e.liveness.Timeout)
+	ctx, cancel := context.WithDeadline(e.ctx, deadline)
 	defer cancel()
 	str, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		return fmt.Errorf("open a probe stream: %w", err)
-	}
-	_, _, err = e.roundTrip(ctx, str, pingMethod, nil)
-	var te *transport.Error
-	if err == nil || errors.As(err, &te) {
-		return nil
+	if err == nil {
+		_, _, err = e.roundTrip(ctx, str, pingMethod, nil)
+		var te *transport.Error
+		if err == nil || errors.As(err, &te) {
+			return false, nil
+		}
+	} else {
+		err = fmt.Errorf("open a probe stream: %w", err)
 	}
 	if ctx.Err() != nil && e.ctx.Err() == nil {
-		return fmt.Errorf("no answer to a liveness probe within %v", e.liveness.Timeout)
+		return time.Since(deadline) > e.liveness.Timeout/4, fmt.Errorf("no answer to a liveness probe within %v", e.liveness.Timeout)
 	}
-	return err
+	return false, err
 }
 
 // watch runs while a call on conn waits for its reply: once the connection has been

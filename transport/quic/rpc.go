@@ -68,7 +68,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 // and transport.ErrUnreachable. Any answer on the stream counts as hearing from the
 // peer. Calls of an identity without a certificate (enrollment) are not watched.
 func (e *Endpoint) watchedRoundTrip(ctx context.Context, str *quicgo.Stream, conn *quicgo.Conn, method string, body []byte) ([]byte, bool, error) {
-	if e.liveness.Off || e.id.Anonymous() {
+	if e.liveness.Off || e.id.Anonymous() || !transport.LivenessWatched(ctx) {
 		return e.roundTrip(ctx, str, method, body)
 	}
 	l := e.live(conn)

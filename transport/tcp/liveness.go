@@ -125,27 +125,42 @@ func isDone(c chan struct{}) bool {
 // runPing sends one ping to addr on an idle or new connection, bounded by the liveness
 // timeout. Any answer, an error one included, is an answer.
 func (e *Endpoint) runPing(addr string) error {
-	ctx, cancel := context.WithTimeout(e.ctx, e.liveness.Timeout)
+	for attempt := 0; ; attempt++ {
+		starved, err := e.pingOnce(addr)
+		// NB: a probe whose own timeout fired late ran in a starved process: that says
+		// nothing of the peer, so it is asked again, twice at most.
+		if err == nil || !starved || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// pingOnce is one probe of addr. starved reports that it timed out and that its timeout
+// fired more than a quarter of the timeout late.
+func (e *Endpoint) pingOnce(addr string) (starved bool, err error) {
+	deadline := time.Now().Add(e.liveness.Timeout)
+	ctx, cancel := context.WithDeadline(e.ctx, deadline)
 	defer cancel()
+	late := func() bool { return time.Since(deadline) > e.liveness.Timeout/4 }
 	for attempt := 0; ; attempt++ {
 		c, reused, err := e.conn(ctx, addr)
 		if err != nil {
 			if ctx.Err() != nil && e.ctx.Err() == nil {
-				return fmt.Errorf("no connection for a liveness probe within %v", e.liveness.Timeout)
+				return late(), fmt.Errorf("no connection for a liveness probe within %v", e.liveness.Timeout)
 			}
-			return err
+			return false, err
 		}
 		_, answered, err := e.roundTrip(ctx, c, pingMethod, nil)
 		if answered {
 			e.release(addr, c)
-			return nil
+			return false, nil
 		}
 		e.drop(c)
 		if ctx.Err() != nil && e.ctx.Err() == nil {
-			return fmt.Errorf("no answer to a liveness probe within %v", e.liveness.Timeout)
+			return late(), fmt.Errorf("no answer to a liveness probe within %v", e.liveness.Timeout)
 		}
 		if !reused || attempt > 0 {
-			return err
+			return false, err
 		}
 		// NB: an idle connection the peer had closed says nothing of the peer: ask
 		// again on a new one.
@@ -177,7 +192,7 @@ func (e *Endpoint) watch(ctx context.Context, cancel context.CancelCauseFunc, ad
 
 // watchedRoundTrip is roundTrip under the liveness watch of addr.
 func (e *Endpoint) watchedRoundTrip(ctx context.Context, addr string, c *tls.Conn, method string, body []byte) ([]byte, bool, error) {
-	if e.liveness.Off {
+	if e.liveness.Off || !transport.LivenessWatched(ctx) {
 		return e.roundTrip(ctx, c, method, body)
 	}
 	l := e.live(addr)
