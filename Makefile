@@ -37,7 +37,7 @@ fuzz-short:
 # rebalance after adding nodes, growing and shrinking a running cluster), skipped by `make test`.
 test-faults:
 	COFFER_FAULTS=1 CGO_ENABLED=1 $(GO) test -race -timeout 30m -count=1 -v \
-		-run 'TestHealAfterNodeLoss|TestAdminRebalanceAddNodes|TestGrowAndShrink|TestDegradedPGsSayWhy|TestHealSevenAfterOneOut|TestBackupWithTwoOfSevenDown' ./node/ ./cmd/coffer/
+		-run 'TestHealAfterNodeLoss|TestAdminRebalanceAddNodes|TestGrowAndShrink|TestDegradedPGsSayWhy|TestHealSevenAfterOneOut|TestBackupWithTwoOfSevenDown|TestMetaLeaderCrashCostsAboutAnElection|TestBackupSurvivesCoordinatorAndPeerCrash' ./node/ ./cmd/coffer/
 
 # Stage micro-benchmarks (benchstat-readable output).
 bench:
