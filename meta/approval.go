@@ -225,8 +225,32 @@ type MFAEnrollment struct {
 	Principal string    `cbor:"principal" json:"principal"`
 	Sealed    []byte    `cbor:"sealed" json:"-"`
 	SealKey   string    `cbor:"seal_key,omitempty" json:"-"`
+	// Failures are the cluster times of the latest wrong codes (MFAFailure; at most
+	// MFAFailureLimit, within MFAFailureWindow when recorded).
+	Failures []time.Time `cbor:"failures,omitempty" json:"-"`
 	Enrolled  time.Time `cbor:"enrolled" json:"enrolled"`
 	LastStep  uint64    `cbor:"last_step" json:"-"`
+}
+
+// RecentMFAFailures returns the failures within MFAFailureWindow before now.
+func RecentMFAFailures(fails []time.Time, now time.Time) []time.Time {
+	var keep []time.Time
+	for _, t := range fails {
+		if now.Sub(t) < MFAFailureWindow {
+			keep = append(keep, t)
+		}
+	}
+	return keep
+}
+
+// MFABlocked returns how long after now e's principal must wait before a code is checked
+// again (0: not blocked): MFAFailureLimit wrong codes within MFAFailureWindow block it.
+func MFABlocked(e MFAEnrollment, now time.Time) time.Duration {
+	keep := RecentMFAFailures(e.Failures, now)
+	if len(keep) < MFAFailureLimit {
+		return 0
+	}
+	return MFAFailureWindow - now.Sub(keep[len(keep)-MFAFailureLimit])
 }
 
 // ApprovalService is the two-person rule's API (admins only).

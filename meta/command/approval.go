@@ -9,6 +9,7 @@ const (
 	TypeFinishApproval    Type = 182
 	TypeSetApprovalPolicy Type = 183
 	TypeSetMFA            Type = 184
+	TypeMFAFailure        Type = 185
 )
 
 // RequestApproval stores a gated operation. The FSM sets Created to the entry's cluster
@@ -52,6 +53,16 @@ type SetMFA struct {
 	By         meta.Principal     `cbor:"by"`
 }
 
+// MFAFailure records a wrong TOTP code of a principal at the entry's cluster time: the
+// leader refuses every code of a principal with meta.MFAFailureLimit failures within
+// meta.MFAFailureWindow, whichever server leads. Audited.
+type MFAFailure struct {
+	By meta.Principal `cbor:"by"`
+}
+
+// Type implements Body.
+func (MFAFailure) Type() Type { return TypeMFAFailure }
+
 // Type implements Body.
 func (RequestApproval) Type() Type { return TypeRequestApproval }
 
@@ -80,6 +91,8 @@ func approvalName(t Type) (string, bool) {
 		return "SetApprovalPolicy", true
 	case TypeSetMFA:
 		return "SetMFA", true
+	case TypeMFAFailure:
+		return "MFAFailure", true
 	}
 	return "", false
 }
@@ -87,7 +100,7 @@ func approvalName(t Type) (string, bool) {
 // isApproval reports whether b is an approval command.
 func isApproval(b Body) bool {
 	switch b.(type) {
-	case RequestApproval, DecideApproval, FinishApproval, SetApprovalPolicy, SetMFA:
+	case RequestApproval, DecideApproval, FinishApproval, SetApprovalPolicy, SetMFA, MFAFailure:
 		return true
 	}
 	return false
@@ -114,6 +127,10 @@ func (c Codec) decodeApproval(t Type, raw []byte) (body Body, ok bool, err error
 		body = v
 	case TypeSetMFA:
 		var v SetMFA
+		err = c.dec.Unmarshal(raw, &v)
+		body = v
+	case TypeMFAFailure:
+		var v MFAFailure
 		err = c.dec.Unmarshal(raw, &v)
 		body = v
 	default:

@@ -144,7 +144,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyOps(b, index, cmd.Body, now)
 	case command.CreateNodeToken, command.ConsumeNodeToken, command.RecordCert:
 		return f.applyPKI(b, index, cmd.Body, now)
-	case command.RequestApproval, command.DecideApproval, command.FinishApproval, command.SetApprovalPolicy, command.SetMFA:
+	case command.RequestApproval, command.DecideApproval, command.FinishApproval, command.SetApprovalPolicy, command.SetMFA, command.MFAFailure:
 		return f.applyApproval(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil

@@ -63,6 +63,17 @@ func (f *FSM) applyApproval(b *pebble.Batch, index uint64, body command.Body, no
 	case command.SetMFA:
 		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "mfa enroll", Target: c.Enrollment.Principal}
 		v, err = f.setMFA(b, c, now)
+	case command.MFAFailure:
+		entry = meta.AuditEntry{Principal: c.By.Name, Role: c.By.Role, Action: "mfa code", Target: c.By.Name}
+		v, err = f.mfaFailure(b, c, now)
+		if err == nil {
+			// The refusal of the code is what is recorded.
+			err = fmt.Errorf("%w: wrong TOTP code for %s", meta.ErrDenied, c.By)
+			if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil {
+				return nil, aerr
+			}
+			return v, nil
+		}
 	default:
 		return nil, fmt.Errorf("%w: unhandled approval command %T", meta.ErrInvalid, body)
 	}
@@ -129,6 +140,9 @@ func (f *FSM) decideApproval(b *pebble.Batch, c command.DecideApproval, now time
 	if err := f.codec.Unmarshal(raw, &e); err != nil {
 		return r, fmt.Errorf("fsm: decode MFA enrollment of %q: %w", c.By.Name, err)
 	}
+	if wait := meta.MFABlocked(e, now); wait > 0 {
+		return r, fmt.Errorf("%w: too many wrong TOTP codes for %s; try again in %v", meta.ErrDenied, c.By, wait.Round(time.Second))
+	}
 	if c.Step <= e.LastStep {
 		return r, fmt.Errorf("%w: TOTP code of %s already used (replay refused)", meta.ErrDenied, c.By)
 	}
@@ -170,8 +184,29 @@ func (f *FSM) setMFA(b *pebble.Batch, c command.SetMFA, now time.Time) (meta.MFA
 	if len(e.Sealed) == 0 || len(e.Sealed) > 1024 || len(e.SealKey) > 64 {
 		return e, fmt.Errorf("%w: MFA enrollment of %q: sealed secret of %d bytes, seal key ID of %d", meta.ErrInvalid, e.Principal, len(e.Sealed), len(e.SealKey))
 	}
-	e.Enrolled = now
+	e.Enrolled, e.Failures = now, nil
 	return e, f.put(b, prefixMFA+e.Principal, e)
+}
+
+// mfaFailure appends a wrong code's cluster time to the principal's enrollment, keeping
+// only those within meta.MFAFailureWindow (at most meta.MFAFailureLimit of them).
+func (f *FSM) mfaFailure(b *pebble.Batch, c command.MFAFailure, now time.Time) (meta.MFAEnrollment, error) {
+	var e meta.MFAEnrollment
+	raw, ok, err := getCopy(b, prefixMFA+c.By.Name)
+	if err != nil {
+		return e, err
+	}
+	if !ok {
+		return e, fmt.Errorf("%w: %s has no MFA enrollment", meta.ErrNotFound, c.By)
+	}
+	if err := f.codec.Unmarshal(raw, &e); err != nil {
+		return e, fmt.Errorf("fsm: decode MFA enrollment of %q: %w", c.By.Name, err)
+	}
+	e.Failures = append(meta.RecentMFAFailures(e.Failures, now), now)
+	if n := len(e.Failures); n > meta.MFAFailureLimit {
+		e.Failures = e.Failures[n-meta.MFAFailureLimit:]
+	}
+	return e, f.put(b, prefixMFA+c.By.Name, e)
 }
 
 // Approval returns one stored request.

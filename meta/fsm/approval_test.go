@@ -99,3 +99,56 @@ func TestApprovalExpiryAndOnce(t *testing.T) {
 		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestMFAFailuresBlockInRaft: wrong codes are kept in the enrollment at cluster time; with
+// meta.MFAFailureLimit of them a decision is refused by the FSM itself (whatever a
+// lagging leader checked), until the window has passed.
+func TestMFAFailuresBlockInRaft(t *testing.T) {
+	f := open(t, t.TempDir())
+	const sec = int64(time.Second)
+	alice := meta.Principal{Name: "alice", Role: meta.RoleAdmin}
+	bob := meta.Principal{Name: "bob", Role: meta.RoleAdmin}
+	idx := uint64(0)
+	apply := func(stamp int64, b command.Body) Result {
+		idx++
+		return result(t, f.Apply(entry(t, idx, stamp, b)))
+	}
+	apply(100*sec, command.SetMFA{Enrollment: meta.MFAEnrollment{Principal: "bob", Sealed: []byte{1}, Failures: []time.Time{time.Unix(1, 0)}}, By: bob})
+	if e, _, _ := f.MFA("bob"); len(e.Failures) != 0 {
+		t.Fatalf("an enrollment brought its own failures: %v", e.Failures)
+	}
+	if r := apply(100*sec, command.MFAFailure{By: alice}); !errors.Is(r.Err, meta.ErrNotFound) {
+		t.Fatalf("failure of an unenrolled principal: %v, want ErrNotFound", r.Err)
+	}
+	apply(101*sec, command.RequestApproval{TTL: int64(time.Hour), Request: meta.ApprovalRequest{ID: "ap-00000000000000c3", Operation: meta.OpVaultDelete,
+		Method: "meta.DeleteVault", Body: []byte{0xa0}, Requester: alice}})
+	for i := range meta.MFAFailureLimit + 2 {
+		if r := apply(102*sec, command.MFAFailure{By: bob}); r.Err != nil {
+			t.Fatalf("failure %d: %v", i, r.Err)
+		}
+	}
+	e, _, _ := f.MFA("bob")
+	if len(e.Failures) != meta.MFAFailureLimit || meta.MFABlocked(e, f.Now()) <= 0 {
+		t.Fatalf("after %d failures: %d kept, blocked %v", meta.MFAFailureLimit+2, len(e.Failures), meta.MFABlocked(e, f.Now()))
+	}
+	if r := apply(103*sec, command.DecideApproval{ID: "ap-00000000000000c3", Approve: true, By: bob, Step: 9}); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "too many wrong TOTP codes") {
+		t.Fatalf("decision while blocked: %v, want refused", r.Err)
+	}
+	w := int64(meta.MFAFailureWindow)
+	for at := 103 * sec; at < 103*sec+w+2*sec; at += 30 * sec {
+		apply(at, command.Tick{Elapsed: 30 * sec}) // lets the cluster clock pass the window
+	}
+	if r := apply(104*sec+w, command.DecideApproval{ID: "ap-00000000000000c3", Approve: true, By: bob, Step: 10}); r.Err != nil {
+		t.Fatalf("decision after the window: %v", r.Err)
+	}
+	es, _ := f.AuditLog(0, 0)
+	refused := 0
+	for _, e := range es {
+		if e.Action == "mfa code" && e.Outcome == meta.AuditRefused && strings.Contains(e.Reason, "wrong TOTP code") {
+			refused++
+		}
+	}
+	if refused != meta.MFAFailureLimit+2 {
+		t.Fatalf("%d wrong codes audited, want %d", refused, meta.MFAFailureLimit+2)
+	}
+}

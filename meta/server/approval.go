@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
@@ -365,15 +364,10 @@ func (s *Server) SetApprovalPolicy(ctx context.Context, pol meta.ApprovalPolicy)
 
 // checkTOTP verifies p's code against its enrolled secret at this leader's clock and
 // returns the code's time step (the FSM refuses a step not after the last one used).
-// Wrong codes are audited and counted: after meta.MFAFailureLimit within
-// meta.MFAFailureWindow every code is refused until the window has passed.
+// Wrong codes are recorded in Raft (MFAFailure, audited): with meta.MFAFailureLimit of
+// them within meta.MFAFailureWindow of cluster time every code is refused, on whichever
+// server leads.
 func (s *Server) checkTOTP(ctx context.Context, p meta.Principal, code string) (uint64, error) {
-	now := s.cfg.Now()
-	if wait := s.mfaFails.blocked(p.Name, now); wait > 0 {
-		err := fmt.Errorf("%w: server: too many wrong TOTP codes for %s; try again in %v", meta.ErrDenied, p, wait.Round(time.Second))
-		s.auditRefusal(ctx, p, "mfa code", "", p.Name, err)
-		return 0, err
-	}
 	e, ok, err := s.fsm.MFA(p.Name)
 	if err != nil {
 		return 0, err
@@ -383,16 +377,21 @@ func (s *Server) checkTOTP(ctx context.Context, p meta.Principal, code string) (
 		s.auditRefusal(ctx, p, "mfa code", "", p.Name, err)
 		return 0, err
 	}
+	if wait := meta.MFABlocked(e, s.fsm.Now()); wait > 0 {
+		err := fmt.Errorf("%w: server: too many wrong TOTP codes for %s; try again in %v", meta.ErrDenied, p, wait.Round(time.Second))
+		s.auditRefusal(ctx, p, "mfa code", "", p.Name, err)
+		return 0, err
+	}
 	secret, err := s.openMFA(ctx, e)
 	if err != nil {
 		return 0, err
 	}
-	step, ok := matchTOTP(string(secret), code, now)
+	step, ok := matchTOTP(string(secret), code, s.cfg.Now())
 	if !ok {
-		s.mfaFails.fail(p.Name, now)
-		err := fmt.Errorf("%w: server: wrong TOTP code for %s", meta.ErrDenied, p)
-		s.auditRefusal(ctx, p, "mfa code", "", p.Name, err)
-		return 0, err
+		if _, err := s.propose(timeoutOf(ctx), command.MFAFailure{By: p}); err != nil && !errors.Is(err, meta.ErrDenied) {
+			return 0, fmt.Errorf("server: record a wrong TOTP code: %w", err)
+		}
+		return 0, fmt.Errorf("%w: server: wrong TOTP code for %s", meta.ErrDenied, p)
 	}
 	return step, nil
 }
@@ -463,43 +462,6 @@ func (s *Server) openMFA(ctx context.Context, e meta.MFAEnrollment) ([]byte, err
 		return nil, fmt.Errorf("server: open MFA secret of %q: %w", e.Principal, err)
 	}
 	return out, nil
-}
-
-// mfaLimiter counts wrong TOTP codes per principal on this leader (a new leader starts
-// afresh: the limit slows guessing, the replay check in Raft is what is exact).
-type mfaLimiter struct {
-	mu    sync.Mutex
-	fails map[string][]time.Time
-}
-
-func (l *mfaLimiter) prune(name string, now time.Time) []time.Time {
-	var keep []time.Time
-	for _, t := range l.fails[name] {
-		if now.Sub(t) < meta.MFAFailureWindow {
-			keep = append(keep, t)
-		}
-	}
-	return keep
-}
-
-// blocked returns how long name must wait before a code is checked again (0: not blocked).
-func (l *mfaLimiter) blocked(name string, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	keep := l.prune(name, now)
-	if len(keep) < meta.MFAFailureLimit {
-		return 0
-	}
-	return meta.MFAFailureWindow - now.Sub(keep[0])
-}
-
-func (l *mfaLimiter) fail(name string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.fails == nil {
-		l.fails = map[string][]time.Time{}
-	}
-	l.fails[name] = append(l.prune(name, now), now)
 }
 
 // bypassNeeded reports whether the governance bypass b changes the outcome of check for

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
+	"github.com/hashicorp/raft"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 )
@@ -271,4 +272,58 @@ func TestTwoPersonLockedRestore(t *testing.T) {
 	f.queuedBy("a second grant (the approval was used)", err, meta.OpLockedRestore, oncall)
 	_, err = s.SetVaultPolicy(f.alice, "lr", meta.VaultPolicy{})
 	f.queued("turning ApproveLockedRestore off", err, meta.OpPolicyWeaken)
+}
+
+// TestMFARateLimitSurvivesLeaderChange: wrong TOTP codes are counted in Raft, so after
+// meta.MFAFailureLimit of them on one leader the next leader refuses even a right code.
+func TestMFARateLimitSurvivesLeaderChange(t *testing.T) {
+	seal := filepath.Join(t.TempDir(), "seal.key")
+	if err := NewSealKeyFile(seal); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ReadSealKeyFile(seal)
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SealKeyFile = filepath.Join(cfg.Dir, "seal.key")
+		if err := WriteSealKeyFile(cfg.SealKeyFile, key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	li := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bob := meta.WithPrincipal(ctx, meta.Principal{Name: "bob", Role: meta.RoleAdmin})
+	k, err := totp.Generate(totp.GenerateOpts{Issuer: "coffer", AccountName: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := func() string {
+		code, _ := totp.GenerateCodeCustom(k.Secret(), time.Now(), totpOpts)
+		return code
+	}
+	if err := c.srv[li].EnrollMFA(bob, k.Secret(), now()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range meta.MFAFailureLimit {
+		if _, err := c.srv[li].checkTOTP(bob, meta.PrincipalFrom(bob), "000000"); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "wrong TOTP code") {
+			t.Fatalf("wrong code %d: %v", i+1, err)
+		}
+	}
+	if e, _, err := c.srv[li].fsm.MFA("bob"); err != nil || len(e.Failures) != meta.MFAFailureLimit {
+		t.Fatalf("failures recorded: %v (%v), want %d", e.Failures, err, meta.MFAFailureLimit)
+	}
+	next := (li + 1) % 3
+	if err := c.srv[li].raft.LeadershipTransferToServer(raft.ServerID(addrOf(next)), raft.ServerAddress(addrOf(next))).Error(); err != nil {
+		t.Fatal(err)
+	}
+	nl := c.leader()
+	if nl == li {
+		t.Fatalf("leadership stayed on %s", addrOf(li))
+	}
+	if err := c.srv[nl].raft.Barrier(10 * time.Second).Error(); err != nil { // the new leader has applied the log
+		t.Fatal(err)
+	}
+	// Future codes would be valid; the block is what refuses them.
+	if _, err := c.srv[nl].checkTOTP(bob, meta.PrincipalFrom(bob), now()); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "too many wrong TOTP codes") {
+		t.Fatalf("right code on the new leader %s after %d wrong ones: %v, want rate-limited", addrOf(nl), meta.MFAFailureLimit, err)
+	}
 }

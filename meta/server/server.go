@@ -175,7 +175,6 @@ type Server struct {
 	// the loop goroutine touches it).
 	gcFirstSeen time.Time
 	enrollLimit *enrollLimiter // failed enrollment attempts (enrolllimit.go)
-	mfaFails    mfaLimiter     // wrong TOTP codes per principal (approval.go)
 	sealKey     sealKeyStore   // the cluster seal key once read (sealkey.go)
 	figs        figureCounters // behind Figures (figures.go)
 	jobs        jobLoop        // the leader loop's job duties (jobs.go)
