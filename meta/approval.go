@@ -222,14 +222,14 @@ func ApprovalIDFrom(err error) (id string, ok bool) {
 // itself), SealKey that key's ID; LastStep is the last accepted time step, so a code is
 // accepted at most once.
 type MFAEnrollment struct {
-	Principal string    `cbor:"principal" json:"principal"`
-	Sealed    []byte    `cbor:"sealed" json:"-"`
-	SealKey   string    `cbor:"seal_key,omitempty" json:"-"`
+	Principal string `cbor:"principal" json:"principal"`
+	Sealed    []byte `cbor:"sealed" json:"-"`
+	SealKey   string `cbor:"seal_key,omitempty" json:"-"`
 	// Failures are the cluster times of the latest wrong codes (MFAFailure; at most
 	// MFAFailureLimit, within MFAFailureWindow when recorded).
 	Failures []time.Time `cbor:"failures,omitempty" json:"-"`
-	Enrolled  time.Time `cbor:"enrolled" json:"enrolled"`
-	LastStep  uint64    `cbor:"last_step" json:"-"`
+	Enrolled time.Time   `cbor:"enrolled" json:"enrolled"`
+	LastStep uint64      `cbor:"last_step" json:"-"`
 }
 
 // RecentMFAFailures returns the failures within MFAFailureWindow before now.
