@@ -199,8 +199,6 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 	type want struct{ principal, action, outcome, target, reason string }
 	wants := []want{
 		{"alice", "approval request governance-bypass", meta.AuditOK, id1, "ticket 4711"},
-		{"oncall", "approval list", meta.AuditRefused, "", ""},
-		{"oncall", "approval approve", meta.AuditRefused, "", ""},
 		{"alice", "approval approve", meta.AuditRefused, id1, "cannot decide"},
 		{"bob", "approval approve", meta.AuditOK, id1, "checked with legal"},
 		{"alice", "snapshot delete (governance bypass)", meta.AuditOK, s1.ID.String(), "ticket 4711"},
@@ -231,6 +229,17 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 			t.Logf("audit: %+v", e)
 		}
 		t.Fatalf("audit log lacks (in order) %+v", wants[next])
+	}
+	// The restore operator's refusals by the authorization table are recorded
+	// asynchronously, so their place in the log is not fixed: only their presence is.
+	for _, action := range []string{"approval list", "approval approve"} {
+		found := false
+		for _, e := range es {
+			found = found || (e.Principal == "oncall" && e.Action == action && e.Outcome == meta.AuditRefused)
+		}
+		if !found {
+			t.Fatalf("audit log lacks oncall's refused %q", action)
+		}
 	}
 	if deletions != 1 {
 		t.Fatalf("%d successful snapshot deletions in the audit log, want exactly 1", deletions)
