@@ -41,6 +41,11 @@ type Unlock struct {
 	// vault (admins only, audited) and to seal the keyring to a one-time key of this
 	// process: a restore with no passphrase.
 	Platform bool
+	// KMS, when set, opens the vault's KMS wraps: the KMS decrypts the wrap's identity
+	// (kms_keys.go). A KMS that refuses (a disabled key) fails the open with an error
+	// naming the key unless a Passphrase is given too; a wrap whose plugin this host does
+	// not have is skipped (ErrNoWrap).
+	KMS KMSResolver
 }
 
 // InitOptions configure InitVaultWith.
@@ -187,7 +192,7 @@ func unlockKeyring(ctx context.Context, cfg Config, v meta.Vault, u Unlock) (*cr
 			}
 			return kr, w.ID, false, nil
 		}
-		if len(u.Passphrase) == 0 && !u.Platform {
+		if len(u.Passphrase) == 0 && !u.Platform && u.KMS == nil {
 			return nil, "", false, fmt.Errorf("%w: vault %s has no key wrap for this host's key %s (add one: coffer vault keys add-host, with the passphrase)", ErrNoWrap, v.ID, u.Identity.Recipient())
 		}
 	}
@@ -214,6 +219,16 @@ func unlockKeyring(ctx context.Context, cfg Config, v meta.Vault, u Unlock) (*cr
 			}
 		}
 		return kr, "", false, nil
+	}
+	if u.KMS != nil {
+		kr, wid, err := unlockKMS(ctx, v, u.KMS)
+		if err == nil {
+			return kr, wid, false, nil
+		}
+		if len(u.Passphrase) == 0 && (!errors.Is(err, ErrNoWrap) || !hasKind(k, meta.WrapPassphrase)) {
+			return nil, "", false, err
+		}
+		cfg.Logger.Debug("vault not opened through its KMS wraps; trying the passphrase", "vault", v.ID, "err", err)
 	}
 	var blobs [][]byte
 	var pws []meta.KeyWrap

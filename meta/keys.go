@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -29,9 +30,20 @@ const (
 	// WrapPlatform: the holder is the platform key of the meta servers (Holder
 	// "platform"). Only in platform-managed vaults.
 	WrapPlatform = "platform"
-	// WrapKMS: the holder's identity is sealed by an external KMS key (Holder names the
-	// key; Params carry its version and plugin). Reserved for issue 17 step 5.
+	// WrapKMS: the holder's identity is sealed by an external KMS key (client/kms):
+	// Holder is the key ID, Params[ParamPlugin] the plugin the agent asks and
+	// Params[ParamKeyVersion] the key version that encrypted the identity.
 	WrapKMS = "kms"
+	// WrapEscrow: the holder is an escrow recipient (an age X25519 key kept offline by
+	// the organisation), made by `coffer vault keys export --to`; its identity never
+	// reaches the cluster. Holder is a label.
+	WrapEscrow = "escrow"
+)
+
+// Params of a KMS wrap.
+const (
+	ParamPlugin     = "plugin"
+	ParamKeyVersion = "key_version"
 )
 
 // PlatformHolder is the Holder of the platform wrap.
@@ -185,7 +197,11 @@ func validateWrap(w KeyWrap) error {
 		return fmt.Errorf("%w: key wrap ID %.40q: want 1..%d lower-case hex digits", ErrInvalid, w.ID, maxWrapID)
 	}
 	switch w.Kind {
-	case WrapPassphrase, WrapHost, WrapKMS:
+	case WrapPassphrase, WrapHost, WrapEscrow:
+	case WrapKMS:
+		if w.Params[ParamPlugin] == "" || w.Params[ParamKeyVersion] == "" {
+			return fmt.Errorf("%w: key wrap %s: a kms wrap names its plugin and key version (params %q, %q)", ErrInvalid, w.ID, ParamPlugin, ParamKeyVersion)
+		}
 	case WrapPlatform:
 		if w.Holder != PlatformHolder {
 			return fmt.Errorf("%w: key wrap %s: the platform wrap's holder is %q, not %.40q", ErrInvalid, w.ID, PlatformHolder, w.Holder)
@@ -273,8 +289,16 @@ func CheckKeysChange(p Principal, vault VaultID, old *VaultKeys, next VaultKeys)
 	for _, w := range old.Wraps {
 		n, kept := next.Wrap(w.ID)
 		if kept {
-			if n.Kind != w.Kind || n.Holder != w.Holder || n.Recipient != w.Recipient || !slices.Equal(n.Identity, w.Identity) {
-				return fmt.Errorf("%w: vault %s: key wrap %s keeps its ID but changes its holder, recipient or identity (remove it and add another)", ErrInvalid, vault, w.ID)
+			if n.Kind != w.Kind || n.Holder != w.Holder {
+				return fmt.Errorf("%w: vault %s: key wrap %s keeps its ID but changes its kind or holder (remove it and add another)", ErrInvalid, vault, w.ID)
+			}
+			if n.Recipient != w.Recipient || !slices.Equal(n.Identity, w.Identity) || !maps.Equal(n.Params, w.Params) {
+				if !rekeyed(w, n) {
+					return fmt.Errorf("%w: vault %s: key wrap %s keeps its ID but changes its recipient, identity or params (remove it and add another)", ErrInvalid, vault, w.ID)
+				}
+				if !admin {
+					return fmt.Errorf("%w: %s may not re-wrap kms wrap %s of vault %s (admins only)", ErrDenied, p, w.ID, vault)
+				}
 			}
 			continue
 		}
@@ -313,11 +337,14 @@ func ApplyKeysChange(p Principal, v *Vault, c KeysChange, now time.Time) (string
 	if old == nil {
 		old = &VaultKeys{Management: next.Management}
 	}
-	var added, removed []string
+	var added, removed, rewrapped []string
 	for i := range next.Wraps {
 		w := &next.Wraps[i]
 		if o, ok := old.Wrap(w.ID); ok {
 			w.Created, w.CreatedBy, w.LastUsed = o.Created, o.CreatedBy, o.LastUsed
+			if w.Recipient != o.Recipient || !slices.Equal(w.Identity, o.Identity) || !maps.Equal(w.Params, o.Params) {
+				rewrapped = append(rewrapped, fmt.Sprintf("kms wrap %s (key %s version %s→%s)", w.ID, w.Holder, o.Params[ParamKeyVersion], w.Params[ParamKeyVersion]))
+			}
 			continue
 		}
 		w.Created, w.CreatedBy, w.LastUsed = now, p.Name, time.Time{}
@@ -343,11 +370,26 @@ func ApplyKeysChange(p Principal, v *Vault, c KeysChange, now time.Time) (string
 	if len(removed) > 0 {
 		target += "; removed " + strings.Join(removed, ", ")
 	}
+	if len(rewrapped) > 0 {
+		target += "; re-wrapped " + strings.Join(rewrapped, ", ")
+	}
 	v.Keys, v.KeyWraps = &next, nil
 	return target, nil
 }
 
-func describeWrap(w KeyWrap) string { return fmt.Sprintf("%s wrap %s (%s)", w.Kind, w.ID, w.Holder) }
+// rekeyed reports whether kms wrap n is w re-wrapped under another version of the same
+// KMS key (a key-version rotation, `coffer vault keys rotate-kms`): same holder and
+// plugin, a new identity, recipient or key version.
+func rekeyed(w, n KeyWrap) bool {
+	return w.Kind == WrapKMS && n.Kind == WrapKMS && n.Holder == w.Holder && n.Params[ParamPlugin] == w.Params[ParamPlugin]
+}
+
+func describeWrap(w KeyWrap) string {
+	if w.Kind == WrapKMS {
+		return fmt.Sprintf("kms wrap %s (key %s version %s, plugin %s)", w.ID, w.Holder, w.Params[ParamKeyVersion], w.Params[ParamPlugin])
+	}
+	return fmt.Sprintf("%s wrap %s (%s)", w.Kind, w.ID, w.Holder)
+}
 
 // InitVaultKeys sets what the servers own in a new vault's key record: revision 0, no
 // rotation due, and every wrap created now by principal by (not yet used).

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,5 +120,60 @@ func TestApplyKeysChange(t *testing.T) {
 	legacy := Vault{ID: "l", KeyWraps: [][]byte{{1}}}
 	if _, err := ApplyKeysChange(admin, &legacy, KeysChange{Keys: VaultKeys{Management: KeyCustomer, Wraps: []KeyWrap{testWrap("aa", WrapPassphrase, WrapPassphrase)}}}, now); err != nil || legacy.KeyWraps != nil || legacy.Keys == nil {
 		t.Fatalf("legacy conversion: %v", err)
+	}
+}
+
+// TestKMSAndEscrowWraps: a kms wrap names its plugin and key version; an admin may
+// re-wrap it in place under another version of the same key (audited as such), an agent
+// may not, and a re-wrap may not change the key or the plugin; escrow wraps are a kind.
+func TestKMSAndEscrowWraps(t *testing.T) {
+	admin := Principal{Name: "ops", Role: RoleAdmin}
+	agent := Principal{Name: "web01", Role: RoleBackupAgent, Vaults: []VaultID{"v"}}
+	kw := testWrap("cc", WrapKMS, "projects/p/keys/k")
+	kw.Identity = []byte{3}
+	kw.Params = map[string]string{ParamPlugin: "vault-transit", ParamKeyVersion: "1"}
+	old := testKeys()
+	old.Wraps = append(old.Wraps, kw)
+	with := func(f func(w *KeyWrap)) VaultKeys {
+		k := *old.Clone()
+		f(&k.Wraps[2])
+		return k
+	}
+	rewrap := with(func(w *KeyWrap) {
+		w.Recipient, w.Identity, w.Params[ParamKeyVersion] = "age1new", []byte{4}, "2"
+	})
+	for _, tc := range []struct {
+		name string
+		p    Principal
+		next VaultKeys
+		want error
+	}{
+		{"admin re-wraps under a new version", admin, rewrap, nil},
+		{"agent re-wraps", agent, rewrap, ErrDenied},
+		{"re-wrap changes the key", admin, with(func(w *KeyWrap) { w.Holder, w.Identity = "other", []byte{4} }), ErrInvalid},
+		{"re-wrap changes the plugin", admin, with(func(w *KeyWrap) { w.Params[ParamPlugin], w.Identity = "evil", []byte{4} }), ErrInvalid},
+		{"kms wrap without a version", admin, with(func(w *KeyWrap) { delete(w.Params, ParamKeyVersion) }), ErrInvalid},
+		{"kms wrap without an identity", admin, with(func(w *KeyWrap) { w.Identity = nil }), ErrInvalid},
+		{"escrow wrap added by an agent", agent, func() VaultKeys {
+			k := *old.Clone()
+			k.Wraps = append(k.Wraps, testWrap("dd", WrapEscrow, "escrow"))
+			return k
+		}(), nil},
+	} {
+		err := CheckKeysChange(tc.p, "v", &old, tc.next)
+		if (tc.want == nil) != (err == nil) || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	v := &Vault{ID: "v", Keys: old.Clone()}
+	target, err := ApplyKeysChange(admin, v, KeysChange{Revision: old.Revision, Keys: rewrap, Event: "rotate-kms"}, time.Unix(100, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "re-wrapped kms wrap cc (key projects/p/keys/k version 1→2)"; !strings.Contains(target, want) {
+		t.Fatalf("audit target %q lacks %q", target, want)
+	}
+	if w, _ := v.Keys.Wrap("cc"); w.Params[ParamKeyVersion] != "2" || w.Recipient != "age1new" {
+		t.Fatalf("after the re-wrap: %+v", w)
 	}
 }

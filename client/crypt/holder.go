@@ -88,6 +88,48 @@ func ValidateRecipient(s string) error {
 	return nil
 }
 
+// SealTo encrypts plain to recipient with age (X25519): what SealKeyring does for a
+// keyring, for other secrets sent to a holder (an escrow bundle).
+func SealTo(recipient string, plain []byte) ([]byte, error) {
+	rc, err := age.ParseX25519Recipient(recipient)
+	if err != nil {
+		return nil, fmt.Errorf("crypt: seal: %w: recipient is not an age X25519 recipient", ErrInvalid)
+	}
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, rc)
+	if err != nil {
+		return nil, fmt.Errorf("crypt: seal: %w", err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		return nil, fmt.Errorf("crypt: seal: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("crypt: seal: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// OpenSealedMax is OpenSealed with another bound on the message: at most max bytes
+// sealed, and as much in the clear.
+func OpenSealedMax(sealed []byte, id *Identity, max int) ([]byte, error) {
+	if len(sealed) > max {
+		return nil, fmt.Errorf("crypt: open: %w: %d bytes, at most %d", ErrInvalid, len(sealed), max)
+	}
+	r, err := age.Decrypt(bytes.NewReader(sealed), id.x)
+	if err != nil {
+		var nm *age.NoIdentityMatchError
+		if errors.As(err, &nm) {
+			return nil, fmt.Errorf("crypt: open: %w (%s)", ErrWrongKey, id.Recipient())
+		}
+		return nil, fmt.Errorf("crypt: open: %w: %v", ErrInvalid, err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(r, int64(max)))
+	if err != nil {
+		return nil, fmt.Errorf("crypt: open: %w: damaged: %v", ErrInvalid, err)
+	}
+	return plain, nil
+}
+
 // SealKeyring encrypts r to recipient with age (X25519). Only the holder of the
 // recipient's identity opens it.
 func SealKeyring(r *Keyring, recipient string) ([]byte, error) {
