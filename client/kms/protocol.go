@@ -218,4 +218,3 @@ func ErrorResponse(err error) Response {
 	}
 	return Response{Protocol: Protocol, Error: &ResponseError{Code: code, Message: msg}}
 }
-
