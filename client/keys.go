@@ -225,7 +225,9 @@ func unlockKeyring(ctx context.Context, cfg Config, v meta.Vault, u Unlock) (*cr
 		if err == nil {
 			return kr, wid, false, nil
 		}
-		if len(u.Passphrase) == 0 && (!errors.Is(err, ErrNoWrap) || !hasKind(k, meta.WrapPassphrase)) {
+		// A KMS refusal stands unless a passphrase is given for a passphrase wrap; no KMS
+		// wrap (or plugin) here goes on to the passphrase.
+		if !hasKind(k, meta.WrapPassphrase) || (!errors.Is(err, ErrNoWrap) && len(u.Passphrase) == 0) {
 			return nil, "", false, err
 		}
 		cfg.Logger.Debug("vault not opened through its KMS wraps; trying the passphrase", "vault", v.ID, "err", err)

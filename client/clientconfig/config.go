@@ -36,6 +36,13 @@ type File struct {
 	// written at enrollment): it opens the vault's host wrap, so the host needs no
 	// passphrase (coffer vault keys add-host).
 	HostKey string `yaml:"host_key,omitempty"`
+	// KMSPlugins maps KMS plugin names (as a vault's kms wraps record them) to
+	// executables; a name not listed runs "coffer-kms-NAME" from PATH (client/kms).
+	KMSPlugins map[string]string `yaml:"kms_plugins,omitempty"`
+	// KMSTransitMount is the mount path of the Vault Transit engine the built-in
+	// "vault-transit" KMS client uses (default "transit"; the address and token come
+	// from VAULT_ADDR and VAULT_TOKEN).
+	KMSTransitMount string `yaml:"kms_transit_mount,omitempty"`
 }
 
 // ErrInvalid marks a configuration that cannot be used.
@@ -55,6 +62,11 @@ func Load(path string) (File, error) {
 	for _, p := range []*string{&f.CA, &f.Cert, &f.Key, &f.HostKey} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
+		}
+	}
+	for name, p := range f.KMSPlugins {
+		if p != "" && !filepath.IsAbs(p) {
+			f.KMSPlugins[name] = filepath.Join(dir, p)
 		}
 	}
 	if err := f.Validate(); err != nil {

@@ -50,6 +50,10 @@ func commands() []*cmdSpec {
 		vaultUndeleteSpec(),
 		vaultPolicySpec(),
 		vaultKeysAddHostSpec(), // before "vault keys": the longest name matches first
+		vaultKeysAddKMSSpec(),
+		vaultKeysRotateKMSSpec(),
+		vaultKeysExportSpec(),
+		vaultKeysImportSpec(),
 		vaultKeysRemoveSpec(),
 		vaultKeysManagementSpec(),
 		vaultKeysSpec(),

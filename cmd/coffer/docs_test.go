@@ -81,7 +81,7 @@ func TestDocsListEveryJSONField(t *testing.T) {
 		nodesJSON{}, nodeActionJSON{}, metaListJSON{}, metaChangeJSON{}, meta.Server{}, meta.Member{}, pgsJSON{}, scrubStartJSON{}, scrubStatusJSON{},
 		rebalanceApplyJSON{}, rebalanceStatusJSON{}, meta.GCReport{}, meta.GCStatus{}, meta.GCState{},
 		enrollTokenJSON{}, enrollTokenStateJSON{}, meta.EnrollToken{}, agentEnrollJSON{}, meta.Revocation{},
-		vaultKeysJSON{}, meta.KeyWrap{},
+		vaultKeysJSON{}, meta.KeyWrap{}, escrowImportJSON{},
 		meta.RetentionStatus{}, meta.RetentionReport{}, meta.HeldSnapshot{}, meta.AlertSink{}, meta.Alert{}, meta.AlertDelivery{},
 		nodeTokenJSON{}, certJSON{}, certListJSON{}, certListEntryJSON{}, meta.IssuedCert{},
 		jobJSON{}, meta.Job{}, meta.JobStats{}, meta.Agent{}, meta.NextRun{}, meta.BackupPolicy{}, meta.PolicyLock{}} {

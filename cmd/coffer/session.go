@@ -217,12 +217,20 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 		s.Close()
 		return nil, nil, err
 	}
-	var ag *client.Agent
-	err = client.ErrNoWrap
-	if u.Identity != nil || u.Platform {
-		ag, err = client.OpenWith(ctx, s.agent, s.vault, u)
-	}
-	if errors.Is(err, client.ErrNoWrap) && !u.Platform {
+	// The vault's KMS wraps next (a host without the wrap's plugin skips them).
+	u.KMS = s.kmsResolver(a)
+	ag, err := client.OpenWith(ctx, s.agent, s.vault, u)
+	if isKMSRefusal(err) && !u.Platform {
+		// The KMS refused (a disabled key): a passphrase given without asking, or typed
+		// at the terminal, may still open the vault; without one the KMS's refusal is
+		// the answer.
+		if pass, perr := a.passphrase(ctx, false); perr == nil {
+			fmt.Fprintf(a.stderr, "coffer: %s; opening vault %q with the passphrase\n", errorMessage(err), s.vault)
+			u.Passphrase = pass
+			ag, err = client.OpenWith(ctx, s.agent, s.vault, u)
+			clear(pass)
+		}
+	} else if errors.Is(err, client.ErrNoWrap) && !u.Platform {
 		pass, perr := a.passphrase(ctx, false)
 		if perr != nil {
 			s.Close()
@@ -239,7 +247,8 @@ func openAgent(ctx context.Context, a *app, opts ...func(*session)) (*session, *
 			return nil, nil, plainf(err, "wrong passphrase for vault %q", s.vault)
 		case errors.Is(err, meta.ErrNotFound):
 			return nil, nil, plainf(err, "vault %q does not exist (create it with \"coffer init\")", s.vault)
-		case errors.Is(err, client.ErrNoWrap), errors.Is(err, meta.ErrDenied), errors.Is(err, meta.ErrInvalid) && u.Platform:
+		case errors.Is(err, client.ErrNoWrap), errors.Is(err, meta.ErrDenied), errors.Is(err, meta.ErrInvalid) && u.Platform,
+			isKMSRefusal(err):
 			return nil, nil, plainf(err, "open vault %q: %s", s.vault, errorMessage(err))
 		}
 		return nil, nil, fmt.Errorf("open vault %q: %w", s.vault, err)
