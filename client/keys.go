@@ -227,8 +227,12 @@ func unlockKeyring(ctx context.Context, cfg Config, v meta.Vault, u Unlock) (*cr
 		}
 		// A KMS refusal stands unless a passphrase is given for a passphrase wrap; no KMS
 		// wrap (or plugin) here goes on to the passphrase.
-		if !hasKind(k, meta.WrapPassphrase) || (!errors.Is(err, ErrNoWrap) && len(u.Passphrase) == 0) {
+		refusal, pws := !errors.Is(err, ErrNoWrap), hasKind(k, meta.WrapPassphrase)
+		if refusal && (!pws || len(u.Passphrase) == 0) {
 			return nil, "", false, err
+		}
+		if !pws {
+			return nil, "", false, fmt.Errorf("%w: vault %s has no passphrase wrap, and no kms wrap opens here (%v)", ErrNoWrap, v.ID, err)
 		}
 		cfg.Logger.Debug("vault not opened through its KMS wraps; trying the passphrase", "vault", v.ID, "err", err)
 	}
