@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/node"
+	"github.com/cofferhq/coffer/client/kms/kmstest"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
 
@@ -20,10 +21,14 @@ import (
 // test can kill.
 const execMainEnv = "COFFER_TEST_EXEC_MAIN"
 
+// With kmstest.EnvPlugin=1 the test binary is the fake KMS plugin (TestCLIKMSAndEscrow).
 func TestMain(m *testing.M) {
 	if os.Getenv(execMainEnv) == "1" {
 		main()
 		return
+	}
+	if os.Getenv(kmstest.EnvPlugin) == "1" {
+		os.Exit(kmstest.PluginMain(os.Stdin, os.Stdout))
 	}
 	os.Exit(m.Run())
 }

@@ -17,14 +17,6 @@ import (
 	"github.com/cofferhq/coffer/node/nodetest"
 )
 
-// TestMain runs the fake KMS plugin when this test binary is executed as one.
-func TestMain(m *testing.M) {
-	if os.Getenv(kmstest.EnvPlugin) == "1" {
-		os.Exit(kmstest.PluginMain(os.Stdin, os.Stdout))
-	}
-	os.Exit(m.Run())
-}
-
 // TestCLIKMSAndEscrow drives the KMS and escrow commands against a cluster, the plugin
 // being this test binary behind a coffer-kms wrapper named in kms_plugins: vault keys
 // add-kms; restore with no passphrase (through the KMS); vault keys rotate-kms (version
