@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client/clientconfig"
-	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/client/kms/kmstest"
+	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
 
