@@ -268,6 +268,11 @@ type HostPolicies struct {
 	// Unchanged is set (and Policies empty) when the caller already held Version.
 	Unchanged bool      `cbor:"unchanged,omitempty" json:"unchanged,omitempty"`
 	Now       time.Time `cbor:"now" json:"now"` // cluster time
+	// Retired is set for a decommissioned host (it gets no policies).
+	Retired bool `cbor:"retired,omitempty" json:"retired,omitempty"`
+	// RunRequested is the cluster time of the newest request for a final run of the
+	// host's policies (coffer admin host decommission --final-snapshot); zero: none.
+	RunRequested time.Time `cbor:"run_requested,omitempty" json:"run_requested,omitempty"`
 }
 
 // JobStats are a job's figures, as its agent reports them.
@@ -460,6 +465,11 @@ type Agent struct {
 	// LastJob and LastStatus name the host's newest job (filled on read).
 	LastJob    string `cbor:"last_job,omitempty" json:"last_job,omitempty"`
 	LastStatus string `cbor:"last_status,omitempty" json:"last_status,omitempty"`
+	// Retired is set while the host is decommissioned (coffer admin host decommission).
+	Retired *HostRetirement `cbor:"retired,omitempty" json:"retired,omitempty"`
+	// RunRequested is the cluster time of an admin's request for a final run of each of
+	// the host's policies (its agent runs them once when it sees a newer request).
+	RunRequested time.Time `cbor:"run_requested,omitempty" json:"run_requested,omitempty"`
 }
 
 // JobFilter selects jobs: by host and policy (empty: any), only failed or partially

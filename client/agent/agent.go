@@ -91,6 +91,10 @@ type Agent struct {
 	version  uint64
 	running  map[string]string // entry key → job ID (while running)
 	wg       sync.WaitGroup
+	// runRequested is the newest final-run request seen (HostPolicies.RunRequested);
+	// runNow is set until startDue has started the requested runs.
+	runRequested time.Time
+	runNow       bool
 }
 
 // Kinds of scheduled runs (entry.kind, meta.NextRun.Kind).
@@ -233,6 +237,19 @@ func (a *Agent) refresh(ctx context.Context) error {
 			a.log.Info("policy removed", "policy", name)
 		}
 	}
+	if hp.Retired {
+		a.log.Warn("this host is decommissioned: no policies run")
+	}
+	// A final-run request (host decommission --final-snapshot): each backup policy runs
+	// once now. One older than an hour seen at start is history, not a request.
+	if hp.RunRequested.After(a.runRequested) {
+		first := a.runRequested.IsZero()
+		a.runRequested = hp.RunRequested
+		if !first || hp.Now.Sub(hp.RunRequested) < time.Hour {
+			a.runNow = true
+			a.log.Info("final run of every policy requested", "at", hp.RunRequested)
+		}
+	}
 	return nil
 }
 
@@ -282,6 +299,23 @@ func (a *Agent) startDue(ctx context.Context, now time.Time) time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var wake time.Time
+	if a.runNow {
+		a.runNow = false
+		for _, es := range a.policies {
+			for _, e := range es {
+				if e.kind != RunBackup {
+					continue
+				}
+				if id, busy := a.running[e.key()]; busy {
+					a.log.Warn("requested run skipped: a job of the policy runs", "policy", e.p.Name, "job", id)
+					continue
+				}
+				a.running[e.key()] = ""
+				a.wg.Add(1)
+				go a.runJob(ctx, e.p, e.kind, time.Time{})
+			}
+		}
+	}
 	for _, es := range a.policies {
 		for _, e := range es {
 			if !now.Before(e.next) {
@@ -353,6 +387,9 @@ func (a *Agent) runJob(ctx context.Context, p meta.BackupPolicy, kind string, sc
 		a.mu.Unlock()
 	}()
 	st := meta.JobStart{Policy: p.Name, Vault: a.cfg.Vault, Trigger: meta.TriggerSchedule, Scheduled: scheduled.UTC(), Version: a.cfg.Version}
+	if scheduled.IsZero() { // a requested run (final snapshot)
+		st.Trigger, st.Scheduled = meta.TriggerManual, time.Time{}
+	}
 	run := a.cfg.Run
 	if kind != RunBackup {
 		st.Kind = meta.JobVerify

@@ -99,6 +99,8 @@ func commands() []*cmdSpec {
 		agentRunSpec(),
 		jobsSpec(),
 		adminAgentsSpec(),
+		adminHostDecommissionSpec(),
+		adminHostReinstateSpec(),
 		adminPolicyCreateSpec(),
 		adminPolicyUpdateSpec(),
 		adminPolicyDeleteSpec(),

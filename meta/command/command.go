@@ -120,6 +120,9 @@ func (t Type) String() string {
 	if name, ok := approvalName(t); ok {
 		return name
 	}
+	if name, ok := hostName(t); ok {
+		return name
+	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
 
@@ -251,7 +254,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 	case SetVaultKeys, TouchKeyWrap:
 	case CreateNodeToken, ConsumeNodeToken, RecordCert:
 	default:
-		if isOps(cmd.Body) || isApproval(cmd.Body) {
+		if isOps(cmd.Body) || isApproval(cmd.Body) || isHost(cmd.Body) {
 			break
 		}
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
@@ -386,6 +389,9 @@ func (c Codec) Decode(b []byte) (Command, error) {
 		var ok bool
 		if body, ok, err = c.decodeOps(t, env.Body); !ok {
 			body, ok, err = c.decodeApproval(t, env.Body)
+		}
+		if !ok {
+			body, ok, err = c.decodeHost(t, env.Body)
 		}
 		if !ok {
 			return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)

@@ -146,6 +146,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyPKI(b, index, cmd.Body, now)
 	case command.RequestApproval, command.DecideApproval, command.FinishApproval, command.SetApprovalPolicy, command.SetMFA, command.MFAFailure:
 		return f.applyApproval(b, index, cmd.Body, now)
+	case command.RetireHost, command.ReinstateHost, command.RequestHostRun, command.ExpireRetiredHost:
+		return f.applyHost(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:

@@ -151,7 +151,7 @@ func (s *Server) missedRuns(ctx context.Context) {
 			continue
 		}
 		for _, a := range agents {
-			if !p.AppliesTo(a.Host, a.Labels) {
+			if a.Retired != nil || !p.AppliesTo(a.Host, a.Labels) {
 				continue
 			}
 			from := last[hp{a.Host, p.Name}]

@@ -124,6 +124,9 @@ func (s *Server) retentionRound(ctx context.Context) ([]meta.RetentionReport, er
 		s.log.Info("retention applied", "vault", v.ID, "removed", len(rep.Removed), "kept", rep.Kept, "held", len(rep.Held), "backup_policies", len(rep.BackupPolicies))
 		reps = append(reps, rep)
 	}
+	if err := s.expireRetiredHosts(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := s.propose(timeoutOf(ctx), command.RetentionRound{}); err != nil {
 		errs = append(errs, err)
 	}

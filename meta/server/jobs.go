@@ -79,6 +79,18 @@ func (s *Server) HostPolicies(ctx context.Context, host string, known uint64) (m
 	if out.Labels, err = s.fsm.HostLabels(host); err != nil {
 		return meta.HostPolicies{}, err
 	}
+	agents, err := s.fsm.Agents()
+	if err != nil {
+		return meta.HostPolicies{}, err
+	}
+	for _, a := range agents {
+		if a.Host == host {
+			out.Retired, out.RunRequested = a.Retired != nil, a.RunRequested
+		}
+	}
+	if out.Retired {
+		return out, nil // a decommissioned host's schedules stop
+	}
 	all, err := s.fsm.BackupPolicies()
 	if err != nil {
 		return meta.HostPolicies{}, err

@@ -1,0 +1,92 @@
+package command
+
+import "github.com/cofferhq/coffer/meta"
+
+// Host decommission (issue 19, part 3): tags 200..209.
+const (
+	TypeRetireHost        Type = 200
+	TypeReinstateHost     Type = 201
+	TypeRequestHostRun    Type = 202
+	TypeExpireRetiredHost Type = 203
+)
+
+// RetireHost records a host's decommission (refused while one of its jobs runs): the
+// host gets no policies from then on. Admin only; audited. The leader revokes the
+// host's certificates with a RevokeCert entry after it.
+type RetireHost struct {
+	Decommission meta.HostDecommission `cbor:"decommission"`
+	By           meta.Principal        `cbor:"by"`
+}
+
+// ReinstateHost clears a host's retirement within its rollback window. Admin only;
+// audited.
+type ReinstateHost struct {
+	Host string         `cbor:"host"`
+	By   meta.Principal `cbor:"by"`
+}
+
+// RequestHostRun asks a host's agent for one run of each of its backup policies now (a
+// final snapshot): the host's record carries the request's cluster time, and the
+// policy version changes so the agent reads it at its next poll. Admin only; audited.
+type RequestHostRun struct {
+	Host string         `cbor:"host"`
+	By   meta.Principal `cbor:"by"`
+}
+
+// ExpireRetiredHost forgets a retired host's snapshots once its keep window has ended
+// (the FSM decides at the entry's cluster time); locked and held ones stay, reported.
+// The leader proposes it; audited as the system.
+type ExpireRetiredHost struct {
+	Host string `cbor:"host"`
+}
+
+// Type implements Body.
+func (RetireHost) Type() Type { return TypeRetireHost }
+
+// Type implements Body.
+func (ReinstateHost) Type() Type { return TypeReinstateHost }
+
+// Type implements Body.
+func (RequestHostRun) Type() Type { return TypeRequestHostRun }
+
+// Type implements Body.
+func (ExpireRetiredHost) Type() Type { return TypeExpireRetiredHost }
+
+// hostName names the host tags for Type.String.
+func hostName(t Type) (string, bool) {
+	switch t {
+	case TypeRetireHost:
+		return "RetireHost", true
+	case TypeReinstateHost:
+		return "ReinstateHost", true
+	case TypeRequestHostRun:
+		return "RequestHostRun", true
+	case TypeExpireRetiredHost:
+		return "ExpireRetiredHost", true
+	}
+	return "", false
+}
+
+// isHost reports whether b is one of the host commands.
+func isHost(b Body) bool {
+	switch b.(type) {
+	case RetireHost, ReinstateHost, RequestHostRun, ExpireRetiredHost:
+		return true
+	}
+	return false
+}
+
+// decodeHost decodes a host body; ok is false for other tags.
+func (c Codec) decodeHost(t Type, raw []byte) (body Body, ok bool, err error) {
+	switch t {
+	case TypeRetireHost:
+		return decodeAs[RetireHost](c, raw)
+	case TypeReinstateHost:
+		return decodeAs[ReinstateHost](c, raw)
+	case TypeRequestHostRun:
+		return decodeAs[RequestHostRun](c, raw)
+	case TypeExpireRetiredHost:
+		return decodeAs[ExpireRetiredHost](c, raw)
+	}
+	return nil, false, nil
+}
