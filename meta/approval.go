@@ -28,6 +28,7 @@ const (
 	OpMetaMembership   = "meta-membership"     // coffer admin meta add|remove
 	OpDecommission     = "decommission"        // decommissioning a node
 	OpLockedRestore    = "locked-restore"      // restore grants and platform unwraps on locked/held snapshots
+	OpIssueAdmin       = "issue-admin"         // issuing an admin certificate (a second admin identity)
 	OpApprovalPolicy   = "approval-policy"     // changing this policy (always gated)
 	DefaultApprovalTTL = 24 * time.Hour        // how long a request may wait for its approval
 	MFAFailureLimit    = 5                     // wrong codes per principal within MFAFailureWindow
@@ -41,7 +42,7 @@ const (
 // defaultApprovalOperations is the approval policy of a cluster that never set one.
 // Immutable: read only through copies (slices.Clone), never written.
 var defaultApprovalOperations = []string{OpGovernanceBypass, OpVaultDelete, OpPolicyWeaken, OpKeyWrapRemove,
-	OpRevokeAdmin, OpMetaMembership, OpDecommission, OpLockedRestore, OpApprovalPolicy}
+	OpRevokeAdmin, OpMetaMembership, OpDecommission, OpLockedRestore, OpIssueAdmin, OpApprovalPolicy}
 
 // DefaultApprovalPolicy returns the policy of a cluster that never stored one: every
 // operation of the two-person rule is gated.

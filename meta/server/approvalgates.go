@@ -167,7 +167,7 @@ type apIssueGrantArgs struct {
 
 // deferredMethod reports whether an approved request of method runs when its requester
 // asks again rather than when it is approved.
-func deferredMethod(method string) bool { return method == apIssueGrant }
+func deferredMethod(method string) bool { return method == apIssueGrant || method == apIssueAdminCert }
 
 // gateLockedRestore: with the vault's ApproveLockedRestore, a restore grant on a snapshot
 // under a compliance lock or legal hold needs a second admin's approval (requested by an
@@ -194,24 +194,8 @@ func (s *Server) gateLockedRestore(ctx context.Context, vault meta.VaultID, snap
 		return err
 	}
 	args := apIssueGrantArgs{Vault: vault, Snapshot: snap.ID}
-	body, err := s.codec.Marshal(args)
-	if err != nil {
-		return fmt.Errorf("%w: server: encode grant request: %v", meta.ErrInvalid, err)
-	}
-	rs, err := s.fsm.Approvals()
-	if err != nil {
+	if used, err := s.consumeApproved(ctx, p, apIssueGrant, args); err != nil || used {
 		return err
-	}
-	for _, r := range rs {
-		if r.Method != apIssueGrant || r.State != meta.ApprovalApproved || r.Requester.Name != p.Name ||
-			string(r.Body) != string(body) || !now.Before(r.Expires) {
-			continue
-		}
-		// Consume it: only one FinishApproval moves it from approved, so one grant.
-		if _, err := s.propose(timeoutOf(ctx), command.FinishApproval{ID: r.ID}); err != nil {
-			continue
-		}
-		return nil
 	}
 	what := "compliance-locked"
 	if snap.LegalHold {
@@ -219,4 +203,67 @@ func (s *Server) gateLockedRestore(ctx context.Context, vault meta.VaultID, snap
 	}
 	return s.queue(ctx, p, meta.OpLockedRestore, apIssueGrant, args, vault,
 		fmt.Sprintf("restore grant for %s on snapshot %s (%s)", p.Name, snap.ID, what))
+}
+
+// consumeApproved looks for p's approved, unexpired request of a deferred method whose
+// stored parameters are exactly args, and consumes it (FinishApproval moves it from
+// approved once, so one approval serves one call). used reports that it did.
+func (s *Server) consumeApproved(ctx context.Context, p meta.Principal, method string, args any) (used bool, err error) {
+	body, err := s.codec.Marshal(args)
+	if err != nil {
+		return false, fmt.Errorf("%w: server: encode %s request: %v", meta.ErrInvalid, method, err)
+	}
+	rs, err := s.fsm.Approvals()
+	if err != nil {
+		return false, err
+	}
+	now := s.fsm.Now()
+	for _, r := range rs {
+		if r.Method != method || r.State != meta.ApprovalApproved || r.Requester.Name != p.Name ||
+			string(r.Body) != string(body) || !now.Before(r.Expires) {
+			continue
+		}
+		if _, err := s.propose(timeoutOf(ctx), command.FinishApproval{ID: r.ID}); err != nil {
+			continue
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// apIssueAdminCert is the issuance of an admin certificate (meta.OpIssueAdmin). Without
+// this gate one admin could mint a second admin identity, enroll its MFA and approve
+// their own requests. Deferred like apIssueGrant: the certificate must reach the
+// requester (who holds the key of the CSR), so the approval does not sign it; the
+// requester's next identical request before the expiry consumes the approval once.
+const apIssueAdminCert = "meta.IssueCert"
+
+type apIssueAdminCertArgs struct {
+	Principal string `cbor:"principal"`
+	CSR       []byte `cbor:"csr"`
+	Validity  int64  `cbor:"validity,omitempty"`
+}
+
+// gateIssueAdmin: an admin certificate is issued at once while the rule is not armed or
+// the policy does not name meta.OpIssueAdmin; otherwise the first request is queued and,
+// once a second admin approved it, the same request (same principal, CSR and validity)
+// by the same admin gets the certificate once.
+func (s *Server) gateIssueAdmin(ctx context.Context, req meta.IssueCertRequest) error {
+	p := meta.PrincipalFrom(ctx)
+	if req.Role != meta.CertRoleAdmin || p.Role != meta.RoleAdmin {
+		return nil
+	}
+	pol, err := s.approvalPolicy()
+	if err != nil || !pol.Requires(meta.OpIssueAdmin) {
+		return err
+	}
+	if armed, err := s.twoPersonArmed(); err != nil || !armed {
+		return err
+	}
+	args := apIssueAdminCertArgs{Principal: req.Principal, CSR: req.CSR, Validity: req.Validity}
+	if used, err := s.consumeApproved(ctx, p, apIssueAdminCert, args); err != nil || used {
+		return err
+	}
+	return s.queue(ctx, p, meta.OpIssueAdmin, apIssueAdminCert, args, "",
+		fmt.Sprintf("issue an admin certificate for %q (requested by %s)", req.Principal, p.Name))
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/meta"
+	"github.com/cofferhq/coffer/transport/pki"
 	"github.com/hashicorp/raft"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
@@ -27,7 +28,7 @@ type gateFixture struct {
 	skew       *atomic.Int64
 }
 
-func newGateFixture(t *testing.T) *gateFixture {
+func newGateFixture(t *testing.T, tweaks ...func(*Config)) *gateFixture {
 	skew := &atomic.Int64{}
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	c := newCluster(t, 1, func(cfg *Config) {
@@ -37,6 +38,9 @@ func newGateFixture(t *testing.T) *gateFixture {
 		cfg.SealKeyFile = filepath.Join(cfg.Dir, "seal.key")
 		if err := NewSealKeyFile(cfg.SealKeyFile); err != nil {
 			t.Fatal(err)
+		}
+		for _, tw := range tweaks {
+			tw(cfg)
 		}
 	})
 	s := c.srv[c.leader()]
@@ -326,4 +330,65 @@ func TestMFARateLimitSurvivesLeaderChange(t *testing.T) {
 	if _, err := c.srv[nl].checkTOTP(bob, meta.PrincipalFrom(bob), now()); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "too many wrong TOTP codes") {
 		t.Fatalf("right code on the new leader %s after %d wrong ones: %v, want rate-limited", addrOf(nl), meta.MFAFailureLimit, err)
 	}
+}
+
+// TestTwoPersonIssueAdmin: the attack is one admin minting a second admin identity,
+// enrolling its MFA and approving their own requests. Once the rule is armed an admin
+// certificate is queued; the approval does not sign it (the requester holds the key);
+// the requester's identical request then gets it once, and a changed request (another
+// CSR) is a new request. Restore-operator certificates are not gated.
+func TestTwoPersonIssueAdmin(t *testing.T) {
+	ca, err := pki.NewCA("gate test root", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newGateFixture(t, func(cfg *Config) { cfg.CA = ca })
+	s := f.s
+	csr := func(name string) []byte {
+		der, _, err := pki.NewKeyAndCSR(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	if res, err := s.IssueCert(f.alice, meta.IssueCertRequest{Role: meta.CertRoleRestore, Principal: "oncall", CSR: csr("oncall")}); err != nil || len(res.Cert) == 0 {
+		t.Fatalf("restore-operator certificate: %v, want issued at once", err)
+	}
+	req := meta.IssueCertRequest{Role: meta.CertRoleAdmin, Principal: "mallory", CSR: csr("mallory")}
+	_, err = s.IssueCert(f.alice, req)
+	id := f.queued("admin certificate", err, meta.OpIssueAdmin)
+	for _, c := range mustIssued(t, s) {
+		if c.Principal == "mallory" {
+			t.Fatalf("a queued admin certificate was signed: %+v", c)
+		}
+	}
+	if r := f.approve(id); r.State != meta.ApprovalApproved {
+		t.Fatalf("approved issuance: %+v, want approved (deferred to the requester)", r)
+	}
+	// Another admin's identical request is not the approved one.
+	_, err = s.IssueCert(f.bob, req)
+	f.queuedBy("bob's identical request", err, meta.OpIssueAdmin, f.bob)
+	// The requester with another key for the same name is a new request.
+	other := req
+	other.CSR = csr("mallory")
+	_, err = s.IssueCert(f.alice, other)
+	f.queued("the same name with another key", err, meta.OpIssueAdmin)
+	res, err := s.IssueCert(f.alice, req)
+	if err != nil || len(res.Cert) == 0 || res.Record.Principal != "mallory" || res.Record.Role != string(meta.RoleAdmin) {
+		t.Fatalf("requester's issuance after approval: %+v (%v)", res.Record, err)
+	}
+	if r, _ := s.fsm.Approval(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("consumed request is %s, want executed", r.State)
+	}
+	_, err = s.IssueCert(f.alice, req)
+	f.queued("the same request again (the approval was used)", err, meta.OpIssueAdmin)
+}
+
+func mustIssued(t *testing.T, s *Server) []meta.IssuedCert {
+	t.Helper()
+	cs, err := s.fsm.IssuedCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }

@@ -225,6 +225,9 @@ func (s *Server) issueCert(ctx context.Context, req meta.IssueCertRequest) (meta
 		return meta.CertResult{}, fmt.Errorf("%w: server: issue certificate: the request is for %q, not %q: a certificate is issued only for the name its request was made for (make one with coffer cert request --principal %s)",
 			meta.ErrDenied, cn, req.Principal, req.Principal)
 	}
+	if err := s.gateIssueAdmin(ctx, req); err != nil {
+		return meta.CertResult{}, err
+	}
 	serial, err := pki.NewSerial()
 	if err != nil {
 		return meta.CertResult{}, fmt.Errorf("server: issue certificate: %w", err)
