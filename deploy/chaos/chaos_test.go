@@ -1051,6 +1051,15 @@ func TestChaos(t *testing.T) {
 		sum.Problems = append(sum.Problems, herr.Error())
 	}
 	r.logf("PGs: %v (%.0fs of polling, %.0fs after the last fault)", counts.Counts, took.Seconds(), sum.TimeToHealthyS)
+	// The cluster's own words at the end (why a PG is degraded, repair status): status.txt, pgs.txt.
+	for name, args := range map[string][]string{"status.txt": {"admin", "status"}, "pgs.txt": {"admin", "pgs"}} {
+		actx, acancel := context.WithTimeout(ctx, time.Minute)
+		out, stderr, _, _ := r.admin(actx, args...)
+		acancel()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(out+stderr), 0o644); err != nil {
+			r.logf("%s: %v", name, err)
+		}
+	}
 
 	// Classify the attempts.
 	env := DefaultEnvelope()
