@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,12 @@ Refused while any snapshot of the vault is locked (governance included) or
 under legal hold; a hold or lock set during the window postpones the purge.
 Admin certificate only; audited with the --reason.
 
+With --final-snapshot, first every host whose jobs back up to the vault (and
+that is not decommissioned) is asked for a last run of each of its backup
+policies, as "coffer admin host decommission --final-snapshot" does, one host
+after the other, waiting at most --wait (default 30m) each; a failed or
+missing final run stops before anything is deleted.
+
 With --json the vault's id and deleted (at, recover_until, by, reason) are
 printed.`,
 		examples: []string{
@@ -38,11 +45,15 @@ printed.`,
 type vaultDeleteCmd struct {
 	window string
 	reason string
+	final  bool
+	wait   time.Duration
 }
 
 func (c *vaultDeleteCmd) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.window, "recovery-window", "14d", "how long the vault stays recoverable (`DURATION`: 14d, 36h, 2w)")
 	fs.StringVar(&c.reason, "reason", "", "why (`TEXT`, audited)")
+	fs.BoolVar(&c.final, "final-snapshot", false, "first ask the agent of every host backing up to the vault for a last run and wait for it")
+	fs.DurationVar(&c.wait, "wait", 30*time.Minute, "wait at most `D` for each host's final snapshot")
 }
 
 func (c *vaultDeleteCmd) run(ctx context.Context, a *app, args []string) error {
@@ -53,11 +64,19 @@ func (c *vaultDeleteCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil || w <= 0 {
 		return usagef(vaultDeleteSpec(), "--recovery-window: want a positive duration such as 14d, got %q", c.window)
 	}
+	if c.wait <= 0 {
+		return usagef(vaultDeleteSpec(), "--wait must be positive")
+	}
 	s, err := connect(ctx, a)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if c.final {
+		if err := vaultFinalSnapshots(ctx, a, s, c.wait); err != nil {
+			return err
+		}
+	}
 	v, err := s.meta.DeleteVault(ctx, s.vault, w, c.reason)
 	if err != nil {
 		return retentionErr(err, "delete vault %q", s.vault)
@@ -267,4 +286,34 @@ func printVaultPolicy(a *app, v meta.Vault) {
 	if r.ApproveLockedRestore {
 		fmt.Fprintf(a.stdout, "  restores of compliance-locked or held snapshots: need a second admin's approval\n")
 	}
+}
+
+// vaultFinalSnapshots takes the final snapshot of every active host with jobs in the
+// session's vault, one after the other.
+func vaultFinalSnapshots(ctx context.Context, a *app, s *session, wait time.Duration) error {
+	jobs, err := s.meta.ListJobs(ctx, meta.JobFilter{})
+	if err != nil {
+		return retentionErr(err, "list the jobs of vault %q", s.vault)
+	}
+	agents, err := s.meta.ListAgents(ctx)
+	if err != nil {
+		return retentionErr(err, "list the agents")
+	}
+	retired := map[string]bool{}
+	for _, ag := range agents {
+		retired[ag.Host] = ag.Retired != nil
+	}
+	var hosts []string
+	for _, j := range jobs {
+		if j.Vault == s.vault && !retired[j.Host] && !slices.Contains(hosts, j.Host) {
+			hosts = append(hosts, j.Host)
+		}
+	}
+	slices.Sort(hosts)
+	for _, h := range hosts {
+		if _, err := finalSnapshot(ctx, a, s, h, wait); err != nil {
+			return err
+		}
+	}
+	return nil
 }
