@@ -64,7 +64,9 @@ func TestCLIVaultDeleteFinalSnapshot(t *testing.T) {
 	a.stderr = logs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- a.main(ctx, []string{"agent", "run", "--max-jitter", "0", "--poll", "500ms", "--heartbeat", "1s"}) }()
+	go func() {
+		done <- a.main(ctx, []string{"agent", "run", "--max-jitter", "0", "--poll", "500ms", "--heartbeat", "1s"})
+	}()
 	defer func() {
 		cancel()
 		<-done
