@@ -64,9 +64,25 @@ func (s *Server) gateVaultPolicy(ctx context.Context, id meta.VaultID, p meta.Va
 // serial or principal the cluster has no record of (a certificate signed on the CA host,
 // as the first admin's) counts as an admin's: the cluster cannot tell its role.
 func (s *Server) gateRevokeCert(ctx context.Context, r meta.Revocation) error {
+	admin, err := s.revokesAdmin(r)
+	if err != nil || !admin {
+		return err
+	}
+	target := r.Serial
+	if target == "" {
+		target = "principal " + r.Principal
+	}
+	return s.gate(ctx, meta.OpRevokeAdmin, apRevokeCert, apRevokeCertArgs{Revocation: r}, "",
+		fmt.Sprintf("revoke admin certificate %s: %s", target, r.Reason))
+}
+
+// revokesAdmin reports whether r may revoke an admin's certificate: it names an admin
+// certificate the cluster issued (by serial or principal), or a serial or principal the
+// cluster has no record of (its role cannot be told).
+func (s *Server) revokesAdmin(r meta.Revocation) (bool, error) {
 	certs, err := s.fsm.IssuedCerts()
 	if err != nil {
-		return err
+		return false, err
 	}
 	known, admin := false, false
 	for _, c := range certs {
@@ -75,15 +91,36 @@ func (s *Server) gateRevokeCert(ctx context.Context, r meta.Revocation) error {
 			admin = admin || c.Role == string(meta.RoleAdmin)
 		}
 	}
-	if known && !admin {
-		return nil
+	return !known || admin, nil
+}
+
+// apDecommissionHost is a host decommission (meta.OpDecommission, or meta.OpRevokeAdmin
+// when the host's name may be an admin's: decommissioning revokes the principal's
+// certificates). The whole decommission is stored, so the approval retires the host and
+// revokes its certificates together.
+const apDecommissionHost = "meta.DecommissionHost"
+
+type apDecommissionHostArgs struct {
+	Decommission meta.HostDecommission `cbor:"decommission"`
+}
+
+// gateDecommissionHost: host decommission is meta.OpDecommission; if the policy does not
+// name that but the host's name may be an admin's, it is meta.OpRevokeAdmin.
+func (s *Server) gateDecommissionHost(ctx context.Context, d meta.HostDecommission) error {
+	pol, err := s.approvalPolicy()
+	if err != nil {
+		return err
 	}
-	target := r.Serial
-	if target == "" {
-		target = "principal " + r.Principal
+	op := meta.OpDecommission
+	if !pol.Requires(op) {
+		admin, err := s.revokesAdmin(meta.Revocation{Principal: d.Host})
+		if err != nil || !admin {
+			return err
+		}
+		op = meta.OpRevokeAdmin
 	}
-	return s.gate(ctx, meta.OpRevokeAdmin, apRevokeCert, apRevokeCertArgs{Revocation: r}, "",
-		fmt.Sprintf("revoke admin certificate %s: %s", target, r.Reason))
+	return s.gate(ctx, op, apDecommissionHost, apDecommissionHostArgs{Decommission: d}, "",
+		fmt.Sprintf("decommission host %s (keep for %v, rollback %v): %s", d.Host, d.KeepFor, d.Rollback, d.Reason))
 }
 
 // gateChangeMeta: adding or removing a meta server is meta.OpMetaMembership.
@@ -148,6 +185,12 @@ func (s *Server) executeGated(ctx context.Context, r meta.ApprovalRequest, dec f
 			return true, err
 		}
 		_, err = s.UpdateVaultKeys(ctx, a.Vault, a.Change)
+	case apDecommissionHost:
+		var a apDecommissionHostArgs
+		if err := dec(&a); err != nil {
+			return true, err
+		}
+		_, err = s.DecommissionHost(ctx, a.Decommission)
 	default:
 		return false, nil
 	}

@@ -392,3 +392,47 @@ func mustIssued(t *testing.T, s *Server) []meta.IssuedCert {
 	}
 	return cs
 }
+
+// TestTwoPersonHostDecommission: a host decommission by one admin is queued whole
+// (meta.OpDecommission): nothing is retired or revoked until a second admin approves,
+// and the approval retires the host and revokes its certificates once.
+func TestTwoPersonHostDecommission(t *testing.T) {
+	f := newGateFixture(t)
+	s := f.s
+	retired := func() bool {
+		as, err := s.fsm.Agents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range as {
+			if a.Host == "web01" && a.Retired != nil {
+				return true
+			}
+		}
+		return false
+	}
+	revoked := func() int {
+		rs, _, err := s.fsm.Revocations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range rs {
+			if r.Principal == "web01" {
+				n++
+			}
+		}
+		return n
+	}
+	_, err := s.DecommissionHost(f.alice, meta.HostDecommission{Host: "web01", Reason: "retired rack"})
+	id := f.queued("host decommission", err, meta.OpDecommission)
+	if retired() || revoked() != 0 {
+		t.Fatalf("a queued decommission acted: retired %v, revocations %d", retired(), revoked())
+	}
+	if r := f.approve(id); r.State != meta.ApprovalExecuted {
+		t.Fatalf("approved decommission: %+v, want executed", r)
+	}
+	if !retired() || revoked() != 1 {
+		t.Fatalf("after approval: retired %v, revocations %d, want retired and 1", retired(), revoked())
+	}
+}

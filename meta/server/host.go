@@ -104,10 +104,10 @@ func (s *Server) DecommissionHost(ctx context.Context, d meta.HostDecommission) 
 	if err := meta.ValidateHostDecommission(d); err != nil {
 		return meta.Agent{}, err
 	}
-	// Decommissioning revokes the principal's certificates: the two-person rule on
-	// revoking an admin's applies (a host is an agent; an admin name is refused here
-	// unless the approval policy lets one admin revoke another).
-	if err := s.gateRevokeCert(ctx, meta.Revocation{Principal: d.Host}); err != nil {
+	// The two-person rule: a decommission (meta.OpDecommission), or, since it revokes
+	// the principal's certificates, the revocation of an admin's when the host's name may
+	// be one (meta.OpRevokeAdmin). The whole request is stored and executed on approval.
+	if err := s.gateDecommissionHost(ctx, d); err != nil {
 		return meta.Agent{}, err
 	}
 	res, err := s.propose(timeoutOf(ctx), command.RetireHost{Decommission: d, By: meta.PrincipalFrom(ctx)})
