@@ -114,16 +114,59 @@ func (a *Agent) Backup(ctx context.Context, opts BackupOptions) (BackupResult, e
 
 	ci := commitInfo{id: snapID, start: start, paths: paths, tags: opts.Tags, parent: parent}
 	res, err := a.backupOnce(ctx, opts, roots, ci)
-	if errors.Is(err, meta.ErrMissingChunks) {
-		// A garbage collection swept chunks this backup relied on (it was paused past the
-		// grace period, or reused a forgotten parent's chunks). Run again without the
-		// parent: every file is read and every chunk asked about (which protects it)
-		// and uploaded when missing, so the commit check passes.
-		a.cfg.Logger.Warn("commit refused for missing chunks; backing up again without the parent snapshot", "snapshot", snapID.Str(), "err", err)
+	attempts := 1
+	for ; attempts < maxCommitAttempts && errors.Is(err, meta.ErrMissingChunks); attempts++ {
+		// The commit check found chunks this backup references not stored: a garbage
+		// collection swept them (the agent was paused past the grace period, or reused a
+		// forgotten parent's chunks), or the dedup check's Has said yes for chunks the
+		// meta leader's Has does not find (a holder paused between the two, a partial
+		// stripe of a failed put). Asking Has again can say yes again, so run again
+		// without the parent and upload every chunk without the dedup skip: Put is
+		// first-write-wins and completes a stripe's missing shards, so the commit check
+		// then passes.
+		if attempts > 1 {
+			if werr := waitBackoff(ctx, time.Duration(attempts-1)*commitRetryBackoff); werr != nil {
+				return BackupResult{}, fmt.Errorf("client: backup: %w (waiting to retry after: %w)", werr, err)
+			}
+		}
+		a.cfg.Logger.Warn("commit refused for missing chunks; backing up again without the parent snapshot, uploading every chunk",
+			"snapshot", snapID.Str(), "attempt", attempts+1, "err", err)
 		ci.parent = nil
-		res, err = a.backupOnce(ctx, opts, roots, ci)
+		res, err = a.WithChunks(forcePutStore{a.cfg.Chunks}).backupOnce(ctx, opts, roots, ci)
+	}
+	if errors.Is(err, meta.ErrMissingChunks) && attempts > 1 {
+		err = fmt.Errorf("%w (refused at all %d commit attempts; the retries uploaded every chunk without the dedup check)", err, attempts)
 	}
 	return res, err
+}
+
+// maxCommitAttempts bounds the commits of one backup refused for missing chunks: the
+// first, then retries that upload every chunk (Backup).
+const maxCommitAttempts = 3
+
+// commitRetryBackoff is the wait before the third commit attempt (twice it before a
+// fourth, were there one): time for a paused holder to come back.
+const commitRetryBackoff = time.Second
+
+// waitBackoff waits d or until ctx ends.
+func waitBackoff(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// forcePutStore answers Has with "not stored" for every chunk, so that a backup pass
+// through it uploads every chunk it references (the upload pipeline and the reference
+// list skip what Has says is stored).
+type forcePutStore struct{ chunkstore.Store }
+
+func (s forcePutStore) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
+	return make([]bool, len(ids)), nil
 }
 
 // backupOnce runs one backup pass and commits it; ci.root is filled in here.
