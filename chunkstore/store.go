@@ -33,6 +33,10 @@ var (
 	ErrInvalid = errors.New("chunkstore: invalid argument")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("chunkstore: closed")
+	// ErrNoSpace: the node's disk is full (the write failed with ENOSPC). Nothing of the
+	// failed write is acknowledged; the store takes writes again once space returns. A
+	// coordinator writes the node's shards to substitutes, as for a down node.
+	ErrNoSpace = errors.New("chunkstore: no space: disk full")
 )
 
 // MaxChunkSize bounds a sealed chunk (the chunker's 4 MiB maximum plus envelope and slack).

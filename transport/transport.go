@@ -33,12 +33,13 @@ const (
 	UnknownMethod    Code = 11
 	WrongPassphrase  Code = 12
 	MissingChunks    Code = 13
+	NoSpace          Code = 14
 )
 
 // codeNames is immutable: indexed by Code, only ever read.
 var codeNames = [...]string{"ok", "not found", "exists", "corrupt", "locked", "not leader",
 	"unavailable", "invalid argument", "permission denied", "internal", "unauthenticated",
-	"unknown method", "wrong passphrase", "missing chunks"}
+	"unknown method", "wrong passphrase", "missing chunks", "no space"}
 
 func (c Code) String() string {
 	if int(c) < len(codeNames) {

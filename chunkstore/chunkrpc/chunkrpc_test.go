@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,6 +242,9 @@ func TestSentinelsSurviveTheWire(t *testing.T) {
 		{chunkstore.ErrUnavailable, chunkstore.ErrUnavailable, transport.Unavailable},
 		{chunkstore.ErrInvalid, chunkstore.ErrInvalid, transport.Invalid},
 		{chunkstore.ErrClosed, chunkstore.ErrUnavailable, transport.Unavailable},
+		{chunkstore.ErrNoSpace, chunkstore.ErrNoSpace, transport.NoSpace},
+		// A coordinator's quorum failure quoting a full node stays Unavailable.
+		{fmt.Errorf("coord: put: node n1: %w: %w", chunkstore.ErrNoSpace, chunkstore.ErrUnavailable), chunkstore.ErrUnavailable, transport.Unavailable},
 		{errors.New("disk on fire"), nil, transport.Internal},
 	} {
 		srv := n.node("node-s", chunkrpc.NewServer(faultShards{tc.remote}, nil))
@@ -258,6 +263,29 @@ func TestSentinelsSurviveTheWire(t *testing.T) {
 	srv := n.node("node-s", chunkrpc.NewServer(nil, memstore.NewChunks()))
 	if _, err := chunkrpc.NewClient(client, []string{srv.Addr()}).Get(ctx, id(1)); !errors.Is(err, chunkstore.ErrNotFound) {
 		t.Fatalf("missing chunk: %v, want ErrNotFound", err)
+	}
+}
+
+// A node whose disk is full answers shard.Put with its own code: the caller sees
+// chunkstore.ErrNoSpace (not ErrUnavailable, not internal) and the node's "disk full".
+func TestNoSpaceSurvivesTheWire(t *testing.T) {
+	n := newNet(t)
+	client := n.endpoint("node-c", transport.RoleNode, false, nil)
+	ctx := ctxT(t)
+	full := fmt.Errorf("segstore: put shards: %w: segstore: append to segment 1: %w", chunkstore.ErrNoSpace,
+		&os.PathError{Op: "write", Path: "/data/seg-1", Err: syscall.ENOSPC})
+	srv := n.node("node-s", chunkrpc.NewServer(faultShards{full}, nil))
+	err := chunkrpc.NewShardClient(client, srv.Addr()).PutShards(ctx, []chunkstore.Shard{shard(1, 0, 10)})
+	if !errors.Is(err, chunkstore.ErrNoSpace) || errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("put on a full node = %v, want ErrNoSpace only", err)
+	}
+	if code := transport.CodeOf(err); code != transport.NoSpace || code.String() != "no space" {
+		t.Fatalf("code %v (%d), want no space", code, code)
+	}
+	for _, want := range []string{"disk full", "no space left on device", srv.Addr()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not say %q", err, want)
+		}
 	}
 }
 

@@ -42,13 +42,16 @@ const (
 
 // Sentinels maps chunkstore sentinels to wire codes. ErrClosed travels as Unavailable (a
 // closed store is, to a remote caller, an unavailable one) and comes back as
-// ErrUnavailable. Immutable: a fixed table, never modified.
+// ErrUnavailable. ErrNoSpace (a full disk) comes after ErrUnavailable, so a coordinator's
+// quorum failure that quotes a full node still travels as Unavailable. Immutable: a fixed
+// table, never modified.
 var Sentinels = transport.SentinelTable{
 	{Err: chunkstore.ErrNotFound, Code: transport.NotFound},
 	{Err: chunkstore.ErrCorrupt, Code: transport.Corrupt},
 	{Err: chunkstore.ErrUnavailable, Code: transport.Unavailable},
 	{Err: chunkstore.ErrInvalid, Code: transport.Invalid},
 	{Err: chunkstore.ErrClosed, Code: transport.Unavailable},
+	{Err: chunkstore.ErrNoSpace, Code: transport.NoSpace},
 }
 
 // Wire messages. Field keys are small integers (see FORMAT.md); never reuse a key.

@@ -444,6 +444,14 @@ func TestWriteFailureNotAcknowledged(t *testing.T) {
 			if !errors.Is(err, wantErr) {
 				t.Fatalf("PutShards with a failing %s = %v, want %v", fault, err, wantErr)
 			}
+			if fault == "write" {
+				// A full disk is its own kind, named in the message.
+				if !errors.Is(err, chunkstore.ErrNoSpace) || !strings.Contains(err.Error(), "disk full") {
+					t.Fatalf("PutShards on a full disk = %v, want chunkstore.ErrNoSpace saying \"disk full\"", err)
+				}
+			} else if errors.Is(err, chunkstore.ErrNoSpace) {
+				t.Fatalf("PutShards with a failing fsync (EIO) = %v, must not be ErrNoSpace", err)
+			}
 			if has, _ := s.HasShards(context.Background(), []chunkstore.ShardKey{b.Key}); has[0] {
 				t.Fatal("a failed put was indexed")
 			}
@@ -453,6 +461,8 @@ func TestWriteFailureNotAcknowledged(t *testing.T) {
 			// Deletes fail the same way and leave the index alone.
 			if err := s.DeleteShards(context.Background(), []chunkstore.ShardKey{a.Key}); err == nil {
 				t.Fatal("DeleteShards succeeded with a failing disk")
+			} else if fault == "write" && !errors.Is(err, chunkstore.ErrNoSpace) {
+				t.Fatalf("DeleteShards on a full disk = %v, want chunkstore.ErrNoSpace", err)
 			}
 			expectShard(t, s, a)
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -122,7 +123,7 @@ func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error 
 	}
 	*req.buf = buf
 	if err := s.submit(ctx, req); err != nil {
-		return fmt.Errorf("segstore: put shards: %w", err)
+		return fmt.Errorf("segstore: put shards: %w", noSpace(err))
 	}
 	return nil
 }
@@ -151,10 +152,19 @@ func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) er
 	}
 	*req.buf = buf
 	if err := s.submit(ctx, req); err != nil {
-		return fmt.Errorf("segstore: delete shards: %w", err)
+		return fmt.Errorf("segstore: delete shards: %w", noSpace(err))
 	}
 	s.kickCompactor()
 	return nil
+}
+
+// noSpace marks a write that failed for a full disk (ENOSPC) with chunkstore.ErrNoSpace,
+// so callers and the wire tell it apart from other failures.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, chunkstore.ErrNoSpace) {
+		return fmt.Errorf("%w: %w", chunkstore.ErrNoSpace, err)
+	}
+	return err
 }
 
 func (s *Store) newRequest(size, n int) *request {
