@@ -28,6 +28,8 @@ import (
 type faultShards struct {
 	inner chunkstore.ShardStore
 	down  atomic.Bool
+	// full makes PutShards fail as a node whose disk is full (reads still work).
+	full atomic.Bool
 	// silentNode makes GetShard answer nothing until its context ends (a node that
 	// died without closing its connections); hanging counts such calls in progress,
 	// and GetShards batches of any node while they run.
@@ -59,6 +61,8 @@ func newFault() *faultShards {
 
 var errDown = fmt.Errorf("fault: connection refused: %w", chunkstore.ErrUnavailable)
 
+var errFull = fmt.Errorf("fault: put shards: %w: write seg-1: no space left on device", chunkstore.ErrNoSpace)
+
 func (f *faultShards) PutShards(ctx context.Context, s []chunkstore.Shard) error {
 	f.puts.Add(1)
 	if f.inflight != nil {
@@ -70,6 +74,9 @@ func (f *faultShards) PutShards(ctx context.Context, s []chunkstore.Shard) error
 	}
 	if f.down.Load() {
 		return errDown
+	}
+	if f.full.Load() {
+		return errFull
 	}
 	return f.inner.PutShards(ctx, s)
 }

@@ -74,6 +74,55 @@ func TestPutSubstitutesTwoOfSevenDown(t *testing.T) {
 	}
 }
 
+// TestPutFullNodeGoesToSubstitutes: a node whose disk is full (its PutShards fails
+// with chunkstore.ErrNoSpace) is treated like a failed node: its positions go to
+// substitutes, every Put succeeds, it stores nothing. With three nodes full the Put
+// misses its quorum and the error names the nodes and says "disk full".
+func TestPutFullNodeGoesToSubstitutes(t *testing.T) {
+	c := newCluster(t, 7, placement.DefaultProfile)
+	c.nodes["n03"].full.Store(true)
+	r := rand.New(rand.NewPCG(14, 14))
+	var cs []chunkstore.Chunk
+	for range 20 {
+		cs = append(cs, randChunk(r, 1+r.IntN(20000)))
+	}
+	mustPut(t, c.st, cs...)
+	onFull := 0
+	for _, ch := range cs {
+		mustGet(t, c.st, ch)
+		nodes, _ := c.st.Locate(ch.ID)
+		for _, nd := range nodes {
+			if nd.ID == "n03" {
+				onFull++
+			}
+		}
+	}
+	if onFull == 0 {
+		t.Fatal("no chunk placed on the full node: the test proves nothing")
+	}
+	if st, _ := c.nodes["n03"].inner.Stats(context.Background()); st.Shards != 0 {
+		t.Fatalf("the full node stored %d shards", st.Shards)
+	}
+	if d := c.st.Degraded(); d.SubstituteShards < int64(onFull) {
+		t.Fatalf("degraded writes %+v, want at least %d substitute shards", d, onFull)
+	}
+
+	c.nodes["n05"].full.Store(true)
+	c.nodes["n06"].full.Store(true)
+	err := c.st.Put(context.Background(), []chunkstore.Chunk{randChunk(r, 1000)})
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Put with 3 of 7 nodes full = %v, want ErrUnavailable saying \"disk full\"", err)
+	}
+	if !strings.Contains(err.Error(), "node n0") {
+		t.Fatalf("Put with 3 of 7 nodes full = %v, want the full nodes named", err)
+	}
+	// Space returns: writes go through again.
+	for _, id := range []placement.NodeID{"n03", "n05", "n06"} {
+		c.nodes[id].full.Store(false)
+	}
+	mustPut(t, c.st, randChunk(r, 1000))
+}
+
 // TestPutEnvelopeExceeded: with 3 of 7 nodes down, 4+2 cannot take a stripe on 5 live
 // nodes; the error says so in the operator's terms and still names the chunk.
 func TestPutEnvelopeExceeded(t *testing.T) {
