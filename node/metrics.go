@@ -83,7 +83,8 @@ func (m *nodeMetrics) observeCommit(s meta.Snapshot) {
 // Methods are labelled only when the authorization table knows them (checkPeer refuses
 // the rest before they get here), so peers cannot grow the label set. Each RPC is logged
 // at debug level with a "request" group (a per-node sequence number, method, peer,
-// role, duration, wire code), an internal error at warn level; bodies never.
+// role, duration, wire code), an internal or no-space (disk full) error at warn level;
+// bodies never.
 func (m *nodeMetrics) instrument(table *authz.Table, h transport.Handler, log *slog.Logger) transport.Handler {
 	var seq atomic.Uint64
 	return transport.HandlerFunc(func(ctx context.Context, peer transport.Peer, method string, body []byte) ([]byte, error) {
@@ -101,7 +102,7 @@ func (m *nodeMetrics) instrument(table *authz.Table, h transport.Handler, log *s
 			m.rpcErrors.WithLabelValues(label, strings.ReplaceAll(code.String(), " ", "_")).Inc()
 		}
 		level := slog.LevelDebug
-		if code == transport.Internal {
+		if code == transport.Internal || code == transport.NoSpace { // a full disk needs an operator
 			level = slog.LevelWarn
 		}
 		if log.Enabled(ctx, level) {
