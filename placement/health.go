@@ -46,6 +46,31 @@ func (h PGHealth) Describe() string {
 	return st + " (" + h.Reason + ")"
 }
 
+// StateAt names the PG's condition as seen at map epoch: "unknown" for a zero report
+// (none has arrived), "unverified" for a report that was healthy or backfilling when
+// placed by an older epoch (the new epoch's reporter has not finished a pass, so nothing
+// vouches for the PG under the current map: a decommission or a drain waits for it),
+// else State(). A problem found at an older epoch still shows as that problem.
+func (h PGHealth) StateAt(epoch uint64) string {
+	if h.Reporter == "" {
+		return "unknown"
+	}
+	st := h.State()
+	if h.Epoch < epoch && (st == "healthy" || st == "backfilling") {
+		return "unverified"
+	}
+	return st
+}
+
+// DescribeAt is StateAt with the reason, as Describe.
+func (h PGHealth) DescribeAt(epoch uint64) string {
+	st := h.StateAt(epoch)
+	if h.Reason == "" || st == "healthy" || st == "unknown" {
+		return st
+	}
+	return st + " (" + h.Reason + ")"
+}
+
 // State names the PG's condition the way `coffer admin pgs` shows it: "unreadable",
 // "inconsistent", "degraded", "backfilling" (healthy but shards still to move) or
 // "healthy".

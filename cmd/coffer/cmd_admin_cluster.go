@@ -180,7 +180,9 @@ PGs they lead and prints the count in each state, then every PG that is not
 healthy (all of them with --all). States: healthy (k+m shards on their
 owners), backfilling (healthy, copies still to move), degraded (fewer than
 k+m healthy shards), inconsistent (a damaged shard found), unreadable (fewer
-than k good shards), unknown (no report of the PG has arrived yet). A PG
+than k good shards), unverified (healthy at an older map epoch, not yet
+checked under the current one: the new reporter has not finished a pass),
+unknown (no report of the PG has arrived yet). A PG
 that cannot be whole says why: "degraded (cannot place: 6 shards need 6
 domains, 5 eligible)" when the map has too few nodes, "degraded (owner down:
 …)" while an owner is down. A report placed by an older map epoch than the
@@ -232,8 +234,8 @@ func (c *adminPGsCmd) run(ctx context.Context, a *app, args []string) error {
 	for pg := range m.PGCount {
 		r, ok := seen[pg]
 		state := "unknown"
-		if ok && r.Reporter != "" {
-			state = r.State()
+		if ok {
+			state = r.StateAt(m.Epoch)
 		}
 		out.Counts[state]++
 		if c.all || state != "healthy" {
@@ -262,10 +264,7 @@ func (c *adminPGsCmd) run(ctx context.Context, a *app, args []string) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PG\tSTATE\tSTRIPES\tMIN HEALTHY\tDEGRADED\tMISPLACED\tINCONSISTENT\tUNREADABLE\tREPORTER\tEPOCH")
 	for _, r := range out.PGs {
-		state := "unknown"
-		if r.Reporter != "" {
-			state = r.Describe()
-		}
+		state := r.DescribeAt(m.Epoch)
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d/%d\t%d\t%d\t%d\t%d\t%s\t%d\n", r.PG, state, r.Stripes, r.MinHealthy, r.N,
 			r.Degraded, r.Misplaced, r.Inconsistent, r.Unreadable, dash(string(r.Reporter)), r.Epoch)
 	}

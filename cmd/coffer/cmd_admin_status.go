@@ -131,11 +131,11 @@ func summarisePGs(m placement.Map, reps []placement.PGHealth) *pgStatus {
 	for pg := range m.PGCount {
 		r, ok := byPG[pg]
 		state := "unknown"
-		if ok && r.Reporter != "" {
-			state = r.State()
+		if ok {
+			state = r.StateAt(m.Epoch)
 		}
 		out.Counts[state]++
-		if state == "healthy" || state == "backfilling" {
+		if state == "healthy" || state == "backfilling" || state == "unverified" {
 			continue
 		}
 		bad++
@@ -305,7 +305,7 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 			fmt.Fprintf(w, "PGs:      unknown (%s)\n", p.Error)
 		default:
 			var parts []string
-			for _, state := range []string{"healthy", "backfilling", "degraded", "inconsistent", "unreadable", "unknown"} {
+			for _, state := range []string{"healthy", "backfilling", "unverified", "degraded", "inconsistent", "unreadable", "unknown"} {
 				if p.Counts[state] > 0 {
 					parts = append(parts, fmt.Sprintf("%d %s", p.Counts[state], state))
 				}

@@ -71,12 +71,12 @@ const MaxProblems = 50
 
 // PGStates lists PG states from good to bad, the order the page shows them in.
 func PGStates() []string {
-	return []string{"healthy", "backfilling", "degraded", "inconsistent", "unreadable", "unknown"}
+	return []string{"healthy", "backfilling", "unverified", "degraded", "inconsistent", "unreadable", "unknown"}
 }
 
 // SummarisePGs counts each of the map's PGs by state, as `coffer admin pgs` does: a PG
-// of which no report has arrived is "unknown"; a report placed by an older epoch still
-// counts (its PG's new reporter has not finished a pass yet).
+// of which no report has arrived is "unknown"; a healthy report placed by an older epoch
+// is "unverified" (placement.PGHealth.StateAt).
 func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 	byPG := map[uint32]placement.PGHealth{}
 	for _, r := range reports {
@@ -87,8 +87,8 @@ func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 	for pg := range m.PGCount {
 		r, ok := byPG[pg]
 		state := "unknown"
-		if ok && r.Reporter != "" {
-			state = r.State()
+		if ok {
+			state = r.StateAt(m.Epoch)
 		}
 		counts[state]++
 		if state == "healthy" {
@@ -102,8 +102,8 @@ func SummarisePGs(m placement.Map, reports []placement.PGHealth) PGSection {
 			r = placement.PGHealth{PG: pg}
 		}
 		desc := state
-		if ok && r.Reporter != "" {
-			desc = r.Describe()
+		if ok {
+			desc = r.DescribeAt(m.Epoch)
 		}
 		sec.Problems = append(sec.Problems, PGProblem{PG: pg, State: desc, Health: r, Reporter: string(r.Reporter)})
 	}
