@@ -209,11 +209,10 @@ var ErrStalled = errors.New("transport: peer stalled")
 type livenessOffKey struct{}
 
 // WithoutLivenessWatch returns ctx marked so that calls made with it are not ended by the
-// transport's liveness watch (transport/quic and transport/tcp Liveness): they wait for
-// their answer, their context or the connection's failure. Callers that hedge (ask
-// another node after a delay and take the first answer) use it: a probe that times out
-// on a starved machine would turn their slow answers into failures, and the hedge
-// already routes around a silent peer.
+// transport's liveness watch (Liveness): they wait for their answer, their context or
+// the connection's failure. Callers that hedge (ask another node after a delay and take
+// the first answer) use it: a probe that times out on a starved machine would turn their
+// slow answers into failures, and the hedge already routes around a silent peer.
 func WithoutLivenessWatch(ctx context.Context) context.Context {
 	return context.WithValue(ctx, livenessOffKey{}, true)
 }

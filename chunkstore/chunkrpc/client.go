@@ -27,7 +27,7 @@ const probeTimeout = 15 * time.Second
 
 // Client is a chunkstore.Store on a set of coordinator nodes, through a transport.Caller.
 // Calls are spread round-robin over the addresses; a call that finds its node unreachable
-// (dead, or stalled: see transport/quic Liveness) or unavailable is retried on the next
+// (dead, or stalled: see transport.Liveness) or unavailable is retried on the next
 // address. When every address failed so, the call tries them again in rounds for up to
 // RetryWindow, and then fails with an AllFailedError naming a live coordinator's answer
 // first.

@@ -91,9 +91,10 @@ type Config struct {
 	// Anonymous bounds what peers without a certificate may hold (body size, read time,
 	// streams, connections); zero fields take defaults.
 	Anonymous AnonymousLimits
-	// Liveness is how calls notice a peer that went silent; zero fields take defaults
-	// (DefaultLivenessAfter, DefaultLivenessTimeout).
-	Liveness Liveness
+	// Liveness is how calls notice a peer that went silent (transport.Liveness): a
+	// probe is a ping on a new stream of the call's connection. Zero fields take the
+	// defaults.
+	Liveness transport.Liveness
 }
 
 // Endpoint is one QUIC endpoint: an RPC server and client and a carrier for extra stream
@@ -111,7 +112,7 @@ type Endpoint struct {
 	anon    map[string]bool     // methods anonymous peers may call
 	anonLim AnonymousLimits     // with defaults filled in
 	// liveness is Config.Liveness with defaults filled in.
-	liveness Liveness
+	liveness transport.Liveness
 
 	anonConns anonConns
 	refusals  *logLimiter // refusals of traffic before authentication, per address
@@ -128,7 +129,7 @@ type Endpoint struct {
 		dials     map[dialKey]*dialEntry
 		accepted  map[*quicgo.Conn]struct{}
 		listeners map[string]*streamListener
-		live      map[*quicgo.Conn]*connLive // outgoing connections calls have used
+		live      map[*quicgo.Conn]*transport.Live // outgoing connections calls have used
 	}
 }
 
@@ -165,7 +166,7 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic: new endpoint: %w", err)
 	}
-	liveness, err := cfg.Liveness.withDefaults()
+	liveness, err := cfg.Liveness.WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("quic: new endpoint: %w", err)
 	}
@@ -220,7 +221,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e.mu.dials = make(map[dialKey]*dialEntry)
 	e.mu.accepted = make(map[*quicgo.Conn]struct{})
 	e.mu.listeners = make(map[string]*streamListener)
-	e.mu.live = make(map[*quicgo.Conn]*connLive)
+	e.mu.live = make(map[*quicgo.Conn]*transport.Live)
 	if cfg.Handler != nil {
 		e.handler.Store(&handlerBox{cfg.Handler})
 	}

@@ -21,7 +21,7 @@ func TestBulkTransfersAreNotStalls(t *testing.T) {
 		return big, nil
 	}))
 	cli := c.endpoint(quic.Config{Identity: c.identity("host-a", transport.RoleAgent),
-		Liveness: quic.Liveness{After: 500 * time.Millisecond, Timeout: time.Second}})
+		Liveness: transport.Liveness{After: 500 * time.Millisecond, Timeout: time.Second}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -54,7 +54,7 @@ func TestCallToCrashedPeerWithoutLivenessWaitsIdleTimeout(t *testing.T) {
 		t.Skip("waits 8 s")
 	}
 	c := newCluster(t)
-	cli := c.endpoint(quic.Config{Identity: c.identity("host-a", transport.RoleAgent), Liveness: quic.Liveness{Off: true}})
+	cli := c.endpoint(quic.Config{Identity: c.identity("host-a", transport.RoleAgent), Liveness: transport.Liveness{Off: true}})
 	took, err := crashedCall(t, c, cli)
 	if !errors.Is(err, transport.ErrUnreachable) || errors.Is(err, quic.ErrStalled) {
 		t.Fatalf("call to a crashed peer: %v, want ErrUnreachable (idle timeout)", err)
@@ -80,7 +80,7 @@ func TestSlowHandlerOutlivesLivenessProbes(t *testing.T) {
 	})
 	srv := c.server("node-1", slow)
 	cli := c.endpoint(quic.Config{Identity: c.identity("host-a", transport.RoleAgent),
-		Liveness: quic.Liveness{After: 100 * time.Millisecond, Timeout: time.Second}})
+		Liveness: transport.Liveness{After: 100 * time.Millisecond, Timeout: time.Second}})
 	got, err := cli.Call(ctxT(t), srv.Addr(), "x.Slow", nil)
 	if err != nil || string(got) != "done" {
 		t.Fatalf("slow call: %q, %v", got, err)
@@ -106,7 +106,7 @@ func TestPingAnsweredWithoutHandler(t *testing.T) {
 
 func TestLivenessConfigRejectsNegative(t *testing.T) {
 	c := newCluster(t)
-	if _, err := quic.New(quic.Config{Identity: c.identity("host-a", transport.RoleAgent), Liveness: quic.Liveness{After: -time.Second}}); err == nil {
+	if _, err := quic.New(quic.Config{Identity: c.identity("host-a", transport.RoleAgent), Liveness: transport.Liveness{After: -time.Second}}); err == nil {
 		t.Fatal("negative liveness accepted")
 	}
 }

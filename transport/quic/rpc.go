@@ -63,7 +63,7 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, body []byte) (
 	}
 }
 
-// watchedRoundTrip is roundTrip under the liveness watch of conn (see Liveness): a peer
+// watchedRoundTrip is roundTrip under the liveness watch of conn (transport.Liveness): a peer
 // that answers neither the call nor a probe ends it with an error matching ErrStalled
 // and transport.ErrUnreachable. Any answer on the stream counts as hearing from the
 // peer. Calls of an identity without a certificate (enrollment) are not watched.
@@ -71,28 +71,18 @@ func (e *Endpoint) watchedRoundTrip(ctx context.Context, str *quicgo.Stream, con
 	if e.liveness.Off || e.id.Anonymous() || !transport.LivenessWatched(ctx) {
 		return e.roundTrip(ctx, str, method, body)
 	}
-	l := e.live(conn)
-	wctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		e.watch(wctx, cancel, conn, l)
-	}()
-	pr := progress{str: str, l: l}
-	reply, written, err := e.roundTripVia(wctx, str, pr, pr, method, body)
-	var te *transport.Error
-	if err == nil || errors.As(err, &te) {
-		l.heardFrom()
+	var reply []byte
+	var written bool
+	err := e.live(conn).Watch(ctx, e.liveness, e.prober(conn), str, func(ctx context.Context, rw io.ReadWriter) (bool, error) {
+		var err error
+		reply, written, err = e.roundTripVia(ctx, str, rw, rw, method, body)
+		var te *transport.Error
+		return err == nil || errors.As(err, &te), err
+	})
+	if err != nil {
+		return nil, written, err
 	}
-	cancel(nil)
-	<-done
-	if err != nil && ctx.Err() == nil {
-		if cause := context.Cause(wctx); errors.Is(cause, ErrStalled) {
-			return nil, written, cause
-		}
-	}
-	return reply, written, err
+	return reply, written, nil
 }
 
 // rpcALPN is the protocol this endpoint's calls use: ALPNEnroll for an identity without

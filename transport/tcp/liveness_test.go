@@ -102,7 +102,7 @@ func TestCallToPausedPeerStalls(t *testing.T) {
 		})})
 	f := newFreezer(t, srv.Addr())
 	cl := c.endpoint(tcp.Config{Identity: c.identity("node-2", transport.RoleNode),
-		Liveness: tcp.Liveness{After: 200 * time.Millisecond, Timeout: time.Second}})
+		Liveness: transport.Liveness{After: 200 * time.Millisecond, Timeout: time.Second}})
 	ctx := ctxT(t)
 	// Slow but alive: probes are answered, the call waits for its reply.
 	time.AfterFunc(1500*time.Millisecond, func() { close(release) })

@@ -62,9 +62,10 @@ type Config struct {
 	// header is read and before its body is; its error is the answer, the handler is not
 	// called and the body is read into nothing. Nodes refuse revoked certificates here.
 	CheckPeer transport.PeerCheck
-	// Liveness is how calls notice a peer that stopped answering; zero fields take
-	// defaults (DefaultLivenessAfter, DefaultLivenessTimeout).
-	Liveness Liveness
+	// Liveness is how calls notice a peer that stopped answering (transport.Liveness):
+	// the peer is watched across all its connections, and a probe is a ping on another
+	// pooled or new connection. Zero fields take the defaults.
+	Liveness transport.Liveness
 }
 
 // Endpoint is a TCP+TLS RPC server and client. It implements transport.Caller. Safe for
@@ -78,7 +79,7 @@ type Endpoint struct {
 	server  *tls.Config
 	maxIdle int
 	// liveness is Config.Liveness with defaults filled in.
-	liveness Liveness
+	liveness transport.Liveness
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,8 +90,8 @@ type Endpoint struct {
 		closed  bool
 		handler transport.Handler
 		idle    map[string][]idleConn
-		open    map[net.Conn]struct{} // every live connection, both directions
-		live    map[string]*peerLive  // peers calls have gone to
+		open    map[net.Conn]struct{}      // every live connection, both directions
+		live    map[string]*transport.Live // peers calls have gone to
 	}
 }
 
@@ -112,9 +113,9 @@ func New(cfg Config) (*Endpoint, error) {
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = DefaultMaxIdle
 	}
-	liveness, err := cfg.Liveness.withDefaults()
+	liveness, err := cfg.Liveness.WithDefaults()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tcp: new endpoint: %w", err)
 	}
 	e := &Endpoint{log: cfg.Logger.With("component", "tcp"), id: cfg.Identity, maxIdle: cfg.MaxIdle, check: cfg.CheckPeer, liveness: liveness,
 		client: cfg.Identity.ClientTLS(ALPN)}
@@ -135,7 +136,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e.mu.handler = cfg.Handler
 	e.mu.idle = map[string][]idleConn{}
 	e.mu.open = map[net.Conn]struct{}{}
-	e.mu.live = map[string]*peerLive{}
+	e.mu.live = map[string]*transport.Live{}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if cfg.ListenAddr != "" {
 		ln, err := net.Listen("tcp", cfg.ListenAddr)
