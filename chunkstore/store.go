@@ -11,8 +11,12 @@
 package chunkstore
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -148,4 +152,94 @@ func (k ShardKey) Less(o ShardKey) bool {
 		return k.ID.Less(o.ID)
 	}
 	return k.Index < o.Index
+}
+
+// PGLister is a ShardStore that lists the shards of one placement group and tells which
+// PGs changed, so that repair's cost grows with the PGs that changed rather than with the
+// shards stored (segstore, memstore and the chunkrpc ShardClient implement it). PGs are
+// placement.Map.PG's: pg = first 8 bytes of the chunk ID, big-endian, mod pgCount, with
+// pgCount a power of two ≥ 1.
+type PGLister interface {
+	ShardStore
+	// EnumeratePG calls fn for every shard of PG pg of pgCount whose key is after after
+	// in PG order (nil: from the start; see PGLess), in PG order, in the caller's
+	// goroutine. fn returning an error stops and returns it. A pgCount that is not a
+	// power of two, or pg ≥ pgCount, fails with ErrInvalid.
+	EnumeratePG(ctx context.Context, pgCount, pg uint32, after *ShardKey, fn func(ShardInfo) error) error
+	// PGVersions returns the store's change marks for pgCount PGs. Read before a listing
+	// (EnumeratePG or EnumerateShards), equal marks on a later call mean that nothing of
+	// that PG was put or deleted since: the listing is still what the store holds.
+	PGVersions(ctx context.Context, pgCount uint32) (PGVersions, error)
+}
+
+// PGBuckets is the granularity of PG change marks: PGs are tracked by the low 16 bits of
+// their number (the low 16 bits of the chunk ID's first 8 bytes, big-endian).
+const PGBuckets = 1 << 16
+
+// PGVersions is a store's change marks. Two marks are comparable only under the same
+// Incarnation, which a store draws anew whenever its marks restart (at every open, after
+// an index rebuild).
+type PGVersions struct {
+	Incarnation uint64
+	// Seqs has min(pgCount, PGBuckets) entries; PG pg's mark is Seqs[pg%len(Seqs)].
+	// A mark changes whenever a shard of its PGs is put or deleted.
+	Seqs []uint64
+}
+
+// Of returns PG pg's mark (0 when Seqs is empty).
+func (v PGVersions) Of(pg uint32) uint64 {
+	if len(v.Seqs) == 0 {
+		return 0
+	}
+	return v.Seqs[int(pg)%len(v.Seqs)]
+}
+
+// PGOf is placement.Map.PG for a power-of-two pgCount (0 counts as 1).
+func PGOf(id chunk.ID, pgCount uint32) uint32 {
+	if pgCount == 0 {
+		return 0
+	}
+	return uint32(binary.BigEndian.Uint64(id[:8]) % uint64(pgCount))
+}
+
+// PGBucket is the low 16 bits of id's PG number under any pgCount ≥ PGBuckets (and id's
+// PG under a smaller pgCount is PGBucket(id) % pgCount).
+func PGBucket(id chunk.ID) uint16 { return binary.BigEndian.Uint16(id[6:8]) }
+
+// PGSortKey orders the buckets so that the chunks of one PG are contiguous under every
+// power-of-two PG count up to PGBuckets: it is PGBucket with its 16 bits reversed, so a
+// PG's low bits, which are the PG number, lead.
+func PGSortKey(id chunk.ID) uint16 { return bits.Reverse16(PGBucket(id)) }
+
+// PGRange returns the PGSortKey range [lo, hi) of the chunks of PG pg of pgCount (for a
+// pgCount above PGBuckets, the range of its bucket, which holds other PGs too: filter with
+// PGOf). hi may be PGBuckets.
+func PGRange(pgCount, pg uint32) (lo, hi uint32) {
+	if pgCount >= PGBuckets {
+		k := uint32(bits.Reverse16(uint16(pg)))
+		return k, k + 1
+	}
+	b := bits.TrailingZeros32(pgCount) // pgCount = 1 << b
+	if b == 0 {
+		return 0, PGBuckets
+	}
+	k := uint32(bits.Reverse16(uint16(pg))) >> (16 - b) // pg's b bits reversed
+	span := uint32(1) << (16 - b)
+	return k * span, (k + 1) * span
+}
+
+// ValidPGCount reports whether pgCount is a power of two ≥ 1 and pg < pgCount.
+func ValidPGCount(pgCount, pg uint32) bool {
+	return pgCount != 0 && pgCount&(pgCount-1) == 0 && pg < pgCount
+}
+
+// PGCompare orders shard keys in PG order: by PGSortKey, then chunk ID, then index.
+func PGCompare(a, b ShardKey) int {
+	if ka, kb := PGSortKey(a.ID), PGSortKey(b.ID); ka != kb {
+		return cmp.Compare(ka, kb)
+	}
+	if c := bytes.Compare(a.ID[:], b.ID[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Index, b.Index)
 }

@@ -2,6 +2,8 @@ package memstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -32,6 +34,11 @@ type Shards struct {
 		m      map[chunkstore.ShardKey]storedShard
 		bytes  int64
 		chunks map[chunk.ID]chunkState // one entry per chunk with shards here
+		// PG change marks (PGVersions): per PG bucket, the value of seq at its last
+		// put or delete; incarnation is drawn when the store is first used.
+		pgSeq       map[uint16]uint64
+		seq         uint64
+		incarnation uint64
 	}
 }
 
@@ -79,6 +86,18 @@ func (s *Shards) initLocked() {
 	if s.mu.chunks == nil {
 		s.mu.chunks = make(map[chunk.ID]chunkState)
 	}
+	if s.mu.pgSeq == nil {
+		s.mu.pgSeq = make(map[uint16]uint64)
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it panics instead)
+		s.mu.incarnation = binary.BigEndian.Uint64(b[:])
+	}
+}
+
+// changedLocked bumps the PG change mark of id's bucket; s.mu is held for writing.
+func (s *Shards) changedLocked(id chunk.ID) {
+	s.mu.seq++
+	s.mu.pgSeq[chunkstore.PGBucket(id)] = s.mu.seq
 }
 
 // PutShards stores copies of the shards. A key already stored (or earlier in the same
@@ -104,6 +123,7 @@ func (s *Shards) PutShards(ctx context.Context, shards []chunkstore.Shard) error
 		cs.touched = now
 		if _, ok := s.mu.m[sh.Key]; !ok {
 			s.mu.m[sh.Key] = storedShard{meta: sh.Meta, data: slices.Clone(sh.Data)}
+			s.changedLocked(sh.Key.ID)
 			s.mu.bytes += int64(len(sh.Data))
 			cs.shards++
 			cs.bytes += int64(len(sh.Data))
@@ -148,6 +168,7 @@ func (s *Shards) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey) e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.initLocked()
 	for _, k := range keys {
 		s.deleteLocked(k)
 	}
@@ -164,6 +185,7 @@ func (s *Shards) deleteLocked(k chunkstore.ShardKey) int64 {
 	n := int64(len(st.data))
 	s.mu.bytes -= n
 	delete(s.mu.m, k)
+	s.changedLocked(k.ID)
 	cs := s.mu.chunks[k.ID]
 	cs.shards--
 	cs.bytes -= n
@@ -210,6 +232,62 @@ func (s *Shards) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey
 		}
 	}
 	return nil
+}
+
+var _ chunkstore.PGLister = (*Shards)(nil)
+
+// EnumeratePG calls fn for every shard of PG pg of pgCount with key after after in PG
+// order (chunkstore.PGCompare; all when after is nil), in that order, in the caller's
+// goroutine, from a copy taken at the start. It filters the whole map: the in-memory
+// store lists a PG at the cost of every shard.
+func (s *Shards) EnumeratePG(ctx context.Context, pgCount, pg uint32, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memstore: enumerate pg: %w", err)
+	}
+	if !chunkstore.ValidPGCount(pgCount, pg) {
+		return fmt.Errorf("memstore: enumerate pg %d of %d: %w", pg, pgCount, chunkstore.ErrInvalid)
+	}
+	s.mu.RLock()
+	var infos []chunkstore.ShardInfo
+	for k, st := range s.mu.m {
+		if chunkstore.PGOf(k.ID, pgCount) != pg || (after != nil && chunkstore.PGCompare(*after, k) >= 0) {
+			continue
+		}
+		infos = append(infos, chunkstore.ShardInfo{Key: k, Meta: st.meta, Len: uint32(len(st.data))})
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(infos, func(a, b chunkstore.ShardInfo) int { return chunkstore.PGCompare(a.Key, b.Key) })
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("memstore: enumerate pg: %w", err)
+		}
+		if err := fn(info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PGVersions returns the store's PG change marks (chunkstore.PGLister): every put of a
+// new key and every delete of a stored one changes the mark of its PG.
+func (s *Shards) PGVersions(ctx context.Context, pgCount uint32) (chunkstore.PGVersions, error) {
+	if err := ctx.Err(); err != nil {
+		return chunkstore.PGVersions{}, fmt.Errorf("memstore: pg versions: %w", err)
+	}
+	if !chunkstore.ValidPGCount(pgCount, 0) {
+		return chunkstore.PGVersions{}, fmt.Errorf("memstore: pg versions: pg count %d: %w", pgCount, chunkstore.ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.initLocked()
+	v := chunkstore.PGVersions{Incarnation: s.mu.incarnation, Seqs: make([]uint64, min(pgCount, chunkstore.PGBuckets))}
+	mask := len(v.Seqs) - 1
+	for b, q := range s.mu.pgSeq {
+		if q > v.Seqs[int(b)&mask] {
+			v.Seqs[int(b)&mask] = q
+		}
+	}
+	return v, nil
 }
 
 // Stats reports the live shard count and bytes. Segments and Capacity are 0.
@@ -307,6 +385,7 @@ func (s *Shards) SweepChunks(ctx context.Context, ids []chunk.ID, cutoff time.Ti
 	seen := make(map[chunk.ID]bool, len(ids))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.initLocked()
 	for _, id := range ids {
 		cs, ok := s.mu.chunks[id]
 		if !ok || seen[id] {

@@ -70,7 +70,7 @@ func FuzzIndexValue(f *testing.F) {
 		dataCRC: 99,
 	}))
 	f.Add(appendIndexValue(nil, &indexValue{}))
-	f.Add([]byte{indexVersion})
+	f.Add([]byte{indexValueVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, err := parseIndexValue(b)
 		loc, lerr := parseLocation(b)

@@ -12,15 +12,22 @@ import (
 const (
 	prefixLive  = 'l' // 'l' + segment(4) -> live bytes(8)
 	prefixMeta  = 'm' // 'm' + name -> store-wide values
+	prefixPG    = 'p' // 'p' + PG sort key(2) + chunk ID(32) + index(1) -> PG listing value
 	prefixShard = 's' // 's' + chunk ID(32) + index(1) -> index value
 	prefixTouch = 't' // 't' + chunk ID(32) -> last write or touch, Unix nanoseconds(8)
 
-	// indexVersion 2 added touch times ('t' keys and m/touchfloor). Open upgrades a
-	// version 1 index in place; see FORMAT.md.
-	indexVersion   = 2
+	// indexVersion 2 added touch times ('t' keys and m/touchfloor); 3 added the PG
+	// listing ('p' keys). Open upgrades versions 1 and 2 in place; see FORMAT.md.
+	indexVersion   = 3
 	touchKeyLen    = 1 + chunk.Size
 	shardKeyLen    = 1 + chunk.Size + 1
+	pgKeyLen       = 1 + 2 + chunk.Size + 1
 	indexValueBase = 33 // fixed part of an index value, before the writer
+	// indexValueVersion is the first byte of every shard index value ('s' keys): the
+	// value layout has not changed since index version 2, which wrote 2 there.
+	indexValueVersion = 2
+	pgValueVersion    = 1
+	pgValueBase       = 17 // fixed part of a PG listing value, before the writer
 )
 
 // Immutable key constants (byte slices cannot be consts); never modified.
@@ -35,6 +42,8 @@ var (
 	liveLower  = []byte{prefixLive}
 	liveUpper  = []byte{prefixLive + 1}
 	touchLower = []byte{prefixTouch}
+	pgLower    = []byte{prefixPG}
+	pgUpper    = []byte{prefixPG + 1}
 	touchUpper = []byte{prefixTouch + 1}
 )
 
@@ -72,6 +81,66 @@ func parseShardKey(b []byte) (chunkstore.ShardKey, error) {
 	return chunkstore.ShardKey{ID: chunk.ID(b[1 : 1+chunk.Size]), Index: b[1+chunk.Size]}, nil
 }
 
+// appendPGKey appends k's PG listing key: 'p', chunkstore.PGSortKey (so that the shards
+// of one PG are one key range under any power-of-two PG count up to 65536), chunk ID,
+// index.
+func appendPGKey(dst []byte, k chunkstore.ShardKey) []byte {
+	dst = append(dst, prefixPG)
+	dst = binary.BigEndian.AppendUint16(dst, chunkstore.PGSortKey(k.ID))
+	dst = append(dst, k.ID[:]...)
+	return append(dst, k.Index)
+}
+
+// pgBound returns the smallest PG listing key with sort key sk (sk may be 65536: the end
+// of the PG key space).
+func pgBound(sk uint32) []byte {
+	if sk >= chunkstore.PGBuckets {
+		return pgUpper
+	}
+	return binary.BigEndian.AppendUint16([]byte{prefixPG}, uint16(sk))
+}
+
+func parsePGKey(b []byte) (chunkstore.ShardKey, error) {
+	if len(b) != pgKeyLen || b[0] != prefixPG {
+		return chunkstore.ShardKey{}, fmt.Errorf("segstore: malformed PG index key %x", b)
+	}
+	k := chunkstore.ShardKey{ID: chunk.ID(b[3 : 3+chunk.Size]), Index: b[3+chunk.Size]}
+	if binary.BigEndian.Uint16(b[1:3]) != chunkstore.PGSortKey(k.ID) {
+		return chunkstore.ShardKey{}, fmt.Errorf("segstore: PG index key %x under the wrong sort key", b)
+	}
+	return k, nil
+}
+
+// appendPGValue encodes what a PG listing reports of v (no location, so compaction,
+// which moves records, leaves PG listing keys alone):
+// version(1)=1 dataLen(4) K(1) M(1) chunkLen(4) chunkCRC(4) writerLen(2) writer.
+func appendPGValue(dst []byte, v *indexValue) []byte {
+	dst = append(dst, pgValueVersion)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(v.loc.dataLen))
+	dst = append(dst, v.meta.K, v.meta.M)
+	dst = binary.BigEndian.AppendUint32(dst, v.meta.ChunkLen)
+	dst = binary.BigEndian.AppendUint32(dst, v.meta.ChunkCRC)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(v.meta.Writer)))
+	return append(dst, v.meta.Writer...)
+}
+
+// parsePGValue decodes a PG listing value into meta and data length.
+func parsePGValue(b []byte) (chunkstore.ShardMeta, uint32, error) {
+	if len(b) < pgValueBase || b[0] != pgValueVersion {
+		return chunkstore.ShardMeta{}, 0, fmt.Errorf("segstore: malformed PG index value (%d bytes)", len(b))
+	}
+	w := int(binary.BigEndian.Uint16(b[15:17]))
+	if len(b) != pgValueBase+w {
+		return chunkstore.ShardMeta{}, 0, fmt.Errorf("segstore: malformed PG index value (%d bytes, writer %d)", len(b), w)
+	}
+	return chunkstore.ShardMeta{
+		K: b[5], M: b[6],
+		ChunkLen: binary.BigEndian.Uint32(b[7:11]),
+		ChunkCRC: binary.BigEndian.Uint32(b[11:15]),
+		Writer:   string(b[pgValueBase:]),
+	}, binary.BigEndian.Uint32(b[1:5]), nil
+}
+
 func liveKey(seg uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte{prefixLive}, seg)
 }
@@ -100,7 +169,7 @@ type indexValue struct {
 // version(1) segment(4) offset(8) dataLen(4) K(1) M(1) chunkLen(4) chunkCRC(4)
 // dataCRC(4) writerLen(2) writer.
 func appendIndexValue(dst []byte, v *indexValue) []byte {
-	dst = append(dst, indexVersion)
+	dst = append(dst, indexValueVersion)
 	dst = binary.BigEndian.AppendUint32(dst, v.loc.seg)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(v.loc.off))
 	dst = binary.BigEndian.AppendUint32(dst, uint32(v.loc.dataLen))
@@ -114,7 +183,7 @@ func appendIndexValue(dst []byte, v *indexValue) []byte {
 
 // parseLocation decodes the location part of an index value without allocating.
 func parseLocation(b []byte) (location, error) {
-	if len(b) < indexValueBase || b[0] != indexVersion {
+	if len(b) < indexValueBase || b[0] != indexValueVersion {
 		return location{}, fmt.Errorf("segstore: malformed index value (%d bytes)", len(b))
 	}
 	loc := location{

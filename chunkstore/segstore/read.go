@@ -330,3 +330,92 @@ func (s *Store) Locate(key chunkstore.ShardKey) (path string, offset int64, leng
 	}
 	return filepath.Join(s.dir, segName(loc.seg)), loc.dataOff(), int64(loc.dataLen), nil
 }
+
+var _ chunkstore.PGLister = (*Store)(nil)
+
+// EnumeratePG calls fn for every shard of PG pg of pgCount with key after after in PG
+// order (chunkstore.PGCompare; all when after is nil), in that order, in the caller's
+// goroutine. It reads the PG listing keys ('p', FORMAT.md), one key range per PG, so
+// its cost grows with the PG's shards, not the store's. Like EnumerateShards it
+// iterates over a consistent view taken at the start.
+func (s *Store) EnumeratePG(ctx context.Context, pgCount, pg uint32, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("segstore: enumerate pg: %w", err)
+	}
+	defer s.exit()
+	if !chunkstore.ValidPGCount(pgCount, pg) {
+		return fmt.Errorf("segstore: enumerate pg %d of %d: %w", pg, pgCount, chunkstore.ErrInvalid)
+	}
+	lo, hi := chunkstore.PGRange(pgCount, pg)
+	lower, upper := pgBound(lo), pgBound(hi)
+	if after != nil {
+		if a := append(appendPGKey(nil, *after), 0); bytes.Compare(a, lower) > 0 {
+			lower = a // the smallest key above after
+		}
+	}
+	if bytes.Compare(lower, upper) >= 0 {
+		return nil
+	}
+	s.indexMu.RLock()
+	err := s.indexErr
+	var iter *pebble.Iterator
+	if err == nil {
+		iter, err = s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	}
+	s.indexMu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("segstore: enumerate pg: %w", err)
+	}
+	defer iter.Close()
+	n := 0
+	for valid := iter.First(); valid; valid = iter.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("segstore: enumerate pg: %w", err)
+			}
+		}
+		key, err := parsePGKey(iter.Key())
+		if err != nil {
+			return err
+		}
+		if chunkstore.PGOf(key.ID, pgCount) != pg {
+			continue // pgCount above 65536: the bucket holds other PGs too
+		}
+		meta, dlen, err := parsePGValue(iter.Value())
+		if err != nil {
+			return fmt.Errorf("segstore: enumerate pg %s: %w", keyStr(key), err)
+		}
+		if err := fn(chunkstore.ShardInfo{Key: key, Meta: meta, Len: dlen}); err != nil {
+			return err
+		}
+	}
+	if err := iter.Error(); err != nil {
+		return fmt.Errorf("segstore: enumerate pg: %w", err)
+	}
+	return nil
+}
+
+// PGVersions returns the store's PG change marks (chunkstore.PGLister). They are kept in
+// memory: every group commit that puts or deletes shards sets the marks of their PG
+// buckets to a new value, a rebuild of the index sets all of them, and every Open draws
+// a new incarnation. Its cost is one pass over the 65536 buckets.
+func (s *Store) PGVersions(ctx context.Context, pgCount uint32) (chunkstore.PGVersions, error) {
+	if err := s.enter(); err != nil {
+		return chunkstore.PGVersions{}, fmt.Errorf("segstore: pg versions: %w", err)
+	}
+	defer s.exit()
+	if err := ctx.Err(); err != nil {
+		return chunkstore.PGVersions{}, fmt.Errorf("segstore: pg versions: %w", err)
+	}
+	if !chunkstore.ValidPGCount(pgCount, 0) {
+		return chunkstore.PGVersions{}, fmt.Errorf("segstore: pg versions: pg count %d: %w", pgCount, chunkstore.ErrInvalid)
+	}
+	v := chunkstore.PGVersions{Incarnation: s.incarnation, Seqs: make([]uint64, min(pgCount, chunkstore.PGBuckets))}
+	mask := len(v.Seqs) - 1
+	for b := range s.pgSeq {
+		if q := s.pgSeq[b].Load(); q > v.Seqs[b&mask] {
+			v.Seqs[b&mask] = q
+		}
+	}
+	return v, nil
+}

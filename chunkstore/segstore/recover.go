@@ -28,6 +28,9 @@ func (s *Store) rebuild(ctx context.Context) error {
 	b := s.db.NewBatch()
 	err := b.DeleteRange(shardLower, shardUpper, nil)
 	if err == nil {
+		err = b.DeleteRange(pgLower, pgUpper, nil)
+	}
+	if err == nil {
 		err = b.DeleteRange(liveLower, liveUpper, nil)
 	}
 	if err == nil {
@@ -71,6 +74,12 @@ func (s *Store) rebuild(ctx context.Context) error {
 		return err
 	}
 	s.indexErr = nil
+	// Every PG counts as changed: a listing from before the rebuild may hold keys the
+	// rebuild did not bring back (damage found on the way).
+	seq := s.pgSeqNext.Add(1)
+	for i := range s.pgSeq {
+		s.pgSeq[i].Store(seq)
+	}
 	return nil
 }
 

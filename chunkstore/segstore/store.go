@@ -2,6 +2,7 @@ package segstore
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,6 +71,14 @@ type Store struct {
 	readPool sync.Pool // *readBuf scratch space for GetShard
 
 	salt []byte // key of record tags (dir/salt); set by Open, never changed
+
+	// pgSeq holds the PG change marks (PGVersions), in memory only: for each of the
+	// chunkstore.PGBuckets buckets, the value of pgSeqNext at its last change. They
+	// restart at every Open under a new incarnation (random, so that a mark taken before
+	// a restart never equals one taken after).
+	pgSeq       []atomic.Uint64
+	pgSeqNext   atomic.Uint64
+	incarnation uint64
 
 	corrupt atomic.Int64 // damaged records found since Open (Stats.Corrupt)
 	// compacted counts what compactions did since Open (CompactTotals).
@@ -152,6 +161,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		compactorDone: make(chan struct{}),
 	}
 	s.w.ap.s = s
+	s.pgSeq = make([]atomic.Uint64, chunkstore.PGBuckets)
+	var inc [8]byte
+	if _, err := rand.Read(inc[:]); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("segstore: open %s: draw incarnation: %w", dir, err)
+	}
+	s.incarnation = binary.BigEndian.Uint64(inc[:])
 	err = s.load(fresh)
 	if err == nil {
 		s.filter, err = s.loadFilter()
@@ -221,20 +237,25 @@ func (s *Store) load(fresh bool) error {
 		if err := s.rebuild(ctx); err != nil {
 			return err
 		}
-	case len(ver) == 4 && binary.BigEndian.Uint32(ver) == 1:
-		// Version 1 kept no touch times: every chunk counts as touched now.
-		s.log.Info("segstore: upgrading index to version 2 (touch times); every stored chunk counts as written now", "dir", s.dir)
-		b := s.db.NewBatch()
-		err := b.Set(keyTouchFloor, encodeNanos(now.UnixNano()), nil)
-		if err == nil {
-			err = b.Set(keyVersion, binary.BigEndian.AppendUint32(nil, indexVersion), nil)
+	case len(ver) == 4 && (binary.BigEndian.Uint32(ver) == 1 || binary.BigEndian.Uint32(ver) == 2):
+		if binary.BigEndian.Uint32(ver) == 1 {
+			// Version 1 kept no touch times: every chunk counts as touched now.
+			s.log.Info("segstore: upgrading index to version 2 (touch times); every stored chunk counts as written now", "dir", s.dir)
+			b := s.db.NewBatch()
+			err := b.Set(keyTouchFloor, encodeNanos(now.UnixNano()), nil)
+			if err == nil {
+				err = b.Set(keyVersion, binary.BigEndian.AppendUint32(nil, 2), nil)
+			}
+			if err == nil {
+				err = b.Commit(s.pebbleSync())
+			}
+			b.Close()
+			if err != nil {
+				return fmt.Errorf("segstore: open %s: upgrade index: %w", s.dir, err)
+			}
 		}
-		if err == nil {
-			err = b.Commit(s.pebbleSync())
-		}
-		b.Close()
-		if err != nil {
-			return fmt.Errorf("segstore: open %s: upgrade index: %w", s.dir, err)
+		if err := s.upgradePGKeys(); err != nil {
+			return err
 		}
 		if err := s.catchUp(ctx, now); err != nil {
 			return err
@@ -255,6 +276,58 @@ func (s *Store) load(fresh bool) error {
 	s.w.off = s.w.cur.size.Load()
 	s.curSeg.Store(s.w.cur.num)
 	return s.leaveDamagedSegment()
+}
+
+// upgradeBatchKeys is how many PG listing keys upgradePGKeys writes per batch.
+const upgradeBatchKeys = 1 << 14
+
+// upgradePGKeys upgrades a version 2 index to version 3 in place: it writes the PG
+// listing key of every shard key (in batches without sync, after clearing any PG key
+// left over), then sets m/version to 3 in a synced batch. Interrupted, the index is still
+// version 2 and the next Open starts over. It runs in Open, before the writer starts.
+func (s *Store) upgradePGKeys() error {
+	start := s.opts.Now()
+	if err := s.db.DeleteRange(pgLower, pgUpper, pebble.NoSync); err != nil {
+		return fmt.Errorf("segstore: open %s: upgrade index to version 3: %w", s.dir, err)
+	}
+	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return fmt.Errorf("segstore: open %s: upgrade index to version 3: %w", s.dir, err)
+	}
+	b := s.db.NewBatch()
+	var kb, vb []byte
+	n := 0
+	for valid := iter.First(); valid && err == nil; valid = iter.Next() {
+		var key chunkstore.ShardKey
+		var v indexValue
+		if key, err = parseShardKey(iter.Key()); err != nil {
+			break
+		}
+		if v, err = parseIndexValue(iter.Value()); err != nil {
+			err = fmt.Errorf("%s: %w", keyStr(key), err)
+			break
+		}
+		kb, vb = appendPGKey(kb[:0], key), appendPGValue(vb[:0], &v)
+		err = b.Set(kb, vb, nil)
+		if n++; err == nil && n%upgradeBatchKeys == 0 {
+			err = b.Commit(pebble.NoSync)
+			b.Close()
+			b = s.db.NewBatch()
+		}
+	}
+	err = errors.Join(err, iter.Error(), iter.Close())
+	if err == nil {
+		err = b.Set(keyVersion, binary.BigEndian.AppendUint32(nil, indexVersion), nil)
+	}
+	if err == nil {
+		err = b.Commit(s.pebbleSync())
+	}
+	b.Close()
+	if err != nil {
+		return fmt.Errorf("segstore: open %s: upgrade index to version 3: %w", s.dir, err)
+	}
+	s.log.Info("segstore: upgraded index to version 3 (PG listing keys)", "dir", s.dir, "shards", n, "took", s.opts.Now().Sub(start))
+	return nil
 }
 
 // leaveDamagedSegment starts a new segment for the writer if recovery stopped at damage

@@ -442,6 +442,7 @@ type applier struct {
 	touched   map[chunk.ID]struct{} // chunks whose touch entry is set to now
 	untouched map[chunk.ID]struct{} // chunks whose touch entry is removed
 	sync      bool                  // the commit must be durable on its own
+	buckets   map[uint16]struct{}   // PG buckets of the keys put or deleted (PGVersions)
 	kbuf      []byte
 	vbuf      []byte
 }
@@ -461,6 +462,7 @@ func (a *applier) begin(now time.Time) {
 		a.dLive = make(map[uint32]int64)
 		a.touched = make(map[chunk.ID]struct{})
 		a.untouched = make(map[chunk.ID]struct{})
+		a.buckets = make(map[uint16]struct{})
 	}
 	a.now = now.UnixNano()
 }
@@ -474,6 +476,7 @@ func (a *applier) discard() {
 	clear(a.dLive)
 	clear(a.touched)
 	clear(a.untouched)
+	clear(a.buckets)
 	a.dShards, a.dBytes = 0, 0
 	a.sync = false
 }
@@ -539,6 +542,12 @@ func (a *applier) put(key chunkstore.ShardKey, v *indexValue) (bool, error) {
 	if err := a.batch.Set(a.kbuf, a.vbuf, nil); err != nil {
 		return false, err
 	}
+	a.kbuf = appendPGKey(a.kbuf[:0], key)
+	a.vbuf = appendPGValue(a.vbuf[:0], v)
+	if err := a.batch.Set(a.kbuf, a.vbuf, nil); err != nil {
+		return false, err
+	}
+	a.buckets[chunkstore.PGBucket(key.ID)] = struct{}{}
 	if f := a.s.filter; f != nil {
 		f.add(key) // before the batch that holds key is committed
 	}
@@ -559,6 +568,11 @@ func (a *applier) del(key chunkstore.ShardKey) (bool, error) {
 	if err := a.batch.Delete(a.kbuf, nil); err != nil {
 		return false, err
 	}
+	a.kbuf = appendPGKey(a.kbuf[:0], key)
+	if err := a.batch.Delete(a.kbuf, nil); err != nil {
+		return false, err
+	}
+	a.buckets[chunkstore.PGBucket(key.ID)] = struct{}{}
 	a.pending[key] = pendingEntry{}
 	a.dShards--
 	a.dBytes -= int64(e.loc.dataLen)
@@ -609,6 +623,15 @@ func (a *applier) commit(cp checkpoint) error {
 	}
 	s.shards.Add(a.dShards)
 	s.bytes.Add(a.dBytes)
+	if len(a.buckets) > 0 {
+		// After the commit: a PGVersions read before it, followed by a listing after
+		// it, pairs an old mark with new contents, which only costs a second listing;
+		// the other way round would hide a change.
+		seq := s.pgSeqNext.Add(1)
+		for b := range a.buckets {
+			s.pgSeq[b].Store(seq)
+		}
+	}
 	for num, d := range a.dLive {
 		if seg := s.segment(num); seg != nil {
 			seg.live.Add(d)

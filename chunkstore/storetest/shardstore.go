@@ -39,6 +39,7 @@ func RunShardStore(t *testing.T, open func(t *testing.T) chunkstore.ShardStore) 
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
+	runPGLister(t, open)
 }
 
 func putShards(t *testing.T, s chunkstore.ShardStore, shards ...chunkstore.Shard) {
