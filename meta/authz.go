@@ -27,6 +27,10 @@ const (
 	RoleNode Role = "node"
 	// RoleSystem is the meta server itself (calls with no principal in their context).
 	RoleSystem Role = "system"
+	// RoleReplication is another cluster's replication job: it reads the vault records
+	// (with key wraps) and snapshots of the vaults its certificate names, and obtains
+	// grants to read their sealed chunks. An empty scope reads nothing.
+	RoleReplication Role = "replication"
 )
 
 // Action is one permission.
@@ -80,6 +84,8 @@ func (p Principal) Can(act Action, vault VaultID) bool {
 		return act == ActRead && p.inScope(vault)
 	case RoleNode:
 		return act == ActRead || act == ActClusterMap
+	case RoleReplication:
+		return act == ActRead && vault != "" && slices.Contains(p.Vaults, vault)
 	}
 	return false
 }
@@ -118,11 +124,12 @@ func (p Principal) SeesTopology() bool {
 }
 
 // SeesKeyWraps reports whether p may receive vault key wraps (with the vault records it
-// may read): admins, the meta server itself, and the agents and restore operators of the
-// vault. Nodes never do: a stolen node key must not allow offline passphrase guessing.
+// may read): admins, the meta server itself, and the agents, restore operators and
+// replication jobs of the vault (a replica carries the wraps, so that the vault can be
+// restored at the second site). Nodes never do: a stolen node key must not allow offline passphrase guessing.
 func (p Principal) SeesKeyWraps() bool {
 	switch p.Role {
-	case RoleAdmin, RoleSystem, RoleBackupAgent, RoleRestoreOperator:
+	case RoleAdmin, RoleSystem, RoleBackupAgent, RoleRestoreOperator, RoleReplication:
 		return true
 	}
 	return false

@@ -27,6 +27,9 @@ const (
 	CertRoleAdmin   = "admin"
 	CertRoleAgent   = "agent"
 	CertRoleRestore = "restore-operator"
+	// CertRoleReplication is another cluster's replication job (issue 19): read-only,
+	// scoped to the vaults it names.
+	CertRoleReplication = "replication"
 )
 
 // How a certificate came to be (IssuedCert.How).
@@ -124,10 +127,12 @@ type JoinInfo struct {
 // IssueCertRequest asks for an admin or restore-operator certificate for the key of a
 // CSR (the private key stays with its owner). The CSR's common name must be Principal.
 type IssueCertRequest struct {
-	Role      string   `cbor:"role"` // admin or restore-operator
+	Role      string   `cbor:"role"` // admin, restore-operator or replication
 	Principal string   `cbor:"principal"`
-	CSR       []byte   `cbor:"csr"`              // DER PKCS#10
-	Vaults    []string `cbor:"vaults,omitempty"` // restore-operator scope; empty: every vault
+	CSR       []byte   `cbor:"csr"` // DER PKCS#10
+	// Vaults is a restore operator's scope (empty: every vault) or the vaults a
+	// replication certificate reads (required).
+	Vaults []string `cbor:"vaults,omitempty"`
 	Validity  int64    `cbor:"validity,omitempty"`
 }
 
@@ -205,7 +210,7 @@ func ValidateIssuedCert(c IssuedCert) error {
 		return fmt.Errorf("%w: issued certificate %s: not after %s is not after not before %s", ErrInvalid, c.Serial, c.NotAfter, c.NotBefore)
 	}
 	switch c.Role {
-	case CertRoleNode, CertRoleMeta, CertRoleAdmin, CertRoleAgent, CertRoleRestore:
+	case CertRoleNode, CertRoleMeta, CertRoleAdmin, CertRoleAgent, CertRoleRestore, CertRoleReplication:
 	default:
 		return fmt.Errorf("%w: issued certificate %s: unknown role %q", ErrInvalid, c.Serial, c.Role)
 	}

@@ -78,7 +78,7 @@ func endpointFor(t *testing.T, id *pki.Identity) *cquic.Endpoint {
 }
 
 // TestAuthzMatrix calls every method of the authorization table with every credential
-// (agent, restore operator, admin, chunk node, meta node, anonymous, revoked) over
+// (agent, restore operator, replication, admin, chunk node, meta node, anonymous, revoked) over
 // loopback QUIC against one dev cluster, and checks each answer against the cell of
 // docs/security.md: a refused cell is refused before its handler (PermissionDenied, or
 // Unauthenticated without a certificate), an allowed one is never refused for the
@@ -119,6 +119,7 @@ func TestAuthzMatrix(t *testing.T) {
 	callers := []caller{
 		{name: "matrix-agent", role: authz.Agent, ep: endpointFor(t, issue("matrix-agent", transport.RoleAgent, "v1")), handshake: true},
 		{name: "matrix-restore", role: authz.Restore, ep: endpointFor(t, issue("matrix-restore", transport.RoleRestore, "v1")), handshake: true},
+		{name: "matrix-repl", role: authz.Replication, ep: endpointFor(t, issue("matrix-repl", transport.RoleReplication, "v1")), handshake: true},
 		{name: "matrix-admin", role: authz.Admin, ep: endpointFor(t, adminID), handshake: true},
 		{name: "matrix-node", role: authz.Node, ep: endpointFor(t, issue("matrix-node", transport.RoleNode))},
 		{name: "matrix-meta", role: authz.Meta, ep: endpointFor(t, issue("matrix-meta", transport.RoleMeta))},
@@ -237,7 +238,7 @@ func TestAuthzMatrix(t *testing.T) {
 	})
 
 	t.Run("agent topology reads", func(t *testing.T) {
-		for _, cl := range callers[:2] { // agent, restore operator
+		for _, cl := range callers[:3] { // agent, restore operator, replication
 			mc := metarpc.NewClient(cl.ep, []string{metaAddr})
 			if _, err := mc.RaftStatus(ctx); transport.CodeOf(err) != transport.PermissionDenied {
 				t.Errorf("%s: admin status (meta.RaftStatus): %v, want permission denied", cl.role, err)

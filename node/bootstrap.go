@@ -49,6 +49,8 @@ const (
 	SignAdmin   = "admin"
 	SignRestore = "restore-operator"
 	SignIssuer  = "issuer"
+	// SignReplication is another cluster's replication job, scoped to --vaults.
+	SignReplication = "replication"
 )
 
 // exists reports whether path exists (errors other than not-exist count as existing,
@@ -134,13 +136,13 @@ func CARequest(dataDir, id string, issuer bool) error {
 type SignOptions struct {
 	CADir string // holds ca.pem and ca-key.pem
 	CSR   []byte // PEM certificate request
-	// Role is meta, chunk, admin, restore-operator, or issuer (a meta server's issuing
-	// CA, path length 0).
+	// Role is meta, chunk, admin, restore-operator, replication, or issuer (a meta
+	// server's issuing CA, path length 0).
 	Role string
 	// ID is the principal (node ID, admin name) or, for issuer, the meta server's ID. The
 	// CSR must name it (for an issuer: pki.IssuerName(ID)); another name is refused.
 	ID       string
-	Vaults   []string      // restore-operator scope
+	Vaults   []string      // restore-operator scope; the vaults a replication job reads (required)
 	Validity time.Duration // 0: the default of the role
 }
 
@@ -188,11 +190,16 @@ func CASign(o SignOptions, now time.Time) ([]byte, error) {
 		role = transport.RoleAdmin
 	case SignRestore:
 		role = transport.RoleRestore
+	case SignReplication:
+		role = transport.RoleReplication
+		if len(o.Vaults) == 0 {
+			return nil, fmt.Errorf("%w: node: ca sign: a replication certificate names the vaults it replicates (--vaults)", meta.ErrInvalid)
+		}
 	default:
-		return nil, fmt.Errorf("%w: node: ca sign: role %q: want meta, chunk, admin, restore-operator or issuer", meta.ErrInvalid, o.Role)
+		return nil, fmt.Errorf("%w: node: ca sign: role %q: want meta, chunk, admin, restore-operator, replication or issuer", meta.ErrInvalid, o.Role)
 	}
-	if len(o.Vaults) > 0 && role != transport.RoleRestore {
-		return nil, fmt.Errorf("%w: node: ca sign: only restore-operator certificates are scoped to vaults", meta.ErrInvalid)
+	if len(o.Vaults) > 0 && role != transport.RoleRestore && role != transport.RoleReplication {
+		return nil, fmt.Errorf("%w: node: ca sign: only restore-operator and replication certificates are scoped to vaults", meta.ErrInvalid)
 	}
 	serial, err := pki.NewSerial()
 	if err != nil {

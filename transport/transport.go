@@ -134,6 +134,11 @@ const (
 	// RoleRestore is a restore operator: it reads snapshots (of its vaults, when the
 	// certificate names any) and changes nothing.
 	RoleRestore Role = "restore-operator"
+	// RoleReplication is a replication job of another cluster (issue 19): it reads the
+	// sealed chunks, snapshot records, locks, holds and key wraps of the vaults its
+	// certificate names (never of others; a certificate naming none reads nothing) and
+	// changes nothing.
+	RoleReplication Role = "replication"
 )
 
 // IsNode reports whether r is a cluster node's role (a chunk node or a meta server):

@@ -12,6 +12,9 @@ func AuthzRules() []authz.Rule {
 	}
 	leaderOrder := authz.If("from the current meta leader, for the current GC epoch")
 	grant := authz.If("a restore grant for its principal and vault covering every chunk")
+	// A replication job reads sealed chunks the way a restore operator does: through a
+	// grant of a snapshot of a vault its certificate names.
+	replGrant := authz.If("a grant for its principal and a vault it names, covering every chunk")
 	return []authz.Rule{
 		shard(MethodShardPut, "store shards (the coordinator's writes, repair)", false, authz.Allow),
 		shard(MethodShardGet, "read one shard", false, authz.Allow),
@@ -25,9 +28,9 @@ func AuthzRules() []authz.Rule {
 		{Method: MethodChunkPut, Doc: "store chunks through a coordinating node",
 			Agent: authz.Allow, Admin: authz.Allow},
 		{Method: MethodChunkGet, Doc: "read one chunk through a coordinating node",
-			Agent: authz.Allow, Restore: grant, Admin: authz.Allow},
+			Agent: authz.Allow, Restore: grant, Admin: authz.Allow, Replication: replGrant},
 		{Method: MethodChunkGetMany, Doc: "read chunks in one call",
-			Agent: authz.Allow, Restore: grant, Admin: authz.Allow},
+			Agent: authz.Allow, Restore: grant, Admin: authz.Allow, Replication: replGrant},
 		{Method: MethodChunkHas, Doc: "which chunks are stored (dedup)",
 			Agent: authz.Allow, Admin: authz.Allow},
 		{Method: MethodGCPrepare, Destructive: true, Doc: "GC phase 1: record the node's cutoff", Meta: leaderOrder},

@@ -87,6 +87,9 @@ func (gg *grantGate) authorize(ctx context.Context, store chunkstore.Store, peer
 	if err != nil {
 		return transport.Errorf(transport.Unavailable, "chunkrpc: cannot judge restore grants: %v", err)
 	}
+	if peer.Role == transport.RoleReplication && len(peer.Vaults) == 0 {
+		return transport.Errorf(transport.PermissionDenied, "chunkrpc: %s %q: a replication certificate that names no vault reads nothing", peer.Role, peer.Principal)
+	}
 	gg.verified.Add(1)
 	g, err := grant.Verify(gg.key, token, now)
 	if err != nil {

@@ -89,7 +89,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		}
 		out, err = s.serveShard(ctx, peer, method, body)
 	case MethodChunkPut, MethodChunkGet, MethodChunkGetMany, MethodChunkHas:
-		if peer.Role == transport.RoleRestore {
+		if peer.Role == transport.RoleRestore || peer.Role == transport.RoleReplication {
 			if err := s.checkRestoreRead(ctx, peer, method, body); err != nil {
 				return nil, err
 			}

@@ -105,13 +105,16 @@ func (c *nodeTokenCmd) run(ctx context.Context, a *app, args []string) error {
 func adminCertIssueSpec() *cmdSpec {
 	return &cmdSpec{
 		name:  "admin cert issue",
-		short: "issue an admin or restore-operator certificate from a CSR",
+		short: "issue an admin, restore-operator or replication certificate from a CSR",
 		long: `Signs a certificate for the key of a certificate signing request (--csr
 FILE, PEM), so that the private key never leaves its owner (make a key and CSR
-with "coffer cert request"). --role is admin or restore-operator, --principal
-the certificate's name; the CSR must have been made for that name (a request
-for another name is refused). A restore operator may be limited to vaults
-(--vaults a,b). A meta server's issuing CA signs; the result is the
+with "coffer cert request"). --role is admin, restore-operator or
+replication, --principal the certificate's name; the CSR must have been made
+for that name (a request for another name is refused). A restore operator may
+be limited to vaults (--vaults a,b). A replication certificate (for "coffer
+admin replicate add" on another cluster) must name the vaults it may read
+(--vaults): it reads their sealed chunks, snapshots, locks, holds and key
+wraps, and nothing else. A meta server's issuing CA signs; the result is the
 certificate followed by the issuer's, written to --out (default stdout).
 Admin certificate only; audited.
 
@@ -120,6 +123,7 @@ not_after, issuer, cert (PEM).`,
 		examples: []string{
 			"coffer admin cert issue --role admin --principal bob --csr bob.csr --out bob.pem",
 			"coffer admin cert issue --role restore-operator --principal dr --csr dr.csr --vaults web01,db",
+			"coffer admin cert issue --role replication --principal site-b --csr site-b.csr --vaults web01 --out site-b.pem",
 		},
 		new: func() command { return &certIssueCmd{} },
 	}
@@ -131,10 +135,10 @@ type certIssueCmd struct {
 }
 
 func (c *certIssueCmd) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.role, "role", "", "`ROLE`: admin or restore-operator (required)")
+	fs.StringVar(&c.role, "role", "", "`ROLE`: admin, restore-operator or replication (required)")
 	fs.StringVar(&c.principal, "principal", "", "the certificate's `NAME` (required; the CSR's name)")
 	fs.StringVar(&c.csr, "csr", "", "the certificate request `FILE` (PEM; required)")
-	fs.StringVar(&c.vaults, "vaults", "", "restore-operator only: comma-separated `VAULTS` (default every vault)")
+	fs.StringVar(&c.vaults, "vaults", "", "comma-separated `VAULTS`: a restore operator's (default every vault), a replication job's (required)")
 	fs.StringVar(&c.validity, "validity", "1y", "certificate lifetime (`DURATION`: 90d, 1y)")
 	fs.StringVar(&c.out, "out", "", "write the certificate to `FILE` (default stdout)")
 }
@@ -156,8 +160,8 @@ func (c *certIssueCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) > 0 {
 		return usagef(spec, "admin cert issue takes no arguments, got %q", args[0])
 	}
-	if c.role != meta.CertRoleAdmin && c.role != meta.CertRoleRestore {
-		return usagef(spec, "--role %q: want admin or restore-operator (nodes join with a node token, agents enroll)", c.role)
+	if c.role != meta.CertRoleAdmin && c.role != meta.CertRoleRestore && c.role != meta.CertRoleReplication {
+		return usagef(spec, "--role %q: want admin, restore-operator or replication (nodes join with a node token, agents enroll)", c.role)
 	}
 	if err := meta.ValidateAgentName(c.principal); err != nil {
 		return usagef(spec, "--principal: %v", err)
@@ -170,8 +174,11 @@ func (c *certIssueCmd) run(ctx context.Context, a *app, args []string) error {
 		return usagef(spec, "--validity %q: want a positive duration", c.validity)
 	}
 	vaults := splitComma(c.vaults)
-	if len(vaults) > 0 && c.role != meta.CertRoleRestore {
-		return usagef(spec, "--vaults is for restore-operator certificates")
+	if len(vaults) > 0 && c.role == meta.CertRoleAdmin {
+		return usagef(spec, "--vaults is for restore-operator and replication certificates")
+	}
+	if len(vaults) == 0 && c.role == meta.CertRoleReplication {
+		return usagef(spec, "--vaults is required for a replication certificate (the vaults it replicates)")
 	}
 	b, err := os.ReadFile(c.csr)
 	if err != nil {

@@ -107,10 +107,10 @@ func cmdCASign(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	caDir := fs.String("ca-dir", "", "the root CA `directory` (cofferd ca init --out)")
 	csr := fs.String("csr", "", "the certificate request `file` (PEM)")
-	role := fs.String("role", "", "meta, chunk, admin, restore-operator or issuer")
+	role := fs.String("role", "", "meta, chunk, admin, restore-operator, replication or issuer")
 	id := fs.String("id", "", "the principal `NAME` (node ID, admin name; for issuer the meta server's ID)")
 	out := fs.String("out", "", "the certificate `file` to write")
-	vaults := fs.String("vaults", "", "restore-operator only: comma-separated `VAULTS` it may restore (default all)")
+	vaults := fs.String("vaults", "", "restore-operator: comma-separated `VAULTS` it may restore (default all); replication: the vaults it reads (required)")
 	validity := fs.Duration("validity", 0, "certificate lifetime (`DURATION`; default 1 year, issuers 5 years)")
 	if err := fs.Parse(args); err != nil {
 		return 2

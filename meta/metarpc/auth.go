@@ -60,8 +60,8 @@ func (h *Server) checkDelegation(peer transport.Peer, method string, body []byte
 
 // PrincipalOf maps a verified peer to the principal the meta server authorizes: admin
 // certificates to meta.RoleAdmin, agent certificates to meta.RoleBackupAgent,
-// restore-operator certificates to meta.RoleRestoreOperator, node certificates to
-// meta.RoleNode; vault scopes come from the certificate. Any other peer gets a principal
+// restore-operator certificates to meta.RoleRestoreOperator, replication certificates to
+// meta.RoleReplication, node certificates to meta.RoleNode; vault scopes come from the certificate. Any other peer gets a principal
 // with no role, which may do nothing.
 func PrincipalOf(peer transport.Peer) meta.Principal {
 	p := meta.Principal{Name: peer.Principal}
@@ -74,8 +74,10 @@ func PrincipalOf(peer transport.Peer) meta.Principal {
 		p.Role = meta.RoleRestoreOperator
 	case transport.RoleNode, transport.RoleMeta:
 		p.Role = meta.RoleNode
+	case transport.RoleReplication:
+		p.Role = meta.RoleReplication
 	}
-	if p.Role == meta.RoleBackupAgent || p.Role == meta.RoleRestoreOperator {
+	if p.Role == meta.RoleBackupAgent || p.Role == meta.RoleRestoreOperator || p.Role == meta.RoleReplication {
 		for _, v := range peer.Vaults {
 			p.Vaults = append(p.Vaults, meta.VaultID(v))
 		}

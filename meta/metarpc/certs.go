@@ -30,10 +30,10 @@ func certRules() []authz.Rule {
 		{Method: MethodJoinNode, Doc: "exchange a node join token and a CSR for a node or meta certificate, the cluster secret and the meta servers",
 			Meta:      authz.If("forwarding a join from a follower"),
 			Anonymous: authz.If("on meta servers; the one-time token is the credential and fixes role and ID")},
-		{Method: MethodIssueCert, Destructive: true, Doc: "sign an admin or restore-operator certificate for a CSR of that principal",
+		{Method: MethodIssueCert, Destructive: true, Doc: "sign an admin, restore-operator or replication certificate for a CSR of that principal",
 			Admin: authz.Allow, Meta: fwd},
 		{Method: MethodRenewCert, Audit: "cert renew", Doc: "a new certificate, same identity, for the caller's new key",
-			Agent: own, Restore: own, Admin: own, Node: own, Meta: authz.If("its own certificate, or forwarding a caller's")},
+			Agent: own, Restore: own, Admin: own, Node: own, Meta: authz.If("its own certificate, or forwarding a caller's"), Replication: own},
 		{Method: MethodListCerts, Doc: "issued certificates with their lifetimes, and revocations",
 			Admin: authz.Allow, Meta: fwd},
 	}

@@ -198,9 +198,14 @@ func (s *Server) issueCert(ctx context.Context, req meta.IssueCertRequest) (meta
 		}
 	case meta.CertRoleRestore:
 		role = transport.RoleRestore
+	case meta.CertRoleReplication:
+		role = transport.RoleReplication
+		if len(req.Vaults) == 0 {
+			return meta.CertResult{}, fmt.Errorf("%w: server: a replication certificate names the vaults it replicates (--vaults)", meta.ErrInvalid)
+		}
 	default:
-		return meta.CertResult{}, fmt.Errorf("%w: server: issue certificate: role %q: want %q or %q (nodes join with a token, agents enroll with one)",
-			meta.ErrInvalid, req.Role, meta.CertRoleAdmin, meta.CertRoleRestore)
+		return meta.CertResult{}, fmt.Errorf("%w: server: issue certificate: role %q: want %q, %q or %q (nodes join with a token, agents enroll with one)",
+			meta.ErrInvalid, req.Role, meta.CertRoleAdmin, meta.CertRoleRestore, meta.CertRoleReplication)
 	}
 	if err := meta.ValidateAgentName(req.Principal); err != nil {
 		return meta.CertResult{}, fmt.Errorf("server: issue certificate: principal: %w", err)
@@ -276,6 +281,8 @@ func (s *Server) renewCert(ctx context.Context, req meta.RenewRequest) (meta.Cer
 		role = transport.RoleAgent
 	case meta.CertRoleRestore:
 		role = transport.RoleRestore
+	case meta.CertRoleReplication:
+		role = transport.RoleReplication
 	default:
 		return meta.CertResult{}, fmt.Errorf("%w: server: renew: certificate role %q cannot be renewed", meta.ErrDenied, pr.Role)
 	}

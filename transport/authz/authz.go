@@ -29,10 +29,12 @@ const (
 	Node      Role = "node" // a chunk node
 	Meta      Role = "meta" // a meta server
 	Anonymous Role = "anonymous"
+	// Replication is another cluster's replication job: reads of its vaults only.
+	Replication Role = "replication"
 )
 
 // Roles returns every role of the table, in column order.
-func Roles() []Role { return []Role{Agent, Restore, Admin, Node, Meta, Anonymous} }
+func Roles() []Role { return []Role{Agent, Restore, Admin, Node, Meta, Anonymous, Replication} }
 
 // RoleOf returns the table role of an authenticated or anonymous peer, and false for a
 // certificate role the table does not know (such a peer is refused everything).
@@ -51,6 +53,8 @@ func RoleOf(p transport.Peer) (Role, bool) {
 		return Node, true
 	case transport.RoleMeta:
 		return Meta, true
+	case transport.RoleReplication:
+		return Replication, true
 	}
 	return "", false
 }
@@ -120,6 +124,8 @@ type Rule struct {
 	Doc string
 
 	Agent, Restore, Admin, Node, Meta, Anonymous Cell
+	// Replication is the cell of another cluster's replication job (refused unless set).
+	Replication Cell
 }
 
 // Audited reports whether the rule's refusals are recorded in the audit log: a
@@ -150,6 +156,8 @@ func (r Rule) Cell(role Role) Cell {
 		return r.Meta
 	case Anonymous:
 		return r.Anonymous
+	case Replication:
+		return r.Replication
 	}
 	return Cell{}
 }

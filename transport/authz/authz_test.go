@@ -67,9 +67,9 @@ func TestNewTableRefusesBadRules(t *testing.T) {
 func TestMarkdown(t *testing.T) {
 	md := authz.MustTable(rules).Markdown()
 	for _, want := range []string{
-		"| Method | agent | restore-operator | admin | node | meta | anonymous |",
-		"| `x.Delete` (D) | refused | refused | allowed | refused | refused | refused |",
-		"| `x.Read` | conditional: its vaults | refused | allowed | allowed | allowed | refused |",
+		"| Method | agent | restore-operator | admin | node | meta | anonymous | replication |",
+		"| `x.Delete` (D) | refused | refused | allowed | refused | refused | refused | refused |",
+		"| `x.Read` | conditional: its vaults | refused | allowed | allowed | allowed | refused | refused |",
 	} {
 		if !strings.Contains(md, want+"\n") {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

@@ -138,8 +138,9 @@ type IssueRequest struct {
 	IPs        []net.IP       // IP SANs (informational: peers are not checked by address)
 	DNS        []string       // DNS SANs (informational)
 	Validity   time.Duration  // zero means DefaultValidity; capped at the CA's expiry
-	// Vaults scopes an agent or restore-operator certificate to these vaults (URI SANs
-	// "coffer:vault:NAME"); empty means every vault.
+	// Vaults scopes an agent, restore-operator or replication certificate to these
+	// vaults (URI SANs "coffer:vault:NAME"); empty means every vault, except for a
+	// replication certificate, which must name at least one.
 	Vaults []string
 }
 
@@ -191,7 +192,7 @@ func (ca *CA) template(req IssueRequest, now time.Time) (*x509.Certificate, erro
 	switch req.Role {
 	case transport.RoleNode, transport.RoleMeta:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	case transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
+	case transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore, transport.RoleReplication:
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	default:
 		return nil, fmt.Errorf("pki: issue %s: %w: unknown role %q", req.CommonName, ErrInvalid, req.Role)
@@ -206,6 +207,9 @@ func (ca *CA) template(req IssueRequest, now time.Time) (*x509.Certificate, erro
 	notAfter := now.Add(validity)
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
+	}
+	if req.Role == transport.RoleReplication && len(req.Vaults) == 0 {
+		return nil, fmt.Errorf("pki: issue %s: %w: a replication certificate names the vaults it replicates", req.CommonName, ErrInvalid)
 	}
 	var uris []*url.URL
 	for _, v := range req.Vaults {

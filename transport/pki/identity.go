@@ -229,7 +229,7 @@ func roleOf(c *x509.Certificate) (transport.Role, error) {
 			c.Subject.CommonName, ErrInvalid, c.Subject.OrganizationalUnit)
 	}
 	switch r := transport.Role(c.Subject.OrganizationalUnit[0]); r {
-	case transport.RoleNode, transport.RoleMeta, transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore:
+	case transport.RoleNode, transport.RoleMeta, transport.RoleAdmin, transport.RoleAgent, transport.RoleRestore, transport.RoleReplication:
 		return r, nil
 	default:
 		return "", fmt.Errorf("pki: certificate %q: %w: unknown role %q", c.Subject.CommonName, ErrInvalid, r)
