@@ -127,13 +127,13 @@ type JoinInfo struct {
 // IssueCertRequest asks for an admin or restore-operator certificate for the key of a
 // CSR (the private key stays with its owner). The CSR's common name must be Principal.
 type IssueCertRequest struct {
-	Role      string   `cbor:"role"` // admin, restore-operator or replication
-	Principal string   `cbor:"principal"`
-	CSR       []byte   `cbor:"csr"` // DER PKCS#10
+	Role      string `cbor:"role"` // admin, restore-operator or replication
+	Principal string `cbor:"principal"`
+	CSR       []byte `cbor:"csr"` // DER PKCS#10
 	// Vaults is a restore operator's scope (empty: every vault) or the vaults a
 	// replication certificate reads (required).
-	Vaults []string `cbor:"vaults,omitempty"`
-	Validity  int64    `cbor:"validity,omitempty"`
+	Vaults   []string `cbor:"vaults,omitempty"`
+	Validity int64    `cbor:"validity,omitempty"`
 }
 
 // Presented is the certificate a caller authenticated with, as the server that received

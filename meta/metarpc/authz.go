@@ -29,7 +29,7 @@ func AuthzRules() []authz.Rule {
 		{Method: MethodGetSnapshot, Doc: "read one snapshot",
 			Agent: ownVaults, Restore: ownVaults, Admin: authz.Allow, Meta: fwd, Replication: named},
 		{Method: MethodClusterMap, Doc: "read the cluster map",
-			Agent:   authz.If("entry points only: the addresses of usable chunk nodes"),
+			Agent:       authz.If("entry points only: the addresses of usable chunk nodes"),
 			Restore:     authz.If("entry points only: the addresses of usable chunk nodes"),
 			Replication: authz.If("entry points only: the addresses of usable chunk nodes"),
 			Admin:       authz.Allow, Node: authz.Allow, Meta: authz.Allow},
