@@ -15,6 +15,12 @@
 // missing, damaged or differs from the re-encoded stripe; a stripe with fewer than k
 // good shards is reported by name.
 //
+// A stripe short of k shards on every node (each node that may hold one listed, none
+// down) for two minutes is what a put that failed part-way left behind: an acknowledged
+// put stores k+1 shards or more. Nothing can read it, and it would keep its PG
+// unreadable until garbage collection swept it, so the pass asks every node once more
+// and deletes what is left (a later put of the chunk writes a whole stripe).
+//
 // Passes are idempotent: a pass interrupted by a restart is simply run again, and the
 // work already done shows up as shards in place. Writes are throttled (bytes/s) and at
 // most ConcurrentPGs PGs are worked on at once.

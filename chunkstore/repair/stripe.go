@@ -342,3 +342,72 @@ func (w *Worker) read(ctx context.Context, nd placement.Node, s *stripe, i int, 
 	}
 	return sh.Data, nil
 }
+
+// dropPartial deletes what is left of stripe s when it is still short of k shards: every
+// node of m that may hold a shard (all but the decommissioned) is asked again for every
+// position, and the shards go only when all of them answered and fewer than k distinct
+// positions are held. It reports whether the stripe is gone.
+//
+// Such a stripe is what a put that failed part-way left behind: an acknowledged put
+// stores at least k+1 shards, and the caller asks only after the stripe has been short
+// everywhere for abandonAge. The second look right before the delete keeps a put of the
+// same chunk that lands meanwhile: its shards bring the stripe to k. (A put that only
+// re-confirms the old shards, first write wins, in the instant between the look and the
+// delete would count them; the commit check's Has then finds the chunk short and the
+// agent uploads it again, so no snapshot commits on it.)
+func (w *Worker) dropPartial(ctx context.Context, m *placement.Map, k int, s *stripe, peers *peerLog) bool {
+	n := len(s.shards)
+	keys := make([]chunkstore.ShardKey, n)
+	for i := range keys {
+		keys[i] = chunkstore.ShardKey{ID: s.id, Index: uint8(i)}
+	}
+	type held struct {
+		st   chunkstore.ShardStore
+		keys []chunkstore.ShardKey
+	}
+	var holders []held
+	positions := make([]bool, n)
+	for _, nd := range m.Nodes {
+		if nd.State == placement.StateDecommissioned {
+			continue
+		}
+		if nd.State == placement.StateDown {
+			return false
+		}
+		st := w.cfg.Shards(nd)
+		if st == nil {
+			return false
+		}
+		has, err := st.HasShards(ctx, keys)
+		if err != nil || len(has) != n {
+			peers.fail(nd.ID, "has", err)
+			return false
+		}
+		var mine []chunkstore.ShardKey
+		for i, ok := range has {
+			if ok {
+				positions[i] = true
+				mine = append(mine, keys[i])
+			}
+		}
+		if len(mine) > 0 {
+			holders = append(holders, held{st, mine})
+		}
+	}
+	count := 0
+	for _, ok := range positions {
+		if ok {
+			count++
+		}
+	}
+	if count >= k {
+		return false
+	}
+	gone := true
+	for _, h := range holders {
+		if err := h.st.DeleteShards(ctx, h.keys); err != nil {
+			gone = false
+		}
+	}
+	return gone
+}

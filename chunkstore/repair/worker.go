@@ -29,6 +29,10 @@ const (
 	// suspectAge is how long a stripe must stay short of k shards before a repair
 	// pass reports it unreadable (deep scrubs report at once).
 	suspectAge = 30 * time.Second
+	// abandonAge is how long a stripe must stay short of k shards, with every node that
+	// could hold one listed, before a pass deletes what is left of it (dropPartial): far
+	// longer than any put stays in flight.
+	abandonAge = 2 * time.Minute
 )
 
 // Config configures a Worker.
@@ -247,6 +251,9 @@ type PassResult struct {
 	Rebuilt, Copied, Dropped int64
 	Missing, Corrupt         int64
 	Unreadable               []string
+	// Abandoned counts the partial stripes deleted (dropPartial): chunks of puts that
+	// failed with fewer than k shards stored.
+	Abandoned int64
 }
 
 // Pass runs one repair pass (a deep scrub when deep) over the PGs this node leads under
@@ -286,15 +293,23 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 		w.mu.Unlock()
 	}()
 
-	// List what every reachable node holds for the led PGs.
+	// List what every reachable node holds for the led PGs. whole: every node that may
+	// hold a shard was listed (none down, none failed), so a stripe found short of k
+	// shards is short everywhere.
 	byID := map[chunk.ID]*stripe{}
 	var listErrs []error
+	whole := true
 	for _, nd := range m.Nodes {
-		if nd.State == placement.StateDown || nd.State == placement.StateDecommissioned || len(work) == 0 {
+		if nd.State == placement.StateDecommissioned || len(work) == 0 {
+			continue
+		}
+		if nd.State == placement.StateDown {
+			whole = false
 			continue
 		}
 		st := w.cfg.Shards(nd)
 		if st == nil {
+			whole = false
 			continue
 		}
 		err := st.EnumerateShards(ctx, nil, func(si chunkstore.ShardInfo) error {
@@ -318,6 +333,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			}
 			listErrs = append(listErrs, fmt.Errorf("list shards of %s: %w", nd.ID, err))
 			peers.fail(nd.ID, "list", err)
+			whole = false
 		}
 	}
 
@@ -366,24 +382,36 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 						return
 					}
 					o := w.fixStripe(ctx, m.Epoch, pw.desired, k, s, deep, peers)
+					unreadable := false
+					if o.unreadable != "" {
+						first, seen := prevSuspect[s.id]
+						if !seen {
+							first = start
+						}
+						// A stripe short of k shards everywhere for abandonAge is what a
+						// failed put left: nothing can read it, and it only keeps its PG
+						// unreadable. Its shards go (a later put of the chunk writes a
+						// whole stripe again).
+						if seen && whole && start.Sub(first) >= abandonAge && w.dropPartial(ctx, m, k, s, peers) {
+							pr.Abandoned++
+							continue
+						}
+						resMu.Lock()
+						suspect[s.id] = first
+						resMu.Unlock()
+						if deep || start.Sub(first) >= suspectAge {
+							unreadable = true
+							named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
+						}
+					}
 					h.Stripes++
 					h.Bytes += int64(s.shardLen) * int64(n)
 					h.MinHealthy = min(h.MinHealthy, o.healthy)
 					if o.healthy < n {
 						h.Degraded++
 					}
-					if o.unreadable != "" {
-						first, seen := prevSuspect[s.id]
-						if !seen {
-							first = start
-						}
-						resMu.Lock()
-						suspect[s.id] = first
-						resMu.Unlock()
-						if deep || start.Sub(first) >= suspectAge {
-							h.Unreadable++
-							named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
-						}
+					if unreadable {
+						h.Unreadable++
 					}
 					if o.corrupt > 0 {
 						pr.Corrupt += int64(o.corrupt)
@@ -405,6 +433,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				res.Dropped += pr.Dropped
 				res.Missing += pr.Missing
 				res.Corrupt += pr.Corrupt
+				res.Abandoned += pr.Abandoned
 				res.Unreadable = append(res.Unreadable, named...)
 				resMu.Unlock()
 				w.mu.Lock()
@@ -438,6 +467,10 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	peers.log(w.cfg.Logger, m.Epoch)
 	for _, u := range res.Unreadable {
 		w.cfg.Logger.Error("repair: stripe unreadable", "stripe", u)
+	}
+	if res.Abandoned > 0 {
+		w.cfg.Logger.Info("repair: deleted partial stripes of failed puts (short of k shards on every node)",
+			"epoch", m.Epoch, "stripes", res.Abandoned)
 	}
 	if res.Rebuilt+res.Copied+res.Dropped > 0 {
 		w.cfg.Logger.Info("repair pass", "epoch", m.Epoch, "deep", deep, "pgs", res.PGs, "stripes", res.Stripes,
