@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cofferhq/coffer/client/clientconfig"
@@ -247,12 +248,11 @@ func DevInit(o DevOptions, now time.Time) error {
 		if s.id == specs[0].id {
 			// The first meta node serves the status page to this host (plain HTTP on
 			// loopback: a dev cluster's admin has the whole directory anyway).
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			p, err := pickPort("127.0.0.1", true, false, &held)
 			if err != nil {
-				return fmt.Errorf("node: dev: pick port: %w", err)
+				return err
 			}
-			held = append(held, l)
-			c.StatusListen, c.StatusLoopback = l.Addr().String(), true
+			c.StatusListen, c.StatusLoopback = net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), true
 		}
 		if err := SaveConfig(filepath.Join(dir, "node.yaml"), c); err != nil {
 			return err
@@ -281,38 +281,20 @@ func DevInit(o DevOptions, now time.Time) error {
 // freeTCPPort picks a free TCP port (a metrics listener), keeping it bound in held
 // until every port is picked.
 func freeTCPPort(host string, held *[]io.Closer) (int, error) {
-	t, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("node: dev: pick port: %w", err)
-	}
-	*held = append(*held, t)
-	return t.Addr().(*net.TCPAddr).Port, nil
+	return pickPort(host, true, false, held)
 }
 
 // freePorts picks a free UDP port (QUIC) and a port free on both TCP and UDP (gossip).
 // The sockets that reserve them are appended to held; the caller closes them once every
 // port is picked.
 func freePorts(host string, held *[]io.Closer) (quicPort, gossipPort int, err error) {
-	u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, 0, fmt.Errorf("node: dev: pick port: %w", err)
+	if quicPort, err = pickPort(host, false, true, held); err != nil {
+		return 0, 0, err
 	}
-	*held = append(*held, u)
-	quicPort = u.LocalAddr().(*net.UDPAddr).Port
-	for range 50 {
-		t, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return 0, 0, fmt.Errorf("node: dev: pick port: %w", err)
-		}
-		p := t.Addr().(*net.TCPAddr).Port
-		gu, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(p)))
-		if err == nil {
-			*held = append(*held, t, gu)
-			return quicPort, p, nil
-		}
-		t.Close()
+	if gossipPort, err = pickPort(host, true, true, held); err != nil {
+		return 0, 0, err
 	}
-	return 0, 0, fmt.Errorf("node: dev: no free gossip port on %s", host)
+	return quicPort, gossipPort, nil
 }
 
 // DevConfigs loads every node config of a dev cluster directory, sorted by node ID
