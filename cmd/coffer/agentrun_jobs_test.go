@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/client/clientconfig"
 	"github.com/cofferhq/coffer/client/kms/kmstest"
-	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
 
@@ -57,47 +54,11 @@ func TestCLIAgentRunJobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster and waits for two minutes of schedule")
 	}
-	c := nodetest.New(t, nodetest.Opts{JobTimeout: 3 * time.Second})
-	dir := t.TempDir()
-	adminEnv := map[string]string{"COFFER_CONFIG": node.DevClientConfig(c.Dir)}
-	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, out, stderr := cli(t, adminEnv, "admin", "enroll-token", "create", "--vault", "web", "--name", "web01", "--ttl", "1h")
-	if code != exitOK {
-		t.Fatalf("enroll-token create: exit %d: %s %s", code, out, stderr)
-	}
-	agentDir := filepath.Join(dir, "agent")
-	if code, out, stderr := cli(t, map[string]string{}, "agent", "enroll", "--token", strings.TrimSpace(out),
-		"--meta", strings.Join(f.Meta, ","), "--ca", f.CA, "--out", agentDir); code != exitOK {
-		t.Fatalf("agent enroll: exit %d: %s %s", code, out, stderr)
-	}
-	agentEnv := map[string]string{
-		"COFFER_CONFIG":     filepath.Join(agentDir, "coffer.yaml"),
-		"COFFER_PASSPHRASE": "agent jobs passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
-	if code, _, stderr := cli(t, agentEnv, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("every minute"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"minutely", "--schedule", "* * * * *"},
-		{"hookfail", "--schedule", "*/5 * * * * *", "--pre-hook", "echo 'disk /mnt/data is not mounted' >&2; exit 3"},
-		{"stuck", "--schedule", "*/5 * * * * *", "--pre-hook", "sleep 600"},
-	} {
-		args = append(append([]string{"admin", "policy", "create"}, args...), "--path", src, "--host", "web01")
-		if code, out, stderr := cli(t, adminEnv, args...); code != exitOK {
-			t.Fatalf("policy create %s: exit %d: %s %s", args[3], code, out, stderr)
-		}
-	}
+	h := newAgentHost(t, nodetest.Opts{JobTimeout: 3 * time.Second}, "agent jobs passphrase",
+		[]string{"minutely", "--schedule", "* * * * *"},
+		[]string{"hookfail", "--schedule", "*/5 * * * * *", "--pre-hook", "echo 'disk /mnt/data is not mounted' >&2; exit 3"},
+		[]string{"stuck", "--schedule", "*/5 * * * * *", "--pre-hook", "sleep 600"})
+	adminEnv, agentEnv := h.adminEnv, h.agentEnv
 
 	// The agent: this test binary running coffer's main, in its own process group (the
 	// hook's sleep dies with it).
@@ -206,7 +167,7 @@ func TestCLIAgentRunJobs(t *testing.T) {
 	if own := cliJobs(t, agentEnv); len(own) == 0 {
 		t.Error("the agent sees none of its own jobs")
 	}
-	code, out, stderr = cli(t, adminEnv, "--json", "admin", "agents")
+	code, out, stderr := cli(t, adminEnv, "--json", "admin", "agents")
 	var agents []map[string]any
 	if code != exitOK || json.Unmarshal([]byte(out), &agents) != nil || len(agents) != 1 || agents[0]["host"] != "web01" {
 		t.Fatalf("admin agents: exit %d: %s %s", code, out, stderr)

@@ -2,42 +2,18 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/cofferhq/coffer/client/clientconfig"
-	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
-
-// syncBuffer is a bytes.Buffer safe to write from the daemon while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestAgentRunMetricsListen: `coffer agent run --metrics-listen ADDR` serves the agent's
 // Prometheus series, and a scheduled job the cluster accepted shows in
@@ -47,41 +23,8 @@ func TestAgentRunMetricsListen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	c := nodetest.New(t, nodetest.Opts{})
-	dir := t.TempDir()
-	adminEnv := map[string]string{"COFFER_CONFIG": node.DevClientConfig(c.Dir)}
-	f, err := clientconfig.Load(node.DevClientConfig(c.Dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, out, stderr := cli(t, adminEnv, "admin", "enroll-token", "create", "--vault", "web", "--name", "web01", "--ttl", "1h")
-	if code != exitOK {
-		t.Fatalf("enroll-token create: exit %d: %s %s", code, out, stderr)
-	}
-	agentDir := filepath.Join(dir, "agent")
-	if code, out, stderr := cli(t, map[string]string{}, "agent", "enroll", "--token", strings.TrimSpace(out),
-		"--meta", strings.Join(f.Meta, ","), "--ca", f.CA, "--out", agentDir); code != exitOK {
-		t.Fatalf("agent enroll: exit %d: %s %s", code, out, stderr)
-	}
-	agentEnv := map[string]string{
-		"COFFER_CONFIG":     filepath.Join(agentDir, "coffer.yaml"),
-		"COFFER_PASSPHRASE": "agent metrics passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
-	if code, _, stderr := cli(t, agentEnv, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("metrics"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if code, out, stderr := cli(t, adminEnv, "admin", "policy", "create", "every2s", "--schedule", "*/2 * * * * *",
-		"--path", src, "--host", "web01"); code != exitOK {
-		t.Fatalf("policy create: exit %d: %s %s", code, out, stderr)
-	}
+	h := newAgentHost(t, nodetest.Opts{}, "agent metrics passphrase", []string{"every2s", "--schedule", "*/2 * * * * *"})
+	agentEnv := h.agentEnv
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,18 +41,11 @@ func TestAgentRunMetricsListen(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	a, _, _ := newTestApp(agentEnv)
-	logs := &syncBuffer{}
-	a.stderr = logs
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- a.main(ctx, []string{"--log-format", "json", "agent", "run", "--max-jitter", "0", "--poll", "1s",
-			"--metrics-listen", addr})
-	}()
+	d := startAgentDaemon(agentEnv, "--log-format", "json", "agent", "run", "--max-jitter", "0", "--poll", "1s",
+		"--metrics-listen", addr)
+	logs := d.logs
 	defer func() {
-		cancel()
-		if code := <-done; code != exitOK {
+		if code := d.stop(); code != exitOK {
 			t.Errorf("agent run stopped with exit %d: %s", code, logs.String())
 		}
 		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
@@ -131,8 +67,8 @@ func TestAgentRunMetricsListen(t *testing.T) {
 			last = body
 		}
 		select {
-		case code := <-done:
-			t.Fatalf("agent run exited %d: %s", code, logs.String())
+		case <-d.exited:
+			t.Fatalf("agent run exited %d: %s", d.code, logs.String())
 		case <-time.After(200 * time.Millisecond): // poll interval, not synchronisation
 		}
 	}
