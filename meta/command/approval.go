@@ -78,63 +78,21 @@ func (SetApprovalPolicy) Type() Type { return TypeSetApprovalPolicy }
 // Type implements Body.
 func (SetMFA) Type() Type { return TypeSetMFA }
 
-// approvalName names the approval command types; ok is false for others.
-func approvalName(t Type) (string, bool) {
+// approvalKind describes the approval command type t; ok is false for other tags.
+func approvalKind(t Type) (kind, bool) {
 	switch t {
 	case TypeRequestApproval:
-		return "RequestApproval", true
+		return kindFor[RequestApproval]()
 	case TypeDecideApproval:
-		return "DecideApproval", true
+		return kindFor[DecideApproval]()
 	case TypeFinishApproval:
-		return "FinishApproval", true
+		return kindFor[FinishApproval]()
 	case TypeSetApprovalPolicy:
-		return "SetApprovalPolicy", true
+		return kindFor[SetApprovalPolicy]()
 	case TypeSetMFA:
-		return "SetMFA", true
+		return kindFor[SetMFA]()
 	case TypeMFAFailure:
-		return "MFAFailure", true
+		return kindFor[MFAFailure]()
 	}
-	return "", false
-}
-
-// isApproval reports whether b is an approval command.
-func isApproval(b Body) bool {
-	switch b.(type) {
-	case RequestApproval, DecideApproval, FinishApproval, SetApprovalPolicy, SetMFA, MFAFailure:
-		return true
-	}
-	return false
-}
-
-// decodeApproval decodes an approval command body; ok is false for other tags.
-func (c Codec) decodeApproval(t Type, raw []byte) (body Body, ok bool, err error) {
-	switch t {
-	case TypeRequestApproval:
-		var v RequestApproval
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	case TypeDecideApproval:
-		var v DecideApproval
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	case TypeFinishApproval:
-		var v FinishApproval
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	case TypeSetApprovalPolicy:
-		var v SetApprovalPolicy
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	case TypeSetMFA:
-		var v SetMFA
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	case TypeMFAFailure:
-		var v MFAFailure
-		err = c.dec.Unmarshal(raw, &v)
-		body = v
-	default:
-		return nil, false, nil
-	}
-	return body, true, err
+	return kind{}, false
 }

@@ -10,6 +10,7 @@ package command
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/cofferhq/coffer/meta"
@@ -48,82 +49,94 @@ const (
 )
 
 func (t Type) String() string {
-	switch t {
-	case TypeCreateVault:
-		return "CreateVault"
-	case TypeCommitSnapshot:
-		return "CommitSnapshot"
-	case TypeSetClusterMap:
-		return "SetClusterMap"
-	case TypeTickV1:
-		return "TickV1"
-	case TypeTick:
-		return "Tick"
-	case TypeDeleteSnapshots:
-		return "DeleteSnapshots"
-	case TypeSetLock:
-		return "SetLock"
-	case TypeSetHold:
-		return "SetHold"
-	case TypeRecordAudit:
-		return "RecordAudit"
-	case TypeDeleteVault:
-		return "DeleteVault"
-	case TypeUndeleteVault:
-		return "UndeleteVault"
-	case TypePurgeVault:
-		return "PurgeVault"
-	case TypeSetVaultPolicy:
-		return "SetVaultPolicy"
-	case TypeGCBegin:
-		return "GCBegin"
-	case TypeGCSweep:
-		return "GCSweep"
-	case TypeGCEnd:
-		return "GCEnd"
-	case TypeCreateEnrollToken:
-		return "CreateEnrollToken"
-	case TypeConsumeEnrollToken:
-		return "ConsumeEnrollToken"
-	case TypeRevokeCert:
-		return "RevokeCert"
-	case TypeRevokeEnrollToken:
-		return "RevokeEnrollToken"
-	case TypePutPolicy:
-		return "PutPolicy"
-	case TypeDeletePolicy:
-		return "DeletePolicy"
-	case TypeStartJob:
-		return "StartJob"
-	case TypeReportJob:
-		return "ReportJob"
-	case TypeHeartbeat:
-		return "Heartbeat"
-	case TypeExpireJobs:
-		return "ExpireJobs"
-	case TypeCompactJobs:
-		return "CompactJobs"
-	case TypeSetVaultKeys:
-		return "SetVaultKeys"
-	case TypeTouchKeyWrap:
-		return "TouchKeyWrap"
-	case TypeCreateNodeToken:
-		return "CreateNodeToken"
-	case TypeConsumeNodeToken:
-		return "ConsumeNodeToken"
-	case TypeRecordCert:
-		return "RecordCert"
-	}
-	if name, ok := opsName(t); ok {
-		return name
-	}
-	if name, ok := approvalName(t); ok {
-		return name
-	}
-	if name, ok := hostName(t); ok {
-		return name
+	if k, ok := kindOf(t); ok {
+		return k.name
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
+}
+
+// kind is what the codec knows of one command type.
+type kind struct {
+	name   string                            // the type's name (Type.String)
+	decode func(Codec, []byte) (Body, error) // decodes a body of the type strictly
+	is     func(Body) bool                   // reports whether a body is of the type
+}
+
+// kindFor describes the command body type T, named after the Go type; ok is true.
+func kindFor[T Body]() (k kind, ok bool) {
+	return kind{
+		name: reflect.TypeFor[T]().Name(),
+		decode: func(c Codec, raw []byte) (Body, error) {
+			var v T
+			if err := c.dec.Unmarshal(raw, &v); err != nil {
+				return nil, err
+			}
+			return v, nil
+		},
+		is: func(b Body) bool { _, ok := b.(T); return ok },
+	}, true
+}
+
+// kindOf describes command type t; ok is false for a tag this build does not know.
+func kindOf(t Type) (kind, bool) {
+	switch t {
+	case TypeCreateVault:
+		return kindFor[CreateVault]()
+	case TypeCommitSnapshot:
+		return kindFor[CommitSnapshot]()
+	case TypeSetClusterMap:
+		return kindFor[SetClusterMap]()
+	case TypeTickV1:
+		return kindFor[TickV1]()
+	case TypeTick:
+		return kindFor[Tick]()
+	case TypeDeleteSnapshots:
+		return kindFor[DeleteSnapshots]()
+	case TypeSetLock:
+		return kindFor[SetLock]()
+	case TypeSetHold:
+		return kindFor[SetHold]()
+	case TypeRecordAudit:
+		return kindFor[RecordAudit]()
+	case TypeDeleteVault:
+		return kindFor[DeleteVault]()
+	case TypeUndeleteVault:
+		return kindFor[UndeleteVault]()
+	case TypePurgeVault:
+		return kindFor[PurgeVault]()
+	case TypeSetVaultPolicy:
+		return kindFor[SetVaultPolicy]()
+	case TypeGCBegin:
+		return kindFor[GCBegin]()
+	case TypeGCSweep:
+		return kindFor[GCSweep]()
+	case TypeGCEnd:
+		return kindFor[GCEnd]()
+	case TypeCreateEnrollToken:
+		return kindFor[CreateEnrollToken]()
+	case TypeConsumeEnrollToken:
+		return kindFor[ConsumeEnrollToken]()
+	case TypeRevokeCert:
+		return kindFor[RevokeCert]()
+	case TypeRevokeEnrollToken:
+		return kindFor[RevokeEnrollToken]()
+	case TypeSetVaultKeys:
+		return kindFor[SetVaultKeys]()
+	case TypeTouchKeyWrap:
+		return kindFor[TouchKeyWrap]()
+	case TypeCreateNodeToken:
+		return kindFor[CreateNodeToken]()
+	case TypeConsumeNodeToken:
+		return kindFor[ConsumeNodeToken]()
+	case TypeRecordCert:
+		return kindFor[RecordCert]()
+	}
+	for _, family := range []func(Type) (kind, bool){jobsKind, opsKind, approvalKind, hostKind} {
+		if k, ok := family(t); ok {
+			return k, true
+		}
+	}
+	return kind{}, false
 }
 
 // ErrDecode marks a log entry that cannot be decoded (bad CBOR, unknown version or type).
@@ -246,17 +259,7 @@ func (c Codec) Encode(cmd Command) ([]byte, error) {
 		return nil, errors.New("command: encode: nil body")
 	}
 	t := cmd.Body.Type()
-	switch cmd.Body.(type) {
-	case CreateVault, CommitSnapshot, SetClusterMap, Tick, TickV1, DeleteSnapshots, SetLock, SetHold, RecordAudit,
-		DeleteVault, UndeleteVault, PurgeVault, SetVaultPolicy, GCBegin, GCSweep, GCEnd,
-		CreateEnrollToken, ConsumeEnrollToken, RevokeCert, RevokeEnrollToken:
-	case PutPolicy, DeletePolicy, StartJob, ReportJob, Heartbeat, ExpireJobs, CompactJobs:
-	case SetVaultKeys, TouchKeyWrap:
-	case CreateNodeToken, ConsumeNodeToken, RecordCert:
-	default:
-		if isOps(cmd.Body) || isApproval(cmd.Body) || isHost(cmd.Body) {
-			break
-		}
+	if k, ok := kindOf(t); !ok || !k.is(cmd.Body) {
 		return nil, fmt.Errorf("command: encode: unsupported body type %T", cmd.Body)
 	}
 	body, err := c.enc.Marshal(cmd.Body)
@@ -280,125 +283,13 @@ func (c Codec) Decode(b []byte) (Command, error) {
 	if env.Version != Version {
 		return Command{}, fmt.Errorf("%w: unknown envelope version %d (this build reads %d)", ErrDecode, env.Version, Version)
 	}
-	var body Body
-	var err error
-	switch t := Type(env.Type); t {
-	case TypeCreateVault:
-		var v CreateVault
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeCommitSnapshot:
-		var v CommitSnapshot
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeSetClusterMap:
-		var v SetClusterMap
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeTick:
-		var v Tick
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeTickV1:
-		var v TickV1
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeDeleteSnapshots:
-		var v DeleteSnapshots
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeSetLock:
-		var v SetLock
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeSetHold:
-		var v SetHold
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeRecordAudit:
-		var v RecordAudit
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeDeleteVault:
-		var v DeleteVault
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeUndeleteVault:
-		var v UndeleteVault
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypePurgeVault:
-		var v PurgeVault
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeSetVaultPolicy:
-		var v SetVaultPolicy
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeGCBegin:
-		var v GCBegin
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeGCSweep:
-		var v GCSweep
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeGCEnd:
-		var v GCEnd
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeCreateEnrollToken:
-		var v CreateEnrollToken
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeConsumeEnrollToken:
-		var v ConsumeEnrollToken
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeRevokeCert:
-		var v RevokeCert
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeRevokeEnrollToken:
-		var v RevokeEnrollToken
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypePutPolicy, TypeDeletePolicy, TypeStartJob, TypeReportJob, TypeHeartbeat, TypeExpireJobs, TypeCompactJobs:
-		body, err = c.decodeJobs(t, env.Body)
-	case TypeSetVaultKeys:
-		var v SetVaultKeys
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeTouchKeyWrap:
-		var v TouchKeyWrap
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeCreateNodeToken:
-		var v CreateNodeToken
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeConsumeNodeToken:
-		var v ConsumeNodeToken
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	case TypeRecordCert:
-		var v RecordCert
-		err = c.dec.Unmarshal(env.Body, &v)
-		body = v
-	default:
-		var ok bool
-		if body, ok, err = c.decodeOps(t, env.Body); !ok {
-			body, ok, err = c.decodeApproval(t, env.Body)
-		}
-		if !ok {
-			body, ok, err = c.decodeHost(t, env.Body)
-		}
-		if !ok {
-			return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
-		}
+	k, ok := kindOf(Type(env.Type))
+	if !ok {
+		return Command{}, fmt.Errorf("%w: unknown command type %d", ErrDecode, env.Type)
 	}
+	body, err := k.decode(c, env.Body)
 	if err != nil {
-		return Command{}, fmt.Errorf("%w: %s body: %v", ErrDecode, Type(env.Type), err)
+		return Command{}, fmt.Errorf("%w: %s body: %v", ErrDecode, k.name, err)
 	}
 	return Command{Time: env.Time, Body: body}, nil
 }

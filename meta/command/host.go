@@ -52,41 +52,17 @@ func (RequestHostRun) Type() Type { return TypeRequestHostRun }
 // Type implements Body.
 func (ExpireRetiredHost) Type() Type { return TypeExpireRetiredHost }
 
-// hostName names the host tags for Type.String.
-func hostName(t Type) (string, bool) {
+// hostKind describes the host command type t; ok is false for other tags.
+func hostKind(t Type) (kind, bool) {
 	switch t {
 	case TypeRetireHost:
-		return "RetireHost", true
+		return kindFor[RetireHost]()
 	case TypeReinstateHost:
-		return "ReinstateHost", true
+		return kindFor[ReinstateHost]()
 	case TypeRequestHostRun:
-		return "RequestHostRun", true
+		return kindFor[RequestHostRun]()
 	case TypeExpireRetiredHost:
-		return "ExpireRetiredHost", true
+		return kindFor[ExpireRetiredHost]()
 	}
-	return "", false
-}
-
-// isHost reports whether b is one of the host commands.
-func isHost(b Body) bool {
-	switch b.(type) {
-	case RetireHost, ReinstateHost, RequestHostRun, ExpireRetiredHost:
-		return true
-	}
-	return false
-}
-
-// decodeHost decodes a host body; ok is false for other tags.
-func (c Codec) decodeHost(t Type, raw []byte) (body Body, ok bool, err error) {
-	switch t {
-	case TypeRetireHost:
-		return decodeAs[RetireHost](c, raw)
-	case TypeReinstateHost:
-		return decodeAs[ReinstateHost](c, raw)
-	case TypeRequestHostRun:
-		return decodeAs[RequestHostRun](c, raw)
-	case TypeExpireRetiredHost:
-		return decodeAs[ExpireRetiredHost](c, raw)
-	}
-	return nil, false, nil
+	return kind{}, false
 }

@@ -1,10 +1,6 @@
 package command
 
-import (
-	"fmt"
-
-	"github.com/cofferhq/coffer/meta"
-)
+import "github.com/cofferhq/coffer/meta"
 
 // Backup policies, agents and jobs (issue 15): tags 120..139.
 const (
@@ -85,37 +81,23 @@ func (ExpireJobs) Type() Type { return TypeExpireJobs }
 // Type implements Body.
 func (CompactJobs) Type() Type { return TypeCompactJobs }
 
-// decodeJobs decodes the body of one of this file's commands.
-func (c Codec) decodeJobs(t Type, b []byte) (Body, error) {
+// jobsKind describes the policy, agent and job command type t; ok is false for other tags.
+func jobsKind(t Type) (kind, bool) {
 	switch t {
 	case TypePutPolicy:
-		var v PutPolicy
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[PutPolicy]()
 	case TypeDeletePolicy:
-		var v DeletePolicy
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[DeletePolicy]()
 	case TypeStartJob:
-		var v StartJob
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[StartJob]()
 	case TypeReportJob:
-		var v ReportJob
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[ReportJob]()
 	case TypeHeartbeat:
-		var v Heartbeat
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[Heartbeat]()
 	case TypeExpireJobs:
-		var v ExpireJobs
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[ExpireJobs]()
 	case TypeCompactJobs:
-		var v CompactJobs
-		err := c.dec.Unmarshal(b, &v)
-		return v, err
+		return kindFor[CompactJobs]()
 	}
-	return nil, fmt.Errorf("%w: unknown command type %d", ErrDecode, t)
+	return kind{}, false
 }

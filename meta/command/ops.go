@@ -1,10 +1,6 @@
 package command
 
-import (
-	"fmt"
-
-	"github.com/cofferhq/coffer/meta"
-)
+import "github.com/cofferhq/coffer/meta"
 
 // Operations (issue 15, steps 4-7: automatic retention, alerts, anomaly flags, verify
 // jobs): tags 140..159.
@@ -125,74 +121,29 @@ func (ResolveAlert) Type() Type { return TypeResolveAlert }
 // Type implements Body.
 func (AlertAttempt) Type() Type { return TypeAlertAttempt }
 
-// opsName names the operations tags for Type.String.
-func opsName(t Type) (string, bool) {
+// opsKind describes the operations command type t; ok is false for other tags.
+func opsKind(t Type) (kind, bool) {
 	switch t {
 	case TypeApplyRetention:
-		return "ApplyRetention", true
+		return kindFor[ApplyRetention]()
 	case TypeRetentionRound:
-		return "RetentionRound", true
+		return kindFor[RetentionRound]()
 	case TypeSetAlertSink:
-		return "SetAlertSink", true
+		return kindFor[SetAlertSink]()
 	case TypeRemoveAlertSink:
-		return "RemoveAlertSink", true
+		return kindFor[RemoveAlertSink]()
 	case TypeRaiseAlert:
-		return "RaiseAlert", true
+		return kindFor[RaiseAlert]()
 	case TypeResolveAlert:
-		return "ResolveAlert", true
+		return kindFor[ResolveAlert]()
 	case TypeAlertAttempt:
-		return "AlertAttempt", true
+		return kindFor[AlertAttempt]()
 	case TypeFlagJob:
-		return "FlagJob", true
+		return kindFor[FlagJob]()
 	case TypeApplyVaultRetention:
-		return "ApplyVaultRetention", true
+		return kindFor[ApplyVaultRetention]()
 	case TypeCompactAlerts:
-		return "CompactAlerts", true
+		return kindFor[CompactAlerts]()
 	}
-	return "", false
-}
-
-// isOps reports whether b is one of the operations commands.
-func isOps(b Body) bool {
-	switch b.(type) {
-	case ApplyRetention, RetentionRound, SetAlertSink, RemoveAlertSink, RaiseAlert, ResolveAlert, AlertAttempt, FlagJob,
-		ApplyVaultRetention, CompactAlerts:
-		return true
-	}
-	return false
-}
-
-// decodeOps decodes an operations body; ok is false for other tags.
-func (c Codec) decodeOps(t Type, raw []byte) (body Body, ok bool, err error) {
-	switch t {
-	case TypeApplyRetention:
-		return decodeAs[ApplyRetention](c, raw)
-	case TypeRetentionRound:
-		return decodeAs[RetentionRound](c, raw)
-	case TypeSetAlertSink:
-		return decodeAs[SetAlertSink](c, raw)
-	case TypeRemoveAlertSink:
-		return decodeAs[RemoveAlertSink](c, raw)
-	case TypeRaiseAlert:
-		return decodeAs[RaiseAlert](c, raw)
-	case TypeResolveAlert:
-		return decodeAs[ResolveAlert](c, raw)
-	case TypeAlertAttempt:
-		return decodeAs[AlertAttempt](c, raw)
-	case TypeFlagJob:
-		return decodeAs[FlagJob](c, raw)
-	case TypeApplyVaultRetention:
-		return decodeAs[ApplyVaultRetention](c, raw)
-	case TypeCompactAlerts:
-		return decodeAs[CompactAlerts](c, raw)
-	}
-	return nil, false, nil
-}
-
-func decodeAs[T Body](c Codec, raw []byte) (Body, bool, error) {
-	var v T
-	if err := c.dec.Unmarshal(raw, &v); err != nil {
-		return nil, true, fmt.Errorf("%T: %w", v, err)
-	}
-	return v, true, nil
+	return kind{}, false
 }

@@ -335,18 +335,11 @@ func (f *FSM) compactJobs(b *pebble.Batch, c command.CompactJobs, now time.Time)
 		return 0, fmt.Errorf("%w: job retention %v must be positive", meta.ErrInvalid, time.Duration(c.Retain))
 	}
 	cutoff := now.Add(-time.Duration(c.Retain))
-	jobs, err := decodeAll[meta.Job](f, b, prefixJob)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, j := range jobs {
-		if j.Done() && j.End.Before(cutoff) {
+	return deleteWhere(f, b, prefixJob, func(j meta.Job) bool { return j.Done() && j.End.Before(cutoff) },
+		func(j meta.Job) error {
 			must(b.Delete([]byte(jobKey(j.ID)), nil))
-			n++
-		}
-	}
-	return n, nil
+			return nil
+		})
 }
 
 // hostLabels returns the labels of the host: those of the newest enrollment token it

@@ -206,41 +206,20 @@ func (f *FSM) compactAlerts(b *pebble.Batch, retain time.Duration, now time.Time
 		return 0, fmt.Errorf("%w: alert retention %v must be positive", meta.ErrInvalid, retain)
 	}
 	cut := now.Add(-retain)
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: []byte(prefixAlert), UpperBound: prefixEnd(prefixAlert)})
-	if err != nil {
-		return 0, fmt.Errorf("fsm: compact alerts: %w", err)
-	}
-	var old []meta.Alert
-	for it.First(); it.Valid(); it.Next() {
-		var a meta.Alert
-		val, err := it.ValueAndErr()
-		if err == nil {
-			err = f.codec.Unmarshal(val, &a)
+	return deleteWhere(f, b, prefixAlert, func(a meta.Alert) bool {
+		if a.Resolved != nil {
+			return a.Resolved.Before(cut)
 		}
-		if err != nil {
-			_ = it.Close()
-			return 0, fmt.Errorf("fsm: compact alerts at %q: %w", it.Key(), err)
-		}
-		switch {
-		case a.Resolved != nil && a.Resolved.Before(cut):
-		case a.Resolved == nil && meta.AlertEvent(a.Kind) && a.Raised.Before(cut):
-		default:
-			continue
-		}
-		old = append(old, a)
-	}
-	if err := it.Close(); err != nil {
-		return 0, fmt.Errorf("fsm: compact alerts: %w", err)
-	}
-	for _, a := range old {
+		return meta.AlertEvent(a.Kind) && a.Raised.Before(cut)
+	}, func(a meta.Alert) error {
 		if seq, ok, err := openAlertSeq(b, a.Key); err != nil {
-			return 0, err
+			return err
 		} else if ok && seq == a.Seq {
 			must(b.Delete([]byte(prefixAlertKey+a.Key), nil))
 		}
 		must(b.Delete([]byte(alertKey(a.Seq)), nil))
-	}
-	return len(old), nil
+		return nil
+	})
 }
 
 // RetentionLast returns the cluster time of the last retention round (zero: none yet).

@@ -159,6 +159,27 @@ func decodeAll[T any](f *FSM, r iterable, prefix string) ([]T, error) {
 	return out, err
 }
 
+// deleteWhere decodes every record under prefix in b as a T and removes, with del, each
+// that old reports; it returns how many went. Every record is decoded, in key order,
+// before the first is removed.
+func deleteWhere[T any](f *FSM, b *pebble.Batch, prefix string, old func(T) bool, del func(T) error) (int, error) {
+	all, err := decodeAll[T](f, b, prefix)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, v := range all {
+		if !old(v) {
+			continue
+		}
+		if err := del(v); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // prefixEnd returns the smallest key above every key starting with prefix.
 func prefixEnd(prefix string) []byte {
 	b := []byte(prefix)

@@ -34,25 +34,11 @@ func (f *FSM) vaultAndSnapshots(b *pebble.Batch, id meta.VaultID) (meta.Vault, [
 	if err := f.codec.Unmarshal(raw, &v); err != nil {
 		return v, nil, fmt.Errorf("fsm: decode vault %s: %w", id, err)
 	}
-	var snaps []meta.Snapshot
-	prefix := snapshotPrefix(id)
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	snaps, err := decodeAll[meta.Snapshot](f, b, snapshotPrefix(id))
 	if err != nil {
-		return v, nil, fmt.Errorf("fsm: scan snapshots of %s: %w", id, err)
+		return v, nil, err
 	}
-	for it.First(); it.Valid(); it.Next() {
-		var s meta.Snapshot
-		val, err := it.ValueAndErr()
-		if err == nil {
-			err = f.codec.Unmarshal(val, &s)
-		}
-		if err != nil {
-			_ = it.Close()
-			return v, nil, fmt.Errorf("fsm: snapshot %q: %w", it.Key(), err)
-		}
-		snaps = append(snaps, s)
-	}
-	return v, snaps, it.Close()
+	return v, snaps, nil
 }
 
 func (f *FSM) deleteVault(b *pebble.Batch, c command.DeleteVault, now time.Time) (meta.Vault, error) {
