@@ -205,12 +205,12 @@ func (r *reader) bundleFile(path string, space func(want int) []byte, filled fun
 	}
 	cur := path
 	r.b.current.Store(&cur)
-	f, fi, err := openRegular(path)
+	f, st, err := openRegular(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
-	size := min(fi.Size(), bundleFileMax)
+	size := min(st.Size, bundleFileMax)
 	var done int64
 	for done < size {
 		p := space(int(size - done))

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -60,15 +58,15 @@ func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, e
 	if hook := r.b.opts.OnOpen; hook != nil {
 		hook(path)
 	}
-	f, fi, err := openRegular(path)
+	f, st, err := openRegular(path)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer f.Close()
-	size := fi.Size()
+	size := st.Size
 	regions := []region{{0, size, false}}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 < size {
-		regions = dataRegions(int(f.Fd()), size)
+	if st.Blocks*512 < size {
+		regions = dataRegions(f.fd, size)
 	}
 	var ext []tree.Extent
 	var total int64
@@ -91,25 +89,75 @@ func (r *reader) file(ctx context.Context, path string) ([]tree.Extent, int64, e
 	return ext, total, nil
 }
 
+// srcFile is a file the backup reads: a bare descriptor rather than an *os.File. NB:
+// os.OpenFile puts each descriptor into non-blocking mode, offers it to the runtime
+// poller (which refuses regular files) and puts it back: four fcntl and an epoll_ctl
+// per file, half of the system calls of a small file's backup (docs/benchmarks.md,
+// 2026-12-06, fourth session). Not safe for concurrent use; Close once.
+type srcFile struct {
+	fd int
+}
+
+// ReadAt reads len(p) bytes at off, fewer only at the end of the file (io.EOF) or on an
+// error, as os.File.ReadAt does.
+func (f *srcFile) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Pread(f.fd, p[n:], off+int64(n))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			return n, io.EOF
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// Close closes the descriptor.
+func (f *srcFile) Close() error { return unix.Close(f.fd) }
+
 // openRegular opens path for reading, without following a symlink and without updating
 // its access time where that is allowed, and checks that it is (still) a regular file.
-func openRegular(path string) (*os.File, fs.FileInfo, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
-	if errors.Is(err, syscall.EPERM) { // O_NOATIME needs ownership
-		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// It returns the file and its status at open.
+func openRegular(path string) (*srcFile, *unix.Stat_t, error) {
+	fd, err := openNoIntr(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME|unix.O_CLOEXEC)
+	if errors.Is(err, unix.EPERM) { // O_NOATIME needs ownership
+		fd, err = openNoIntr(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
+	st := new(unix.Stat_t)
+	for {
+		if err = unix.Fstat(fd, st); !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		err = &fs.PathError{Op: "stat", Path: path, Err: err}
+	} else if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		err = fmt.Errorf("%s: no longer a regular file", path)
 	}
 	if err != nil {
-		f.Close()
+		unix.Close(fd)
 		return nil, nil, err
 	}
-	return f, fi, nil
+	return &srcFile{fd: fd}, st, nil
+}
+
+// openNoIntr is open(2), retried on EINTR.
+func openNoIntr(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
 }
 
 // dataRegions maps a file's data and holes with SEEK_DATA/SEEK_HOLE; where the file
@@ -158,7 +206,7 @@ func addHole(ext []tree.Extent, n int64) []tree.Extent {
 
 // chunkRange reads [start, end) of f through the chunker and queues every chunk. It
 // returns the bytes consumed (less than end-start if the file ended early).
-func (r *reader) chunkRange(ctx context.Context, f *os.File, start, end int64, ext *[]tree.Extent) (int64, error) {
+func (r *reader) chunkRange(ctx context.Context, f *srcFile, start, end int64, ext *[]tree.Extent) (int64, error) {
 	buf := r.buf
 	filled, pos := 0, 0
 	off := start
