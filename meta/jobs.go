@@ -102,7 +102,16 @@ type BackupPolicy struct {
 	Version uint64    `cbor:"version" json:"version"`
 	// Verify, when set, schedules verification of the snapshots the policy makes.
 	Verify *VerifySchedule `cbor:"verify,omitempty" json:"verify,omitempty"`
+	// Compression is the compression policy of the policy's backups, one of
+	// PolicyCompressions ("" is auto, the agent's default): `coffer backup
+	// --compression`, applied by the agent daemon.
+	Compression string `cbor:"compression,omitempty" json:"compression,omitempty"`
 }
+
+// PolicyCompressions are the compression policies a backup policy may name, as
+// `coffer backup --compression` takes them (client/crypt CompressionNames, which a test
+// of the agent keeps in step); immutable.
+var PolicyCompressions = []string{"auto", "fast", "max", "off"}
 
 // cronParser accepts an optional seconds field and descriptors.
 func cronParser() cron.Parser {
@@ -218,6 +227,9 @@ func ValidateBackupPolicy(p BackupPolicy) error {
 		if err := ValidateVerifySchedule(*p.Verify); err != nil {
 			return fmt.Errorf("policy %s: %w", p.Name, err)
 		}
+	}
+	if p.Compression != "" && !slices.Contains(PolicyCompressions, p.Compression) {
+		return fmt.Errorf("%w: policy %s: compression %q (want %s)", ErrInvalid, p.Name, p.Compression, strings.Join(PolicyCompressions, ", "))
 	}
 	if len(p.Hosts) == 0 && len(p.Labels) == 0 {
 		return fmt.Errorf("%w: policy %s is assigned to no host: give --host NAME or --label key=value", ErrInvalid, p.Name)

@@ -46,3 +46,20 @@ func TestValidateVerify(t *testing.T) {
 		t.Errorf("findings above Bad: %v", err)
 	}
 }
+
+// TestValidatePolicyCompression: a policy names one of PolicyCompressions or none.
+func TestValidatePolicyCompression(t *testing.T) {
+	p := BackupPolicy{Name: "nightly", Schedule: "@daily", Paths: []string{"/etc"}, Hosts: []string{"web01"}}
+	for _, c := range append([]string{""}, PolicyCompressions...) {
+		p.Compression = c
+		if err := ValidateBackupPolicy(p); err != nil {
+			t.Errorf("compression %q: %v", c, err)
+		}
+	}
+	for _, c := range []string{"zstd", "AUTO", "lz4"} {
+		p.Compression = c
+		if err := ValidateBackupPolicy(p); !errors.Is(err, ErrInvalid) {
+			t.Errorf("compression %q: %v, want ErrInvalid", c, err)
+		}
+	}
+}

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/client/crypt"
 	"github.com/cofferhq/coffer/client/hooks"
 	"github.com/cofferhq/coffer/meta"
 )
 
 // BackupRunner runs a policy with the agent library: its hooks around a backup of its
 // paths (with its excludes) or its block device, tagged "policy-NAME" and its tags,
-// then its lock on the new snapshot.
+// under its compression policy, then its lock on the new snapshot.
 type BackupRunner struct {
 	Agent *client.Agent // an open vault
 	// Locker sets the policy's lock (the cluster's meta client); nil: policies with a
@@ -39,6 +40,10 @@ func (r BackupRunner) Run(ctx context.Context, p meta.BackupPolicy) (Outcome, er
 	if err != nil {
 		return Outcome{}, err
 	}
+	comp, err := crypt.ParseCompression(p.Compression)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("agent: policy %s: %w", p.Name, err)
+	}
 	if p.Lock != nil && r.Locker == nil {
 		return Outcome{}, fmt.Errorf("agent: policy %s locks its snapshots, but this agent has no lock service", p.Name)
 	}
@@ -56,9 +61,9 @@ func (r BackupRunner) Run(ctx context.Context, p meta.BackupPolicy) (Outcome, er
 		tail.reset() // only the hook that fails matters
 		var err error
 		if p.Device != "" {
-			res, err = r.Agent.BackupBlock(ctx, client.BlockOptions{Path: p.Device, Tags: tags})
+			res, err = r.Agent.BackupBlock(ctx, client.BlockOptions{Path: p.Device, Tags: tags, Compression: comp})
 		} else {
-			res, err = r.Agent.Backup(ctx, client.BackupOptions{Paths: p.Paths, Tags: tags, Exclude: ex})
+			res, err = r.Agent.Backup(ctx, client.BackupOptions{Paths: p.Paths, Tags: tags, Exclude: ex, Compression: comp})
 		}
 		saved = err == nil
 		return err
