@@ -194,6 +194,12 @@ func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certifi
 		return nil, fmt.Errorf("node: gossip meta: %w", err)
 	}
 	mc := memberlist.DefaultLANConfig()
+	// A loaded machine delays probe answers past memberlist's LAN defaults (500 ms probe
+	// timeout, 4 s minimum suspicion for 10 members): the chaos suite, 10 nodes on 2
+	// cores at a load average of 20-40, saw live nodes declared dead. Twice the probe
+	// timeout and 6 s of suspicion keep a killed node's detection near 10 s.
+	mc.ProbeTimeout = time.Second
+	mc.SuspicionMult = 6
 	mc.Name = cfg.ID
 	mc.BindAddr = host
 	mc.BindPort = port

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,5 +78,50 @@ func TestPeerStoresTouchAndBatch(t *testing.T) {
 	res := chunkstore.GetShards(ctx, st, []chunkstore.ShardKey{sh.Key})
 	if _, ok := st.(chunkstore.BatchShardGetter); !ok || res[0].Err != nil || len(res[0].Shard.Data) != 10 {
 		t.Fatalf("batched read through a peer: batch %v, %v", ok, res[0].Err)
+	}
+}
+
+// TestPeerGossipDeadNeedsSilence: gossip's "dead" makes a peer's store fail fast only
+// once the peer has also stopped answering calls. Under load (the chaos suite, load
+// average 30) gossip declared live nodes dead, and coordinators skipped them: two nodes
+// down became three and backups inside the envelope failed.
+func TestPeerGossipDeadNeedsSilence(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ca := pkitest.NewCA(t)
+	mux := transport.NewMux()
+	chunkrpc.NewServer(memstore.NewShards(), nil).Register(mux)
+	srv, err := quic.New(quic.Config{Identity: pkitest.Identity(t, ca, "node-b", transport.RoleNode), Handler: mux, ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := quic.New(quic.Config{Identity: pkitest.Identity(t, ca, "node-a", transport.RoleNode)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var clockNs atomic.Int64
+	clockNs.Store(time.Unix(1_900_000_000, 0).UnixNano())
+	var alive atomic.Bool
+	alive.Store(true)
+	p := newPeers("node-a", nil, cli, func(placement.NodeID) bool { return alive.Load() },
+		func() time.Time { return time.Unix(0, clockNs.Load()) })
+	st := p.store(placement.Node{ID: "node-b", Addr: srv.Addr()})
+	keys := []chunkstore.ShardKey{{Index: 1}}
+	keys[0].ID[0] = 9
+	if _, err := st.HasShards(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	// Gossip says dead a second after the peer answered: it is still asked.
+	alive.Store(false)
+	clockNs.Add(int64(time.Second))
+	if _, err := st.HasShards(ctx, keys); err != nil {
+		t.Fatalf("peer answered a second ago, gossip says dead: %v (want the call made)", err)
+	}
+	// No answer for longer than gossipOverride: gossip is believed.
+	clockNs.Add(int64(gossipOverride + time.Second))
+	if _, err := st.HasShards(ctx, keys); err == nil || !strings.Contains(err.Error(), "down by gossip") {
+		t.Fatalf("peer silent for %v and dead by gossip: err %v, want down by gossip", gossipOverride+time.Second, err)
 	}
 }
