@@ -155,3 +155,24 @@ func (s *peerStore) TouchShards(ctx context.Context, keys []chunkstore.ShardKey)
 	r, err := s.client.TouchShards(ctx, keys)
 	return r, s.observe(err)
 }
+
+var _ chunkstore.PGLister = (*peerStore)(nil)
+
+// EnumeratePG lists the peer's shards of one PG (see chunkrpc.ShardClient.EnumeratePG),
+// failing fast like GetShard while the peer is down.
+func (s *peerStore) EnumeratePG(ctx context.Context, pgCount, pg uint32, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.observe(s.client.EnumeratePG(ctx, pgCount, pg, after, fn))
+}
+
+// PGVersions returns the peer's PG change marks (shard.Versions), failing fast like
+// GetShard while the peer is down.
+func (s *peerStore) PGVersions(ctx context.Context, pgCount uint32) (chunkstore.PGVersions, error) {
+	if err := s.check(); err != nil {
+		return chunkstore.PGVersions{}, err
+	}
+	v, err := s.client.PGVersions(ctx, pgCount)
+	return v, s.observe(err)
+}

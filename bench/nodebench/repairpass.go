@@ -68,7 +68,12 @@ func RepairPass(ctx context.Context, dir string, shards int, mirrors bool) (Repa
 	meta := chunkstore.ShardMeta{K: 4, M: 2, ChunkLen: 64, ChunkCRC: 1, Writer: "agent/bench"}
 	start := time.Now()
 	batch := make([]chunkstore.Shard, 0, repairGenBatch)
-	for i := 0; i < shards; {
+	have, err := st.Stats(ctx)
+	if err != nil {
+		return RepairPassResult{}, fmt.Errorf("nodebench: %w", err)
+	}
+	// A store left by an earlier run with as many shards is reused as it is.
+	for i := 0; have.Shards != int64(shards) && i < shards; {
 		batch = batch[:0]
 		for ; i < shards && len(batch) < repairGenBatch; i++ {
 			var id chunk.ID

@@ -155,6 +155,25 @@ func TestNodeShardRoundTrip(t *testing.T) {
 			t.Fatalf("enumeration out of order at %d", i)
 		}
 	}
+	// A PG listing crosses pages too, in PG order, and the two PGs of 2 cover all.
+	total := 0
+	for pg := range uint32(2) {
+		var prev *chunkstore.ShardKey
+		if err := sc.EnumeratePG(ctx, 2, pg, nil, func(info chunkstore.ShardInfo) error {
+			if chunkstore.PGOf(info.Key.ID, 2) != pg || (prev != nil && chunkstore.PGCompare(*prev, info.Key) >= 0) {
+				t.Fatalf("PG %d listing: %s/%d out of place", pg, info.Key.ID.Str(), info.Key.Index)
+			}
+			k := info.Key
+			prev = &k
+			total++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if total != len(shards) {
+		t.Fatalf("PG listings: %d shards, want %d", total, len(shards))
+	}
 	after := seen[1500].Key
 	count := 0
 	if err := sc.EnumerateShards(ctx, &after, func(chunkstore.ShardInfo) error { count++; return nil }); err != nil || count != len(shards)-1501 {

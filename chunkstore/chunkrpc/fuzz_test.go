@@ -103,6 +103,7 @@ func FuzzServeRPC(f *testing.F) {
 		MethodShardTouch:     shardKeysReq{Keys: []wKey{key}},
 		MethodShardDelete:    shardKeysReq{Keys: []wKey{key}},
 		MethodShardEnumerate: enumerateReq{After: &key, Limit: 3},
+		MethodShardVersions:  versionsReq{PGCount: 16},
 		MethodShardStats:     empty{},
 		MethodChunkPut:       chunkPutReq{Chunks: []wChunk{{ID: id, Data: []byte("fuzz")}}},
 		MethodChunkGet:       chunkGetReq{ID: id},

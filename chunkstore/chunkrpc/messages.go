@@ -18,6 +18,7 @@ const (
 	MethodShardTouch     = "shard.Touch"
 	MethodShardDelete    = "shard.Delete"
 	MethodShardEnumerate = "shard.Enumerate"
+	MethodShardVersions  = "shard.Versions"
 	MethodShardStats     = "shard.Stats"
 	MethodChunkPut       = "chunk.Put"
 	MethodChunkGet       = "chunk.Get"
@@ -105,6 +106,19 @@ type hasResp struct {
 type enumerateReq struct {
 	After *wKey `cbor:"1,keyasint,omitempty"`
 	Limit int   `cbor:"2,keyasint,omitempty"`
+	// PGCount, when not 0, lists PG PG of PGCount only, in PG order
+	// (chunkstore.PGCompare; After is a position in that order).
+	PGCount uint32 `cbor:"3,keyasint,omitempty"`
+	PG      uint32 `cbor:"4,keyasint,omitempty"`
+}
+
+type versionsReq struct {
+	PGCount uint32 `cbor:"1,keyasint"`
+}
+
+type versionsResp struct {
+	Incarnation uint64   `cbor:"1,keyasint"`
+	Seqs        []uint64 `cbor:"2,keyasint"`
 }
 
 type enumerateResp struct {

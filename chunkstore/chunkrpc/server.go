@@ -80,7 +80,7 @@ func (s *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 	switch method {
 	case MethodGCPrepare, MethodGCCandidates, MethodGCSweep:
 		out, err = s.serveGC(ctx, peer, method, body)
-	case MethodShardPut, MethodShardGet, MethodShardGetMany, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardStats:
+	case MethodShardPut, MethodShardGet, MethodShardGetMany, MethodShardHas, MethodShardTouch, MethodShardDelete, MethodShardEnumerate, MethodShardVersions, MethodShardStats:
 		if !peer.Role.IsNode() {
 			return nil, s.refuse(peer, method, transport.Errorf(transport.PermissionDenied, "chunkrpc: %s: %s %q may not access shards (node role required)", method, peer.Role, peer.Principal))
 		}
@@ -264,6 +264,23 @@ func (s *Server) serveShard(ctx context.Context, peer transport.Peer, method str
 			return nil, err
 		}
 		return s.enumerate(ctx, req)
+	case MethodShardVersions:
+		var req versionsReq
+		if err := decode(method, body, &req); err != nil {
+			return nil, err
+		}
+		pl, ok := s.shards.(chunkstore.PGLister)
+		if !ok {
+			return nil, transport.Errorf(transport.UnknownMethod, "chunkrpc: %s: this node's store keeps no PG change marks", method)
+		}
+		if !chunkstore.ValidPGCount(req.PGCount, 0) {
+			return nil, transport.Errorf(transport.Invalid, "chunkrpc: %s: pg count %d is not a power of two", method, req.PGCount)
+		}
+		v, err := pl.PGVersions(ctx, req.PGCount)
+		if err != nil {
+			return nil, err
+		}
+		return versionsResp{Incarnation: v.Incarnation, Seqs: v.Seqs}, nil
 	case MethodShardStats:
 		if err := decode(method, body, &empty{}); err != nil {
 			return nil, err
@@ -294,14 +311,27 @@ func (s *Server) enumerate(ctx context.Context, req enumerateReq) (enumerateResp
 		after = &k
 	}
 	resp := enumerateResp{Infos: make([]wInfo, 0, min(limit, 256))}
-	err := s.shards.EnumerateShards(ctx, after, func(info chunkstore.ShardInfo) error {
+	page := func(info chunkstore.ShardInfo) error {
 		if len(resp.Infos) == limit {
 			resp.More = true
 			return errPageFull
 		}
 		resp.Infos = append(resp.Infos, wInfo{Key: toWKey(info.Key), Meta: toWMeta(info.Meta), Len: info.Len})
 		return nil
-	})
+	}
+	var err error
+	if req.PGCount == 0 {
+		err = s.shards.EnumerateShards(ctx, after, page)
+	} else {
+		pl, ok := s.shards.(chunkstore.PGLister)
+		switch {
+		case !ok:
+			return enumerateResp{}, transport.Errorf(transport.UnknownMethod, "chunkrpc: %s: this node's store does not list by PG", MethodShardEnumerate)
+		case !chunkstore.ValidPGCount(req.PGCount, req.PG):
+			return enumerateResp{}, transport.Errorf(transport.Invalid, "chunkrpc: %s: pg %d of %d", MethodShardEnumerate, req.PG, req.PGCount)
+		}
+		err = pl.EnumeratePG(ctx, req.PGCount, req.PG, after, page)
+	}
 	if err != nil && !errors.Is(err, errPageFull) {
 		return enumerateResp{}, err
 	}

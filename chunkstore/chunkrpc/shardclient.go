@@ -179,7 +179,30 @@ func (s *ShardClient) DeleteShards(ctx context.Context, keys []chunkstore.ShardK
 // calling fn in order in the caller's goroutine. The listing is not a snapshot: shards
 // added or deleted between pages may or may not be reported.
 func (s *ShardClient) EnumerateShards(ctx context.Context, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
-	req := enumerateReq{Limit: DefaultEnumerateLimit}
+	return s.enumerate(ctx, enumerateReq{Limit: DefaultEnumerateLimit}, after, chunkstore.ShardKey.Less, fn)
+}
+
+var _ chunkstore.PGLister = (*ShardClient)(nil)
+
+// EnumeratePG pages through the node's shards of PG pg of pgCount (shard.Enumerate with
+// a PG, DefaultEnumerateLimit per call), calling fn in PG order in the caller's
+// goroutine. Like EnumerateShards, it is not a snapshot across pages.
+func (s *ShardClient) EnumeratePG(ctx context.Context, pgCount, pg uint32, after *chunkstore.ShardKey, fn func(chunkstore.ShardInfo) error) error {
+	if !chunkstore.ValidPGCount(pgCount, pg) {
+		return fmt.Errorf("chunkrpc: %s pg %d of %d: %w", MethodShardEnumerate, pg, pgCount, chunkstore.ErrInvalid)
+	}
+	req := enumerateReq{Limit: DefaultEnumerateLimit, PGCount: pgCount, PG: pg}
+	less := func(a, b chunkstore.ShardKey) bool { return chunkstore.PGCompare(a, b) < 0 }
+	return s.enumerate(ctx, req, after, less, func(info chunkstore.ShardInfo) error {
+		if got := chunkstore.PGOf(info.Key.ID, pgCount); got != pg {
+			return fmt.Errorf("chunkrpc: %s on %s: key %s/%d of PG %d in a listing of PG %d: %w", MethodShardEnumerate, s.addr, info.Key.ID.Str(), info.Key.Index, got, pg, chunkstore.ErrCorrupt)
+		}
+		return fn(info)
+	})
+}
+
+// enumerate pages through shard.Enumerate from after, checking that keys ascend by less.
+func (s *ShardClient) enumerate(ctx context.Context, req enumerateReq, after *chunkstore.ShardKey, less func(a, b chunkstore.ShardKey) bool, fn func(chunkstore.ShardInfo) error) error {
 	if after != nil {
 		k := toWKey(*after)
 		req.After = &k
@@ -191,7 +214,7 @@ func (s *ShardClient) EnumerateShards(ctx context.Context, after *chunkstore.Sha
 		}
 		for _, w := range resp.Infos {
 			info := chunkstore.ShardInfo{Key: fromWKey(w.Key), Meta: fromWMeta(w.Meta), Len: w.Len}
-			if req.After != nil && !fromWKey(*req.After).Less(info.Key) {
+			if req.After != nil && !less(fromWKey(*req.After), info.Key) {
 				return fmt.Errorf("chunkrpc: %s on %s: key %s/%d out of order: %w", MethodShardEnumerate, s.addr, info.Key.ID.Str(), info.Key.Index, chunkstore.ErrCorrupt)
 			}
 			if err := fn(info); err != nil {
@@ -210,6 +233,21 @@ func (s *ShardClient) EnumerateShards(ctx context.Context, after *chunkstore.Sha
 			return fmt.Errorf("chunkrpc: %s on %s: %w", MethodShardEnumerate, s.addr, err)
 		}
 	}
+}
+
+// PGVersions returns the node's PG change marks (shard.Versions).
+func (s *ShardClient) PGVersions(ctx context.Context, pgCount uint32) (chunkstore.PGVersions, error) {
+	if !chunkstore.ValidPGCount(pgCount, 0) {
+		return chunkstore.PGVersions{}, fmt.Errorf("chunkrpc: %s: pg count %d: %w", MethodShardVersions, pgCount, chunkstore.ErrInvalid)
+	}
+	var resp versionsResp
+	if err := call(ctx, s.c, s.addr, MethodShardVersions, versionsReq{PGCount: pgCount}, &resp); err != nil {
+		return chunkstore.PGVersions{}, err
+	}
+	if want := min(pgCount, chunkstore.PGBuckets); uint32(len(resp.Seqs)) != want {
+		return chunkstore.PGVersions{}, fmt.Errorf("chunkrpc: %s on %s: %d marks for %d PGs: %w", MethodShardVersions, s.addr, len(resp.Seqs), pgCount, chunkstore.ErrCorrupt)
+	}
+	return chunkstore.PGVersions{Incarnation: resp.Incarnation, Seqs: resp.Seqs}, nil
 }
 
 // Stats returns the node's shard counts.

@@ -3,8 +3,12 @@
 //
 // Each chunk node runs one Worker. A Worker leads the PGs whose first active node in
 // placement order is its own node, so the work is spread over the cluster with no
-// central coordinator. A pass lists the shards every reachable node holds for the PGs
-// it leads (EnumerateShards) and asks each owner once more, in one batch per PG, for
+// central coordinator. A pass reads every reachable node's PG change marks
+// (chunkstore.PGLister.PGVersions), lists what every node holds of each led PG whose
+// marks moved since a listing last found it whole, whose placement changed, or that was
+// listed longer than VerifyInterval ago (a few such per pass, oldest first), one PG
+// listing per node and PG (EnumeratePG; a store that cannot list by PG is listed whole
+// with EnumerateShards), and asks each owner once more, in one batch per PG, for
 // the shards its listing lacked (a backup writing during the listing reaches the nodes
 // listed first only after they were listed). Then, riskiest PGs first (fewest healthy
 // shards), it puts every shard that its desired owner still lacks: copied from a node
@@ -13,7 +17,9 @@
 // position is deleted only after the owner holds the shard durably. A deep pass also
 // reads every shard, rebuilds the chunk, checks its CRC and replaces any shard that is
 // missing, damaged or differs from the re-encoded stripe; a stripe with fewer than k
-// good shards is reported by name.
+// good shards is reported by name. A deep pass lists and reads every led PG, changed or
+// not: the scrub still reads every shard, every DeepInterval. So the cost of a pass that
+// is not deep grows with the PGs that changed, not with the shards stored.
 //
 // A stripe short of k shards on every node (each node that may hold one listed, none
 // down) for two minutes is what a put that failed part-way left behind: an acknowledged

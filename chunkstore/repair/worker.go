@@ -24,6 +24,9 @@ const (
 	DefaultConcurrentPGs = 4
 	DefaultInterval      = time.Minute
 	DefaultDeepInterval  = 7 * 24 * time.Hour
+	// DefaultVerifyInterval is how long a PG whose shards did not change goes without
+	// being listed again (Config.VerifyInterval).
+	DefaultVerifyInterval = time.Hour
 	// maxNamed bounds the unreadable stripes a Status lists by name.
 	maxNamed = 100
 	// suspectAge is how long a stripe must stay short of k shards before a repair
@@ -55,6 +58,11 @@ type Config struct {
 	// worker's start or its last deep pass; 0 means DefaultDeepInterval, negative
 	// disables the schedule (DeepScrub still runs one).
 	DeepInterval time.Duration
+	// VerifyInterval bounds how long a PG found whole goes without being listed again
+	// while no node's change mark for it moves (see Pass); 0 means
+	// DefaultVerifyInterval, negative never lists an unchanged PG again (until a
+	// map change, a restart or a deep pass).
+	VerifyInterval time.Duration
 }
 
 // Status is a worker's progress, shown by `coffer admin status` (nodestat.Repair, the
@@ -79,7 +87,35 @@ type Worker struct {
 		// found so. A repair pass reports a stripe unreadable only when it is still so
 		// suspectAge later: a first sighting may be a write still in flight.
 		suspect map[chunk.ID]time.Time
+		// verified holds, by PG, the last listing that found the PG whole with
+		// nothing to do: what a later pass may skip while nothing changed.
+		verified map[uint32]pgVerified
 	}
+}
+
+// nodeMark is one node's change mark of one PG (chunkstore.PGVersions).
+type nodeMark struct{ inc, seq uint64 }
+
+// pgVerified is a PG listing that found the PG whole: the placement it was judged
+// under, the change mark every listed node had for the PG before it was listed, when,
+// and the health it reported.
+type pgVerified struct {
+	place  string
+	marks  map[placement.NodeID]nodeMark
+	at     time.Time
+	health placement.PGHealth
+}
+
+// placeKey is what a PG's verdict depends on in the map besides the shards: the PG
+// count and profile, the desired owners with their states, and the reason it cannot be
+// whole.
+func placeKey(m *placement.Map, pw *pgWork) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d+%d/%s", m.PGCount, m.Profile.K, m.Profile.M, pw.reason)
+	for _, d := range pw.desired {
+		fmt.Fprintf(&b, "/%s:%s", d.ID, d.State)
+	}
+	return b.String()
 }
 
 // New returns a worker. Errors wrap chunkstore.ErrInvalid.
@@ -101,6 +137,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.DeepInterval == 0 {
 		cfg.DeepInterval = DefaultDeepInterval
+	}
+	if cfg.VerifyInterval == 0 {
+		cfg.VerifyInterval = DefaultVerifyInterval
 	}
 	w := &Worker{cfg: cfg, crc: crc32.MakeTable(crc32.Castagnoli), kick: make(chan struct{}, 1),
 		lim: &limiter{rate: cfg.BytesPerSecond, now: cfg.Now}}
@@ -247,7 +286,10 @@ type PassSummary = nodestat.Pass
 
 // PassResult summarises one pass.
 type PassResult struct {
-	PGs, Stripes             int
+	// PGs and Stripes count what the pass listed and checked; Unchanged the led PGs it
+	// did not list because nothing changed since a listing found them whole (their
+	// health is that listing's).
+	PGs, Stripes, Unchanged  int
 	Rebuilt, Copied, Dropped int64
 	Missing, Corrupt         int64
 	Unreadable               []string
@@ -283,20 +325,25 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			}
 		}
 	}
-	peers := &peerLog{}
 	w.mu.Lock()
 	w.mu.st.Running, w.mu.st.Deep, w.mu.st.Epoch, w.mu.st.PGsLed, w.mu.st.PGsDone = true, deep, m.Epoch, len(work), 0
 	w.mu.Unlock()
+	peers := &peerLog{}
 	defer func() {
 		w.mu.Lock()
 		w.mu.st.Running = false
 		w.mu.Unlock()
 	}()
 
-	// List what every reachable node holds for the led PGs. whole: every node that may
-	// hold a shard was listed (none down, none failed), so a stripe found short of k
-	// shards is short everywhere.
-	byID := map[chunk.ID]*stripe{}
+	// Which PGs need listing: every led PG but those whose listing last found them
+	// whole, under the same placement, with every listed node's change mark for them
+	// unchanged since (read before that listing, so a write during it moved a mark).
+	// Marks are read before this pass's listings for the same reason. whole: every
+	// node that may hold a shard was listed (none down, none failed), so a stripe found
+	// short of k shards is short everywhere.
+	var listed []placement.Node
+	marks := map[placement.NodeID]chunkstore.PGVersions{}
+	failed := map[placement.NodeID]bool{}
 	var listErrs []error
 	whole := true
 	for _, nd := range m.Nodes {
@@ -312,9 +359,83 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			whole = false
 			continue
 		}
-		err := st.EnumerateShards(ctx, nil, func(si chunkstore.ShardInfo) error {
-			pw := work[m.PG(si.Key.ID)]
+		listed = append(listed, nd)
+		if pl, ok := st.(chunkstore.PGLister); ok {
+			v, err := pl.PGVersions(ctx, m.PGCount)
+			if err == nil && len(v.Seqs) == 0 {
+				err = fmt.Errorf("no change marks: %w", chunkstore.ErrCorrupt)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return PassResult{}, fmt.Errorf("repair: %w", ctx.Err())
+				}
+				failed[nd.ID] = true // not listed either: it holds nothing this pass
+				whole = false
+				listErrs = append(listErrs, fmt.Errorf("list shards of %s: %w", nd.ID, err))
+				peers.fail(nd.ID, "list", err)
+				continue
+			}
+			marks[nd.ID] = v
+		}
+	}
+	w.mu.Lock()
+	prevVerified := w.mu.verified
+	w.mu.Unlock()
+	unchanged := map[uint32]pgVerified{}
+	var stale []uint32 // unchanged, but listed longer than VerifyInterval ago
+	for pg, pw := range work {
+		pv, ok := prevVerified[pg]
+		if !ok || deep || pv.place != placeKey(m, pw) || len(pv.marks) != len(listed)-len(failed) {
+			continue
+		}
+		same := true
+		for _, nd := range listed {
+			if failed[nd.ID] {
+				continue
+			}
+			v, ok := marks[nd.ID]
+			if !ok || pv.marks[nd.ID] != (nodeMark{v.Incarnation, v.Of(pg)}) {
+				same = false
+				break
+			}
+		}
+		if !same {
+			continue
+		}
+		unchanged[pg] = pv
+		if w.cfg.VerifyInterval > 0 && start.Sub(pv.at) >= w.cfg.VerifyInterval {
+			stale = append(stale, pg)
+		}
+	}
+	// Stale PGs are listed again a few per pass, oldest first, so that every PG is
+	// listed about every VerifyInterval without all of them coming due at once.
+	slices.SortFunc(stale, func(a, b uint32) int {
+		if c := unchanged[a].at.Compare(unchanged[b].at); c != 0 {
+			return c
+		}
+		return int(a) - int(b)
+	})
+	budget := max(1, int((int64(len(work))*int64(w.cfg.Interval)+int64(w.cfg.VerifyInterval)-1)/max(int64(w.cfg.VerifyInterval), 1)))
+	for _, pg := range stale[:min(budget, len(stale))] {
+		delete(unchanged, pg)
+	}
+
+	// List what every reachable node holds for the led PGs to check: one listing per PG
+	// on a node that lists by PG (its cost grows with those PGs' shards), the whole
+	// index on one that does not.
+	byID := map[chunk.ID]*stripe{}
+	for _, nd := range listed {
+		if failed[nd.ID] {
+			continue
+		}
+		st := w.cfg.Shards(nd)
+		add := func(si chunkstore.ShardInfo) error {
+			pg := m.PG(si.Key.ID)
+			pw := work[pg]
 			if pw == nil || int(si.Key.Index) >= n {
+				return nil
+			}
+			if _, skip := unchanged[pg]; skip {
 				return nil
 			}
 			s := byID[si.Key.ID]
@@ -326,11 +447,23 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			s.shards[si.Key.Index] = append(s.shards[si.Key.Index], holding{node: nd, meta: si.Meta})
 			s.shardLen = max(s.shardLen, si.Len)
 			return nil
-		})
+		}
+		var err error
+		if pl, ok := st.(chunkstore.PGLister); ok {
+			for pg := range work {
+				if _, skip := unchanged[pg]; skip || err != nil {
+					continue
+				}
+				err = pl.EnumeratePG(ctx, m.PGCount, pg, nil, add)
+			}
+		} else if len(unchanged) < len(work) {
+			err = st.EnumerateShards(ctx, nil, add)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return PassResult{}, fmt.Errorf("repair: %w", ctx.Err())
 			}
+			failed[nd.ID] = true
 			listErrs = append(listErrs, fmt.Errorf("list shards of %s: %w", nd.ID, err))
 			peers.fail(nd.ID, "list", err)
 			whole = false
@@ -340,6 +473,9 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	// Riskiest PGs first.
 	pgs := make([]*pgWork, 0, len(work))
 	for _, pw := range work {
+		if _, skip := unchanged[pw.pg]; skip {
+			continue
+		}
 		pw.risk = n
 		for _, s := range pw.stripes {
 			pw.risk = min(pw.risk, healthy(pw.desired, s))
@@ -359,7 +495,18 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	suspect := map[chunk.ID]time.Time{}
 	var res PassResult
 	var resMu sync.Mutex
-	health := make(map[uint32]placement.PGHealth, len(pgs))
+	health := make(map[uint32]placement.PGHealth, len(work))
+	verified := make(map[uint32]pgVerified, len(work))
+	for pg, pv := range unchanged {
+		h := pv.health
+		h.Epoch = m.Epoch // the same placement, and nothing changed: still so now
+		health[pg] = h
+		verified[pg] = pv
+		res.Unchanged++
+	}
+	w.mu.Lock()
+	w.mu.st.PGsDone = res.Unchanged
+	w.mu.Unlock()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(w.cfg.ConcurrentPGs, max(len(pgs), 1)) {
@@ -426,6 +573,12 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				}
 				resMu.Lock()
 				health[pw.pg] = h
+				if fine := h.Degraded == 0 && h.Unreadable == 0 && h.Misplaced == 0 && h.Reason == "" &&
+					pr.Rebuilt+pr.Copied+pr.Dropped+pr.Missing+pr.Corrupt+pr.Abandoned == 0; fine {
+					if pv, ok := w.verifiedOf(m, pw, listed, marks, failed, start, h); ok {
+						verified[pw.pg] = pv
+					}
+				}
 				res.PGs++
 				res.Stripes += h.Stripes
 				res.Rebuilt += pr.Rebuilt
@@ -450,6 +603,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	w.mu.Lock()
 	w.mu.health = health
 	w.mu.suspect = suspect
+	w.mu.verified = verified
 	w.mu.st.Last = PassSummary{Deep: deep, Epoch: m.Epoch, Stripes: res.Stripes, Rebuilt: res.Rebuilt, Copied: res.Copied,
 		Dropped: res.Dropped, Missing: res.Missing, Corrupt: res.Corrupt, Unreadable: len(res.Unreadable)}
 	w.mu.st.Passes++
@@ -477,6 +631,27 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 			"rebuilt", res.Rebuilt, "copied", res.Copied, "dropped", res.Dropped, "took", w.cfg.Now().Sub(start))
 	}
 	return res, nil
+}
+
+// verifiedOf returns the record of a listing of pw that found it whole, if every listed
+// node that answered gave change marks (one that does not implement
+// chunkstore.PGLister leaves nothing to compare with, and the PG is listed again). Nodes
+// that failed to answer are left out of the record: a later pass where one answers
+// again lists the PG again.
+func (w *Worker) verifiedOf(m *placement.Map, pw *pgWork, listed []placement.Node, marks map[placement.NodeID]chunkstore.PGVersions,
+	failed map[placement.NodeID]bool, at time.Time, h placement.PGHealth) (pgVerified, bool) {
+	pv := pgVerified{place: placeKey(m, pw), marks: make(map[placement.NodeID]nodeMark, len(listed)), at: at, health: h}
+	for _, nd := range listed {
+		if failed[nd.ID] {
+			continue // unreachable: its copies count as absent, which the health shows
+		}
+		v, ok := marks[nd.ID]
+		if !ok {
+			return pgVerified{}, false
+		}
+		pv.marks[nd.ID] = nodeMark{v.Incarnation, v.Of(pw.pg)}
+	}
+	return pv, true
 }
 
 // recheck asks each active desired owner of pw, in one HasShards call per node, for the
