@@ -2,12 +2,14 @@ package repair_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
+	"github.com/cofferhq/coffer/chunkstore/memstore"
 	"github.com/cofferhq/coffer/chunkstore/repair"
 	"github.com/cofferhq/coffer/placement"
 )
@@ -166,5 +168,38 @@ func TestRepairDropsPartialStripes(t *testing.T) {
 	}
 	if got, err := c.coord.Get(context.Background(), partial); err != nil || string(got) != string(data[partial]) {
 		t.Fatalf("get %s after a new put: %v", partial.Str(), err)
+	}
+}
+
+// TestRepairSaysOwnerFull: an owner whose disk is full refuses the shards repair puts
+// back: its PGs report degraded with the reason (before this they were degraded with no
+// reason, and `admin pgs` did not say why), and healthy once it has space.
+func TestRepairSaysOwnerFull(t *testing.T) {
+	c := newCluster(t, 7, 7, 8)
+	putChunks(t, c, 40)
+	full := c.stores["n03"]
+	full.Shards = memstore.NewShards() // its shards lost, and no room for them again
+	full.full.Store(true)
+	ws := c.workers(t)
+	passAll(t, ws, false)
+	said := 0
+	for _, h := range health(ws) {
+		if h.State() == "healthy" {
+			continue
+		}
+		if !strings.Contains(h.Reason, "owner disk full: n03") {
+			t.Fatalf("pg %d: %s, reason %q: want it to name the full owner", h.PG, h.State(), h.Reason)
+		}
+		said++
+	}
+	if said == 0 {
+		t.Fatal("no PG degraded with the owner's disk full")
+	}
+	full.full.Store(false)
+	passAll(t, ws, false)
+	for _, h := range health(ws) {
+		if h.State() != "healthy" {
+			t.Fatalf("pg %d: %s (%s) once the owner has space, want healthy", h.PG, h.State(), h.Reason)
+		}
 	}
 }

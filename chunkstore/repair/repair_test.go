@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,8 +23,16 @@ import (
 // them corrupt, as a store whose CRC check fails would, until they are deleted.
 type rotStore struct {
 	*memstore.Shards
-	mu  sync.Mutex
-	bad map[chunkstore.ShardKey]bool
+	mu   sync.Mutex
+	bad  map[chunkstore.ShardKey]bool
+	full atomic.Bool // PutShards fails with chunkstore.ErrNoSpace
+}
+
+func (r *rotStore) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
+	if r.full.Load() {
+		return fmt.Errorf("rot: disk full: %w", chunkstore.ErrNoSpace)
+	}
+	return r.Shards.PutShards(ctx, shards)
 }
 
 func (r *rotStore) rot(k chunkstore.ShardKey) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cofferhq/coffer/chunkstore"
@@ -22,6 +23,7 @@ type outcome struct {
 	rebuilt, copied, dropped, missing, corrupt int
 	stray                                      int // copies left off their owner
 	unreadable                                 string
+	full                                       []placement.NodeID // owners that refused a shard: disk full
 }
 
 // majorityMeta returns the stripe metadata most holders agree on.
@@ -192,6 +194,9 @@ func (w *Worker) fixStripe(ctx context.Context, epoch uint64, desired []placemen
 			err := st.PutShards(ctx, []chunkstore.Shard{{Key: key, Meta: mt, Data: data}})
 			if err != nil {
 				peers.fail(d.ID, "put", err)
+				if errors.Is(err, chunkstore.ErrNoSpace) && !slices.Contains(o.full, d.ID) {
+					o.full = append(o.full, d.ID)
+				}
 				continue
 			}
 			ownerHas[i] = true

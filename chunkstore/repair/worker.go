@@ -523,6 +523,7 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 				h := placement.PGHealth{PG: pw.pg, Epoch: m.Epoch, Reporter: w.cfg.Self, N: n, MinHealthy: placeable, Reason: pw.reason}
 				var named []string
 				var pr PassResult
+				var full []placement.NodeID // owners whose disk refused a shard
 				w.recheck(ctx, pw)
 				for _, s := range pw.stripes {
 					if ctx.Err() != nil {
@@ -551,6 +552,11 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 							named = append(named, fmt.Sprintf("pg %d: %s", pw.pg, o.unreadable))
 						}
 					}
+					for _, id := range o.full {
+						if !slices.Contains(full, id) {
+							full = append(full, id)
+						}
+					}
 					h.Stripes++
 					h.Bytes += int64(s.shardLen) * int64(n)
 					h.MinHealthy = min(h.MinHealthy, o.healthy)
@@ -570,6 +576,14 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 					pr.Copied += int64(o.copied)
 					pr.Dropped += int64(o.dropped)
 					pr.Missing += int64(o.missing)
+				}
+				if len(full) > 0 && h.Reason == "" {
+					slices.Sort(full)
+					names := make([]string, len(full))
+					for i, id := range full {
+						names[i] = string(id)
+					}
+					h.Reason = "owner disk full: " + strings.Join(names, ", ") + " (its shards wait on substitutes until it has space)"
 				}
 				resMu.Lock()
 				health[pw.pg] = h
