@@ -83,6 +83,7 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 		return RestoreResult{}, fmt.Errorf("%w: restore: empty include list", ErrInvalid)
 	}
 	r := &restorer{a: a, target: target, includes: includes, links: make(map[inodeKey]linkName), root: os.Geteuid() == 0,
+		euid: os.Geteuid(), egid: os.Getegid(), umask: processUmask(),
 		trees: a.trees.Prefetch(a.cfg.Fetches / 2), chunks: newChunkCache(restoreCacheBytes)}
 	var sel func(string) (bool, bool)
 	if includes != nil {
@@ -98,6 +99,12 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(top.fd, &st); err != nil {
+		top.release()
+		return RestoreResult{}, fmt.Errorf("client: restore: target: %w", &fs.PathError{Op: "stat", Path: target, Err: err})
+	}
+	r.topSetgid = st.Mode&unix.S_ISGID != 0
 	stop := func() {}
 	if opts.Progress != nil {
 		stop = runProgress(opts.Progress, func() Progress {
@@ -168,8 +175,13 @@ type restorer struct {
 	a        *Agent
 	target   string // absolute; for messages (everything is created relative to handles)
 	includes []string
-	root     bool       // running as root: restore ownership and device nodes
-	x        *expansion // the selection's trees, measured; those it kept are not loaded again
+	root     bool // running as root: restore ownership and device nodes
+	// euid, egid and umask are the process's (umask -1: unknown); topSetgid says the
+	// target directory is set-group-ID (its new subdirectories and files take its group).
+	// They decide what a new file's creation sets already (createMode).
+	euid, egid, umask int
+	topSetgid         bool
+	x                 *expansion // the selection's trees, measured; those it kept are not loaded again
 
 	files, dirs, bytes atomic.Int64
 	current            atomic.Pointer[string]
@@ -230,13 +242,17 @@ type fileTask struct {
 // restoreFile is one file being written by fetch workers; the worker that writes its
 // last chunk sets its metadata and closes it.
 type restoreFile struct {
-	f         *os.File
-	fd        int // f's descriptor, valid until f is closed
-	path      string
+	fd        int    // valid until closed (closeOnce)
+	path      string // below the target
 	node      *tree.Node
+	chown     bool // ownership and mode still to set (see createMode)
+	chmod     bool
 	remaining atomic.Int64
 	closeOnce sync.Once
 }
+
+// close closes rf's handle unless it is closed already (a restore that failed).
+func (rf *restoreFile) close() { rf.closeOnce.Do(func() { _ = unix.Close(rf.fd) }) }
 
 type chunkJob struct {
 	rf   *restoreFile
@@ -292,7 +308,7 @@ func (r *restorer) run(ctx context.Context, root chunk.ID, top *dirHandle) error
 		ft.dir.release()
 	}
 	for j := range jobs {
-		j.rf.closeOnce.Do(func() { j.rf.f.Close() })
+		j.rf.close()
 	}
 	if err != nil {
 		return err

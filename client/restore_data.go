@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -38,12 +37,12 @@ func (r *restorer) createLoop(ctx context.Context, files <-chan fileTask, jobs c
 // chunks; a file without data is finished at once.
 func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chunkJob) error {
 	n := ft.node
-	fd, err := openat(ft.dir.fd, ft.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	mode, chown, chmod := r.createMode(n)
+	fd, err := openat(ft.dir.fd, ft.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	ft.dir.release()
 	if err != nil {
 		return r.pathErr("open", ft.rel, err)
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(r.target, ft.rel))
 	var data, end int64
 	for _, e := range n.Content {
 		if !e.Hole {
@@ -54,12 +53,12 @@ func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chun
 	// A file ending in data gets its size from its last write; a trailing hole (or a
 	// tree whose extents do not add up to the size) needs it set. Holes stay sparse.
 	if last := len(n.Content) - 1; n.Size > 0 && (last < 0 || n.Content[last].Hole || end != n.Size) {
-		if err := f.Truncate(n.Size); err != nil {
-			f.Close()
-			return err
+		if err := ftruncate(fd, n.Size); err != nil {
+			unix.Close(fd)
+			return r.pathErr("truncate", ft.rel, err)
 		}
 	}
-	rf := &restoreFile{f: f, fd: fd, path: ft.rel, node: n}
+	rf := &restoreFile{fd: fd, path: ft.rel, node: n, chown: chown, chmod: chmod}
 	r.bytes.Add(n.Size - dataBytes(n))
 	if data == 0 {
 		return r.finishFile(rf)
@@ -76,7 +75,7 @@ func (r *restorer) createFile(ctx context.Context, ft fileTask, jobs chan<- chun
 			case jobs <- chunkJob{rf: rf, off: off, ext: e, skip: skip}:
 			case <-ctx.Done():
 				// Chunks queued already close the file too (whichever comes first).
-				rf.closeOnce.Do(func() { rf.f.Close() })
+				rf.close()
 				return ctx.Err()
 			}
 		}
@@ -186,11 +185,11 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 			data, err = extentData(j.ext, j.skip, data)
 		}
 		if err == nil {
-			_, err = j.rf.f.WriteAt(data, j.off)
+			err = pwriteFull(j.rf.fd, data, j.off)
 		}
 		if err != nil {
 			for _, left := range batch[i:] {
-				left.rf.closeOnce.Do(func() { left.rf.f.Close() })
+				left.rf.close()
 			}
 			return fmt.Errorf("%s: %w", filepath.Join(r.target, j.rf.path), err)
 		}
@@ -198,7 +197,7 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 		if j.rf.remaining.Add(-1) == 0 {
 			if err := r.finishFile(j.rf); err != nil {
 				for _, left := range batch[i+1:] {
-					left.rf.closeOnce.Do(func() { left.rf.f.Close() })
+					left.rf.close()
 				}
 				return err
 			}
@@ -207,14 +206,53 @@ func (r *restorer) fetchBatch(ctx context.Context, batch []chunkJob) error {
 	return nil
 }
 
-// finishFile sets rf's metadata on its handle and closes it.
+// finishFile sets rf's metadata on its handle (what its creation did not set already)
+// and closes it.
 func (r *restorer) finishFile(rf *restoreFile) error {
 	var err error
 	rf.closeOnce.Do(func() {
-		err = r.setMetaFD(rf.fd, rf.node, rf.path)
-		if cerr := rf.f.Close(); err == nil {
-			err = cerr
+		err = r.setFileMeta(rf)
+		if cerr := unix.Close(rf.fd); err == nil && cerr != nil {
+			err = r.pathErr("close", rf.path, cerr)
 		}
 	})
 	return err
+}
+
+// createMode returns the mode to create regular file n with, and whether its owner and
+// its mode must still be set once its content is written. A file is created with its
+// final permission bits when nothing else about it is to change: no ownership to set
+// (as root, the tree's owner and group are the restore's own, and no set-group-ID
+// directory hands a new file another group) and no setuid, setgid or sticky bit (those
+// are set after the content and the owner, as chown clears them). Then the umask alone
+// decides whether a chmod is still needed. Otherwise it is created 0600 and both are
+// set afterwards. This spares two of the system calls of every small file.
+func (r *restorer) createMode(n *tree.Node) (mode uint32, chown, chmod bool) {
+	chown = r.root && (int(n.UID) != r.euid || int(n.GID) != r.egid || r.topSetgid)
+	perm := unixMode(n.FileMode())
+	if chown || perm&^0o777 != 0 || r.umask < 0 {
+		return 0o600, chown, true
+	}
+	return perm, false, perm&uint32(r.umask) != 0
+}
+
+// setFileMeta applies what createMode left to set (ownership, mode) and the
+// modification time to restored file rf, on its handle.
+func (r *restorer) setFileMeta(rf *restoreFile) error {
+	n := rf.node
+	if rf.chown {
+		if err := unix.Fchown(rf.fd, int(n.UID), int(n.GID)); err != nil {
+			return r.pathErr("chown", rf.path, err)
+		}
+	}
+	// NB: after chown, which clears setuid/setgid bits.
+	if rf.chmod {
+		if err := unix.Fchmod(rf.fd, unixMode(n.FileMode())); err != nil {
+			return r.pathErr("chmod", rf.path, err)
+		}
+	}
+	if err := futimens(rf.fd, unix.NsecToTimespec(n.ModTime)); err != nil {
+		return r.pathErr("set times of", rf.path, err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/meta"
+	"golang.org/x/sys/unix"
 )
 
 // makeRestoreTree writes a tree for the parallel restore: many small files with distinct
@@ -283,4 +284,76 @@ func snapshotChunks(t *testing.T, a *Agent, snap meta.Snapshot, fn func(Entry)) 
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestRestoreCreateMode checks which files are created with their final permission bits
+// (no chown and no chmod afterwards) and which are created 0600 and set afterwards.
+func TestRestoreCreateMode(t *testing.T) {
+	node := func(mode os.FileMode, uid, gid uint32) *tree.Node {
+		return &tree.Node{Type: tree.TypeFile, Mode: uint32(mode), UID: uid, GID: gid}
+	}
+	for _, c := range []struct {
+		name         string
+		r            *restorer
+		n            *tree.Node
+		mode         uint32
+		chown, chmod bool
+	}{
+		{"plain", &restorer{umask: 0o022}, node(0o644, 5, 5), 0o644, false, false},
+		{"read-only", &restorer{umask: 0o022}, node(0o400, 5, 5), 0o400, false, false},
+		{"umask strips bits", &restorer{umask: 0o022}, node(0o666, 5, 5), 0o666, false, true},
+		{"umask unknown", &restorer{umask: -1}, node(0o644, 5, 5), 0o600, false, true},
+		{"setuid", &restorer{umask: 0}, node(0o755|os.ModeSetuid, 5, 5), 0o600, false, true},
+		{"setgid", &restorer{umask: 0}, node(0o755|os.ModeSetgid, 5, 5), 0o600, false, true},
+		{"sticky", &restorer{umask: 0}, node(0o755|os.ModeSticky, 5, 5), 0o600, false, true},
+		{"root, own file", &restorer{root: true, euid: 0, egid: 0, umask: 0o022}, node(0o644, 0, 0), 0o644, false, false},
+		{"root, other owner", &restorer{root: true, euid: 0, egid: 0, umask: 0o022}, node(0o644, 7, 0), 0o600, true, true},
+		{"root, other group", &restorer{root: true, euid: 0, egid: 0, umask: 0o022}, node(0o644, 0, 7), 0o600, true, true},
+		{"root, set-group-ID target", &restorer{root: true, euid: 0, egid: 0, umask: 0o022, topSetgid: true}, node(0o644, 0, 0), 0o600, true, true},
+	} {
+		mode, chown, chmod := c.r.createMode(c.n)
+		if mode != c.mode || chown != c.chown || chmod != c.chmod {
+			t.Errorf("%s: createMode = %o, chown %v, chmod %v; want %o, %v, %v", c.name, mode, chown, chmod, c.mode, c.chown, c.chmod)
+		}
+	}
+}
+
+// TestProcessUmask checks the umask read from /proc against the one umask(2) reports.
+func TestProcessUmask(t *testing.T) {
+	old := unix.Umask(0o027)
+	got := processUmask()
+	unix.Umask(old)
+	if got != 0o027 {
+		t.Fatalf("processUmask = %o, want 027", got)
+	}
+}
+
+// TestRestoreModesUnderUmask restores files whose modes the umask would strip and
+// files with setuid and setgid bits, with a umask that strips group and other write:
+// every mode must be the source's.
+func TestRestoreModesUnderUmask(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	modes := []os.FileMode{0o777, 0o666, 0o644, 0o400, 0o000, 0o755 | os.ModeSetuid, 0o750 | os.ModeSetgid}
+	for i, m := range modes {
+		p := filepath.Join(src, fmt.Sprintf("f%d", i))
+		writeFile(t, p, randBytes(uint64(i), 10+i), 0o600)
+		if err := os.Chmod(p, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t)
+	a := e.open(t)
+	res, err := a.Backup(ctx, BackupOptions{Paths: []string{src}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := unix.Umask(0o022)
+	defer unix.Umask(old)
+	target := filepath.Join(dir, "r")
+	if _, err := a.Restore(ctx, res.Snapshot, RestoreOptions{Target: target}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, filepath.Join(target, "src"))
 }

@@ -3,7 +3,9 @@ package client
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -31,6 +33,56 @@ func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 			return fd, err
 		}
 	}
+}
+
+// ftruncate is unix.Ftruncate retried on EINTR.
+func ftruncate(fd int, size int64) error {
+	for {
+		err := unix.Ftruncate(fd, size)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// pwriteFull writes all of b at offset off of fd, as os.File.WriteAt does (short
+// writes continued, EINTR retried), without an os.File: a restore writes most small
+// files with this one call between their open and their close.
+func pwriteFull(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
+}
+
+// processUmask returns the process's file mode creation mask from /proc/self/status
+// (Linux 4.7 and later), or -1 when it cannot be read. Reading it this way does not set
+// it, unlike umask(2), which other goroutines creating files would race with.
+func processUmask() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil || m > 0o777 {
+				return -1
+			}
+			return int(m)
+		}
+	}
+	return -1
 }
 
 // openDirAt opens directory name in dirfd for reading without following a symlink,
