@@ -59,20 +59,32 @@ func BenchmarkPebbleBatch(b *testing.B) {
 
 func TestRepairPassSmoke(t *testing.T) {
 	for _, mirrors := range []bool{false, true} {
-		r, err := RepairPass(context.Background(), t.TempDir(), 3000, mirrors)
+		dir := t.TempDir()
+		r, err := RepairPass(context.Background(), dir, 3000, RepairPassOptions{Mirrors: mirrors})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The node leads about a sixth of the 256 PGs and sees only their stripes.
-		if r.PGs == 0 || r.Stripes == 0 || r.Stripes >= 3000 {
+		// The node leads about a sixth of the 256 PGs and sees only their stripes; the
+		// unchanged pass lists none of them, the next one the changed PG alone.
+		if r.PGs == 0 || r.Stripes == 0 || r.Stripes >= 3000 || r.UnchangedSkipped != r.PGs || r.OneChangedListed != 1 {
 			t.Fatalf("mirrors %v: %+v", mirrors, r)
+		}
+		// Reused with its index turned into version 2: upgraded at Open, same figures.
+		r2, err := RepairPass(context.Background(), dir, 3000, RepairPassOptions{Mirrors: mirrors, Upgrade: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2.Generate != 0 || r2.Upgrade == 0 || r2.PGs != r.PGs || r2.Stripes != r.Stripes+1 || r2.UnchangedSkipped != r.PGs || r2.OneChangedListed != 1 {
+			t.Fatalf("mirrors %v, upgraded: %+v (first run %+v)", mirrors, r2, r)
 		}
 	}
 }
 
-// TestRepairPassScale measures one repair pass over a node holding
-// COFFER_REPAIR_SHARDS shards (docs/benchmarks.md, "Repair pass at scale"); skipped
-// without it. COFFER_REPAIR_MIRRORS=1 makes the five other nodes list as many.
+// TestRepairPassScale measures repair passes over a node holding
+// COFFER_REPAIR_SHARDS shards (docs/benchmarks.md, "repair pass at scale"); skipped
+// without it. COFFER_REPAIR_MIRRORS=1 makes the five other nodes list as many;
+// COFFER_REPAIR_DIR keeps the store (a later run with as many shards reuses it);
+// COFFER_REPAIR_UPGRADE=1 turns its index into version 2 first and times the upgrade.
 func TestRepairPassScale(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("COFFER_REPAIR_SHARDS"))
 	if n <= 0 {
@@ -82,10 +94,13 @@ func TestRepairPassScale(t *testing.T) {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	r, err := RepairPass(context.Background(), dir, n, os.Getenv("COFFER_REPAIR_MIRRORS") == "1")
+	opt := RepairPassOptions{Mirrors: os.Getenv("COFFER_REPAIR_MIRRORS") == "1", Upgrade: os.Getenv("COFFER_REPAIR_UPGRADE") == "1"}
+	r, err := RepairPass(context.Background(), dir, n, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("mirrors %q, shards %d: generate %s, pass %s (%d PGs led, %d stripes)", os.Getenv("COFFER_REPAIR_MIRRORS"), r.Shards, r.Generate.Round(time.Millisecond),
-		r.Pass.Round(time.Millisecond), r.PGs, r.Stripes)
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	t.Logf("%+v, shards %d: generate %s, upgrade %s; passes: whole listing %s, first %s (%d PGs led, %d stripes), unchanged %s (%d PGs skipped), one changed %s (%d PGs, %d stripes listed)",
+		opt, r.Shards, ms(r.Generate), ms(r.Upgrade), ms(r.Whole), ms(r.First), r.PGs, r.Stripes, ms(r.Unchanged), r.UnchangedSkipped,
+		ms(r.OneChanged), r.OneChangedListed, r.OneChangedStripes)
 }
