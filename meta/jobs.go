@@ -302,6 +302,9 @@ type JobStats struct {
 	// size sealed, after compression): BytesNew/BytesAdded is the compression ratio of
 	// the new data that the anomaly check watches (issue 15, step 4).
 	BytesNew int64 `cbor:"bytes_new,omitempty" json:"bytes_new"`
+	// Snapshots is how many snapshot records a replication run imported (issue 19);
+	// its BytesAdded and ChunksAdded are the sealed bytes and chunks it copied.
+	Snapshots int64 `cbor:"snapshots,omitempty" json:"snapshots,omitempty"`
 }
 
 // Files is the number of files the job saw (new, changed and unmodified).
@@ -385,7 +388,7 @@ func ValidateJobStart(s JobStart) error {
 	if s.Trigger != TriggerSchedule && s.Trigger != TriggerManual {
 		return fmt.Errorf("%w: job trigger %q (want %s or %s)", ErrInvalid, s.Trigger, TriggerSchedule, TriggerManual)
 	}
-	if s.Kind != "" && s.Kind != JobBackup && s.Kind != JobVerify {
+	if s.Kind != "" && s.Kind != JobBackup && s.Kind != JobVerify && s.Kind != JobReplication {
 		return fmt.Errorf("%w: job kind %q (want %s or %s)", ErrInvalid, s.Kind, JobBackup, JobVerify)
 	}
 	if s.Trigger == TriggerSchedule && s.Policy == "" {

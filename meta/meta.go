@@ -55,6 +55,9 @@ type Vault struct {
 	Deleted *VaultDeletion `cbor:"deleted,omitempty" json:"deleted,omitempty"`
 	// Retention is the vault's retention policy (nil: none), set by an admin.
 	Retention *VaultPolicy `cbor:"retention,omitempty" json:"retention,omitempty"`
+	// Replica is set on a vault a replication job created on this (the target) cluster
+	// (issue 19); nil for every other vault.
+	Replica *VaultReplica `cbor:"replica,omitempty" json:"replica,omitempty"`
 }
 
 // VaultDeletion records a soft delete.

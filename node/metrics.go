@@ -194,6 +194,12 @@ var (
 	dGCLastEnded   = desc("coffer_gc_last_end_timestamp_seconds", "Cluster time the last collection ended (0: none yet).")
 	dJobs          = desc("coffer_jobs", "Job records the meta state holds (within the job retention), by kind and status; recounted at most every 30 s.", "kind", "status")
 	dJobsEnded     = desc("coffer_jobs_ended_total", "Jobs that ended while this meta server led, by kind and status.", "kind", "status")
+
+	dReplBytes     = desc("coffer_replication_bytes_total", "Sealed chunk bytes replication runs copied into this (the target) cluster, by replication job and vault (meta state).", "job", "vault")
+	dReplChunks    = desc("coffer_replication_chunks_total", "Chunks replication runs copied into this cluster, by job and vault (meta state).", "job", "vault")
+	dReplSnapshots = desc("coffer_replication_snapshots_total", "Snapshot records replication runs imported into this cluster, by job and vault (meta state).", "job", "vault")
+	dReplSuccess   = desc("coffer_replication_last_success_timestamp_seconds", "Cluster time the job's last completed run ended (0: none yet), by job and vault (meta state).", "job", "vault")
+	dReplFailed    = desc("coffer_replication_last_run_failed", "1 when the job's last run failed, by job and vault (meta state).", "job", "vault")
 )
 
 func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -206,6 +212,7 @@ func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
 		dGCSweptBytes, dGCSweptChunks, dGCSweptShards, dGCSpared,
 		dRaftState, dRaftTerm, dRaftCommit, dRaftApplied, dRaftLastLog, dRaftLeaderChg, dEnrollRefused,
 		dGCEpoch, dGCRunning, dGCLastBytes, dGCLastChunks, dGCLastEnded, dJobs, dJobsEnded,
+		dReplBytes, dReplChunks, dReplSnapshots, dReplSuccess, dReplFailed,
 	} {
 		ch <- d
 	}
@@ -324,6 +331,24 @@ func (c *figureCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for jc, v := range m.JobsEnded {
 			counter(dJobsEnded, float64(v), jc.Kind, jc.Status)
+		}
+	}
+	if c.n.meta != nil {
+		rs, err := c.n.meta.LocalReplications()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(dReplBytes, err)
+		}
+		for _, r := range rs {
+			job, vault := r.Name, string(r.Vault)
+			counter(dReplBytes, float64(r.State.Bytes), job, vault)
+			counter(dReplChunks, float64(r.State.Chunks), job, vault)
+			counter(dReplSnapshots, float64(r.State.Snapshots), job, vault)
+			var last float64
+			if !r.State.LastSuccess.IsZero() {
+				last = float64(r.State.LastSuccess.Unix())
+			}
+			gauge(dReplSuccess, last, job, vault)
+			gauge(dReplFailed, bit(r.State.LastStatus == meta.JobFailed), job, vault)
 		}
 	}
 }

@@ -359,6 +359,14 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.refreshSecurity(ctx)
 	}()
+	if n.meta != nil {
+		rep := &replicator{n: n, running: map[string]context.CancelFunc{}}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			rep.loop(ctx)
+		}()
+	}
 	if cfg.StatusListen != "" {
 		if err := n.startStatus(ctx, id); err != nil {
 			return nil, err

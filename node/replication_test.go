@@ -1,7 +1,10 @@
 package node_test
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,12 +13,16 @@ import (
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/chunkrpc"
+	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/metarpc"
+	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
+	"github.com/cofferhq/coffer/node/replicate"
 	"github.com/cofferhq/coffer/transport"
 	"github.com/cofferhq/coffer/transport/pki"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // smallTree writes a few small files (distinct per seed) under dir.
@@ -159,4 +166,266 @@ func TestReplicationRoleAttacks(t *testing.T) {
 	denied("create an enrollment token", err)
 	_, err = mc.AuditLog(ctx, 0, 10)
 	denied("read the audit log", err)
+}
+
+// manyFiles writes n small files of distinct content under dir.
+func manyFiles(t *testing.T, dir string, n, seed int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		data := []byte(fmt.Sprintf("file %d of seed %d\n", i, seed))
+		data = append(data, bytes.Repeat([]byte{byte(i), byte(seed), byte(i >> 3)}, 1000+i)...)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// chunkSizes returns every chunk snapshot s needs (reference lists, the chunks they
+// list, the tree) with its stored (sealed) size, read through store.
+func chunkSizes(t *testing.T, ctx context.Context, store chunkstore.Store, s meta.Snapshot) map[chunk.ID]int {
+	t.Helper()
+	out := map[chunk.ID]int{}
+	add := func(id chunk.ID) []byte {
+		data, err := store.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("chunk %s of snapshot %s: %v", id.Str(), s.ID.Str(), err)
+		}
+		out[id] = len(data)
+		return data
+	}
+	for _, ref := range s.Refs {
+		ids, err := reflist.Open(ref, add(ref))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			add(id)
+		}
+	}
+	add(s.Tree)
+	return out
+}
+
+// newBytes sums the sizes of the chunks of want that none of have holds.
+func newBytes(want map[chunk.ID]int, have ...map[chunk.ID]int) (bytes int64, chunks int64) {
+next:
+	for id, n := range want {
+		for _, h := range have {
+			if _, ok := h[id]; ok {
+				continue next
+			}
+		}
+		bytes += int64(n)
+		chunks++
+	}
+	return bytes, chunks
+}
+
+// TestReplicationAcrossClusters is the acceptance scenario of cross-cluster replication
+// with two clusters in one process: a replication certificate issued on the source
+// (admin cert issue --role replication), a job on the target; the first run copies the
+// vault, a second after another backup copies exactly the new chunks (bytes asserted);
+// a compliance lock set on the source reaches the target and refuses deletion there; a
+// snapshot forgotten on the source stays on the target; a run cancelled after its first
+// stored batch is resumed by the next without sending anything twice (the two runs'
+// bytes sum to exactly the new chunks); a run asked for through the RPC (admin replicate
+// run) is started by the target's leader and recorded as a job; the metrics report the
+// totals; and with the source stopped every snapshot restores bit-identically on the
+// target with the vault's passphrase.
+func TestReplicationAcrossClusters(t *testing.T) {
+	src := nodetest.New(t, nodetest.Opts{Meta: 1, Chunk: 6, PGCount: 16})
+	dst := nodetest.New(t, nodetest.Opts{Meta: 1, Chunk: 6, PGCount: 16})
+	ctx := ctxT(t, 5*time.Minute)
+	srcAdmin, dstAdmin := src.Connect(t), dst.Connect(t)
+	if _, err := client.InitVault(ctx, srcAdmin, "web", passphrase); err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	dir1 := filepath.Join(base, "one")
+	smallTree(t, dir1, 1)
+	s1 := backupInto(t, srcAdmin, "web", dir1)
+
+	// The job's credential: a CSR made for it, signed on the source.
+	csr, key, err := pki.NewKeyAndCSR("site-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := srcAdmin.Meta.(meta.CertService).IssueCert(ctx, meta.IssueCertRequest{Role: meta.CertRoleReplication, Principal: "site-b", CSR: csr, Vaults: []string{"web"}})
+	if err != nil {
+		t.Fatalf("issue the replication certificate: %v", err)
+	}
+	rs := dstAdmin.Meta.(meta.ReplicationService)
+	added, err := rs.AddReplication(ctx, meta.Replication{Name: "site-a", Source: []string{src.Leader().Addr()}, SourceCA: cert.CA, Cert: cert.Cert, Key: key,
+		Principal: "site-b", Vault: "web"})
+	if err != nil {
+		t.Fatalf("add replication: %v", err)
+	}
+	if added.Key != nil || added.Cert != nil {
+		t.Fatalf("add replication answered with the credentials")
+	}
+	leader := dst.Leader()
+	run := func() replicate.Stats {
+		t.Helper()
+		st, err := leader.RunReplication(ctx, "site-a", meta.TriggerManual, node.ReplicationRunOptions{})
+		if err != nil {
+			t.Fatalf("replication run: %v", err)
+		}
+		return st
+	}
+	srcChunks := srcAdmin.Chunks
+	sizes1 := chunkSizes(t, ctx, srcChunks, s1)
+
+	first := run()
+	want, wantChunks := newBytes(sizes1)
+	if first.Snapshots != 1 || first.Bytes != want || first.Chunks != wantChunks {
+		t.Fatalf("first run: %+v, want 1 snapshot, %d bytes in %d chunks", first, want, wantChunks)
+	}
+	v, err := dstAdmin.Meta.GetVault(ctx, "web")
+	if err != nil || v.Replica == nil || v.Replica.Job != "site-a" || v.Keys == nil {
+		t.Fatalf("replica vault: %+v %v", v, err)
+	}
+
+	// Back up more: only the new chunks move.
+	dir2 := filepath.Join(base, "two")
+	smallTree(t, dir2, 1)
+	manyFiles(t, filepath.Join(dir2, "new"), 3, 2)
+	s2 := backupInto(t, srcAdmin, "web", dir2)
+	sizes2 := chunkSizes(t, ctx, srcChunks, s2)
+	second := run()
+	want, wantChunks = newBytes(sizes2, sizes1)
+	if second.Snapshots != 1 || second.Bytes != want || second.Chunks != wantChunks {
+		t.Fatalf("second run: %+v, want 1 snapshot, %d bytes in %d chunks (the chunks of s2 not in s1)", second, want, wantChunks)
+	}
+	t.Logf("first run %d bytes in %d chunks; second (incremental) %d bytes in %d chunks", first.Bytes, first.Chunks, second.Bytes, second.Chunks)
+	if again := run(); again != (replicate.Stats{}) {
+		t.Fatalf("a run with nothing new: %+v, want nothing done", again)
+	}
+
+	// A compliance lock on the source is one on the target.
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	if _, err := srcAdmin.Meta.(meta.RetentionService).SetLock(ctx, "web", s1.ID, meta.Lock{Mode: meta.Compliance, Until: until}, meta.Bypass{}); err != nil {
+		t.Fatalf("lock on the source: %v", err)
+	}
+	if st := run(); st.Strengthened != 1 || st.Bytes != 0 {
+		t.Fatalf("run after the lock: %+v, want one snapshot strengthened and nothing copied", st)
+	}
+	got, err := dstAdmin.Meta.GetSnapshot(ctx, "web", s1.ID)
+	if err != nil || got.Lock == nil || got.Lock.Mode != meta.Compliance || got.Lock.Until.Before(until) {
+		t.Fatalf("target's copy of s1: lock %+v (%v), want compliance until at least %s", got.Lock, err, until)
+	}
+	dstRet := dstAdmin.Meta.(meta.RetentionService)
+	if _, err := dstRet.DeleteSnapshots(ctx, "web", []meta.SnapshotID{s1.ID}, meta.Bypass{Governance: true, Reason: "test"}); !errors.Is(err, meta.ErrLocked) {
+		t.Fatalf("delete of the locked replica on the target: %v, want locked", err)
+	}
+
+	// Forget on the source: the target keeps its copy.
+	if _, err := srcAdmin.Meta.(meta.RetentionService).DeleteSnapshots(ctx, "web", []meta.SnapshotID{s2.ID}, meta.Bypass{}); err != nil {
+		t.Fatalf("forget s2 on the source: %v", err)
+	}
+	run()
+	if _, err := dstAdmin.Meta.GetSnapshot(ctx, "web", s2.ID); err != nil {
+		t.Fatalf("s2 on the target after its forget on the source and a run: %v", err)
+	}
+
+	// An interrupted run resumes without sending anything twice.
+	dir3 := filepath.Join(base, "three")
+	manyFiles(t, dir3, 150, 3)
+	s3 := backupInto(t, srcAdmin, "web", dir3)
+	sizes3 := chunkSizes(t, ctx, srcChunks, s3)
+	want, wantChunks = newBytes(sizes3, sizes1, sizes2)
+	ictx, cancel := context.WithCancel(ctx)
+	// Small batches (4 chunks), so that the cut falls among them.
+	cut, err := leader.RunReplication(ictx, "site-a", meta.TriggerManual, node.ReplicationRunOptions{Batch: 4, Progress: func(st replicate.Stats) {
+		if st.Chunks > 0 {
+			cancel()
+		}
+	}})
+	cancel()
+	if !errors.Is(err, context.Canceled) || cut.Chunks == 0 || cut.Bytes >= want || cut.Snapshots != 0 {
+		t.Fatalf("interrupted run: %+v %v, want cancelled after some of the %d chunks", cut, err, wantChunks)
+	}
+	rest := run()
+	if rest.Snapshots != 1 || cut.Bytes+rest.Bytes != want || cut.Chunks+rest.Chunks != wantChunks {
+		t.Fatalf("interrupted run %+v then %+v: want %d bytes in %d chunks in all (nothing sent twice)", cut, rest, want, wantChunks)
+	}
+	t.Logf("interrupted run sent %d bytes, its successor %d (total %d)", cut.Bytes, rest.Bytes, want)
+
+	// A run asked for through the RPC is started by the target's leader and recorded.
+	before, err := rs.ListReplications(ctx)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("list replications: %v %v", before, err)
+	}
+	if _, err := rs.RunReplication(ctx, "site-a"); err != nil {
+		t.Fatalf("replicate run: %v", err)
+	}
+	var job meta.Replication
+	waitFor(t, time.Minute, "a requested replication run", func() (bool, string) {
+		l, err := rs.ListReplications(ctx)
+		if err != nil || len(l) != 1 {
+			return false, fmt.Sprint(l, err)
+		}
+		job = l[0]
+		return job.State.LastJob != before[0].State.LastJob && job.State.LastStatus != "" && !job.State.LastRun.Before(job.RunRequested), fmt.Sprintf("%+v", job.State)
+	})
+	if job.State.LastStatus != meta.JobCompleted || job.State.Snapshots != 3 || job.Key != nil {
+		t.Fatalf("job after the requested run: %+v", job)
+	}
+	jobs, err := dstAdmin.Meta.(meta.JobService).ListJobs(ctx, meta.JobFilter{Policy: "site-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs, failed int
+	for _, j := range jobs {
+		if j.Kind == meta.JobReplication {
+			runs++
+			if j.Status == meta.JobFailed {
+				failed++
+			}
+		}
+	}
+	if runs != 8 || failed != 1 {
+		t.Fatalf("replication jobs: %d (%d failed), want 8 runs of which the interrupted one failed", runs, failed)
+	}
+	total := first.Bytes + second.Bytes + cut.Bytes + rest.Bytes
+	if job.State.Bytes != total {
+		t.Fatalf("job totals: %d bytes, want %d", job.State.Bytes, total)
+	}
+	mfs, err := leader.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams := map[string]*dto.MetricFamily{}
+	for _, f := range mfs {
+		fams[f.GetName()] = f
+	}
+	if got := value(fams, "coffer_replication_bytes_total", "job", "site-a", "vault", "web"); got != float64(total) {
+		t.Errorf("coffer_replication_bytes_total = %v, want %d", got, total)
+	}
+	if got := value(fams, "coffer_replication_snapshots_total", "job", "site-a"); got != 3 {
+		t.Errorf("coffer_replication_snapshots_total = %v, want 3", got)
+	}
+	if got := value(fams, "coffer_replication_last_success_timestamp_seconds", "job", "site-a"); got < float64(job.State.LastSuccess.Unix()) || got == 0 {
+		t.Errorf("coffer_replication_last_success_timestamp_seconds = %v, want %d", got, job.State.LastSuccess.Unix())
+	}
+
+	// With the source stopped, every snapshot restores on the target with the passphrase.
+	if err := src.Dev.Close(); err != nil {
+		t.Logf("stop the source: %v", err)
+	}
+	a, err := client.Open(ctx, dstAdmin, "web", passphrase)
+	if err != nil {
+		t.Fatalf("open the replica with the passphrase: %v", err)
+	}
+	defer a.Close()
+	snaps, err := dstAdmin.Meta.ListSnapshots(ctx, "web")
+	if err != nil || len(snaps) != 3 {
+		t.Fatalf("replica snapshots: %d %v, want 3", len(snaps), err)
+	}
+	dirs := map[meta.SnapshotID]string{s1.ID: dir1, s2.ID: dir2, s3.ID: dir3}
+	for _, s := range snaps {
+		restoreAndCompare(t, a, s, dirs[s.ID])
+	}
 }

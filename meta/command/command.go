@@ -131,7 +131,7 @@ func kindOf(t Type) (kind, bool) {
 	case TypeRecordCert:
 		return kindFor[RecordCert]()
 	}
-	for _, family := range []func(Type) (kind, bool){jobsKind, opsKind, approvalKind, hostKind} {
+	for _, family := range []func(Type) (kind, bool){jobsKind, opsKind, approvalKind, hostKind, replicationKind} {
 		if k, ok := family(t); ok {
 			return k, true
 		}

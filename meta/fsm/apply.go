@@ -148,6 +148,9 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 		return f.applyApproval(b, index, cmd.Body, now)
 	case command.RetireHost, command.ReinstateHost, command.RequestHostRun, command.ExpireRetiredHost:
 		return f.applyHost(b, index, cmd.Body, now)
+	case command.AddReplication, command.RemoveReplication, command.RequestReplicationRun, command.ReplicationRun,
+		command.ImportReplicaVault, command.ImportReplicaSnapshot:
+		return f.applyReplication(b, index, cmd.Body, now)
 	case command.Tick, command.TickV1:
 		return nil, nil
 	case command.CreateVault:
@@ -217,8 +220,8 @@ func (f *FSM) createVault(b *pebble.Batch, c command.CreateVault, now time.Time)
 		if err := c.By.Authorize(meta.ActCreateVault, v.ID); err != nil {
 			return meta.Vault{}, err
 		}
-		if v.Retention != nil || v.Deleted != nil {
-			return meta.Vault{}, fmt.Errorf("%w: vault %s: a new vault carries no retention policy or deletion (an admin sets a policy with coffer vault policy)", meta.ErrInvalid, v.ID)
+		if v.Retention != nil || v.Deleted != nil || v.Replica != nil {
+			return meta.Vault{}, fmt.Errorf("%w: vault %s: a new vault carries no retention policy, deletion or replica mark (an admin sets a policy with coffer vault policy; replication jobs make replicas)", meta.ErrInvalid, v.ID)
 		}
 	}
 	if err := meta.ValidateVault(v); err != nil {

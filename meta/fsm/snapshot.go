@@ -318,6 +318,8 @@ func knownKey(k string) bool {
 		return true
 	case knownJobKey(k), knownApprovalKey(k):
 		return true
+	case strings.HasPrefix(k, prefixReplication):
+		return meta.ValidatePolicyName(k[len(prefixReplication):]) == nil
 	case k == keyMap, k == keyApplied, k == keyClock, k == keyClockLimit, k == keyGC:
 		return true
 	case strings.HasPrefix(k, prefixAudit):

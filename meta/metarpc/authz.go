@@ -95,5 +95,5 @@ func AuthzRules() []authz.Rule {
 			Agent: authz.Allow, Restore: authz.Allow, Admin: authz.Allow, Meta: fwd},
 		{Method: MethodPlatformUnwrap, Destructive: true, Audit: "vault keys platform-unwrap", Doc: "a platform-managed vault's keyring, sealed to the caller's one-time key (restore without a passphrase)",
 			Admin: authz.If("platform-managed vaults only"), Meta: fwd},
-	}, append(append(append(append(opsRules(), jobRules()...), certRules()...), approvalRules()...), hostRules()...)...)
+	}, append(append(append(append(opsRules(), jobRules()...), certRules()...), approvalRules()...), append(hostRules(), replicationRules()...)...)...)
 }

@@ -249,6 +249,9 @@ func (h *Server) serve(ctx context.Context, peer transport.Peer, method string, 
 	if out, fwd, err, ok := h.serveHost(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
+	if out, fwd, err, ok := h.serveReplication(ctx, peer, method, body); ok {
+		return out, fwd, err
+	}
 	if out, fwd, err, ok := h.serveMembership(ctx, peer, method, body); ok {
 		return out, fwd, err
 	}
