@@ -372,4 +372,3 @@ func (s *Remote) IssueGrant(ctx context.Context, vault meta.VaultID, id meta.Sna
 
 // Reader implements Source.
 func (s *Remote) Reader(token []byte) chunkstore.BatchGetter { return s.chunks.WithGrant(token) }
-
