@@ -2,7 +2,6 @@ package coord
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -44,16 +43,6 @@ func domainOf(n placement.Node) string {
 	return "domain:" + n.Domain
 }
 
-// noSpace reports whether a position failed because its node's disk is full.
-func (w *stripeW) noSpace() bool {
-	for _, e := range w.errs {
-		if errors.Is(e, chunkstore.ErrNoSpace) {
-			return true
-		}
-	}
-	return false
-}
-
 // durable counts the positions written.
 func (w *stripeW) durable() int {
 	n := 0
@@ -81,8 +70,10 @@ func (w *stripeW) durable() int {
 // one is left, sits in a failure domain the stripe does not use yet (a substitute in a
 // used domain is a reduced-domain write). When a node fails its call, the chunks short of
 // quorum send the failed positions to further substitutes in another round (at most
-// maxPutRounds rounds); so do positions whose node's disk is full (chunkstore.ErrNoSpace),
-// even in chunks that reached quorum, since repair could not complete them there. Substitute shards carry their normal key; repair moves them to
+// maxPutRounds rounds); so, in the rounds left, do the failed positions of chunks that
+// reached quorum: a chunk acknowledged on exactly its quorum would read as missing to Has
+// (the dedup and commit check) while one holder is slow to answer, and a node whose disk
+// is full (chunkstore.ErrNoSpace) would not take the shard from repair either. Substitute shards carry their normal key; repair moves them to
 // their owner once it is back, or to the new owner once the old one is out. Positions
 // the map cannot place (placement.PlaceBest: fewer eligible nodes than k+m) are not
 // written. Config.Stats counts substitute shards, reduced-domain and short stripes.
@@ -170,9 +161,12 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 			w.doms[domainOf(nd)] = true
 		}
 		for _, w := range todo {
-			acked := round > 0 && w.durable() >= l.quorum()
-			if acked && !w.noSpace() {
-				continue // acknowledged: repair completes the stripe
+			// An acknowledged chunk still sends its failed positions to substitutes in
+			// the rounds left: acknowledged on exactly the quorum, it would read as
+			// missing (Has, the commit check) as long as one holder is slow to answer,
+			// and a full disk would not take the shard from repair either.
+			if round > 0 && w.durable() == l.n {
+				continue
 			}
 			if round == 0 {
 				// Owners first, so that substitutes see every domain the stripe uses.
@@ -186,8 +180,6 @@ func (s *Store) Put(ctx context.Context, chunks []chunkstore.Chunk) error {
 				switch {
 				case round > 0 && w.errs[i] == nil:
 					continue // durable
-				case acked && !errors.Is(w.errs[i], chunkstore.ErrNoSpace):
-					continue // repair completes it; a full disk would not take it
 				case round == 0 && o.ID == "":
 					w.errs[i] = fmt.Errorf("shard %d: %s: %w", i, w.p.short, chunkstore.ErrUnavailable)
 					continue

@@ -211,3 +211,27 @@ func TestPutReducedDomain(t *testing.T) {
 		mustGet(t, c.st, ch)
 	}
 }
+
+// TestPutCompletesAckedStripes: a node that fails its call during a put (paused, slow)
+// leaves an acknowledged chunk on exactly its quorum unless the failed position goes to
+// a substitute too. On exactly the quorum, the chunk reads as missing to Has (the meta
+// leader's commit check) as long as any one holder is slow to answer: in the chaos suite
+// a backup was refused at all three commit attempts while one chunk node was paused.
+func TestPutCompletesAckedStripes(t *testing.T) {
+	c := newCluster(t, 7, placement.DefaultProfile)
+	for _, f := range c.nodes {
+		f.seenAlive.Store(true)
+	}
+	r := rand.New(rand.NewPCG(14, 14))
+	a := randChunk(r, 4000)
+	failing := c.nodeOf(t, a.ID, 2)
+	failing.down.Store(true) // fails its calls; the map still says active
+	mustPut(t, c.st, a)
+	// Another owner is now slow to answer; the failing one is still out.
+	slow := c.nodeOf(t, a.ID, 4)
+	slow.down.Store(true)
+	if got := mustHas(t, c.st, a.ID); !got[0] {
+		t.Fatal("Has = false with one holder silent after a put around a failing owner: the put left the stripe on exactly its quorum")
+	}
+	mustGet(t, c.st, a)
+}
