@@ -70,9 +70,15 @@ func (c *cluster) config(i int) Config {
 	cfg := Config{
 		ID: addrOf(i), Addr: addrOf(i), Dir: c.dirs[i], Transport: c.trans[i], Bootstrap: boot,
 		Chunks: c.chunks, Now: time.Now,
-		ChunkNotFound:    func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
-		InitialMap:       &placement.Map{PGCount: 16, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "c1", Addr: "x:1", State: placement.StateActive}}},
-		HeartbeatTimeout: 250 * time.Millisecond, ElectionTimeout: 250 * time.Millisecond, LeaderLeaseTimeout: 120 * time.Millisecond,
+		ChunkNotFound: func(err error) bool { return errors.Is(err, chunkstore.ErrNotFound) },
+		InitialMap:    &placement.Map{PGCount: 16, Profile: placement.DefaultProfile, Nodes: []placement.Node{{ID: "c1", Addr: "x:1", State: placement.StateActive}}},
+		// NB: a leader steps down when no follower has answered it for LeaderLeaseTimeout,
+		// and a follower's raft loop waits for each bolt fsync of the log; on a machine
+		// loaded by parallel race-enabled tests those stalls passed 120 ms, and tests
+		// that hold one leader for seconds (TestAutoRetentionKeepLast,
+		// TestAnomalyFlaggedAndAlertedOnce) failed with "not the leader" when it lost its
+		// lease. Failover after a kill takes 1-2 s with these.
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 500 * time.Millisecond,
 		TickInterval: 100 * time.Millisecond,
 	}
 	minimal := meta.MinimalApprovalPolicy()
@@ -109,20 +115,47 @@ func (c *cluster) restart(i int) {
 	c.start(i)
 }
 
-// leader waits for a leader among the running servers and returns its index.
+// leader waits for a leader among the running servers that the others follow, and
+// returns its index. A server that still believes it leads after the others elected
+// another (its lease not yet run out) is not taken.
 func (c *cluster) leader() int {
 	c.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		for i, s := range c.srv {
-			if s != nil && s.IsLeader() {
-				return i
-			}
+		if i, ok := c.agreedLeader(); ok {
+			return i
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 	c.t.Fatal("no leader elected")
 	return -1
+}
+
+// agreedLeader returns the running server that leads, when exactly one believes it does
+// and a majority of the running servers name it as the leader.
+func (c *cluster) agreedLeader() (int, bool) {
+	li, running, naming := -1, 0, 0
+	for i, s := range c.srv {
+		if s == nil {
+			continue
+		}
+		running++
+		if s.IsLeader() {
+			if li >= 0 {
+				return -1, false
+			}
+			li = i
+		}
+	}
+	if li < 0 {
+		return -1, false
+	}
+	for _, s := range c.srv {
+		if s != nil && s.LeaderAddr() == addrOf(li) {
+			naming++
+		}
+	}
+	return li, 2*naming > running
 }
 
 // waitFor polls cond until it holds or 10 s pass.

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -16,11 +15,9 @@ import (
 // the meta.Service contract, each call made on the server leading at the time.
 func TestServiceConformance(t *testing.T) {
 	metatest.RunService(t, func(t *testing.T) metatest.Fixture {
-		// Timeouts generous enough that a machine loaded by parallel race-enabled tests
-		// does not cost the leader its lease in the middle of a case.
-		c := newCluster(t, 3, func(cfg *Config) {
-			cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
-		})
+		// newCluster's timeouts are generous enough that a machine loaded by parallel
+		// race-enabled tests does not cost the leader its lease in the middle of a case.
+		c := newCluster(t, 3, nil)
 		l := leading{c}
 		ctx := ctxT(t)
 		waitFor(t, "initial map", func() bool { _, err := l.ClusterMap(ctx); return err == nil })

@@ -60,8 +60,12 @@ func TestAutoRetentionKeepLast(t *testing.T) {
 		}
 		return true
 	})
+	// NB: a round under way when the policy is set read the vaults before it and does
+	// not apply it; the next is due one interval after that round ended, and is noticed
+	// at a tick and proposed after that: a loaded machine took 2.011 s. A quarter
+	// interval of slack allows for that and still tells one interval from two.
 	for v, rep := range reps {
-		if took := rep.Time.Sub(setAt); took > interval {
+		if took := rep.Time.Sub(setAt); took > interval+interval/4 {
 			t.Errorf("vault %s: retention ran %v after the policy was set, more than one interval (%v)", v, took, interval)
 		}
 		left, err := c.srv[c.leader()].fsm.Snapshots(v)
@@ -92,7 +96,7 @@ func TestAutoRetentionKeepLast(t *testing.T) {
 	if h := reps["locked"].Held; len(h) != 1 || h[0].ID != held.ID || !strings.Contains(h[0].Reason, "governance-locked until") {
 		t.Errorf("locked: held %+v, want the locked snapshot %s with its lock", h, held.ID.Str())
 	}
-	log, err := l.AuditLog(admin, 0, 0)
+	log, err := c.srv[c.leader()].AuditLog(admin, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
