@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,13 +38,19 @@ type HostOptions struct {
 	// Datasets names the datasets to run, in order: "toolchain" (a copy of Tree),
 	// "image" (a raw ext4 image of Tree, one file), "small" (SmallFiles generated
 	// small files), "million" (MillionFiles empty and small files; Coffer only, backups
-	// only: the memory bound). Default toolchain, image, small.
+	// only: the memory bound), "block" (a sparse image of BlockGiB apparent size holding
+	// BlockDataGiB of data, backed up with --block; Coffer only, backups only: the
+	// memory bound on a large block image). Default toolchain, image, small.
 	Datasets []string
 	// Tree is the unpacked toolchain (default: this Go's GOROOT).
 	Tree string
 	// SmallFiles and MillionFiles size the generated trees (defaults 200,000 and
 	// 1,000,000).
 	SmallFiles, MillionFiles int
+	// BlockGiB and BlockDataGiB size the block dataset's image: its apparent size
+	// (default 100) and the data written into it (default 4, in 16 segments spread
+	// evenly, half random and half text; the rest is holes).
+	BlockGiB, BlockDataGiB int
 	// BackupArgs are added to every coffer backup (e.g. --compression fast).
 	BackupArgs []string
 	// RSSBoundMiB is the agent's peak RSS bound (default 256): a Coffer scenario above it
@@ -114,6 +121,7 @@ const (
 	DsImage     = "image"
 	DsSmall     = "small"
 	DsMillion   = "million"
+	DsBlock     = "block"
 )
 
 // DefaultRSSBoundMiB is the agent's peak RSS bound on any tree (issue 18).
@@ -124,7 +132,8 @@ type hostDS struct {
 	Dataset
 	pristine string // directory copied per run ("" for million: backed up in place)
 	base     string // base name of the backed-up directory
-	backups  bool   // million: backups only, Coffer only
+	backups  bool   // million, block: backups only, Coffer only
+	block    bool   // block: the source is one image file, backed up with --block
 }
 
 // RunHostBudget runs the host-budget suite.
@@ -146,6 +155,12 @@ func RunHostBudget(ctx context.Context, o HostOptions) (*HostReport, error) {
 	}
 	if o.MillionFiles <= 0 {
 		o.MillionFiles = 1_000_000
+	}
+	if o.BlockGiB <= 0 {
+		o.BlockGiB = 100
+	}
+	if o.BlockDataGiB <= 0 {
+		o.BlockDataGiB = 4
 	}
 	if o.Tree == "" {
 		o.Tree = runtime.GOROOT()
@@ -267,8 +282,70 @@ func prepareHostDS(ctx context.Context, o HostOptions, name string) (hostDS, err
 			return hostDS{Dataset: d, base: "tree", backups: true}, nil
 		}
 		return hostDS{Dataset: d, pristine: d.Dir, base: "tree"}, nil
+	case DsBlock:
+		dir := filepath.Join(o.DataDir, fmt.Sprintf("block-%d-%d", o.BlockGiB, o.BlockDataGiB))
+		img := filepath.Join(dir, "disk.img")
+		if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
+			o.Logf("bench: writing a %d GiB sparse image holding %d GiB of data to %s", o.BlockGiB, o.BlockDataGiB, img)
+			if err := os.RemoveAll(dir); err != nil {
+				return hostDS{}, fmt.Errorf("bench: %w", err)
+			}
+			if err := GenerateSparseImage(img, int64(o.BlockGiB)<<30, int64(o.BlockDataGiB)<<30, 1); err != nil {
+				return hostDS{}, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, ".complete"), nil, 0o644); err != nil {
+				return hostDS{}, fmt.Errorf("bench: %w", err)
+			}
+		}
+		return hostDS{Dataset: Dataset{Name: DsBlock, Dir: img, Files: 1, Bytes: int64(o.BlockGiB) << 30},
+			base: "disk.img", backups: true, block: true}, nil
 	}
-	return hostDS{}, fmt.Errorf("bench: unknown host-budget dataset %q (want toolchain, image, small, million)", name)
+	return hostDS{}, fmt.Errorf("bench: unknown host-budget dataset %q (want toolchain, image, small, million, block)", name)
+}
+
+// GenerateSparseImage writes a sparse file of size bytes at path holding data bytes in
+// 16 segments spread evenly (each starting on a 4 MiB boundary), alternately random and
+// generated text, from a generator seeded with seed; the rest are holes.
+func GenerateSparseImage(path string, size, data int64, seed uint64) error {
+	const segments, align = 16, 4 << 20
+	seg := data / segments / align * align
+	if seg <= 0 || size < data {
+		return fmt.Errorf("bench: sparse image: %d bytes of data do not fit %d segments in %d bytes", data, segments, size)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	stride := size / segments / align * align
+	rng := rand.New(rand.NewPCG(seed, 0x626c6f636b))
+	buf := make([]byte, 0, 8<<20)
+	for k := range int64(segments) {
+		for off := int64(0); off < seg && err == nil; off += int64(cap(buf)) {
+			n := int(min(int64(cap(buf)), seg-off))
+			if k%2 == 0 {
+				buf = buf[:n]
+				for i := 0; i+8 <= n; i += 8 {
+					binary.LittleEndian.PutUint64(buf[i:], rng.Uint64())
+				}
+			} else {
+				buf = genText(buf[:0], rng, n)
+			}
+			_, err = f.WriteAt(buf, k*stride+off)
+		}
+	}
+	if err == nil {
+		err = f.Truncate(size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bench: sparse image: %w", err)
+	}
+	return nil
 }
 
 // words are the vocabulary of generated text (compressible about as much as source
@@ -471,6 +548,10 @@ func hostRun(ctx context.Context, o HostOptions, r *HostReport, dss []hostDS, ru
 	defer ct.close()
 	for _, d := range dss {
 		src := filepath.Join(work, "src-"+d.Name, d.base)
+		ct.backupArgs = o.BackupArgs
+		if d.block {
+			ct.backupArgs = append(slices.Clone(o.BackupArgs), "--block")
+		}
 		if d.backups {
 			src = d.Dir
 		} else if err := copyTree(ctx, d.pristine, src); err != nil {

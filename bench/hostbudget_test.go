@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,5 +73,37 @@ func TestMutateLargeFile(t *testing.T) {
 	}
 	if got[0] == 0 || got[16<<20/32*5] == 0 {
 		t.Fatal("regions were not rewritten")
+	}
+}
+
+// TestGenerateSparseImage: the block dataset's image has its apparent size, data in 16
+// segments at 4 MiB-aligned offsets (alternately random and text) and holes between.
+func TestGenerateSparseImage(t *testing.T) {
+	const size, data, seg, stride = 256 << 20, 64 << 20, 4 << 20, 16 << 20
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := GenerateSparseImage(p, size, data, 1); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != size {
+		t.Fatalf("image is %d bytes, want %d", len(b), size)
+	}
+	for k := range 16 {
+		s := b[k*stride : k*stride+seg]
+		if bytes.Count(s, []byte{0}) > len(s)/64 {
+			t.Errorf("segment %d at %d: mostly zeros", k, k*stride)
+		}
+		if text := bytes.Count(s, []byte(" ")) > len(s)/20; text != (k%2 == 1) {
+			t.Errorf("segment %d: text %v, want %v", k, text, k%2 == 1)
+		}
+		if !bytes.Equal(b[k*stride+seg:(k+1)*stride], make([]byte, stride-seg)) {
+			t.Errorf("after segment %d: not a hole", k)
+		}
+	}
+	if err := GenerateSparseImage(p, 1<<20, 1<<20, 1); err == nil {
+		t.Error("1 MiB of data in 16 aligned segments: accepted")
 	}
 }

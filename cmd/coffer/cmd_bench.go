@@ -53,7 +53,9 @@ to --cluster-cpus, as in a deployment where the cluster has machines of its own.
 For each dataset (--datasets: toolchain, an unpacked Go toolchain, by default
 this Go's GOROOT; image, a raw ext4 image of it, one file; small, 200,000
 generated small files; million, 1,000,000 empty and small files, Coffer's
-backups only, for the memory bound) and each of --runs runs it does initial
+backups only, for the memory bound; block, a sparse 100 GiB image holding 4 GiB
+of data, Coffer's --block backups only, the memory bound on a block image) and
+each of --runs runs it does initial
 backup, unchanged re-backup, incremental backup (a changed copy), full restore
 and single-file restore with every tool, checks every restore bit-identical to
 the source (SHA-256 of every file), and reports wall time, agent CPU-s/GiB,
@@ -70,6 +72,7 @@ report lists it and the command exits non-zero.`,
 			"sudo coffer bench --quick --drop-caches --data /var/tmp/coffer-bench",
 			"coffer bench --host-budget --drop-caches --data /var/tmp/coffer-bench --peers restic-0.14=/usr/bin/restic,restic-0.18.1=$HOME/go/bin/restic",
 			"coffer bench --host-budget --runs 1 --datasets million --data /var/tmp/coffer-bench",
+			"coffer bench --host-budget --runs 1 --datasets block --data /var/tmp/coffer-bench",
 		},
 		new: func() command { return &benchCmd{} },
 	}
@@ -83,6 +86,7 @@ type benchCmd struct {
 
 	hostBudget                       bool
 	runs, smallFiles, millionFiles   int
+	blockGiB, blockDataGiB           int
 	agentCPUs, clusterCPUs, datasets string
 	tree, backupFlags                string
 	rssBound                         float64
@@ -102,10 +106,12 @@ func (c *benchCmd) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.runs, "runs", 3, "with --host-budget: `N` runs, medians reported")
 	fs.StringVar(&c.agentCPUs, "agent-cpus", "0", "with --host-budget: taskset CPU `LIST` of the agent and the peers")
 	fs.StringVar(&c.clusterCPUs, "cluster-cpus", "", "with --host-budget: taskset CPU `LIST` of the dev cluster (default: every CPU but 0)")
-	fs.StringVar(&c.datasets, "datasets", "toolchain,image,small", "with --host-budget: comma-separated `SETS` (toolchain, image, small, million)")
+	fs.StringVar(&c.datasets, "datasets", "toolchain,image,small", "with --host-budget: comma-separated `SETS` (toolchain, image, small, million, block)")
 	fs.StringVar(&c.tree, "tree", "", "with --host-budget: the unpacked toolchain `DIR` (default: this Go's GOROOT)")
 	fs.IntVar(&c.smallFiles, "small-files", 200000, "with --host-budget: `N` files in the small dataset")
 	fs.IntVar(&c.millionFiles, "million-files", 1000000, "with --host-budget: `N` files in the million dataset")
+	fs.IntVar(&c.blockGiB, "block-gib", 100, "with --host-budget: apparent size in `GiB` of the block dataset's sparse image")
+	fs.IntVar(&c.blockDataGiB, "block-data-gib", 4, "with --host-budget: `GiB` of data in the block dataset's image (the rest is holes)")
 	fs.Float64Var(&c.rssBound, "rss-bound", bench.DefaultRSSBoundMiB, "with --host-budget: agent peak RSS bound in `MiB`; above it the command fails")
 	fs.StringVar(&c.backupFlags, "backup-flags", "", "with --host-budget: extra `FLAGS` for every coffer backup (e.g. \"--compression fast\")")
 	fs.BoolVar(&c.dropCaches, "drop-caches", false, "sync and drop the kernel's page cache before each tool's full restore (root only), for restores that do not depend on scenario order")
@@ -196,7 +202,7 @@ func (c *benchCmd) runHostBudget(ctx context.Context, a *app, data, exe, cofferd
 	}
 	o := bench.HostOptions{
 		DataDir: data, Coffer: exe, Cofferd: cofferd, Runs: c.runs, AgentCPUs: c.agentCPUs, ClusterCPUs: c.clusterCPUs,
-		Tree: c.tree, SmallFiles: c.smallFiles, MillionFiles: c.millionFiles, RSSBoundMiB: c.rssBound,
+		Tree: c.tree, SmallFiles: c.smallFiles, MillionFiles: c.millionFiles, BlockGiB: c.blockGiB, BlockDataGiB: c.blockDataGiB, RSSBoundMiB: c.rssBound,
 		BackupArgs: strings.Fields(c.backupFlags), DropCaches: c.dropCaches,
 		Logf: func(format string, v ...any) {
 			if !a.g.quiet {
