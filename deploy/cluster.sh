@@ -19,7 +19,8 @@
 # built by `make image`), COMPOSE_PROJECT_NAME (default coffer), COFFER_SUBNET_PREFIX
 # (default 10.213.0), COMPOSE (default: `docker compose` if present, else docker-compose),
 # COFFER_COMPOSE_OVERRIDE (a second compose file merged over compose.yaml: the chaos suite's
-# deploy/chaos/compose.chaos.yaml).
+# deploy/chaos/compose.chaos.yaml), COFFER_NO_AGENT (skip step 7, the agent: the chaos
+# suite enrolls its own).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +45,7 @@ VAULT=${COFFER_VAULT:-default}
 AGENT_NAME=${COFFER_AGENT_NAME:-agent-1}
 WAIT=${COFFER_WAIT:-180}
 
-say() { printf '\n== %s\n' "$*" >&2; }
+say() { printf '\n== %s (%d s)\n' "$*" "$SECONDS" >&2; }
 die() { echo "cluster: $*" >&2; exit 1; }
 dc() { $COMPOSE -f "$HERE/compose.yaml" ${COFFER_COMPOSE_OVERRIDE:+-f "$COFFER_COMPOSE_OVERRIDE"} --profile tools "$@"; }
 # The address of a service on the private network.
@@ -66,7 +67,13 @@ on_node() {
 # On the CA host and on the admin's workstation.
 on_ca() { dc run --rm -T ca "$@"; }
 coffer_admin() { dc run --rm -T admin "$@"; }
-container() { dc ps -q "$1"; }
+# The service's container, by compose's labels: the docker CLI answers in a tenth of a
+# second where docker-compose (v1, Python) takes seconds on a loaded machine, and the
+# carries below ask for it once per file.
+container() {
+  docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter "label=com.docker.compose.service=$1" --filter "label=com.docker.compose.oneoff=False"
+}
 # Carry public files between the host's carry/ directory and a node's data directory.
 carry_out() { # carry_out SVC FILE...
   local svc=$1 f; shift
@@ -179,6 +186,11 @@ EOF
     done
   done
   coffer_admin admin rebalance apply --wait
+
+  if [ -n "${COFFER_NO_AGENT:-}" ]; then
+    say "7. (skipped: COFFER_NO_AGENT is set; the caller enrolls its own agents)"
+    return
+  fi
 
   say "7. the backup agent: enrolled with a one-time token; its key is made in its volume"
   tok=$(coffer_admin --vault "$VAULT" admin enroll-token create --name "$AGENT_NAME" --ttl 1h | tr -d '\r\n')

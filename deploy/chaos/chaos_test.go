@@ -964,7 +964,7 @@ func TestChaos(t *testing.T) {
 		t0: time.Now(), ids: map[string]string{}, nemLog: nl}
 	r.env = append(os.Environ(), "COFFER_IMAGE="+r.image, "COMPOSE_PROJECT_NAME="+r.project, "COFFER_SUBNET_PREFIX="+r.subnet,
 		"COFFER_CLUSTER_DIR="+r.cluster, "COFFER_COMPOSE_OVERRIDE="+filepath.Join(root, "deploy/chaos/compose.chaos.yaml"),
-		"COFFER_CHAOS_SMALL_VOLUME="+r.small, "COFFER_AGENT_DATA="+filepath.Join(dir, "trees"))
+		"COFFER_CHAOS_SMALL_VOLUME="+r.small, "COFFER_AGENT_DATA="+filepath.Join(dir, "trees"), "COFFER_NO_AGENT=1")
 	if out, _, _, _ := r.cmd(context.Background(), "docker", "ps", "-aq", "--filter", "label=com.docker.compose.project="+r.project); strings.TrimSpace(out) != "" {
 		t.Fatalf("project %s already has containers: COMPOSE_PROJECT_NAME=%s deploy/cluster.sh down", r.project, r.project)
 	}
