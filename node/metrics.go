@@ -195,11 +195,11 @@ var (
 	dJobs          = desc("coffer_jobs", "Job records the meta state holds (within the job retention), by kind and status; recounted at most every 30 s.", "kind", "status")
 	dJobsEnded     = desc("coffer_jobs_ended_total", "Jobs that ended while this meta server led, by kind and status.", "kind", "status")
 
-	dReplBytes     = desc("coffer_replication_bytes_total", "Sealed chunk bytes replication runs copied into this (the target) cluster, by replication job and vault (meta state).", "job", "vault")
-	dReplChunks    = desc("coffer_replication_chunks_total", "Chunks replication runs copied into this cluster, by job and vault (meta state).", "job", "vault")
-	dReplSnapshots = desc("coffer_replication_snapshots_total", "Snapshot records replication runs imported into this cluster, by job and vault (meta state).", "job", "vault")
-	dReplSuccess   = desc("coffer_replication_last_success_timestamp_seconds", "Cluster time the job's last completed run ended (0: none yet), by job and vault (meta state).", "job", "vault")
-	dReplFailed    = desc("coffer_replication_last_run_failed", "1 when the job's last run failed, by job and vault (meta state).", "job", "vault")
+	dReplBytes     = desc("coffer_replication_bytes_total", "Sealed chunk bytes replication runs copied into this (the target) cluster, by replication job (meta state).", "job")
+	dReplChunks    = desc("coffer_replication_chunks_total", "Chunks replication runs copied into this cluster, by replication job (meta state).", "job")
+	dReplSnapshots = desc("coffer_replication_snapshots_total", "Snapshot records replication runs imported into this cluster, by replication job (meta state).", "job")
+	dReplSuccess   = desc("coffer_replication_last_success_timestamp_seconds", "Cluster time the job's last completed run ended (0: none yet), by replication job (meta state).", "job")
+	dReplFailed    = desc("coffer_replication_last_run_failed", "1 when the job's last run failed, by replication job (meta state).", "job")
 )
 
 func (c *figureCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -339,16 +339,16 @@ func (c *figureCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(dReplBytes, err)
 		}
 		for _, r := range rs {
-			job, vault := r.Name, string(r.Vault)
-			counter(dReplBytes, float64(r.State.Bytes), job, vault)
-			counter(dReplChunks, float64(r.State.Chunks), job, vault)
-			counter(dReplSnapshots, float64(r.State.Snapshots), job, vault)
+			job := r.Name
+			counter(dReplBytes, float64(r.State.Bytes), job)
+			counter(dReplChunks, float64(r.State.Chunks), job)
+			counter(dReplSnapshots, float64(r.State.Snapshots), job)
 			var last float64
 			if !r.State.LastSuccess.IsZero() {
 				last = float64(r.State.LastSuccess.Unix())
 			}
-			gauge(dReplSuccess, last, job, vault)
-			gauge(dReplFailed, bit(r.State.LastStatus == meta.JobFailed), job, vault)
+			gauge(dReplSuccess, last, job)
+			gauge(dReplFailed, bit(r.State.LastStatus == meta.JobFailed), job)
 		}
 	}
 }

@@ -401,7 +401,7 @@ func TestReplicationAcrossClusters(t *testing.T) {
 	for _, f := range mfs {
 		fams[f.GetName()] = f
 	}
-	if got := value(fams, "coffer_replication_bytes_total", "job", "site-a", "vault", "web"); got != float64(total) {
+	if got := value(fams, "coffer_replication_bytes_total", "job", "site-a"); got != float64(total) {
 		t.Errorf("coffer_replication_bytes_total = %v, want %d", got, total)
 	}
 	if got := value(fams, "coffer_replication_snapshots_total", "job", "site-a"); got != 3 {

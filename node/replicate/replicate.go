@@ -285,10 +285,13 @@ func (r *run) throttle(ctx context.Context) error {
 		r.start = now
 	}
 	due := r.start.Add(time.Duration(float64(r.st.Bytes) / float64(r.o.LimitRate) * float64(time.Second)))
-	if d := due.Sub(now); d > 0 {
-		if err := r.o.Sleep(ctx, d); err != nil {
+	// Wait in steps of at most a second, reporting progress after each, so that a
+	// slow rate never looks like a silent run.
+	for d := due.Sub(now); d > 0; d -= time.Second {
+		if err := r.o.Sleep(ctx, min(d, time.Second)); err != nil {
 			return fmt.Errorf("replicate: %w", err)
 		}
+		r.progress()
 	}
 	return nil
 }
