@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 
@@ -33,9 +34,30 @@ const DefaultMaxEntries = 100_000_000
 // tree.ErrInvalid, which also bounds the walkers' recursion.
 const maxTreeDepth = 4096
 
-// keepTreeBytes bounds the sealed bytes of the trees measure keeps decoded for the walk
-// that follows, which loads the others again.
-const keepTreeBytes = 32 << 20
+// keepTreeBytes bounds the memory of the decoded trees measure keeps for the walk that
+// follows (treeMemBytes), which loads the others again as it reaches them. The walk holds
+// the trees along its path and those it prefetches; with this bound a restore's memory
+// does not grow with the snapshot's file count (see Restore).
+const keepTreeBytes = 16 << 20
+
+// measureBatch is how many trees of one level measure decodes at once (each batch is
+// counted and dropped, except the trees kept, before the next one is read), in units of
+// its parallel reads.
+const measureBatch = 4
+
+// treeMemBytes estimates the heap a decoded tree takes: its nodes, their names, link
+// targets, extents and subtree IDs.
+func treeMemBytes(t *tree.Tree) int64 {
+	b := int64(len(t.Nodes)) * int64(unsafe.Sizeof(tree.Node{}))
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		b += int64(len(n.Name)+len(n.LinkTarget)) + int64(len(n.Content))*int64(unsafe.Sizeof(tree.Extent{}))
+		if n.Subtree != nil {
+			b += int64(unsafe.Sizeof(chunk.ID{}))
+		}
+	}
+	return b
+}
 
 // ErrTooManyEntries: a snapshot (or the part of it a List or Restore selects) expands
 // to more entries than Config.MaxEntries allows.
@@ -150,7 +172,8 @@ func (m *measurer) along(ctx context.Context, id chunk.ID, dir string, sel func(
 
 // load adds ids and every tree below them that is not in the expansion yet, a level at
 // a time, each level's trees read in parallel (Fetches/2 at once, as the restore walk
-// prefetches them).
+// prefetches them) and in batches of measureBatch times that, so that the trees decoded
+// at once stay few however wide a level is.
 func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 	x := m.x
 	var level []chunk.ID
@@ -165,47 +188,63 @@ func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 		if depth >= maxTreeDepth {
 			return fmt.Errorf("%w: directories nested deeper than %d", tree.ErrInvalid, maxTreeDepth)
 		}
-		got := make([]*tree.Tree, len(level))
-		sizes := make([]int, len(level))
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(max(1, m.a.cfg.Fetches/2))
-		for i, id := range level {
-			g.Go(func() (err error) {
-				got[i], sizes[i], err = m.a.trees.LoadSized(gctx, id)
-				return err
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
+		par := max(1, m.a.cfg.Fetches/2)
 		var next []chunk.ID
-		for i, id := range level {
-			t := got[i]
-			e := &x.trees[x.index[id]]
-			e.nodes = int64(len(t.Nodes))
-			for j := range t.Nodes {
-				n := &t.Nodes[j]
-				if n.Type != tree.TypeDir {
-					continue
-				}
-				k, ok := x.index[*n.Subtree]
-				if !ok {
-					k = int32(len(x.trees))
-					x.index[*n.Subtree] = k
-					x.trees = append(x.trees, expTree{entries: -1})
-					next = append(next, *n.Subtree)
-					e = &x.trees[x.index[id]] // the append may have moved it
-				}
-				e.subs = append(e.subs, k)
-			}
-			if m.kept+int64(sizes[i]) <= keepTreeBytes {
-				m.kept += int64(sizes[i])
-				e.t = t
+		for len(level) > 0 {
+			batch := level[:min(len(level), measureBatch*par)]
+			level = level[len(batch):]
+			var err error
+			if next, err = m.loadBatch(ctx, batch, par, next); err != nil {
+				return err
 			}
 		}
 		level = next
 	}
 	return nil
+}
+
+// loadBatch reads the trees ids (par at once), records their sizes and subdirectories,
+// keeps them while keepTreeBytes allows, and returns next with the subdirectories' trees
+// that are new to the expansion appended.
+func (m *measurer) loadBatch(ctx context.Context, ids []chunk.ID, par int, next []chunk.ID) ([]chunk.ID, error) {
+	x := m.x
+	got := make([]*tree.Tree, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(par)
+	for i, id := range ids {
+		g.Go(func() (err error) {
+			got[i], err = m.a.trees.Load(gctx, id)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		t := got[i]
+		e := &x.trees[x.index[id]]
+		e.nodes = int64(len(t.Nodes))
+		for j := range t.Nodes {
+			n := &t.Nodes[j]
+			if n.Type != tree.TypeDir {
+				continue
+			}
+			k, ok := x.index[*n.Subtree]
+			if !ok {
+				k = int32(len(x.trees))
+				x.index[*n.Subtree] = k
+				x.trees = append(x.trees, expTree{entries: -1})
+				next = append(next, *n.Subtree)
+				e = &x.trees[x.index[id]] // the append may have moved it
+			}
+			e.subs = append(e.subs, k)
+		}
+		if size := treeMemBytes(t); m.kept+size <= keepTreeBytes {
+			m.kept += size
+			e.t = t
+		}
+	}
+	return next, nil
 }
 
 // count returns the expanded entry count below tree i (every node of it, and of its

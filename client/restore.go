@@ -168,8 +168,10 @@ func openTarget(target string) (*dirHandle, error) {
 }
 
 // restoreCacheBytes bounds the plaintext chunks a restore keeps for reuse (see
-// chunkCache).
-const restoreCacheBytes = 64 << 20
+// chunkCache): bundles of small files are read once for the files they hold, which
+// follow each other in the walk, so a few MiB serve them; repeated content further
+// apart is read again.
+const restoreCacheBytes = 16 << 20
 
 type restorer struct {
 	a        *Agent
@@ -212,10 +214,14 @@ func (d *dirHandle) release() {
 	}
 }
 
+// restoredDir is a directory whose metadata is applied once the walk is done: only what
+// setMetaFD needs, as a restore keeps one for every directory it creates.
 type restoredDir struct {
-	rel  string
-	id   inodeKey
-	node tree.Node
+	rel      string
+	id       inodeKey
+	mode     uint32
+	uid, gid uint32
+	mtime    int64
 }
 
 // linkName is a name in a directory the restore created.
@@ -339,7 +345,8 @@ func (r *restorer) run(ctx context.Context, root chunk.ID, top *dirHandle) error
 		if err != nil {
 			return err
 		}
-		if err := r.setMetaFD(fd, &d.node, d.rel); err != nil {
+		n := tree.Node{Mode: d.mode, UID: d.uid, GID: d.gid, ModTime: d.mtime}
+		if err := r.setMetaFD(fd, &n, d.rel); err != nil {
 			return err
 		}
 	}
@@ -424,7 +431,7 @@ func (r *restorer) restoreNode(ctx context.Context, n *tree.Node, dir *dirHandle
 		child := &dirHandle{fd: fd, rel: rel, id: id}
 		child.refs.Store(1)
 		r.dirs.Add(1)
-		r.dirList = append(r.dirList, restoredDir{rel: rel, id: id, node: *n})
+		r.dirList = append(r.dirList, restoredDir{rel: rel, id: id, mode: n.Mode, uid: n.UID, gid: n.GID, mtime: n.ModTime})
 		err = r.restoreTree(ctx, *n.Subtree, child, sp, files)
 		child.release()
 		return err
