@@ -100,7 +100,7 @@ func TestRepairPassScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	t.Logf("%+v, shards %d: generate %s, upgrade %s; passes: whole listing %s, first %s (%d PGs led, %d stripes), unchanged %s (%d PGs skipped), one changed %s (%d PGs, %d stripes listed)",
-		opt, r.Shards, ms(r.Generate), ms(r.Upgrade), ms(r.Whole), ms(r.First), r.PGs, r.Stripes, ms(r.Unchanged), r.UnchangedSkipped,
-		ms(r.OneChanged), r.OneChangedListed, r.OneChangedStripes)
+	t.Logf("%+v, shards %d: generate %s, upgrade %s; passes (wall, CPU): whole listing %s, %s; first %s, %s (%d PGs led, %d stripes); unchanged %s, %s (%d PGs skipped); one changed %s, %s (%d PGs, %d stripes listed)",
+		opt, r.Shards, ms(r.Generate), ms(r.Upgrade), ms(r.Whole), ms(r.WholeCPU), ms(r.First), ms(r.FirstCPU), r.PGs, r.Stripes,
+		ms(r.Unchanged), ms(r.UnchangedCPU), r.UnchangedSkipped, ms(r.OneChanged), ms(r.OneChangedCPU), r.OneChangedListed, r.OneChangedStripes)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -38,6 +39,18 @@ type RepairPassResult struct {
 	PGs               int // PGs the first pass examined
 	UnchangedSkipped  int // PGs the unchanged pass did not list
 	OneChangedStripes int // stripes the one-changed pass examined
+	// CPU time (user + system, the whole process: the pass and the runtime) of each
+	// pass: on a shared machine the wall times wait for the CPU, these do not.
+	WholeCPU, FirstCPU, UnchangedCPU, OneChangedCPU time.Duration
+}
+
+// cpuTime returns the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // RepairPassOptions are the variants of RepairPass.
@@ -150,9 +163,11 @@ func RepairPass(ctx context.Context, dir string, shards int, opt RepairPassOptio
 			},
 		})
 	}
+	var cpu time.Duration // CPU time of the last pass
 	pass := func(w *repair.Worker) (repair.PassResult, time.Duration, error) {
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		pr, err := w.Pass(ctx, false)
+		cpu = cpuTime() - cpu0
 		if err != nil {
 			return pr, 0, fmt.Errorf("nodebench: repair pass: %w", err)
 		}
@@ -168,6 +183,7 @@ func RepairPass(ctx context.Context, dir string, shards int, opt RepairPassOptio
 	if _, res.Whole, err = pass(w); err != nil {
 		return res, err
 	}
+	res.WholeCPU = cpu
 	if w, err = newWorker(false); err != nil {
 		return RepairPassResult{}, fmt.Errorf("nodebench: %w", err)
 	}
@@ -175,11 +191,11 @@ func RepairPass(ctx context.Context, dir string, shards int, opt RepairPassOptio
 	if err != nil {
 		return res, err
 	}
-	res.First, res.Stripes, res.PGs = d, pr.Stripes, pr.PGs
+	res.First, res.Stripes, res.PGs, res.FirstCPU = d, pr.Stripes, pr.PGs, cpu
 	if pr, res.Unchanged, err = pass(w); err != nil {
 		return res, err
 	}
-	res.UnchangedSkipped = pr.Unchanged
+	res.UnchangedSkipped, res.UnchangedCPU = pr.Unchanged, cpu
 	// One new shard in a PG the node leads (the one of chunk 0's PG).
 	var id chunk.ID
 	binary.BigEndian.PutUint64(id[:], 0x9E3779B97F4A7C15)
@@ -205,7 +221,7 @@ func RepairPass(ctx context.Context, dir string, shards int, opt RepairPassOptio
 	if pr, res.OneChanged, err = pass(w); err != nil {
 		return res, err
 	}
-	res.OneChangedListed, res.OneChangedStripes = pr.PGs, pr.Stripes
+	res.OneChangedListed, res.OneChangedStripes, res.OneChangedCPU = pr.PGs, pr.Stripes, cpu
 	return res, nil
 }
 
