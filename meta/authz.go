@@ -117,6 +117,22 @@ func PrincipalFrom(ctx context.Context) Principal {
 	return SystemPrincipal()
 }
 
+type totpKey struct{}
+
+// WithTOTP returns ctx carrying code, the caller's current TOTP code: the requester of an
+// operation the two-person rule gates gives it along with the request (the leader checks
+// it against the requester's MFA enrollment before it queues the request). Clients send
+// it with each request made with ctx; meta servers put the code a request carried here.
+func WithTOTP(ctx context.Context, code string) context.Context {
+	return context.WithValue(ctx, totpKey{}, code)
+}
+
+// TOTPFrom returns the TOTP code in ctx, or "" when there is none.
+func TOTPFrom(ctx context.Context) string {
+	code, _ := ctx.Value(totpKey{}).(string)
+	return code
+}
+
 // SeesTopology reports whether p may read the cluster's topology (the full cluster map,
 // Raft and PG state): admins, nodes and the meta server itself.
 func (p Principal) SeesTopology() bool {

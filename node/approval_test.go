@@ -68,6 +68,7 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 		return nodetest.ConnectWith(t, identityFor(t, c, pki.IssueRequest{CommonName: name, Role: role}), metas, c.ChunkAddrs())
 	}
 	alice, bob, carol := connect("alice", transport.RoleAdmin), connect("bob", transport.RoleAdmin), connect("carol", transport.RoleAdmin)
+	dave := connect("dave", transport.RoleAdmin)
 	oncall := connect("oncall", transport.RoleRestore)
 	aliceAp, bobAp, carolAp := alice.Meta.(meta.ApprovalService), bob.Meta.(meta.ApprovalService), carol.Meta.(meta.ApprovalService)
 	aliceRet := alice.Meta.(meta.RetentionService)
@@ -90,9 +91,10 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	enrollMFA(t, aliceAp, "alice")
+	aliceKey := enrollMFA(t, aliceAp, "alice")
 	bobKey := enrollMFA(t, bobAp, "bob")
 	carolKey := enrollMFA(t, carolAp, "carol")
+	daveKey := enrollMFA(t, dave.Meta.(meta.ApprovalService), "dave")
 	exists := func(s meta.Snapshot) bool {
 		_, err := alice.Meta.GetSnapshot(ctx, "fin", s.ID)
 		if err != nil && !errors.Is(err, meta.ErrNotFound) {
@@ -101,9 +103,15 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 		return err == nil
 	}
 
-	// One admin's governance bypass is refused and queued.
+	// One admin's governance bypass without her TOTP code (her certificate alone) is
+	// refused, and nothing is queued.
 	bypass := meta.Bypass{Governance: true, Reason: "ticket 4711"}
 	_, err = aliceRet.DeleteSnapshots(ctx, "fin", []meta.SnapshotID{s1.ID}, bypass)
+	if _, queued := meta.ApprovalIDFrom(err); queued || !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "TOTP code") {
+		t.Fatalf("governance bypass without the requester's code: %v, want refused", err)
+	}
+	// With her code (the next step: enrollment used this one) it is refused and queued.
+	_, err = aliceRet.DeleteSnapshots(meta.WithTOTP(ctx, totpCode(t, aliceKey, time.Now().Add(30*time.Second))), "fin", []meta.SnapshotID{s1.ID}, bypass)
 	id1, ok := meta.ApprovalIDFrom(err)
 	if !ok || !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "approval required: request ID") {
 		t.Fatalf("governance bypass by one admin: %v, want approval required", err)
@@ -149,8 +157,9 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 		t.Fatalf("approving an executed request again: %v, want ErrExists", err)
 	}
 
-	// A replayed code is refused.
-	_, err = aliceRet.DeleteSnapshots(ctx, "fin", []meta.SnapshotID{s2.ID}, bypass)
+	// A replayed code is refused. (Another admin asks: alice's next code is a step away.)
+	_, err = dave.Meta.(meta.RetentionService).DeleteSnapshots(meta.WithTOTP(ctx, totpCode(t, daveKey, time.Now().Add(30*time.Second))),
+		"fin", []meta.SnapshotID{s2.ID}, bypass)
 	id2, ok := meta.ApprovalIDFrom(err)
 	if !ok || id2 == id1 {
 		t.Fatalf("second bypass: %v, want a new approval request", err)
@@ -198,13 +207,14 @@ func TestTwoPersonRuleGovernanceBypass(t *testing.T) {
 	}
 	type want struct{ principal, action, outcome, target, reason string }
 	wants := []want{
+		{"alice", "approval request governance-bypass", meta.AuditRefused, "alice", "TOTP code"},
 		{"alice", "approval request governance-bypass", meta.AuditOK, id1, "ticket 4711"},
 		{"alice", "approval approve", meta.AuditRefused, id1, "cannot decide"},
 		{"bob", "approval approve", meta.AuditOK, id1, "checked with legal"},
 		{"alice", "snapshot delete (governance bypass)", meta.AuditOK, s1.ID.String(), "ticket 4711"},
 		{"alice", "approval execute governance-bypass", meta.AuditOK, id1, "approved by bob"},
 		{"carol", "approval approve", meta.AuditRefused, id1, "not pending"},
-		{"alice", "approval request governance-bypass", meta.AuditOK, id2, ""},
+		{"dave", "approval request governance-bypass", meta.AuditOK, id2, ""},
 		{"bob", "approval approve", meta.AuditRefused, id2, "already used"},
 		{"carol", "mfa code", meta.AuditRefused, "carol", "wrong TOTP code"},
 		{"carol", "mfa code", meta.AuditRefused, "carol", "too many wrong TOTP codes"},

@@ -32,7 +32,7 @@ func TestMFASealKeyAcrossLeaders(t *testing.T) {
 	alice, bob := connect("alice", transport.RoleAdmin), connect("bob", transport.RoleAdmin)
 	ctx := ctxT(t, 4*time.Minute)
 	first := c.Leader()
-	enrollMFA(t, alice, "alice")
+	aliceKey := enrollMFA(t, alice, "alice")
 	bobKey := enrollMFA(t, bob, "bob")
 
 	// The issuing CAs differ: a key derived from one would not open on the next leader.
@@ -60,9 +60,9 @@ func TestMFASealKeyAcrossLeaders(t *testing.T) {
 		t.Fatalf("leaders %s and %s share an issuing CA key; the test needs distinct ones", first.ID(), second.ID())
 	}
 
-	// A gated operation (a policy change is always gated) approved with bob's code on the
-	// new leader: the secret sealed by the first opens.
-	_, err := alice.SetApprovalPolicy(ctx, meta.DefaultApprovalPolicy())
+	// A gated operation (a policy change is always gated) requested with alice's code and
+	// approved with bob's on the new leader: the secrets sealed by the first open.
+	_, err := alice.SetApprovalPolicy(meta.WithTOTP(ctx, totpCode(t, aliceKey, time.Now().Add(30*time.Second))), meta.DefaultApprovalPolicy())
 	id, ok := meta.ApprovalIDFrom(err)
 	if !ok {
 		t.Fatalf("policy change by one admin: %v, want approval required", err)

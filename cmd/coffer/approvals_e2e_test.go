@@ -56,8 +56,9 @@ func enrollCLI(t *testing.T, env map[string]string, args ...string) (string, str
 // TestCLIApprovalsAndMFA drives the two-person rule through the CLI against a cluster
 // under the default approval policy: two admins enroll MFA (QR code and otpauth URL, the
 // first code from the prompt); one admin's vault delete exits 4 (queued) naming the
-// request; the requester cannot approve it; the second admin needs a code (no terminal:
-// --otp), approves with one and the delete runs once; list --json shows it executed.
+// request once the requester gives their own code (--otp; refused without it); the
+// requester cannot approve it; the second admin needs a code (no terminal: --otp),
+// approves with one and the delete runs once; list --json shows it executed.
 func TestCLIApprovalsAndMFA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
@@ -83,7 +84,7 @@ func TestCLIApprovalsAndMFA(t *testing.T) {
 	}
 	bobEnv := map[string]string{"COFFER_CONFIG": bobCfg}
 
-	_, out := enrollCLI(t, adminEnv)
+	adminSecret, out := enrollCLI(t, adminEnv)
 	if !strings.Contains(out, "otpauth://totp/coffer:dev-admin?") || !strings.Contains(out, "█") || !strings.Contains(out, "enrolled MFA for dev-admin") {
 		t.Fatalf("mfa enroll output lacks the URL, the QR code or the confirmation:\n%s", out)
 	}
@@ -99,7 +100,21 @@ func TestCLIApprovalsAndMFA(t *testing.T) {
 	if code, _, stderr := cli(t, adminEnv, "--vault", "gone", "init"); code != exitOK {
 		t.Fatalf("init: exit %d: %s", code, stderr)
 	}
+	// The requester has MFA enrolled: without their code (a stolen certificate alone) the
+	// request is refused and nothing is queued.
 	code, _, stderr := cli(t, adminEnv, "--vault", "gone", "vault", "delete", "--reason", "retired")
+	if code != exitFailure || !strings.Contains(stderr, "--otp CODE") || strings.Contains(stderr, "queued") {
+		t.Fatalf("vault delete without the requester's code: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := cli(t, adminEnv, "--otp", "12345", "--vault", "gone", "vault", "delete"); code != exitUsage {
+		t.Fatalf("--otp of 5 digits: exit %d: %s", code, stderr)
+	}
+	// Enrollment used the current step: the next one is fresh.
+	adminCode, err := totp.GenerateCodeCustom(adminSecret, time.Now().Add(30*time.Second), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = cli(t, adminEnv, "--otp", adminCode, "--vault", "gone", "vault", "delete", "--reason", "retired")
 	m := regexp.MustCompile(`queued for a second admin's approval as (ap-[0-9a-f]{16})`).FindStringSubmatch(stderr)
 	if code != exitQueued || m == nil || !strings.Contains(stderr, "coffer admin approvals approve "+m[1]) {
 		t.Fatalf("vault delete by one admin: exit %d (want %d): %s", code, exitQueued, stderr)

@@ -106,14 +106,13 @@ With --json the denied request (as in "admin approvals list --json").`,
 	}
 }
 
+// adminApprovalDecideCmd takes its TOTP code from the global --otp (or asks for one).
 type adminApprovalDecideCmd struct {
 	approve bool
-	otp     string
 	reason  string
 }
 
 func (c *adminApprovalDecideCmd) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.otp, "otp", "", "current TOTP `CODE` of your authenticator (asked for on a terminal when absent)")
 	fs.StringVar(&c.reason, "reason", "", "why (recorded on the request and in the audit log)")
 }
 
@@ -128,7 +127,7 @@ func (c *adminApprovalDecideCmd) run(ctx context.Context, a *app, args []string)
 	if err := meta.ValidApprovalID(args[0]); err != nil {
 		return usagef(spec, "%v", err)
 	}
-	code, err := a.otpCode(ctx, c.otp)
+	code, err := a.otpCode(ctx, a.g.otp)
 	if err != nil {
 		return err
 	}
@@ -172,10 +171,15 @@ func (a *app) otpCode(ctx context.Context, flagValue string) (string, error) {
 		}
 		code = strings.TrimSpace(string(b))
 	}
-	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+	if !validOTP(code) {
 		return "", fmt.Errorf("TOTP code %q: want the 6 digits your authenticator shows", code)
 	}
 	return code, nil
+}
+
+// validOTP reports whether code has the form of a TOTP code: 6 digits.
+func validOTP(code string) bool {
+	return len(code) == 6 && strings.Trim(code, "0123456789") == ""
 }
 
 func adminMFAEnrollSpec() *cmdSpec {

@@ -32,6 +32,7 @@ type globals struct {
 	passphraseFile string
 	quiet          bool
 	logFormat      string // "text" (default, for terminals) or "json"
+	otp            string // the caller's current TOTP code, sent with every meta request
 }
 
 // flagDoc is one line of flag help.
@@ -46,6 +47,7 @@ func globalFlagDocs() []flagDoc {
 		{"passphrase-file", "FILE", "read the vault passphrase from FILE, or \"-\" for stdin (else env " + envPassphrase + ", else a terminal prompt)"},
 		{"-q, --quiet", "", "print no progress or summaries, only results and errors"},
 		{"log-format", "FORMAT", "diagnostics on stderr as \"text\" (default: \"coffer: warning: ...\" lines) or \"json\" (one object per line)"},
+		{"otp", "CODE", "your current TOTP code: a two-person-gated operation you request needs it once you enrolled MFA; approve and deny take it too"},
 		{"help", "", "show help"},
 	}
 }
@@ -60,6 +62,7 @@ func (g *globals) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&g.quiet, "q", g.quiet, "")
 	fs.BoolVar(&g.quiet, "quiet", g.quiet, "")
 	fs.StringVar(&g.logFormat, "log-format", g.logFormat, "")
+	fs.StringVar(&g.otp, "otp", g.otp, "")
 }
 
 // errNoConfig: no configuration file was named and none is in the working directory.

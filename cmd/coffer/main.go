@@ -116,6 +116,14 @@ func (a *app) exec(ctx context.Context, spec *cmdSpec, args []string) int {
 	if f := a.g.logFormat; f != "" && f != logFormatText && f != logFormatJSON {
 		return a.fail(&usageError{spec: spec, msg: fmt.Sprintf("--log-format %q: want text or json", f)})
 	}
+	if a.g.otp != "" {
+		// NB: sent with every meta request of the command; the leader checks it where a
+		// gated operation is requested (two-person rule) and ignores it elsewhere.
+		if !validOTP(a.g.otp) {
+			return a.fail(&usageError{spec: spec, msg: fmt.Sprintf("--otp %q: want the 6 digits your authenticator shows", a.g.otp)})
+		}
+		ctx = meta.WithTOTP(ctx, a.g.otp)
+	}
 	return a.fail(cmd.run(ctx, a, pos))
 }
 

@@ -13,10 +13,15 @@ const (
 )
 
 // RequestApproval stores a gated operation. The FSM sets Created to the entry's cluster
-// time and Expires to Created+TTL; the request is pending. Audited.
+// time and Expires to Created+TTL; the request is pending. Step, when not zero, is the
+// TOTP time step of the requester's code, which the leader checked: like a decider's, it
+// must be after the requester's last accepted step (no replay), and becomes it. Entries
+// written before requesters gave codes have none (applied as they were). Audited,
+// refusals too.
 type RequestApproval struct {
 	Request meta.ApprovalRequest `cbor:"request"`
 	TTL     int64                `cbor:"ttl"` // nanoseconds
+	Step    uint64               `cbor:"step,omitempty"`
 }
 
 // DecideApproval approves or denies a pending request (meta.CheckDecision at the entry's

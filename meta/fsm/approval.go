@@ -101,7 +101,36 @@ func (f *FSM) requestApproval(b *pebble.Batch, c command.RequestApproval, now ti
 	} else if ok {
 		return r, fmt.Errorf("approval request %s: %w", r.ID, meta.ErrExists)
 	}
+	if c.Step != 0 {
+		if err := f.useTOTPStep(b, r.Requester, c.Step, now); err != nil {
+			return r, err
+		}
+	}
 	return r, f.put(b, prefixApproval+r.ID, r)
+}
+
+// useTOTPStep checks that p has MFA enrolled, is not blocked by wrong codes and that
+// step (of a code the leader checked) is after p's last accepted one, then records it.
+func (f *FSM) useTOTPStep(b *pebble.Batch, p meta.Principal, step uint64, now time.Time) error {
+	var e meta.MFAEnrollment
+	raw, ok, err := getCopy(b, prefixMFA+p.Name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s has no MFA enrollment (coffer admin mfa enroll)", meta.ErrDenied, p)
+	}
+	if err := f.codec.Unmarshal(raw, &e); err != nil {
+		return fmt.Errorf("fsm: decode MFA enrollment of %q: %w", p.Name, err)
+	}
+	if wait := meta.MFABlocked(e, now); wait > 0 {
+		return fmt.Errorf("%w: too many wrong TOTP codes for %s; try again in %v", meta.ErrDenied, p, wait.Round(time.Second))
+	}
+	if step <= e.LastStep {
+		return fmt.Errorf("%w: TOTP code of %s already used (replay refused)", meta.ErrDenied, p)
+	}
+	e.LastStep = step
+	return f.put(b, prefixMFA+p.Name, e)
 }
 
 func (f *FSM) readApproval(b *pebble.Batch, id string) (meta.ApprovalRequest, error) {
@@ -129,25 +158,7 @@ func (f *FSM) decideApproval(b *pebble.Batch, c command.DecideApproval, now time
 	if err := meta.CheckDecision(c.By, r, c.Approve, now); err != nil {
 		return r, err
 	}
-	var e meta.MFAEnrollment
-	raw, ok, err := getCopy(b, prefixMFA+c.By.Name)
-	if err != nil {
-		return r, err
-	}
-	if !ok {
-		return r, fmt.Errorf("%w: %s has no MFA enrollment (coffer admin mfa enroll)", meta.ErrDenied, c.By)
-	}
-	if err := f.codec.Unmarshal(raw, &e); err != nil {
-		return r, fmt.Errorf("fsm: decode MFA enrollment of %q: %w", c.By.Name, err)
-	}
-	if wait := meta.MFABlocked(e, now); wait > 0 {
-		return r, fmt.Errorf("%w: too many wrong TOTP codes for %s; try again in %v", meta.ErrDenied, c.By, wait.Round(time.Second))
-	}
-	if c.Step <= e.LastStep {
-		return r, fmt.Errorf("%w: TOTP code of %s already used (replay refused)", meta.ErrDenied, c.By)
-	}
-	e.LastStep = c.Step
-	if err := f.put(b, prefixMFA+c.By.Name, e); err != nil {
+	if err := f.useTOTPStep(b, c.By, c.Step, now); err != nil {
 		return r, err
 	}
 	by := c.By

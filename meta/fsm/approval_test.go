@@ -152,3 +152,49 @@ func TestMFAFailuresBlockInRaft(t *testing.T) {
 		t.Fatalf("%d wrong codes audited, want %d", refused, meta.MFAFailureLimit+2)
 	}
 }
+
+// TestRequesterStepConsumed: a RequestApproval with the step of the requester's code
+// needs an enrolled requester and a step after the last one used (the same record a
+// decider's steps use), and records it; one without a step (an entry from before
+// requesters gave codes) is applied as it was.
+func TestRequesterStepConsumed(t *testing.T) {
+	f := open(t, t.TempDir())
+	const sec = int64(time.Second)
+	alice := meta.Principal{Name: "alice", Role: meta.RoleAdmin}
+	idx := uint64(0)
+	apply := func(stamp int64, b command.Body) Result {
+		idx++
+		return result(t, f.Apply(entry(t, idx, stamp, b)))
+	}
+	req := func(id string, step uint64) command.RequestApproval {
+		return command.RequestApproval{TTL: int64(time.Hour), Step: step, Request: meta.ApprovalRequest{ID: id, Operation: meta.OpVaultDelete,
+			Method: "meta.DeleteVault", Body: []byte{0xa0}, Summary: "delete vault v", Vault: "v", Requester: alice}}
+	}
+	if r := apply(100*sec, req("ap-00000000000000a1", 9)); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "no MFA enrollment") {
+		t.Fatalf("a step from a requester without MFA: %v, want ErrDenied", r.Err)
+	}
+	if r := apply(100*sec, command.SetMFA{Enrollment: meta.MFAEnrollment{Principal: "alice", Sealed: []byte{1}, SealKey: "k", LastStep: 5}, By: alice}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := apply(101*sec, req("ap-00000000000000a2", 5)); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "already used") {
+		t.Fatalf("the enrollment's step again: %v, want a replay refusal", r.Err)
+	}
+	if r := apply(101*sec, req("ap-00000000000000a3", 6)); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if e, _, _ := f.MFA("alice"); e.LastStep != 6 {
+		t.Fatalf("alice's last step %d, want 6", e.LastStep)
+	}
+	if r := apply(102*sec, req("ap-00000000000000a4", 6)); !errors.Is(r.Err, meta.ErrDenied) {
+		t.Fatalf("step 6 again: %v, want a replay refusal", r.Err)
+	}
+	if r := apply(102*sec, req("ap-00000000000000a5", 0)); r.Err != nil {
+		t.Fatalf("a request without a step: %v, want stored as before", r.Err)
+	}
+	for id, want := range map[string]bool{"ap-00000000000000a1": false, "ap-00000000000000a2": false, "ap-00000000000000a3": true,
+		"ap-00000000000000a4": false, "ap-00000000000000a5": true} {
+		if _, err := f.Approval(id); (err == nil) != want {
+			t.Errorf("request %s stored: %v, want %v", id, err == nil, want)
+		}
+	}
+}

@@ -85,6 +85,10 @@ func (cl *Client) call(ctx context.Context, method string, req, resp any) error 
 	if n == 0 {
 		return fmt.Errorf("metarpc: %s: %w: no meta addresses configured", method, meta.ErrUnavailable)
 	}
+	req, err := withTOTP(ctx, req)
+	if err != nil {
+		return fmt.Errorf("metarpc: %s: %w", method, err)
+	}
 	backoff := 50 * time.Millisecond
 	for {
 		start := int(cl.last.Load()) % n

@@ -27,6 +27,7 @@ type fakeSvc struct {
 	calls      atomic.Int64
 
 	mu     sync.Mutex
+	totps  []string // the TOTP code each CreateVault call carried (meta.TOTPFrom)
 	vaults map[meta.VaultID]meta.Vault
 	snaps  []meta.Snapshot
 	m      placement.Map
@@ -57,6 +58,7 @@ func (f *fakeSvc) CreateVault(ctx context.Context, v meta.Vault) (meta.Vault, er
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.totps = append(f.totps, meta.TOTPFrom(ctx))
 	if _, ok := f.vaults[v.ID]; ok {
 		return meta.Vault{}, fmt.Errorf("fake: %w", meta.ErrExists)
 	}
@@ -304,6 +306,32 @@ func TestFollowerForwardsToLeader(t *testing.T) {
 	}
 	if _, err := cl.GetVault(ctx, "nope"); !errors.Is(err, meta.ErrNotFound) {
 		t.Fatalf("forwarded read error: %v, want ErrNotFound through the forward", err)
+	}
+}
+
+// TestTOTPTravelsWithRequest: the TOTP code in a client's context (meta.WithTOTP)
+// reaches the leader's service with the request, through a follower's forward too; a
+// request without one carries none.
+func TestTOTPTravelsWithRequest(t *testing.T) {
+	leader := newFake(true, "L")
+	follower := newFake(false, "L")
+	lp := &loop{role: transport.RoleAdmin, handlers: map[string]transport.Handler{}}
+	lp.handlers["L"] = handler(leader, lp)
+	lp.handlers["F"] = handler(follower, lp)
+	ctx := ctxT(t, 5*time.Second)
+	for i, addr := range []string{"L", "F"} {
+		cl := NewClient(lp, []string{addr})
+		if _, err := cl.CreateVault(meta.WithTOTP(ctx, "123456"), meta.Vault{ID: meta.VaultID(fmt.Sprint("v", i)), KeyWraps: [][]byte{{1}}}); err != nil {
+			t.Fatalf("CreateVault via %s: %v", addr, err)
+		}
+		if _, err := cl.CreateVault(ctx, meta.Vault{ID: meta.VaultID(fmt.Sprint("w", i)), KeyWraps: [][]byte{{1}}}); err != nil {
+			t.Fatalf("CreateVault via %s: %v", addr, err)
+		}
+	}
+	leader.mu.Lock()
+	defer leader.mu.Unlock()
+	if want := []string{"123456", "", "123456", ""}; !slices.Equal(leader.totps, want) {
+		t.Fatalf("codes the leader's service saw: %q, want %q", leader.totps, want)
 	}
 }
 

@@ -64,6 +64,7 @@ func (h *Server) ServeRPC(ctx context.Context, peer transport.Peer, method strin
 		}
 		return nil, err
 	}
+	ctx = withRequestTOTP(ctx, body)
 	out, fwd, err := h.serve(ctx, peer, method, body)
 	if err == nil {
 		return wireMarshal(out)
@@ -92,8 +93,13 @@ func toWire(err error) error {
 	return &transport.Error{Code: Errors.Code(err), Msg: err.Error()}
 }
 
-// forward sends the request (already marked forwarded) to the leader once.
+// forward sends the request (already marked forwarded, with the caller's TOTP code when
+// it gave one) to the leader once.
 func (h *Server) forward(ctx context.Context, leader, method string, req any) ([]byte, error) {
+	req, err := withTOTP(ctx, req) // the caller's code goes on to the leader
+	if err != nil {
+		return nil, toWire(fmt.Errorf("%w: metarpc: forward %s: %v", meta.ErrInvalid, method, err))
+	}
 	body, err := wire.Marshal(req)
 	if err != nil {
 		return nil, toWire(fmt.Errorf("%w: metarpc: forward %s: %v", meta.ErrInvalid, method, err))

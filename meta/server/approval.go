@@ -102,8 +102,13 @@ func (s *Server) gate(ctx context.Context, op, method string, args any, vault me
 }
 
 // queue stores the operation for p as a pending request and answers with its
-// *meta.ApprovalRequiredError.
+// *meta.ApprovalRequiredError. A requester with MFA enrolled must give a current TOTP
+// code with the request (requesterTOTP): a stolen certificate alone queues nothing.
 func (s *Server) queue(ctx context.Context, p meta.Principal, op, method string, args any, vault meta.VaultID, summary string) error {
+	step, err := s.requesterTOTP(ctx, p, op, vault)
+	if err != nil {
+		return err
+	}
 	body, err := s.codec.Marshal(args)
 	if err != nil {
 		return fmt.Errorf("%w: server: encode %s for approval: %v", meta.ErrInvalid, method, err)
@@ -118,12 +123,32 @@ func (s *Server) queue(ctx context.Context, p meta.Principal, op, method string,
 	}
 	r := meta.ApprovalRequest{ID: "ap-" + hex.EncodeToString(raw[:]), Operation: op, Method: method, Body: body,
 		Summary: summary, Vault: vault, Requester: p}
-	res, err := s.propose(timeoutOf(ctx), command.RequestApproval{Request: r, TTL: int64(ttl)})
+	res, err := s.propose(timeoutOf(ctx), command.RequestApproval{Request: r, TTL: int64(ttl), Step: step})
 	if err != nil {
 		return err
 	}
 	stored := res.(meta.ApprovalRequest)
 	return &meta.ApprovalRequiredError{ID: stored.ID, Operation: op, Expires: stored.Expires}
+}
+
+// requesterTOTP checks the TOTP code the request carries (meta.TOTPFrom) against p's
+// MFA enrollment, as an approver's code is checked (checkTOTP: wrong codes recorded in
+// Raft, refused once too many), and returns its time step, which the RequestApproval
+// entry consumes (no replay). A principal without MFA enrolled (a restore operator, an
+// admin who never enrolled) has no code to give: step 0, not checked. A missing code is
+// refused (and audited) without counting as a wrong one.
+func (s *Server) requesterTOTP(ctx context.Context, p meta.Principal, op string, vault meta.VaultID) (uint64, error) {
+	if _, ok, err := s.fsm.MFA(p.Name); err != nil || !ok {
+		return 0, err
+	}
+	code := meta.TOTPFrom(ctx)
+	if code == "" {
+		err := fmt.Errorf("%w: server: %s needs a second admin's approval, and its request needs your current TOTP code: "+
+			"%s has MFA enrolled (give --otp CODE)", meta.ErrDenied, op, p)
+		s.auditRefusal(ctx, p, "approval request "+op, vault, p.Name, err)
+		return 0, err
+	}
+	return s.checkTOTP(ctx, p, code)
 }
 
 // twoPersonArmed reports whether at least two admin principals have enrolled MFA: only

@@ -25,6 +25,7 @@ type gateFixture struct {
 	s          *Server
 	alice, bob context.Context
 	bobKey     *otp.Key
+	keys       map[string]*otp.Key // by principal name
 	skew       *atomic.Int64
 }
 
@@ -46,7 +47,7 @@ func newGateFixture(t *testing.T, tweaks ...func(*Config)) *gateFixture {
 	s := c.srv[c.leader()]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	f := &gateFixture{t: t, c: c, s: s, skew: skew,
+	f := &gateFixture{t: t, c: c, s: s, skew: skew, keys: map[string]*otp.Key{},
 		alice: meta.WithPrincipal(ctx, meta.Principal{Name: "alice", Role: meta.RoleAdmin}),
 		bob:   meta.WithPrincipal(ctx, meta.Principal{Name: "bob", Role: meta.RoleAdmin})}
 	for _, who := range []context.Context{f.alice, f.bob} {
@@ -58,8 +59,17 @@ func newGateFixture(t *testing.T, tweaks ...func(*Config)) *gateFixture {
 			t.Fatal(err)
 		}
 		f.bobKey = key
+		f.keys[meta.PrincipalFrom(who).Name] = key
 	}
 	return f
+}
+
+// req returns who's context carrying a fresh TOTP code of who's authenticator: the
+// leader's clock moves on a step first, as a code's step is accepted once.
+func (f *gateFixture) req(who context.Context) context.Context {
+	f.t.Helper()
+	f.skew.Add(int64(31 * time.Second))
+	return meta.WithTOTP(who, f.code(f.keys[meta.PrincipalFrom(who).Name]))
 }
 
 // code is key's code at the leader's clock.
@@ -127,7 +137,7 @@ func TestTwoPersonGates(t *testing.T) {
 	}
 
 	// vault-delete
-	_, err := s.DeleteVault(f.alice, "del", time.Hour, "retired")
+	_, err := s.DeleteVault(f.req(f.alice), "del", time.Hour, "retired")
 	id := f.queued("vault delete", err, meta.OpVaultDelete)
 	if v, _ := s.fsm.Vault("del"); v.Deleted != nil {
 		t.Fatal("a queued vault delete deleted the vault")
@@ -140,7 +150,7 @@ func TestTwoPersonGates(t *testing.T) {
 	}
 
 	// retention-weaken: pruning where there was none; strengthening runs at once.
-	_, err = s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 3}})
+	_, err = s.SetVaultPolicy(f.req(f.alice), "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 3}})
 	id = f.queued("retention weakening", err, meta.OpPolicyWeaken)
 	if r := f.approve(id); r.State != meta.ApprovalExecuted {
 		t.Fatalf("approved policy: %+v", r)
@@ -151,14 +161,14 @@ func TestTwoPersonGates(t *testing.T) {
 	if _, err := s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 5}}); err != nil {
 		t.Fatalf("keeping more: %v, want done at once", err)
 	}
-	_, err = s.SetVaultPolicy(f.alice, "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 4}})
+	_, err = s.SetVaultPolicy(f.req(f.alice), "pol", meta.VaultPolicy{Keep: meta.Policy{Last: 4}})
 	f.queued("keep last lowered", err, meta.OpPolicyWeaken)
 
 	// key-wrap-remove: removing the host wrap (with a new epoch) is gated, adding is not.
 	v, _ := s.fsm.Vault("keys")
 	next := *v.Keys.Clone()
 	next.Wraps, next.Epoch = next.Wraps[:1], 2
-	_, err = s.UpdateVaultKeys(f.alice, "keys", meta.KeysChange{Revision: v.Keys.Revision, Keys: next, Event: "remove wrap", Reason: "host retired"})
+	_, err = s.UpdateVaultKeys(f.req(f.alice), "keys", meta.KeysChange{Revision: v.Keys.Revision, Keys: next, Event: "remove wrap", Reason: "host retired"})
 	id = f.queued("key wrap removal", err, meta.OpKeyWrapRemove)
 	if r := f.approve(id); r.State != meta.ApprovalExecuted {
 		t.Fatalf("approved wrap removal: %+v", r)
@@ -168,7 +178,7 @@ func TestTwoPersonGates(t *testing.T) {
 	}
 
 	// revoke-admin: a principal the cluster issued no certificate to may be an admin.
-	_, err = s.RevokeCert(f.alice, meta.Revocation{Principal: "mallory", Reason: "left"})
+	_, err = s.RevokeCert(f.req(f.alice), meta.Revocation{Principal: "mallory", Reason: "left"})
 	id = f.queued("revocation of an unknown (admin) principal", err, meta.OpRevokeAdmin)
 	if r := f.approve(id); r.State != meta.ApprovalExecuted {
 		t.Fatalf("approved revocation: %+v", r)
@@ -179,14 +189,14 @@ func TestTwoPersonGates(t *testing.T) {
 
 	// meta-membership: queued; executed once (the test group cannot reach m9, so the
 	// operation itself refuses and the request ends failed, never pending).
-	_, err = s.ChangeMeta(f.alice, meta.MetaChange{Action: meta.MetaAdd, ID: "m9", Addr: "m9", Reason: "grow"})
+	_, err = s.ChangeMeta(f.req(f.alice), meta.MetaChange{Action: meta.MetaAdd, ID: "m9", Addr: "m9", Reason: "grow"})
 	id = f.queued("meta add", err, meta.OpMetaMembership)
 	if r := f.approve(id); r.State != meta.ApprovalExecuted && r.State != meta.ApprovalFailed {
 		t.Fatalf("approved meta add: %+v", r)
 	}
 
 	// decommission: a chunk node's.
-	_, err = s.NodeAction(f.alice, meta.NodeActionRequest{Node: "c1", Action: meta.NodeDecommission, Reason: "old disk"})
+	_, err = s.NodeAction(f.req(f.alice), meta.NodeActionRequest{Node: "c1", Action: meta.NodeDecommission, Reason: "old disk"})
 	id = f.queued("decommission", err, meta.OpDecommission)
 	if m, _, _ := s.fsm.ClusterMap(); m.Nodes[0].State != "active" {
 		t.Fatalf("a queued decommission changed the node: %+v", m.Nodes[0])
@@ -219,6 +229,71 @@ func TestTwoPersonGates(t *testing.T) {
 		if executes[r.ID] != want {
 			t.Errorf("request %s (%s, %s) executed %d times in the audit log, want %d", r.ID, r.Operation, r.State, executes[r.ID], want)
 		}
+	}
+}
+
+// TestGatedRequestNeedsRequesterTOTP (issue 17): a thief of an enrolled admin's
+// certificate without the authenticator cannot queue a gated operation. A request
+// without the requester's TOTP code is refused and nothing is stored; a wrong code is
+// refused and counted in Raft as the approver's are; a current code queues the request,
+// and the same code again is a replay, refused.
+func TestGatedRequestNeedsRequesterTOTP(t *testing.T) {
+	f := newGateFixture(t)
+	s := f.s
+	if _, err := s.CreateVault(f.alice, newVault("del")); err != nil {
+		t.Fatal(err)
+	}
+	pending := func() int {
+		t.Helper()
+		rs, err := s.fsm.Approvals()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs)
+	}
+
+	// The stolen certificate alone.
+	_, err := s.DeleteVault(f.alice, "del", time.Hour, "stolen certificate")
+	if !errors.Is(err, meta.ErrDenied) || errors.Is(err, meta.ErrApprovalRequired) || !strings.Contains(err.Error(), "TOTP") {
+		t.Fatalf("gated request without the requester's TOTP code: %v, want refused", err)
+	}
+	// A guessed code: a code of alice's secret an hour away is wrong now.
+	wrong, err := totp.GenerateCodeCustom(f.keys["alice"].Secret(), s.cfg.Now().Add(time.Hour), totpOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteVault(meta.WithTOTP(f.alice, wrong), "del", time.Hour, "guessed"); !errors.Is(err, meta.ErrDenied) || errors.Is(err, meta.ErrApprovalRequired) {
+		t.Fatalf("gated request with a wrong code: %v, want refused", err)
+	}
+	if e, _, _ := s.fsm.MFA("alice"); len(e.Failures) != 1 {
+		t.Fatalf("alice's recorded wrong codes: %v, want the one", e.Failures)
+	}
+	if n := pending(); n != 0 {
+		t.Fatalf("%d requests stored after refusals, want none", n)
+	}
+
+	// Alice with her authenticator.
+	ctx := f.req(f.alice)
+	_, err = s.DeleteVault(ctx, "del", time.Hour, "retired")
+	f.queued("vault delete with the requester's code", err, meta.OpVaultDelete)
+	if _, err := s.DeleteVault(ctx, "del", time.Hour, "again"); !errors.Is(err, meta.ErrDenied) || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("the same code again: %v, want a refused replay", err)
+	}
+	if n := pending(); n != 1 {
+		t.Fatalf("%d requests stored, want 1", n)
+	}
+	es, err := s.AuditLog(f.alice, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, e := range es {
+		if e.Principal == "alice" && e.Outcome == meta.AuditRefused && (e.Action == "mfa code" || strings.HasPrefix(e.Action, "approval request")) {
+			refused++
+		}
+	}
+	if refused < 3 {
+		t.Fatalf("%d audited refusals of alice's codes, want the missing, wrong and replayed ones", refused)
 	}
 }
 
@@ -263,7 +338,7 @@ func TestTwoPersonLockedRestore(t *testing.T) {
 		t.Fatalf("approved locked restore: %+v, want approved (deferred to the requester)", r)
 	}
 	// Another admin's grant is a request of its own.
-	_, _, err = s.IssueGrant(f.alice, "lr", snap.ID, time.Minute)
+	_, _, err = s.IssueGrant(f.req(f.alice), "lr", snap.ID, time.Minute)
 	f.queued("alice's grant", err, meta.OpLockedRestore)
 	tok, g, err := s.IssueGrant(oncall, "lr", snap.ID, time.Minute)
 	if err != nil || len(tok) == 0 || g.Principal != "oncall" {
@@ -274,7 +349,7 @@ func TestTwoPersonLockedRestore(t *testing.T) {
 	}
 	_, _, err = s.IssueGrant(oncall, "lr", snap.ID, time.Minute)
 	f.queuedBy("a second grant (the approval was used)", err, meta.OpLockedRestore, oncall)
-	_, err = s.SetVaultPolicy(f.alice, "lr", meta.VaultPolicy{})
+	_, err = s.SetVaultPolicy(f.req(f.alice), "lr", meta.VaultPolicy{})
 	f.queued("turning ApproveLockedRestore off", err, meta.OpPolicyWeaken)
 }
 
@@ -355,7 +430,7 @@ func TestTwoPersonIssueAdmin(t *testing.T) {
 		t.Fatalf("restore-operator certificate: %v, want issued at once", err)
 	}
 	req := meta.IssueCertRequest{Role: meta.CertRoleAdmin, Principal: "mallory", CSR: csr("mallory")}
-	_, err = s.IssueCert(f.alice, req)
+	_, err = s.IssueCert(f.req(f.alice), req)
 	id := f.queued("admin certificate", err, meta.OpIssueAdmin)
 	for _, c := range mustIssued(t, s) {
 		if c.Principal == "mallory" {
@@ -366,12 +441,12 @@ func TestTwoPersonIssueAdmin(t *testing.T) {
 		t.Fatalf("approved issuance: %+v, want approved (deferred to the requester)", r)
 	}
 	// Another admin's identical request is not the approved one.
-	_, err = s.IssueCert(f.bob, req)
+	_, err = s.IssueCert(f.req(f.bob), req)
 	f.queuedBy("bob's identical request", err, meta.OpIssueAdmin, f.bob)
 	// The requester with another key for the same name is a new request.
 	other := req
 	other.CSR = csr("mallory")
-	_, err = s.IssueCert(f.alice, other)
+	_, err = s.IssueCert(f.req(f.alice), other)
 	f.queued("the same name with another key", err, meta.OpIssueAdmin)
 	res, err := s.IssueCert(f.alice, req)
 	if err != nil || len(res.Cert) == 0 || res.Record.Principal != "mallory" || res.Record.Role != string(meta.RoleAdmin) {
@@ -380,7 +455,7 @@ func TestTwoPersonIssueAdmin(t *testing.T) {
 	if r, _ := s.fsm.Approval(id); r.State != meta.ApprovalExecuted {
 		t.Fatalf("consumed request is %s, want executed", r.State)
 	}
-	_, err = s.IssueCert(f.alice, req)
+	_, err = s.IssueCert(f.req(f.alice), req)
 	f.queued("the same request again (the approval was used)", err, meta.OpIssueAdmin)
 }
 
@@ -424,7 +499,7 @@ func TestTwoPersonHostDecommission(t *testing.T) {
 		}
 		return n
 	}
-	_, err := s.DecommissionHost(f.alice, meta.HostDecommission{Host: "web01", Reason: "retired rack"})
+	_, err := s.DecommissionHost(f.req(f.alice), meta.HostDecommission{Host: "web01", Reason: "retired rack"})
 	id := f.queued("host decommission", err, meta.OpDecommission)
 	if retired() || revoked() != 0 {
 		t.Fatalf("a queued decommission acted: retired %v, revocations %d", retired(), revoked())
