@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,6 +287,13 @@ func TestReplicationAcrossClusters(t *testing.T) {
 	v, err := dstAdmin.Meta.GetVault(ctx, "web")
 	if err != nil || v.Replica == nil || v.Replica.Job != "site-a" || v.Keys == nil {
 		t.Fatalf("replica vault: %+v %v", v, err)
+	}
+	// The replica takes snapshots from its job only: a commit whose chunks are all
+	// there is refused.
+	forged := s1
+	forged.ID, forged.Lock, forged.Time = chunk.ID{7, 7}, nil, time.Time{}
+	if _, err := dstAdmin.Meta.CommitSnapshot(ctx, forged); !errors.Is(err, meta.ErrInvalid) || !strings.Contains(err.Error(), "replica") {
+		t.Fatalf("commit into the replica: %v, want refused", err)
 	}
 
 	// Back up more: only the new chunks move.

@@ -179,6 +179,8 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd command.Command, clock in
 			return nil, fmt.Errorf("snapshot %s: vault %s: %w", s.ID.Str(), s.Vault, meta.ErrNotFound)
 		} else if err := f.checkNotDeleted(raw); err != nil {
 			return nil, err
+		} else if err := f.checkNotReplica(raw); err != nil {
+			return nil, err
 		} else if s, err = f.withDefaultLock(raw, s, c.By, now); err != nil {
 			return nil, err
 		}

@@ -16,6 +16,9 @@ const prefixReplication = "rp/"
 
 func replicationKey(name string) string { return prefixReplication + name }
 
+// errUnchanged: an import that would write the record as it is (not an error to callers).
+var errUnchanged = errors.New("fsm: unchanged")
+
 // Replications returns the replication jobs sorted by name (with their credentials:
 // the leader's runner reads them here; clients get meta.ReplicationFor).
 func (f *FSM) Replications() ([]meta.Replication, error) {
@@ -61,6 +64,10 @@ func (f *FSM) applyReplication(b *pebble.Batch, index uint64, body command.Body,
 	case command.ImportReplicaVault:
 		entry = meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "replication import vault", Target: c.Name, Vault: c.Vault.ID}
 		v, err = f.importReplicaVault(b, c, now)
+		if errors.Is(err, errUnchanged) {
+			// The replica's record is already the source's: nothing written, nothing audited.
+			return v, nil
+		}
 	case command.ImportReplicaSnapshot:
 		var imp meta.ReplicaImport
 		imp, err = f.importReplicaSnapshot(b, c)
@@ -81,6 +88,19 @@ func (f *FSM) applyReplication(b *pebble.Batch, index uint64, body command.Body,
 		}
 	}
 	return v, err
+}
+
+// checkNotReplica refuses commits into a replica vault (raw is its record): its
+// snapshots come from its replication job only.
+func (f *FSM) checkNotReplica(raw []byte) error {
+	var v meta.Vault
+	if err := f.codec.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("fsm: decode vault: %w", err)
+	}
+	if v.Replica != nil {
+		return fmt.Errorf("%w: vault %s is a replica (replication job %s): its snapshots come from the source only", meta.ErrInvalid, v.ID, v.Replica.Job)
+	}
+	return nil
 }
 
 // readReplication reads a job through the batch.
@@ -215,13 +235,17 @@ func (f *FSM) importReplicaVault(b *pebble.Batch, c command.ImportReplicaVault, 
 		if v.Deleted != nil {
 			return meta.Vault{}, fmt.Errorf("%w: replica vault %s is deleted: replication stops until it is undeleted", meta.ErrInvalid, v.ID)
 		}
+		before, err := f.codec.Marshal(v)
+		if err != nil {
+			return meta.Vault{}, fmt.Errorf("fsm: encode vault %s: %w", v.ID, err)
+		}
 		if src.Keys != nil {
 			rev := uint64(0)
 			if v.Keys != nil {
 				rev = v.Keys.Revision
 			}
 			v.Keys = meta.MergeReplicaKeys(v.Keys, src.Keys)
-			v.Keys.Revision = rev + 1
+			v.Keys.Revision = rev
 			v.KeyWraps = nil
 		} else {
 			for _, w := range src.KeyWraps {
@@ -229,6 +253,16 @@ func (f *FSM) importReplicaVault(b *pebble.Batch, c command.ImportReplicaVault, 
 					v.KeyWraps = append(v.KeyWraps, slices.Clone(w))
 				}
 			}
+		}
+		after, err := f.codec.Marshal(v)
+		if err != nil {
+			return meta.Vault{}, fmt.Errorf("fsm: encode vault %s: %w", v.ID, err)
+		}
+		if string(before) == string(after) {
+			return v, errUnchanged
+		}
+		if v.Keys != nil {
+			v.Keys.Revision++
 		}
 	case errors.Is(err, meta.ErrNotFound):
 		m, ok, merr := f.readMap(b)

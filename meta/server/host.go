@@ -78,6 +78,38 @@ func (s *Server) HostDependencies(ctx context.Context, host string) (meta.HostDe
 			}
 		}
 	}
+	// Replication (issue 19, part 2) of a vault holding the host's snapshots: the jobs
+	// of this cluster whose replica vault it is ("job NAME"), and the valid replication
+	// certificates of other clusters' jobs that read it ("certificate PRINCIPAL"). Their
+	// copies outlive the host's expiry here.
+	inVault := func(v meta.VaultID) bool {
+		return slices.ContainsFunc(d.Snapshots, func(hs meta.HostSnapshot) bool { return hs.Vault == v })
+	}
+	reps, err := s.fsm.Replications()
+	if err != nil {
+		return d, err
+	}
+	for _, r := range reps {
+		if inVault(r.Vault) {
+			d.Replications = append(d.Replications, "job "+r.Name)
+		}
+	}
+	certs, err := s.fsm.IssuedCerts()
+	if err != nil {
+		return d, err
+	}
+	revs, _, err := s.fsm.Revocations()
+	if err != nil {
+		return d, err
+	}
+	for _, c := range certs {
+		if c.Role != meta.CertRoleReplication || c.State(now, revs) == meta.CertRevoked || c.State(now, revs) == meta.CertExpired {
+			continue
+		}
+		if slices.ContainsFunc(c.Vaults, func(v string) bool { return inVault(meta.VaultID(v)) }) {
+			d.Replications = append(d.Replications, "certificate "+c.Principal)
+		}
+	}
 	return d, nil
 }
 
