@@ -45,16 +45,7 @@ func knownOpsKey(k string) bool {
 func (f *FSM) applyOps(b *pebble.Batch, index uint64, body command.Body, now time.Time) (any, error) {
 	switch c := body.(type) {
 	case command.ApplyRetention:
-		sys := meta.SystemPrincipal()
-		entry := meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "retention", Vault: c.Vault}
-		rep, err := f.applyRetentionPolicy(b, index, c.Vault, now)
-		if err == nil {
-			entry.Target, entry.Reason = idList(rep.Removed), rep.Summary()
-		}
-		if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
-			return nil, aerr
-		}
-		return rep, err
+		return f.auditedRetention(b, index, c.Vault, now, f.applyRetentionPolicy)
 	case command.RetentionRound:
 		return now, f.put(b, keyRetentionLast, now)
 	case command.SetAlertSink:
@@ -84,16 +75,7 @@ func (f *FSM) applyOps(b *pebble.Batch, index uint64, body command.Body, now tim
 	case command.AlertAttempt:
 		return f.alertAttempt(b, index, c, now)
 	case command.ApplyVaultRetention:
-		sys := meta.SystemPrincipal()
-		entry := meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "retention", Vault: c.Vault}
-		rep, err := f.applyVaultRetention(b, index, c.Vault, now)
-		if err == nil {
-			entry.Target, entry.Reason = idList(rep.Removed), rep.Summary()
-		}
-		if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
-			return nil, aerr
-		}
-		return rep, err
+		return f.auditedRetention(b, index, c.Vault, now, f.applyVaultRetention)
 	case command.CompactAlerts:
 		return f.compactAlerts(b, time.Duration(c.Retain), now)
 	case command.FlagJob:
@@ -108,6 +90,23 @@ func (f *FSM) applyOps(b *pebble.Batch, index uint64, body command.Body, now tim
 		return j, f.put(b, jobKey(j.ID), j)
 	}
 	return nil, fmt.Errorf("%w: unhandled operations command %T", meta.ErrInvalid, body)
+}
+
+// auditedRetention runs apply (applyRetentionPolicy or applyVaultRetention) on vault and
+// audits it as the system principal: the snapshots removed and the report's summary, or
+// the refusal.
+func (f *FSM) auditedRetention(b *pebble.Batch, index uint64, vault meta.VaultID, now time.Time,
+	apply func(*pebble.Batch, uint64, meta.VaultID, time.Time) (meta.RetentionReport, error)) (any, error) {
+	sys := meta.SystemPrincipal()
+	entry := meta.AuditEntry{Principal: sys.Name, Role: sys.Role, Action: "retention", Vault: vault}
+	rep, err := apply(b, index, vault, now)
+	if err == nil {
+		entry.Target, entry.Reason = idList(rep.Removed), rep.Summary()
+	}
+	if aerr := f.writeAudit(b, index, now, entry, err, ""); aerr != nil && err == nil {
+		return nil, aerr
+	}
+	return rep, err
 }
 
 // applyRetentionPolicy removes what the vault's stored policy does not keep at now and
