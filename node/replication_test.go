@@ -235,7 +235,8 @@ next:
 // bytes sum to exactly the new chunks); a run asked for through the RPC (admin replicate
 // run) is started by the target's leader and recorded as a job; the metrics report the
 // totals; and with the source stopped every snapshot restores bit-identically on the
-// target with the vault's passphrase.
+// target with the vault's passphrase and with the target's own wrap (a passphrase
+// changed on the target; the run after it brought the source's wrap back beside it).
 func TestReplicationAcrossClusters(t *testing.T) {
 	src := nodetest.New(t, nodetest.Opts{Meta: 1, Chunk: 6, PGCount: 16})
 	dst := nodetest.New(t, nodetest.Opts{Meta: 1, Chunk: 6, PGCount: 16})
@@ -361,6 +362,18 @@ func TestReplicationAcrossClusters(t *testing.T) {
 	}
 	t.Logf("interrupted run sent %d bytes, its successor %d (total %d)", cut.Bytes, rest.Bytes, want)
 
+	// The second site's own wrap: a passphrase change on the target replaces the
+	// replica's passphrase wrap; the next run brings the source's back beside it.
+	own := []byte("the second site's own passphrase")
+	ta, err := client.Open(ctx, dstAdmin, "web", passphrase)
+	if err != nil {
+		t.Fatalf("open the replica: %v", err)
+	}
+	if _, err := ta.ChangePassphrase(ctx, own, "second site"); err != nil {
+		t.Fatalf("passphrase change on the replica: %v", err)
+	}
+	ta.Close()
+
 	// A run asked for through the RPC is started by the target's leader and recorded.
 	before, err := rs.ListReplications(ctx)
 	if err != nil || len(before) != 1 {
@@ -423,17 +436,19 @@ func TestReplicationAcrossClusters(t *testing.T) {
 	if err := src.Dev.Close(); err != nil {
 		t.Logf("stop the source: %v", err)
 	}
-	a, err := client.Open(ctx, dstAdmin, "web", passphrase)
-	if err != nil {
-		t.Fatalf("open the replica with the passphrase: %v", err)
-	}
-	defer a.Close()
 	snaps, err := dstAdmin.Meta.ListSnapshots(ctx, "web")
 	if err != nil || len(snaps) != 3 {
 		t.Fatalf("replica snapshots: %d %v, want 3", len(snaps), err)
 	}
 	dirs := map[meta.SnapshotID]string{s1.ID: dir1, s2.ID: dir2, s3.ID: dir3}
-	for _, s := range snaps {
-		restoreAndCompare(t, a, s, dirs[s.ID])
+	for _, pass := range [][]byte{passphrase, own} {
+		a, err := client.Open(ctx, dstAdmin, "web", pass)
+		if err != nil {
+			t.Fatalf("open the replica with passphrase %q: %v", pass, err)
+		}
+		for _, s := range snaps {
+			restoreAndCompare(t, a, s, dirs[s.ID])
+		}
+		a.Close()
 	}
 }
