@@ -124,6 +124,13 @@ func (f *FSM) applyRetentionPolicy(b *pebble.Batch, index uint64, vault meta.Vau
 		return meta.RetentionReport{}, fmt.Errorf("%w: vault %s stores no retention rules", meta.ErrInvalid, vault)
 	}
 	plan := meta.PlanRetention(snaps, v.Retention.Keep, now)
+	return f.removePlanned(b, snaps, plan, now, meta.RetentionReport{Vault: vault, Seq: index, Time: now, Policy: v.Retention.Keep})
+}
+
+// removePlanned removes the snapshots plan removes from rep.Vault, each checked again
+// (meta.CheckDelete as the system principal: a lock or hold is never missed), and
+// records rep, completed with the plan, as the vault's retention report.
+func (f *FSM) removePlanned(b *pebble.Batch, snaps []meta.Snapshot, plan meta.RetentionPlan, now time.Time, rep meta.RetentionReport) (meta.RetentionReport, error) {
 	byID := make(map[meta.SnapshotID]meta.Snapshot, len(snaps))
 	for _, s := range snaps {
 		byID[s.ID] = s
@@ -131,21 +138,20 @@ func (f *FSM) applyRetentionPolicy(b *pebble.Batch, index uint64, vault meta.Vau
 	sys := meta.SystemPrincipal()
 	for _, id := range plan.Removed {
 		if err := meta.CheckDelete(sys, byID[id], now, meta.Bypass{}); err != nil {
-			return meta.RetentionReport{}, fmt.Errorf("fsm: retention in vault %s: %w", vault, err)
+			return meta.RetentionReport{}, fmt.Errorf("fsm: retention in vault %s: %w", rep.Vault, err)
 		}
 	}
 	for _, id := range plan.Removed {
-		must(b.Delete([]byte(snapshotKey(vault, id)), nil))
+		must(b.Delete([]byte(snapshotKey(rep.Vault, id)), nil))
 	}
-	rep := meta.RetentionReport{Vault: vault, Seq: index, Time: now, Policy: v.Retention.Keep, Kept: plan.Kept,
-		Removed: plan.Removed, Held: plan.Held}
+	rep.Kept, rep.Removed, rep.Held = plan.Kept, plan.Removed, plan.Held
 	if rep.Removed == nil {
 		rep.Removed = []meta.SnapshotID{}
 	}
 	if rep.Held == nil {
 		rep.Held = []meta.HeldSnapshot{}
 	}
-	return rep, f.put(b, retentionKey(vault), rep)
+	return rep, f.put(b, retentionKey(rep.Vault), rep)
 }
 
 // applyVaultRetention removes what meta.PlanVaultRetention does not keep at now (the
@@ -172,30 +178,11 @@ func (f *FSM) applyVaultRetention(b *pebble.Batch, index uint64, vault meta.Vaul
 	if (keep == nil || keep.Empty()) && len(used) == 0 {
 		return meta.RetentionReport{}, fmt.Errorf("%w: vault %s stores no retention rules and holds no snapshot of a backup policy with its own", meta.ErrInvalid, vault)
 	}
-	byID := make(map[meta.SnapshotID]meta.Snapshot, len(snaps))
-	for _, s := range snaps {
-		byID[s.ID] = s
-	}
-	sys := meta.SystemPrincipal()
-	for _, id := range plan.Removed {
-		if err := meta.CheckDelete(sys, byID[id], now, meta.Bypass{}); err != nil {
-			return meta.RetentionReport{}, fmt.Errorf("fsm: retention in vault %s: %w", vault, err)
-		}
-	}
-	for _, id := range plan.Removed {
-		must(b.Delete([]byte(snapshotKey(vault, id)), nil))
-	}
-	rep := meta.RetentionReport{Vault: vault, Seq: index, Time: now, Kept: plan.Kept, Removed: plan.Removed, Held: plan.Held, BackupPolicies: used}
+	rep := meta.RetentionReport{Vault: vault, Seq: index, Time: now, BackupPolicies: used}
 	if keep != nil {
 		rep.Policy = *keep
 	}
-	if rep.Removed == nil {
-		rep.Removed = []meta.SnapshotID{}
-	}
-	if rep.Held == nil {
-		rep.Held = []meta.HeldSnapshot{}
-	}
-	return rep, f.put(b, retentionKey(vault), rep)
+	return f.removePlanned(b, snaps, plan, now, rep)
 }
 
 // compactAlerts removes the alerts resolved, or (events) raised, more than retain
