@@ -91,6 +91,24 @@ type Prober struct {
 	Ping func() (starved bool, err error)
 }
 
+// GoTracked runs f in a goroutine counted in wg unless *closed, and reports whether it
+// did. mu guards closed and is held across the check and wg.Add, so an endpoint's Close
+// (which sets closed under mu, then waits for wg) never misses the goroutine. Endpoints
+// build Prober.Go from it.
+func GoTracked(mu sync.Locker, closed *bool, wg *sync.WaitGroup, f func()) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if *closed {
+		return false
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f()
+	}()
+	return true
+}
+
 // Starved reports whether a probe whose timeout (of length timeout, ending at deadline)
 // fired now ran in a starved process: its timer fired more than a quarter of the
 // timeout late.

@@ -12,22 +12,25 @@ import (
 
 // tracker is an endpoint's goroutine tracking for transport.Prober.Go.
 type tracker struct {
+	mu     sync.Mutex
+	closed bool
 	wg     sync.WaitGroup
-	closed atomic.Bool
 }
 
 var errTrackerClosed = errors.New("test: endpoint closed")
 
 func (tr *tracker) Go(f func()) error {
-	if tr.closed.Load() {
+	if !transport.GoTracked(&tr.mu, &tr.closed, &tr.wg, f) {
 		return errTrackerClosed
 	}
-	tr.wg.Add(1)
-	go func() {
-		defer tr.wg.Done()
-		f()
-	}()
 	return nil
+}
+
+func (tr *tracker) close() {
+	tr.mu.Lock()
+	tr.closed = true
+	tr.mu.Unlock()
+	tr.wg.Wait()
 }
 
 // TestProbeJoinsTheRunningProbe: a call that probes while another probe of the peer
@@ -89,7 +92,7 @@ func TestProbeAsksAStarvedProbeAgain(t *testing.T) {
 			t.Fatalf("starved=%v: %d pings, want %d", tc.starved, n, tc.want)
 		}
 	}
-	tr.closed.Store(true)
+	tr.close()
 	pr := transport.Prober{Go: tr.Go, Ping: func() (bool, error) {
 		t.Error("a closed endpoint pinged")
 		return false, nil

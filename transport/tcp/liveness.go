@@ -37,16 +37,9 @@ func (e *Endpoint) prober(addr string) transport.Prober {
 
 // goTracked runs f in a goroutine Close waits for, or returns ErrClosed.
 func (e *Endpoint) goTracked(f func()) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.mu.closed {
+	if !transport.GoTracked(&e.mu, &e.mu.closed, &e.wg, f) {
 		return ErrClosed
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		f()
-	}()
 	return nil
 }
 
