@@ -41,6 +41,10 @@ const (
 	hasBatch      = 256
 	copyBatch     = 64
 	copyBatchSize = 8 << 20
+	// grantRenew is how old a snapshot's grant may get before the run asks for a new
+	// one (grants live an hour: grant.MaxTTL), so a slow copy never reads with an
+	// expired grant.
+	grantRenew = 45 * time.Minute
 )
 
 // Target is the target cluster's meta leader (meta/server.Server).
@@ -105,7 +109,10 @@ func Run(ctx context.Context, job meta.Replication, src Source, dst chunkstore.S
 }
 
 type run struct {
-	job   meta.Replication
+	// rd reads the current snapshot's chunks under a grant obtained at granted (Now).
+	rd      chunkstore.BatchGetter
+	granted time.Time
+	job     meta.Replication
 	src   Source
 	dst   chunkstore.Store
 	tgt   Target
@@ -176,14 +183,22 @@ func stronger(h, s meta.Snapshot) bool {
 	return l != nil && (h.Lock == nil || *l != *h.Lock)
 }
 
-// snapshot copies the chunks of s the target lacks and imports its record.
-func (r *run) snapshot(ctx context.Context, s meta.Snapshot) error {
+// grant obtains a grant for s and the reader that uses it.
+func (r *run) grant(ctx context.Context, s meta.Snapshot) error {
 	tok, err := r.src.IssueGrant(ctx, s.Vault, s.ID, 0)
 	if err != nil {
 		return fmt.Errorf("replicate: grant for snapshot %s: %w", s.ID.Str(), err)
 	}
-	rd := r.src.Reader(tok)
-	ids, err := r.references(ctx, rd, s)
+	r.rd, r.granted = r.src.Reader(tok), r.o.Now()
+	return nil
+}
+
+// snapshot copies the chunks of s the target lacks and imports its record.
+func (r *run) snapshot(ctx context.Context, s meta.Snapshot) error {
+	if err := r.grant(ctx, s); err != nil {
+		return err
+	}
+	ids, err := r.references(ctx, r.rd, s)
 	if err != nil {
 		return err
 	}
@@ -199,7 +214,7 @@ func (r *run) snapshot(ctx context.Context, s meta.Snapshot) error {
 				missing = append(missing, part[k])
 			}
 		}
-		if err := r.copy(ctx, rd, missing); err != nil {
+		if err := r.copy(ctx, s, missing); err != nil {
 			return fmt.Errorf("replicate: snapshot %s: %w", s.ID.Str(), err)
 		}
 	}
@@ -233,11 +248,17 @@ func (r *run) references(ctx context.Context, rd chunkstore.BatchGetter, s meta.
 	return slices.Compact(ids), nil
 }
 
-// copy reads ids from the source and stores them here, in batches, at the rate limit.
-func (r *run) copy(ctx context.Context, rd chunkstore.BatchGetter, ids []chunk.ID) error {
+// copy reads ids of snapshot s from the source and stores them here, in batches, at the
+// rate limit, renewing the grant when it gets old.
+func (r *run) copy(ctx context.Context, s meta.Snapshot, ids []chunk.ID) error {
 	for i := 0; i < len(ids); i += r.o.Batch {
 		part := ids[i:min(i+r.o.Batch, len(ids))]
-		res := rd.GetMany(ctx, part)
+		if r.o.Now().Sub(r.granted) >= grantRenew {
+			if err := r.grant(ctx, s); err != nil {
+				return err
+			}
+		}
+		res := r.rd.GetMany(ctx, part)
 		batch := make([]chunkstore.Chunk, 0, len(part))
 		size := 0
 		flush := func() error {

@@ -17,6 +17,7 @@ type fakeSource struct {
 	vault  meta.Vault
 	snaps  []meta.Snapshot
 	chunks *memstore.Chunks
+	grants int // grants issued
 }
 
 func (s *fakeSource) GetVault(context.Context, meta.VaultID) (meta.Vault, error) { return s.vault, nil }
@@ -24,6 +25,7 @@ func (s *fakeSource) ListSnapshots(context.Context, meta.VaultID) ([]meta.Snapsh
 	return s.snaps, nil
 }
 func (s *fakeSource) IssueGrant(context.Context, meta.VaultID, meta.SnapshotID, time.Duration) ([]byte, error) {
+	s.grants++
 	return []byte("grant"), nil
 }
 func (s *fakeSource) Reader([]byte) chunkstore.BatchGetter { return getter{s.chunks} }
@@ -56,7 +58,8 @@ func (t *fakeTarget) ImportReplicaSnapshot(_ context.Context, _ string, s meta.S
 
 // TestRateLimit copies 40 chunks of 1000 bytes in batches of 4 at 2000 bytes/s on a
 // fake clock: the run waits 20 s of that clock in all (the bytes over the rate), each
-// wait follows a stored batch, and every chunk arrives once.
+// wait follows a stored batch, and every chunk arrives once; a run slow enough to
+// outlive a grant renews it.
 func TestRateLimit(t *testing.T) {
 	ctx := context.Background()
 	src := &fakeSource{vault: meta.Vault{ID: "v", KeyWraps: [][]byte{{1}}}, chunks: memstore.NewChunks()}
@@ -102,5 +105,15 @@ func TestRateLimit(t *testing.T) {
 		src, dst, tgt, Options{})
 	if err != nil || again != (Stats{}) {
 		t.Fatalf("second run: %+v %v, want nothing done", again, err)
+	}
+
+	// At 10 bytes/s the copy takes over an hour of the fake clock: the run renews its
+	// grant (a grant lives an hour) instead of reading with an expired one.
+	src.grants = 0
+	_, err = Run(ctx, meta.Replication{Name: "r", Vault: "v"}, src, memstore.NewChunks(), &fakeTarget{}, Options{LimitRate: 10, Batch: 4,
+		Now:   func() time.Time { return now },
+		Sleep: func(_ context.Context, d time.Duration) error { now = now.Add(d); return nil }})
+	if err != nil || src.grants < 2 {
+		t.Fatalf("slow run: %v, %d grants, want the grant renewed", err, src.grants)
 	}
 }
