@@ -113,12 +113,12 @@ type run struct {
 	rd      chunkstore.BatchGetter
 	granted time.Time
 	job     meta.Replication
-	src   Source
-	dst   chunkstore.Store
-	tgt   Target
-	o     Options
-	st    Stats
-	start time.Time // of the rate measurement
+	src     Source
+	dst     chunkstore.Store
+	tgt     Target
+	o       Options
+	st      Stats
+	start   time.Time // of the rate measurement
 }
 
 func (r *run) vault(ctx context.Context) error {
