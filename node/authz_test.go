@@ -93,7 +93,7 @@ func TestAuthzMatrix(t *testing.T) {
 	issue := func(cn string, role transport.Role, vaults ...string) *pki.Identity {
 		return identityFor(t, c, pki.IssueRequest{CommonName: cn, Role: role, Vaults: vaults})
 	}
-	metaAddr := c.Leader().Addr()
+	metaAddr := c.WaitLeader(t).Addr()
 	var chunkAddr string
 	for _, n := range c.Nodes {
 		if n.Shards() != nil {

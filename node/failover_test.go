@@ -36,21 +36,6 @@ func devAdmin(t *testing.T, c *nodetest.Cluster) *pki.Identity {
 	return id
 }
 
-// waitLeader returns the meta leader once there is one.
-func waitLeader(t *testing.T, c *nodetest.Cluster) *node.Node {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if l := c.Leader(); l != nil {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no meta leader")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for a state, not synchronising
-	}
-}
-
 // TestMetaLeaderCrashCostsAboutAnElection: the meta leader crashes (kill -9: its peers
 // hear nothing, not even a CONNECTION_CLOSE) while an agent's meta client holds a
 // connection to it, directly or through a follower that forwards to it. The agent's next
@@ -64,7 +49,7 @@ func TestMetaLeaderCrashCostsAboutAnElection(t *testing.T) {
 	c := nodetest.New(t, nodetest.Opts{Meta: 3, Chunk: 6, PGCount: 16})
 	id := devAdmin(t, c)
 	for _, via := range []string{"leader", "follower"} {
-		leader := waitLeader(t, c)
+		leader := c.WaitLeader(t)
 		var order []string
 		for _, n := range c.Nodes {
 			if n.Meta() == nil {

@@ -47,7 +47,7 @@ func TestHostDecommission(t *testing.T) {
 		t.Fatal(err)
 	}
 	webID := identityFor(t, c, pki.IssueRequest{CommonName: "web01", Role: transport.RoleAgent, Vaults: []string{"v1"}})
-	webCfg := nodetest.ConnectWith(t, webID, []string{c.Leader().Addr()}, c.ChunkAddrs())
+	webCfg := nodetest.ConnectWith(t, webID, []string{c.WaitLeader(t).Addr()}, c.ChunkAddrs())
 	webCfg.Host = "web01"
 	web := webCfg.Meta.(meta.JobService)
 	ag, err := client.Open(ctx, webCfg, "v1", passphrase)

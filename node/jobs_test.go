@@ -50,7 +50,7 @@ func TestAgentDaemonJobs(t *testing.T) {
 	}
 
 	webID := identityFor(t, c, pki.IssueRequest{CommonName: "web01", Role: transport.RoleAgent, Vaults: []string{"v1"}})
-	webCfg := nodetest.ConnectWith(t, webID, []string{c.Leader().Addr()}, c.ChunkAddrs())
+	webCfg := nodetest.ConnectWith(t, webID, []string{c.WaitLeader(t).Addr()}, c.ChunkAddrs())
 	web := webCfg.Meta.(meta.JobService)
 	ag, err := client.Open(ctx, webCfg, "v1", passphrase)
 	if err != nil {
@@ -150,7 +150,7 @@ func TestAgentDaemonJobs(t *testing.T) {
 
 	// Attacks: db01 acts as web01.
 	dbID := identityFor(t, c, pki.IssueRequest{CommonName: "db01", Role: transport.RoleAgent, Vaults: []string{"v1"}})
-	db := nodetest.ConnectWith(t, dbID, []string{c.Leader().Addr()}, c.ChunkAddrs()).Meta.(meta.JobService)
+	db := nodetest.ConnectWith(t, dbID, []string{c.WaitLeader(t).Addr()}, c.ChunkAddrs()).Meta.(meta.JobService)
 	running, err := web.StartJob(ctx, meta.JobStart{Trigger: meta.TriggerManual, Vault: "v1"})
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ func onLeader[T any](t *testing.T, c *nodetest.Cluster, fn func(*metaserver.Serv
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		v, err := fn(c.Leader().Meta())
+		v, err := fn(c.WaitLeader(t).Meta())
 		var nl *meta.NotLeaderError
 		if err == nil {
 			return v
@@ -140,7 +140,7 @@ func TestRansomwareRunFlaggedOnCluster(t *testing.T) {
 	var flagged meta.Job
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		jobs, err := c.Leader().Meta().ListJobs(admin, meta.JobFilter{Host: "web01"})
+		jobs, err := c.WaitLeader(t).Meta().ListJobs(admin, meta.JobFilter{Host: "web01"})
 		if err == nil {
 			for _, j := range jobs {
 				if j.ID == bad.ID {

@@ -97,7 +97,7 @@ func TestReplicationRoleAttacks(t *testing.T) {
 	}
 	id := identityFor(t, c, pki.IssueRequest{CommonName: "site-b", Role: transport.RoleReplication, Vaults: []string{"v1"}})
 	ep := endpointFor(t, id)
-	mc := metarpc.NewClient(ep, []string{c.Leader().Addr()})
+	mc := metarpc.NewClient(ep, []string{c.WaitLeader(t).Addr()})
 	cc := chunkrpc.NewClient(ep, c.ChunkAddrs())
 
 	// What it may do.
@@ -260,7 +260,7 @@ func TestReplicationAcrossClusters(t *testing.T) {
 		t.Fatalf("issue the replication certificate: %v", err)
 	}
 	rs := dstAdmin.Meta.(meta.ReplicationService)
-	added, err := rs.AddReplication(ctx, meta.Replication{Name: "site-a", Source: []string{src.Leader().Addr()}, SourceCA: cert.CA, Cert: cert.Cert, Key: key,
+	added, err := rs.AddReplication(ctx, meta.Replication{Name: "site-a", Source: []string{src.WaitLeader(t).Addr()}, SourceCA: cert.CA, Cert: cert.Cert, Key: key,
 		Principal: "site-b", Vault: "web"})
 	if err != nil {
 		t.Fatalf("add replication: %v", err)
@@ -268,7 +268,7 @@ func TestReplicationAcrossClusters(t *testing.T) {
 	if added.Key != nil || added.Cert != nil {
 		t.Fatalf("add replication answered with the credentials")
 	}
-	leader := dst.Leader()
+	leader := dst.WaitLeader(t)
 	run := func() replicate.Stats {
 		t.Helper()
 		st, err := leader.RunReplication(ctx, "site-a", meta.TriggerManual, node.ReplicationRunOptions{})

@@ -74,7 +74,7 @@ func identityFor(t *testing.T, c *nodetest.Cluster, req pki.IssueRequest) *pki.I
 // is forwarded to the leader, which must still see the original caller.
 func followerFirst(t *testing.T, c *nodetest.Cluster, addrs []string) []string {
 	t.Helper()
-	leader := c.Leader().Addr()
+	leader := c.WaitLeader(t).Addr()
 	out := []string{}
 	for _, a := range addrs {
 		if a != leader {

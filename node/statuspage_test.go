@@ -107,7 +107,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	// Job records as agents report them (web01 completed, db01 failed, mail01 partially
 	// failed, files01 still running) and an anomaly alert naming web01's job.
-	ms := c.Leader().Meta()
+	ms := c.WaitLeader(t).Meta()
 	jobs := map[string]string{"web01": meta.JobCompleted, "db01": meta.JobFailed, "mail01": meta.JobPartial, "files01": meta.JobRunning}
 	var webJob string
 	for _, host := range []string{"web01", "db01", "mail01", "files01"} {
@@ -136,7 +136,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	// An alert, as `coffer admin alert test` raises one.
-	if _, err := c.Leader().Meta().TestAlert(ctxT(t, 30*time.Second), "status page browser test"); err != nil {
+	if _, err := c.WaitLeader(t).Meta().TestAlert(ctxT(t, 30*time.Second), "status page browser test"); err != nil {
 		t.Fatalf("test alert: %v", err)
 	}
 
@@ -181,7 +181,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	// The PG counts match what the meta group reports right now (give it a few tries:
 	// reports change while repair settles).
-	leader := c.Leader()
+	leader := c.WaitLeader(t)
 	reps, err := leader.Meta().PGHealth(ctxT(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -263,7 +263,7 @@ func TestAgentDaemonRunsPolicyVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	webID := identityFor(t, c, pki.IssueRequest{CommonName: "web01", Role: transport.RoleAgent, Vaults: []string{"v1"}})
-	webCfg := nodetest.ConnectWith(t, webID, []string{c.Leader().Addr()}, c.ChunkAddrs())
+	webCfg := nodetest.ConnectWith(t, webID, []string{c.WaitLeader(t).Addr()}, c.ChunkAddrs())
 	web := webCfg.Meta.(meta.JobService)
 	ag, err := client.Open(ctx, webCfg, "v1", passphrase)
 	if err != nil {

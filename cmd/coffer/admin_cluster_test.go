@@ -104,8 +104,8 @@ func TestAdminDrainDecommission(t *testing.T) {
 	}
 
 	// A deep scrub afterwards finds nothing missing.
-	if code, _, errOut := cli("admin", "scrub", "start"); code != 0 {
-		t.Fatalf("scrub start: exit %d, %s", code, errOut)
+	if code, out, errOut := cli("admin", "scrub", "start"); code != 0 {
+		t.Fatalf("scrub start: exit %d, %s%s", code, out, errOut)
 	}
 	poll(t, 2*time.Minute, "deep scrub done", func() (bool, string) {
 		code, out, errOut := cli("admin", "scrub", "status", "--json")

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -298,6 +300,10 @@ type scrubStartJSON struct {
 	Errors  map[string]string `json:"errors,omitempty"`
 }
 
+// scrubStartTimeout bounds one node's answer to a scrub start: a one-off admin command
+// that dials every chunk node afresh, so it allows more than a status poll does.
+const scrubStartTimeout = 15 * time.Second
+
 func (c *adminScrubStartCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) > 0 {
 		return usagef(adminScrubStartSpec(), "admin scrub start takes no arguments, got %q", args[0])
@@ -315,7 +321,7 @@ func (c *adminScrubStartCmd) run(ctx context.Context, a *app, args []string) err
 			continue
 		}
 		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
+			cctx, cancel := context.WithTimeout(ctx, scrubStartTimeout)
 			defer cancel()
 			var resp struct {
 				PGs []placement.PGHealth `cbor:"pgs"`
@@ -343,7 +349,8 @@ func (c *adminScrubStartCmd) run(ctx context.Context, a *app, args []string) err
 		}
 	}
 	if len(out.Errors) > 0 {
-		return fmt.Errorf("deep scrub not started on %d of %d nodes", len(out.Errors), len(out.Errors)+len(out.Started))
+		ids := slices.Sorted(maps.Keys(out.Errors))
+		return fmt.Errorf("deep scrub not started on %d of %d nodes (%s: %s)", len(out.Errors), len(out.Errors)+len(out.Started), ids[0], out.Errors[ids[0]])
 	}
 	return nil
 }

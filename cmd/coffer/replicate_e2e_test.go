@@ -69,7 +69,7 @@ func TestReplicateCLI(t *testing.T) {
 	if code, _, errs := source("admin", "cert", "issue", "--role", "replication", "--principal", "site-b", "--csr", csr, "--vaults", "web", "--out", cert); code != exitOK {
 		t.Fatalf("admin cert issue --role replication: %d %s", code, errs)
 	}
-	add := []string{"admin", "replicate", "add", "--source", src.Leader().Addr(), "--source-ca", filepath.Join(src.Dir, "pki", "ca.pem"),
+	add := []string{"admin", "replicate", "add", "--source", src.WaitLeader(t).Addr(), "--source-ca", filepath.Join(src.Dir, "pki", "ca.pem"),
 		"--cert", cert, "--key", key, "--limit-rate", "10M"}
 	if code, _, errs := target(append(add, "--vault", "db")...); code != exitFailure || !strings.Contains(errs, "not db") {
 		t.Fatalf("replicate add for a vault the certificate does not name: exit %d %s", code, errs)

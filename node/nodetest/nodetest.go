@@ -182,6 +182,23 @@ func (c *Cluster) Leader() *node.Node {
 	return nil
 }
 
+// WaitLeader returns the node that leads the meta group, waiting (up to a minute) while
+// there is none: on a loaded machine an election can run at any moment, also right after
+// WaitReady.
+func (c *Cluster) WaitLeader(t testing.TB) *node.Node {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if l := c.Leader(); l != nil {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nodetest: no meta leader within a minute")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for a state, not synchronising
+	}
+}
+
 // Connect returns a client configuration connected to the cluster with the dev admin
 // certificate over a fresh client-side QUIC endpoint (closed when the test ends).
 func (c *Cluster) Connect(t testing.TB) client.Config {
