@@ -156,6 +156,11 @@ type RepairConfig struct {
 	// DeepScrubInterval is the time between scheduled deep scrubs; 0 means 7 days,
 	// negative disables them (`coffer admin scrub start` still runs one).
 	DeepScrubInterval time.Duration `yaml:"deep_scrub_interval,omitempty"`
+	// VerifyInterval bounds how long a PG found whole goes without being listed again
+	// while none of its shards changes (a few such PGs per pass); 0 means 1 hour,
+	// negative lists unchanged PGs only after a map change, a node restart or in a deep
+	// scrub.
+	VerifyInterval time.Duration `yaml:"verify_interval,omitempty"`
 }
 
 // DefaultConfig returns a configuration with every default filled in except identity,

@@ -43,6 +43,7 @@ func (n *Node) startRepair(ctx context.Context, pr *peers) error {
 		ConcurrentPGs:  rc.ConcurrentPGs,
 		Interval:       rc.Interval,
 		DeepInterval:   rc.DeepScrubInterval,
+		VerifyInterval: rc.VerifyInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("node: repair: %w", err)
