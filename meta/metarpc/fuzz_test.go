@@ -136,6 +136,9 @@ func FuzzServeRPC(f *testing.F) {
 		MethodMetaServers:      metaServersReq{},
 		MethodHostDecommission: opsReq[meta.HostDecommission]{Arg: meta.HostDecommission{Host: "web01", KeepFor: time.Hour}},
 		MethodHostDependencies: opsReq[string]{Arg: "web01"},
+		MethodReplicationAdd: opsReq[meta.Replication]{Arg: meta.Replication{Name: "r", Source: []string{"h:1"}, SourceCA: []byte("ca"),
+			Cert: []byte("c"), Key: []byte("k"), Principal: "site-b", Vault: "v", Schedule: "@daily"}},
+		MethodReplicationRun: opsReq[string]{Arg: "r"},
 	}
 	for i, r := range rules {
 		f.Add(uint8(i), []byte{0xa0})
