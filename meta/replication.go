@@ -31,6 +31,8 @@ const ReplicationHost = "replication"
 const (
 	maxReplicationSources = 16
 	maxReplicationPEM     = 64 << 10
+	// sealedKeyOverhead is what sealing adds to a key (XChaCha20-Poly1305's nonce and tag).
+	sealedKeyOverhead = 24 + 16
 )
 
 // Replication is a replication job as the target cluster keeps it.
@@ -43,9 +45,16 @@ type Replication struct {
 	SourceCA []byte `cbor:"source_ca" json:"-"`
 	// Cert and Key are the job's replication certificate on the source (PEM, the leaf
 	// first) and its private key. Key never leaves the meta servers: ReplicationFor
-	// strips it (and the certificates) from what clients get.
+	// strips it (and the certificates) from what clients get. The leader seals Key
+	// before it proposes the job (SealedKey), so the Raft log and state hold it only
+	// sealed; Key is set in a record only by entries written before sealing (they still
+	// replay) and in the job the runner gets, opened.
 	Cert []byte `cbor:"cert" json:"-"`
 	Key  []byte `cbor:"key" json:"-"`
+	// SealedKey is Key sealed under the cluster seal key (XChaCha20-Poly1305, the job's
+	// name as associated data; the nonce first), KeySeal the ID of that seal key.
+	SealedKey []byte `cbor:"sealed_key,omitempty" json:"-"`
+	KeySeal   string `cbor:"key_seal,omitempty" json:"-"`
 	// Principal and CertNotAfter describe Cert (its common name and expiry).
 	Principal    string    `cbor:"principal" json:"principal"`
 	CertNotAfter time.Time `cbor:"cert_not_after" json:"cert_not_after"`
@@ -121,16 +130,16 @@ type VaultReplica struct {
 }
 
 // ReplicationFor returns r as a client may see it: without the source CA, the
-// certificate and the key.
+// certificate and the key (clear or sealed).
 func ReplicationFor(r Replication) Replication {
-	r.SourceCA, r.Cert, r.Key = nil, nil, nil
+	r.SourceCA, r.Cert, r.Key, r.SealedKey, r.KeySeal = nil, nil, nil, nil, ""
 	r.Source = slices.Clone(r.Source)
 	return r
 }
 
 // ValidateReplication checks a job as an admin gives it (the FSM's fields ignored): a
-// name, 1..16 source addresses, a source CA, certificate and key, a vault, a valid
-// schedule (when given) and a non-negative rate.
+// name, 1..16 source addresses, a source CA, certificate and key (clear, or sealed with
+// its seal key's ID), a vault, a valid schedule (when given) and a non-negative rate.
 func ValidateReplication(r Replication) error {
 	if err := ValidatePolicyName(r.Name); err != nil {
 		return fmt.Errorf("replication name: %w", err)
@@ -143,9 +152,20 @@ func ValidateReplication(r Replication) error {
 			return fmt.Errorf("%w: replication %s: source address %.40q", ErrInvalid, r.Name, a)
 		}
 	}
-	for what, b := range map[string][]byte{"source CA": r.SourceCA, "certificate": r.Cert, "key": r.Key} {
-		if len(b) == 0 || len(b) > maxReplicationPEM {
-			return fmt.Errorf("%w: replication %s: %s of %d bytes (1..%d)", ErrInvalid, r.Name, what, len(b), maxReplicationPEM)
+	key, keyMax := r.Key, maxReplicationPEM
+	if len(r.SealedKey) > 0 {
+		if len(r.Key) > 0 || r.KeySeal == "" {
+			return fmt.Errorf("%w: replication %s: a sealed key comes without a clear key and with its seal key's ID", ErrInvalid, r.Name)
+		}
+		key, keyMax = r.SealedKey, maxReplicationPEM+sealedKeyOverhead
+	}
+	for _, f := range []struct {
+		what string
+		b    []byte
+		max  int
+	}{{"source CA", r.SourceCA, maxReplicationPEM}, {"certificate", r.Cert, maxReplicationPEM}, {"key", key, keyMax}} {
+		if len(f.b) == 0 || len(f.b) > f.max {
+			return fmt.Errorf("%w: replication %s: %s of %d bytes (1..%d)", ErrInvalid, r.Name, f.what, len(f.b), f.max)
 		}
 	}
 	if err := ValidateAgentName(r.Principal); err != nil {

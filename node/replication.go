@@ -127,7 +127,7 @@ func (n *Node) RunReplication(ctx context.Context, name, trigger string, ro Repl
 	if n.meta == nil {
 		return replicate.Stats{}, fmt.Errorf("%w: node: replication runs on a meta server", meta.ErrInvalid)
 	}
-	j, err := n.meta.Replication(name)
+	j, err := n.meta.Replication(ctx, name)
 	if err != nil {
 		return replicate.Stats{}, err
 	}

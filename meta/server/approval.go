@@ -440,13 +440,19 @@ func matchTOTP(secret, code string, now time.Time) (uint64, bool) {
 // meta server holds and no chunk node ever does; want is the ID of the seal key a stored
 // secret names ("" when sealing). It returns the key and the seal key's ID.
 func (s *Server) mfaKey(ctx context.Context, want string) ([]byte, string, error) {
+	return s.derivedSealKey(ctx, want, "coffer mfa seal v2")
+}
+
+// derivedSealKey derives a sealing key for one purpose (label: the HKDF info) from the
+// cluster seal key; want is as for mfaKey. It returns the key and the seal key's ID.
+func (s *Server) derivedSealKey(ctx context.Context, want, label string) ([]byte, string, error) {
 	sk, err := s.clusterSealKey(ctx, want)
 	if err != nil {
 		return nil, "", err
 	}
 	k := make([]byte, chacha20poly1305.KeySize)
-	if _, err := io.ReadFull(hkdf.New(sha256.New, sk, nil, []byte("coffer mfa seal v2")), k); err != nil {
-		return nil, "", fmt.Errorf("server: derive MFA key: %w", err)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, sk, nil, []byte(label)), k); err != nil {
+		return nil, "", fmt.Errorf("server: derive %s key: %w", label, err)
 	}
 	return k, SealKeyID(sk), nil
 }

@@ -2,9 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
@@ -20,11 +24,66 @@ func (s *Server) AddReplication(ctx context.Context, r meta.Replication) (meta.R
 	if err := meta.ValidateReplication(r); err != nil {
 		return meta.Replication{}, fmt.Errorf("server: add replication: %w", err)
 	}
+	if len(r.SealedKey) > 0 || r.KeySeal != "" {
+		return meta.Replication{}, fmt.Errorf("%w: server: add replication %s: give the key in the clear (the leader seals it)", meta.ErrInvalid, r.Name)
+	}
+	sealed, id, err := s.sealReplicationKey(ctx, r.Name, r.Key)
+	if err != nil {
+		return meta.Replication{}, fmt.Errorf("server: add replication %s: %w", r.Name, err)
+	}
+	r.Key, r.SealedKey, r.KeySeal = nil, sealed, id
 	res, err := s.propose(timeoutOf(ctx), command.AddReplication{Replication: r, By: meta.PrincipalFrom(ctx)})
 	if err != nil {
 		return meta.Replication{}, err
 	}
 	return meta.ReplicationFor(res.(meta.Replication)), nil
+}
+
+// replicationSealLabel names the key derived from the cluster seal key that seals
+// replication jobs' source keys.
+const replicationSealLabel = "coffer replication key seal v1"
+
+// sealReplicationKey seals job name's source key under the cluster seal key
+// (XChaCha20-Poly1305, the name as associated data, so a sealed key cannot be moved to
+// another job). It returns the sealed key (the nonce first) and the seal key's ID.
+func (s *Server) sealReplicationKey(ctx context.Context, name string, key []byte) ([]byte, string, error) {
+	k, id, err := s.derivedSealKey(ctx, "", replicationSealLabel)
+	if err != nil {
+		return nil, "", err
+	}
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, "", fmt.Errorf("server: seal replication key: %w", err)
+	}
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(key)+aead.Overhead())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return nil, "", fmt.Errorf("server: seal replication key: %w", err)
+	}
+	return aead.Seal(nonce, nonce, key, []byte(name)), id, nil
+}
+
+// openReplicationKey returns job r's source key: opened from r.SealedKey, or r.Key as an
+// entry written before keys were sealed left it.
+func (s *Server) openReplicationKey(ctx context.Context, r meta.Replication) ([]byte, error) {
+	if len(r.SealedKey) == 0 {
+		return r.Key, nil
+	}
+	k, _, err := s.derivedSealKey(ctx, r.KeySeal, replicationSealLabel)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, fmt.Errorf("server: open replication key: %w", err)
+	}
+	if len(r.SealedKey) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("%w: server: sealed key of replication %s too short", meta.ErrInvalid, r.Name)
+	}
+	out, err := aead.Open(nil, r.SealedKey[:aead.NonceSize()], r.SealedKey[aead.NonceSize():], []byte(r.Name))
+	if err != nil {
+		return nil, fmt.Errorf("server: open the key of replication %s: %w", r.Name, err)
+	}
+	return out, nil
 }
 
 // ListReplications implements meta.ReplicationService (a current read; admin only).
@@ -64,8 +123,9 @@ func (s *Server) RunReplication(ctx context.Context, name string) (meta.Replicat
 	return meta.ReplicationFor(res.(meta.Replication)), nil
 }
 
-// Replications returns the replication jobs with their credentials, for the leader's
-// runner (in-process only; no RPC carries it).
+// Replications returns the replication jobs with their credentials (the source key as
+// stored: sealed), for the leader's runner to schedule (in-process only; no RPC carries
+// it). Replication opens one job's key.
 func (s *Server) Replications() ([]meta.Replication, error) {
 	if err := s.leaderRead(); err != nil {
 		return nil, err
@@ -73,12 +133,22 @@ func (s *Server) Replications() ([]meta.Replication, error) {
 	return s.fsm.Replications()
 }
 
-// Replication returns one job with its credentials, for the leader's runner.
-func (s *Server) Replication(name string) (meta.Replication, error) {
+// Replication returns one job with its credentials, its source key opened (Key set,
+// SealedKey cleared), for the leader's runner.
+func (s *Server) Replication(ctx context.Context, name string) (meta.Replication, error) {
 	if err := s.leaderRead(); err != nil {
 		return meta.Replication{}, err
 	}
-	return s.fsm.Replication(name)
+	r, err := s.fsm.Replication(name)
+	if err != nil {
+		return meta.Replication{}, err
+	}
+	key, err := s.openReplicationKey(ctx, r)
+	if err != nil {
+		return meta.Replication{}, err
+	}
+	r.Key, r.SealedKey, r.KeySeal = key, nil, ""
+	return r, nil
 }
 
 // RecordReplicationRun records a run's start or end in its job's state (the runner).
