@@ -57,3 +57,30 @@ func TestMergeReplicaKeys(t *testing.T) {
 		t.Errorf("a new replica's keys: %+v", n)
 	}
 }
+
+// TestValidateReplicationSealedKey: a job carries its key either in the clear or sealed
+// with its seal key's ID, never both, never neither.
+func TestValidateReplicationSealedKey(t *testing.T) {
+	base := Replication{Name: "site-a", Source: []string{"a:1"}, SourceCA: []byte("ca"), Cert: []byte("cert"),
+		Principal: "repl-a", Vault: "v"}
+	for _, c := range []struct {
+		name      string
+		key       []byte
+		sealed    []byte
+		seal      string
+		wantValid bool
+	}{
+		{"clear", []byte("k"), nil, "", true},
+		{"sealed", nil, []byte("s"), "id", true},
+		{"neither", nil, nil, "", false},
+		{"both", []byte("k"), []byte("s"), "id", false},
+		{"sealed without its seal key ID", nil, []byte("s"), "", false},
+		{"sealed too long", nil, make([]byte, maxReplicationPEM+sealedKeyOverhead+1), "id", false},
+	} {
+		r := base
+		r.Key, r.SealedKey, r.KeySeal = c.key, c.sealed, c.seal
+		if err := ValidateReplication(r); (err == nil) != c.wantValid {
+			t.Errorf("%s: ValidateReplication = %v, want valid %v", c.name, err, c.wantValid)
+		}
+	}
+}
