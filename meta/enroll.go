@@ -31,6 +31,12 @@ const (
 	ActRevoke = Action("revoke-cert")  // revoke certificates, list revocations
 )
 
+// EnrollRetryWindow is how long after a token was used the same key may enroll with it
+// again and get the same serial: the client's retry when the leader lost the answer of an
+// enrollment it had applied (a leader change under load). Someone else holding the token
+// gains nothing by it: the certificate is for the first enrollment's public key only.
+const EnrollRetryWindow = 5 * time.Minute
+
 // EnrollToken is the cluster's record of a one-time enrollment token. The token itself
 // is never stored: only its SHA-256 (Hash), from which ID is derived.
 type EnrollToken struct {
@@ -51,6 +57,9 @@ type EnrollToken struct {
 	UsedAt    time.Time `cbor:"used_at,omitempty" json:"used_at,omitzero"`
 	Principal string    `cbor:"principal,omitempty" json:"principal,omitempty"`
 	Serial    string    `cbor:"serial,omitempty" json:"serial,omitempty"`
+	// UsedKey is the hex SHA-256 of the public key that enrolled with the token (see
+	// EnrollRetryWindow).
+	UsedKey string `cbor:"used_key,omitempty" json:"-"`
 	// Revoked is set when an admin withdrew the token before it was used; RevokedAt,
 	// RevokedBy and RevokeReason say when, who and why.
 	Revoked      bool      `cbor:"revoked,omitempty" json:"revoked,omitempty"`

@@ -31,6 +31,11 @@ type ConsumeEnrollToken struct {
 	Serial string `cbor:"serial"`
 	// From is the enrolling client's address, for the audit log.
 	From string `cbor:"from,omitempty"`
+	// Key is the hex SHA-256 of the enrolling key's public key (DER SubjectPublicKeyInfo).
+	// A retry of an enrollment whose answer was lost (same token, same key, within
+	// meta.EnrollRetryWindow of the first) gets the first one's serial back instead of a
+	// refusal. Empty in entries written before it existed.
+	Key string `cbor:"key,omitempty"`
 }
 
 // RevokeCert records a revocation (meta.Revocation without Seq, At and By). Admin only;

@@ -160,6 +160,10 @@ func (f *FSM) consumeEnrollToken(b *pebble.Batch, index uint64, c command.Consum
 	if c.Serial == "" {
 		return t, fmt.Errorf("%w: enrollment without a certificate serial", meta.ErrInvalid)
 	}
+	if t.Used && c.Key != "" && c.Key == t.UsedKey && (c.Name == "" || c.Name == t.Principal) &&
+		!t.Revoked && now.Sub(t.UsedAt) <= meta.EnrollRetryWindow {
+		return t, nil // the same enrollment again: its serial, nothing written
+	}
 	name, err := meta.ConsumeEnrollToken(t, c.Name, now)
 	if err != nil {
 		return t, err
@@ -168,7 +172,7 @@ func (f *FSM) consumeEnrollToken(b *pebble.Batch, index uint64, c command.Consum
 	if err := f.checkAgentNameFree(b, name, c.Hash, now); err != nil {
 		return t, err
 	}
-	t.Used, t.UsedAt, t.Principal, t.Serial = true, now, name, c.Serial
+	t.Used, t.UsedAt, t.Principal, t.Serial, t.UsedKey = true, now, name, c.Serial, c.Key
 	if len(t.Labels) > 0 {
 		f.setPolicyVersion(b, index) // the host's labels may select policies
 	}

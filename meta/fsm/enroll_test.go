@@ -208,3 +208,55 @@ func TestRevocations(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollRetrySameKey: an enrollment retried by the same key (its answer was lost in a
+// leader change) gets the first serial back and writes nothing; another key, a retry
+// without a key and one after meta.EnrollRetryWindow are refused as a reuse.
+func TestEnrollRetrySameKey(t *testing.T) {
+	f := open(t, t.TempDir())
+	const sec = int64(time.Second)
+	tok, err := meta.NewEnrollToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := meta.EnrollTokenHash(tok)
+	idx := uint64(0)
+	apply := func(stamp int64, b command.Body) Result {
+		idx++
+		return result(t, f.Apply(entry(t, idx, stamp, b)))
+	}
+	apply(100*sec, vault("a"))
+	if r := apply(101*sec, command.CreateEnrollToken{Hash: h, Vault: "a", Name: "web01", TTL: int64(time.Hour), By: admin}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := apply(102*sec, command.ConsumeEnrollToken{Hash: h, Name: "web01", Serial: "a1", Key: "k1"}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	r := apply(103*sec, command.ConsumeEnrollToken{Hash: h, Name: "web01", Serial: "a2", Key: "k1"})
+	if r.Err != nil {
+		t.Fatalf("retry by the same key: %v", r.Err)
+	}
+	if got := r.Value.(meta.EnrollToken); got.Serial != "a1" || got.Principal != "web01" {
+		t.Fatalf("retry answered %+v, want the first serial a1", got)
+	}
+	if st, err := f.EnrollToken(h); err != nil || st.Serial != "a1" || st.UsedKey != "k1" {
+		t.Fatalf("stored token after the retry: %+v %v", st, err)
+	}
+	for _, c := range []command.ConsumeEnrollToken{
+		{Hash: h, Name: "web01", Serial: "a3", Key: "k2"}, // another key holding the token
+		{Hash: h, Name: "web01", Serial: "a4"},            // no key: an old client
+	} {
+		if r := apply(104*sec, c); !errors.Is(r.Err, meta.ErrDenied) || !strings.Contains(r.Err.Error(), "already used") {
+			t.Fatalf("%+v: %v, want already used", c, r.Err)
+		}
+	}
+	// The cluster clock follows the leader's stamps by Ticks of at most MaxTickElapsed.
+	stamp := 104 * sec
+	for end := stamp + int64(meta.EnrollRetryWindow) + 10*sec; stamp < end; {
+		stamp += int64(MaxTickElapsed)
+		apply(stamp, command.Tick{Elapsed: int64(MaxTickElapsed)})
+	}
+	if r := apply(stamp, command.ConsumeEnrollToken{Hash: h, Name: "web01", Serial: "a5", Key: "k1"}); !errors.Is(r.Err, meta.ErrDenied) {
+		t.Fatalf("same key after the retry window: %v, want refused", r.Err)
+	}
+}

@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"time"
 
@@ -78,8 +82,13 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 			return meta.EnrollResult{}, err
 		}
 	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return meta.EnrollResult{}, fmt.Errorf("%w: server: enroll: public key: %v", meta.ErrInvalid, err)
+	}
+	keySum := sha256.Sum256(spki)
 	res, err := s.propose(timeoutOf(ctx), command.ConsumeEnrollToken{Hash: hash, Name: req.Name,
-		Serial: pki.SerialString(serial), From: req.From})
+		Serial: pki.SerialString(serial), From: req.From, Key: hex.EncodeToString(keySum[:])})
 	if err != nil {
 		if errors.Is(err, meta.ErrDenied) {
 			s.figs.enrollToken.Add(1)
@@ -87,6 +96,16 @@ func (s *Server) Enroll(ctx context.Context, req meta.EnrollRequest) (meta.Enrol
 		return meta.EnrollResult{}, fmt.Errorf("server: enroll: %w", err)
 	}
 	t := res.(meta.EnrollToken)
+	if t.Serial != pki.SerialString(serial) {
+		// A retry of an enrollment already applied (the FSM checked token, key and
+		// window): the certificate carries the serial the log recorded the first time.
+		again, ok := new(big.Int).SetString(t.Serial, 16)
+		if !ok {
+			return meta.EnrollResult{}, fmt.Errorf("server: enroll: recorded serial %q is not hex", t.Serial)
+		}
+		serial = again
+		s.log.Info("enrollment retried by the same key; same serial", "agent", t.Principal, "token", t.ID, "serial", t.Serial)
+	}
 	// A revocation by principal covers the certificates whose NotBefore is before the
 	// revocation's cluster time, so NotBefore must not be later than the cluster time at
 	// which the token was spent: a leader whose wall clock is ahead of cluster time (or
@@ -125,7 +144,7 @@ func (s *Server) ListEnrollTokens(ctx context.Context, all bool) ([]meta.EnrollT
 	out := ts[:0]
 	for _, t := range ts {
 		if all || t.State(now) == meta.TokenLive {
-			t.Hash = "" // the ID names it; the hash stays on the servers
+			t.Hash, t.UsedKey = "", "" // the ID names it; the hashes stay on the servers
 			out = append(out, t)
 		}
 	}
