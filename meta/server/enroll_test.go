@@ -60,8 +60,17 @@ func TestEnrollSignsOnceAndNeedsTheCAKey(t *testing.T) {
 		if v := pki.VaultsOf(id.Leaf()); len(v) != 1 || v[0] != "web" {
 			t.Fatalf("certificate vaults %v, want [web]", v)
 		}
-		if _, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr}); !errors.Is(err, meta.ErrDenied) {
-			t.Fatalf("second use: %v", err)
+		// The same key again (a retry whose first answer was lost) gets the same serial:
+		// still one certificate identity per token. Another key is refused.
+		if again, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: csr}); err != nil || again.Serial != res.Serial || again.Principal != "db01" {
+			t.Fatalf("retry by the same key: %+v %v, want serial %s", again, err, res.Serial)
+		}
+		other, _, err := pki.NewKeyAndCSR("whatever")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: tok, CSR: other}); !errors.Is(err, meta.ErrDenied) {
+			t.Fatalf("second use by another key: %v", err)
 		}
 		if _, err := l.Enroll(ctxT(t), meta.EnrollRequest{Token: "x", CSR: []byte("bad")}); !errors.Is(err, meta.ErrInvalid) {
 			t.Fatalf("bad CSR: %v, want ErrInvalid", err)
