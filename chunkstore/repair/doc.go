@@ -21,11 +21,13 @@
 // not: the scrub still reads every shard, every DeepInterval. So the cost of a pass that
 // is not deep grows with the PGs that changed, not with the shards stored.
 //
-// A stripe short of k shards on every node (each node that may hold one listed, none
-// down) for two minutes is what a put that failed part-way left behind: an acknowledged
-// put stores k+1 shards or more. Nothing can read it, and it would keep its PG
-// unreadable until garbage collection swept it, so the pass asks every node once more
-// and deletes what is left (a later put of the chunk writes a whole stripe).
+// A stripe short of k shards for a minute since this worker first saw it so (the
+// sighting kept across passes with a node down or the PG led elsewhere), and still
+// short on a pass that lists every node (none down), is what a put that failed
+// part-way left behind: an acknowledged put stores k+1 shards or more. Nothing can
+// read it, and it would keep its PG unreadable until garbage collection swept it, so
+// the pass asks every node once more and deletes what is left (a later put of the
+// chunk writes a whole stripe).
 //
 // Passes are idempotent: a pass interrupted by a restart is simply run again, and the
 // work already done shows up as shards in place. Writes are throttled (bytes/s) and at

@@ -32,10 +32,15 @@ const (
 	// suspectAge is how long a stripe must stay short of k shards before a repair
 	// pass reports it unreadable (deep scrubs report at once).
 	suspectAge = 30 * time.Second
-	// abandonAge is how long a stripe must stay short of k shards, with every node that
-	// could hold one listed, before a pass deletes what is left of it (dropPartial): far
-	// longer than any put stays in flight.
-	abandonAge = 2 * time.Minute
+	// abandonAge is how long a stripe must have been short of k shards, since this
+	// worker first saw it so, before a pass that lists every node that could hold one
+	// and finds it still short deletes what is left of it (dropPartial): far longer
+	// than any put stays in flight. The first sighting survives passes that cannot list
+	// every node (a node down) and passes while another node leads the PG.
+	abandonAge = time.Minute
+	// forgetAge bounds how long a short stripe that passes no longer see (its PG led
+	// elsewhere, its holders unlisted) keeps its first sighting.
+	forgetAge = time.Hour
 )
 
 // Config configures a Worker.
@@ -85,7 +90,9 @@ type Worker struct {
 		health map[uint32]placement.PGHealth
 		// suspect holds stripes found with too few shards, with when they were first
 		// found so. A repair pass reports a stripe unreadable only when it is still so
-		// suspectAge later: a first sighting may be a write still in flight.
+		// suspectAge later: a first sighting may be a write still in flight. A pass
+		// that does not see a stripe keeps its entry (up to forgetAge) unless it listed
+		// the stripe's PG on every node.
 		suspect map[chunk.ID]time.Time
 		// verified holds, by PG, the last listing that found the PG whole with
 		// nothing to do: what a later pass may skip while nothing changed.
@@ -612,6 +619,20 @@ func (w *Worker) Pass(ctx context.Context, deep bool) (PassResult, error) {
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("repair: %w", err)
+	}
+	// A short stripe this pass did not list keeps its first sighting unless the pass
+	// listed its PG on every node (then it is gone): a node down or the PG led by
+	// another node for a while must not restart the abandonAge clock.
+	for id, first := range prevSuspect {
+		if _, ok := byID[id]; ok || start.Sub(first) >= forgetAge {
+			continue
+		}
+		if pg := m.PG(id); whole && work[pg] != nil {
+			if _, skip := unchanged[pg]; !skip {
+				continue
+			}
+		}
+		suspect[id] = first
 	}
 	slices.Sort(res.Unreadable)
 	w.mu.Lock()
