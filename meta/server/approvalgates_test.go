@@ -45,6 +45,18 @@ func newGateFixture(t *testing.T, tweaks ...func(*Config)) *gateFixture {
 		}
 	})
 	s := c.srv[c.leader()]
+	// The leader's loop proposes the initial cluster map on its first tick after the
+	// election; the gates below (decommission) read it, and a single-server group can run
+	// them all inside that first tick.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, ok, err := s.fsm.ClusterMap(); err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no initial cluster map within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for a state, not synchronising
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	f := &gateFixture{t: t, c: c, s: s, skew: skew, keys: map[string]*otp.Key{},
@@ -198,7 +210,7 @@ func TestTwoPersonGates(t *testing.T) {
 	// decommission: a chunk node's.
 	_, err = s.NodeAction(f.req(f.alice), meta.NodeActionRequest{Node: "c1", Action: meta.NodeDecommission, Reason: "old disk"})
 	id = f.queued("decommission", err, meta.OpDecommission)
-	if m, _, _ := s.fsm.ClusterMap(); m.Nodes[0].State != "active" {
+	if m, ok, err := s.fsm.ClusterMap(); err != nil || !ok || len(m.Nodes) == 0 || m.Nodes[0].State != "active" {
 		t.Fatalf("a queued decommission changed the node: %+v", m.Nodes[0])
 	}
 	if r := f.approve(id); r.State != meta.ApprovalExecuted && r.State != meta.ApprovalFailed {
