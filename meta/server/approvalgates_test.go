@@ -211,7 +211,7 @@ func TestTwoPersonGates(t *testing.T) {
 	_, err = s.NodeAction(f.req(f.alice), meta.NodeActionRequest{Node: "c1", Action: meta.NodeDecommission, Reason: "old disk"})
 	id = f.queued("decommission", err, meta.OpDecommission)
 	if m, ok, err := s.fsm.ClusterMap(); err != nil || !ok || len(m.Nodes) == 0 || m.Nodes[0].State != "active" {
-		t.Fatalf("a queued decommission changed the node: %+v", m.Nodes[0])
+		t.Fatalf("a queued decommission changed the node: %+v", m)
 	}
 	if r := f.approve(id); r.State != meta.ApprovalExecuted && r.State != meta.ApprovalFailed {
 		t.Fatalf("approved decommission: %+v", r)
