@@ -40,10 +40,13 @@ const maxTreeDepth = 4096
 // does not grow with the snapshot's file count (see Restore).
 const keepTreeBytes = 16 << 20
 
-// measureBatch is how many trees of one level measure decodes at once (each batch is
-// counted and dropped, except the trees kept, before the next one is read), in units of
-// its parallel reads.
-const measureBatch = 4
+// measureGroup is how many trees one batched read of measure asks for. A level's trees
+// are read in batches of par groups (par = Fetches/2 reads at once, as the restore walk
+// prefetches), each group one chunkstore.BatchGetter call: a batch costs one round trip
+// to the cluster, not one per tree, and the trees decoded at once stay at most
+// par x measureGroup however wide a level is (each batch is counted and dropped, except
+// the trees kept, before the next one is read).
+const measureGroup = 16
 
 // treeMemBytes estimates the heap a decoded tree takes: its nodes, their names, link
 // targets, extents and subtree IDs.
@@ -171,9 +174,8 @@ func (m *measurer) along(ctx context.Context, id chunk.ID, dir string, sel func(
 }
 
 // load adds ids and every tree below them that is not in the expansion yet, a level at
-// a time, each level's trees read in parallel (Fetches/2 at once, as the restore walk
-// prefetches them) and in batches of measureBatch times that, so that the trees decoded
-// at once stay few however wide a level is.
+// a time, each level's trees read in batches of batched reads (see measureGroup), so
+// that the trees decoded at once stay few however wide a level is.
 func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 	x := m.x
 	var level []chunk.ID
@@ -191,7 +193,7 @@ func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 		par := max(1, m.a.cfg.Fetches/2)
 		var next []chunk.ID
 		for len(level) > 0 {
-			batch := level[:min(len(level), measureBatch*par)]
+			batch := level[:min(len(level), par*measureGroup)]
 			level = level[len(batch):]
 			var err error
 			if next, err = m.loadBatch(ctx, batch, par, next); err != nil {
@@ -203,7 +205,7 @@ func (m *measurer) load(ctx context.Context, ids []chunk.ID) error {
 	return nil
 }
 
-// loadBatch reads the trees ids (par at once), records their sizes and subdirectories,
+// loadBatch reads the trees ids (in groups of measureGroup, par groups at once), records their sizes and subdirectories,
 // keeps them while keepTreeBytes allows, and returns next with the subdirectories' trees
 // that are new to the expansion appended.
 func (m *measurer) loadBatch(ctx context.Context, ids []chunk.ID, par int, next []chunk.ID) ([]chunk.ID, error) {
@@ -211,9 +213,11 @@ func (m *measurer) loadBatch(ctx context.Context, ids []chunk.ID, par int, next 
 	got := make([]*tree.Tree, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(par)
-	for i, id := range ids {
-		g.Go(func() (err error) {
-			got[i], err = m.a.trees.Load(gctx, id)
+	for start := 0; start < len(ids); start += measureGroup {
+		end := min(start+measureGroup, len(ids))
+		g.Go(func() error {
+			ts, _, err := m.a.trees.LoadMany(gctx, ids[start:end])
+			copy(got[start:end], ts)
 			return err
 		})
 	}

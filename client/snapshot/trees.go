@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/tree"
 )
@@ -63,6 +64,57 @@ func (s *Trees) LoadSized(ctx context.Context, id chunk.ID) (*tree.Tree, int, er
 	}
 	s.cache.fetched(id, sealed)
 	return t, len(sealed), nil
+}
+
+// LoadMany returns the trees ids (in order, each with the size of its sealed chunk):
+// those in the cache from there, the others fetched in one batched read when the store
+// has one (chunkstore.BatchGetter: one call per node instead of a round trip per tree),
+// each opened and decoded as Load does. The first failure is returned, naming its tree.
+func (s *Trees) LoadMany(ctx context.Context, ids []chunk.ID) ([]*tree.Tree, []int, error) {
+	out := make([]*tree.Tree, len(ids))
+	sizes := make([]int, len(ids))
+	var miss []int
+	for i, id := range ids {
+		if t, n := s.cache.get(id); t != nil {
+			out[i], sizes[i] = t, n
+			continue
+		}
+		miss = append(miss, i)
+	}
+	if len(miss) == 0 {
+		return out, sizes, nil
+	}
+	bg, ok := s.store.(chunkstore.BatchGetter)
+	if !ok || len(miss) == 1 {
+		for _, i := range miss {
+			t, n, err := s.LoadSized(ctx, ids[i])
+			if err != nil {
+				return nil, nil, err
+			}
+			out[i], sizes[i] = t, n
+		}
+		return out, sizes, nil
+	}
+	want := make([]chunk.ID, len(miss))
+	for j, i := range miss {
+		want[j] = ids[i]
+	}
+	res := bg.GetMany(ctx, want)
+	if len(res) != len(want) {
+		return nil, nil, fmt.Errorf("snapshot: trees: store answered %d of %d reads", len(res), len(want))
+	}
+	for j, i := range miss {
+		if err := res[j].Err; err != nil {
+			return nil, nil, fmt.Errorf("snapshot: tree %s: %w", ids[i].Str(), err)
+		}
+		t, err := openTree(s.keys, ids[i], res[j].Data)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.cache.fetched(ids[i], res[j].Data)
+		out[i], sizes[i] = t, len(res[j].Data)
+	}
+	return out, sizes, nil
 }
 
 // Open opens and decodes sealed, the sealed chunk of tree id read by the caller (in a
