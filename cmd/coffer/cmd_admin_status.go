@@ -188,6 +188,9 @@ type nodeRow struct {
 	Shards   int64    `json:"shards"`
 	Bytes    int64    `json:"bytes"`
 	Capacity int64    `json:"capacity"`
+	// Full is set for a node whose store is on a file system with less than
+	// diskFullBelow bytes left: its shards go to substitutes until space is freed.
+	Full bool `json:"disk_full,omitempty"`
 	// Damaged counts the segment records the node's store found damaged since it opened
 	// (reported as corruption and left to repair, never guessed past).
 	Damaged int64  `json:"damaged_records"`
@@ -197,6 +200,10 @@ type nodeRow struct {
 	// CertNotAfter is when the node's certificate expires.
 	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
 }
+
+// diskFullBelow is the free space under which admin status calls a chunk node's disk
+// full: one segment's worth, less than a single Put batch's shards need.
+const diskFullBelow = 64 << 20
 
 // Node liveness as shown by admin status.
 const (
@@ -277,6 +284,9 @@ func applyNodeStatus(r *nodeRow, st meta.NodeStatus) {
 		r.Domain = st.Domain
 	}
 	r.Shards, r.Bytes, r.Capacity, r.Damaged = st.Shards.Shards, st.Shards.Bytes, st.Shards.Capacity, st.Shards.Corrupt
+	// A store on disk (segment files) reports the bytes left; a memory store reports 0
+	// and no segments, which is "unknown", not "full".
+	r.Full = st.Shards.Segments > 0 && st.Shards.Capacity < diskFullBelow
 	r.Repair = st.Repair
 	r.CertNotAfter = st.CertNotAfter
 }
@@ -341,8 +351,11 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 	fmt.Fprintln(tw, "  ID\tADDR\tROLES\tDOMAIN\tSTATE\tMAP\tSHARDS\tBYTES\tCAPACITY")
 	for _, n := range st.Nodes {
 		capacity := "-"
-		if n.Capacity > 0 {
+		if n.Capacity > 0 || n.Full {
 			capacity = formatBytes(n.Capacity)
+		}
+		if n.Full {
+			capacity += " (FULL)"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", n.ID, n.Addr, strings.Join(n.Roles, ","),
 			dash(n.Domain), n.State, dash(n.MapState), n.Shards, formatBytes(n.Bytes), capacity)
@@ -354,6 +367,10 @@ func printClusterStatus(w io.Writer, st clusterStatus) {
 		}
 		if n.Damaged > 0 {
 			fmt.Fprintf(w, "  %s: %d damaged segment records since it started (left to repair; the node's log names segment and offset)\n", n.ID, n.Damaged)
+		}
+		if n.Full && n.State == nodeUp {
+			fmt.Fprintf(w, "WARNING:  %s: disk full (%s left): its PGs' new shards go to other nodes and repair cannot place shards on it; free space or add capacity\n",
+				n.ID, formatBytes(n.Capacity))
 		}
 	}
 	var reps []nodestat.Repair
