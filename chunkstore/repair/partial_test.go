@@ -131,14 +131,7 @@ func TestRepairDropsPartialStripes(t *testing.T) {
 	m := healthyMap.Clone()
 	m.Epoch = c.getMap().Epoch + 1
 	c.setMap(m)
-	var dropped int64
-	for _, w := range ws {
-		r, err := w.Pass(context.Background(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dropped += r.Abandoned
-	}
+	dropped := passAll(t, ws, false).Abandoned
 	if got := shardsOf(t, c, partial); got != 0 || dropped != 1 {
 		t.Fatalf("first full pass, 2.5 min after the first sighting: %d shards left, %d stripes abandoned, want 0 and 1", got, dropped)
 	}
@@ -210,14 +203,7 @@ func TestRepairDropsPartialStripeSeenWhileNodeDown(t *testing.T) {
 	m := m0.Clone()
 	m.Epoch = c.getMap().Epoch + 1
 	c.setMap(m)
-	var dropped int64
-	for _, w := range ws {
-		r, err := w.Pass(context.Background(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dropped += r.Abandoned
-	}
+	dropped := passAll(t, ws, false).Abandoned
 	if got := shardsOf(t, c, partial); got != 0 || dropped != 1 {
 		t.Fatalf("first full pass 61 s after the sighting: %d shards left, %d abandoned, want 0 and 1", got, dropped)
 	}

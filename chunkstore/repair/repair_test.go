@@ -135,6 +135,7 @@ func passAll(t *testing.T, ws []*repair.Worker, deep bool) repair.PassResult {
 		sum.Dropped += r.Dropped
 		sum.Missing += r.Missing
 		sum.Corrupt += r.Corrupt
+		sum.Abandoned += r.Abandoned
 		sum.Unreadable = append(sum.Unreadable, r.Unreadable...)
 	}
 	return sum
