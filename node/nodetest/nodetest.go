@@ -261,12 +261,23 @@ func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 // and `admin meta add` bring it in.
 func (c *Cluster) AddNode(t testing.TB, id string, roles []node.Role, domain string) *node.Node {
 	t.Helper()
-	if _, err := node.DevAddNode(c.Dir, id, roles, domain, time.Now()); err != nil {
-		t.Fatalf("nodetest: add node: %v", err)
+	// NB: as in New, the ports DevAddNode picks may be taken by another process before
+	// the node binds them (a CI run: "listen 127.0.0.1:32483: bind: address already in
+	// use"); then the node's directory is written again with fresh ports.
+	for attempt := 1; ; attempt++ {
+		if _, err := node.DevAddNode(c.Dir, id, roles, domain, time.Now()); err != nil {
+			t.Fatalf("nodetest: add node: %v", err)
+		}
+		n, err := c.StartNode(id)
+		if err == nil {
+			return n
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("nodetest: start %s: %v", id, err)
+		}
+		t.Logf("nodetest: start %s: %v; adding it again with other ports", id, err)
+		if err := os.RemoveAll(filepath.Join(c.Dir, "nodes", id)); err != nil {
+			t.Fatalf("nodetest: add node: %v", err)
+		}
 	}
-	n, err := c.StartNode(id)
-	if err != nil {
-		t.Fatalf("nodetest: start %s: %v", id, err)
-	}
-	return n
 }
