@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -94,12 +95,15 @@ type gossip struct {
 	seeds   []string
 	log     *slog.Logger
 	joined  atomic.Bool // a seed answered a join
+	// reconnect is how often maintain looks for members to reconnect (gossipReconnect).
+	reconnect time.Duration
 }
 
 // gossipEvents records the last known state of every member ever seen. memberlist calls
 // it from its own goroutines; it must not block.
 type gossipEvents struct {
-	mu struct {
+	now func() time.Time
+	mu  struct {
 		sync.Mutex
 		state map[string]member
 	}
@@ -110,6 +114,8 @@ type member struct {
 	meta.Member
 	serial string
 	issued time.Time
+	// since is when State last changed (the gossip clock).
+	since time.Time
 }
 
 func (e *gossipEvents) set(n *memberlist.Node, st string) {
@@ -124,8 +130,12 @@ func (e *gossipEvents) set(n *memberlist.Node, st string) {
 	if e.mu.state == nil {
 		e.mu.state = map[string]member{}
 	}
+	since := e.now()
+	if old, ok := e.mu.state[n.Name]; ok && old.State == st {
+		since = old.since
+	}
 	e.mu.state[n.Name] = member{Member: meta.Member{Name: n.Name, Addr: n.Address(), State: st,
-		RPCAddr: gm.Addr, Roles: roles, Domain: gm.Domain}, serial: serial, issued: issued}
+		RPCAddr: gm.Addr, Roles: roles, Domain: gm.Domain}, serial: serial, issued: issued, since: since}
 }
 
 func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { e.set(n, "alive") }
@@ -183,13 +193,29 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // few dozen members is a few KB; every 5 s it bounds such a stale view to about 5 s.
 const gossipPushPull = 5 * time.Second
 
+// gossipReconnect is how often a member joins again the seeds it does not see alive
+// and members it holds dead; gossipReconnectFor is how long after a member's death it
+// keeps trying (serf's reconnect, which memberlist alone does not have: see maintain).
+// gossipReconnectMax bounds the dead members tried per round.
+const (
+	gossipReconnect    = 10 * time.Second
+	gossipReconnectFor = 24 * time.Hour
+	gossipReconnectMax = 3
+)
+
 // startGossip creates the memberlist member for this node and joins the seeds. Joining
 // fails softly: a node whose seeds are not up yet is still usable and is found by the
 // others when they start.
 //
 // leaf is this node's certificate (advertised for revocation checks); revoked decides
 // which members are refused and not counted alive.
-func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certificate, revoked revokedFunc, logger *slog.Logger) (*gossip, error) {
+func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certificate, revoked revokedFunc, now func() time.Time, logger *slog.Logger) (*gossip, error) {
+	return startGossipTuned(cfg, advertise, secret, leaf, revoked, now, logger, nil)
+}
+
+// startGossipTuned is startGossip with tune, when not nil, applied to memberlist's
+// configuration last (tests: faster timers, a transport that partitions).
+func startGossipTuned(cfg Config, advertise string, secret []byte, leaf *x509.Certificate, revoked revokedFunc, now func() time.Time, logger *slog.Logger, tune func(*memberlist.Config)) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(cfg.Gossip)
 	if err != nil {
 		return nil, fmt.Errorf("node: gossip address %q: %w", cfg.Gossip, err)
@@ -220,10 +246,13 @@ func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certifi
 	mc.SecretKey = key[:]
 	mc.Delegate = gossipDelegate{meta: md}
 	mc.Alive = gossipAlive{revoked: revoked, log: logger}
-	events := &gossipEvents{}
+	events := &gossipEvents{now: now}
 	mc.Events = events
 	mc.LogOutput = nil
 	mc.Logger = log.New(slogWriter{l: logger.With("component", "gossip")}, "", 0)
+	if tune != nil {
+		tune(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("node: gossip: %w", err)
@@ -234,7 +263,7 @@ func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certifi
 			seeds = append(seeds, s)
 		}
 	}
-	g := &gossip{ml: ml, events: events, revoked: revoked, seeds: seeds, log: logger}
+	g := &gossip{ml: ml, events: events, revoked: revoked, seeds: seeds, log: logger, reconnect: gossipReconnect}
 	if len(seeds) > 0 {
 		if n, err := ml.Join(seeds); err != nil || n == 0 {
 			logger.Info("gossip join incomplete; retrying in the background", "err", err)
@@ -245,27 +274,92 @@ func startGossip(cfg Config, advertise string, secret []byte, leaf *x509.Certifi
 	return g, nil
 }
 
-// rejoin retries joining the seeds every 2 s until one answers or ctx is done. A node
-// that started before every seed would otherwise stay unknown to them (and to the meta
-// leader's failure detection) until some other member happened to gossip about it.
-func (g *gossip) rejoin(ctx context.Context) {
-	if len(g.seeds) == 0 || g.joined.Load() {
-		return
+// maintain keeps this member connected to the cluster until ctx is done. Until a seed
+// answers it joins the seeds every 2 s: a node that started before every seed would
+// otherwise stay unknown to them (and to the meta leader's failure detection) until some
+// other member happened to gossip about it. After that, every g.reconnect it joins again
+// the seeds it does not see alive and up to gossipReconnectMax members it holds dead
+// (not left, not revoked, dead for less than gossipReconnectFor), each in its own
+// goroutine so that one unreachable address does not hold up the others.
+//
+// NB: memberlist probes, and exchanges state with, only members it believes alive, and
+// forgets a dead one after GossipToTheDeadTime. A partition long enough for both sides
+// to declare each other dead leaves two islands that never speak again (chaos run 8989:
+// the meta leader was cut off while two chunk nodes restarted and joined through it;
+// the next leader never saw them alive again, kept them down in the map, and reads
+// skipped them). A join is a full state exchange: the side that finds itself listed
+// dead refutes with a higher incarnation, and the next round carries that across.
+func (g *gossip) maintain(ctx context.Context) {
+	if len(g.seeds) > 0 && !g.joined.Load() {
+		t := time.NewTicker(2 * time.Second)
+		for !g.joined.Load() {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if n, err := g.ml.Join(g.seeds); err == nil && n > 0 {
+				g.joined.Store(true)
+				g.log.Info("gossip joined", "seeds", n)
+			}
+		}
+		t.Stop()
 	}
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(g.reconnect)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n, err := g.ml.Join(g.seeds); err == nil && n > 0 {
-			g.joined.Store(true)
-			g.log.Info("gossip joined", "seeds", n)
-			return
+		for _, addr := range g.reconnectTargets() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+					g.log.Debug("gossip reconnected", "addr", addr)
+				}
+			}()
 		}
 	}
+}
+
+// reconnectTargets returns the gossip addresses maintain joins this round: the seeds no
+// member alive in memberlist's view has, then up to gossipReconnectMax members the
+// events hold dead, chosen at random.
+func (g *gossip) reconnectTargets() []string {
+	live := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		if m.State == memberlist.StateAlive || m.State == memberlist.StateSuspect {
+			live[m.Address()] = true
+		}
+	}
+	self := g.ml.LocalNode().Address()
+	var out []string
+	for _, s := range g.seeds {
+		if !live[s] && s != self && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	now := g.events.now()
+	var dead []string
+	g.events.mu.Lock()
+	for _, m := range g.events.mu.state {
+		if m.State == "dead" && !g.isRevoked(m) && now.Sub(m.since) < gossipReconnectFor &&
+			!live[m.Addr] && m.Addr != self && !slices.Contains(out, m.Addr) {
+			dead = append(dead, m.Addr)
+		}
+	}
+	g.events.mu.Unlock()
+	rand.Shuffle(len(dead), func(i, j int) { dead[i], dead[j] = dead[j], dead[i] })
+	if len(dead) > gossipReconnectMax {
+		dead = dead[:gossipReconnectMax]
+	}
+	return append(out, dead...)
 }
 
 // isRevoked reports whether m is revoked by the node's list (events' lock held).

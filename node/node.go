@@ -212,7 +212,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: shard store: %w", err)
 		}
 	}
-	n.gossip, err = startGossip(cfg, n.ep.Addr(), secret, id.Leaf(), n.memberRevoked, n.log)
+	n.gossip, err = startGossip(cfg, n.ep.Addr(), secret, id.Leaf(), n.memberRevoked, deps.Now, n.log)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +293,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 			PlatformKey: platformKey,
 			SealKeyFile: filepath.Join(cfg.DataDir, SealKeyFile),
 			PeerSealKey: metarpc.PeerSealKey(n.ep, cfg.ID),
-			JoinInfo:    func() meta.JoinInfo { return joinInfo(cfg, secret) },
+			JoinInfo:    func() meta.JoinInfo { return joinInfo(cfg, secret, n.gossip.members()) },
 			GCPeer:      n.gcPeer,
 			GCGrace:     cfg.GC.Grace,
 			GCInterval:  cfg.GC.Interval,
@@ -352,7 +352,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.gossip.rejoin(ctx)
+		n.gossip.maintain(ctx)
 	}()
 	n.wg.Add(1)
 	go func() {

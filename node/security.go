@@ -289,12 +289,19 @@ func loadIssuer(rootFile, certFile, keyFile string) (*pki.CA, error) {
 }
 
 // joinInfo is what this meta node hands a joining node: the cluster secret and gossip
-// seeds (its own gossip address and its seeds).
-func joinInfo(cfg Config, secret []byte) meta.JoinInfo {
+// seeds: its own gossip address, its seeds, and every meta server members (its gossip
+// view) has alive. A node whose only seed is cut off when it restarts would otherwise
+// join nobody but that server (chaos run 8989).
+func joinInfo(cfg Config, secret []byte, members []meta.Member) meta.JoinInfo {
 	seeds := []string{cfg.Gossip}
 	for _, j := range cfg.Join {
 		if !slices.Contains(seeds, j) {
 			seeds = append(seeds, j)
+		}
+	}
+	for _, m := range members {
+		if m.State == "alive" && slices.Contains(m.Roles, string(RoleMeta)) && m.Addr != "" && !slices.Contains(seeds, m.Addr) {
+			seeds = append(seeds, m.Addr)
 		}
 	}
 	return meta.JoinInfo{ClusterSecret: bytes.Clone(secret), GossipSeeds: seeds}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -107,7 +108,7 @@ func TestGossipRefusesRevokedMembers(t *testing.T) {
 		}
 	}
 
-	g := &gossip{events: &gossipEvents{}, revoked: revoked}
+	g := &gossip{events: &gossipEvents{now: time.Now}, revoked: revoked}
 	g.events.NotifyJoin(nodeOf("chunk-3", "01", at.Add(-time.Hour)))
 	g.events.NotifyJoin(nodeOf("chunk-5", "03", at.Add(-time.Hour)))
 	if g.alive("chunk-3") || g.liveness("chunk-3") != placement.LiveDead {
@@ -171,7 +172,7 @@ func TestGossipJoinOfRevokedNodeRefused(t *testing.T) {
 			}
 			return meta.Revoked(list, serial, n, issued)
 		}
-		g, err := startGossip(cfg, "127.0.0.1:1", []byte("secret"), leaf, revoked, log)
+		g, err := startGossip(cfg, "127.0.0.1:1", []byte("secret"), leaf, revoked, time.Now, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,5 +202,23 @@ func TestGossipJoinOfRevokedNodeRefused(t *testing.T) {
 	}
 	if !seed.alive("good") || seed.alive("bad") {
 		t.Fatalf("seed's view: good alive %v, bad alive %v", seed.alive("good"), seed.alive("bad"))
+	}
+}
+
+// TestJoinInfoListsEveryMetaServer: a joining node is handed the answering server's
+// gossip address and seeds plus every meta server gossip sees alive, once each; chunk
+// nodes and dead meta servers are not seeds.
+func TestJoinInfoListsEveryMetaServer(t *testing.T) {
+	cfg := Config{Gossip: "10.0.0.11:7001", Join: []string{"10.0.0.11:7001", "10.0.0.12:7001"}}
+	members := []meta.Member{
+		{Name: "meta-2", Addr: "10.0.0.12:7001", State: "alive", Roles: []string{string(RoleMeta)}},
+		{Name: "meta-3", Addr: "10.0.0.13:7001", State: "alive", Roles: []string{string(RoleMeta)}},
+		{Name: "meta-4", Addr: "10.0.0.14:7001", State: "dead", Roles: []string{string(RoleMeta)}},
+		{Name: "chunk-1", Addr: "10.0.0.21:7001", State: "alive", Roles: []string{string(RoleChunk)}},
+	}
+	got := joinInfo(cfg, []byte("s"), members).GossipSeeds
+	want := []string{"10.0.0.11:7001", "10.0.0.12:7001", "10.0.0.13:7001"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("seeds %q, want %q", got, want)
 	}
 }
