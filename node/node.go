@@ -79,6 +79,7 @@ type Node struct {
 	tcp    *tcp.Endpoint
 	shards *segstore.Store // nil without the chunk role
 	chunks *coord.Store    // coordinator; every node has one (meta nodes use it for commit checks)
+	peers  *peers          // every chunk node's shard store, as the coordinator and repair reach them
 	meta   *metaserver.Server
 	metaC  *metarpc.Client
 	gossip *gossip
@@ -221,6 +222,7 @@ func New(cfg Config, deps Deps) (_ *Node, err error) {
 		local = n.shards
 	}
 	pr := newPeers(placement.NodeID(cfg.ID), local, shardCaller, n.gossip.alive, deps.Now)
+	n.peers = pr
 	n.chunks, err = coord.New(coord.Config{
 		Principal: cfg.ID,
 		Map:       n.cmap.Load,

@@ -22,7 +22,7 @@ func AuthzRules() []authz.Rule {
 		shard(MethodShardHas, "which shards are stored", false, authz.Allow),
 		shard(MethodShardTouch, "mark shards used (commit checks), for GC", false, authz.Allow),
 		shard(MethodShardDelete, "delete shards (repair)", true,
-			authz.If("stray or damaged copies only (repair); never an intact shard the node owns")),
+			authz.If("stray or damaged copies, or what a failed put left of a stripe short of K shards on every node (repair); never an owned shard of a readable stripe")),
 		shard(MethodShardEnumerate, "list stored shards, whole or by PG (repair)", false, authz.Allow),
 		shard(MethodShardVersions, "the PG change marks (repair skips unchanged PGs)", false, authz.Allow),
 		shard(MethodShardStats, "shard store figures", false, authz.Allow),
