@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -597,14 +598,31 @@ func (r *run) backupLoop(ctx context.Context, name string, client int, tree *age
 			return
 		}
 		a := &attempt{Agent: name, Seq: seq, Manifest: m, Files: len(m), Start: r.now(), StartWall: time.Now()}
-		bctx, cancel := context.WithTimeout(ctx, backupTimeout)
-		out, stderr, code, err := r.agentRun(bctx, name, fmt.Sprintf("%s-%s-b%d", r.project, name, seq), nil, "--json", "-q", "backup", "/data")
-		timedOut := bctx.Err() != nil
+		cname := fmt.Sprintf("%s-%s-b%d", r.project, name, seq)
+		// A backup still running at the bound gets SIGQUIT first: the Go runtime prints
+		// every goroutine's stack on stderr and exits, and the dump is kept in
+		// hung/NAME.txt (where the agent waited). The context is the backstop.
+		var quit atomic.Bool
+		quitTimer := time.AfterFunc(backupTimeout, func() {
+			quit.Store(true)
+			qctx, qcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer qcancel()
+			_ = r.docker(qctx, "kill", "-s", "QUIT", cname)
+		})
+		bctx, cancel := context.WithTimeout(ctx, backupTimeout+time.Minute)
+		out, stderr, code, err := r.agentRun(bctx, name, cname, nil, "--json", "-q", "backup", "/data")
+		quitTimer.Stop()
+		timedOut := bctx.Err() != nil || quit.Load()
 		cancel()
+		if quit.Load() {
+			if err := os.MkdirAll(filepath.Join(r.dir, "hung"), 0o755); err == nil {
+				_ = os.WriteFile(filepath.Join(r.dir, "hung", cname+".txt"), []byte(stderr), 0o644)
+			}
+		}
 		a.End, a.EndWall, a.Exit = r.now(), time.Now(), code
 		switch {
 		case timedOut:
-			a.Exit, a.Error = -1, fmt.Sprintf("backup still running after %v: killed", backupTimeout)
+			a.Exit, a.Error = -1, fmt.Sprintf("backup still running after %v: killed (goroutine dump in hung/%s.txt)", backupTimeout, cname)
 		case err != nil:
 			a.Exit, a.Error = -1, "harness: "+err.Error()
 		case code == 125:
