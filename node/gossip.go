@@ -321,7 +321,7 @@ func (g *gossip) maintain(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
-					g.log.Debug("gossip reconnected", "addr", addr)
+					g.log.Info("gossip reconnected to a member it did not see alive", "addr", addr)
 				}
 			}()
 		}
