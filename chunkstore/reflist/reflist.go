@@ -22,7 +22,18 @@ const (
 	header  = len(magic) + 1 + 4
 	// MaxIDs is the most IDs one reference-list chunk holds (1 MiB of IDs).
 	MaxIDs = 32768
+	// AvgIDs is the average number of IDs per chunk Encode writes (32 KiB of IDs):
+	// a chunk ends after an ID whose last 8 bytes are 0 modulo AvgIDs (boundary).
+	AvgIDs = 1024
 )
+
+// boundary reports whether a reference-list chunk ends after id. It looks at the ID's
+// last bytes, not its first: the list is sorted by the first, so a test on them would
+// put every boundary at the start of the list. Chunk IDs are HMAC or SHA-256 outputs,
+// so the last bytes are uniform and independent of the position in the list.
+func boundary(id chunk.ID) bool {
+	return binary.BigEndian.Uint64(id[chunk.Size-8:])%AvgIDs == 0
+}
 
 // ErrInvalid marks bytes that are not a reference-list chunk, or not the one asked for.
 var ErrInvalid = errors.New("reflist: invalid reference list")
@@ -35,8 +46,16 @@ type Chunk struct {
 }
 
 // Encode builds the key-less reference-list chunks of a snapshot: ids are sorted and
-// deduplicated, then split into chunks of at most MaxIDs IDs, in order. Each chunk's ID is
-// the SHA-256 of its data. ids is not modified; an empty ids gives no chunks.
+// deduplicated, then split, in order, after every ID that is a boundary (AvgIDs IDs per
+// chunk on average) and after MaxIDs IDs at most. Each chunk's ID is the SHA-256 of its
+// data. ids is not modified; an empty ids gives no chunks.
+//
+// The split is content-defined so that a snapshot whose references differ from its
+// parent's in a few IDs shares all but a few reference-list chunks with it: an added or
+// removed ID changes only the chunk it falls in (two, when it is itself a boundary), and
+// the agent uploads only those. With a split every MaxIDs IDs, one added ID shifted every
+// later chunk: a backup that changed one file of a 1,000,000-file tree stored half of its
+// 32 MiB reference list again.
 func Encode(ids []chunk.ID) []Chunk {
 	sorted := slices.Clone(ids)
 	slices.SortFunc(sorted, func(a, b chunk.ID) int {
@@ -51,19 +70,30 @@ func Encode(ids []chunk.ID) []Chunk {
 	sorted = slices.Compact(sorted)
 	var out []Chunk
 	for len(sorted) > 0 {
-		n := min(len(sorted), MaxIDs)
-		data := make([]byte, header+n*chunk.Size)
-		copy(data, magic)
-		data[len(magic)] = version
-		binary.BigEndian.PutUint32(data[len(magic)+1:], uint32(n))
-		p := data[header:]
-		for i, id := range sorted[:n] {
-			copy(p[i*chunk.Size:], id[:])
+		n := 0
+		for n < len(sorted) && n < MaxIDs {
+			n++
+			if boundary(sorted[n-1]) {
+				break
+			}
 		}
-		out = append(out, Chunk{ID: chunk.ID(sha256.Sum256(data)), Data: data})
+		out = append(out, encodeRun(sorted[:n]))
 		sorted = sorted[n:]
 	}
 	return out
+}
+
+// encodeRun encodes sorted, distinct ids (at most MaxIDs) as one chunk.
+func encodeRun(ids []chunk.ID) Chunk {
+	data := make([]byte, header+len(ids)*chunk.Size)
+	copy(data, magic)
+	data[len(magic)] = version
+	binary.BigEndian.PutUint32(data[len(magic)+1:], uint32(len(ids)))
+	p := data[header:]
+	for i, id := range ids {
+		copy(p[i*chunk.Size:], id[:])
+	}
+	return Chunk{ID: chunk.ID(sha256.Sum256(data)), Data: data}
 }
 
 // Open checks that data, read as reference-list chunk ref, hashes to ref (reference lists

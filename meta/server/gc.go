@@ -239,12 +239,20 @@ func (s *Server) runGC(ctx context.Context, dryRun bool, grace time.Duration) (m
 	return rep, nil
 }
 
-// mark adds to live the reference lists of every snapshot not yet in marked.
+// mark adds to live the reference lists of every snapshot not yet in marked. A
+// reference-list chunk is read once per call however many snapshots list it (their
+// content-defined split makes a snapshot share most of them with its parent): its ID is
+// the SHA-256 of its content, so a second read could only add the same IDs.
+//
+// NB: the chunks read are tracked apart from live: a snapshot may list any ID as a
+// reference, including another snapshot's reference-list chunk, and that alone must not
+// stop the chunk's IDs from being marked.
 func (s *Server) mark(ctx context.Context, live map[chunk.ID]struct{}, marked map[meta.SnapshotID]struct{}, rep *meta.GCReport) error {
 	vaults, err := s.fsm.Vaults()
 	if err != nil {
 		return err
 	}
+	read := map[chunk.ID]struct{}{}
 	for _, v := range vaults {
 		snaps, err := s.fsm.Snapshots(v.ID)
 		if err != nil {
@@ -257,6 +265,9 @@ func (s *Server) mark(ctx context.Context, live map[chunk.ID]struct{}, marked ma
 			live[snap.Tree] = struct{}{}
 			for i, ref := range snap.Refs {
 				live[ref] = struct{}{}
+				if _, ok := read[ref]; ok {
+					continue
+				}
 				data, err := s.cfg.Chunks.Get(ctx, ref)
 				if err != nil {
 					return fmt.Errorf("mark: snapshot %s in vault %s: reference list %d (%s): %w", snap.ID.Str(), v.ID, i, ref.Str(), err)
@@ -268,6 +279,7 @@ func (s *Server) mark(ctx context.Context, live map[chunk.ID]struct{}, marked ma
 				for _, id := range ids {
 					live[id] = struct{}{}
 				}
+				read[ref] = struct{}{}
 			}
 			marked[snap.ID] = struct{}{}
 			rep.Snapshots++
