@@ -37,13 +37,22 @@ type CommitCheck struct {
 // DefaultHasBatch is CommitCheck.HasBatch when zero.
 const DefaultHasBatch = 4096
 
-// Run checks snap's chunks. Chunks in known (nil: none), which a committed parent
-// references, are not asked about. The reference lists are asked about with Has first:
-// a store that touches what it finds keeps them out of a collection's sweep until the
-// commit. Errors: ErrMissingChunks naming the first missing chunks, ErrInvalid for a
-// reference list that does not open or an unlisted tree, ErrUnavailable when the store
-// does not answer.
-func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]struct{}) error {
+// Run checks snap's chunks. parentRefs are the reference-list chunks of snap's parent
+// when the caller vouches that it is committed (nil: no such parent): every ID they
+// list is stored while the parent is (meta/server.checkChunks says why), so
+//   - a chunk of snap's list that is also one of parentRefs is neither read nor asked
+//     about (reference lists are split by content, so a snapshot shares all but the
+//     chunks its changes fell in with its parent: the check costs what changed);
+//   - the IDs of the parent's other chunks, which are read, are not asked about.
+//
+// An ID of a parent chunk that snap shares cannot be in one of snap's other chunks (a
+// list's IDs are distinct), so reading the parent's unshared chunks is enough; a list
+// that repeats an ID only makes the check ask about more. The reference lists are asked
+// about with Has first: a store that touches what it finds keeps them out of a
+// collection's sweep until the commit. Errors: ErrMissingChunks naming the first missing
+// chunks, ErrInvalid for a reference list that does not open or an unlisted tree,
+// ErrUnavailable when the store does not answer.
+func (c CommitCheck) Run(ctx context.Context, snap Snapshot, parentRefs []chunk.ID) error {
 	batch := c.HasBatch
 	if batch <= 0 {
 		batch = DefaultHasBatch
@@ -60,8 +69,22 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 	if err != nil {
 		return fmt.Errorf("%w: check reference lists: %v", ErrUnavailable, err)
 	}
+	inParent := make(map[chunk.ID]bool, len(parentRefs))
+	for _, r := range parentRefs {
+		inParent[r] = true
+	}
+	inSnap := make(map[chunk.ID]bool, len(snap.Refs))
+	for _, r := range snap.Refs {
+		inSnap[r] = true
+	}
+	known := c.parentIDs(ctx, parentRefs, inSnap)
 	treeListed := false
+	var shared []int // indexes in snap.Refs of the chunks shared with the parent
 	for i, ref := range snap.Refs {
+		if inParent[ref] {
+			shared = append(shared, i)
+			continue
+		}
 		data, err := c.Chunks.Get(ctx, ref)
 		if err != nil {
 			notStored := i < len(stored) && !stored[i]
@@ -78,11 +101,11 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 		if err != nil {
 			return fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)
 		}
-		if _, ok := slices.BinarySearchFunc(ids, snap.Tree, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) }); ok {
+		if listed(ids, snap.Tree) {
 			treeListed = true
 		}
 		if known != nil {
-			ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { _, ok := known[id]; return ok })
+			ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { return known[id] })
 		}
 		for len(ids) > 0 {
 			n := min(len(ids), batch)
@@ -101,6 +124,11 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 			ids = ids[n:]
 		}
 	}
+	if !treeListed && nMissing == 0 {
+		if treeListed, err = c.sharedListsTree(ctx, snap, shared); err != nil {
+			return err
+		}
+	}
 	if nMissing > 0 {
 		strs := make([]string, len(missing))
 		for i, id := range missing {
@@ -113,3 +141,88 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, known map[chunk.ID]
 	}
 	return nil
 }
+
+// listed reports whether id is in ids (sorted, as reflist.Open returns them).
+func listed(ids []chunk.ID, id chunk.ID) bool {
+	_, ok := slices.BinarySearchFunc(ids, id, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) })
+	return ok
+}
+
+// parentIDs returns the IDs listed by the parent chunks snap does not share (skip), or
+// nil when one of them cannot be read (the check then asks about every ID of snap's
+// unshared chunks) or there are none.
+func (c CommitCheck) parentIDs(ctx context.Context, parentRefs []chunk.ID, skip map[chunk.ID]bool) map[chunk.ID]bool {
+	var known map[chunk.ID]bool
+	for _, ref := range parentRefs {
+		if skip[ref] {
+			continue
+		}
+		data, err := c.Chunks.Get(ctx, ref)
+		if err != nil {
+			return nil
+		}
+		ids, err := reflist.Open(ref, data)
+		if err != nil {
+			return nil
+		}
+		if known == nil {
+			known = make(map[chunk.ID]bool, len(ids))
+		}
+		for _, id := range ids {
+			known[id] = true
+		}
+	}
+	return known
+}
+
+// sharedListsTree reports whether snap's tree is listed by one of the chunks of snap's
+// list it shares with its parent (indexes in snap.Refs). They hold increasing runs in
+// order, so a binary search over them reads O(log n) of them; a list whose chunks are
+// out of order is searched chunk by chunk.
+func (c CommitCheck) sharedListsTree(ctx context.Context, snap Snapshot, shared []int) (bool, error) {
+	read := func(k int) ([]chunk.ID, error) {
+		i := shared[k]
+		data, err := c.Chunks.Get(ctx, snap.Refs[i])
+		if err != nil {
+			return nil, fmt.Errorf("%w: read reference list %d (%s): %v", ErrUnavailable, i, snap.Refs[i].Str(), err)
+		}
+		ids, err := reflist.Open(snap.Refs[i], data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)
+		}
+		return ids, nil
+	}
+	tree := snap.Tree
+	lo, hi := 0, len(shared)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		ids, err := read(mid)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case len(ids) == 0:
+			lo = hi // not in order: scan
+		case tree.Less(ids[0]):
+			hi = mid
+		case ids[len(ids)-1].Less(tree):
+			lo = mid + 1
+		default:
+			if listed(ids, tree) {
+				return true, nil
+			}
+			lo = hi
+		}
+	}
+	for k := range shared {
+		ids, err := read(k)
+		if err != nil {
+			return false, err
+		}
+		if listed(ids, tree) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+

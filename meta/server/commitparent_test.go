@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"math/bits"
+	"slices"
 	"sync"
 	"testing"
 
@@ -18,7 +20,24 @@ type askingStore struct {
 	chunkstore.Store
 	mu     sync.Mutex
 	asked  int
+	gets   int
 	hidden map[chunk.ID]bool
+}
+
+func (s *askingStore) Get(ctx context.Context, id chunk.ID) ([]byte, error) {
+	s.mu.Lock()
+	s.gets++
+	s.mu.Unlock()
+	return s.Store.Get(ctx, id)
+}
+
+// reads returns and resets the number of Gets.
+func (s *askingStore) reads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.gets
+	s.gets = 0
+	return n
 }
 
 func (s *askingStore) Has(ctx context.Context, ids []chunk.ID) ([]bool, error) {
@@ -106,3 +125,105 @@ func TestCommitTrustsCommittedParent(t *testing.T) {
 		t.Fatalf("orphan commit asked about %d chunks, want every one (%d+)", n, len(ids))
 	}
 }
+
+// bigSnapshot stores n fresh data chunks beside base's IDs and the reference list of all
+// of them, and returns a snapshot whose tree is the last new chunk, with the list's IDs.
+func bigSnapshot(t *testing.T, st chunkstore.Store, base []chunk.ID, n int) (meta.Snapshot, []chunk.ID) {
+	t.Helper()
+	ctx := context.Background()
+	fresh := storedSnapshot(t, st, "v", n-1, 0)
+	data, err := st.Get(ctx, fresh.Refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []chunk.ID
+	for _, r := range fresh.Refs {
+		data, err = st.Get(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		more, err := reflist.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, more...)
+	}
+	all := append(slices.Clone(base), ids...)
+	refs := reflist.Encode(all)
+	var put []chunkstore.Chunk
+	snap := meta.Snapshot{ID: randID(t), Vault: "v", Host: "h", Paths: []string{"/"}, Tree: fresh.Tree}
+	for _, r := range refs {
+		put = append(put, chunkstore.Chunk(r))
+		snap.Refs = append(snap.Refs, r.ID)
+	}
+	if err := st.Put(ctx, put); err != nil {
+		t.Fatal(err)
+	}
+	return snap, all
+}
+
+// TestCommitCostFollowsTheChange: reference lists split by content let the commit check
+// of a child skip the list chunks it shares with its committed parent. A parent of 20,000
+// chunks; a child adding 10 reads a handful of list chunks and asks about a few thousand
+// IDs at most, not 20,000; an unchanged child (the same list, the same tree) reads
+// O(log n) chunks to find its tree and asks about no data chunk. A child sharing every
+// chunk whose tree is not listed is refused, and so is one whose new chunk is missing.
+func TestCommitCostFollowsTheChange(t *testing.T) {
+	st := &askingStore{Store: memstore.NewChunks(), hidden: map[chunk.ID]bool{}}
+	c := newCluster(t, 1, func(cfg *Config) { cfg.Chunks = st })
+	ctx := ctxT(t)
+	l := c.srv[c.leader()]
+	if _, err := l.CreateVault(ctx, newVault("v")); err != nil {
+		t.Fatal(err)
+	}
+	parent, ids := bigSnapshot(t, st, nil, 20_000)
+	st.count()
+	st.reads()
+	if _, err := l.CommitSnapshot(ctx, parent); err != nil {
+		t.Fatal(err)
+	}
+	if asked := st.count(); asked < len(ids) {
+		t.Fatalf("parent commit asked about %d chunks, want all %d", asked, len(ids))
+	}
+	st.reads()
+
+	child, childIDs := bigSnapshot(t, st, ids, 10)
+	child.Parent = &parent.ID
+	st.count()
+	st.reads()
+	if _, err := l.CommitSnapshot(ctx, child); err != nil {
+		t.Fatal(err)
+	}
+	asked, reads := st.count(), st.reads()
+	t.Logf("child of %d list chunks (%d IDs, 11 new): %d list chunks read, %d IDs asked about", len(child.Refs), len(childIDs), reads, asked)
+	if reads > 40 || asked > len(child.Refs)+8*reflist.AvgIDs {
+		t.Fatalf("child commit read %d list chunks and asked about %d IDs; the parent's %d chunks cover all but 11 IDs", reads, asked, len(parent.Refs))
+	}
+
+	same := child
+	same.ID, same.Parent = randID(t), &child.ID
+	if _, err := l.CommitSnapshot(ctx, same); err != nil {
+		t.Fatal(err)
+	}
+	asked, reads = st.count(), st.reads()
+	t.Logf("unchanged child: %d list chunks read, %d IDs asked about", reads, asked)
+	if asked != len(same.Refs) || reads > 2*bits.Len(uint(len(same.Refs)))+2 {
+		t.Fatalf("unchanged child read %d list chunks and asked about %d IDs, want O(log %d) reads and only its list", reads, asked, len(same.Refs))
+	}
+
+	unlisted := same
+	unlisted.ID, unlisted.Tree = randID(t), randID(t)
+	if _, err := l.CommitSnapshot(ctx, unlisted); !errors.Is(err, meta.ErrInvalid) {
+		t.Fatalf("a child sharing its whole list with an unlisted tree: %v, want ErrInvalid", err)
+	}
+
+	gone, _ := bigSnapshot(t, st, ids, 10)
+	gone.Parent = &parent.ID
+	st.mu.Lock()
+	st.hidden[gone.Tree] = true
+	st.mu.Unlock()
+	if _, err := l.CommitSnapshot(ctx, gone); !errors.Is(err, meta.ErrMissingChunks) {
+		t.Fatalf("a child whose new tree is not stored: %v, want ErrMissingChunks", err)
+	}
+}
+

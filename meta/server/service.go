@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
-	"github.com/cofferhq/coffer/chunkstore/reflist"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/meta/command"
 	"github.com/cofferhq/coffer/placement"
@@ -138,25 +137,26 @@ func (s *Server) CommitSnapshot(ctx context.Context, snap meta.Snapshot) (meta.S
 	}
 }
 
-// checkChunks reads every reference-list chunk, checks that the tree is listed and that
-// every listed chunk is stored.
+// checkChunks checks that the tree is listed and that every listed chunk is stored
+// (meta.CommitCheck).
 //
 // Chunks that the snapshot's parent references are not asked about while the parent is
 // committed: only a collection deletes chunks, and it sweeps only chunks no snapshot
 // referenced when its epoch began, so the parent's chunks are all stored for as long as
 // the parent is. The caller commits with the GC epoch read before this check, so a
 // parent forgotten and collected meanwhile makes the FSM refuse the commit and the check
-// run again, without the parent. (An unchanged re-backup then costs the leader a few
-// reference-list reads instead of one existence query per chunk.)
+// run again, without the parent. Reference lists are split by content, so the snapshot
+// shares most of its list's chunks with its parent's; the check reads and asks about
+// only the others (an unchanged re-backup costs the leader an existence query for its
+// list's chunks and a few reads to find the tree).
 func (s *Server) checkChunks(ctx context.Context, snap meta.Snapshot) error {
 	check := meta.CommitCheck{Chunks: s.cfg.Chunks, HasBatch: hasBatch, NotStored: s.cfg.ChunkNotFound}
-	return check.Run(ctx, snap, s.parentRefs(ctx, snap))
+	return check.Run(ctx, snap, s.parentRefs(snap))
 }
 
-// parentRefs returns the chunk IDs snap's parent references, or nil when there is no
-// parent, it is not committed in snap's vault, or its reference lists cannot be read (the
-// check then asks about every chunk).
-func (s *Server) parentRefs(ctx context.Context, snap meta.Snapshot) map[chunk.ID]struct{} {
+// parentRefs returns the reference-list chunks of snap's parent, or nil when there is no
+// parent or it is not committed in snap's vault.
+func (s *Server) parentRefs(snap meta.Snapshot) []chunk.ID {
 	if snap.Parent == nil {
 		return nil
 	}
@@ -164,21 +164,7 @@ func (s *Server) parentRefs(ctx context.Context, snap meta.Snapshot) map[chunk.I
 	if err != nil {
 		return nil
 	}
-	known := make(map[chunk.ID]struct{})
-	for _, ref := range parent.Refs {
-		data, err := s.cfg.Chunks.Get(ctx, ref)
-		if err != nil {
-			return nil
-		}
-		ids, err := reflist.Open(ref, data)
-		if err != nil {
-			return nil
-		}
-		for _, id := range ids {
-			known[id] = struct{}{}
-		}
-	}
-	return known
+	return parent.Refs
 }
 
 // ListSnapshots returns a vault's snapshots by commit time (linearizable read).
