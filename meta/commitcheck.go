@@ -225,4 +225,3 @@ func (c CommitCheck) sharedListsTree(ctx context.Context, snap Snapshot, shared 
 	}
 	return false, nil
 }
-

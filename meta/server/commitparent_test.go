@@ -226,4 +226,3 @@ func TestCommitCostFollowsTheChange(t *testing.T) {
 		t.Fatalf("a child whose new tree is not stored: %v, want ErrMissingChunks", err)
 	}
 }
-
