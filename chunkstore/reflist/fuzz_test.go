@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cofferhq/coffer/chunkstore/chunk"
@@ -11,8 +12,8 @@ import (
 )
 
 // FuzzDecodeRefList: any bytes decode to a list or to an error wrapping ErrInvalid, never
-// a panic; the IDs take no more room than the bytes they came from; a decoded list
-// re-encodes to the same bytes and opens under its own hash.
+// a panic; the IDs take no more room than the bytes they came from; a decoded chunk
+// re-encodes to the same bytes and opens under its own hash; Encode keeps its IDs.
 func FuzzDecodeRefList(f *testing.F) {
 	r := rand.New(rand.NewPCG(7, 8))
 	f.Add(Encode(randIDs(r, 4))[0].Data)
@@ -33,13 +34,24 @@ func FuzzDecodeRefList(f *testing.F) {
 		if _, err := Open(chunk.ID(sha256.Sum256(data)), data); err != nil {
 			t.Fatalf("a decodable list does not open under its own hash: %v", err)
 		}
-		// A valid list re-encodes to exactly the same bytes.
+		// A valid chunk re-encodes to exactly the same bytes, and Encode splits its IDs
+		// into chunks that hold them all, in order.
 		if len(ids) == 0 {
 			return
 		}
-		re := Encode(ids)
-		if len(re) != 1 || !bytes.Equal(re[0].Data, data) {
-			t.Fatalf("re-encoding a decoded list changed it")
+		if re := encodeRun(ids); !bytes.Equal(re.Data, data) {
+			t.Fatalf("re-encoding a decoded chunk changed it")
+		}
+		var all []chunk.ID
+		for _, c := range Encode(ids) {
+			got, err := Decode(c.Data)
+			if err != nil {
+				t.Fatalf("Encode wrote a chunk that does not decode: %v", err)
+			}
+			all = append(all, got...)
+		}
+		if !slices.Equal(all, ids) {
+			t.Fatalf("Encode's chunks hold %d IDs, want the %d decoded", len(all), len(ids))
 		}
 	})
 }
