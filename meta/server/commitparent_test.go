@@ -80,17 +80,9 @@ func TestCommitTrustsCommittedParent(t *testing.T) {
 		t.Fatalf("first commit asked about %d chunks, want all 201 and its reference list", n)
 	}
 	// The child references the parent's chunks plus 10 new ones (and its own tree).
-	refData, err := st.Get(ctx, parent.Refs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := reflist.Decode(refData)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := listIDs(t, st, parent.Refs)
 	extra := storedSnapshot(t, st, "v", 10, 0)
-	extraData, _ := st.Get(ctx, extra.Refs[0])
-	extraIDs, _ := reflist.Decode(extraData)
+	extraIDs := listIDs(t, st, extra.Refs)
 	var childRefs []chunkstore.Chunk
 	for _, c := range reflist.Encode(append(append([]chunk.ID{}, ids...), extraIDs...)) {
 		childRefs = append(childRefs, chunkstore.Chunk(c))
@@ -126,29 +118,31 @@ func TestCommitTrustsCommittedParent(t *testing.T) {
 	}
 }
 
+// listIDs reads and opens every chunk of a reference list and returns their IDs.
+func listIDs(t *testing.T, st chunkstore.Store, refs []chunk.ID) []chunk.ID {
+	t.Helper()
+	var ids []chunk.ID
+	for _, r := range refs {
+		data, err := st.Get(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		more, err := reflist.Open(r, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, more...)
+	}
+	return ids
+}
+
 // bigSnapshot stores n fresh data chunks beside base's IDs and the reference list of all
 // of them, and returns a snapshot whose tree is the last new chunk, with the list's IDs.
 func bigSnapshot(t *testing.T, st chunkstore.Store, base []chunk.ID, n int) (meta.Snapshot, []chunk.ID) {
 	t.Helper()
 	ctx := context.Background()
 	fresh := storedSnapshot(t, st, "v", n-1, 0)
-	data, err := st.Get(ctx, fresh.Refs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []chunk.ID
-	for _, r := range fresh.Refs {
-		data, err = st.Get(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		more, err := reflist.Decode(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, more...)
-	}
-	all := append(slices.Clone(base), ids...)
+	all := append(slices.Clone(base), listIDs(t, st, fresh.Refs)...)
 	refs := reflist.Encode(all)
 	var put []chunkstore.Chunk
 	snap := meta.Snapshot{ID: randID(t), Vault: "v", Host: "h", Paths: []string{"/"}, Tree: fresh.Tree}

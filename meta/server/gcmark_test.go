@@ -51,14 +51,7 @@ func TestGCMarkReadsEachReferenceListOnce(t *testing.T) {
 	}
 	victim := storedSnapshot(t, c.chunks, "v", 5, 0) // stored, committed last
 	victimRef := victim.Refs[0]
-	data, err := c.chunks.Get(ctx, victimRef)
-	if err != nil {
-		t.Fatal(err)
-	}
-	victimIDs, err := reflist.Open(victimRef, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	victimIDs := listIDs(t, c.chunks, victim.Refs)
 
 	// The attacker's snapshot lists its own tree and the victim's reference-list chunk.
 	attacker := storedSnapshot(t, c.chunks, "v", 0, 0)
