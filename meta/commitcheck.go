@@ -180,7 +180,11 @@ func (c CommitCheck) parentIDs(ctx context.Context, parentRefs []chunk.ID, skip 
 // order, so a binary search over them reads O(log n) of them; a list whose chunks are
 // out of order is searched chunk by chunk.
 func (c CommitCheck) sharedListsTree(ctx context.Context, snap Snapshot, shared []int) (bool, error) {
+	got := map[int][]chunk.ID{} // chunks read by the search, not read again by the scan
 	read := func(k int) ([]chunk.ID, error) {
+		if ids, ok := got[k]; ok {
+			return ids, nil
+		}
 		i := shared[k]
 		data, err := c.Chunks.Get(ctx, snap.Refs[i])
 		if err != nil {
@@ -190,6 +194,7 @@ func (c CommitCheck) sharedListsTree(ctx context.Context, snap Snapshot, shared 
 		if err != nil {
 			return nil, fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)
 		}
+		got[k] = ids
 		return ids, nil
 	}
 	tree := snap.Tree
