@@ -118,7 +118,7 @@ func New(t testing.TB, o Opts) *Cluster {
 			c.Dev = d
 			break
 		}
-		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+		if !portTakenRetry(attempt, err) {
 			t.Fatalf("nodetest: start: %v", err)
 		}
 		t.Logf("nodetest: start: %v; initialising again with other ports", err)
@@ -130,6 +130,13 @@ func New(t testing.TB, o Opts) *Cluster {
 		}
 	})
 	return c
+}
+
+// portTakenRetry reports whether a start that failed with err on try attempt is worth
+// another try with fresh ports: a port picked free was taken before the node bound it
+// (three tries in all).
+func portTakenRetry(attempt int, err error) bool {
+	return attempt < 3 && strings.Contains(err.Error(), "address already in use")
 }
 
 // depsFor returns node id's dependencies: the cluster's, with the clock Opts.Clock gives.
@@ -272,7 +279,7 @@ func (c *Cluster) AddNode(t testing.TB, id string, roles []node.Role, domain str
 		if err == nil {
 			return n
 		}
-		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+		if !portTakenRetry(attempt, err) {
 			t.Fatalf("nodetest: start %s: %v", id, err)
 		}
 		t.Logf("nodetest: start %s: %v; adding it again with other ports", id, err)
