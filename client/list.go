@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cofferhq/coffer/chunkstore"
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/client/tree"
 	"github.com/cofferhq/coffer/meta"
@@ -147,25 +148,34 @@ func (a *Agent) Dump(ctx context.Context, snap meta.Snapshot, p string, w io.Wri
 }
 
 // fetchOrdered fetches the data extents of ext, a file's content beginning at offset in
-// its first chunk (tree.Node.Offset), with up to Workers requests in flight and calls fn
-// for every extent in order with the extent's bytes (nil for holes), in the caller's
-// goroutine.
+// its first chunk (tree.Node.Offset), and calls fn for every extent in order with the
+// extent's bytes (nil for holes), in the caller's goroutine. The extents are read in
+// batches of consecutive extents (up to fetchBatchChunks chunks or fetchBatchBytes of
+// plaintext, one chunkstore.GetMany call each, a chunk listed twice in a batch read once)
+// with restoreFetchers(Config.Fetches) batches in flight, as a restore reads: a dump of
+// a large file or a block image's restore is one ordered stream whose reads overlap. A
+// chunk whose batched read fails is read once more alone before its error counts. At
+// most the batches in flight and the one fn is consuming are held in memory.
 func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, offset uint32, fn func(tree.Extent, []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	batches := orderedBatches(ext)
 	type result struct {
-		data []byte
+		data [][]byte // per extent of the batch; nil for holes
 		err  error
 	}
-	window := max(2, a.cfg.Workers)
-	results := make([]chan result, len(ext))
-	jobs := make(chan int)
-	// NB: the feeder goroutine closes jobs; the fetchers exit when it is closed. Each
-	// result channel has room for its one value, so fetchers never block on it.
+	window := restoreFetchers(a.cfg.Fetches)
+	results := make([]chan result, len(batches))
+	for i := range results {
+		results[i] = make(chan result, 1) // room for its one value: a fetcher never blocks on it
+	}
+	// NB: sem holds one token per batch between its dispatch and the end of its
+	// consumption, so at most window batches' bytes are alive at once.
 	sem := make(chan struct{}, window)
+	jobs := make(chan int)
 	go func() {
 		defer close(jobs)
-		for i := range ext {
+		for i := range batches {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -178,28 +188,14 @@ func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, offset uint
 			}
 		}
 	}()
-	for i := range results {
-		results[i] = make(chan result, 1)
-	}
 	fetchers := make(chan struct{}, window)
 	for range window {
 		go func() {
 			defer func() { fetchers <- struct{}{} }()
 			for i := range jobs {
-				e := ext[i]
-				if e.Hole {
-					results[i] <- result{}
-					continue
-				}
-				d, err := a.fetchChunk(ctx, e)
-				if err == nil {
-					skip := uint32(0)
-					if i == 0 {
-						skip = offset
-					}
-					d, err = extentData(e, skip, d)
-				}
-				results[i] <- result{d, err}
+				b := batches[i]
+				data, err := a.fetchExtents(ctx, ext[b.lo:b.hi], b.lo == 0, offset)
+				results[i] <- result{data, err}
 			}
 		}()
 	}
@@ -209,22 +205,108 @@ func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, offset uint
 			<-fetchers
 		}
 	}()
-	for i, e := range ext {
+	for i, b := range batches {
+		if err := ctx.Err(); err != nil {
+			return err // a cancelled read stops between batches even when the next has arrived
+		}
 		var r result
 		select {
 		case r = <-results[i]:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		<-sem
 		if r.err != nil {
 			return r.err
 		}
-		if err := fn(e, r.data); err != nil {
-			return err
+		for k, e := range ext[b.lo:b.hi] {
+			if err := fn(e, r.data[k]); err != nil {
+				return err
+			}
 		}
+		<-sem
 	}
 	return nil
+}
+
+// extentBatch is ext[lo:hi] of fetchOrdered: consecutive extents read in one call.
+type extentBatch struct{ lo, hi int }
+
+// orderedBatches cuts ext into consecutive batches of at most fetchBatchChunks data
+// extents and, unless one extent alone is larger, fetchBatchBytes of extent bytes. Holes
+// join the batch they fall in; a content of holes alone is one batch.
+func orderedBatches(ext []tree.Extent) []extentBatch {
+	var out []extentBatch
+	lo, chunks, bytes := 0, 0, int64(0)
+	for i, e := range ext {
+		if e.Hole {
+			continue
+		}
+		if chunks > 0 && (chunks == fetchBatchChunks || bytes+int64(e.Len) > fetchBatchBytes) {
+			out = append(out, extentBatch{lo, i})
+			lo, chunks, bytes = i, 0, 0
+		}
+		chunks++
+		bytes += int64(e.Len)
+	}
+	if lo < len(ext) {
+		out = append(out, extentBatch{lo, len(ext)})
+	}
+	return out
+}
+
+// fetchExtents reads the data extents of ext in one chunkstore.GetMany call (each chunk
+// once) and returns each extent's bytes, nil for holes. first says ext begins the file,
+// whose first extent starts offset bytes into its chunk. A chunk the batched read does
+// not return is read once more alone (fetchChunk) before its error is returned.
+func (a *Agent) fetchExtents(ctx context.Context, ext []tree.Extent, first bool, offset uint32) ([][]byte, error) {
+	at := make(map[chunk.ID]int, len(ext)) // chunk ID -> index in ids
+	var ids []chunk.ID
+	var firstExt []int // ids[k]'s first extent in ext
+	for i, e := range ext {
+		if e.Hole {
+			continue
+		}
+		if _, ok := at[e.ID]; !ok {
+			at[e.ID] = len(ids)
+			ids = append(ids, e.ID)
+			firstExt = append(firstExt, i)
+		}
+	}
+	plain := make([][]byte, len(ids))
+	if len(ids) > 0 {
+		res := chunkstore.GetMany(ctx, a.cfg.Chunks, ids)
+		for k, r := range res {
+			e := ext[firstExt[k]]
+			var err error
+			if r.Err == nil {
+				plain[k], err = a.openChunk(e, r.Data)
+			}
+			if r.Err != nil || err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if plain[k], err = a.fetchChunk(ctx, e); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	out := make([][]byte, len(ext))
+	for i, e := range ext {
+		if e.Hole {
+			continue
+		}
+		skip := uint32(0)
+		if first && i == 0 {
+			skip = offset
+		}
+		d, err := extentData(e, skip, plain[at[e.ID]])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
 }
 
 // fetchChunk gets and opens the chunk of data extent e: its whole plaintext, verified
