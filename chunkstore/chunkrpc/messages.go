@@ -71,9 +71,9 @@ type wMeta struct {
 }
 
 type wShard struct {
-	Key  wKey   `cbor:"1,keyasint"`
-	Meta wMeta  `cbor:"2,keyasint"`
-	Data []byte `cbor:"3,keyasint"`
+	Key  wKey       `cbor:"1,keyasint"`
+	Meta wMeta      `cbor:"2,keyasint"`
+	Data wire.Bytes `cbor:"3,keyasint"` // aliases the decoded frame body
 }
 
 type wInfo struct {
@@ -83,8 +83,8 @@ type wInfo struct {
 }
 
 type wChunk struct {
-	ID   chunk.ID `cbor:"1,keyasint"`
-	Data []byte   `cbor:"2,keyasint"`
+	ID   chunk.ID   `cbor:"1,keyasint"`
+	Data wire.Bytes `cbor:"2,keyasint"` // aliases the decoded frame body
 }
 
 type shardPutReq struct {
@@ -144,7 +144,7 @@ type chunkGetReq struct {
 }
 
 type chunkGetResp struct {
-	Data []byte `cbor:"1,keyasint"`
+	Data wire.Bytes `cbor:"1,keyasint"` // aliases the decoded frame body
 }
 
 // wShardResult is one answer of shard.GetMany: the shard, or an error code and message.
@@ -209,7 +209,7 @@ func cborArrayLen(data []byte) (uint64, bool) {
 
 // wChunkResult is one answer of chunk.GetMany: the data, or an error code and message.
 type wChunkResult struct {
-	Data []byte         `cbor:"1,keyasint,omitempty"`
+	Data wire.Bytes     `cbor:"1,keyasint,omitempty"` // aliases the decoded frame body
 	Code transport.Code `cbor:"2,keyasint,omitempty"`
 	Msg  string         `cbor:"3,keyasint,omitempty"`
 }

@@ -76,7 +76,8 @@ func MarshalSized(v any, sizeHint int) (Encoded, error) {
 }
 
 // Unmarshal decodes CBOR into v (a pointer). It rejects trailing bytes, duplicate map keys,
-// indefinite lengths and invalid UTF-8. The decoded value does not alias b.
+// indefinite lengths and invalid UTF-8. The decoded value does not alias b, except in
+// its Bytes fields, which are slices of b.
 func Unmarshal(b []byte, v any) error {
 	if err := decMode.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("wire: unmarshal %T: %w", v, err)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/meta"
 	"github.com/cofferhq/coffer/transport"
@@ -175,4 +177,67 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("%T: encoding not stable over a round trip: %x then %x (%v)", v, b1, b2, err)
 		}
 	})
+}
+
+// FuzzBytes: decoding arbitrary bytes into a Bytes field never panics, and agrees with
+// decoding them into a []byte field: whatever Bytes decodes, []byte decodes to the same
+// content (Bytes refuses tagged byte strings, which []byte may accept), and a message
+// whose field is a plain byte string or null decodes into both or neither.
+func FuzzBytes(f *testing.F) {
+	for _, v := range []any{
+		aliasMsgF{A: "x", Data: pattern(40)},
+		aliasMsgF{A: "", Data: nil},
+		aliasMsgF{A: "y", Data: pattern(300)},
+	} {
+		b, err := wire.Marshal(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0xa2, 0x01, 0x60, 0x02, 0xd8, 0x18, 0x41, 0x00}) // a tagged byte string
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var a aliasMsgF
+		aerr := wire.Unmarshal(data, &a)
+		var p plainMsgF
+		perr := wire.Unmarshal(data, &p)
+		if aerr == nil {
+			if perr != nil {
+				t.Fatalf("% x: Bytes decoded, []byte refused: %v", data, perr)
+			}
+			if a.A != p.A || !bytes.Equal(a.Data, p.Data) {
+				t.Fatalf("% x: Bytes decoded %q/%x, []byte %q/%x", data, a.A, []byte(a.Data), p.A, p.Data)
+			}
+			if len(a.Data) > 0 && !bytes.Contains(data, a.Data) {
+				t.Fatalf("% x: decoded bytes %x are not in the input", data, []byte(a.Data))
+			}
+			return
+		}
+		if perr == nil && plainOrNull(data, p) {
+			t.Fatalf("% x: []byte decoded %x, Bytes refused: %v", data, p.Data, aerr)
+		}
+	})
+}
+
+type plainMsgF struct {
+	A    string `cbor:"1,keyasint"`
+	Data []byte `cbor:"2,keyasint,omitempty"`
+}
+
+type aliasMsgF struct {
+	A    string     `cbor:"1,keyasint"`
+	Data wire.Bytes `cbor:"2,keyasint,omitempty"`
+}
+
+// plainOrNull reports whether the message data holds its field 2 (if at all) as an
+// untagged byte string or null.
+func plainOrNull(data []byte, _ plainMsgF) bool {
+	var raw struct {
+		A    string          `cbor:"1,keyasint"`
+		Data cbor.RawMessage `cbor:"2,keyasint,omitempty"`
+	}
+	if err := wire.Unmarshal(data, &raw); err != nil {
+		return false
+	}
+	return len(raw.Data) == 0 || raw.Data[0]>>5 == 2 || (len(raw.Data) == 1 && (raw.Data[0] == 0xf6 || raw.Data[0] == 0xf7))
 }
