@@ -34,7 +34,7 @@ func BenchmarkSeal1MiB(b *testing.B) {
 	for _, in := range benchInputs() {
 		b.Run(in.name, func(b *testing.B) {
 			id := k.ChunkID(in.data)
-			dst := make([]byte, 0, headerSize+compressBound(len(in.data))+tagSize)
+			dst := make([]byte, 0, k.SealCap(len(in.data)))
 			b.SetBytes(int64(len(in.data)))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -54,7 +54,7 @@ func BenchmarkSeal1MiBParallel(b *testing.B) {
 	id := k.ChunkID(data)
 	b.SetBytes(int64(len(data)))
 	b.RunParallel(func(pb *testing.PB) {
-		dst := make([]byte, 0, headerSize+compressBound(len(data))+tagSize)
+		dst := make([]byte, 0, k.SealCap(len(data)))
 		for pb.Next() {
 			if _, err := k.Seal(dst[:0], id, data); err != nil {
 				b.Error(err)

@@ -84,9 +84,26 @@ const (
 type compressor struct {
 	policy Compression
 	enc    *zstd.Encoder
+	fast   fastEncoder // auto's encoder (libzstd where cgo is built in); nil otherwise
 	s2     bool
 	dec    *zstd.Decoder
 	maxOut uint64
+}
+
+// fastEncoder is the auto policy's zstd encoder: zstd's fastest useful level, from
+// libzstd (the C reference library, zstd_cgo.go) in builds with cgo and from
+// klauspost/compress otherwise (zstd_nocgo.go). Both write standard zstd frames with the
+// content size and no checksum, which the one decoder reads. On this project's data
+// libzstd level 1 compresses about 1.6x faster than klauspost's SpeedFastest at the same
+// ratio (docs/benchmarks.md, "libzstd for the auto policy").
+type fastEncoder interface {
+	// encode compresses src into dst[:0] and returns the frame; cap(dst) is at least
+	// bound(len(src)).
+	encode(dst, src []byte) []byte
+	// bound is the room encode needs for n bytes of input.
+	bound(n int) int
+	// name says which library and level encode uses (for status output and tests).
+	name() string
 }
 
 // newCompressor returns a compressor of the default policy whose decoder refuses output
@@ -115,7 +132,10 @@ func newPolicyCompressor(p Compression, maxOut uint64, dec *zstd.Decoder) *compr
 	case CompressionMax:
 		level = zstd.SpeedBetterCompression
 	}
-	if p != CompressionOff && !c.s2 {
+	if p == CompressionAuto {
+		c.fast = newFastEncoder()
+	}
+	if p != CompressionOff && !c.s2 && c.fast == nil {
 		enc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(level),
 			zstd.WithEncoderConcurrency(n),
@@ -157,6 +177,9 @@ func (c *compressor) encode(dst, src []byte) []byte {
 		}
 		return s2.Encode(dst[:cap(dst)], src)
 	}
+	if c.fast != nil {
+		return c.fast.encode(dst, src)
+	}
 	return c.enc.EncodeAll(src, dst[:0])
 }
 
@@ -174,6 +197,9 @@ func compressBound(n int) int { return n + n>>10 + 64 }
 
 // bound is the spare room Seal reserves for n bytes under this compressor's codec.
 func (c *compressor) bound(n int) int {
+	if c != nil && c.fast != nil {
+		return max(c.fast.bound(n), compressBound(n))
+	}
 	if c != nil && c.s2 {
 		if m := s2.MaxEncodedLen(n); m > 0 {
 			return max(m, compressBound(n))

@@ -429,7 +429,7 @@ func TestSealReusesDst(t *testing.T) {
 	k := DeriveKeys(testMaster(13))
 	for _, p := range [][]byte{textBytes(1, 256<<10), randomBytes(1, 256<<10)} {
 		id := k.ChunkID(p)
-		dst := make([]byte, 0, headerSize+compressBound(len(p))+tagSize)
+		dst := make([]byte, 0, k.SealCap(len(p)))
 		s, err := k.Seal(dst, id, p)
 		if err != nil {
 			t.Fatal(err)

@@ -60,6 +60,9 @@ func (k *Keys) Seal(dst []byte, id chunk.ID, plain []byte) ([]byte, error) {
 	return k.seal(dst, id, plain, k.comp)
 }
 
+// SealCap is the spare capacity of dst with which Seal of n bytes allocates nothing.
+func (k *Keys) SealCap(n int) int { return headerSize + k.comp.bound(n) + tagSize }
+
 // PolicySealer seals with the vault's keys under a compression policy other than the
 // default (Keys.WithCompression). Safe for concurrent use.
 type PolicySealer struct {

@@ -44,10 +44,11 @@ recorded, not stored; blocks whose hash equals the parent's are not uploaded;
 with --dirty-map only the listed blocks are read (format in docs/cli.md).
 Restore it with "coffer restore --image FILE SNAP".
 
-Compression (--compression): auto, the default, is zstd's fastest level, and
-chunks whose first and last 32 KiB do not compress are stored as they are;
-it stores about 5% more bytes than zstd's default level (restic's), for 1.6x
-less compression CPU. fast is S2: 2x auto's speed, about 31% more bytes than
+Compression (--compression): auto, the default, is zstd's fastest level
+(libzstd level 1 in builds with cgo, as "make build" makes the agent; the
+pure-Go encoder otherwise), and chunks whose first and last 32 KiB do not
+compress are stored as they are; it stores about 5% more bytes than zstd's
+default level (restic's), for 2.3x less compression CPU (1.4x without cgo). fast is S2: 2x auto's speed, about 31% more bytes than
 zstd's default level. max is zstd's better level: about 2% fewer bytes for
 2.8x auto's CPU. off stores chunks uncompressed (2.6x the bytes on source
 trees). Restores need no setting (figures: docs/benchmarks.md).

@@ -1,0 +1,5 @@
+//go:build cgo
+
+package crypt
+
+func cgoBuilt() bool { return true }
