@@ -8,8 +8,9 @@ export CGO_ENABLED ?= 0
 # The agent (coffer) is built with cgo when a C compiler is found, as a static binary:
 # its default compression then uses libzstd, about 1.6x faster than the pure-Go zstd
 # encoder for the same stored bytes (docs/benchmarks.md, "libzstd for the auto
-# policy"). Without a compiler (or with AGENT_CGO=0) it is pure Go, as cofferd always is.
-AGENT_CGO     ?= $(if $(shell command -v $${CC:-gcc} 2>/dev/null),1,0)
+# policy"). Without a compiler that links statically (or with AGENT_CGO=0) it is pure Go,
+# as cofferd always is.
+AGENT_CGO     ?= $(shell echo 'int main(void){return 0;}' | $${CC:-gcc} -x c -static -o /dev/null - >/dev/null 2>&1 && echo 1 || echo 0)
 AGENT_TAGS     = netgo,osusergo
 AGENT_LDFLAGS  = $(if $(filter 1,$(AGENT_CGO)),-linkmode external -extldflags -static)
 
