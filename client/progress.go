@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -77,26 +77,49 @@ func (b *backup) startScan(ctx context.Context, on bool, roots []root) (stop fun
 			return
 		}
 		for _, r := range roots {
-			err := filepath.WalkDir(r.abs, func(p string, d fs.DirEntry, err error) error {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if err != nil || !d.Type().IsRegular() {
-					return nil
-				}
-				if fi, err := d.Info(); err == nil {
-					b.totalFiles.Add(1)
-					b.totalBytes.Add(fi.Size())
-				}
-				return nil
-			})
+			fi, err := os.Lstat(r.abs)
 			if err != nil {
+				continue
+			}
+			if fi.Mode().IsRegular() {
+				b.totalFiles.Add(1)
+				b.totalBytes.Add(fi.Size())
+				continue
+			}
+			if fi.IsDir() && b.scanDir(ctx, r.abs) != nil {
 				return
 			}
 		}
 		b.scanDone.Store(true)
 	})
 	return func() { cancel(); wg.Wait() }
+}
+
+// scanDir adds the regular files below dir to the scan's totals, listing each directory
+// with statDir (lstat relative to the open directory, as the backup's walk does) and
+// not following symlinks. Unreadable directories and entries are skipped; only a
+// cancelled ctx stops it, with ctx's error.
+func (b *backup) scanDir(ctx context.Context, dir string) error {
+	ents, err := statDir(dir)
+	if err != nil {
+		return ctx.Err()
+	}
+	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch {
+		case e.err != nil:
+		case e.fi.Mode().IsRegular():
+			b.totalFiles.Add(1)
+			b.totalBytes.Add(e.fi.Size())
+		case e.fi.IsDir():
+			if err := b.scanDir(ctx, filepath.Join(dir, e.name)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // sequence returns a function calling each of fns once, in order.

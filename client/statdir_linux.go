@@ -26,7 +26,7 @@ type dirEntry struct {
 // walk holds no descriptors. An error listing dir is returned; an error of one entry
 // (it vanished, say) is recorded in that entry, as an *fs.PathError naming its path.
 func statDir(dir string) ([]dirEntry, error) {
-	f, err := os.Open(dir)
+	f, err := openDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +56,23 @@ func statDir(dir string) ([]dirEntry, error) {
 		return nil, cerr
 	}
 	return ents, nil
+}
+
+// openDir opens directory dir (following a symlink, as os.Open does) for reading its
+// names. os.Open would also offer the descriptor to the runtime's poller, which refuses
+// directories: four fcntl calls and a failing epoll_ctl per directory walked; a
+// descriptor from open(2) handed to os.NewFile costs one fcntl.
+func openDir(dir string) (*os.File, error) {
+	var fd int
+	err := ignoringEINTR(func() error {
+		var err error
+		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dir), nil
 }
 
 func ignoringEINTR(fn func() error) error {
