@@ -185,9 +185,9 @@ func FuzzUnmarshal(f *testing.F) {
 // whose field is a plain byte string or null decodes into both or neither.
 func FuzzBytes(f *testing.F) {
 	for _, v := range []any{
-		aliasMsgF{A: "x", Data: pattern(40)},
-		aliasMsgF{A: "", Data: nil},
-		aliasMsgF{A: "y", Data: pattern(300)},
+		aliasMsg{A: "x", Data: pattern(40)},
+		aliasMsg{A: "", Data: nil},
+		aliasMsg{A: "y", Data: pattern(300)},
 	} {
 		b, err := wire.Marshal(v)
 		if err != nil {
@@ -197,9 +197,9 @@ func FuzzBytes(f *testing.F) {
 	}
 	f.Add([]byte{0xa2, 0x01, 0x60, 0x02, 0xd8, 0x18, 0x41, 0x00}) // a tagged byte string
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var a aliasMsgF
+		var a aliasMsg
 		aerr := wire.Unmarshal(data, &a)
-		var p plainMsgF
+		var p plainMsg
 		perr := wire.Unmarshal(data, &p)
 		if aerr == nil {
 			if perr != nil {
@@ -219,19 +219,9 @@ func FuzzBytes(f *testing.F) {
 	})
 }
 
-type plainMsgF struct {
-	A    string `cbor:"1,keyasint"`
-	Data []byte `cbor:"2,keyasint,omitempty"`
-}
-
-type aliasMsgF struct {
-	A    string     `cbor:"1,keyasint"`
-	Data wire.Bytes `cbor:"2,keyasint,omitempty"`
-}
-
 // plainOrNull reports whether the message data holds its field 2 (if at all) as an
 // untagged byte string or null.
-func plainOrNull(data []byte, _ plainMsgF) bool {
+func plainOrNull(data []byte, _ plainMsg) bool {
 	var raw struct {
 		A    string          `cbor:"1,keyasint"`
 		Data cbor.RawMessage `cbor:"2,keyasint,omitempty"`
