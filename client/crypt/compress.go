@@ -83,20 +83,20 @@ const (
 // encoder: zstd (enc, nil for CompressionOff) or S2 (s2 set).
 type compressor struct {
 	policy Compression
-	enc    *zstd.Encoder
-	fast   fastEncoder // auto's encoder (libzstd where cgo is built in); nil otherwise
+	zstd   zstdEncoder // auto's and max's encoder; nil for fast (S2) and off
 	s2     bool
 	dec    *zstd.Decoder
 	maxOut uint64
 }
 
-// fastEncoder is the auto policy's zstd encoder: zstd's fastest useful level, from
+// zstdEncoder is a zstd encoder of one level. auto's is zstd's fastest useful level: from
 // libzstd (the C reference library, zstd_cgo.go) in builds with cgo and from
-// klauspost/compress otherwise (zstd_nocgo.go). Both write standard zstd frames with the
-// content size and no checksum, which the one decoder reads. On this project's data
-// libzstd level 1 compresses about 1.6x faster than klauspost's SpeedFastest at the same
-// ratio (docs/benchmarks.md, "libzstd for the auto policy").
-type fastEncoder interface {
+// klauspost/compress otherwise (zstd_nocgo.go); max's is klauspost's
+// SpeedBetterCompression. All write standard zstd frames with the content size and no
+// checksum, which the one decoder reads. On this project's data libzstd level 1
+// compresses about 1.6x faster than klauspost's SpeedFastest at the same ratio
+// (docs/benchmarks.md, "libzstd for the auto policy").
+type zstdEncoder interface {
 	// encode compresses src into dst[:0] and returns the frame; cap(dst) is at least
 	// bound(len(src)).
 	encode(dst, src []byte) []byte
@@ -116,44 +116,23 @@ func newCompressor(maxOut uint64) *compressor {
 // decoder does not depend on the policy).
 func newPolicyCompressor(p Compression, maxOut uint64, dec *zstd.Decoder) *compressor {
 	c := &compressor{policy: p, maxOut: maxOut}
-	// NB: EncodeAll and DecodeAll each take one of `concurrency` internal states from a
-	// channel, so concurrency 1 would serialise every Seal of the process behind one
-	// encoder, capping compression at one core (FORMAT.md). One state per P keeps
-	// parallel sealing parallel.
-	n := runtime.GOMAXPROCS(0)
-	// NB: auto is SpeedFastest since 2026-12-06: with the agent on the host's own cores
-	// (the cluster elsewhere) zstd is most of the agent's CPU, and the fastest level
+	// NB: auto is zstd's fastest level since 2026-12-06: with the agent on the host's own
+	// cores (the cluster elsewhere) zstd is most of the agent's CPU, and the fastest level
 	// compresses about 1.6x faster for about 4% more stored bytes (docs/benchmarks.md,
 	// "Compression policy"); SpeedDefault (restic's level) was the default before.
-	level := zstd.SpeedFastest
 	switch p {
+	case CompressionAuto:
+		c.zstd = newFastEncoder()
 	case CompressionFast:
 		c.s2 = true
 	case CompressionMax:
-		level = zstd.SpeedBetterCompression
-	}
-	if p == CompressionAuto {
-		c.fast = newFastEncoder()
-	}
-	if p != CompressionOff && !c.s2 && c.fast == nil {
-		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(level),
-			zstd.WithEncoderConcurrency(n),
-			zstd.WithEncoderCRC(false), // AES-GCM authenticates the body
-			// A chunk is at most 4 MiB (the chunker's maximum; MaxPlaintextSize for
-			// callers that seal more): a window beyond that buys nothing and costs
-			// each encoder state twice its size in history.
-			zstd.WithWindowSize(4<<20),
-		)
-		if err != nil {
-			panic("crypt: zstd encoder options: " + err.Error()) // static options; cannot fail
-		}
-		c.enc = enc
+		c.zstd = newGoEncoder(zstd.SpeedBetterCompression)
 	}
 	if dec == nil {
 		var err error
+		// NB: DecodeAll takes one of `concurrency` states, as EncodeAll does (zstd_go.go).
 		dec, err = zstd.NewReader(nil,
-			zstd.WithDecoderConcurrency(n),
+			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
 			zstd.WithDecoderMaxMemory(maxOut),
 			zstd.WithDecoderMaxWindow(max(maxOut, zstd.MinWindowSize)),
 		)
@@ -177,10 +156,7 @@ func (c *compressor) encode(dst, src []byte) []byte {
 		}
 		return s2.Encode(dst[:cap(dst)], src)
 	}
-	if c.fast != nil {
-		return c.fast.encode(dst, src)
-	}
-	return c.enc.EncodeAll(src, dst[:0])
+	return c.zstd.encode(dst, src)
 }
 
 // code is the envelope's compression byte for what encode produced.
@@ -197,8 +173,8 @@ func compressBound(n int) int { return n + n>>10 + 64 }
 
 // bound is the spare room Seal reserves for n bytes under this compressor's codec.
 func (c *compressor) bound(n int) int {
-	if c != nil && c.fast != nil {
-		return max(c.fast.bound(n), compressBound(n))
+	if c != nil && c.zstd != nil {
+		return max(c.zstd.bound(n), compressBound(n))
 	}
 	if c != nil && c.s2 {
 		if m := s2.MaxEncodedLen(n); m > 0 {

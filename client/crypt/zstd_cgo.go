@@ -18,7 +18,7 @@ const cFastLevel = 1
 // context holds about a megabyte of C memory; the pool keeps one per concurrent Seal.
 type cFast struct{ ctxs sync.Pool }
 
-func newFastEncoder() fastEncoder {
+func newFastEncoder() zstdEncoder {
 	return &cFast{ctxs: sync.Pool{New: func() any { return cz.NewCtx() }}}
 }
 

@@ -6,16 +6,20 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// goFast is the auto policy's encoder without cgo: klauspost/compress at SpeedFastest.
-type goFast struct{ enc *zstd.Encoder }
+// goZstd is a klauspost/compress zstd encoder: auto's without cgo, and max's.
+type goZstd struct {
+	enc   *zstd.Encoder
+	level zstd.EncoderLevel
+}
 
-// newGoFastEncoder returns klauspost/compress's SpeedFastest encoder, with one state per
-// P (EncodeAll takes a state from a pool of that size, so fewer would serialise
-// parallel sealing), no frame checksum (AES-GCM authenticates the body) and a 4 MiB
-// window (a chunk is at most 4 MiB; more would only cost each state history).
-func newGoFastEncoder() fastEncoder {
+// newGoEncoder returns klauspost/compress's encoder at level, with one state per P
+// (EncodeAll takes one of `concurrency` states from a channel, so fewer would serialise
+// every Seal of the process behind them), no frame checksum (AES-GCM authenticates the
+// body) and a 4 MiB window (a chunk is at most 4 MiB, the chunker's maximum; a larger
+// window buys nothing and costs each state twice its size in history).
+func newGoEncoder(level zstd.EncoderLevel) zstdEncoder {
 	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(4<<20),
@@ -23,9 +27,9 @@ func newGoFastEncoder() fastEncoder {
 	if err != nil {
 		panic("crypt: zstd encoder options: " + err.Error()) // static options; cannot fail
 	}
-	return goFast{enc}
+	return goZstd{enc, level}
 }
 
-func (g goFast) encode(dst, src []byte) []byte { return g.enc.EncodeAll(src, dst[:0]) }
-func (g goFast) bound(n int) int               { return compressBound(n) }
-func (g goFast) name() string                  { return "klauspost/compress zstd SpeedFastest" }
+func (g goZstd) encode(dst, src []byte) []byte { return g.enc.EncodeAll(src, dst[:0]) }
+func (g goZstd) bound(n int) int               { return compressBound(n) }
+func (g goZstd) name() string                  { return "klauspost/compress zstd " + g.level.String() }

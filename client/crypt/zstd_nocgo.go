@@ -2,6 +2,8 @@
 
 package crypt
 
+import "github.com/klauspost/compress/zstd"
+
 // newFastEncoder returns the auto policy's encoder of a build without cgo: klauspost's
 // SpeedFastest (libzstd needs cgo).
-func newFastEncoder() fastEncoder { return newGoFastEncoder() }
+func newFastEncoder() zstdEncoder { return newGoEncoder(zstd.SpeedFastest) }
