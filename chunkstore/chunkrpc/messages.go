@@ -186,25 +186,8 @@ func (ids *getManyIDs) UnmarshalCBOR(data []byte) error {
 // cborArrayLen returns the element count in the head of the CBOR data item data, when
 // that item is a definite-length array (major type 4, RFC 8949 §3).
 func cborArrayLen(data []byte) (uint64, bool) {
-	if len(data) == 0 || data[0]>>5 != 4 {
-		return 0, false
-	}
-	info := data[0] & 0x1f
-	if info < 24 {
-		return uint64(info), true
-	}
-	if info > 27 {
-		return 0, false // indefinite length or reserved: the decoder refuses them
-	}
-	size := 1 << (info - 24) // 1, 2, 4 or 8 bytes of length follow
-	if len(data) < 1+size {
-		return 0, false
-	}
-	var n uint64
-	for _, b := range data[1 : 1+size] {
-		n = n<<8 | uint64(b)
-	}
-	return n, true
+	n, _, ok := wire.Head(data, 4)
+	return n, ok
 }
 
 // wChunkResult is one answer of chunk.GetMany: the data, or an error code and message.

@@ -24,28 +24,33 @@ func (b *Bytes) UnmarshalCBOR(data []byte) error {
 		*b = nil
 		return nil
 	}
-	if len(data) == 0 || data[0]>>5 != 2 {
-		return fmt.Errorf("wire: bytes: not a byte string (initial byte %#x)", firstByte(data))
+	n, head, ok := Head(data, 2)
+	if !ok {
+		return fmt.Errorf("wire: bytes: not a definite-length byte string (initial byte %#x, %d bytes of input)", firstByte(data), len(data))
 	}
-	n, head, ok := byteStringHead(data)
-	if !ok || uint64(len(data)-head) != n {
-		return fmt.Errorf("wire: bytes: malformed byte string head (%d bytes of input)", len(data))
+	if uint64(len(data)-head) != n {
+		return fmt.Errorf("wire: bytes: byte string of %d bytes in an item of %d", n, len(data)-head)
 	}
 	*b = data[head:len(data):len(data)]
 	return nil
 }
 
-// byteStringHead parses the head of the definite-length byte string data: its length and
-// the head's size.
-func byteStringHead(data []byte) (n uint64, head int, ok bool) {
+// Head parses the head of the CBOR data item at the start of data when it has major
+// type major (RFC 8949 §3) and a definite length: the length or count it announces and
+// the head's own size. It reads only the head, so a caller can bound an item (an
+// array's element count, say) before decoding it.
+func Head(data []byte, major byte) (n uint64, head int, ok bool) {
+	if len(data) == 0 || data[0]>>5 != major {
+		return 0, 0, false
+	}
 	info := data[0] & 0x1f
 	switch {
 	case info < 24:
 		return uint64(info), 1, true
 	case info > 27:
-		return 0, 0, false // indefinite length or reserved
+		return 0, 0, false // indefinite length or reserved: the decoder refuses them
 	}
-	size := 1 << (info - 24)
+	size := 1 << (info - 24) // 1, 2, 4 or 8 bytes of length follow
 	if len(data) < 1+size {
 		return 0, 0, false
 	}
