@@ -194,7 +194,11 @@ func (a *Agent) fetchOrdered(ctx context.Context, ext []tree.Extent, offset uint
 			defer func() { fetchers <- struct{}{} }()
 			for i := range jobs {
 				b := batches[i]
-				data, err := a.fetchExtents(ctx, ext[b.lo:b.hi], b.lo == 0, offset)
+				skip := uint32(0) // where the batch's first extent starts in its chunk
+				if b.lo == 0 {
+					skip = offset
+				}
+				data, err := a.fetchExtents(ctx, ext[b.lo:b.hi], skip)
 				results[i] <- result{data, err}
 			}
 		}()
@@ -255,10 +259,10 @@ func orderedBatches(ext []tree.Extent) []extentBatch {
 }
 
 // fetchExtents reads the data extents of ext in one chunkstore.GetMany call (each chunk
-// once) and returns each extent's bytes, nil for holes. first says ext begins the file,
-// whose first extent starts offset bytes into its chunk. A chunk the batched read does
-// not return is read once more alone (fetchChunk) before its error is returned.
-func (a *Agent) fetchExtents(ctx context.Context, ext []tree.Extent, first bool, offset uint32) ([][]byte, error) {
+// once) and returns each extent's bytes, nil for holes; the first extent starts skip
+// bytes into its chunk. A chunk the batched read does not return is read once more alone
+// (fetchChunk) before its error is returned.
+func (a *Agent) fetchExtents(ctx context.Context, ext []tree.Extent, skip uint32) ([][]byte, error) {
 	at := make(map[chunk.ID]int, len(ext)) // chunk ID -> index in ids
 	var ids []chunk.ID
 	var firstExt []int // ids[k]'s first extent in ext
@@ -296,11 +300,11 @@ func (a *Agent) fetchExtents(ctx context.Context, ext []tree.Extent, first bool,
 		if e.Hole {
 			continue
 		}
-		skip := uint32(0)
-		if first && i == 0 {
-			skip = offset
+		from := uint32(0)
+		if i == 0 {
+			from = skip
 		}
-		d, err := extentData(e, skip, plain[at[e.ID]])
+		d, err := extentData(e, from, plain[at[e.ID]])
 		if err != nil {
 			return nil, err
 		}
