@@ -61,10 +61,10 @@ func (s *askingStore) count() int {
 	return n
 }
 
-// TestCommitTrustsCommittedParent: a snapshot whose parent is committed is checked only
-// for the chunks the parent does not reference; once the parent is forgotten, every chunk
-// is checked again and a missing one refuses the commit.
-func TestCommitTrustsCommittedParent(t *testing.T) {
+// askingLeader returns the leader of a one-server cluster with vault "v" whose chunk
+// store is an askingStore.
+func askingLeader(t *testing.T) (*askingStore, *Server, context.Context) {
+	t.Helper()
 	st := &askingStore{Store: memstore.NewChunks(), hidden: map[chunk.ID]bool{}}
 	c := newCluster(t, 1, func(cfg *Config) { cfg.Chunks = st })
 	ctx := ctxT(t)
@@ -72,6 +72,14 @@ func TestCommitTrustsCommittedParent(t *testing.T) {
 	if _, err := l.CreateVault(ctx, newVault("v")); err != nil {
 		t.Fatal(err)
 	}
+	return st, l, ctx
+}
+
+// TestCommitTrustsCommittedParent: a snapshot whose parent is committed is checked only
+// for the chunks the parent does not reference; once the parent is forgotten, every chunk
+// is checked again and a missing one refuses the commit.
+func TestCommitTrustsCommittedParent(t *testing.T) {
+	st, l, ctx := askingLeader(t)
 	parent := storedSnapshot(t, st, "v", 200, 0)
 	if _, err := l.CommitSnapshot(ctx, parent); err != nil {
 		t.Fatal(err)
@@ -163,13 +171,7 @@ func bigSnapshot(t *testing.T, st chunkstore.Store, base []chunk.ID, n int) (met
 // O(log n) chunks to find its tree and asks about no data chunk. A child sharing every
 // chunk whose tree is not listed is refused, and so is one whose new chunk is missing.
 func TestCommitCostFollowsTheChange(t *testing.T) {
-	st := &askingStore{Store: memstore.NewChunks(), hidden: map[chunk.ID]bool{}}
-	c := newCluster(t, 1, func(cfg *Config) { cfg.Chunks = st })
-	ctx := ctxT(t)
-	l := c.srv[c.leader()]
-	if _, err := l.CreateVault(ctx, newVault("v")); err != nil {
-		t.Fatal(err)
-	}
+	st, l, ctx := askingLeader(t)
 	parent, ids := bigSnapshot(t, st, nil, 20_000)
 	st.count()
 	st.reads()
