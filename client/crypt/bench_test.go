@@ -3,7 +3,11 @@ package crypt
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func BenchmarkChunkID1MiB(b *testing.B) {
@@ -122,4 +126,27 @@ func BenchmarkChunkAEAD(b *testing.B) {
 			_ = aead
 		}
 	})
+}
+
+// BenchmarkZstdEncoders compresses the same inputs with auto's encoder of this build
+// (libzstd with cgo), klauspost's SpeedFastest (auto without cgo) and klauspost's
+// default level (restic's), in 1 MiB and 16 KiB (bundle-sized) pieces, and reports each
+// one's compression ratio beside its speed: docs/benchmarks.md, "libzstd for the auto
+// policy", compares them on a Go toolchain.
+func BenchmarkZstdEncoders(b *testing.B) {
+	encs := []zstdEncoder{newFastEncoder(), newGoEncoder(zstd.SpeedFastest), newGoEncoder(zstd.SpeedDefault)}
+	for _, size := range []int{1 << 20, 16 << 10} {
+		in := textBytes(43, size)
+		for _, enc := range encs {
+			b.Run(fmt.Sprintf("%s/%dKiB", strings.ReplaceAll(enc.name(), " ", "_"), size>>10), func(b *testing.B) {
+				dst := make([]byte, 0, enc.bound(len(in)))
+				b.SetBytes(int64(len(in)))
+				var out int
+				for b.Loop() {
+					out = len(enc.encode(dst, in))
+				}
+				b.ReportMetric(float64(len(in))/float64(out), "ratio")
+			})
+		}
+	}
 }
