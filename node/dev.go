@@ -42,6 +42,9 @@ type DevOptions struct {
 	// order: meta-1.., then chunk-1..); zero picks a free port for each. Every dev node
 	// serves metrics (metrics_listen) on Host.
 	MetricsPort int
+	// Hold, when not nil, keeps every port DevInit picks from other dev clusters on this
+	// host until it is closed (see DevPortHold); nil releases them when DevInit returns.
+	Hold *DevPortHold
 }
 
 func (o DevOptions) withDefaults() DevOptions {
@@ -153,7 +156,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		}
 	}()
 	for i := range specs {
-		q, g, err := freePorts(o.Host, &held)
+		q, g, err := freePorts(o.Host, &held, o.Hold)
 		if err != nil {
 			return err
 		}
@@ -161,7 +164,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		specs[i].gossip = net.JoinHostPort(o.Host, fmt.Sprint(g))
 		mp := o.MetricsPort + i
 		if o.MetricsPort <= 0 {
-			if mp, err = freeTCPPort(o.Host, &held); err != nil {
+			if mp, err = freeTCPPort(o.Host, &held, o.Hold); err != nil {
 				return err
 			}
 		}
@@ -248,7 +251,7 @@ func DevInit(o DevOptions, now time.Time) error {
 		if s.id == specs[0].id {
 			// The first meta node serves the status page to this host (plain HTTP on
 			// loopback: a dev cluster's admin has the whole directory anyway).
-			p, err := pickPort("127.0.0.1", true, false, &held)
+			p, err := pickPort("127.0.0.1", true, false, &held, o.Hold)
 			if err != nil {
 				return err
 			}
@@ -279,19 +282,19 @@ func DevInit(o DevOptions, now time.Time) error {
 }
 
 // freeTCPPort picks a free TCP port (a metrics listener), keeping it bound in held
-// until every port is picked.
-func freeTCPPort(host string, held *[]io.Closer) (int, error) {
-	return pickPort(host, true, false, held)
+// until every port is picked and its lock in hold.
+func freeTCPPort(host string, held *[]io.Closer, hold *DevPortHold) (int, error) {
+	return pickPort(host, true, false, held, hold)
 }
 
 // freePorts picks a free UDP port (QUIC) and a port free on both TCP and UDP (gossip).
 // The sockets that reserve them are appended to held; the caller closes them once every
-// port is picked.
-func freePorts(host string, held *[]io.Closer) (quicPort, gossipPort int, err error) {
-	if quicPort, err = pickPort(host, false, true, held); err != nil {
+// port is picked. Their locks go to hold (see DevPortHold).
+func freePorts(host string, held *[]io.Closer, hold *DevPortHold) (quicPort, gossipPort int, err error) {
+	if quicPort, err = pickPort(host, false, true, held, hold); err != nil {
 		return 0, 0, err
 	}
-	if gossipPort, err = pickPort(host, true, true, held); err != nil {
+	if gossipPort, err = pickPort(host, true, true, held, hold); err != nil {
 		return 0, 0, err
 	}
 	return quicPort, gossipPort, nil

@@ -20,8 +20,9 @@ import (
 // (and itself, for a meta node), the meta nodes' gossip addresses as join seeds, and no
 // bootstrap section: a chunk node waits to be added to the map (`coffer admin node add`),
 // a meta node to be added to the Raft group (`coffer admin meta add`). Nothing is
-// started (Dev.StartNode). Ports are picked free on the cluster's host.
-func DevAddNode(dir, id string, roles []Role, domain string, now time.Time) (Config, error) {
+// started (Dev.StartNode). Ports are picked free on the cluster's host and, when hold is
+// not nil, kept in it (see DevPortHold).
+func DevAddNode(dir, id string, roles []Role, domain string, hold *DevPortHold, now time.Time) (Config, error) {
 	cfgs, err := DevConfigs(dir)
 	if err != nil {
 		return Config{}, err
@@ -49,7 +50,7 @@ func DevAddNode(dir, id string, roles []Role, domain string, now time.Time) (Con
 			c.Close()
 		}
 	}()
-	q, g, err := freePorts(host, &held)
+	q, g, err := freePorts(host, &held, hold)
 	if err != nil {
 		return Config{}, err
 	}

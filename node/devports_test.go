@@ -20,7 +20,7 @@ func TestPickPortBelowEphemeralRange(t *testing.T) {
 	lo := ephemeralLow()
 	seen := map[int]bool{}
 	for range 5 {
-		p, err := pickPort("127.0.0.1", true, true, &held)
+		p, err := pickPort("127.0.0.1", true, true, &held, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,5 +46,57 @@ func TestPickPortBelowEphemeralRange(t *testing.T) {
 	}
 	if _, err := bindPort("127.0.0.1", 0, false, false); err == nil {
 		t.Error("bindPort with no network: no error")
+	}
+}
+
+// TestDevPortHoldKeepsStoppedNodesPorts: a port picked into a hold stays out of every
+// other picker's reach after its sockets close (a stopped node), until the hold closes.
+func TestDevPortHoldKeepsStoppedNodesPorts(t *testing.T) {
+	var held []io.Closer
+	hold := NewDevPortHold()
+	defer hold.Close()
+	p, err := pickPort("127.0.0.1", true, true, &held, hold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range held {
+		c.Close() // the node that bound the port stops
+	}
+	if got := hold.Ports(); len(got) != 1 || got[0] != p {
+		t.Fatalf("hold keeps %v, want [%d]", got, p)
+	}
+	if f, ok := lockPort(p); ok {
+		if f == nil {
+			t.Skipf("no lock directory usable under %s", DevPortDir())
+		}
+		f.Close()
+		t.Fatalf("port %d free to another picker while held", p)
+	}
+	// Another picker, nil hold, picks many ports: never the held one.
+	var other []io.Closer
+	defer func() {
+		for _, c := range other {
+			c.Close()
+		}
+	}()
+	for range 20 {
+		q, err := pickPort("127.0.0.1", true, true, &other, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == p {
+			t.Fatalf("port %d picked by another picker while held", p)
+		}
+	}
+	if err := hold.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, ok := lockPort(p)
+	if !ok || f == nil {
+		t.Fatalf("port %d still held after Close", p)
+	}
+	f.Close()
+	if len(hold.Ports()) != 0 {
+		t.Errorf("hold keeps %v after Close", hold.Ports())
 	}
 }

@@ -149,7 +149,7 @@ func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 func TestGossipJoinOfRevokedNodeRefused(t *testing.T) {
 	var held []io.Closer
 	port := func() string {
-		_, p, err := freePorts("127.0.0.1", &held)
+		_, p, err := freePorts("127.0.0.1", &held, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -64,6 +64,11 @@ type Cluster struct {
 	t     testing.TB
 	deps  node.Deps
 	clock func(id string) func() time.Time
+	// ports keeps the cluster's ports from every other dev cluster on the host until the
+	// test ends, also while nodes are stopped (a CI run: RestartAll failed with "bind:
+	// address already in use" on a gossip port another package's cluster had picked
+	// while this one was down).
+	ports *node.DevPortHold
 }
 
 // testWriter sends log lines to t.Log until the test ends.
@@ -105,12 +110,13 @@ func New(t testing.TB, o Opts) *Cluster {
 		minimal := meta.MinimalApprovalPolicy()
 		c.deps.Approvals = &minimal
 	}
-	// NB: ports are picked free at init and bound at start; another process (tests of
-	// other packages run in parallel) may take one in between. Then init again with
-	// fresh ports, a few times.
+	c.ports = node.NewDevPortHold()
+	t.Cleanup(func() { c.ports.Close() })
+	// NB: ports are picked free at init and bound at start; a process that is not a dev
+	// cluster may take one in between. Then init again with fresh ports, a few times.
 	for attempt := 1; ; attempt++ {
 		c.Dir = t.TempDir()
-		if err := node.DevInit(node.DevOptions{Dir: c.Dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining}, time.Now()); err != nil {
+		if err := node.DevInit(node.DevOptions{Dir: c.Dir, Meta: o.Meta, Chunk: o.Chunk, PGCount: o.PGCount, Domains: o.Domains, Joining: o.Joining, Hold: c.ports}, time.Now()); err != nil {
 			t.Fatalf("nodetest: init: %v", err)
 		}
 		d, err := node.StartDevWith(c.Dir, c.depsFor)
@@ -272,7 +278,7 @@ func (c *Cluster) AddNode(t testing.TB, id string, roles []node.Role, domain str
 	// the node binds them (a CI run: "listen 127.0.0.1:32483: bind: address already in
 	// use"); then the node's directory is written again with fresh ports.
 	for attempt := 1; ; attempt++ {
-		if _, err := node.DevAddNode(c.Dir, id, roles, domain, time.Now()); err != nil {
+		if _, err := node.DevAddNode(c.Dir, id, roles, domain, c.ports, time.Now()); err != nil {
 			t.Fatalf("nodetest: add node: %v", err)
 		}
 		n, err := c.StartNode(id)
