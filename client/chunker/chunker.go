@@ -18,7 +18,10 @@ type Chunker struct {
 	p     Params
 	maskS uint64 // Avg bits + 2 high bits: used for lengths in [Min, Avg)
 	maskL uint64 // Avg bits − 2 high bits: used for lengths in [Avg, Max)
-	gear  [256]uint64
+	// zero is the hash that also cuts: an all-zero window's (−gear[0]) in fastcdc-v2;
+	// 0 in fastcdc-v1, where h == 0 already passes both mask tests, so it adds no cut.
+	zero uint64
+	gear [256]uint64
 }
 
 // New returns a chunker for p (validated, errors wrap ErrInvalid) whose gear table is
@@ -34,6 +37,11 @@ func New(p Params, seed [32]byte) (*Chunker, error) {
 		maskL: ^uint64(0) << (64 - (b - 2)),
 	}
 	c.gear = gearTable(seed)
+	if p.ZeroRuns {
+		// NB: h = h<<1 + gear[0] for 64 zero bytes is gear[0]·(2^64 − 1) = −gear[0]
+		// (mod 2^64), whatever came before (FORMAT.md).
+		c.zero = -c.gear[0]
+	}
 	return c, nil
 }
 
@@ -91,13 +99,13 @@ func (c *Chunker) Cut(buf []byte, eof bool) int {
 	i := p.Min - 1 // next byte to absorb; after it, L = i+1
 	if end := min(p.Avg-1, last); i < end {
 		var j int
-		if j, h = scan(g, buf[i:end], h, c.maskS); j >= 0 {
+		if j, h = scan(g, buf[i:end], h, c.maskS, c.zero); j >= 0 {
 			return i + j + 1
 		}
 		i = end
 	}
 	if i < last {
-		if j, _ := scan(g, buf[i:last], h, c.maskL); j >= 0 {
+		if j, _ := scan(g, buf[i:last], h, c.maskL, c.zero); j >= 0 {
 			return i + j + 1
 		}
 	}
@@ -110,49 +118,49 @@ func (c *Chunker) Cut(buf []byte, eof bool) int {
 	return 0
 }
 
-// scan absorbs b into h and returns the index of the first byte after which h&mask == 0,
-// or -1 and the final hash.
+// scan absorbs b into h and returns the index of the first byte after which h&mask == 0
+// or h == zero, or -1 and the final hash.
 //
 // NB: the plain recurrence h = h<<1 + g[b] is one long dependency chain (shift, then
 // add, per byte). Here the chain advances two bytes per step, h = h<<2 + (g[b0]<<1 +
 // g[b1]), where the bracket does not depend on h; the hash after b0 is computed beside
 // it only to be tested. Same hashes, same answers (TestCutMatchesReference), about twice
 // the speed of the one-byte loop (FORMAT.md).
-func scan(g *[256]uint64, b []byte, h, mask uint64) (int, uint64) {
+func scan(g *[256]uint64, b []byte, h, mask, zero uint64) (int, uint64) {
 	i := 0
 	for ; i+8 <= len(b); i += 8 {
 		w := b[i : i+8 : i+8]
 		x := g[w[0]]<<1 + g[w[1]]
-		if t := h<<1 + g[w[0]]; t&mask == 0 {
+		if t := h<<1 + g[w[0]]; t&mask == 0 || t == zero {
 			return i, t
 		}
-		if h = h<<2 + x; h&mask == 0 {
+		if h = h<<2 + x; h&mask == 0 || h == zero {
 			return i + 1, h
 		}
 		x = g[w[2]]<<1 + g[w[3]]
-		if t := h<<1 + g[w[2]]; t&mask == 0 {
+		if t := h<<1 + g[w[2]]; t&mask == 0 || t == zero {
 			return i + 2, t
 		}
-		if h = h<<2 + x; h&mask == 0 {
+		if h = h<<2 + x; h&mask == 0 || h == zero {
 			return i + 3, h
 		}
 		x = g[w[4]]<<1 + g[w[5]]
-		if t := h<<1 + g[w[4]]; t&mask == 0 {
+		if t := h<<1 + g[w[4]]; t&mask == 0 || t == zero {
 			return i + 4, t
 		}
-		if h = h<<2 + x; h&mask == 0 {
+		if h = h<<2 + x; h&mask == 0 || h == zero {
 			return i + 5, h
 		}
 		x = g[w[6]]<<1 + g[w[7]]
-		if t := h<<1 + g[w[6]]; t&mask == 0 {
+		if t := h<<1 + g[w[6]]; t&mask == 0 || t == zero {
 			return i + 6, t
 		}
-		if h = h<<2 + x; h&mask == 0 {
+		if h = h<<2 + x; h&mask == 0 || h == zero {
 			return i + 7, h
 		}
 	}
 	for ; i < len(b); i++ {
-		if h = h<<1 + g[b[i]]; h&mask == 0 {
+		if h = h<<1 + g[b[i]]; h&mask == 0 || h == zero {
 			return i, h
 		}
 	}

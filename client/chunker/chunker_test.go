@@ -49,8 +49,13 @@ func refGear(seed [32]byte) [256]uint64 {
 }
 
 // refCut is the naive FastCDC-NC2 reference of FORMAT.md: hash every byte from the chunk
-// start, test each length from Min with the mask for that length, force a cut at Max.
+// start, test each length from Min with the mask for that length (and, in fastcdc-v2,
+// against the hash of 64 zero bytes), force a cut at Max.
 func refCut(p Params, gear *[256]uint64, buf []byte, eof bool) int {
+	var zeroWindow uint64
+	for range Window {
+		zeroWindow = zeroWindow<<1 + gear[0]
+	}
 	bitsAvg := 0
 	for 1<<bitsAvg < p.Avg {
 		bitsAvg++
@@ -71,7 +76,7 @@ func refCut(p Params, gear *[256]uint64, buf []byte, eof bool) int {
 		if l < p.Avg {
 			mask = maskS
 		}
-		if h&mask == 0 {
+		if h&mask == 0 || (p.ZeroRuns && h == zeroWindow) {
 			if l == p.Min && !eof && len(buf) == p.Min {
 				return 0 // Cut asks for more data when it has no more than Min bytes
 			}
@@ -119,7 +124,16 @@ func TestCutMatchesReference(t *testing.T) {
 	data := randomBytes(1, 3<<20)
 	data = append(data, make([]byte, 300<<10)...)
 	data = append(data, randomBytes(2, 12345)...)
-	for _, p := range []Params{smallParams, {Min: 64, Avg: 256, Max: 1024}, {Min: 100, Avg: 4096, Max: 5000}, DefaultParams()} {
+	// Zero runs of every length around the 64-byte window, at offsets past Min.
+	for i, n := range []int{63, 64, 65, 200, 4096} {
+		data = append(data, randomBytes(uint64(30+i), 3000+i*777)...)
+		data = append(data, make([]byte, n)...)
+	}
+	data = append(data, randomBytes(40, 5000)...)
+	zr := smallParams
+	zr.ZeroRuns = true
+	for _, p := range []Params{smallParams, zr, {Min: 64, Avg: 256, Max: 1024}, {Min: 64, Avg: 256, Max: 1024, ZeroRuns: true},
+		{Min: 100, Avg: 4096, Max: 5000}, DefaultParams(), V1Params()} {
 		t.Run(p.Name(), func(t *testing.T) {
 			for _, s := range []byte{1, 2} {
 				c := mustNew(t, p, seedOf(s))
@@ -365,10 +379,14 @@ func TestSplitAllocatesNothing(t *testing.T) {
 }
 
 func TestParams(t *testing.T) {
-	if got, want := DefaultParams().Name(), "fastcdc-v1-262144-1048576-4194304"; got != want {
+	if got, want := DefaultParams().Name(), "fastcdc-v2-262144-1048576-4194304"; got != want {
 		t.Fatalf("DefaultParams().Name() = %q, want %q", got, want)
 	}
-	valid := []Params{DefaultParams(), smallParams, {Min: 64, Avg: 256, Max: 257}, {Min: 1 << 20, Avg: 4 << 20, Max: 8 << 20}}
+	if got, want := V1Params().Name(), "fastcdc-v1-262144-1048576-4194304"; got != want {
+		t.Fatalf("V1Params().Name() = %q, want %q", got, want)
+	}
+	valid := []Params{DefaultParams(), V1Params(), smallParams, {Min: 64, Avg: 256, Max: 257}, {Min: 1 << 20, Avg: 4 << 20, Max: 8 << 20},
+		{Min: 64, Avg: 256, Max: 257, ZeroRuns: true}}
 	for _, p := range valid {
 		if err := p.Validate(); err != nil {
 			t.Fatalf("%+v: %v", p, err)
@@ -390,6 +408,7 @@ func TestParams(t *testing.T) {
 		{Min: 64, Avg: 256, Max: 256},
 		{Min: 1 << 20, Avg: 4 << 20, Max: 8<<20 + 1},
 		{Min: 300, Avg: 256, Max: 1024},
+		{Min: 63, Avg: 256, Max: 1024, ZeroRuns: true},
 	}
 	for _, p := range invalid {
 		if err := p.Validate(); !errors.Is(err, ErrInvalid) {
@@ -402,7 +421,8 @@ func TestParams(t *testing.T) {
 			t.Fatalf("ParseName(%q) = %v, want ErrInvalid", p.Name(), err)
 		}
 	}
-	for _, s := range []string{"", "fastcdc-v1", "fastcdc-v2-262144-1048576-4194304", "fastcdc-v1-262144-1048576",
+	for _, s := range []string{"", "fastcdc-v1", "fastcdc-v3-262144-1048576-4194304", "fastcdc-v2", "fastcdc-v2-262144-1048576", "fastcdc-v1-262144-1048576",
+		"fastcdc-v2-0262144-1048576-4194304", "fastcdc-v2-v1-262144-1048576-4194304", "fastcdc-v1-fastcdc-v2-262144-1048576-4194304",
 		"fastcdc-v1-262144-1048576-4194304-1", "fastcdc-v1-0262144-1048576-4194304", "fastcdc-v1-+262144-1048576-4194304",
 		"fastcdc-v1-262144-1048576-4194304 ", "FASTCDC-v1-262144-1048576-4194304", "fastcdc-v1-262144--1048576-4194304",
 		"fastcdc-v1-262144-0x100000-4194304", "fastcdc-v1-99999999999999999999-1048576-4194304"} {
@@ -429,7 +449,8 @@ func TestConcurrentUse(t *testing.T) {
 
 // FuzzCut: Cut never panics, honours its contract and agrees with the reference.
 func FuzzCut(f *testing.F) {
-	params := []Params{{Min: 64, Avg: 256, Max: 1024}, {Min: 100, Avg: 512, Max: 600}, {Min: 64, Avg: 256, Max: 257}}
+	params := []Params{{Min: 64, Avg: 256, Max: 1024}, {Min: 100, Avg: 512, Max: 600}, {Min: 64, Avg: 256, Max: 257},
+		{Min: 64, Avg: 256, Max: 1024, ZeroRuns: true}, {Min: 100, Avg: 512, Max: 600, ZeroRuns: true}}
 	var chunkers []*Chunker
 	var gears [][256]uint64
 	for i, p := range params {
@@ -440,6 +461,8 @@ func FuzzCut(f *testing.F) {
 	f.Add(uint8(1), true, randomBytes(2, 300))
 	f.Add(uint8(2), false, make([]byte, 1024))
 	f.Add(uint8(0), true, []byte{})
+	f.Add(uint8(3), false, append(randomBytes(3, 150), make([]byte, 100)...))
+	f.Add(uint8(4), true, append(append(randomBytes(4, 90), make([]byte, 64)...), randomBytes(5, 500)...))
 	f.Fuzz(func(t *testing.T, which uint8, eof bool, data []byte) {
 		i := int(which) % len(params)
 		p, c := params[i], chunkers[i]
@@ -459,7 +482,7 @@ func FuzzCut(f *testing.F) {
 }
 
 func BenchmarkCut(b *testing.B) {
-	for _, p := range []Params{DefaultParams(), {Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}} {
+	for _, p := range []Params{DefaultParams(), V1Params(), {Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}} {
 		b.Run(p.Name(), func(b *testing.B) {
 			c := mustNew(b, p, seedOf(20))
 			data := randomBytes(21, 32<<20)
@@ -471,5 +494,87 @@ func BenchmarkCut(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestZeroRunsCutAtPadding: fastcdc-v2 ends a chunk at most 64 bytes into the first zero
+// run past Min; fastcdc-v1 cuts the same data where its hash says, ignoring the run.
+// (The rule is the hash of an all-zero window; the oldest bytes of a window reach only
+// its low bits, so it can match a few bytes before the 64th zero: FORMAT.md.)
+func TestZeroRunsCutAtPadding(t *testing.T) {
+	p := smallParams
+	p.ZeroRuns = true
+	data := slices.Concat(randomBytes(50, p.Min+1000), make([]byte, 100), randomBytes(51, 2*p.Max))
+	early := slices.Concat(randomBytes(52, p.Min-200), make([]byte, 100), randomBytes(53, 2*p.Max))
+	compared := 0
+	for s := range byte(5) {
+		c2, c1 := mustNew(t, p, seedOf(s)), mustNew(t, smallParams, seedOf(s))
+		run := p.Min + 1000
+		if n := c1.Cut(data, false); n <= run+Window {
+			continue // v1 itself cuts before or in the run with this seed; nothing to compare
+		}
+		if got := c2.Cut(data, false); got <= run+Window-8 || got > run+Window {
+			t.Fatalf("seed %d: fastcdc-v2 cut at %d, want in (%d, %d] (near 64 bytes into the zero run)", s, got, run+Window-8, run+Window)
+		}
+		// A run that ends before Min is not a boundary.
+		if got := c2.Cut(early, false); got != c1.Cut(early, false) {
+			t.Fatalf("seed %d: fastcdc-v2 cut at %d for a zero run below Min; v1 cuts at %d", s, got, c1.Cut(early, false))
+		}
+		compared++
+	}
+	if compared == 0 {
+		t.Fatal("fastcdc-v1 cut before the run for every seed: nothing compared")
+	}
+}
+
+// TestZeroRunsLocaliseImageChanges is the case fastcdc-v2 exists for: a disk image whose
+// files are padded with zeros to 4 KiB blocks, one file in ten rewritten in place. Its
+// chunks end at file padding, so fewer bytes are new than with fastcdc-v1.
+func TestZeroRunsLocaliseImageChanges(t *testing.T) {
+	rng := rand.New(rand.NewPCG(60, 61))
+	type file struct{ off, n int }
+	var img []byte
+	var files []file
+	for len(img) < 48<<20 {
+		n := 1000 + rng.IntN(200<<10)
+		files = append(files, file{len(img), n})
+		img = append(img, randomBytes(rng.Uint64(), n)...)
+		img = append(img, make([]byte, (4096-n%4096)%4096)...)
+	}
+	changed := slices.Clone(img)
+	for i := 0; i < len(files); i += 10 {
+		f := files[i]
+		copy(changed[f.off:f.off+f.n], randomBytes(rng.Uint64(), f.n))
+	}
+	newBytes := func(p Params) (int, int) {
+		c := mustNew(t, p, seedOf(9))
+		seen := map[[32]byte]bool{}
+		off := 0
+		for _, n := range cuts(c, img) {
+			seen[sha256.Sum256(img[off:off+n])] = true
+			off += n
+		}
+		added, off := 0, 0
+		for _, n := range cuts(c, changed) {
+			if !seen[sha256.Sum256(changed[off:off+n])] {
+				added += n
+			}
+			off += n
+		}
+		return added, len(seen)
+	}
+	v1, n1 := newBytes(V1Params())
+	v2, n2 := newBytes(DefaultParams())
+	changedBytes := 0
+	for i := 0; i < len(files); i += 10 {
+		changedBytes += files[i].n
+	}
+	t.Logf("%d of %d bytes rewritten; new chunk bytes: fastcdc-v1 %d (%d chunks in the image), fastcdc-v2 %d (%d chunks)",
+		changedBytes, len(img), v1, n1, v2, n2)
+	if v2 >= v1*3/4 {
+		t.Fatalf("fastcdc-v2 adds %d bytes, not clearly below fastcdc-v1's %d", v2, v1)
+	}
+	if v2 < changedBytes {
+		t.Fatalf("fastcdc-v2 adds %d bytes, fewer than the %d rewritten", v2, changedBytes)
 	}
 }

@@ -22,17 +22,33 @@ const (
 	MaxMax = 8 << 20
 )
 
-const namePrefix = "fastcdc-v1-"
+// Algorithm name prefixes (FORMAT.md).
+const (
+	namePrefixV1 = "fastcdc-v1-"
+	namePrefixV2 = "fastcdc-v2-"
+)
 
-// Params are the chunk size bounds in bytes: every chunk but the last of a stream is at
-// least Min and at most Max long; sizes cluster around Avg.
+// Params are the chunk size bounds in bytes and the algorithm: every chunk but the last
+// of a stream is at least Min and at most Max long; sizes cluster around Avg.
 type Params struct {
 	Min, Avg, Max int
+	// ZeroRuns selects fastcdc-v2: the cuts of fastcdc-v1 plus a cut after every 64-byte
+	// window of zero bytes (from Min on), so that chunks end where zero padding begins
+	// (file ends in a disk image, section padding in a binary). False is fastcdc-v1.
+	ZeroRuns bool
 }
 
-// DefaultParams returns 256 KiB / 1 MiB / 4 MiB.
+// DefaultParams returns what new vaults use: fastcdc-v2, 256 KiB / 1 MiB / 4 MiB.
 func DefaultParams() Params {
-	return Params{Min: 256 << 10, Avg: 1 << 20, Max: 4 << 20}
+	return Params{Min: 256 << 10, Avg: 1 << 20, Max: 4 << 20, ZeroRuns: true}
+}
+
+// V1Params returns the default sizes with fastcdc-v1, the algorithm of vaults created
+// before fastcdc-v2 (still implemented: a vault keeps its chunker for life).
+func V1Params() Params {
+	p := DefaultParams()
+	p.ZeroRuns = false
+	return p
 }
 
 // Validate reports the first problem: Min < Window, Avg not a power of two or below
@@ -54,18 +70,28 @@ func (p Params) Validate() error {
 }
 
 // Name returns the algorithm name with its parameters in bytes, for example
-// "fastcdc-v1-262144-1048576-4194304". It is recorded per vault: two chunkers with the
+// "fastcdc-v2-262144-1048576-4194304". It is recorded per vault: two chunkers with the
 // same name and seed cut every input at the same places.
 func (p Params) Name() string {
-	return namePrefix + strconv.Itoa(p.Min) + "-" + strconv.Itoa(p.Avg) + "-" + strconv.Itoa(p.Max)
+	prefix := namePrefixV1
+	if p.ZeroRuns {
+		prefix = namePrefixV2
+	}
+	return prefix + strconv.Itoa(p.Min) + "-" + strconv.Itoa(p.Avg) + "-" + strconv.Itoa(p.Max)
 }
 
-// ParseName parses a name made by Name and validates the parameters. Only the canonical
-// form is accepted (decimal, no sign, no leading zeros). Errors wrap ErrInvalid.
+// ParseName parses a name made by Name (fastcdc-v1 or fastcdc-v2) and validates the
+// parameters. Only the canonical form is accepted (decimal, no sign, no leading zeros).
+// Errors wrap ErrInvalid.
 func ParseName(s string) (Params, error) {
-	rest, ok := strings.CutPrefix(s, namePrefix)
+	zeroRuns := false
+	rest, ok := strings.CutPrefix(s, namePrefixV1)
 	if !ok {
-		return Params{}, fmt.Errorf("chunker: parse name %q: %w: unknown algorithm, want %s<min>-<avg>-<max>", s, ErrInvalid, namePrefix)
+		rest, ok = strings.CutPrefix(s, namePrefixV2)
+		zeroRuns = true
+	}
+	if !ok {
+		return Params{}, fmt.Errorf("chunker: parse name %q: %w: unknown algorithm, want %s<min>-<avg>-<max> or %s<min>-<avg>-<max>", s, ErrInvalid, namePrefixV1, namePrefixV2)
 	}
 	parts := strings.Split(rest, "-")
 	if len(parts) != 3 {
@@ -79,7 +105,7 @@ func ParseName(s string) (Params, error) {
 		}
 		v[i] = n
 	}
-	p := Params{Min: v[0], Avg: v[1], Max: v[2]}
+	p := Params{Min: v[0], Avg: v[1], Max: v[2], ZeroRuns: zeroRuns}
 	if err := p.Validate(); err != nil {
 		return Params{}, fmt.Errorf("chunker: parse name %q: %w", s, err)
 	}
