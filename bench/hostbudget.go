@@ -58,6 +58,10 @@ type HostOptions struct {
 	RSSBoundMiB float64
 	// DropCaches syncs and drops the page cache before each full restore (root).
 	DropCaches bool
+	// ProfileDir, when set, receives CPU profiles of each run in run-<n>/:
+	// cofferd.pprof for the cluster's whole run and coffer-<scenario>-<dataset>.pprof
+	// per agent invocation.
+	ProfileDir string
 	// Logf receives progress lines (default: discard).
 	Logf func(format string, args ...any)
 }
@@ -537,6 +541,12 @@ func hostRun(ctx context.Context, o HostOptions, r *HostReport, dss []hostDS, ru
 	defer os.RemoveAll(work)
 	ct := &cofferTool{coffer: o.Coffer, cofferd: o.Cofferd, dir: filepath.Join(work, "coffer"), pin: o.AgentCPUs,
 		clusterPin: o.ClusterCPUs, backupArgs: o.BackupArgs}
+	if o.ProfileDir != "" {
+		ct.profileDir = filepath.Join(o.ProfileDir, fmt.Sprintf("run-%d", run))
+		if err := os.MkdirAll(ct.profileDir, 0o755); err != nil {
+			return fmt.Errorf("bench: profile dir: %w", err)
+		}
+	}
 	if err := os.MkdirAll(ct.dir, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

@@ -137,6 +137,15 @@ func (c *benchCmd) run(ctx context.Context, a *app, args []string) error {
 	if cofferd == "" {
 		cofferd = bench.FindCofferd(exe)
 	}
+	if c.profile != "" {
+		// The agent processes run in their own working directories: a relative
+		// directory would scatter their profiles.
+		abs, err := filepath.Abs(c.profile)
+		if err != nil {
+			return usagef(benchSpec(), "--profile %s: %v", c.profile, err)
+		}
+		c.profile = abs
+	}
 	if c.hostBudget {
 		return c.runHostBudget(ctx, a, data, exe, cofferd)
 	}
@@ -150,19 +159,9 @@ func (c *benchCmd) run(ctx context.Context, a *app, args []string) error {
 			return usagef(benchSpec(), "--peers: unknown tool %q (want restic, borg)", p)
 		}
 	}
-	profile := c.profile
-	if profile != "" {
-		// The agent processes run in their own working directories: a relative
-		// directory would scatter their profiles.
-		abs, err := filepath.Abs(profile)
-		if err != nil {
-			return usagef(benchSpec(), "--profile %s: %v", profile, err)
-		}
-		profile = abs
-	}
 	o := bench.Options{
 		Quick: c.quick, DataDir: data, Coffer: exe, Cofferd: cofferd, Peers: peers,
-		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep, DropCaches: c.dropCaches, ProfileDir: profile,
+		Stages: c.stagesOnly, E2E: c.e2eOnly, Keep: c.keep, DropCaches: c.dropCaches, ProfileDir: c.profile,
 		Logf: func(format string, v ...any) {
 			if !a.g.quiet {
 				fmt.Fprintf(a.stderr, format+"\n", v...)
@@ -203,7 +202,7 @@ func (c *benchCmd) runHostBudget(ctx context.Context, a *app, data, exe, cofferd
 	o := bench.HostOptions{
 		DataDir: data, Coffer: exe, Cofferd: cofferd, Runs: c.runs, AgentCPUs: c.agentCPUs, ClusterCPUs: c.clusterCPUs,
 		Tree: c.tree, SmallFiles: c.smallFiles, MillionFiles: c.millionFiles, BlockGiB: c.blockGiB, BlockDataGiB: c.blockDataGiB, RSSBoundMiB: c.rssBound,
-		BackupArgs: strings.Fields(c.backupFlags), DropCaches: c.dropCaches,
+		BackupArgs: strings.Fields(c.backupFlags), DropCaches: c.dropCaches, ProfileDir: c.profile,
 		Logf: func(format string, v ...any) {
 			if !a.g.quiet {
 				fmt.Fprintf(a.stderr, format+"\n", v...)
