@@ -261,6 +261,22 @@ func (a *Agent) WithChunks(chunks chunkstore.Store) *Agent {
 	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: snapshot.New(chunks, a.keys), chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}
 }
 
+// withTreeCache returns a copy of a that reads trees through this host's local cache of
+// snap's backup set (its host and paths), read only, and the func that releases the
+// cache once the copy is done with. Without a cache directory or a pack of that set it
+// returns a itself. A restore or listing on the host that backs the set up finds most
+// trees there instead of fetching them one level of directories at a time; each is
+// verified under its ID like a fetched one (snapshot.OpenCacheReader).
+func (a *Agent) withTreeCache(snap meta.Snapshot) (*Agent, func()) {
+	c := snapshot.OpenCacheReader(snapshot.CacheConfig{Dir: a.cfg.CacheDir, Vault: a.vault.ID, Host: snap.Host, Paths: snap.Paths,
+		Keys: a.keys, Logger: a.cfg.Logger, Now: a.cfg.Now})
+	if c == nil {
+		return a, func() {}
+	}
+	return &Agent{cfg: a.cfg, vault: a.vault, keys: a.keys, trees: a.trees.WithCache(c), chunker: a.chunker,
+		keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}, c.Close
+}
+
 // Vault returns the vault the agent was opened on.
 func (a *Agent) Vault() meta.Vault { return a.vault }
 

@@ -333,3 +333,74 @@ func TestHardlinksAcrossDirectories(t *testing.T) {
 	}
 	compareTrees(t, src, filepath.Join(target, "src"))
 }
+
+// TestRestoreReadsTreesFromLocalCache: a restore and a listing on the host that backed
+// the set up read its trees from the local pack (12 fewer downloads than an agent
+// without the cache), file nothing in it, and still restore and list bit-identically
+// when the pack is damaged (the damaged tree is fetched).
+func TestRestoreReadsTreesFromLocalCache(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	makeManyFiles(t, src, 1000) // the root tree, src and 10 directories below it
+	c := newCacheEnv(t)
+	res, _ := c.backup(t, src)
+	snap := res.Snapshot
+	p := packOf(t, c.cfg.CacheDir)
+	before, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCache := c.cfg
+	noCache.CacheDir = ""
+	cold, err := Open(context.Background(), noCache, "v1", testPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cold.Close()
+
+	restore := func(a *Agent) int64 {
+		t.Helper()
+		target := filepath.Join(t.TempDir(), "out")
+		c.gc.gets.Store(0)
+		if _, err := a.Restore(context.Background(), snap, RestoreOptions{Target: target}); err != nil {
+			t.Fatal(err)
+		}
+		compareTrees(t, src, filepath.Join(target, "src"))
+		return c.gc.gets.Load()
+	}
+	list := func(a *Agent) (int, int64) {
+		t.Helper()
+		c.gc.gets.Store(0)
+		n := 0
+		if err := a.List(context.Background(), snap, "/", func(Entry) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n, c.gc.gets.Load()
+	}
+	fetched, warm := restore(cold), restore(c.a)
+	if fetched-warm != 12 {
+		t.Errorf("restore downloaded %d chunks with the local cache and %d without; want 12 trees fewer", warm, fetched)
+	}
+	if n, gets := list(c.a); n != 1011 || gets != 0 {
+		t.Errorf("listing with the local cache: %d entries, %d downloads; want 1011 entries and none", n, gets)
+	}
+	if n, gets := list(cold); n != 1011 || gets != 12 {
+		t.Errorf("listing without the cache: %d entries, %d downloads; want 1011 and 12", n, gets)
+	}
+	after, err := os.ReadFile(p)
+	if err != nil || !slices.Equal(before, after) {
+		t.Fatalf("restore and listing changed the pack (%v)", err)
+	}
+	if ps, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "*")); len(ps) != 1 {
+		t.Errorf("restore and listing left files in the cache: %q", ps)
+	}
+
+	// A damaged tree in the pack: fetched from the cluster, the restore is still exact.
+	damaged := slices.Clone(before)
+	damaged[len(damaged)/3] ^= 0x40
+	if err := os.WriteFile(p, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := restore(c.a); got <= warm || got > fetched {
+		t.Errorf("restore over a damaged pack downloaded %d chunks; want more than %d (the damaged tree) and at most %d", got, warm, fetched)
+	}
+}

@@ -61,6 +61,8 @@ func (a *Agent) List(ctx context.Context, snap meta.Snapshot, p string, fn func(
 	if err := a.check(); err != nil {
 		return err
 	}
+	a, release := a.withTreeCache(snap)
+	defer release()
 	p = cleanPath(p)
 	if p == "/" {
 		x, err := a.measure(ctx, snap.Tree, "", nil)

@@ -59,6 +59,8 @@ func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOpt
 	if err := a.check(); err != nil {
 		return RestoreResult{}, err
 	}
+	a, release := a.withTreeCache(snap)
+	defer release()
 	start := a.cfg.Now()
 	if opts.Target == "" {
 		return RestoreResult{}, fmt.Errorf("%w: restore: no target directory", ErrInvalid)

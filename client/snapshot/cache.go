@@ -62,6 +62,7 @@ type Cache struct {
 	setsDir  string
 	packFile string
 	disabled atomic.Bool
+	readOnly bool // OpenCacheReader: serves the set's pack, files nothing
 	hits     atomic.Int64
 	fetches  atomic.Int64
 
@@ -82,17 +83,8 @@ func OpenCache(cfg CacheConfig) *Cache {
 	if cfg.Dir == "" {
 		return nil
 	}
-	h := sha256.New()
-	h.Write([]byte(cfg.Host))
-	for _, p := range cfg.Paths {
-		h.Write([]byte{0})
-		h.Write([]byte(p))
-	}
-	set := hex.EncodeToString(h.Sum(nil)[:16])
-	dir := filepath.Join(cfg.Dir, hex.EncodeToString([]byte(cfg.Vault)))
-	setsDir := filepath.Join(dir, "sets")
-	c := &Cache{cfg: cfg, dir: dir, setsDir: setsDir, packFile: filepath.Join(setsDir, set+".pack")}
-	if err := os.MkdirAll(setsDir, 0o700); err != nil {
+	c := newCache(cfg)
+	if err := os.MkdirAll(c.setsDir, 0o700); err != nil {
 		c.fail("create cache directory", err)
 		return c
 	}
@@ -109,6 +101,55 @@ func OpenCache(cfg CacheConfig) *Cache {
 		c.old = p
 	}
 	return c
+}
+
+// OpenCacheReader returns the pack of the backup set cfg names for reading only, for a
+// restore or a listing of one of the set's snapshots: its trees are served by ID (each
+// opened and verified under its ID, as for a backup; an entry that does not open is
+// fetched from the cluster), nothing is filed and no file or directory is created or
+// changed. It returns nil, a cache of nothing, when cfg.Dir is empty or the set has no
+// usable pack. Close releases the pack.
+//
+// NB: the pack holds the set's last backed-up snapshot's trees; for an older snapshot
+// the directories that did not change since are found there, the others are fetched.
+func OpenCacheReader(cfg CacheConfig) *Cache {
+	if cfg.Dir == "" {
+		return nil
+	}
+	c := newCache(cfg)
+	c.readOnly = true
+	p, err := openPack(c.packFile, packReadAll)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		cfg.Logger.Info("local cache pack unusable; reading trees from the cluster", "file", c.packFile, "err", err)
+		return nil
+	}
+	c.old = p
+	return c
+}
+
+// newCache returns the cache of the backup set cfg names, with nothing opened.
+func newCache(cfg CacheConfig) *Cache {
+	h := sha256.New()
+	h.Write([]byte(cfg.Host))
+	for _, p := range cfg.Paths {
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+	}
+	set := hex.EncodeToString(h.Sum(nil)[:16])
+	dir := filepath.Join(cfg.Dir, hex.EncodeToString([]byte(cfg.Vault)))
+	setsDir := filepath.Join(dir, "sets")
+	return &Cache{cfg: cfg, dir: dir, setsDir: setsDir, packFile: filepath.Join(setsDir, set+".pack")}
+}
+
+// Hits returns how many trees the cache served.
+func (c *Cache) Hits() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.hits.Load()
 }
 
 func (c *Cache) fail(what string, err error) {
@@ -178,9 +219,9 @@ func (c *Cache) fetched(id chunk.ID, sealed []byte) {
 	c.putSealed(id, sealed)
 }
 
-// putSealed files a sealed tree chunk in the next pack.
+// putSealed files a sealed tree chunk in the next pack (nothing for a reader).
 func (c *Cache) putSealed(id chunk.ID, sealed []byte) {
-	if c == nil || c.disabled.Load() {
+	if c == nil || c.disabled.Load() || c.readOnly {
 		return
 	}
 	c.mu.Lock()
@@ -203,7 +244,7 @@ func (c *Cache) putSealed(id chunk.ID, sealed []byte) {
 
 // putPlain seals and files an encoded tree with ID id.
 func (c *Cache) putPlain(id chunk.ID, enc []byte) {
-	if c == nil || c.disabled.Load() {
+	if c == nil || c.disabled.Load() || c.readOnly {
 		return
 	}
 	c.mu.Lock()
@@ -224,7 +265,7 @@ func (c *Cache) putPlain(id chunk.ID, enc []byte) {
 // and renames it over the set's pack, then removes what the layout no longer uses. The
 // cache files nothing after it.
 func (c *Cache) Commit(snap meta.Snapshot, trees []chunk.ID) {
-	if c == nil || c.disabled.Load() {
+	if c == nil || c.disabled.Load() || c.readOnly {
 		return
 	}
 	c.mu.Lock()

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -199,5 +200,57 @@ func TestTreeCacheCleansUp(t *testing.T) {
 	}
 	if OpenCache(cacheConfig("", keys, now, "/src")) != nil {
 		t.Error("a cache without a directory")
+	}
+}
+
+// TestCacheReaderNeedsAPackAndFilesNothing: OpenCacheReader gives nil without a cache
+// directory or a pack of the set (and creates no directory looking), and a reader over
+// a pack serves its trees without filing or writing anything.
+func TestCacheReaderNeedsAPackAndFilesNothing(t *testing.T) {
+	keys := testKeys()
+	now := time.Unix(1_800_000_000, 0)
+	dir := filepath.Join(t.TempDir(), "cache")
+	if c := OpenCacheReader(cacheConfig("", keys, now, "/src")); c != nil {
+		t.Fatal("reader without a cache directory")
+	}
+	if c := OpenCacheReader(cacheConfig(dir, keys, now, "/src")); c != nil {
+		t.Fatal("reader of a set without a pack")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("looking for a pack created %s (%v)", dir, err)
+	}
+
+	store := memstore.NewChunks()
+	tr := &tree.Tree{Nodes: []tree.Node{{Name: "a", Type: tree.TypeFile, Mode: 0o644}}}
+	id := storeTree(t, store, keys, tr)
+	w := OpenCache(cacheConfig(dir, keys, now, "/src"))
+	if _, err := New(store, keys).WithCache(w).Load(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	w.Commit(meta.Snapshot{Tree: id}, []chunk.ID{id})
+	w.Close()
+
+	r := OpenCacheReader(cacheConfig(dir, keys, now, "/src"))
+	if r == nil {
+		t.Fatal("no reader of a set with a pack")
+	}
+	defer r.Close()
+	if OpenCacheReader(cacheConfig(dir, keys, now, "/other")) != nil {
+		t.Fatal("reader of another set")
+	}
+	gc := &getCounter{Store: store}
+	trees := New(gc, keys).WithCache(r)
+	got, err := trees.Load(context.Background(), id)
+	if err != nil || len(got.Nodes) != 1 || got.Nodes[0].Name != "a" || gc.gets.Load() != 0 || r.Hits() != 1 {
+		t.Fatalf("Load through the reader: %v %v, %d downloads, %d hits; want the tree from the pack", got, err, gc.gets.Load(), r.Hits())
+	}
+	other := storeTree(t, store, keys, &tree.Tree{Nodes: []tree.Node{{Name: "b", Type: tree.TypeFile, Mode: 0o644}}})
+	if _, err := trees.Load(context.Background(), other); err != nil || gc.gets.Load() != 1 {
+		t.Fatalf("Load of a tree not in the pack: %v, %d downloads; want it fetched", err, gc.gets.Load())
+	}
+	r.Commit(meta.Snapshot{Tree: other}, []chunk.ID{other})
+	ents, err := os.ReadDir(r.setsDir)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("a reader filed something: %v (%v)", ents, err)
 	}
 }
