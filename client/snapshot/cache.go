@@ -34,6 +34,9 @@ import (
 // current: trees are used by ID whichever snapshot the pack belongs to, and those missing
 // from it are fetched as they are needed, so the cache rebuilds itself. A cache that
 // cannot be read or written is never an error: the backup logs it and uses the cluster.
+//
+// Restores and listings of a set's snapshots read its pack too, through OpenCacheReader:
+// the same lookups and checks, nothing written.
 
 // cacheTag is the content of CACHEDIR.TAG (https://bford.info/cachedir/).
 const cacheTag = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by coffer.\n"
