@@ -100,6 +100,17 @@ func cuts(c *Chunker, data []byte) []int {
 	return out
 }
 
+// chunkSums returns the SHA-256 of every chunk c cuts data into.
+func chunkSums(c *Chunker, data []byte) map[[32]byte]bool {
+	sums := map[[32]byte]bool{}
+	off := 0
+	for _, n := range cuts(c, data) {
+		sums[sha256.Sum256(data[off:off+n])] = true
+		off += n
+	}
+	return sums
+}
+
 func refCuts(p Params, gear *[256]uint64, data []byte) []int {
 	var out []int
 	for len(data) > 0 {
@@ -239,15 +250,10 @@ func TestShiftResistance(t *testing.T) {
 	shifted := slices.Concat(data[:1000], ins, data[1000:])
 	for _, p := range []Params{DefaultParams(), {Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}} {
 		c := mustNew(t, p, seedOf(7))
-		orig := map[[32]byte]bool{}
-		off := 0
-		for _, n := range cuts(c, data) {
-			orig[sha256.Sum256(data[off:off+n])] = true
-			off += n
-		}
+		orig := chunkSums(c, data)
 		cs := cuts(c, shifted)
 		shared := 0
-		off = 0
+		off := 0
 		for _, n := range cs {
 			if orig[sha256.Sum256(shifted[off:off+n])] {
 				shared++
@@ -548,12 +554,7 @@ func TestZeroRunsLocaliseImageChanges(t *testing.T) {
 	}
 	newBytes := func(p Params) (int, int) {
 		c := mustNew(t, p, seedOf(9))
-		seen := map[[32]byte]bool{}
-		off := 0
-		for _, n := range cuts(c, img) {
-			seen[sha256.Sum256(img[off:off+n])] = true
-			off += n
-		}
+		seen := chunkSums(c, img)
 		added, off := 0, 0
 		for _, n := range cuts(c, changed) {
 			if !seen[sha256.Sum256(changed[off:off+n])] {
