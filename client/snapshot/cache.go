@@ -121,7 +121,9 @@ func OpenCacheReader(cfg CacheConfig) *Cache {
 	}
 	c := newCache(cfg)
 	c.readOnly = true
-	p, err := openPack(c.packFile, packReadAll)
+	// NB: read one tree at a time (pread), not whole: a restore's memory must not grow
+	// with the pack, which for a million files is tens of megabytes.
+	p, err := openPack(c.packFile, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
