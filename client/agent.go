@@ -258,7 +258,12 @@ func (a *Agent) WithChunks(chunks chunkstore.Store) *Agent {
 	}
 	cfg := a.cfg
 	cfg.Chunks = chunks
-	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: snapshot.New(chunks, a.keys), chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}
+	return a.derived(cfg, snapshot.New(chunks, a.keys))
+}
+
+// derived returns an agent on a's vault and keys with cfg and trees instead of a's.
+func (a *Agent) derived(cfg Config, trees *snapshot.Trees) *Agent {
+	return &Agent{cfg: cfg, vault: a.vault, keys: a.keys, trees: trees, chunker: a.chunker, keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}
 }
 
 // withTreeCache returns a copy of a that reads trees through this host's local cache of
@@ -273,8 +278,7 @@ func (a *Agent) withTreeCache(snap meta.Snapshot) (*Agent, func()) {
 	if c == nil {
 		return a, func() {}
 	}
-	return &Agent{cfg: a.cfg, vault: a.vault, keys: a.keys, trees: a.trees.WithCache(c), chunker: a.chunker,
-		keyFromCache: a.keyFromCache, beforeRead: a.beforeRead, ks: a.ks}, c.Close
+	return a.derived(a.cfg, a.trees.WithCache(c)), c.Close
 }
 
 // Vault returns the vault the agent was opened on.

@@ -56,7 +56,8 @@ func (a *Agent) lookup(ctx context.Context, snap meta.Snapshot, p string) (*tree
 
 // List calls fn for the node at path (unless path is "" or "/") and, recursively, every
 // node below it, in depth-first name order. fn runs in the caller's goroutine; an error
-// from it stops the listing and is returned. A missing path gives ErrNotFound.
+// from it stops the listing and is returned. A missing path gives ErrNotFound. Trees are
+// read as Restore reads them (the local tree pack first).
 func (a *Agent) List(ctx context.Context, snap meta.Snapshot, p string, fn func(Entry) error) error {
 	if err := a.check(); err != nil {
 		return err

@@ -55,6 +55,9 @@ type RestoreResult struct {
 // is a selection that expands to more than Config.MaxEntries entries
 // (ErrTooManyEntries, before the target is created). Any error stops the restore and is
 // returned; what was written until then stays.
+//
+// Trees come from this host's local tree pack of snap's backup set when there is one
+// (Config.CacheDir; read only, each tree verified under its ID), else from the cluster.
 func (a *Agent) Restore(ctx context.Context, snap meta.Snapshot, opts RestoreOptions) (RestoreResult, error) {
 	if err := a.check(); err != nil {
 		return RestoreResult{}, err
