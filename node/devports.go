@@ -134,68 +134,43 @@ func lockPort(port int) (f *os.File, ok bool) {
 // held by another dev cluster, with the sockets that reserve it appended to held (the
 // caller closes them once every port is picked) and its lock kept in hold.
 func pickPort(host string, tcp, udp bool, held *[]io.Closer, hold *DevPortHold) (int, error) {
-	// try binds port (0: the kernel chooses) and locks it; ok is false when it is taken.
-	try := func(port int) (int, bool, error) {
-		if port != 0 {
-			lock, ok := lockPort(port)
-			if !ok {
-				return 0, false, nil
-			}
-			socks, err := bindPort(host, port, tcp, udp)
-			if err != nil {
-				if lock != nil {
-					lock.Close()
-				}
-				return 0, false, nil
-			}
-			*held = append(*held, socks...)
-			if lock != nil {
-				hold.keep(port, lock)
-			}
-			return port, true, nil
+	// claim locks port against other dev clusters and binds it for every network asked;
+	// false when either is taken.
+	claim := func(port int) bool {
+		lock, free := lockPort(port)
+		if !free {
+			return false
 		}
-		first, err := bindPort(host, 0, tcp, !tcp && udp)
+		socks, err := bindPort(host, port, tcp, udp)
 		if err != nil {
-			return 0, false, err
-		}
-		p := portOf(first[0])
-		lock, ok := lockPort(p)
-		if !ok {
-			first[0].Close()
-			return 0, false, nil
-		}
-		socks := first
-		if tcp && udp {
-			u, err := bindPort(host, p, false, true)
-			if err != nil {
-				first[0].Close()
-				if lock != nil {
-					lock.Close()
-				}
-				return 0, false, nil
+			if lock != nil {
+				lock.Close()
 			}
-			socks = append(socks, u[0])
+			return false
 		}
 		*held = append(*held, socks...)
 		if lock != nil {
-			hold.keep(p, lock)
+			hold.keep(port, lock)
 		}
-		return p, true, nil
+		return true
 	}
 	if lo := ephemeralLow(); lo-lowestPickedPort >= 1000 {
 		for range 200 {
-			if p, ok, _ := try(lowestPickedPort + rand.IntN(lo-lowestPickedPort)); ok {
+			if p := lowestPickedPort + rand.IntN(lo-lowestPickedPort); claim(p) {
 				return p, nil
 			}
 		}
 	}
-	// Below the ephemeral range is crowded or absent: let the kernel choose.
+	// Below the ephemeral range is crowded or absent: the kernel names a free port, which
+	// is then claimed like any other (another process may take it in between: try again).
 	for range 50 {
-		p, ok, err := try(0)
+		probe, err := bindPort(host, 0, tcp, !tcp && udp)
 		if err != nil {
 			return 0, err
 		}
-		if ok {
+		p := portOf(probe[0])
+		probe[0].Close()
+		if claim(p) {
 			return p, nil
 		}
 	}
