@@ -149,14 +149,6 @@ func newCache(cfg CacheConfig) *Cache {
 	return &Cache{cfg: cfg, dir: dir, setsDir: setsDir, packFile: filepath.Join(setsDir, set+".pack")}
 }
 
-// Hits returns how many trees the cache served.
-func (c *Cache) Hits() int64 {
-	if c == nil {
-		return 0
-	}
-	return c.hits.Load()
-}
-
 func (c *Cache) fail(what string, err error) {
 	if !c.disabled.Swap(true) {
 		c.cfg.Logger.Warn("local cache disabled for this backup", "dir", c.dir, "op", what, "err", err)
