@@ -579,3 +579,29 @@ func TestZeroRunsLocaliseImageChanges(t *testing.T) {
 		t.Fatalf("fastcdc-v2 adds %d bytes, fewer than the %d rewritten", v2, changedBytes)
 	}
 }
+
+// FuzzParseName: a vault's chunker name comes from the meta servers (written by whoever
+// created the vault); ParseName never panics, accepts only names Name gives back exactly,
+// and what it accepts is valid.
+func FuzzParseName(f *testing.F) {
+	for _, p := range []Params{DefaultParams(), V1Params(), smallParams} {
+		f.Add(p.Name())
+	}
+	f.Add("fastcdc-v3-262144-1048576-4194304")
+	f.Add("fastcdc-v2-0262144-1048576-4194304")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseName(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseName(%q): %v does not wrap ErrInvalid", s, err)
+			}
+			return
+		}
+		if p.Name() != s {
+			t.Fatalf("ParseName(%q) = %+v, whose name is %q", s, p, p.Name())
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("ParseName(%q) accepted invalid %+v: %v", s, p, err)
+		}
+	})
+}
