@@ -46,8 +46,8 @@ type Config struct {
 	// Workers is the number of parallel chunking and sealing goroutines.
 	// Default runtime.GOMAXPROCS(0).
 	Workers int
-	// Fetches sizes a restore's chunk reads: max(2, Fetches/4) fetch workers, each
-	// with one batched read (up to 64 chunks or 8 MiB) in flight, and Fetches/2 tree
+	// Fetches sizes a restore's chunk reads: max(2, Fetches/2) fetch workers, each
+	// with one batched read (up to 64 chunks or 2 MiB) in flight, and Fetches/2 tree
 	// reads prefetched. Reads are bound by round trips
 	// (agent → coordinator → k shard nodes), not by CPU, so it is larger than Workers.
 	// Default max(16, 4*Workers).
