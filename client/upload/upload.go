@@ -32,7 +32,11 @@ type Config struct {
 	Workers int
 	// HasBatch is the most IDs per Store.Has call. Default 256.
 	HasBatch int
-	// PutBatchBytes and PutBatchChunks bound one Store.Put call. Defaults 8 MiB, 64.
+	// PutBatchBytes and PutBatchChunks bound one Store.Put call. Defaults 8 MiB, 256.
+	// Every Put costs each chunk node of the batch one shard RPC and one fsync of its
+	// segment, so the chunk bound is set for small chunks (16 KiB bundles of small
+	// files): 256 of them make one call where 64 made four (docs/benchmarks.md,
+	// "2026-12-07").
 	PutBatchBytes  int
 	PutBatchChunks int
 	// PutInFlight is the number of concurrent Store.Put calls. Default 4.
@@ -99,7 +103,7 @@ func New(ctx context.Context, cfg Config) *Uploader {
 		cfg.PutBatchBytes = 8 << 20
 	}
 	if cfg.PutBatchChunks <= 0 {
-		cfg.PutBatchChunks = 64
+		cfg.PutBatchChunks = 256
 	}
 	if cfg.PutInFlight <= 0 {
 		cfg.PutInFlight = 4

@@ -92,8 +92,8 @@ func TestUploadDedupAndStore(t *testing.T) {
 		t.Errorf("asked Has for %d ids, want %d", got, n+1)
 	}
 	for _, b := range st.batches {
-		if b > 64 {
-			t.Errorf("put batch of %d chunks, above the default 64", b)
+		if b > 256 {
+			t.Errorf("put batch of %d chunks, above the default 256", b)
 		}
 	}
 	for i := range n {
