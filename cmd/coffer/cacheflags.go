@@ -6,7 +6,8 @@ import (
 )
 
 // cacheFlags are --cache-dir and --no-cache, shared by the commands that use the local
-// agent cache (backup: trees and key; restore: key).
+// agent cache (backup: trees and key; restore, ls, dump and snapshots: key, and trees
+// for restore, ls and dump).
 type cacheFlags struct {
 	dir string
 	off bool

@@ -31,7 +31,12 @@ link_target.
 
 A snapshot whose directories expand to more than --max-entries entries
 (default 100000000; a directory tree stored once but named in several places
-counts each time) is refused before anything is listed.`,
+counts each time) is refused before anything is listed.
+
+The vault key is opened from the local key cache that backups keep (sealed
+under the passphrase and this client's TLS key; --cache-dir, --no-cache), and
+on the host that backed the snapshot up its trees are read from the local tree
+pack (each checked against its ID) instead of the cluster.`,
 		examples: []string{
 			"coffer ls latest",
 			"coffer ls 1a2b3c4d /etc/ssh",
@@ -44,9 +49,13 @@ counts each time) is refused before anything is listed.`,
 // lsCmd lists a snapshot's entries.
 type lsCmd struct {
 	maxEntries maxEntriesFlag
+	cache      cacheFlags
 }
 
-func (c *lsCmd) addFlags(fs *flag.FlagSet) { c.maxEntries.add(fs) }
+func (c *lsCmd) addFlags(fs *flag.FlagSet) {
+	c.maxEntries.add(fs)
+	c.cache.add(fs, "read every tree from the cluster and derive the vault key from the passphrase")
+}
 
 func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 || len(args) > 2 {
@@ -60,7 +69,8 @@ func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit)
+	cacheDir := c.cache.resolve(a)
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit, func(s *session) { s.useCache(cacheDir) })
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,11 @@ host, tags, bytes added and paths.
 With --json an array is printed; each element has id (full hex), short_id,
 vault, time and start (RFC 3339), host, paths, tags, parent (when set) and
 stats (files_new, files_changed, files_unmodified, dirs, bytes_processed,
-bytes_added, chunks_added, duration_s, status, skipped).`,
+bytes_added, chunks_added, duration_s, status, skipped).
+
+The vault key is opened from the local key cache that backups keep (sealed
+under the passphrase and this client's TLS key; --cache-dir, --no-cache), as
+restore does, so the command need not repeat the vault's full key derivation.`,
 		examples: []string{
 			"coffer snapshots",
 			"coffer --vault web01 snapshots --json",
@@ -32,15 +36,20 @@ bytes_added, chunks_added, duration_s, status, skipped).`,
 }
 
 // snapshotsCmd lists snapshots.
-type snapshotsCmd struct{}
+type snapshotsCmd struct {
+	cache cacheFlags
+}
 
-func (c *snapshotsCmd) addFlags(*flag.FlagSet) {}
+func (c *snapshotsCmd) addFlags(fs *flag.FlagSet) {
+	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
+}
 
 func (c *snapshotsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) > 0 {
 		return usagef(snapshotsSpec(), "snapshots takes no arguments, got %q", args[0])
 	}
-	s, ag, err := openAgent(ctx, a)
+	cacheDir := c.cache.resolve(a)
+	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })
 	if err != nil {
 		return err
 	}
