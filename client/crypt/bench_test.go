@@ -150,3 +150,28 @@ func BenchmarkZstdEncoders(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCompressSample: the auto policy's compression of a 346 KiB compressible chunk
+// (the mean chunk of the suite's disk image under fastcdc-v2) with its samples, and the
+// same chunk encoded whole without them; the difference is what the samples cost.
+func BenchmarkCompressSample(b *testing.B) {
+	c := newCompressor(MaxPlaintextSize)
+	in := textBytes(44, 346<<10)
+	space := make([]byte, 0, c.bound(len(in)))
+	b.Run("sampled", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		for b.Loop() {
+			if c.compress(space, in) == nil {
+				b.Fatal("not compressed")
+			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		for b.Loop() {
+			if c.encode(space, in) == nil {
+				b.Fatal("not compressed")
+			}
+		}
+	})
+}

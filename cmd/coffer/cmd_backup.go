@@ -46,7 +46,7 @@ Restore it with "coffer restore --image FILE SNAP".
 
 Compression (--compression): auto, the default, is zstd's fastest level
 (libzstd level 1 in builds with cgo, as "make build" makes the agent; the
-pure-Go encoder otherwise), and chunks whose first and last 32 KiB do not
+pure-Go encoder otherwise), and chunks whose first and last 8 KiB do not
 compress are stored as they are; it stores about 5% more bytes than zstd's
 default level (restic's), for 2.3x less compression CPU (1.4x without cgo). fast is S2: 2x auto's speed, about 31% more bytes than
 zstd's default level. max is zstd's better level: about 2% fewer bytes for
