@@ -25,6 +25,27 @@ func cli(t *testing.T, env map[string]string, args ...string) (int, string, stri
 	return code, stdout.String(), stderr.String()
 }
 
+// cliVault starts a dev cluster for the test (skipped under -short), runs "coffer init"
+// against it with passphrase and returns the CLI's environment (config, passphrase and a
+// cache directory of the test's own) and the test's temporary directory.
+func cliVault(t *testing.T, passphrase string) (env map[string]string, dir string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	c := nodetest.New(t, nodetest.Opts{})
+	dir = t.TempDir()
+	env = map[string]string{
+		"COFFER_CONFIG":     node.DevClientConfig(c.Dir),
+		"COFFER_PASSPHRASE": passphrase,
+		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
+	}
+	if code, _, stderr := cli(t, env, "init"); code != exitOK {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	return env, dir
+}
+
 // lastJSON decodes the last line of out.
 func lastJSON(t *testing.T, out string) map[string]any {
 	t.Helper()
@@ -40,19 +61,7 @@ func lastJSON(t *testing.T, out string) map[string]any {
 // backup --block, an incremental run with --dirty-map, restore --image, and a failing
 // --pre-hook that aborts while the --post-hook still runs.
 func TestCLIBlockBackupDirtyMapHooks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	c := nodetest.New(t, nodetest.Opts{})
-	dir := t.TempDir()
-	env := map[string]string{
-		"COFFER_CONFIG":     node.DevClientConfig(c.Dir),
-		"COFFER_PASSPHRASE": "block test passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
-	if code, _, stderr := cli(t, env, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
-	}
+	env, dir := cliVault(t, "block test passphrase")
 	img := filepath.Join(dir, "disk.img")
 	content := bytes.Repeat([]byte("coffer block test "), (8<<20)/18+1)[:8<<20]
 	for i := range content { // make it incompressible enough to count

@@ -4,34 +4,19 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/cofferhq/coffer/node"
-	"github.com/cofferhq/coffer/node/nodetest"
 )
 
 // TestCLIReadCommandsUseKeyCache: snapshots, ls and dump open the vault key through the
 // local key cache, as restore does (a first use fills it, so its entry appears in a new
 // cache directory), and --no-cache leaves the cache directory untouched.
 func TestCLIReadCommandsUseKeyCache(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	c := nodetest.New(t, nodetest.Opts{})
-	dir := t.TempDir()
-	env := map[string]string{
-		"COFFER_CONFIG":     node.DevClientConfig(c.Dir),
-		"COFFER_PASSPHRASE": "key cache test passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
+	env, dir := cliVault(t, "key cache test passphrase")
 	src := filepath.Join(dir, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "notes.txt"), []byte("cached key, same bytes"), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	if code, _, stderr := cli(t, env, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
 	}
 	if code, _, stderr := cli(t, env, "backup", src); code != exitOK {
 		t.Fatalf("backup: exit %d: %s", code, stderr)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/node"
 	"github.com/cofferhq/coffer/node/nodetest"
 )
 
@@ -18,19 +17,7 @@ import (
 // passphrase at all; switching it to customer removes the platform wrap and rotates, after
 // which --platform is refused.
 func TestCLIKeys(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	c := nodetest.New(t, nodetest.Opts{})
-	dir := t.TempDir()
-	env := map[string]string{
-		"COFFER_CONFIG":     node.DevClientConfig(c.Dir),
-		"COFFER_PASSPHRASE": "key test passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
-	if code, _, stderr := cli(t, env, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
-	}
+	env, dir := cliVault(t, "key test passphrase")
 	var ids, srcs []string
 	for i := range 3 {
 		src := filepath.Join(dir, "src", string(rune('a'+i)))

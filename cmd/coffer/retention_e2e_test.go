@@ -5,9 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/cofferhq/coffer/node"
-	"github.com/cofferhq/coffer/node/nodetest"
 )
 
 // TestCLIRetentionAndVerify drives lock, forget, admin audit and verify through the CLI
@@ -15,25 +12,13 @@ import (
 // the rule keeping each snapshot, verify reports a passing and a failing check and
 // removes its sandbox both times.
 func TestCLIRetentionAndVerify(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a cluster")
-	}
-	c := nodetest.New(t, nodetest.Opts{})
-	dir := t.TempDir()
-	env := map[string]string{
-		"COFFER_CONFIG":     node.DevClientConfig(c.Dir),
-		"COFFER_PASSPHRASE": "retention test passphrase",
-		"COFFER_CACHE_DIR":  filepath.Join(dir, "cache"),
-	}
+	env, dir := cliVault(t, "retention test passphrase")
 	src := filepath.Join(dir, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "db.dump"), []byte("PGDMP dump"), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	if code, _, stderr := cli(t, env, "init"); code != exitOK {
-		t.Fatalf("init: exit %d: %s", code, stderr)
 	}
 	var ids []string
 	for range 2 {
