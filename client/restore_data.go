@@ -97,8 +97,9 @@ func dataBytes(n *tree.Node) int64 {
 // Batched chunk reads of a restore: a fetch worker takes the chunks queued for it, up to
 // these bounds, and reads them in one chunkstore.GetMany call. A worker writes nothing
 // until its whole batch is read and opened, so batches are kept small and workers many:
-// 2 MiB batches with 8 workers restored the suite's ext4 image 18% faster than 8 MiB with
-// 4 (docs/benchmarks.md, "2026-12-07"), and hold a quarter of the plaintext.
+// 2 MiB batches with 8 workers restored the suite's ext4 image 16% faster than 8 MiB with
+// 4 (median of five alternated rounds, docs/benchmarks.md, "2026-12-07"), and hold half
+// the plaintext in flight.
 const (
 	fetchBatchChunks = 64
 	fetchBatchBytes  = 2 << 20 // plaintext

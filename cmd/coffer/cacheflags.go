@@ -36,3 +36,17 @@ func (c *cacheFlags) resolve(a *app) string {
 	}
 	return ""
 }
+
+// keyCacheOffUsage is --no-cache's usage on the commands that only read a vault.
+const keyCacheOffUsage = "derive the vault key from the passphrase instead of opening it from the local key cache"
+
+// keyCacheHelp is the help paragraph of the read commands that take --cache-dir for the key.
+const keyCacheHelp = `The vault key is opened from the local key cache that backups keep (sealed
+under the passphrase and this client's TLS key; --cache-dir, --no-cache), as
+restore does, so the command need not repeat the vault's full key derivation.`
+
+// session returns the session option that turns on the local cache resolve names.
+func (c *cacheFlags) session(a *app) func(*session) {
+	dir := c.resolve(a)
+	return func(s *session) { s.useCache(dir) }
+}

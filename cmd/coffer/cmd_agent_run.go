@@ -82,7 +82,7 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 	if c.poll <= 0 || c.heartbeat <= 0 || c.retries < 0 || c.backoff <= 0 || c.maxJitter < 0 {
 		return usagef(spec, "--poll, --heartbeat and --backoff must be positive, --retries and --max-jitter not negative")
 	}
-	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(c.cache.resolve(a)) })
+	s, ag, err := openAgent(ctx, a, c.cache.session(a))
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,7 @@ func dumpSpec() *cmdSpec {
 		long: `Streams the content of FILE (a path inside the snapshot, as shown by ls) to
 stdout, checking every chunk. Nothing else is written to stdout.
 
-The vault key is opened from the local key cache that backups keep (sealed
-under the passphrase and this client's TLS key; --cache-dir, --no-cache), as
-restore does, so the command need not repeat the vault's full key derivation.
+` + keyCacheHelp + `
 
 SNAP is a full snapshot ID, a unique prefix of it
 (at least 4 hex digits), or "latest".`,
@@ -34,15 +32,14 @@ type dumpCmd struct {
 }
 
 func (c *dumpCmd) addFlags(fs *flag.FlagSet) {
-	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
+	c.cache.add(fs, keyCacheOffUsage)
 }
 
 func (c *dumpCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) != 2 {
 		return usagef(dumpSpec(), "dump needs SNAP and FILE, got %d arguments", len(args))
 	}
-	cacheDir := c.cache.resolve(a)
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], func(s *session) { s.useCache(cacheDir) })
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], c.cache.session(a))
 	if err != nil {
 		return err
 	}

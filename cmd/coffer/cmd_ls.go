@@ -69,8 +69,7 @@ func (c *lsCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	cacheDir := c.cache.resolve(a)
-	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit, func(s *session) { s.useCache(cacheDir) })
+	ag, snap, done, err := openSnapshot(ctx, a, args[0], limit, c.cache.session(a))
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func (c *mountCmd) addFlags(fs *flag.FlagSet) {
 	fs.Var(&c.readCache, "read-cache", "keep at most `SIZE` of chunks read (K, M or G suffix; default 64M)")
 	fs.BoolVar(&c.platform, "platform", false, "unlock a platform-managed vault through the platform key, without a passphrase (admin certificate; audited)")
 	fs.BoolVar(&c.debug, "debug-fuse", false, "log every FUSE request (verbose)")
-	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
+	c.cache.add(fs, keyCacheOffUsage)
 }
 
 // unmountTries bounds the attempts to unmount a busy mount point after an interrupt.

@@ -64,7 +64,7 @@ func (c *restoreCmd) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.platform, "platform", false, "unlock a platform-managed vault through the platform key, without a passphrase (admin certificate; audited)")
 	fs.Var(&c.include, "include", "restore only snapshot path `PATH` and what is below it (repeatable)")
 	c.maxEntries.add(fs)
-	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
+	c.cache.add(fs, keyCacheOffUsage)
 	fs.StringVar(&c.image, "image", "", "write the snapshot's image (a --block backup, or the one --include file) to new file or block device `FILE`")
 }
 

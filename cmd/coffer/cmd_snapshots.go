@@ -24,9 +24,7 @@ vault, time and start (RFC 3339), host, paths, tags, parent (when set) and
 stats (files_new, files_changed, files_unmodified, dirs, bytes_processed,
 bytes_added, chunks_added, duration_s, status, skipped).
 
-The vault key is opened from the local key cache that backups keep (sealed
-under the passphrase and this client's TLS key; --cache-dir, --no-cache), as
-restore does, so the command need not repeat the vault's full key derivation.`,
+` + keyCacheHelp,
 		examples: []string{
 			"coffer snapshots",
 			"coffer --vault web01 snapshots --json",
@@ -41,15 +39,14 @@ type snapshotsCmd struct {
 }
 
 func (c *snapshotsCmd) addFlags(fs *flag.FlagSet) {
-	c.cache.add(fs, "derive the vault key from the passphrase instead of opening it from the local key cache")
+	c.cache.add(fs, keyCacheOffUsage)
 }
 
 func (c *snapshotsCmd) run(ctx context.Context, a *app, args []string) error {
 	if len(args) > 0 {
 		return usagef(snapshotsSpec(), "snapshots takes no arguments, got %q", args[0])
 	}
-	cacheDir := c.cache.resolve(a)
-	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })
+	s, ag, err := openAgent(ctx, a, c.cache.session(a))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,7 +36,8 @@ func TestCLIReadCommandsUseKeyCache(t *testing.T) {
 	} {
 		t.Run(args[0], func(t *testing.T) {
 			cached := filepath.Join(dir, args[0]+"-cache")
-			withCache := map[string]string{"COFFER_CONFIG": env["COFFER_CONFIG"], "COFFER_PASSPHRASE": env["COFFER_PASSPHRASE"], "COFFER_CACHE_DIR": cached}
+			withCache := maps.Clone(env)
+			withCache["COFFER_CACHE_DIR"] = cached
 			code, out, stderr := cli(t, withCache, args...)
 			if code != exitOK {
 				t.Fatalf("%v: exit %d: %s", args, code, stderr)
@@ -52,7 +54,8 @@ func TestCLIReadCommandsUseKeyCache(t *testing.T) {
 			}
 
 			off := filepath.Join(dir, args[0]+"-off")
-			noCache := map[string]string{"COFFER_CONFIG": env["COFFER_CONFIG"], "COFFER_PASSPHRASE": env["COFFER_PASSPHRASE"], "COFFER_CACHE_DIR": off}
+			noCache := maps.Clone(env)
+			noCache["COFFER_CACHE_DIR"] = off
 			if code, out3, stderr := cli(t, noCache, append([]string{args[0], "--no-cache"}, args[1:]...)...); code != exitOK || out3 != out {
 				t.Fatalf("%v --no-cache: exit %d, output %q: %s", args, code, out3, stderr)
 			}
