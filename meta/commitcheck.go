@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cofferhq/coffer/chunkstore/chunk"
 	"github.com/cofferhq/coffer/chunkstore/reflist"
 )
@@ -80,49 +82,38 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, parentRefs []chunk.
 	known := c.parentIDs(ctx, parentRefs, inSnap)
 	treeListed := false
 	var shared []int // indexes in snap.Refs of the chunks shared with the parent
+	var own []int    // the others: read and asked about, listConcurrency at a time
 	for i, ref := range snap.Refs {
 		if inParent[ref] {
 			shared = append(shared, i)
-			continue
+		} else {
+			own = append(own, i)
 		}
-		data, err := c.Chunks.Get(ctx, ref)
-		if err != nil {
-			notStored := i < len(stored) && !stored[i]
-			if c.NotStored != nil {
-				notStored = c.NotStored(err)
-			}
-			if !notStored {
-				return fmt.Errorf("%w: read reference list %d (%s): %v", ErrUnavailable, i, ref.Str(), err)
-			}
-			miss(ref)
-			continue
+	}
+	results := make([]listCheck, len(own))
+	var g errgroup.Group
+	g.SetLimit(listConcurrency)
+	for k, i := range own {
+		g.Go(func() error {
+			results[k] = c.checkList(ctx, i, snap, i < len(stored) && !stored[i], known, batch)
+			return nil
+		})
+	}
+	_ = g.Wait() // the functions report through results
+	// NB: the results are taken in list order, so the error and the missing chunks named
+	// are those the lists' order gives, whatever order the reads finished in.
+	for k, r := range results {
+		if r.err != nil {
+			return r.err
 		}
-		ids, err := reflist.Open(ref, data)
-		if err != nil {
-			return fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)
+		if r.notStored {
+			miss(snap.Refs[own[k]])
 		}
-		if listed(ids, snap.Tree) {
-			treeListed = true
+		for _, id := range r.missing {
+			miss(id)
 		}
-		if known != nil {
-			ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { return known[id] })
-		}
-		for len(ids) > 0 {
-			n := min(len(ids), batch)
-			has, err := c.Chunks.Has(ctx, ids[:n])
-			if err != nil {
-				return fmt.Errorf("%w: check chunks of reference list %d: %v", ErrUnavailable, i, err)
-			}
-			if len(has) != n {
-				return fmt.Errorf("%w: chunk store answered %d of %d existence checks", ErrUnavailable, len(has), n)
-			}
-			for j, ok := range has {
-				if !ok {
-					miss(ids[j])
-				}
-			}
-			ids = ids[n:]
-		}
+		nMissing += r.nMissing - len(r.missing)
+		treeListed = treeListed || r.listsTree
 	}
 	if !treeListed && nMissing == 0 {
 		if treeListed, err = c.sharedListsTree(ctx, snap, shared); err != nil {
@@ -142,6 +133,66 @@ func (c CommitCheck) Run(ctx context.Context, snap Snapshot, parentRefs []chunk.
 	return nil
 }
 
+// listConcurrency bounds the reference-list chunks the commit check reads and asks
+// about at once. A list chunk costs the leader two round trips (the read, then Has over
+// its IDs); one after another they were most of an initial backup's commit time.
+const listConcurrency = 8
+
+// listCheck is the outcome of checking one reference-list chunk of a snapshot.
+type listCheck struct {
+	err       error      // the list could not be read, opened or asked about
+	notStored bool       // the list itself is not stored
+	missing   []chunk.ID // the first (at most 5) listed IDs that are not stored
+	nMissing  int        // how many listed IDs are not stored
+	listsTree bool       // the list holds the snapshot's tree
+}
+
+// checkList reads snap.Refs[i], checks that it opens, and asks about its IDs that known
+// does not hold, batch at a time. hasSaidMissing is the first Has's answer for the list.
+func (c CommitCheck) checkList(ctx context.Context, i int, snap Snapshot, hasSaidMissing bool, known map[chunk.ID]bool, batch int) listCheck {
+	ref := snap.Refs[i]
+	data, err := c.Chunks.Get(ctx, ref)
+	if err != nil {
+		notStored := hasSaidMissing
+		if c.NotStored != nil {
+			notStored = c.NotStored(err)
+		}
+		if !notStored {
+			return listCheck{err: fmt.Errorf("%w: read reference list %d (%s): %v", ErrUnavailable, i, ref.Str(), err)}
+		}
+		return listCheck{notStored: true}
+	}
+	ids, err := reflist.Open(ref, data)
+	if err != nil {
+		return listCheck{err: fmt.Errorf("%w: reference list %d: %w", ErrInvalid, i, err)}
+	}
+	var r listCheck
+	r.listsTree = listed(ids, snap.Tree)
+	if known != nil {
+		ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { return known[id] })
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), batch)
+		has, err := c.Chunks.Has(ctx, ids[:n])
+		if err != nil {
+			return listCheck{err: fmt.Errorf("%w: check chunks of reference list %d: %v", ErrUnavailable, i, err)}
+		}
+		if len(has) != n {
+			return listCheck{err: fmt.Errorf("%w: chunk store answered %d of %d existence checks", ErrUnavailable, len(has), n)}
+		}
+		for j, ok := range has {
+			if !ok {
+				r.nMissing++
+				if len(r.missing) < 5 {
+					r.missing = append(r.missing, ids[j])
+				}
+			}
+		}
+		ids = ids[n:]
+	}
+	return r
+}
+
 // listed reports whether id is in ids (sorted, as reflist.Open returns them).
 func listed(ids []chunk.ID, id chunk.ID) bool {
 	_, ok := slices.BinarySearchFunc(ids, id, func(a, b chunk.ID) int { return bytes.Compare(a[:], b[:]) })
@@ -152,22 +203,34 @@ func listed(ids []chunk.ID, id chunk.ID) bool {
 // nil when one of them cannot be read (the check then asks about every ID of snap's
 // unshared chunks) or there are none.
 func (c CommitCheck) parentIDs(ctx context.Context, parentRefs []chunk.ID, skip map[chunk.ID]bool) map[chunk.ID]bool {
-	var known map[chunk.ID]bool
+	var refs []chunk.ID
 	for _, ref := range parentRefs {
-		if skip[ref] {
-			continue
+		if !skip[ref] {
+			refs = append(refs, ref)
 		}
-		data, err := c.Chunks.Get(ctx, ref)
-		if err != nil {
-			return nil
-		}
-		ids, err := reflist.Open(ref, data)
-		if err != nil {
-			return nil
-		}
-		if known == nil {
-			known = make(map[chunk.ID]bool, len(ids))
-		}
+	}
+	lists := make([][]chunk.ID, len(refs))
+	var g errgroup.Group
+	g.SetLimit(listConcurrency)
+	for k, ref := range refs {
+		g.Go(func() error {
+			data, err := c.Chunks.Get(ctx, ref)
+			if err != nil {
+				return err
+			}
+			lists[k], err = reflist.Open(ref, data)
+			return err
+		})
+	}
+	if g.Wait() != nil || len(refs) == 0 {
+		return nil
+	}
+	n := 0
+	for _, ids := range lists {
+		n += len(ids)
+	}
+	known := make(map[chunk.ID]bool, n)
+	for _, ids := range lists {
 		for _, id := range ids {
 			known[id] = true
 		}
