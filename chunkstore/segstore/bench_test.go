@@ -258,7 +258,8 @@ func BenchmarkTouchShards(b *testing.B) {
 // BenchmarkIndexLookups: calls of 1024 keys against an index of 20k shards (all in the
 // memtable) or 200k shards (the memtable and flushed tables), for keys that are all
 // stored ("present") or all absent ("absent", the dedup check and first-write-wins check
-// of a new backup).
+// of a new backup); "touch/present" is TouchShards of stored keys (a commit check's
+// existence query, NoSync).
 // "put" stores 1024 new shards per call (NoSync), whose first-write-wins lookups miss;
 // "loadFilter" is what Open spends filling the key filter from the index.
 func BenchmarkIndexLookups(b *testing.B) {
@@ -310,6 +311,17 @@ func benchIndexLookups(b *testing.B, stored int) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/key")
 		})
 	}
+	b.Run("touch/present", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			got, err := s.TouchShards(ctx, keys(0, i))
+			if err != nil || !got[0] {
+				b.Fatalf("TouchShards: %v, %v", got[0], err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perCall), "ns/key")
+	})
 	b.Run("loadFilter", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := s.loadFilter(); err != nil {

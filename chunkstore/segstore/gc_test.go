@@ -284,3 +284,49 @@ func TestSweepLongList(t *testing.T) {
 		expectShard(t, s, sh)
 	}
 }
+
+// TestTouchManyLooksUpInOrder: a touch of more keys than touchIterMin, with keys the key
+// filter lets through but the index does not hold (here: no filter at all), answers as
+// HasShards does and stamps only the chunks of stored keys, also for stored keys that
+// are read back from flushed tables rather than the memtable.
+func TestTouchManyLooksUpInOrder(t *testing.T) {
+	clk := storetest.NewClock(gcEpoch())
+	s := mustOpen(t, t.TempDir(), Options{Now: clk.Now, NoSync: true})
+	defer mustClose(t, s)
+	s.filter = nil // every key reaches the index lookups
+	var keys []chunkstore.ShardKey
+	var stored, absent []chunk.ID
+	for n := 1; n <= 3*touchIterMin; n++ {
+		shards := gcChunkShards(n, 2)
+		if n%4 == 0 {
+			absent = append(absent, shards[0].Key.ID)
+		} else {
+			mustPut(t, s, shards...)
+			stored = append(stored, shards[0].Key.ID)
+		}
+		keys = append(keys, shards[1].Key, chunkstore.ShardKey{ID: shards[0].Key.ID, Index: 4})
+	}
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t1 := clk.Advance(time.Hour)
+	slices.Reverse(keys)
+	want, err := s.HasShards(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.TouchShards(context.Background(), keys)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("TouchShards = %v, %v; HasShards = %v", got, err, want)
+	}
+	for _, id := range stored {
+		if at, ok := touchEntry(t, s, id); !ok || !at.Equal(t1) {
+			t.Errorf("touch entry of stored chunk %s = %v, %v; want %v", id.Str(), at, ok, t1)
+		}
+	}
+	for _, id := range absent {
+		if at, ok := touchEntry(t, s, id); ok {
+			t.Errorf("absent chunk %s has a touch entry (%v)", id.Str(), at)
+		}
+	}
+}

@@ -1,10 +1,12 @@
 package segstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 
@@ -337,11 +339,8 @@ func (s *Store) reserve(total int64) error {
 // s.w.off, advancing it. Consecutive kept records are written with one call.
 func (s *Store) appendGroup(ap *applier, group []*request, seg *segment) error {
 	for _, r := range group {
-		for i, k := range r.touch {
-			var err error
-			if r.found[i], err = ap.touch(k); err != nil {
-				return err
-			}
+		if err := ap.touchAll(r.touch, r.found); err != nil {
+			return err
 		}
 		for _, id := range r.untouch {
 			ap.untouch(id)
@@ -492,9 +491,72 @@ func (a *applier) touch(key chunkstore.ShardKey) (bool, error) {
 	if err != nil || !e.present {
 		return false, err
 	}
-	a.touched[key.ID] = struct{}{}
-	a.sync = true
+	a.stamp(key.ID)
 	return true, nil
+}
+
+// stamp sets id's touch entry to the batch's time.
+func (a *applier) stamp(id chunk.ID) {
+	a.touched[id] = struct{}{}
+	a.sync = true
+}
+
+// touchIterMin is the fewest index lookups of one touch request that touchAll makes
+// through one iterator, in index order, instead of one point lookup each: a point lookup
+// sets up iterators over every memtable and table that may hold its key, which made
+// these lookups most of a commit check's cost on a node (docs/benchmarks.md, tenth
+// session; BenchmarkIndexLookups/*/touch).
+const touchIterMin = 16
+
+// touchAll is touch for every key of keys, setting found[i]; the keys neither staged in
+// this batch nor ruled out by the key filter are looked up together, in index order,
+// through one iterator (each seek starts where the previous one ended).
+func (a *applier) touchAll(keys []chunkstore.ShardKey, found []bool) error {
+	var order []int
+	for i, k := range keys {
+		if e, ok := a.pending[k]; ok {
+			found[i] = e.present
+		} else if f := a.s.filter; f != nil && !f.mayContain(k) {
+			found[i] = false
+		} else {
+			order = append(order, i)
+			continue
+		}
+		if found[i] {
+			a.stamp(k.ID)
+		}
+	}
+	if len(order) < touchIterMin {
+		for _, i := range order {
+			var err error
+			if found[i], err = a.touch(keys[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	slices.SortFunc(order, func(x, y int) int { return compareShardKeys(keys[x], keys[y]) })
+	iter, err := a.s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return fmt.Errorf("segstore: index lookups: %w", err)
+	}
+	for _, i := range order {
+		key := keys[i]
+		a.kbuf = appendShardKey(a.kbuf[:0], key)
+		if !iter.SeekGE(a.kbuf) || !bytes.Equal(iter.Key(), a.kbuf) {
+			found[i] = false
+			continue
+		}
+		if _, err := parseLocation(iter.Value()); err != nil {
+			return errors.Join(fmt.Errorf("segstore: index lookup %s: %w", keyStr(key), err), iter.Close())
+		}
+		found[i] = true
+		a.stamp(key.ID)
+	}
+	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
+		return fmt.Errorf("segstore: index lookups: %w", err)
+	}
+	return nil
 }
 
 // untouch stages the removal of id's touch entry (its chunk was swept).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,7 @@ func RunGCStore(t *testing.T, open func(t *testing.T, now func() time.Time) chun
 		fn   func(*testing.T, chunkstore.GCStore, *Clock)
 	}{
 		{"TouchAnswersLikeHas", testTouchAnswersLikeHas},
+		{"TouchManyAnswersLikeHas", testTouchManyAnswersLikeHas},
 		{"CandidatesByTime", testCandidatesByTime},
 		{"CandidatesAfter", testCandidatesAfter},
 		{"CandidatesStops", testCandidatesStops},
@@ -203,6 +205,46 @@ func testTouchAnswersLikeHas(t *testing.T, s chunkstore.GCStore, _ *Clock) {
 	}
 	if st := mustStats(t, s); st.Shards != 2 {
 		t.Errorf("after touches stats = %+v, want 2 shards", st)
+	}
+}
+
+// testTouchManyAnswersLikeHas: a touch of many keys in one call (stored and absent, out
+// of order, repeated), as a commit check sends, answers as HasShards does and stamps
+// exactly the chunks of the stored keys.
+func testTouchManyAnswersLikeHas(t *testing.T, s chunkstore.GCStore, clk *Clock) {
+	t0 := clk.Now()
+	var stored [][]chunkstore.Shard
+	for n := 1; n <= 60; n++ {
+		c := gcChunk(n, 1+n%3)
+		stored = append(stored, c)
+		putShards(t, s, c...)
+	}
+	clk.Advance(time.Hour)
+	var keys []chunkstore.ShardKey
+	var touched, untouched [][]chunkstore.Shard
+	for n, c := range stored {
+		if n%3 == 0 {
+			untouched = append(untouched, c)
+			continue
+		}
+		touched = append(touched, c)
+		keys = append(keys, c[len(c)-1].Key, chunkstore.ShardKey{ID: c[0].Key.ID, Index: 5}) // stored, and absent
+	}
+	for n := 100; n < 120; n++ {
+		keys = append(keys, chunkstore.ShardKey{ID: testID(n), Index: uint8(n % 6)})
+	}
+	keys = append(keys, keys[3], keys[0])
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	want, err := s.HasShards(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustTouch(t, s, keys...); !slices.Equal(got, want) {
+		t.Fatalf("TouchShards of %d keys = %v, HasShards = %v", len(keys), got, want)
+	}
+	checkCandidates(t, "after touching two chunks of three", candidates(t, s, nil, t0.Add(30*time.Minute)), wantCandidates(untouched...))
+	if len(touched) == 0 {
+		t.Fatal("nothing touched")
 	}
 }
 
