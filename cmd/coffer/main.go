@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/bench/profenv"
 	"github.com/cofferhq/coffer/meta"
 	"golang.org/x/term"
 )
@@ -27,7 +28,7 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	setMemoryLimit(os.Getenv)
-	stopProfile := startProfile(os.Getenv)
+	stopProfile := profenv.Start(os.Getenv, os.Stderr, "coffer")
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stopProfile()
 	stop()

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/bench/profenv"
 	"github.com/cofferhq/coffer/node"
 )
 
@@ -36,7 +37,7 @@ const version = "0.1.0-dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	stopProfile := startProfile()
+	stopProfile := profenv.Start(os.Getenv, os.Stderr, "cofferd")
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stopProfile()
 	stop()
