@@ -178,33 +178,49 @@ func (s *Store) HasShards(ctx context.Context, keys []chunkstore.ShardKey) ([]bo
 	if s.indexErr != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", s.indexErr)
 	}
-	// NB: keys the filter rules out are absent. The others are looked up in index order
-	// through one iterator, so that each seek starts from where the previous one ended
-	// (Pebble tries a few Next steps before a full seek, and its table iterators keep
-	// their position) instead of from the top.
+	// NB: keys the filter rules out are absent; the others are looked up together.
 	order := make([]int, 0, len(keys))
 	for i, k := range keys {
 		if s.filter == nil || s.filter.mayContain(k) {
 			order = append(order, i)
 		}
 	}
-	if len(order) == 0 {
-		return out, nil
-	}
-	slices.SortFunc(order, func(a, b int) int { return compareShardKeys(keys[a], keys[b]) })
-	iter, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	err := seekSorted(s.db, keys, order, func(i int, _ []byte) error {
+		out[i] = true
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("segstore: has shards: %w", err)
+	}
+	return out, nil
+}
+
+// seekSorted looks up keys[i] for every i of order in db's index through one iterator,
+// in index order (order is sorted in place), so that each seek starts from where the
+// previous one ended (Pebble tries a few Next steps before a full seek, and its table
+// iterators keep their position) instead of from the top; a point lookup per key sets
+// up iterators over every memtable and table that may hold it. found is called, in index
+// order, with i and the index value of each stored key; its error stops the lookups.
+func seekSorted(db *pebble.DB, keys []chunkstore.ShardKey, order []int, found func(i int, value []byte) error) error {
+	if len(order) == 0 {
+		return nil
+	}
+	slices.SortFunc(order, func(a, b int) int { return compareShardKeys(keys[a], keys[b]) })
+	iter, err := db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
+	if err != nil {
+		return err
 	}
 	var kb [shardKeyLen]byte
 	for _, i := range order {
 		k := appendShardKey(kb[:0], keys[i])
-		out[i] = iter.SeekGE(k) && bytes.Equal(iter.Key(), k)
+		if !iter.SeekGE(k) || !bytes.Equal(iter.Key(), k) {
+			continue
+		}
+		if err := found(i, iter.Value()); err != nil {
+			return errors.Join(err, iter.Close())
+		}
 	}
-	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
-		return nil, fmt.Errorf("segstore: has shards: %w", err)
-	}
-	return out, nil
+	return errors.Join(iter.Error(), iter.Close())
 }
 
 // compareShardKeys orders shard keys as the index does: by chunk ID, then index.

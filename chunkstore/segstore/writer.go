@@ -1,12 +1,10 @@
 package segstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"syscall"
 	"time"
 
@@ -485,16 +483,6 @@ func (a *applier) ops() int { return len(a.pending) + len(a.touched) + len(a.unt
 // touches reports whether the batch changes touch entries.
 func (a *applier) touches() bool { return len(a.touched) > 0 || len(a.untouched) > 0 }
 
-// touch stamps the chunk of key if key is stored (or staged); it reports whether it is.
-func (a *applier) touch(key chunkstore.ShardKey) (bool, error) {
-	e, err := a.lookup(key)
-	if err != nil || !e.present {
-		return false, err
-	}
-	a.stamp(key.ID)
-	return true, nil
-}
-
 // stamp sets id's touch entry to the batch's time.
 func (a *applier) stamp(id chunk.ID) {
 	a.touched[id] = struct{}{}
@@ -508,9 +496,9 @@ func (a *applier) stamp(id chunk.ID) {
 // session; BenchmarkIndexLookups/*/touch).
 const touchIterMin = 16
 
-// touchAll is touch for every key of keys, setting found[i]; the keys neither staged in
-// this batch nor ruled out by the key filter are looked up together, in index order,
-// through one iterator (each seek starts where the previous one ended).
+// touchAll stamps the chunk of every key of keys that is stored (or staged in this batch)
+// and sets found[i] for it; the keys neither staged nor ruled out by the key filter are
+// looked up together (seekSorted) when there are touchIterMin of them or more.
 func (a *applier) touchAll(keys []chunkstore.ShardKey, found []bool) error {
 	var order []int
 	for i, k := range keys {
@@ -528,33 +516,29 @@ func (a *applier) touchAll(keys []chunkstore.ShardKey, found []bool) error {
 	}
 	if len(order) < touchIterMin {
 		for _, i := range order {
-			var err error
-			if found[i], err = a.touch(keys[i]); err != nil {
+			e, err := a.indexGet(keys[i])
+			if err != nil {
 				return err
+			}
+			if found[i] = e.present; found[i] {
+				a.stamp(keys[i].ID)
 			}
 		}
 		return nil
 	}
-	slices.SortFunc(order, func(x, y int) int { return compareShardKeys(keys[x], keys[y]) })
-	iter, err := a.s.db.NewIter(&pebble.IterOptions{LowerBound: shardLower, UpperBound: shardUpper})
-	if err != nil {
-		return fmt.Errorf("segstore: index lookups: %w", err)
-	}
 	for _, i := range order {
-		key := keys[i]
-		a.kbuf = appendShardKey(a.kbuf[:0], key)
-		if !iter.SeekGE(a.kbuf) || !bytes.Equal(iter.Key(), a.kbuf) {
-			found[i] = false
-			continue
-		}
-		if _, err := parseLocation(iter.Value()); err != nil {
-			return errors.Join(fmt.Errorf("segstore: index lookup %s: %w", keyStr(key), err), iter.Close())
+		found[i] = false
+	}
+	err := seekSorted(a.s.db, keys, order, func(i int, v []byte) error {
+		if _, err := parseLocation(v); err != nil {
+			return fmt.Errorf("index lookup %s: %w", keyStr(keys[i]), err)
 		}
 		found[i] = true
-		a.stamp(key.ID)
-	}
-	if err := errors.Join(iter.Error(), iter.Close()); err != nil {
-		return fmt.Errorf("segstore: index lookups: %w", err)
+		a.stamp(keys[i].ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("segstore: %w", err)
 	}
 	return nil
 }
@@ -572,6 +556,11 @@ func (a *applier) lookup(key chunkstore.ShardKey) (pendingEntry, error) {
 	if f := a.s.filter; f != nil && !f.mayContain(key) {
 		return pendingEntry{}, nil
 	}
+	return a.indexGet(key)
+}
+
+// indexGet looks key up in the committed index alone (one point lookup).
+func (a *applier) indexGet(key chunkstore.ShardKey) (pendingEntry, error) {
 	a.kbuf = appendShardKey(a.kbuf[:0], key)
 	v, closer, err := a.s.db.Get(a.kbuf)
 	if errors.Is(err, pebble.ErrNotFound) {
