@@ -45,7 +45,8 @@ It needs a backup-agent certificate (coffer agent enroll) and the vault
 passphrase without a terminal: --passphrase-file FILE or COFFER_PASSPHRASE.
 Logs go to stderr (info level; -q: errors only; --log-format json: one JSON
 object per line). With --metrics-listen ADDR it serves Prometheus metrics of its
-jobs at http://ADDR/metrics (off by default). A systemd unit for it is in
+jobs at http://ADDR/metrics (off by default). Its backups run at the scheduling
+of "coffer backup --sched" (--sched, default batch). A systemd unit for it is in
 deploy/systemd.`,
 		examples: []string{
 			"coffer agent run --passphrase-file /etc/coffer/passphrase",
@@ -58,6 +59,7 @@ deploy/systemd.`,
 
 type agentRunCmd struct {
 	cache                      cacheFlags
+	sched                      string
 	poll, heartbeat, maxJitter time.Duration
 	backoff                    time.Duration
 	retries                    int
@@ -71,6 +73,7 @@ func (c *agentRunCmd) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.maxJitter, "max-jitter", agent.DefaultMaxJitter, "delay each scheduled run by a random time of at most `D` (0: none)")
 	fs.IntVar(&c.retries, "retries", agent.DefaultRetries, "retry a transient failure `N` times")
 	fs.DurationVar(&c.backoff, "backoff", agent.DefaultBackoff, "wait `D` before the first retry (doubling)")
+	fs.StringVar(&c.sched, "sched", schedBatch, "CPU scheduling `POLICY` of the daemon: batch or normal (see coffer backup --help)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port; off by default)")
 }
 
@@ -81,6 +84,14 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 	}
 	if c.poll <= 0 || c.heartbeat <= 0 || c.retries < 0 || c.backoff <= 0 || c.maxJitter < 0 {
 		return usagef(spec, "--poll, --heartbeat and --backoff must be positive, --retries and --max-jitter not negative")
+	}
+	if err := checkSched(c.sched); err != nil {
+		return usagef(spec, "--sched: %v", err)
+	}
+	if a.tune != nil {
+		if err := a.tune.forUpload(c.sched); err != nil {
+			a.logger().Warn("agent runs at the scheduling it was started with", "err", err)
+		}
 	}
 	s, ag, err := openAgent(ctx, a, c.cache.session(a))
 	if err != nil {

@@ -53,6 +53,14 @@ zstd's default level. max is zstd's better level: about 2% fewer bytes for
 2.8x auto's CPU. off stores chunks uncompressed (2.6x the bytes on source
 trees). Restores need no setting (figures: docs/benchmarks.md).
 
+Scheduling (--sched): batch, the default, runs the agent's threads at the
+kernel's SCHED_BATCH policy (a waking agent thread never preempts a running
+task, the host's own or the agent's; nice values are kept) with one Go thread
+more than the CPUs it may use, so that the network is served while chunks are
+compressed: on one core, 15% less wall time for large files at the same CPU.
+normal leaves the process as it was started. A policy other than the normal
+one (chrt), the nice value and GOMAXPROCS set by the caller are always kept.
+
 Consistency: --pre-hook runs before anything is read (a failing pre-hook aborts
 the backup), --fsfreeze freezes file systems while the backup reads (always
 thawed, also on error and after --fsfreeze-timeout), --post-hook runs after,
@@ -90,6 +98,7 @@ type backupCmd struct {
 	dirtyMap  string
 
 	compression string
+	sched       string
 
 	preHook, postHook string
 	hookTimeout       time.Duration
@@ -103,6 +112,7 @@ func (c *backupCmd) addFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.force, "force", false, "read every file, even those whose metadata is unchanged")
 	fs.StringVar(&c.compression, "compression", "auto", "compression `POLICY`: auto (zstd fastest: about 5% more stored bytes than zstd's default level), fast (S2: about 31% more), max (zstd better: about 2% less, 2.8x auto's CPU) or off")
 	c.cache.add(fs, "use no local cache: download the parent's trees from the cluster and derive the vault key from the passphrase")
+	fs.StringVar(&c.sched, "sched", schedBatch, "CPU scheduling `POLICY`: batch (the kernel's SCHED_BATCH, and one Go thread more than the CPUs the agent may use, for the network) or normal (as started)")
 	fs.BoolVar(&c.block, "block", false, "PATH is a block device or disk image: capture it in fixed blocks")
 	fs.Var(&c.blockSize, "block-size", "block size `SIZE` for --block (power of two, 4K to 16M; default 4M)")
 	fs.StringVar(&c.dirtyMap, "dirty-map", "", "with --block, read only the blocks listed in dirty-block map `FILE`")
@@ -153,6 +163,9 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return usagef(backupSpec(), "--compression: %v", err)
 	}
+	if err := checkSched(c.sched); err != nil {
+		return usagef(backupSpec(), "--sched: %v", err)
+	}
 	var dirty *client.DirtyMap
 	if c.dirtyMap != "" {
 		f, err := os.Open(c.dirtyMap)
@@ -177,6 +190,11 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 			return fmt.Errorf("backup: %w", err)
 		}
 		paths[i] = abs
+	}
+	if a.tune != nil {
+		if err := a.tune.forUpload(c.sched); err != nil {
+			a.logger().Warn("backup runs at the scheduling it was started with", "err", err)
+		}
 	}
 	cacheDir := c.cache.resolve(a)
 	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })

@@ -27,9 +27,10 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	setMemoryLimit(os.Getenv)
+	tuner := newProcessTuner(os.Getenv) // before anything changes GOMAXPROCS
+	setMemoryLimit(os.Getenv, tuner.cpus)
 	stopProfile := profenv.Start(os.Getenv, os.Stderr, "coffer")
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	code := runTuned(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv, &tuner)
 	stopProfile()
 	stop()
 	os.Exit(code)
@@ -39,7 +40,14 @@ func main() {
 // name; getenv supplies environment variables. Nothing is written anywhere except stdout
 // and stderr (and /dev/tty when a passphrase must be prompted for).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	return runTuned(ctx, args, stdin, stdout, stderr, getenv, nil)
+}
+
+// runTuned is run with the process's scheduling in tune's hands (nil: left alone, as
+// for commands run inside a test's process).
+func runTuned(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, tune *processTuner) int {
 	a := &app{
+		tune:      tune,
 		stdin:     stdin,
 		stdout:    stdout,
 		stderr:    stderr,
@@ -63,6 +71,9 @@ type app struct {
 	now            func() time.Time
 	loc            *time.Location // zone for human-readable times
 	g              globals
+	// tune sets the whole process's CPU scheduling for uploads (sched.go); nil in
+	// tests, which share their process.
+	tune *processTuner
 }
 
 // main parses global flags, dispatches to the command and maps its error to an exit code.

@@ -1,9 +1,6 @@
 package main
 
-import (
-	"runtime"
-	"runtime/debug"
-)
+import "runtime/debug"
 
 // agentMemoryLimit is the Go runtime's soft memory limit for one coffer process on procs
 // Ps (GOMAXPROCS): 224 MiB up to 2 Ps, plus 32 MiB per P beyond (each P adds a chunk
@@ -17,11 +14,12 @@ func agentMemoryLimit(procs int) int64 {
 	return 224<<20 + 32<<20*int64(max(procs-2, 0))
 }
 
-// setMemoryLimit applies agentMemoryLimit unless the user set GOMEMLIMIT (which the
-// runtime has applied already).
-func setMemoryLimit(getenv func(string) string) {
+// setMemoryLimit applies agentMemoryLimit for the Ps the runtime chose at start (the
+// spare P of an upload, sched.go, runs no worker and adds no buffers) unless the user
+// set GOMEMLIMIT (which the runtime has applied already).
+func setMemoryLimit(getenv func(string) string, procs int) {
 	if getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	debug.SetMemoryLimit(agentMemoryLimit(runtime.GOMAXPROCS(0)))
+	debug.SetMemoryLimit(agentMemoryLimit(procs))
 }

@@ -111,6 +111,11 @@ func connect(ctx context.Context, a *app) (*session, error) {
 		Argon2: crypt.DefaultArgon2Params(),
 		Rand:   rand.Reader,
 	}
+	if a.tune != nil {
+		// NB: the CPUs the process may use, not GOMAXPROCS, which an upload raises by a
+		// spare P for the network (sched.go).
+		s.agent.Workers = a.tune.cpus
+	}
 	return s, nil
 }
 
