@@ -60,6 +60,7 @@ more than the CPUs it may use, so that the network is served while chunks are
 compressed: on one core, 15% less wall time for large files at the same CPU.
 normal leaves the process as it was started. A policy other than the normal
 one (chrt), the nice value and GOMAXPROCS set by the caller are always kept.
+Hooks started by a batch backup inherit SCHED_BATCH (not the extra thread).
 
 Consistency: --pre-hook runs before anything is read (a failing pre-hook aborts
 the backup), --fsfreeze freezes file systems while the backup reads (always
