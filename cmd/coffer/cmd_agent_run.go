@@ -88,11 +88,7 @@ func (c *agentRunCmd) run(ctx context.Context, a *app, args []string) error {
 	if err := checkSched(c.sched); err != nil {
 		return usagef(spec, "--sched: %v", err)
 	}
-	if a.tune != nil {
-		if err := a.tune.forUpload(c.sched); err != nil {
-			a.logger().Warn("agent runs at the scheduling it was started with", "err", err)
-		}
-	}
+	a.tuneForUpload("agent", c.sched)
 	s, ag, err := openAgent(ctx, a, c.cache.session(a))
 	if err != nil {
 		return err

@@ -192,11 +192,7 @@ func (c *backupCmd) run(ctx context.Context, a *app, args []string) error {
 		}
 		paths[i] = abs
 	}
-	if a.tune != nil {
-		if err := a.tune.forUpload(c.sched); err != nil {
-			a.logger().Warn("backup runs at the scheduling it was started with", "err", err)
-		}
-	}
+	a.tuneForUpload("backup", c.sched)
 	cacheDir := c.cache.resolve(a)
 	s, ag, err := openAgent(ctx, a, func(s *session) { s.useCache(cacheDir) })
 	if err != nil {

@@ -49,14 +49,23 @@ func checkSched(policy string) error {
 type processTuner struct {
 	cpus   int                     // GOMAXPROCS at process start
 	getenv func(key string) string // GOMAXPROCS set by the user is left alone
-	setPs  func(n int) int         // runtime.GOMAXPROCS
-	batch  func() error            // setBatchThreads
 }
 
 // newProcessTuner returns the tuner of this process; call it before anything changes
 // GOMAXPROCS.
 func newProcessTuner(getenv func(string) string) processTuner {
-	return processTuner{cpus: runtime.GOMAXPROCS(0), getenv: getenv, setPs: runtime.GOMAXPROCS, batch: setBatchThreads}
+	return processTuner{cpus: runtime.GOMAXPROCS(0), getenv: getenv}
+}
+
+// tuneForUpload applies --sched's policy to the process for cmd (nil a.tune: left
+// alone); what cannot be set is logged as a warning, and the command goes on.
+func (a *app) tuneForUpload(cmd, policy string) {
+	if a.tune == nil {
+		return
+	}
+	if err := a.tune.forUpload(policy); err != nil {
+		a.logger().Warn(cmd+" runs at the scheduling it was started with", "err", err)
+	}
 }
 
 // forUpload applies policy (checkSched's values) for an upload: for batch, one P more
@@ -70,9 +79,9 @@ func (t processTuner) forUpload(policy string) error {
 		return nil
 	}
 	if t.getenv("GOMAXPROCS") == "" && t.cpus > 0 {
-		t.setPs(t.cpus + 1)
+		runtime.GOMAXPROCS(t.cpus + 1)
 	}
-	if err := t.batch(); err != nil {
+	if err := setBatchThreads(); err != nil {
 		return fmt.Errorf("SCHED_BATCH: %w", err)
 	}
 	return nil
