@@ -30,6 +30,9 @@ type DirtyMap struct {
 	ranges    [][2]int64 // byte ranges [start, end), sorted and merged
 }
 
+// maxDirtyBlock is the largest block size a dirty map may give, in bytes.
+const maxDirtyBlock = 1 << 40
+
 // ParseDirtyMap reads a dirty-block map. Errors wrap ErrInvalid and name the line.
 func ParseDirtyMap(r io.Reader) (*DirtyMap, error) {
 	sc := bufio.NewScanner(r)
@@ -54,7 +57,7 @@ func ParseDirtyMap(r io.Reader) (*DirtyMap, error) {
 				return nil, fmt.Errorf("%w: dirty map line %d: want \"block-size BYTES\", got %q", ErrInvalid, line, s)
 			}
 			bs, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil || bs <= 0 || bs > 1<<40 {
+			if err != nil || bs <= 0 || bs > maxDirtyBlock {
 				return nil, fmt.Errorf("%w: dirty map line %d: bad block size %q", ErrInvalid, line, f[1])
 			}
 			m.BlockSize = bs
@@ -184,6 +187,11 @@ func ParseThinDelta(r io.Reader) (*DirtyMap, error) {
 				}
 				if !ok || sectors <= 0 {
 					return nil, fmt.Errorf("%w: thin_delta xml: <superblock> without a data_block_size", ErrInvalid)
+				}
+				// NB: bounded as the text format's block-size is (1 TiB; thin pools use
+				// 64 KiB to 1 GiB): a larger count of sectors would wrap around in bytes.
+				if sectors > maxDirtyBlock/512 {
+					return nil, fmt.Errorf("%w: thin_delta xml: data_block_size %d sectors: more than %d bytes", ErrInvalid, sectors, int64(maxDirtyBlock))
 				}
 				m.BlockSize = sectors * 512
 				continue
