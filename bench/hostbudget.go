@@ -117,6 +117,10 @@ type HostGoal struct {
 	Ratio   float64 `json:"ratio"`
 	Target  string  `json:"target"`
 	Met     bool    `json:"met"`
+	// RunRatios are the goal's ratio within each run, Coffer against the better peer of
+	// that run, in run order: the tools of one run share the machine's state, so their
+	// spread shows how much of a ratio is the machine's.
+	RunRatios []float64 `json:"run_ratios,omitempty"`
 }
 
 // Host-budget dataset names.
@@ -772,7 +776,18 @@ func (r *HostReport) summarise(o HostOptions) {
 				return
 			}
 			rt := ratio(f(m), pv)
-			r.Goals = append(r.Goals, HostGoal{Dataset: d.Name, Goal: g, Peer: peer, Coffer: f(m), PeerVal: pv, Ratio: rt, Target: tgt, Met: met(rt)})
+			r.Goals = append(r.Goals, HostGoal{Dataset: d.Name, Goal: g, Peer: peer, Coffer: f(m), PeerVal: pv, Ratio: rt, Target: tgt, Met: met(rt),
+				RunRatios: runRatios(groups[key{"coffer", d.Name, sc}], func(run int) (float64, bool) {
+					v, ok := 0.0, false
+					for _, p := range o.Peers {
+						for _, x := range groups[key{p.Name, d.Name, sc}] {
+							if x.Run == run && (!ok || f(x) < v) {
+								v, ok = f(x), true
+							}
+						}
+					}
+					return v, ok
+				}, f, ratio)})
 		}
 		speed := func(cof, peer float64) float64 { return peer / cof }
 		frac := func(cof, peer float64) float64 { return cof / max(peer, 1e-9) }
@@ -802,6 +817,20 @@ func (r *HostReport) summarise(o HostOptions) {
 				Coffer: peak, PeerVal: o.RSSBoundMiB, Ratio: peak / o.RSSBoundMiB, Target: "≤ 1x", Met: peak <= o.RSSBoundMiB})
 		}
 	}
+}
+
+// runRatios returns, for each of Coffer's results in run order, ratio(f(result), the
+// better peer's figure in the same run); a run without a peer figure is left out.
+func runRatios(coffer []HostResult, peerIn func(run int) (float64, bool), f func(HostResult) float64, ratio func(cof, peer float64) float64) []float64 {
+	cs := slices.Clone(coffer)
+	slices.SortFunc(cs, func(a, b HostResult) int { return a.Run - b.Run })
+	var out []float64
+	for _, c := range cs {
+		if pv, ok := peerIn(c.Run); ok {
+			out = append(out, ratio(f(c), pv))
+		}
+	}
+	return out
 }
 
 // Markdown writes the report's tables.
@@ -834,8 +863,8 @@ func (r *HostReport) Markdown(w io.Writer) {
 			num(m.AgentCPUPerGiB), cl, m.AgentRSSMiB, added, v)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| dataset | goal | better peer | Coffer | peer | ratio | target | met |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---|---|")
+	fmt.Fprintln(w, "| dataset | goal | better peer | Coffer | peer | ratio | per run | target | met |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---|---|---|")
 	for _, g := range r.Goals {
 		met := ""
 		if g.Target != "" {
@@ -844,7 +873,12 @@ func (r *HostReport) Markdown(w io.Writer) {
 				met = "yes"
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2fx | %s | %s |\n", g.Dataset, g.Goal, g.Peer, num(g.Coffer), num(g.PeerVal), g.Ratio, g.Target, met)
+		runs := make([]string, len(g.RunRatios))
+		for i, x := range g.RunRatios {
+			runs[i] = fmt.Sprintf("%.2fx", x)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %.2fx | %s | %s | %s |\n", g.Dataset, g.Goal, g.Peer, num(g.Coffer), num(g.PeerVal), g.Ratio,
+			strings.Join(runs, " "), g.Target, met)
 	}
 	fmt.Fprintln(w)
 	if len(r.OverBound) > 0 {

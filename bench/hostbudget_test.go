@@ -107,3 +107,46 @@ func TestGenerateSparseImage(t *testing.T) {
 		t.Error("1 MiB of data in 16 aligned segments: accepted")
 	}
 }
+
+// TestHostGoalsPerRun: each wall-time goal carries its ratio within every run, against
+// the better peer of that run (which may differ from the better peer of the medians),
+// and the markdown prints them; the met verdict stays on the medians.
+func TestHostGoalsPerRun(t *testing.T) {
+	res := func(run int, tool string, secs float64) HostResult {
+		return HostResult{Run: run, Tool: tool, Dataset: DsToolchain, Scenario: ScRestore, Bytes: 1 << 30, Seconds: secs, Verified: true}
+	}
+	r := &HostReport{Runs: 3, Datasets: []Dataset{{Name: DsToolchain}}, Results: []HostResult{
+		// Run 1 is slow for every tool (the machine), runs 2 and 3 are not.
+		res(1, "coffer", 4.0), res(1, "restic-a", 6.0), res(1, "restic-b", 5.0),
+		res(2, "coffer", 2.0), res(2, "restic-a", 3.0), res(2, "restic-b", 4.5),
+		res(3, "coffer", 1.8), res(3, "restic-a", 4.0), res(3, "restic-b", 3.7),
+	}}
+	r.summarise(HostOptions{Peers: []HostPeer{{Name: "restic-a"}, {Name: "restic-b"}}, RSSBoundMiB: DefaultRSSBoundMiB})
+	var g *HostGoal
+	for i := range r.Goals {
+		if r.Goals[i].Goal == "full restore, wall time" {
+			g = &r.Goals[i]
+		}
+	}
+	if g == nil {
+		t.Fatalf("no full restore goal in %+v", r.Goals)
+	}
+	// Medians: coffer 2.0, restic-a 4.0, restic-b 4.5: 2.00x against restic-a.
+	if g.Peer != "restic-a" || g.Ratio != 2.0 || !g.Met {
+		t.Errorf("goal %+v, want 2.00x against restic-a, met", *g)
+	}
+	want := []float64{5.0 / 4.0, 3.0 / 2.0, 3.7 / 1.8}
+	if len(g.RunRatios) != len(want) {
+		t.Fatalf("per-run ratios %v, want %v", g.RunRatios, want)
+	}
+	for i := range want {
+		if d := g.RunRatios[i] - want[i]; d > 1e-9 || d < -1e-9 {
+			t.Fatalf("per-run ratios %v, want %v", g.RunRatios, want)
+		}
+	}
+	var md bytes.Buffer
+	r.Markdown(&md)
+	if !strings.Contains(md.String(), "| 2.00x | 1.25x 1.50x 2.06x | ≥ 2x | yes |") {
+		t.Errorf("markdown lacks the per-run ratios:\n%s", md.String())
+	}
+}
