@@ -764,6 +764,18 @@ func (r *HostReport) summarise(o HostOptions) {
 		}
 		return name, v
 	}
+	// bestInRun is best within one run: the lowest figure any peer had in it.
+	bestInRun := func(ds, sc string, run int, f func(HostResult) float64) (float64, bool) {
+		v, ok := 0.0, false
+		for _, p := range o.Peers {
+			for _, x := range groups[key{p.Name, ds, sc}] {
+				if x.Run == run && (!ok || f(x) < v) {
+					v, ok = f(x), true
+				}
+			}
+		}
+		return v, ok
+	}
 	for _, d := range r.Datasets {
 		c := func(sc string) (HostResult, bool) { m, ok := byKey[key{"coffer", d.Name, sc}]; return m, ok }
 		goal := func(g, sc, tgt string, f func(HostResult) float64, ratio func(cof, peer float64) float64, met func(float64) bool) {
@@ -777,17 +789,7 @@ func (r *HostReport) summarise(o HostOptions) {
 			}
 			rt := ratio(f(m), pv)
 			r.Goals = append(r.Goals, HostGoal{Dataset: d.Name, Goal: g, Peer: peer, Coffer: f(m), PeerVal: pv, Ratio: rt, Target: tgt, Met: met(rt),
-				RunRatios: runRatios(groups[key{"coffer", d.Name, sc}], func(run int) (float64, bool) {
-					v, ok := 0.0, false
-					for _, p := range o.Peers {
-						for _, x := range groups[key{p.Name, d.Name, sc}] {
-							if x.Run == run && (!ok || f(x) < v) {
-								v, ok = f(x), true
-							}
-						}
-					}
-					return v, ok
-				}, f, ratio)})
+				RunRatios: runRatios(groups[key{"coffer", d.Name, sc}], func(run int) (float64, bool) { return bestInRun(d.Name, sc, run, f) }, f, ratio)})
 		}
 		speed := func(cof, peer float64) float64 { return peer / cof }
 		frac := func(cof, peer float64) float64 { return cof / max(peer, 1e-9) }

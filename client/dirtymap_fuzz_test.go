@@ -2,7 +2,6 @@ package client
 
 import (
 	"errors"
-	"math"
 	"strings"
 	"testing"
 )
@@ -14,17 +13,10 @@ func TestThinDeltaBlockSizeOverflow(t *testing.T) {
 	for _, sectors := range []string{"36028797018963969", "18014398509481985", "9223372036854775807"} {
 		x := `<superblock data_block_size="` + sectors + `"><diff><different begin="1" length="1"/></diff></superblock>`
 		m, err := ReadDirtyMap(strings.NewReader(x))
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(fmtErr(err), "data_block_size") {
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "data_block_size") {
 			t.Errorf("data_block_size=%s: map %+v, err %v; want ErrInvalid naming data_block_size", sectors, m, err)
 		}
 	}
-}
-
-func fmtErr(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // FuzzReadDirtyMap: a dirty map (text or thin_delta XML, from a file the operator's
@@ -46,18 +38,10 @@ func FuzzReadDirtyMap(f *testing.F) {
 		if m.BlockSize <= 0 {
 			t.Fatalf("block size %d", m.BlockSize)
 		}
-		var changed int64
 		for i, r := range m.ranges {
 			if r[0] < 0 || r[1] <= r[0] || (i > 0 && r[0] <= m.ranges[i-1][1]) {
 				t.Fatalf("range %d %v (previous %v): not sorted, disjoint and non-empty", i, r, m.ranges[max(i-1, 0)])
 			}
-			if changed > math.MaxInt64-(r[1]-r[0]) {
-				t.Fatalf("changed bytes overflow at range %d", i)
-			}
-			changed += r[1] - r[0]
-		}
-		if m.Changed() != changed {
-			t.Fatalf("Changed() = %d, ranges add up to %d", m.Changed(), changed)
 		}
 	})
 }
